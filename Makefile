@@ -1,0 +1,39 @@
+# The two commands of the README: `make dev` (local fleet) and `make test` (whole suite).
+# Each creates .venv and installs what it needs on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: dev test unit bench proto proto-check conformance-fixtures clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("tfleet needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[local,test]'
+	touch $(STAMP)
+
+dev: $(STAMP)
+	$(BIN)/tfleet dev
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -ra tests/unit $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.agent_latency
+
+proto: $(STAMP)
+	$(BIN)/python proto/generate.py
+
+proto-check: $(STAMP)
+	$(BIN)/python proto/generate.py --check
+
+conformance-fixtures:
+	$(PYTHON) tests/conformance/make_fixtures.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""tfleet.agent: the per-host agent (planner, reconciler, heartbeat, app)."""

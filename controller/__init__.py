@@ -1,0 +1,1 @@
+"""tfleet.controller: the central controller (placement, rollouts, election)."""

@@ -1,0 +1,3 @@
+from tfleet.cli.main import main
+
+main()

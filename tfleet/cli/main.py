@@ -1,0 +1,42 @@
+"""The `tfleet` console script: one click group, one module per command family.
+
+Every option also reads a TFLEET_* environment variable (shown in --help).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from tfleet import __version__
+
+# (module, attribute) of each subcommand, imported lazily so that `tfleet agent` does not
+# pay for the simulator's or the controller's imports.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "tfs-sim": ("tfleet.cli.tfs_sim", "tfs_sim"),
+    "agent": ("tfleet.cli.agent", "agent"),
+    "dev": ("tfleet.cli.dev", "dev"),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = _COMMANDS.get(name)
+        if target is None:
+            return None
+        module = importlib.import_module(target[0])
+        return getattr(module, target[1])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="tfleet")
+def cli() -> None:
+    """tfleet: run fleets of TensorFlow Serving hosts through etcd."""
+
+
+def main() -> None:
+    cli(auto_envvar_prefix=None)

@@ -1,0 +1,111 @@
+"""Every etcd key tfleet reads or writes, built and parsed in one place.
+
+The keyspace is a public, versioned contract (docs/keyspace.md): operators read and write it
+with etcdctl. Nothing else in the project formats a key by hand, so a change to the layout is
+a change to this module, its tests and the document together.
+
+Version 1 layout under a prefix (default ``/tfleet``)::
+
+    <prefix>/hosts/<host>                   agent, leased: the host and its addresses
+    <prefix>/assignments/<host>/<model>     controller or operator: what the host must serve
+    <prefix>/status/<host>/<model>          agent, leased: what the host serves, and errors
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+KEYSPACE_VERSION = 1
+DEFAULT_PREFIX = "/tfleet"
+
+# Host and model names become path segments of keys, TF Serving model names, REST URL
+# segments and file names: a conservative set, like a DNS label but allowing '_' and '.'.
+NAME_MAX_LENGTH = 128
+_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,127})")
+_PREFIX_RE = re.compile(r"(/[A-Za-z0-9._-]+)+")
+
+
+class InvalidName(ValueError):
+    """A host or model name, or a key, that the keyspace does not accept."""
+
+
+def validate_name(kind: str, name: str) -> str:
+    """Return name unchanged, or raise InvalidName with a sentence saying what is wrong."""
+    if not name:
+        raise InvalidName(f"{kind} name is empty")
+    if len(name) > NAME_MAX_LENGTH:
+        raise InvalidName(f"{kind} name {name[:40]!r}... is {len(name)} characters long; the limit is {NAME_MAX_LENGTH}")
+    if not _NAME_RE.fullmatch(name) or ".." in name:
+        raise InvalidName(
+            f"{kind} name {name!r} is not allowed: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, without '..'"
+        )
+    return name
+
+
+def validate_prefix(prefix: str) -> str:
+    if not _PREFIX_RE.fullmatch(prefix):
+        raise InvalidName(
+            f"key prefix {prefix!r} is not allowed: it must start with '/', have no trailing '/', "
+            "and use letters, digits, '.', '_' and '-' in its segments"
+        )
+    return prefix
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    """Builds and parses the keys of one tfleet installation (one prefix)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        validate_prefix(self.prefix)
+
+    # -- hosts ------------------------------------------------------------------------------
+    def hosts_prefix(self) -> str:
+        return f"{self.prefix}/hosts/"
+
+    def host(self, host: str) -> str:
+        return f"{self.hosts_prefix()}{validate_name('host', host)}"
+
+    # -- assignments ------------------------------------------------------------------------
+    def assignments_prefix(self, host: str | None = None) -> str:
+        if host is None:
+            return f"{self.prefix}/assignments/"
+        return f"{self.prefix}/assignments/{validate_name('host', host)}/"
+
+    def assignment(self, host: str, model: str) -> str:
+        return f"{self.assignments_prefix(host)}{validate_name('model', model)}"
+
+    # -- status ------------------------------------------------------------------------------
+    def status_prefix(self, host: str | None = None) -> str:
+        if host is None:
+            return f"{self.prefix}/status/"
+        return f"{self.prefix}/status/{validate_name('host', host)}/"
+
+    def status(self, host: str, model: str) -> str:
+        return f"{self.status_prefix(host)}{validate_name('model', model)}"
+
+    # -- parsing -----------------------------------------------------------------------------
+    def parse_host_model(self, key: str, section: str) -> tuple[str, str]:
+        """Split ``<prefix>/<section>/<host>/<model>`` into (host, model).
+
+        Raises InvalidName for a key outside the section or with an invalid segment, so that
+        a stray key written by hand is reported rather than acted upon.
+        """
+        head = f"{self.prefix}/{section}/"
+        if not key.startswith(head):
+            raise InvalidName(f"key {key!r} is not under {head!r}")
+        parts = key[len(head) :].split("/")
+        if len(parts) != 2:
+            raise InvalidName(f"key {key!r} must have the form {head}<host>/<model>")
+        host, model = parts
+        return validate_name("host", host), validate_name("model", model)
+
+    def model_of_assignment(self, key: str, host: str) -> str:
+        """The model named by an assignment key of ``host``; InvalidName if it is malformed."""
+        key_host, model = self.parse_host_model(key, "assignments")
+        if key_host != host:
+            raise InvalidName(f"key {key!r} belongs to host {key_host!r}, not {host!r}")
+        return model

@@ -1,0 +1,209 @@
+"""Pydantic models of every JSON value tfleet keeps in etcd (keyspace version 1).
+
+Two kinds of document live in etcd:
+
+* written by people (assignments, later intents): unknown fields are *rejected*, because a
+  typo such as ``"model_version_polcy"`` silently ignored would serve the wrong thing;
+* written by tfleet daemons (host records, status): unknown fields are *ignored*, so that an
+  older reader keeps working while a newer writer adds fields.
+
+Field names follow TensorFlow Serving's own ModelConfig so that its users recognise them.
+``parse`` turns any failure into a SchemaError whose message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Annotated, Any, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
+
+from tfleet.tfs.types import ModelConfigSpec, VersionPolicy, VersionState
+
+_LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _check_label(label: str) -> str:
+    if not _LABEL_RE.fullmatch(label):
+        raise ValueError(f"version label {label!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return label
+
+
+LabelName = Annotated[str, AfterValidator(_check_label)]
+
+
+class SchemaError(ValueError):
+    """A JSON value that does not match its schema, explained in one sentence per problem."""
+
+
+class _OperatorDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _DaemonRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# -- assignments ------------------------------------------------------------------------------
+
+
+class LatestPolicy(_OperatorDocument):
+    num_versions: PositiveInt = 1
+
+
+class AllPolicy(_OperatorDocument):
+    pass
+
+
+class SpecificPolicy(_OperatorDocument):
+    versions: Annotated[list[NonNegativeInt], Field(min_length=1)]
+
+
+class ModelVersionPolicy(_OperatorDocument):
+    """Exactly one of latest / all / specific, as in TF Serving's ServableVersionPolicy."""
+
+    latest: LatestPolicy | None = None
+    all: AllPolicy | None = None
+    specific: SpecificPolicy | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelVersionPolicy:
+        chosen = [name for name in ("latest", "all", "specific") if getattr(self, name) is not None]
+        if len(chosen) != 1:
+            raise ValueError(
+                'must hold exactly one of "latest", "all" or "specific", '
+                f"found {len(chosen)}" + (f" ({', '.join(chosen)})" if chosen else "")
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_the_chosen_policy(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # {"latest": {"num_versions": 1}} rather than {"latest": ..., "all": null, "specific": null}
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+    def to_spec(self) -> VersionPolicy:
+        if self.latest is not None:
+            return VersionPolicy("latest", num_versions=self.latest.num_versions)
+        if self.all is not None:
+            return VersionPolicy("all")
+        assert self.specific is not None
+        return VersionPolicy("specific", versions=tuple(sorted(set(self.specific.versions))))
+
+
+class Assignment(_OperatorDocument):
+    """``<prefix>/assignments/<host>/<model>``: what one host must serve of one model."""
+
+    base_path: Annotated[str, Field(min_length=1)]
+    model_platform: Annotated[str, Field(min_length=1)] = "tensorflow"
+    model_version_policy: ModelVersionPolicy = Field(default_factory=lambda: ModelVersionPolicy(latest=LatestPolicy()))
+    version_labels: dict[LabelName, NonNegativeInt] = Field(default_factory=dict)
+
+    def to_config(self, name: str) -> ModelConfigSpec:
+        return ModelConfigSpec(
+            name=name,
+            base_path=self.base_path,
+            model_platform=self.model_platform,
+            model_version_policy=self.model_version_policy.to_spec(),
+            version_labels=tuple(sorted(self.version_labels.items())),
+        )
+
+
+# -- host records and status (written by the agent) ------------------------------------------
+
+
+class HostRecord(_DaemonRecord):
+    """``<prefix>/hosts/<host>``, bound to the agent's lease."""
+
+    host: str
+    grpc_address: str
+    rest_address: str
+    memory_mb: NonNegativeInt = 0
+    labels: dict[str, str] = Field(default_factory=dict)
+    agent_version: str
+    started_at: dt.datetime
+    # Where the agent serves /metrics, /healthz, /readyz (for Prometheus service discovery).
+    metrics_address: str | None = None
+
+
+class VersionReport(_DaemonRecord):
+    state: VersionState
+    error_code: int = 0
+    error_message: str = ""
+
+
+class ModelStatus(_DaemonRecord):
+    """``<prefix>/status/<host>/<model>``, bound to the agent's lease."""
+
+    # mod_revision of the assignment this status describes the outcome of (null when the
+    # agent reports a model whose assignment it could not read).
+    assignment_revision: int | None
+    versions: dict[str, VersionReport] = Field(default_factory=dict)
+    # Labels TF Serving currently applies (a label waits here until its version is AVAILABLE).
+    version_labels: dict[str, int] = Field(default_factory=dict)
+    error: str | None = None
+    updated_at: dt.datetime
+
+    def same_content(self, other: ModelStatus | None) -> bool:
+        """Equal apart from updated_at: a status is rewritten only when this is False."""
+        if other is None:
+            return False
+        return self.model_dump(exclude={"updated_at"}) == other.model_dump(exclude={"updated_at"})
+
+
+# -- encoding -----------------------------------------------------------------------------------
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(document)"
+
+
+def explain(error: ValidationError) -> str:
+    """One line per problem, naming the field path, e.g. ``model_version_policy.latest.num_versions: ...``."""
+    problems = []
+    for item in error.errors(include_url=False):
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (check its spelling)"
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        problems.append(f"{_location(item['loc'])}: {message}")
+    return "; ".join(problems)
+
+
+def parse(model: type[M], raw: bytes | str, what: str) -> M:
+    """Decode and validate one JSON document; ``what`` names it in the error (a key, a file)."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise SchemaError(f"{what}: invalid JSON: {detail}") from None
+    if not isinstance(data, dict):
+        raise SchemaError(f"{what}: must be a JSON object, found {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SchemaError(f"{what}: {explain(exc)}") from None
+
+
+def encode(document: BaseModel) -> bytes:
+    """Compact JSON as stored in etcd (RFC 3339 timestamps, null fields kept)."""
+    return document.model_dump_json().encode()
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)

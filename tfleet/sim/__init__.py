@@ -1,0 +1,1 @@
+"""A faithful TensorFlow Serving simulator (gRPC model management, prediction, REST)."""

@@ -1,0 +1,1 @@
+"""Generated protobuf modules (wire-compatible TF Serving subset); see proto/generate.py."""
