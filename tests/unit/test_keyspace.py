@@ -1,0 +1,51 @@
+"""The keyspace is a public contract: these tests pin every key's exact shape."""
+
+import pytest
+
+from tfleet.keyspace import InvalidName, Keyspace, validate_name
+
+KS = Keyspace()
+
+
+def test_v1_keys_are_exactly_as_documented() -> None:
+    assert KS.host("h1") == "/tfleet/hosts/h1"
+    assert KS.hosts_prefix() == "/tfleet/hosts/"
+    assert KS.assignment("h1", "resnet") == "/tfleet/assignments/h1/resnet"
+    assert KS.assignments_prefix("h1") == "/tfleet/assignments/h1/"
+    assert KS.assignments_prefix() == "/tfleet/assignments/"
+    assert KS.status("h1", "resnet") == "/tfleet/status/h1/resnet"
+    assert KS.status_prefix("h1") == "/tfleet/status/h1/"
+
+
+def test_prefix_is_configurable() -> None:
+    assert Keyspace("/prod/fleet").assignment("h", "m") == "/prod/fleet/assignments/h/m"
+
+
+@pytest.mark.parametrize("prefix", ["tfleet", "/tfleet/", "/", "//x", "/a b"])
+def test_bad_prefix_rejected(prefix: str) -> None:
+    with pytest.raises(InvalidName, match="prefix"):
+        Keyspace(prefix)
+
+
+@pytest.mark.parametrize("name", ["h1", "gpu-01.dc1", "resnet_50", "A", "9"])
+def test_good_names(name: str) -> None:
+    assert validate_name("model", name) == name
+
+
+@pytest.mark.parametrize(
+    "name, fragment",
+    [("", "empty"), ("a/b", "not allowed"), ("-x", "not allowed"), ("a..b", "not allowed"), ("x" * 129, "limit is 128"), ("ü", "not allowed")],
+)
+def test_bad_names_explained(name: str, fragment: str) -> None:
+    with pytest.raises(InvalidName, match=fragment):
+        validate_name("model", name)
+
+
+def test_parse_assignment_key() -> None:
+    assert KS.model_of_assignment("/tfleet/assignments/h1/resnet", "h1") == "resnet"
+    with pytest.raises(InvalidName, match="must have the form"):
+        KS.model_of_assignment("/tfleet/assignments/h1/a/b", "h1")
+    with pytest.raises(InvalidName, match="belongs to host"):
+        KS.model_of_assignment("/tfleet/assignments/h2/resnet", "h1")
+    with pytest.raises(InvalidName):
+        KS.model_of_assignment("/tfleet/assignments/h1/bad name", "h1")

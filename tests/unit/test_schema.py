@@ -1,0 +1,76 @@
+"""Schemas of etcd values: defaults, exact JSON shape, and errors an operator can act on."""
+
+import json
+
+import pytest
+
+from tfleet.schema import Assignment, HostRecord, ModelStatus, SchemaError, encode, parse, utc_now
+from tfleet.tfs.types import VersionPolicy
+
+KEY = "/tfleet/assignments/h1/resnet"
+
+
+def test_documented_example_parses() -> None:
+    raw = {
+        "base_path": "/models/resnet",
+        "model_platform": "tensorflow",
+        "model_version_policy": {"specific": {"versions": [3, 4]}},
+        "version_labels": {"stable": 3},
+    }
+    spec = parse(Assignment, json.dumps(raw), KEY).to_config("resnet")
+    assert spec.model_version_policy == VersionPolicy("specific", versions=(3, 4))
+    assert spec.version_labels == (("stable", 3),)
+
+
+def test_defaults_are_latest_one_and_tensorflow() -> None:
+    spec = parse(Assignment, b'{"base_path": "/m"}', KEY).to_config("m")
+    assert spec.model_platform == "tensorflow"
+    assert spec.model_version_policy == VersionPolicy("latest", num_versions=1)
+
+
+def test_policy_serializes_only_the_chosen_branch() -> None:
+    doc = json.loads(encode(parse(Assignment, b'{"base_path": "/m", "model_version_policy": {"all": {}}}', KEY)))
+    assert doc["model_version_policy"] == {"all": {}}
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"{", f"{KEY}: invalid JSON: Expecting property name enclosed in double quotes at line 1 column 2"),
+        (b"[1]", f"{KEY}: must be a JSON object, found list"),
+        (b"{}", f"{KEY}: base_path: required field is missing"),
+        (b'{"base_path": "/m", "model_version_polcy": {}}', "model_version_polcy: unknown field (check its spelling)"),
+        (b'{"base_path": "/m", "model_version_policy": {}}', 'must hold exactly one of "latest", "all" or "specific", found 0'),
+        (b'{"base_path": "/m", "model_version_policy": {"latest": {"num_versions": 0}}}', "model_version_policy.latest.num_versions"),
+        (b'{"base_path": "/m", "model_version_policy": {"specific": {"versions": []}}}', "model_version_policy.specific.versions"),
+        (b'{"base_path": "/m", "version_labels": {"stable": "three"}}', "version_labels.stable"),
+        (b'{"base_path": "/m", "version_labels": {"no good": 1}}', "version label 'no good'"),
+        (b"\xff", f"{KEY}: invalid JSON"),
+    ],
+)
+def test_errors_name_the_key_and_the_field(raw: bytes, message: str) -> None:
+    with pytest.raises(SchemaError) as info:
+        parse(Assignment, raw, KEY)
+    assert message in str(info.value)
+
+
+def test_daemon_records_ignore_unknown_fields_for_forward_compatibility() -> None:
+    raw = json.dumps({"host": "h1", "grpc_address": "a:1", "rest_address": "a:2", "agent_version": "9", "started_at": "2026-01-01T00:00:00Z", "new_field": 1})
+    assert parse(HostRecord, raw, "k").host == "h1"
+
+
+def test_status_json_shape_is_the_contract() -> None:
+    status = ModelStatus(assignment_revision=7, versions={"3": {"state": "AVAILABLE"}}, updated_at=utc_now())
+    doc = json.loads(encode(status))
+    assert set(doc) == {"assignment_revision", "versions", "version_labels", "error", "updated_at"}
+    assert doc["versions"] == {"3": {"state": "AVAILABLE", "error_code": 0, "error_message": ""}}
+    assert doc["error"] is None
+    assert doc["updated_at"].endswith("Z")
+
+
+def test_same_content_ignores_the_timestamp() -> None:
+    a = ModelStatus(assignment_revision=1, updated_at=utc_now())
+    b = a.model_copy(update={"updated_at": utc_now()})
+    assert a.same_content(b)
+    assert not a.same_content(a.model_copy(update={"error": "x"}))
+    assert not a.same_content(None)
