@@ -1,0 +1,196 @@
+"""The agent process: wires the heartbeat, the reconcile loop, the watch and the ops endpoint.
+
+Threads, each named and owned here:
+
+* ``agent-loop`` (the caller of ``run``): waits to be woken, coalesces bursts for a short
+  window, then runs one reconcile pass; a pass that is not settled asks to run again soon.
+* APScheduler jobs: ``lease-renew`` every TTL/3 with jitter, ``resync`` (a full pass) every
+  ``resync_interval`` as the safety net for anything a watch missed.
+* ``watch:<prefix>`` (the store's): wakes the loop on any change under assignments/<host>/.
+  The loop re-reads the prefix itself, so the watch carries no state of its own.
+* ``ops-http``: /metrics, /healthz, /readyz.
+
+Shutdown (SIGTERM) revokes the lease, so the host and status keys vanish at once, and leaves
+TF Serving serving what it serves.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from tfleet import __version__, logs, schema
+from tfleet.agent.applied import AppliedStateFile
+from tfleet.agent.heartbeat import HostLease
+from tfleet.agent.metrics import AgentMetrics
+from tfleet.agent.reconciler import Reconciler
+from tfleet.agent.settings import AgentSettings
+from tfleet.httpserver import OpsServer
+from tfleet.keyspace import Keyspace
+from tfleet.schema import HostRecord
+from tfleet.store import EtcdStore
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        store: EtcdStore | None = None,
+        tfs=None,
+        metrics: AgentMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if tfs is None:
+            from tfleet.tfs.client import TfsClient
+
+            tfs = TfsClient(settings.tfs_grpc)
+        self.settings = settings
+        self.keyspace = Keyspace(settings.prefix)
+        self.store = store or EtcdStore(settings.etcd)
+        self.tfs = tfs
+        self.metrics = metrics or AgentMetrics()
+        self.log = logs.get("agent", host=settings.host)
+        self._clock = clock
+        self._wake = threading.Event()
+        self._full = threading.Event()
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._loop_beat = clock()
+        self._started_at = schema.utc_now()
+        self._watch = None
+        self.ops = OpsServer(settings.http_host, settings.http_port, self.metrics.registry, healthy=self._healthy, ready=self._ready)
+        self.lease = HostLease(
+            self.store,
+            self.keyspace.host(settings.host),
+            self._host_record,
+            settings.lease_ttl,
+            self.metrics,
+            self.log,
+            on_new_lease=self._on_new_lease,
+            clock=clock,
+        )
+        self.reconciler = Reconciler(
+            store=self.store,
+            tfs=tfs,
+            keyspace=self.keyspace,
+            settings=settings,
+            lease=self.lease,
+            metrics=self.metrics,
+            log=self.log,
+            applied_file=AppliedStateFile(settings.state_file),
+            clock=clock,
+        )
+        self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+
+    # -- control ---------------------------------------------------------------------------
+    def wake(self, full: bool = False) -> None:
+        if full:
+            self._full.set()
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask run() to finish; safe from a signal handler or another thread."""
+        self._stop.set()
+        self._wake.set()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> None:
+        s = self.settings
+        self.ops.start()
+        self.log.info("agent_started", version=__version__, etcd=list(s.etcd.endpoints), tfs=s.tfs_grpc, ops=self.ops.address, prefix=s.prefix)
+        try:
+            self.lease.renew()
+            self._scheduler.add_job(self.lease.renew, "interval", seconds=s.renew_interval, jitter=s.renew_interval / 10, id="lease-renew")
+            self._scheduler.add_job(lambda: self.wake(full=True), "interval", seconds=s.resync_interval, jitter=s.resync_interval / 10, id="resync")
+            self._scheduler.start()
+            self._loop()
+        finally:
+            self._shutdown()
+
+    def _loop(self) -> None:
+        requeue: float | None = 0.0
+        self._full.set()
+        self._wake.set()
+        while not self._stop.is_set():
+            self._wake.wait(timeout=requeue)
+            if self._stop.is_set():
+                break
+            if self.settings.coalesce_window:
+                self._stop.wait(self.settings.coalesce_window)  # let a burst of changes land together
+            self._wake.clear()
+            full = self._full.is_set()
+            self._full.clear()
+            self._loop_beat = self._clock()
+            outcome = self.reconciler.reconcile(full=full)
+            self._ensure_watch()
+            requeue = outcome.requeue_after
+
+    def _ensure_watch(self) -> None:
+        if self._watch is not None or not self.reconciler.last_revision:
+            return
+        self._watch = self.store.watch_prefix(
+            self.keyspace.assignments_prefix(self.settings.host),
+            self.reconciler.last_revision + 1,
+            on_events=lambda events: self.wake(),
+            on_reset=lambda snapshot: self.wake(full=True),
+            on_error=self._on_watch_error,
+        )
+
+    def _on_watch_error(self, error: Exception) -> None:
+        self.metrics.watch_restarts.inc()
+        self.log.info("watch_interrupted", error=str(error), action="resuming from the last revision")
+        self.wake(full=True)
+
+    def _on_new_lease(self, lease_id: int) -> None:
+        self.reconciler.forget_written_status()
+        self.wake(full=True)
+
+    def _shutdown(self) -> None:
+        self.log.info("agent_stopping", action="revoking lease; TF Serving keeps serving")
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        if self._watch is not None:
+            self._watch.cancel()
+        self.lease.revoke()
+        self.ops.stop()
+        self.store.close()
+        self.tfs.close()
+        self._stopped.set()
+
+    # -- records and probes ----------------------------------------------------------------
+    def _host_record(self) -> bytes:
+        s = self.settings
+        host = s.advertised_host
+        record = HostRecord(
+            host=s.host,
+            grpc_address=f"{host}:{s.tfs_grpc.rpartition(':')[2]}",
+            rest_address=f"{host}:{s.tfs_rest.rpartition(':')[2]}",
+            memory_mb=s.memory_mb,
+            labels=s.labels,
+            agent_version=__version__,
+            started_at=self._started_at,
+            metrics_address=f"{host}:{self.ops.port}",
+        )
+        return schema.encode(record)
+
+    def _healthy(self) -> tuple[bool, str]:
+        # The loop wakes at least every resync_interval; a reload may hold it for reload_timeout.
+        limit = 2 * self.settings.resync_interval + self.settings.reload_timeout + 10
+        idle = self._clock() - self._loop_beat
+        if idle > limit:
+            return False, f"reconcile loop has not run for {idle:.0f} s"
+        return True, "ok"
+
+    def _ready(self) -> tuple[bool, str]:
+        if not self.lease.registered_recently():
+            return False, "not registered in etcd (lease not held)"
+        if self.reconciler.completed == 0:
+            return False, "first reconcile not completed"
+        return True, "ok"

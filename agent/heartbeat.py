@@ -1,0 +1,102 @@
+"""The host's heartbeat: ``<prefix>/hosts/<host>`` on an etcd lease, renewed every TTL/3.
+
+Everything the agent writes about itself (host record, status keys) is bound to this lease,
+so a dead host disappears by itself within the TTL. pyetcd has no background keepalive, so
+renewal is driven from outside (an APScheduler job with jitter) through ``renew()``.
+
+A lease whose renewals failed for a whole TTL is presumed gone (etcd has expired it, or will
+have by the time it is reachable again): the next call grants a new lease, registers again
+and tells the owner, which rewrites every status key on the new lease.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from tfleet.agent.metrics import AgentMetrics
+from tfleet.store import EtcdStore, LeaseLost, StoreError
+
+
+class HostLease:
+    def __init__(
+        self,
+        store: EtcdStore,
+        host_key: str,
+        record: Callable[[], bytes],
+        ttl: int,
+        metrics: AgentMetrics,
+        log,  # structlog bound logger
+        on_new_lease: Callable[[int], None] = lambda lease_id: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._key = host_key
+        self._record = record
+        self._ttl = ttl
+        self._metrics = metrics
+        self._log = log
+        self._on_new_lease = on_new_lease
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._lease_id: int | None = None
+        self._last_renewed = 0.0
+
+    @property
+    def lease_id(self) -> int | None:
+        """The current lease, or None while the host is not registered."""
+        return self._lease_id
+
+    def registered_recently(self) -> bool:
+        """True while the lease is believed alive (renewed within the TTL)."""
+        return self._lease_id is not None and self._clock() - self._last_renewed < self._ttl
+
+    def renew(self) -> None:
+        """Register if needed, otherwise renew; never raises (failures are counted and logged)."""
+        with self._lock:
+            try:
+                if self._lease_id is None:
+                    self._register()
+                    return
+                self._store.refresh_lease(self._lease_id)
+                self._last_renewed = self._clock()
+            except LeaseLost:
+                self._log.warning("lease_lost", lease=self._lease_id, action="registering again")
+                self._lease_id = None
+                self._renew_after_loss()
+            except StoreError as exc:
+                self._metrics.lease_renew_failures.inc()
+                if self._lease_id is not None and self._clock() - self._last_renewed >= self._ttl:
+                    self._log.warning("lease_presumed_lost", lease=self._lease_id, error=str(exc))
+                    self._lease_id = None
+                else:
+                    self._log.info("lease_renew_failed", lease=self._lease_id, error=str(exc))
+
+    def _renew_after_loss(self) -> None:
+        try:
+            self._register()
+        except StoreError as exc:
+            self._metrics.lease_renew_failures.inc()
+            self._log.info("register_failed", error=str(exc))
+
+    def _register(self) -> None:
+        lease_id = self._store.grant_lease(self._ttl)
+        self._store.put(self._key, self._record(), lease=lease_id)
+        self._lease_id = lease_id
+        self._last_renewed = self._clock()
+        self._metrics.lease_grants.inc()
+        self._log.info("registered", key=self._key, lease=lease_id, ttl=self._ttl)
+        self._on_new_lease(lease_id)
+
+    def revoke(self) -> None:
+        """Drop the lease: the host record and every status key vanish at once."""
+        with self._lock:
+            if self._lease_id is None:
+                return
+            try:
+                self._store.revoke_lease(self._lease_id)
+                self._log.info("lease_revoked", lease=self._lease_id)
+            except StoreError as exc:
+                self._log.warning("lease_revoke_failed", lease=self._lease_id, error=str(exc), note="keys expire with the TTL")
+            self._lease_id = None

@@ -1,0 +1,3 @@
+"""Fixtures of the integration suite."""
+
+from tests.simfixtures import sim, sim_factory  # noqa: F401 (pytest fixtures)
