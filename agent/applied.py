@@ -13,7 +13,6 @@ import json
 import os
 import pathlib
 import tempfile
-from dataclasses import asdict
 
 from tfleet.tfs.types import ModelConfigSpec, VersionPolicy
 
@@ -21,9 +20,14 @@ FORMAT_VERSION = 1
 
 
 def _to_json(spec: ModelConfigSpec) -> dict:
-    data = asdict(spec)
-    data["version_labels"] = [list(pair) for pair in spec.version_labels]
-    return data
+    policy = spec.model_version_policy
+    return {
+        "name": spec.name,
+        "base_path": spec.base_path,
+        "model_platform": spec.model_platform,
+        "model_version_policy": {"kind": policy.kind, "num_versions": policy.num_versions, "versions": list(policy.versions)},
+        "version_labels": [list(pair) for pair in spec.version_labels],
+    }
 
 
 def _from_json(data: dict) -> ModelConfigSpec:

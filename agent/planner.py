@@ -40,6 +40,12 @@ class ModelInput:
     assignment: Assignment | None
     error: str | None = None  # why assignment is None
     disk: DiskFacts | None = None  # None when the assignment is invalid
+    # assignment.to_config(name), computed once per revision by whoever builds the input.
+    spec: ModelConfigSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.assignment is not None and self.spec is None:
+            object.__setattr__(self, "spec", self.assignment.to_config(self.name))
 
 
 @dataclass(frozen=True)
@@ -106,10 +112,10 @@ def _is_available(served: tuple[VersionStatus, ...] | None, version: int) -> boo
 
 def _problem_with(model: ModelInput) -> str | None:
     """Why a valid-looking assignment still cannot be applied, from the disk facts."""
-    assert model.assignment is not None and model.disk is not None
+    assert model.spec is not None and model.disk is not None
     if model.disk.error:
         return model.disk.error
-    spec = model.assignment.to_config(model.name)
+    spec = model.spec
     policy = spec.model_version_policy
     if policy.kind == "specific" and not model.disk.unchecked:
         missing = sorted(set(policy.versions) - set(model.disk.versions))
@@ -185,8 +191,8 @@ def plan(data: PlanInput) -> Plan:
             labels = dict(previous.version_labels) if previous is not None else {}
             reports[name] = ModelReport(model.revision, versions, labels, problem, settled=True)
             continue
-        assert model.assignment is not None
-        wanted = model.assignment.to_config(name)
+        wanted = model.spec
+        assert wanted is not None
         aspired = aspired_versions(wanted, model.disk)
         labels, waiting = _labels_to_send(wanted, previous, served, aspired)
         spec = ModelConfigSpec(wanted.name, wanted.base_path, wanted.model_platform, wanted.model_version_policy, labels)

@@ -76,7 +76,7 @@ class Reconciler:
         self._applied: dict[str, ModelConfigSpec] = applied
         self._inputs: dict[str, ModelInput] = {}
         self._served: dict[str, tuple | None] = {}
-        self._written: dict[str, ModelStatus] = {}
+        self._written: dict[str, ModelReport] = {}
         self._written_lease: int | None = None
         self._reload_errors: dict[str, str] = {}
         self._unsettled: set[str] = set()
@@ -84,7 +84,9 @@ class Reconciler:
         self._bad_keys_logged: set[tuple[str, int]] = set()
         self._reload_retry_at = 0.0
         self._reload_failures = 0
-        self._need_full = True
+        self._need_sweep = True
+        self._last_sweep = clock()
+        self._applied_dirty = False
         self.last_revision = 0
         self.completed = 0
 
@@ -96,7 +98,7 @@ class Reconciler:
     def reconcile(self, full: bool = False) -> Outcome:
         started = self._clock()
         try:
-            outcome = self._reconcile(full or self._need_full)
+            outcome = self._reconcile(full)
         finally:
             self._metrics.reconcile_seconds.observe(self._clock() - started)
         self._metrics.reconcile_total.labels(outcome.result).inc()
@@ -112,17 +114,25 @@ class Reconciler:
         self._metrics.etcd_up.set(1)
         self.last_revision = snapshot.revision
         models, dirty = self._read(snapshot, full)
+        sweep = self._sweep_due(full)
         try:
-            self._observe(set(models) | set(self._applied) if full else dirty | self._unsettled)
+            if sweep:
+                self._observe(set(models) | set(self._applied))
+                self._last_sweep = self._clock()
+            else:
+                self._observe(dirty | self._unsettled | (self._probe() if full else set()))
             current, reloads = self._plan_and_reload(models)
         except TfsUnavailable as exc:
             self._metrics.tfs_up.set(0)
-            self._need_full = True
+            self._need_sweep = True
             self._log.warning("reconcile", result="tfs_unavailable", error=exc.message, revision=snapshot.revision)
             return Outcome("tfs_unavailable", self._settings.poll_interval * 4)
         self._metrics.tfs_up.set(1)
-        self._need_full = False
+        if sweep:
+            self._need_sweep = False
         written = self._publish(current)
+        if self._applied_dirty:
+            self._save_applied()  # after the status writes: it is a restart aid, not on the hot path
         self._unsettled = {name for name, report in current.reports.items() if not report.settled}
         self._record_convergence(current.reports)
         self._update_gauges(current.reports)
@@ -145,8 +155,21 @@ class Reconciler:
             status_writes=written or 0,
             unsettled=sorted(self._unsettled)[:10],
             full=full,
+            sweep=sweep,
         )
         return Outcome(result, requeue, changed)
+
+    def _sweep_due(self, full: bool) -> bool:
+        """Ask TF Serving about every model: at start, after it was unreachable or seems to
+        have restarted, and every status_sweep_interval on a full pass. Other full passes
+        only probe one model, which keeps an idle agent with many models cheap."""
+        if self._need_sweep:
+            return True
+        return full and self._clock() - self._last_sweep >= self._settings.status_sweep_interval
+
+    def _probe(self) -> set[str]:
+        """One model TF Serving was given: NOT_FOUND for it means TF Serving lost its list."""
+        return {min(self._applied)} if self._applied else set()
 
     # -- step 1: read --------------------------------------------------------------------------
     def _read(self, snapshot: Snapshot, full: bool) -> tuple[dict[str, ModelInput], set[str]]:
@@ -245,8 +268,12 @@ class Reconciler:
         self._reload_retry_at = 0.0
         for name in touched:
             self._reload_errors.pop(name, None)
+        forgotten = any(self._served.get(name, ()) is None for name in self._applied if name in new)
         self._applied = new
-        self._save_applied()
+        self._applied_dirty = True
+        if forgotten:
+            # TF Serving restarted: every cached status is stale, look at all of them next.
+            self._need_sweep = True
         for name in touched - set(new):
             self._served.pop(name, None)
         self._observe(touched & set(new))
@@ -255,6 +282,7 @@ class Reconciler:
     def _save_applied(self) -> None:
         try:
             self._applied_file.save(self._applied)
+            self._applied_dirty = False
         except OSError as exc:
             self._log.warning("applied_state_not_saved", path=str(self._applied_file.path), error=str(exc))
 
@@ -268,16 +296,16 @@ class Reconciler:
             self._written.clear()
             self._written_lease = lease
         now = schema.utc_now()
-        changes: list[tuple[str, ModelStatus | None]] = []
-        for name, report in current.reports.items():
-            document = _status_document(report, now)
-            if not document.same_content(self._written.get(name)):
-                changes.append((name, document))
+        changes: list[tuple[str, ModelReport | None]] = [
+            (name, report) for name, report in current.reports.items() if report != self._written.get(name)
+        ]
         changes += [(name, None) for name in self._written if name not in current.reports]
         for start in range(0, len(changes), STATUS_WRITE_BATCH):
             batch = changes[start : start + STATUS_WRITE_BATCH]
             ops = [
-                Put(self._ks.status(self._host, name), schema.encode(doc), lease) if doc else Delete(self._ks.status(self._host, name))
+                Put(self._ks.status(self._host, name), schema.encode(_status_document(doc, now)), lease)
+                if doc
+                else Delete(self._ks.status(self._host, name))
                 for name, doc in batch
             ]
             try:

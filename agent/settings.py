@@ -56,7 +56,10 @@ class AgentSettings(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     state_dir: pathlib.Path = Field(default_factory=default_state_dir)
     resync_interval: float = Field(default=30.0, ge=0.5)
-    coalesce_window: float = Field(default=0.05, ge=0.0, le=2.0)
+    # A full pass re-reads etcd and the disk but asks TF Serving about one model only; every
+    # status_sweep_interval it asks about all of them (catches drift no event announces).
+    status_sweep_interval: float = Field(default=300.0, ge=1.0)
+    coalesce_window: float = Field(default=0.02, ge=0.0, le=2.0)
     reload_timeout: float = Field(default=8.0, gt=0)
     status_timeout: float = Field(default=2.0, gt=0)
     poll_interval: float = Field(default=0.25, gt=0)
