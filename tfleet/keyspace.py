@@ -9,6 +9,13 @@ Version 1 layout under a prefix (default ``/tfleet``)::
     <prefix>/hosts/<host>                   agent, leased: the host and its addresses
     <prefix>/assignments/<host>/<model>     controller or operator: what the host must serve
     <prefix>/status/<host>/<model>          agent, leased: what the host serves, and errors
+    <prefix>/models/<model>                 operator: the model's intent
+    <prefix>/versions/<model>/<version>     operator (CLI): registered version metadata
+    <prefix>/history/<model>/<seq>          controller or CLI: every change of an intent
+    <prefix>/modelstatus/<model>            controller: replicas, rollout, reasons, errors
+    <prefix>/hostctl/<host>                 operator: cordon / drain a host
+    <prefix>/schedules/<model>/<id>         operator: a promote or rollback at a given time
+    <prefix>/leader                         controller, leased: the leading controller
 """
 
 from __future__ import annotations
@@ -86,6 +93,64 @@ class Keyspace:
 
     def status(self, host: str, model: str) -> str:
         return f"{self.status_prefix(host)}{validate_name('model', model)}"
+
+    # -- registry and intent (controller) -------------------------------------------------------
+    def models_prefix(self) -> str:
+        return f"{self.prefix}/models/"
+
+    def model(self, model: str) -> str:
+        return f"{self.models_prefix()}{validate_name('model', model)}"
+
+    def versions_prefix(self, model: str | None = None) -> str:
+        if model is None:
+            return f"{self.prefix}/versions/"
+        return f"{self.prefix}/versions/{validate_name('model', model)}/"
+
+    def version(self, model: str, version: int) -> str:
+        if version < 0:
+            raise InvalidName(f"version {version} of model {model!r} must be a non-negative integer")
+        return f"{self.versions_prefix(model)}{version}"
+
+    def history_prefix(self, model: str | None = None) -> str:
+        if model is None:
+            return f"{self.prefix}/history/"
+        return f"{self.prefix}/history/{validate_name('model', model)}/"
+
+    def history(self, model: str, sequence: int) -> str:
+        # Zero-padded so that etcd's key order is the order of changes.
+        return f"{self.history_prefix(model)}{sequence:012d}"
+
+    def modelstatus_prefix(self) -> str:
+        return f"{self.prefix}/modelstatus/"
+
+    def modelstatus(self, model: str) -> str:
+        return f"{self.modelstatus_prefix()}{validate_name('model', model)}"
+
+    def hostctl_prefix(self) -> str:
+        return f"{self.prefix}/hostctl/"
+
+    def hostctl(self, host: str) -> str:
+        return f"{self.hostctl_prefix()}{validate_name('host', host)}"
+
+    def schedules_prefix(self, model: str | None = None) -> str:
+        if model is None:
+            return f"{self.prefix}/schedules/"
+        return f"{self.prefix}/schedules/{validate_name('model', model)}/"
+
+    def schedule(self, model: str, schedule_id: str) -> str:
+        return f"{self.schedules_prefix(model)}{validate_name('schedule', schedule_id)}"
+
+    def leader(self) -> str:
+        return f"{self.prefix}/leader"
+
+    def name_after(self, key: str, section_prefix: str) -> str:
+        """The single name segment of ``key`` directly under ``section_prefix``."""
+        if not key.startswith(section_prefix):
+            raise InvalidName(f"key {key!r} is not under {section_prefix!r}")
+        rest = key[len(section_prefix) :]
+        if "/" in rest:
+            raise InvalidName(f"key {key!r} must have the form {section_prefix}<name>")
+        return validate_name("key", rest)
 
     # -- parsing -----------------------------------------------------------------------------
     def parse_host_model(self, key: str, section: str) -> tuple[str, str]:

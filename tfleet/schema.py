@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -161,6 +161,164 @@ class ModelStatus(_DaemonRecord):
         if other is None:
             return False
         return self.model_dump(exclude={"updated_at"}) == other.model_dump(exclude={"updated_at"})
+
+
+# -- controller: intent, registry, history, model status ------------------------------------
+
+
+class RolloutSpec(_OperatorDocument):
+    """How a change of versions reaches the replicas.
+
+    rolling: every replica gets the new version next to the old one, labels move once it is
+    AVAILABLE on every ready replica, then the old version is removed (make-before-break).
+    canary: only ``canary_replicas`` replicas get the new version (under the ``canary`` label)
+    until ``promote`` is set; ``abort`` (or a failed load) removes it again.
+    """
+
+    strategy: Literal["rolling", "canary"] = "rolling"
+    canary_replicas: PositiveInt = 1
+    promote: bool = False
+    abort: bool = False
+    # After a version failed to load anywhere, wait this long before trying it again.
+    failure_backoff_seconds: Annotated[float, Field(gt=0)] = 300.0
+
+
+class ModelIntent(_OperatorDocument):
+    """``<prefix>/models/<model>``: what the operator wants for a model, fleet-wide."""
+
+    base_path: Annotated[str, Field(min_length=1)]
+    model_platform: Annotated[str, Field(min_length=1)] = "tensorflow"
+    model_version_policy: ModelVersionPolicy = Field(default_factory=lambda: ModelVersionPolicy(latest=LatestPolicy()))
+    version_labels: dict[LabelName, NonNegativeInt] = Field(default_factory=dict)
+    replicas: Annotated[int, Field(ge=0, le=10_000)] = 1
+    host_selector: dict[str, str] = Field(default_factory=dict)
+    spread_by: str | None = None
+    memory_mb: Annotated[int, Field(gt=0)] | None = None
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    description: str = ""
+    owner: str = ""
+    tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _labels_point_at_served_versions(self) -> ModelIntent:
+        specific = self.model_version_policy.specific
+        if specific is not None:
+            for label, version in self.version_labels.items():
+                if version not in specific.versions:
+                    raise ValueError(f"version label {label!r} points at version {version}, which model_version_policy.specific does not list")
+        return self
+
+    def assignment(self, versions: tuple[int, ...] | None = None, labels: dict[str, int] | None = None) -> Assignment:
+        """The assignment of one replica: this intent's config, with the versions and labels of
+        the rollout step the replica is at (None: the intent's own)."""
+        policy = self.model_version_policy if versions is None else ModelVersionPolicy(specific=SpecificPolicy(versions=list(versions)))
+        return Assignment(
+            base_path=self.base_path,
+            model_platform=self.model_platform,
+            model_version_policy=policy,
+            version_labels=self.version_labels if labels is None else labels,
+        )
+
+
+class VersionRecord(_OperatorDocument):
+    """``<prefix>/versions/<model>/<version>``: metadata of one registered version."""
+
+    model: str
+    version: NonNegativeInt
+    path: str
+    source_uri: str = ""
+    source_commit: str = ""
+    checksum: str  # "sha256:<hex>" over the version directory's files (names and contents)
+    size_bytes: NonNegativeInt
+    created_at: dt.datetime  # modification time of the version directory
+    registered_at: dt.datetime
+    registered_by: str = ""
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+
+
+class HistoryEntry(_DaemonRecord):
+    """``<prefix>/history/<model>/<seq>``: one change of a model's intent, append-only."""
+
+    sequence: NonNegativeInt
+    model: str
+    action: Literal["create", "update", "delete", "rollback"]
+    # mod_revision of the intent write this entry records (None for a delete)
+    revision: int | None
+    at: dt.datetime
+    author: str | None = None
+    source: Literal["cli", "etcd"] = "etcd"
+    previous: dict[str, Any] | None = None
+    new: dict[str, Any] | None = None
+
+
+class HostControl(_OperatorDocument):
+    """``<prefix>/hostctl/<host>``: operator controls of a host (survive agent restarts)."""
+
+    cordoned: bool = False  # no new replicas
+    draining: bool = False  # move every replica away, make-before-break
+    reason: str = ""
+
+
+class ScheduledAction(_OperatorDocument):
+    """``<prefix>/schedules/<model>/<id>``: promote a canary or roll back at a given time."""
+
+    at: dt.datetime
+    action: Literal["promote", "abort", "rollback"]
+    # rollback: the history sequence whose intent to restore (default: the one before the last)
+    to_sequence: NonNegativeInt | None = None
+    created_by: str = ""
+    done_at: dt.datetime | None = None
+    outcome: str | None = None
+
+
+class LeaderRecord(_DaemonRecord):
+    """``<prefix>/leader``, bound to the leader's lease."""
+
+    id: str
+    since: dt.datetime
+    version: str
+    dashboard_address: str | None = None
+
+
+class ReplicaReport(_DaemonRecord):
+    host: str
+    versions: dict[str, VersionState] = Field(default_factory=dict)
+    labels: dict[str, int] = Field(default_factory=dict)
+    ready: bool = False
+    canary: bool = False
+
+
+class VersionFailure(_DaemonRecord):
+    version: int
+    host: str
+    error: str
+    at: dt.datetime
+    retry_after: dt.datetime
+
+
+class RolloutReport(_DaemonRecord):
+    phase: Literal["stable", "adding", "labeling", "removing", "canary", "aborting", "backoff"] = "stable"
+    from_versions: list[int] = Field(default_factory=list)
+    to_versions: list[int] = Field(default_factory=list)
+    reason: str = ""
+
+
+class ModelStatusReport(_DaemonRecord):
+    """``<prefix>/modelstatus/<model>``: the controller's account of a model."""
+
+    intent_revision: int | None
+    wanted_replicas: int = 0
+    # version (as a string) -> replicas where it is AVAILABLE
+    ready_replicas: dict[str, int] = Field(default_factory=dict)
+    replicas: list[ReplicaReport] = Field(default_factory=list)
+    rollout: RolloutReport = Field(default_factory=RolloutReport)
+    # plain-words reasons for anything not placed ("needs 900 MB, largest free host has 512 MB")
+    reasons: list[str] = Field(default_factory=list)
+    # why the intent is invalid (the last valid intent keeps being served)
+    error: str | None = None
+    failures: list[VersionFailure] = Field(default_factory=list)
+    updated_at: dt.datetime
 
 
 # -- encoding -----------------------------------------------------------------------------------

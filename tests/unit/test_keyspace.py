@@ -49,3 +49,24 @@ def test_parse_assignment_key() -> None:
         KS.model_of_assignment("/tfleet/assignments/h2/resnet", "h1")
     with pytest.raises(InvalidName):
         KS.model_of_assignment("/tfleet/assignments/h1/bad name", "h1")
+
+
+def test_controller_keys_are_exactly_as_documented() -> None:
+    assert KS.model("resnet") == "/tfleet/models/resnet"
+    assert KS.version("resnet", 3) == "/tfleet/versions/resnet/3"
+    assert KS.history("resnet", 12) == "/tfleet/history/resnet/000000000012"
+    assert KS.modelstatus("resnet") == "/tfleet/modelstatus/resnet"
+    assert KS.hostctl("h1") == "/tfleet/hostctl/h1"
+    assert KS.schedule("resnet", "promote-1") == "/tfleet/schedules/resnet/promote-1"
+    assert KS.leader() == "/tfleet/leader"
+
+
+def test_history_keys_sort_in_order_of_change() -> None:
+    keys = [KS.history("m", n) for n in (2, 10, 1, 100)]
+    assert sorted(keys) == [KS.history("m", n) for n in (1, 2, 10, 100)]
+
+
+def test_name_after_section() -> None:
+    assert KS.name_after("/tfleet/models/resnet", KS.models_prefix()) == "resnet"
+    with pytest.raises(InvalidName):
+        KS.name_after("/tfleet/models/a/b", KS.models_prefix())

@@ -74,3 +74,30 @@ def test_same_content_ignores_the_timestamp() -> None:
     assert a.same_content(b)
     assert not a.same_content(a.model_copy(update={"error": "x"}))
     assert not a.same_content(None)
+
+
+def test_intent_defaults_and_replica_assignment() -> None:
+    from tfleet.schema import ModelIntent
+
+    intent = parse(ModelIntent, b'{"base_path": "/m", "model_version_policy": {"specific": {"versions": [1, 2]}}, "version_labels": {"stable": 1}}', "/tfleet/models/m")
+    assert intent.replicas == 1 and intent.rollout.strategy == "rolling"
+    step = intent.assignment((1, 2, 3), {"stable": 2})
+    assert step.model_version_policy.to_spec() == VersionPolicy("specific", versions=(1, 2, 3))
+    assert step.version_labels == {"stable": 2}
+    assert intent.assignment().version_labels == {"stable": 1}
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b'{"base_path": "/m", "replicas": -1}', "replicas"),
+        (b'{"base_path": "/m", "model_version_policy": {"specific": {"versions": [1]}}, "version_labels": {"stable": 3}}', "points at version 3"),
+        (b'{"base_path": "/m", "rollout": {"strategy": "blue-green"}}', "rollout.strategy"),
+        (b'{"base_path": "/m", "replica": 2}', "replica: unknown field"),
+    ],
+)
+def test_invalid_intents_are_explained(raw: bytes, message: str) -> None:
+    from tfleet.schema import ModelIntent
+
+    with pytest.raises(SchemaError, match=message):
+        parse(ModelIntent, raw, "/tfleet/models/m")
