@@ -1,0 +1,98 @@
+"""Helpers shared by every test suite.
+
+Tests wait for conditions, never for fixed times: the CI machine has two shared cores, so
+any fixed sleep is either too long everywhere or too short somewhere.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    interval: float = 0.02,
+    message: str = "condition not met",
+    *,
+    ignore: tuple[type[BaseException], ...] = (),
+    raise_on_timeout: bool = True,
+) -> T:
+    """Poll predicate until it returns something truthy, and return that value.
+
+    Exceptions of the types in `ignore` count as "not yet" (e.g. StoreUnavailable while
+    etcd restarts); the last one is quoted in the timeout message. On timeout this raises
+    AssertionError(message), or returns the last falsy value if raise_on_timeout is false.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    result: T | None = None
+    while True:
+        try:
+            result = predicate()
+            last_error = None
+            if result:
+                return result
+        except ignore as exc:
+            last_error = exc
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    if not raise_on_timeout:
+        return result  # type: ignore[return-value]
+    detail = f"; last error: {last_error!r}" if last_error is not None else ""
+    raise AssertionError(f"{message} (not true after {timeout:g}s{detail})")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
+
+    ca_cert: pathlib.Path
+    server_cert: pathlib.Path
+    server_key: pathlib.Path
+    client_cert: pathlib.Path
+    client_key: pathlib.Path
+
+
+def _openssl(*args: str, cwd: pathlib.Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def _signed_cert(directory: pathlib.Path, name: str, subject: str, extensions: str) -> None:
+    (directory / f"{name}.ext").write_text(extensions)
+    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=directory)
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "2", "-out", f"{name}.crt", "-extfile", f"{name}.ext", cwd=directory)
+
+
+def make_tls_files(directory: pathlib.Path, client_common_name: str = "tfleet-test-client") -> TlsFiles:
+    """Generate TLS material with the openssl CLI (EC keys: fast even on a busy machine).
+
+    The server certificate also allows client authentication because etcd dials itself
+    with it (its HTTP gateway) when client certificates are required.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=tfleet-test-ca",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=directory)
+    _signed_cert(directory, "server", "/CN=127.0.0.1",
+                 "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                 "extendedKeyUsage=serverAuth,clientAuth\n")
+    _signed_cert(directory, "client", f"/CN={client_common_name}", "extendedKeyUsage=clientAuth\n")
+    return TlsFiles(
+        ca_cert=directory / "ca.crt",
+        server_cert=directory / "server.crt",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.crt",
+        client_key=directory / "client.key",
+    )

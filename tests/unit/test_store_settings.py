@@ -1,0 +1,142 @@
+"""EtcdSettings parsing and validation, plus the other pure values of tfleet.store (no etcd)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tfleet.store import Backoff, Compare, EtcdSettings, KeyValue, Put, Snapshot
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("http://127.0.0.1:2379", ("http://127.0.0.1:2379",)),
+        ("127.0.0.1:2379", ("http://127.0.0.1:2379",)),
+        (" etcd-a:2379 , etcd-b:2380 ", ("http://etcd-a:2379", "http://etcd-b:2380")),
+        ("HTTPS://Etcd.Example:2379/", ("https://etcd.example:2379",)),
+        ("http://etcd", ("http://etcd:2379",)),
+        ("https://[::1]:2379", ("https://[::1]:2379",)),
+    ],
+)
+def test_parse_endpoints_normalizes(text: str, expected: tuple[str, ...]) -> None:
+    assert EtcdSettings.parse_endpoints(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no etcd endpoint given"),
+        ("   ", "no etcd endpoint given"),
+        ("http://a:1,,http://b:2", "empty etcd endpoint"),
+        ("grpc://a:2379", "scheme must be http or https"),
+        ("http://a:99999", "port must be a number"),
+        ("http://a:port", "port must be a number"),
+        ("http://a:0", "port must be a number"),
+        ("http://a:2379/v3", "only scheme://host:port"),
+        ("http://user@a:2379", "only scheme://host:port"),
+        ("http://:2379", "no host"),
+        ("http://a:1,a:1", "listed twice: http://a:1"),
+        ("http://a:1,https://b:1", "mix http:// and https://"),
+    ],
+)
+def test_parse_endpoints_rejects_with_a_clear_message(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EtcdSettings.parse_endpoints(text)
+
+
+def test_settings_normalize_endpoints_and_keep_defaults() -> None:
+    settings = EtcdSettings(("127.0.0.1:2379", "http://127.0.0.1:22379"))
+    assert settings.endpoints == ("http://127.0.0.1:2379", "http://127.0.0.1:22379")
+    assert settings.call_timeout == 2.0
+    assert not settings.secure
+
+
+def test_settings_accept_a_list_but_not_a_bare_string() -> None:
+    assert EtcdSettings(["a:1"]).endpoints == ("http://a:1",)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="parse_endpoints"):
+        EtcdSettings("http://a:1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one etcd endpoint"):
+        EtcdSettings(())
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("inf"), float("nan"), "2", True, None])
+def test_call_timeout_must_be_a_positive_number(timeout: object) -> None:
+    with pytest.raises(ValueError, match="call_timeout"):
+        EtcdSettings(("a:1",), call_timeout=timeout)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"endpoints": ("http://a:1",), "ca_cert": "/ca.pem"}, "write them as https://"),
+        ({"endpoints": ("https://a:1",), "cert": "/c.pem"}, "both cert and key"),
+        ({"endpoints": ("https://a:1",), "key": "/k.pem"}, "both cert and key"),
+        ({"endpoints": ("https://a:1",), "cert": "", "key": "/k.pem"}, "non-empty file path"),
+        ({"endpoints": ("http://a:1",), "user": "root", "password": "pw"}, "requires https://"),
+        ({"endpoints": ("https://a:1",), "user": "root"}, "both user and password"),
+        ({"endpoints": ("https://a:1",), "password": "pw"}, "both user and password"),
+        ({"endpoints": ("https://a:1",), "user": "", "password": "pw"}, "must not be empty"),
+    ],
+)
+def test_tls_and_password_rules(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EtcdSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_valid_tls_and_password_settings() -> None:
+    mtls = EtcdSettings(("https://a:1",), ca_cert="/ca.pem", cert="/c.pem", key="/k.pem")
+    assert mtls.secure
+    password = EtcdSettings(("https://a:1",), ca_cert="/ca.pem", user="root", password="s3cret")
+    assert "s3cret" not in repr(password)  # settings get logged; the password must not be
+    system_roots = EtcdSettings(("https://a:1",))
+    assert system_roots.ca_cert is None
+
+
+def test_settings_are_frozen() -> None:
+    settings = EtcdSettings(("a:1",))
+    with pytest.raises(AttributeError):
+        settings.call_timeout = 5  # type: ignore[misc]
+
+
+# -- other pure values ---------------------------------------------------------------
+
+
+def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
+    backoff, rng = Backoff(initial=0.2, cap=5.0), random.Random(7)
+    delays = [backoff.delay(attempt, rng) for attempt in range(1, 12)]
+    assert 0.1 <= delays[0] <= 0.2
+    assert 0.2 <= delays[1] <= 0.4
+    assert all(2.5 <= d <= 5.0 for d in delays[6:])
+    assert backoff.delay(10_000, rng) <= 5.0
+    with pytest.raises(ValueError):
+        Backoff(initial=0, cap=1)
+
+
+def test_snapshot_sorts_items_and_finds_keys() -> None:
+    def kv(key: str) -> KeyValue:
+        return KeyValue(key, b"", 1, 1, 1, 0)
+
+    snapshot = Snapshot(5, (kv("/b"), kv("/a")))
+    assert snapshot.keys() == ("/a", "/b")
+    assert snapshot.get("/b") == kv("/b") and snapshot.get("/c") is None
+    assert snapshot == Snapshot(5, (kv("/a"), kv("/b")))
+
+
+@pytest.mark.parametrize(
+    ("build", "error"),
+    [
+        (lambda: Compare("/k", "mod", "==", b"1"), TypeError),
+        (lambda: Compare("/k", "value", "==", 1), TypeError),
+        (lambda: Compare("/k", "version", "==", True), TypeError),
+        (lambda: Compare("/k", "lease", "==", 1), ValueError),
+        (lambda: Compare("/k", "mod", "<=", 1), ValueError),
+        (lambda: Compare("", "mod", "==", 1), ValueError),
+        (lambda: Put("/k", "text"), TypeError),
+        (lambda: Put("/k", b"", lease="7"), TypeError),
+    ],
+)
+def test_txn_values_reject_mistakes(build, error: type[Exception]) -> None:  # noqa: ANN001
+    with pytest.raises(error):
+        build()

