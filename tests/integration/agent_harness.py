@@ -112,8 +112,7 @@ def start_agent(
         http_port=0,
         prefix=prefix.rstrip("/"),
         state_dir=state_dir,
-        memory_mb=1024,
-        **{**TEST_TIMINGS, **overrides},
+        **{"memory_mb": 1024, **TEST_TIMINGS, **overrides},
     )
     agent = Agent(settings)
     thread = threading.Thread(target=agent.run, name=f"agent-{host}", daemon=True)
