@@ -65,7 +65,7 @@ from tfleet.store import (
 DEFAULT_TTL = 10
 MIN_TTL = 3  # etcd rounds shorter TTLs up (to ~2 s); below 3 s one slow call ends a term
 
-# Reasons passed to on_lost (and logged); stable strings, fit for a metric label.
+# Why a term ended (Election.last_lost_reason, and logged); stable strings, fit for a metric label.
 LOST_DEADLINE = "deadline"  # no successful renewal for TTL - margin
 LOST_LEASE = "lease_lost"  # etcd said the lease is gone (expired or revoked)
 LOST_FENCE = "fence_failed"  # a fenced transaction found the leader key gone or re-created
@@ -195,12 +195,13 @@ class Election:
         record_factory: Callable[[], LeaderRecord | bytes],
         log,  # structlog bound logger
         clock: Callable[[], float] = time.monotonic,
-        on_elected: Callable[[int], None] = _nothing,
-        on_lost: Callable[[str], None] = _nothing,
+        on_elected: Callable[[], None] = _nothing,
+        on_lost: Callable[[], None] = _nothing,
         *,
         margin: float | None = None,
     ) -> None:
-        """on_elected(fence_revision) and on_lost(reason) fire once per term (not on resign())."""
+        """on_elected() and on_lost() fire once per term (on_lost not on resign()); they take
+        no arguments: fence_revision and last_lost_reason say the rest."""
         if not candidate_id:
             raise ValueError("candidate id must not be empty")
         settings = getattr(store, "settings", None)
@@ -226,6 +227,7 @@ class Election:
         self.elections_won = 0
         self.leadership_lost = 0
         self.renew_failures = 0
+        self.last_lost_reason: str | None = None  # one of the LOST_* strings
 
     def __repr__(self) -> str:
         return f"Election({self.candidate_id!r}, {self.key!r}, term={self._term!r})"
@@ -441,7 +443,7 @@ class Election:
             self._term = term
             self.elections_won += 1
         self._log.info("elected", fence=term.fence, lease=f"{term.lease_id:x}", ttl=self.timing.ttl)
-        self._fire(self._on_elected, term.fence)
+        self._fire(self._on_elected)
         return True
 
     def _lose(self, term: Term, reason: str, detail: str = "", revoke: bool = True) -> bool:
@@ -457,13 +459,14 @@ class Election:
             if revoke:
                 self._stale.append(term.lease_id)
             self.leadership_lost += 1
+            self.last_lost_reason = reason
         self._log.warning("leadership_lost", reason=reason, fence=term.fence, detail=detail or None)
-        self._fire(self._on_lost, reason)
+        self._fire(self._on_lost)
         return True
 
-    def _fire(self, callback: Callable[..., None], argument: object) -> None:
+    def _fire(self, callback: Callable[[], None]) -> None:
         try:
-            callback(argument)
+            callback()
         except Exception:
             self._log.exception("election_callback_failed", callback=getattr(callback, "__name__", repr(callback)))
 

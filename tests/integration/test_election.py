@@ -125,7 +125,9 @@ def candidates(prefix: str) -> Iterator[Callable[..., Candidate]]:
             store, keyspace, name, TTL,
             lambda: LeaderRecord(id=name, since=utc_now(), version="test"),
             structlog.get_logger("test_election"),
-            clock=clock, on_elected=elected.append, on_lost=lost.append,
+            clock=clock,
+            on_elected=lambda: elected.append(election.fence_revision),
+            on_lost=lambda: lost.append(election.last_lost_reason),
         )
         candidate = Candidate(name, election, store, elected, lost)
         made.append(candidate)
