@@ -1,0 +1,513 @@
+"""The controller's placement decision: which hosts must hold a replica of which model.
+
+Pure: no I/O, no clock, no randomness. The same input gives the same Placement, whatever the
+order of its mappings. Table and property tests: tests/unit/test_placement.py; timing:
+``python -m bench.placement``.
+
+Words used below: a model's *current* hosts hold an assignment now; a current host *stays*
+when it is live, matches the model's host_selector and is not draining; it is *leaving* when
+it is live but draining or no longer matches the selector; a host *takes new replicas* when it
+is live and neither cordoned nor draining.
+
+Rules:
+
+1. Stable. A replica on a host that stays is kept, even if another host now looks better, even
+   if its host is cordoned or over-committed, and even if the spread is no longer even: spread
+   and memory steer new replicas only, they never move existing ones. Kept replicas are
+   accounted in host memory before anything new is placed.
+2. A host that is gone (not in ``hosts``) loses its replicas; replacements are placed at once.
+3. Make-before-break. Replacements for leaving replicas are placed at once. Leaving replicas
+   stay in the output while fewer than ``replicas`` of the staying replicas are ready (in
+   ``ready``): ``min(leaving, replicas - ready staying)`` of them are kept, ready ones first,
+   then by host name. A new replica never counts as ready in the plan that places it, even if
+   ``ready`` (stale) names its host. A host whose labels stopped matching the selector is
+   treated like a draining host, so a selector change never drops service. Cordoned hosts keep
+   their replicas and get no new ones.
+4. Replicas of one model go to distinct hosts that match every host_selector label. With
+   ``spread_by``, a new replica goes to the label value holding the fewest replicas of the
+   model (staying plus newly placed). Spread is a preference, never a reason to leave a
+   replica unplaced: hosts without the label form their own value ``""``.
+5. A new replica goes only to a host whose free memory (capacity minus every replica placed
+   on it) is at least the model's memory_mb, so a host with memory_mb 0 takes nothing.
+   Replicas kept by rule 1 may already over-commit a host (its capacity shrank, a model's
+   memory_mb grew): they are not moved, the host takes nothing new, and its
+   ``free_memory_mb`` is negative. That is a host fact, not a model shortfall, so it is not
+   in ``reasons``.
+6. Scale down removes staying replicas one at a time: not-ready ones first, then one on the
+   spread value holding the most replicas of the model, then the greatest host name.
+   Leaving replicas are dropped first of all (rule 3 keeps none once enough replicas stay
+   ready).
+7. A new replica goes to the eligible host with, in order: the spread value holding the
+   fewest replicas of the model, the most free memory, the smallest name.
+8. ``reasons`` explains, in words an operator can act on, why a model has fewer replicas than
+   it wants (only models with a shortfall appear). ``notes`` explains moves in progress
+   (leaving replicas kept by rule 3); a note is not a problem.
+9. Order. New replicas are placed in rounds: every model's n-th replica before any model's
+   (n+1)-th, counting replicas that stay; within a round, models by name. A model with no
+   replica at all is never starved by another model's third one; under a lasting memory
+   shortage the name still breaks ties, which we accept for determinism. A model that fails
+   to get a replica gets no more attempts in that plan (free memory only shrinks within it).
+
+Models without a demand (intent deleted) are absent from ``Placement.hosts``: every
+assignment of theirs goes. A demanded model with replicas 0 maps to ``()``.
+
+Cost. ``IncrementalPlacer`` keeps the result of rules 1-3 and 6 per model (they depend on
+one model and the hosts it holds) and the memory they use per host. A plan then places only
+the models with a shortfall, over lazy max-heaps of free memory (one per selector, one per
+selector and spread value) whose members come from an index of hosts by label. A full plan
+costs O(replicas + new replicas * spread values * log hosts); an update after one model
+changes costs O(that model + models with a shortfall + one copy of the output mappings), so
+a fleet where many models cannot be placed re-plans slower than a healthy one. ``update``
+returns exactly what ``place`` returns for the same input.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+SelectorKey = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    name: str
+    labels: Mapping[str, str]
+    memory_mb: int  # capacity the host offers
+    cordoned: bool = False  # no NEW replicas
+    draining: bool = False  # move every replica away, make-before-break
+
+    @property
+    def takes_new(self) -> bool:
+        return not (self.cordoned or self.draining)
+
+
+@dataclass(frozen=True)
+class ModelDemand:
+    name: str
+    replicas: int
+    memory_mb: int  # per replica (from the intent, or estimated by the caller)
+    host_selector: Mapping[str, str] = field(default_factory=dict)  # host must carry every label=value
+    spread_by: str | None = None  # host label whose values replicas spread over
+
+    @cached_property
+    def selector_key(self) -> SelectorKey:
+        """The selector as a sorted tuple: hashable, and equal for equal selectors."""
+        return tuple(sorted(self.host_selector.items()))
+
+
+@dataclass(frozen=True)
+class PlacementInput:
+    hosts: Mapping[str, HostInfo]  # LIVE hosts only (registered in etcd)
+    demands: Mapping[str, ModelDemand]  # every valid intent
+    current: Mapping[str, frozenset[str]]  # model -> hosts that hold an assignment now (may include dead hosts)
+    ready: Mapping[str, frozenset[str]]  # model -> hosts where that replica is ready
+
+
+@dataclass(frozen=True)
+class Placement:
+    hosts: Mapping[str, tuple[str, ...]]  # model -> hosts that must hold an assignment (sorted)
+    reasons: Mapping[str, tuple[str, ...]]  # model -> why replicas are missing (only models with a shortfall)
+    free_memory_mb: Mapping[str, int]  # live host -> memory left after this placement (negative: over-committed)
+    notes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # model -> moves in progress (informational)
+
+
+def place(data: PlacementInput) -> Placement:
+    """The full plan for one snapshot of the fleet."""
+    return IncrementalPlacer(data).placement
+
+
+def changed_between(old: PlacementInput, new: PlacementInput) -> tuple[set[str], set[str]]:
+    """The (models, hosts) whose entries differ between two inputs, for ``IncrementalPlacer.update``.
+
+    O(models + hosts): for callers that do not track their changes (tests, resyncs).
+    """
+    models = set()
+    for old_map, new_map in ((old.demands, new.demands), (old.current, new.current), (old.ready, new.ready)):
+        models.update(name for name in old_map.keys() | new_map.keys() if old_map.get(name) != new_map.get(name))
+    hosts = {name for name in old.hosts.keys() | new.hosts.keys() if old.hosts.get(name) != new.hosts.get(name)}
+    return models, hosts
+
+
+# -- small pure helpers -------------------------------------------------------------------------
+
+
+def _matches(host: HostInfo, selector: SelectorKey) -> bool:
+    labels = host.labels
+    return all(labels.get(key) == value for key, value in selector)
+
+
+def _spread_value(host: HostInfo, spread_by: str | None) -> str:
+    """The host's value of the spread label; hosts without it share the value ""."""
+    return host.labels.get(spread_by, "") if spread_by else ""
+
+
+def _selector_text(selector: SelectorKey) -> str:
+    return ", ".join(f"{key}={value}" for key, value in selector)
+
+
+def _hosts_text(hosts: Iterable[str]) -> str:
+    names = sorted(hosts)
+    return f"the replica on {names[0]} is" if len(names) == 1 else f"the replicas on {', '.join(names)} are"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+# -- rules 1-3 and 6: what a model keeps of its current hosts -----------------------------------
+
+_DRAINING = "draining"
+_MISMATCH = "mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """What one model keeps before anything new is placed (depends on that model only)."""
+
+    stay: tuple[str, ...]  # replicas that count (sorted)
+    leaving: tuple[tuple[str, str], ...]  # (host, why) kept until enough replicas are ready
+    ready_staying: frozenset[str]
+    out: tuple[str, ...]  # sorted stay + kept leaving hosts
+    memory_mb: int
+
+
+def _scale_down(stay: list[str], keep: int, ready: Collection[str], spread_by: str | None, hosts: Mapping[str, HostInfo]) -> list[str]:
+    """Rule 6: drop staying replicas until ``keep`` remain; not-ready first, then the fullest
+    spread value, then the greatest name. A heap per class keeps this O(n log n)."""
+    value = {host: _spread_value(hosts[host], spread_by) for host in stay}
+    counts = Counter(value.values())
+    rank = {host: index for index, host in enumerate(sorted(stay))}
+    remaining = set(stay)
+    excess = len(stay) - keep
+    for wanted_ready in (False, True):
+        by_value: dict[str, list[str]] = {}
+        for host in sorted(stay):
+            if (host in ready) is wanted_ready:
+                by_value.setdefault(value[host], []).append(host)
+        heap = [(-counts[v], -rank[names[-1]], v) for v, names in by_value.items()]
+        heapq.heapify(heap)
+        while excess and heap:
+            _, _, v = heapq.heappop(heap)
+            remaining.discard(by_value[v].pop())
+            counts[v] -= 1
+            excess -= 1
+            if by_value[v]:
+                heapq.heappush(heap, (-counts[v], -rank[by_value[v][-1]], v))
+    return sorted(remaining)
+
+
+def _hold(demand: ModelDemand, current: Collection[str], ready: Collection[str], hosts: Mapping[str, HostInfo]) -> _Held:
+    """Rules 1, 2, 3 and 6 for one model: which current hosts stay, and which leaving ones wait."""
+    wanted = max(0, demand.replicas)
+    selector = demand.selector_key
+    stay: list[str] = []
+    leaving: list[tuple[str, str]] = []
+    for name in current:
+        host = hosts.get(name)
+        if host is None:
+            continue  # rule 2: the host is gone
+        if host.draining:
+            leaving.append((name, _DRAINING))
+        elif not _matches(host, selector):
+            leaving.append((name, _MISMATCH))
+        else:
+            stay.append(name)
+    stay = _scale_down(stay, wanted, ready, demand.spread_by, hosts) if len(stay) > wanted else sorted(stay)
+    ready_staying = frozenset(name for name in stay if name in ready)
+    kept = min(len(leaving), max(0, wanted - len(ready_staying)))
+    leaving.sort(key=lambda item: (item[0] not in ready, item[0]))
+    leaving = sorted(leaving[:kept])
+    out = tuple(sorted(stay + [name for name, _ in leaving]))
+    return _Held(tuple(stay), tuple(leaving), ready_staying, out, demand.memory_mb)
+
+
+def _move_notes(held: _Held, placed: Collection[str], demand: ModelDemand) -> tuple[str, ...]:
+    """Rule 8: one note per leaving replica kept by rule 3, saying what it waits for."""
+    if not held.leaving:
+        return ()
+    if len(held.stay) + len(placed) < demand.replicas:
+        until = "its replica stays until a replacement can be placed (see reasons)"
+    else:
+        waiting = [name for name in held.stay if name not in held.ready_staying] + list(placed)
+        until = f"its replica stays until {_hosts_text(waiting)} ready"
+    notes = []
+    for name, why in held.leaving:
+        what = f"host {name} is draining" if why == _DRAINING else f"host {name} no longer matches {_selector_text(demand.selector_key)}"
+        notes.append(f"{what}; {until}")
+    return tuple(notes)
+
+
+# -- rules 4, 5, 7: where new replicas may go ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Pool:
+    """The live hosts one (selector, spread_by) pair can use, grouped by spread value."""
+
+    matching: int  # live hosts matching the selector
+    taking: int  # of those, hosts that take new replicas
+    groups: Mapping[str, tuple[str, ...]]  # spread value -> hosts that take new replicas
+
+
+class _Run:
+    """The mutable state of one placement pass: free memory and lazy max-heaps over it.
+
+    Within a pass free memory only shrinks, so a heap entry can only overstate a host's free
+    memory; ``top`` re-files such stale entries as it meets them instead of updating every
+    heap a host belongs to on each placement.
+    """
+
+    def __init__(self, free: dict[str, int]) -> None:
+        self.free = free
+        self._heaps: dict[tuple[SelectorKey, str | None, str], list[tuple[int, str]]] = {}
+
+    def top(self, key: tuple[SelectorKey, str | None, str], members: Iterable[str], taken: Collection[str]) -> tuple[int, str] | None:
+        """(free MB, host) of the host with the most free memory not in ``taken``, or None."""
+        free = self.free
+        heap = self._heaps.get(key)
+        if heap is None:
+            heap = self._heaps[key] = [(-free[name], name) for name in members]
+            heapq.heapify(heap)
+        skipped = []
+        best = None
+        while heap:
+            negative, name = heap[0]
+            if -negative != free[name]:
+                heapq.heapreplace(heap, (-free[name], name))
+            elif name in taken:
+                skipped.append(heapq.heappop(heap))
+            else:
+                best = (-negative, name)
+                break
+        for entry in skipped:
+            heapq.heappush(heap, entry)
+        return best
+
+
+class IncrementalPlacer:
+    """``place`` with memory: after a change, re-plans in time proportional to the change.
+
+    ``placement`` is the plan for the last input. ``update`` must be told every model whose
+    demand, current or ready entry changed (added and removed ones included) and every host
+    that appeared, disappeared or changed; everything else is taken as unchanged. Inputs are
+    treated as immutable: pass a new PlacementInput (it may share unchanged mappings' values).
+    """
+
+    def __init__(self, data: PlacementInput) -> None:
+        self._data = data
+        self._held: dict[str, _Held] = {}
+        self._base_out: dict[str, tuple[str, ...]] = {}  # model -> hosts kept by rules 1-3, 6
+        self._base_notes: dict[str, tuple[str, ...]] = {}  # notes of models without a shortfall
+        self._short: set[str] = set()  # models with fewer staying replicas than wanted
+        self._used: dict[str, int] = {}  # host -> MB of the replicas kept
+        self._base_free: dict[str, int] = {}  # live host -> free MB after the kept replicas
+        self._holders: dict[str, set[str]] = {}  # host -> models whose current names it
+        self._by_label: dict[tuple[str, str], set[str]] = {}  # (label, value) -> live hosts
+        self._pools: dict[tuple[SelectorKey, str | None], _Pool] = {}
+        for name, host in data.hosts.items():
+            self._index_host(name, host)
+            self._base_free[name] = host.memory_mb
+        for model, hosts in data.current.items():
+            for host in hosts:
+                self._holders.setdefault(host, set()).add(model)
+        for model in data.demands:
+            self._account(model)
+        self.placement = self._plan()
+
+    def update(self, data: PlacementInput, changed_models: Collection[str], changed_hosts: Collection[str]) -> Placement:
+        """Re-plan for ``data``; equal to ``place(data)`` when the changed sets are complete."""
+        old, self._data = self._data, data
+        affected = set(changed_models)
+        for host in changed_hosts:
+            affected.update(self._holders.get(host, ()))
+        for model in affected:
+            self._forget(model)
+        for host in changed_hosts:
+            self._refresh_host(host, old.hosts.get(host), data.hosts.get(host))
+        for model in changed_models:
+            self._refresh_holders(model, old.current.get(model, frozenset()), data.current.get(model, frozenset()))
+        for model in sorted(affected):
+            self._account(model)
+        self.placement = self._plan()
+        return self.placement
+
+    # -- bookkeeping of what stays ---------------------------------------------------------------
+
+    def _index_host(self, name: str, host: HostInfo) -> None:
+        for pair in host.labels.items():
+            self._by_label.setdefault(pair, set()).add(name)
+
+    def _unindex_host(self, name: str, host: HostInfo) -> None:
+        for pair in host.labels.items():
+            members = self._by_label.get(pair)
+            if members is not None:
+                members.discard(name)
+                if not members:
+                    del self._by_label[pair]
+
+    def _refresh_host(self, name: str, old: HostInfo | None, new: HostInfo | None) -> None:
+        if old == new:
+            return
+        if old is None or new is None or (old.labels, old.cordoned, old.draining) != (new.labels, new.cordoned, new.draining):
+            self._pools.clear()  # membership may change; pools are cheap to rebuild on demand
+        if old is not None:
+            self._unindex_host(name, old)
+        if new is None:
+            self._base_free.pop(name, None)
+            return
+        self._index_host(name, new)
+        self._base_free[name] = new.memory_mb - self._used.get(name, 0)
+
+    def _refresh_holders(self, model: str, old: frozenset[str], new: frozenset[str]) -> None:
+        for host in old - new:
+            holders = self._holders.get(host)
+            if holders is not None:
+                holders.discard(model)
+                if not holders:
+                    del self._holders[host]
+        for host in new - old:
+            self._holders.setdefault(host, set()).add(model)
+
+    def _forget(self, model: str) -> None:
+        held = self._held.pop(model, None)
+        self._base_out.pop(model, None)
+        self._base_notes.pop(model, None)
+        self._short.discard(model)
+        if held is None:
+            return
+        for host in held.out:
+            self._used[host] -= held.memory_mb
+            if host in self._base_free:
+                self._base_free[host] += held.memory_mb
+
+    def _account(self, model: str) -> None:
+        data = self._data
+        demand = data.demands.get(model)
+        if demand is None:
+            return
+        held = _hold(demand, data.current.get(model, ()), data.ready.get(model, ()), data.hosts)
+        self._held[model] = held
+        self._base_out[model] = held.out
+        for host in held.out:
+            self._used[host] = self._used.get(host, 0) + held.memory_mb
+            self._base_free[host] -= held.memory_mb
+        if len(held.stay) < demand.replicas:
+            self._short.add(model)
+        else:
+            notes = _move_notes(held, (), demand)
+            if notes:
+                self._base_notes[model] = notes
+
+    # -- new replicas ----------------------------------------------------------------------------
+
+    def _pool(self, selector: SelectorKey, spread_by: str | None) -> _Pool:
+        pool = self._pools.get((selector, spread_by))
+        if pool is None:
+            pool = self._pools[(selector, spread_by)] = self._build_pool(selector, spread_by)
+        return pool
+
+    def _build_pool(self, selector: SelectorKey, spread_by: str | None) -> _Pool:
+        hosts = self._data.hosts
+        if selector:
+            sets = sorted((self._by_label.get(pair, set()) for pair in selector), key=len)
+            matching: Iterable[str] = sets[0].intersection(*sets[1:])
+        else:
+            matching = hosts.keys()
+        count = 0
+        groups: dict[str, list[str]] = {}
+        for name in matching:
+            count += 1
+            host = hosts[name]
+            if host.takes_new:
+                groups.setdefault(_spread_value(host, spread_by), []).append(name)
+        return _Pool(count, sum(map(len, groups.values())), {value: tuple(names) for value, names in groups.items()})
+
+    def _largest_free(self, run: _Run, selector: SelectorKey, taken: Collection[str]) -> tuple[int, str] | None:
+        """(free MB, host) of the roomiest host matching the selector that takes new replicas
+        and is not in ``taken``, over one heap per selector whatever the spread."""
+        members = self._pool(selector, None).groups.get("", ())
+        return run.top((selector, None, ""), members, taken)
+
+    def _choose(self, run: _Run, demand: ModelDemand, taken: list[str]) -> str | None:
+        """Rule 7: the host for one more replica, or None when no eligible host has room."""
+        selector, spread_by = demand.selector_key, demand.spread_by
+        roomiest = self._largest_free(run, selector, taken)
+        if roomiest is None or roomiest[0] < demand.memory_mb:
+            return None  # no spread value can do better than the roomiest host of all
+        if not spread_by:
+            return roomiest[1]
+        hosts = self._data.hosts
+        counts = Counter(_spread_value(hosts[name], spread_by) for name in taken)
+        best: tuple[int, int, str] | None = None
+        for value, members in self._pool(selector, spread_by).groups.items():
+            top = run.top((selector, spread_by, value), members, taken)
+            if top is None or top[0] < demand.memory_mb:
+                continue
+            key = (counts[value], -top[0], top[1])
+            if best is None or key < best:
+                best = key
+        assert best is not None  # the roomiest host is in one of the groups
+        return best[2]
+
+    def _shortfall(self, run: _Run, demand: ModelDemand, taken: list[str]) -> str:
+        """Rule 8: why the model has fewer replicas than it wants, for an operator."""
+        pool = self._pool(demand.selector_key, None)
+        wanted = demand.replicas
+        prefix = "replica not placed: " if wanted == 1 else f"{wanted - len(taken)} of {wanted} replicas not placed: "
+        selector = _selector_text(demand.selector_key)
+        matching = f" matching {selector}" if selector else ""
+        if pool.matching == 0:
+            return prefix + (f"no live host matches {selector}" if selector else "no live hosts")
+        if pool.taking == 0:
+            return prefix + f"all {_plural(pool.matching, 'live host')}{matching} are cordoned or draining"
+        hosts = self._data.hosts
+        holding = sum(1 for name in taken if hosts[name].takes_new)
+        if holding >= pool.taking:
+            others = pool.matching - pool.taking
+            if others:
+                return prefix + (
+                    f"only {pool.taking} of the {pool.matching} live hosts{matching} take new replicas "
+                    f"(the others are cordoned or draining), wants {_plural(wanted, 'replica')} (one per host)"
+                )
+            verb = "matches" if pool.taking == 1 else "match"
+            where = f"{_plural(pool.taking, 'host')} {verb} {selector}" if selector else _plural(pool.taking, "live host")
+            return prefix + f"only {where}, wants {_plural(wanted, 'replica')} (one per host)"
+        roomiest = self._largest_free(run, demand.selector_key, taken)
+        largest = 0 if roomiest is None else max(0, roomiest[0])
+        return prefix + f"needs {demand.memory_mb} MB, largest free host{matching} has {largest} MB"
+
+    def _plan(self) -> Placement:
+        """Rules 4, 5, 7, 9 on top of what stays: place the models with a shortfall, in rounds."""
+        demands = self._data.demands
+        run = _Run(dict(self._base_free))
+        taken: dict[str, list[str]] = {model: list(self._held[model].stay) for model in self._short}
+        rounds = [(len(taken[model]), model) for model in self._short]
+        heapq.heapify(rounds)
+        while rounds:
+            held_count, model = heapq.heappop(rounds)
+            demand = demands[model]
+            host = self._choose(run, demand, taken[model])
+            if host is None:
+                continue  # free memory only shrinks: no later round can do better
+            taken[model].append(host)
+            run.free[host] -= demand.memory_mb
+            if held_count + 1 < demand.replicas:
+                heapq.heappush(rounds, (held_count + 1, model))
+        hosts = dict(self._base_out)
+        notes = dict(self._base_notes)
+        reasons: dict[str, tuple[str, ...]] = {}
+        for model in self._short:
+            held, demand = self._held[model], demands[model]
+            placed = taken[model][len(held.stay) :]
+            if placed:
+                hosts[model] = tuple(sorted(held.out + tuple(placed)))
+            if len(taken[model]) < demand.replicas:
+                reasons[model] = (self._shortfall(run, demand, taken[model]),)
+            model_notes = _move_notes(held, placed, demand)
+            if model_notes:
+                notes[model] = model_notes
+        return Placement(hosts, reasons, run.free, notes)
