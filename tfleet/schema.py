@@ -243,7 +243,8 @@ class HistoryEntry(_DaemonRecord):
     sequence: NonNegativeInt
     model: str
     action: Literal["create", "update", "delete", "rollback"]
-    # mod_revision of the intent write this entry records (None for a delete)
+    # None: written in the same transaction as the change, so the entry key's mod_revision is
+    # the change's revision (Registry.history fills it in); otherwise the recorded revision.
     revision: int | None
     at: dt.datetime
     author: str | None = None

@@ -35,6 +35,7 @@ SAMPLE_MODELS = {
     # name: (versions, seconds to load each, affine scale, bias)
     "half_plus_two": ((1, 2), 0.2, 0.5, 2.0),
     "doubler": ((1, 2, 3), 0.5, 2.0, 0.0),
+    "resnet_lite": ((1, 2), 0.5, 1.0, 1.0),
 }
 
 
@@ -43,6 +44,22 @@ def _write_sample_models(models_dir: pathlib.Path) -> None:
 
     for name, (versions, load_seconds, scale, bias) in SAMPLE_MODELS.items():
         make_model(models_dir, name, versions, load_seconds=load_seconds, scale=scale, bias=bias)
+
+
+def _initial_intents(models_dir: pathlib.Path) -> dict[str, dict]:
+    """Models the controller places (the assignments above are an operator's, by hand)."""
+    return {
+        "resnet_lite": {
+            "base_path": str(models_dir / "resnet_lite"),
+            "model_version_policy": {"specific": {"versions": [1]}},
+            "version_labels": {"stable": 1},
+            "replicas": 2,
+            "spread_by": "zone",
+            "memory_mb": 512,
+            "description": "sample model placed by the controller",
+            "owner": "tfleet-dev",
+        }
+    }
 
 
 def _initial_assignments(models_dir: pathlib.Path, hosts: list[HostPorts]) -> dict[tuple[str, str], dict]:
@@ -62,12 +79,16 @@ def _initial_assignments(models_dir: pathlib.Path, hosts: list[HostPorts]) -> di
 @click.command("dev")
 @click.option("--hosts", default=3, type=click.IntRange(1, 20), show_default=True, help="Simulated serving hosts.")
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Keep data and logs here [default: a new temporary directory].")
-@click.option("--lease-ttl", default=10, type=int, show_default=True)
+@click.option("--lease-ttl", default=10, type=click.IntRange(min=3), show_default=True, help="Lease TTL of agents and controllers, seconds.")
 def dev(hosts: int, run_dir: str | None, lease_ttl: int) -> None:
     """Start a local fleet: etcd, simulated TF Serving hosts, their agents and sample models."""
     from tfleet.etcd_local import LocalEtcd, etcd_binary, free_port
     from tfleet.keyspace import Keyspace
 
+    # Deadlines derived from the TTL so that any --lease-ttl passes the agents' timing rules.
+    etcd_timeout = f"{min(2.0, lease_ttl / 6):g}"  # well inside the renew interval (TTL/3)
+    reload_timeout = f"{min(8.0, lease_ttl * 0.6):g}"
+    status_timeout = f"{min(2.0, lease_ttl / 3):g}"
     root = pathlib.Path(run_dir) if run_dir else pathlib.Path(tempfile.mkdtemp(prefix="tfleet-dev-"))
     root.mkdir(parents=True, exist_ok=True)
     logs_dir, models_dir = root / "logs", root / "models"
@@ -87,24 +108,32 @@ def dev(hosts: int, run_dir: str | None, lease_ttl: int) -> None:
             args = [
                 "agent", "--host", host.name, "--etcd", etcd.client_url,
                 "--tfs-grpc", f"127.0.0.1:{host.grpc}", "--tfs-rest", f"127.0.0.1:{host.rest}",
-                "--http-host", "127.0.0.1", "--http-port", str(host.http), "--lease-ttl", str(lease_ttl),
+                "--http-host", "127.0.0.1", "--http-port", str(host.http), "--lease-ttl", str(lease_ttl), "--etcd-timeout", etcd_timeout,
+                "--reload-timeout", reload_timeout, "--status-timeout", status_timeout,
                 "--label", f"zone={host.zone}", "--state-dir", str(root / "state"), "--memory-mb", "4096",
             ]
             daemons.append(Daemon(f"agent-{host.name}", args, logs_dir / f"agent-{host.name}.log").start())
+        controller_ports = [free_port() for _ in range(2)]
+        for index, port in enumerate(controller_ports):
+            args = ["controller", "--id", f"c{index + 1}", "--etcd", etcd.client_url, "--http-host", "127.0.0.1",
+                    "--http-port", str(port), "--lease-ttl", str(lease_ttl), "--etcd-timeout", etcd_timeout]
+            daemons.append(Daemon(f"controller-c{index + 1}", args, logs_dir / f"controller-c{index + 1}.log").start())
         keyspace = Keyspace()
         for (host, model), value in _initial_assignments(models_dir, fleet).items():
             etcd.etcdctl("put", keyspace.assignment(host, model), json.dumps(value))
+        for model, value in _initial_intents(models_dir).items():
+            etcd.etcdctl("put", keyspace.model(model), json.dumps(value))
         wait_for(lambda: _all_registered(etcd, keyspace, fleet) or _dead(daemons), 30, "every agent to register")
         if dead := _dead(daemons):
             raise click.ClickException(f"{dead.name} exited; its log:\n{dead.log_tail()}")
-        _print_guide(etcd.client_url, str(etcd_binary("etcdctl")), models_dir, fleet, logs_dir)
+        _print_guide(etcd.client_url, str(etcd_binary("etcdctl")), models_dir, fleet, logs_dir, controller_ports)
         while not stop.wait(1.0):
             if dead := _dead(daemons):
                 click.echo(f"{dead.name} exited unexpectedly; last lines of {dead.log_path}:\n{dead.log_tail()}", err=True)
                 break
     finally:
         click.echo("stopping the local fleet ...")
-        for daemon in reversed(daemons):  # agents first (they revoke their leases), then simulators
+        for daemon in reversed(daemons):  # controllers, agents (they revoke their leases), simulators
             daemon.stop()
         etcd.stop()
         if run_dir is None and not stop.is_set():
@@ -122,7 +151,7 @@ def _all_registered(etcd, keyspace, fleet: list[HostPorts]) -> bool:
     return result.returncode == 0 and all(keyspace.host(h.name).encode() in result.stdout for h in fleet)
 
 
-def _print_guide(endpoint: str, etcdctl: str, models_dir: pathlib.Path, fleet: list[HostPorts], logs_dir: pathlib.Path) -> None:
+def _print_guide(endpoint: str, etcdctl: str, models_dir: pathlib.Path, fleet: list[HostPorts], logs_dir: pathlib.Path, controller_ports: list[int]) -> None:
     first = fleet[0]
     click.echo(
         f"""
@@ -151,7 +180,16 @@ tfleet local fleet is running ({len(fleet)} hosts). In another terminal:
   # unload it
   etcdctl del /tfleet/assignments/{first.name}/half_plus_two
 
+  # the controller places models from their intent (2 replicas spread over zones)
+  etcdctl get /tfleet/leader
+  etcdctl get /tfleet/modelstatus/resnet_lite
+  # roll out version 2, make-before-break
+  etcdctl put /tfleet/models/resnet_lite \
+    '{{"base_path": "{models_dir}/resnet_lite", "model_version_policy": {{"specific": {{"versions": [2]}}}}, "version_labels": {{"stable": 2}}, "replicas": 2, "spread_by": "zone", "memory_mb": 512}}'
+  etcdctl get --prefix /tfleet/history/resnet_lite/
+
 agent metrics: {", ".join(f"http://127.0.0.1:{h.http}/metrics" for h in fleet)}
+controllers (c1, c2; one leads): {", ".join(f"http://127.0.0.1:{p}/metrics" for p in controller_ports)}
 logs: {logs_dir}
 Press Ctrl-C to stop everything.
 """

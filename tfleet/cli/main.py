@@ -16,6 +16,7 @@ from tfleet import __version__
 _COMMANDS: dict[str, tuple[str, str]] = {
     "tfs-sim": ("tfleet.cli.tfs_sim", "tfs_sim"),
     "agent": ("tfleet.cli.agent", "agent"),
+    "controller": ("tfleet.cli.controller", "controller"),
     "dev": ("tfleet.cli.dev", "dev"),
 }
 

@@ -1,0 +1,128 @@
+"""The controller's planner with memory: the result of ``planner.plan``, in time proportional
+to what changed since the previous pass.
+
+Each pass still reads one full snapshot (level-triggered); what shrinks is the work done on
+it. The SnapshotReader tells which models and hosts had keys added, changed or removed;
+only these are planned again:
+
+* a model whose intent, assignments, agent statuses, report or registered versions changed;
+* a model that placement may now put differently: one with a replica on a changed host,
+  or one short of replicas (capacity may have appeared);
+* a model whose failure backoff has just ended.
+
+The returned plan holds the writes and reports of the models planned again; the others'
+were returned by an earlier pass and are in etcd. A snapshot without change sets (the first,
+or after ``SnapshotReader.forget``) plans everything, and so does the pass after ``reset()``,
+which the reconciler calls when writes failed. tests/unit/test_incremental.py checks the
+results equal the full planner's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+from tfleet.controller.placement import IncrementalPlacer, Placement, PlacementInput
+from tfleet.controller.planner import (
+    ControllerPlan,
+    ModelPlan,
+    _replica_ready,
+    combine,
+    demand_of,
+    effective_intents,
+    host_info,
+    placement_input,
+    plan_model,
+)
+from tfleet.controller.snapshot import FleetSnapshot
+from tfleet.schema import ModelIntent, ModelStatusReport
+
+_NOTHING = ControllerPlan({}, frozenset(), {}, frozenset())
+
+
+class IncrementalPlanner:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: the next pass plans every model."""
+        self._placer: IncrementalPlacer | None = None
+        self._input: PlacementInput | None = None
+        self._placement: Placement | None = None
+        self._intents: dict[str, tuple[ModelIntent | None, str | None, int]] = {}
+        self._results: dict[str, ModelPlan] = {}
+
+    @property
+    def reports(self) -> Mapping[str, ModelStatusReport]:
+        """The latest report of every managed model (for gauges and the dashboard)."""
+        return {m: r.report for m, r in self._results.items() if r.report is not None}
+
+    def plan(self, snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.datetime) -> ControllerPlan:
+        if self._placer is None or snap.changed_models is None or snap.changed_hosts is None:
+            return self._full(snap, last_valid, now)
+        models = set(snap.changed_models) | {m for m, r in self._results.items() if r.wake_at is not None and r.wake_at <= now}
+        hosts = set(snap.changed_hosts)
+        if not models and not hosts:
+            return _NOTHING
+        for model in models:
+            self._intents.pop(model, None)
+        changed_view = FleetSnapshot(snap.revision)
+        changed_view.intents = {m: snap.intents[m] for m in models if m in snap.intents}
+        self._intents.update(effective_intents(changed_view, last_valid))
+        managed = self._intents.keys() | snap.modelstatus.keys()
+        previous = self._placement
+        assert previous is not None
+        self._input = self._next_input(snap, models, hosts, managed)
+        self._placement = self._placer.update(self._input, models, hosts)
+        candidates = set(models) | previous.reasons.keys() | self._placement.reasons.keys()
+        for host in hosts:
+            candidates |= snap.held_by.get(host, set())
+        replan = {m for m in candidates if m in models or self._placement.hosts.get(m) != previous.hosts.get(m)
+                  or self._placement.reasons.get(m) != previous.reasons.get(m)}
+        results = {model: self._plan_one(snap, model, now) for model in sorted(replan & managed)}
+        for model in replan - managed:
+            self._results.pop(model, None)
+        self._results.update(results)
+        return combine(results)
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _full(self, snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.datetime) -> ControllerPlan:
+        self._intents = effective_intents(snap, last_valid)
+        managed = self._intents.keys() | snap.modelstatus.keys()
+        current = {model: hosts for model, hosts in snap.holders.items() if model in managed}
+        self._input = placement_input(snap, self._intents, current)
+        self._placer = IncrementalPlacer(self._input)
+        self._placement = self._placer.placement
+        self._results = {model: self._plan_one(snap, model, now) for model in sorted(managed)}
+        return combine(self._results)
+
+    def _next_input(self, snap: FleetSnapshot, models: set[str], hosts: set[str], managed) -> PlacementInput:
+        """The previous placement input with the changed models and hosts replaced (new mappings:
+        the placer compares old and new)."""
+        assert self._input is not None
+        new_hosts = dict(self._input.hosts)
+        for host in hosts:
+            if host in snap.hosts:
+                new_hosts[host] = host_info(snap, host)
+            else:
+                new_hosts.pop(host, None)
+        demands, current, ready = dict(self._input.demands), dict(self._input.current), dict(self._input.ready)
+        for model in models:
+            entry = self._intents.get(model)
+            if entry is not None and entry[0] is not None:
+                demands[model] = demand_of(snap, model, entry[0])
+            else:
+                demands.pop(model, None)
+            holders = snap.holders.get(model) if model in managed else None
+            if holders:
+                current[model] = frozenset(holders)
+                ready[model] = frozenset(h for h in holders if _replica_ready(snap, h, model))
+            else:
+                current.pop(model, None)
+                ready.pop(model, None)
+        return PlacementInput(new_hosts, demands, current, ready)
+
+    def _plan_one(self, snap: FleetSnapshot, model: str, now: dt.datetime) -> ModelPlan:
+        assert self._placement is not None
+        return plan_model(snap, model, self._intents.get(model), snap.holders.get(model, set()),
+                          self._placement.hosts.get(model, ()), self._placement.reasons.get(model, ()), now)

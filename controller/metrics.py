@@ -1,0 +1,26 @@
+"""The controller's Prometheus metrics, on a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class ControllerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.is_leader = Gauge("tfleet_controller_is_leader", "1 while this controller leads.", registry=r)
+        self.leadership_changes = Counter("tfleet_controller_leadership_changes_total", "Leadership won or lost.", ["change"], registry=r)
+        self.reconcile_total = Counter("tfleet_controller_reconcile_total", "Reconcile passes by outcome.", ["result"], registry=r)
+        self.reconcile_seconds = Histogram("tfleet_controller_reconcile_duration_seconds", "Duration of one pass.", buckets=_BUCKETS, registry=r)
+        self.plan_seconds = Histogram("tfleet_controller_plan_duration_seconds", "Duration of the pure planning step.", buckets=_BUCKETS, registry=r)
+        self.writes = Counter("tfleet_controller_writes_total", "Keys written or deleted by the controller.", ["kind", "op"], registry=r)
+        self.fenced_rejections = Counter("tfleet_controller_fenced_rejections_total", "Writes refused because leadership was lost.", registry=r)
+        self.replicas_wanted = Gauge("tfleet_controller_replicas_wanted", "Replicas the intent asks for.", ["model"], registry=r)
+        self.replicas_ready = Gauge("tfleet_controller_replicas_ready", "Replicas with their wanted versions AVAILABLE.", ["model"], registry=r)
+        self.unplaced_models = Gauge("tfleet_controller_unplaced_models", "Models with fewer placed replicas than wanted.", registry=r)
+        self.invalid_intents = Gauge("tfleet_controller_invalid_intents", "Intents that fail validation.", registry=r)
+        self.rollout_phase = Gauge("tfleet_controller_rollout_phase", "1 for the rollout phase each model is in.", ["model", "phase"], registry=r)
+        self.live_hosts = Gauge("tfleet_controller_live_hosts", "Hosts registered in etcd.", registry=r)

@@ -1,0 +1,48 @@
+"""The controller's settings, validated once at start-up (same timing rules as the agent)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tfleet.keyspace import DEFAULT_PREFIX, validate_name, validate_prefix
+from tfleet.store import EtcdSettings
+
+MIN_LEASE_TTL = 3
+
+
+class ControllerSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    id: str
+    etcd: EtcdSettings
+    http_port: int = Field(ge=0, le=65535)
+    http_host: str = "0.0.0.0"
+    prefix: str = DEFAULT_PREFIX
+    lease_ttl: int = 10
+    resync_interval: float = Field(default=10.0, ge=0.2)
+    coalesce_window: float = Field(default=0.1, ge=0.0, le=5.0)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return validate_name("controller id", value)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return validate_prefix(value)
+
+    @model_validator(mode="after")
+    def _timing(self) -> ControllerSettings:
+        if self.lease_ttl < MIN_LEASE_TTL:
+            raise ValueError(f"--lease-ttl {self.lease_ttl} is too short: use at least {MIN_LEASE_TTL} seconds")
+        if self.etcd.call_timeout >= self.lease_ttl / 3:
+            raise ValueError(
+                f"the etcd call timeout ({self.etcd.call_timeout:g} s) must be shorter than the lease renew "
+                f"interval (lease TTL {self.lease_ttl} s / 3), or one slow call loses leadership"
+            )
+        return self
+
+    @property
+    def renew_interval(self) -> float:
+        return self.lease_ttl / 3

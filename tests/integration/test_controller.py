@@ -1,0 +1,205 @@
+"""The controller with several agents and simulators, over a real etcd, in one process."""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+import time
+
+import pytest
+
+from tests.helpers import wait_until
+from tests.integration.controller_harness import ControlledFleet, add_host, start_controller
+from tfleet.sim.fixtures import make_model
+
+
+@pytest.fixture
+def models_dir(tmp_path: pathlib.Path) -> pathlib.Path:
+    path = tmp_path / "models"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def fleet(store, prefix, etcd_server, sim_factory, tmp_path):
+    fleet = ControlledFleet(store, prefix)
+    fleet.etcd_url = etcd_server.client_url
+    fleet.prefix_text = prefix
+    fleet.add = lambda name, **kw: add_host(fleet, name, sim_factory, etcd_server.client_url, prefix, tmp_path, **kw)
+    controllers = []
+    fleet.start_controller = lambda cid="c1", **kw: controllers.append(start_controller(cid, etcd_server.client_url, prefix, **kw)) or controllers[-1]
+    yield fleet
+    for c in controllers:
+        if c.thread.is_alive():
+            c.stop()
+    for agent in fleet.agents.values():
+        if agent.thread.is_alive():
+            agent.stop()
+
+
+def intent(models_dir, name, versions, replicas=2, **extra) -> dict:
+    return {"base_path": str(models_dir / name), "model_version_policy": {"specific": {"versions": versions}}, "replicas": replicas, **extra}
+
+
+def test_replicas_placed_and_available(fleet, models_dir) -> None:
+    for host in ("h1", "h2", "h3"):
+        fleet.add(host)
+    make_model(models_dir, "m", [1])
+    fleet.start_controller()
+    fleet.declare("m", intent(models_dir, "m", [1], replicas=2))
+    hosts = fleet.wait_ready("m", 1, 2)
+    assert len(hosts) == 2 and len(fleet.replica_hosts("m")) == 2
+    status = wait_until(lambda: (s := fleet.model_status("m")) and s.ready_replicas.get("1") == 2 and s, 15, message="modelstatus shows 2 ready")
+    assert status.wanted_replicas == 2 and status.rollout.phase == "stable"
+
+
+def test_host_selector_and_unplaceable_reason(fleet, models_dir) -> None:
+    fleet.add("a1", labels={"zone": "a"})
+    fleet.add("b1", labels={"zone": "b"})
+    make_model(models_dir, "m", [1])
+    make_model(models_dir, "big", [1])
+    fleet.start_controller()
+    fleet.declare("m", intent(models_dir, "m", [1], replicas=1, host_selector={"zone": "b"}))
+    fleet.declare("big", intent(models_dir, "big", [1], replicas=1, memory_mb=100_000))
+    fleet.wait_ready("m", 1, 1)
+    assert fleet.replica_hosts("m") == {"b1"}
+    status = wait_until(lambda: (s := fleet.model_status("big")) and s.reasons and s, 15, message="reason for big")
+    assert any("100000" in r for r in status.reasons), status.reasons
+
+
+def test_invalid_intent_reported_and_old_one_kept(fleet, models_dir) -> None:
+    for host in ("h1", "h2"):
+        fleet.add(host)
+    make_model(models_dir, "m", [1])
+    fleet.start_controller()
+    fleet.declare("m", intent(models_dir, "m", [1], replicas=2))
+    fleet.wait_ready("m", 1, 2)
+    fleet.declare("m", '{"base_path": "/x", "replicas": "many"}')
+    status = wait_until(lambda: (s := fleet.model_status("m")) and s.error and s, 15, message="intent error reported")
+    assert "replicas" in status.error and "last valid intent keeps being served" in status.error
+    assert len(fleet.available_hosts("m", 1)) == 2  # nothing deleted
+
+
+def test_deleted_intent_removes_assignments(fleet, models_dir) -> None:
+    fleet.add("h1")
+    make_model(models_dir, "m", [1])
+    fleet.start_controller()
+    fleet.declare("m", intent(models_dir, "m", [1], replicas=1))
+    fleet.wait_ready("m", 1, 1)
+    fleet.store.delete(fleet.keyspace.model("m"))
+    wait_until(lambda: not fleet.replica_hosts("m") and fleet.model_status("m") is None, 15, message="assignments and modelstatus removed")
+
+
+def test_operator_assignments_without_intent_are_left_alone(fleet, models_dir) -> None:
+    fleet.add("h1")
+    make_model(models_dir, "handmade", [1])
+    make_model(models_dir, "m", [1])
+    fleet.start_controller()
+    fleet.assign("h1", "handmade", {"base_path": str(models_dir / "handmade")})
+    fleet.declare("m", intent(models_dir, "m", [1], replicas=1))
+    fleet.wait_ready("m", 1, 1)
+    fleet.wait_available("h1", "handmade", {1})
+    assert fleet.replica_hosts("handmade") == {"h1"}
+
+
+def test_host_loss_reschedules_within_ttl(fleet, models_dir) -> None:
+    for host in ("h1", "h2", "h3"):
+        fleet.add(host)
+    make_model(models_dir, "m", [1])
+    fleet.start_controller()
+    fleet.declare("m", intent(models_dir, "m", [1], replicas=2))
+    before = fleet.wait_ready("m", 1, 2)
+    victim = sorted(before)[0]
+    # stop renewing without revoking: like a dead host, the lease expires after the TTL
+    agent = fleet.agents[victim]
+    agent.agent.lease.revoke = lambda: None  # keep the keys: die, do not resign
+    agent.stop()
+    lost_at = time.monotonic()
+    wait_until(lambda: fleet.store.get(fleet.keyspace.host(victim)) is None, 10, message="host lease expired")
+    expired_at = time.monotonic()
+    wait_until(lambda: victim not in fleet.replica_hosts("m") and len(fleet.replica_hosts("m")) == 2, 5, message="replica moved")
+    assert time.monotonic() - expired_at <= 1.0 + 1.5, "rescheduled later than about a second after the host vanished"
+    assert time.monotonic() - lost_at <= 4 + 1 + 2
+    fleet.wait_ready("m", 1, 2)
+
+
+def test_rolling_rollout_never_drops_to_zero_available(fleet, models_dir) -> None:
+    for host in ("h1", "h2"):
+        fleet.add(host)
+    make_model(models_dir, "m", [1, 2], load_seconds=0.3)
+    fleet.start_controller()
+    fleet.declare("m", intent(models_dir, "m", [1], replicas=2, version_labels={"stable": 1}))
+    fleet.wait_ready("m", 1, 2)
+
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            hosts = fleet.replica_hosts("m")
+            serving = sum(1 for h in hosts if fleet.sims[h].manager.serving("m") is not None)
+            samples.append(serving)
+            stop.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        fleet.declare("m", intent(models_dir, "m", [2], replicas=2, version_labels={"stable": 2}))
+        wait_until(lambda: (s := fleet.model_status("m")) and s.rollout.phase == "stable" and s.ready_replicas.get("2") == 2 and "1" not in s.ready_replicas, 40,
+                   message="rollout to version 2 finished")
+    finally:
+        stop.set()
+        sampler.join(5)
+    assert len(samples) > 20
+    assert min(samples) >= 1, f"some sample saw no replica serving: {samples}"
+    for host in ("h1", "h2"):
+        assert fleet.status(host, "m").version_labels == {"stable": 2}
+
+
+def test_canary_abort_on_load_failure(fleet, models_dir) -> None:
+    for host in ("h1", "h2", "h3"):
+        fleet.add(host)
+    make_model(models_dir, "m", [1])
+    make_model(models_dir, "m", [2], fail_versions=[2])
+    fleet.start_controller()
+    fleet.declare("m", intent(models_dir, "m", [1], replicas=3, version_labels={"stable": 1}))
+    fleet.wait_ready("m", 1, 3)
+    fleet.declare("m", intent(models_dir, "m", [2], replicas=3, version_labels={"stable": 2}, rollout={"strategy": "canary", "canary_replicas": 1}))
+    status = wait_until(lambda: (s := fleet.model_status("m")) and s.failures and s.rollout.phase == "backoff" and s, 30, message="automatic abort recorded")
+    (failure,) = status.failures
+    assert failure.version == 2 and "simulated load failure" in failure.error
+    wait_until(lambda: all(fleet.status(h, "m") and set(fleet.status(h, "m").versions) == {"1"} for h in fleet.replica_hosts("m")), 20,
+               message="every replica back on version 1 only")
+    assert len(fleet.available_hosts("m", 1)) == 3
+
+
+def test_drain_moves_replicas_make_before_break(fleet, models_dir) -> None:
+    for host in ("h1", "h2", "h3"):
+        fleet.add(host)
+    make_model(models_dir, "m", [1], load_seconds=0.3)
+    fleet.start_controller()
+    fleet.declare("m", intent(models_dir, "m", [1], replicas=2))
+    hosts = fleet.wait_ready("m", 1, 2)
+    drained = sorted(hosts)[0]
+    fleet.store.put(fleet.keyspace.hostctl(drained), b'{"draining": true, "reason": "kernel upgrade"}')
+    wait_until(lambda: drained not in fleet.replica_hosts("m"), 30, message="replica moved off the draining host")
+    # make-before-break: by the time it left, its replacement was AVAILABLE
+    assert len(fleet.available_hosts("m", 1)) >= 1
+    fleet.wait_ready("m", 1, 2)
+    assert drained not in fleet.replica_hosts("m")
+
+
+def test_standby_takes_over_and_only_leader_writes(fleet, models_dir) -> None:
+    fleet.add("h1")
+    make_model(models_dir, "m", [1])
+    first = fleet.start_controller("c1")
+    wait_until(lambda: first.is_leader, 10, message="c1 leads")
+    second = fleet.start_controller("c2")
+    fleet.declare("m", intent(models_dir, "m", [1], replicas=1))
+    fleet.wait_ready("m", 1, 1)
+    assert not second.is_leader
+    first.stop()  # clean stop resigns: the standby takes over at once
+    wait_until(lambda: second.is_leader, 5, message="c2 took over")
+    make_model(models_dir, "n", [1])
+    fleet.declare("n", intent(models_dir, "n", [1], replicas=1))
+    fleet.wait_ready("n", 1, 1)

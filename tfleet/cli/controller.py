@@ -1,0 +1,39 @@
+"""`tfleet controller`: run a controller (leader or standby) until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import signal
+
+import click
+from pydantic import ValidationError
+
+from tfleet import logs
+from tfleet.cli.options import etcd_options, etcd_settings, settings_error
+
+
+@click.command("controller", context_settings={"show_default": True})
+@click.option("--id", "id", required=True, envvar="TFLEET_CONTROLLER_ID", show_envvar=True, help="This controller's name (unique per controller).")
+@etcd_options
+@click.option("--http-port", required=True, type=int, envvar="TFLEET_HTTP_PORT", show_envvar=True, help="Port of /metrics, /healthz, /readyz.")
+@click.option("--http-host", default="0.0.0.0", envvar="TFLEET_HTTP_HOST", show_envvar=True)
+@click.option("--prefix", default="/tfleet", envvar="TFLEET_PREFIX", show_envvar=True, help="etcd key prefix of this fleet.")
+@click.option("--lease-ttl", default=10, type=int, envvar="TFLEET_LEASE_TTL", show_envvar=True, help="Leadership lease TTL, seconds: a standby takes over within it.")
+@click.option("--resync-interval", default=10.0, type=float, envvar="TFLEET_RESYNC_INTERVAL", show_envvar=True, help="Seconds between full passes.")
+@click.option("--coalesce-window", default=0.1, type=float, envvar="TFLEET_COALESCE_WINDOW", show_envvar=True)
+@click.option("--log-level", default="info", type=click.Choice(logs.LEVELS), envvar="TFLEET_LOG_LEVEL", show_envvar=True)
+def controller(**options) -> None:
+    """Turn model intents into per-host assignments; one controller leads, the others stand by."""
+    from tfleet.controller.app import Controller
+    from tfleet.controller.settings import ControllerSettings
+
+    log_level = options.pop("log_level")
+    etcd = etcd_settings(options)
+    try:
+        settings = ControllerSettings(etcd=etcd, **{k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        raise settings_error(exc) from None
+    logs.configure(log_level)
+    app = Controller(settings)
+    signal.signal(signal.SIGTERM, lambda *_: app.stop())
+    signal.signal(signal.SIGINT, lambda *_: app.stop())
+    app.run()
