@@ -18,6 +18,7 @@ dev: $(STAMP)
 	$(BIN)/tfleet dev
 
 test: $(STAMP)
+	@scripts/ensure-system-deps
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
 unit: $(STAMP)

@@ -14,12 +14,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 # A probe answers (ok, reason); the reason is shown in the body for people and scripts.
 Probe = Callable[[], tuple[bool, str]]
+# An extra read-only route answers (status code, body, content type).
+Route = Callable[[], tuple[int, bytes, str]]
 
 
 class OpsServer:
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, *, healthy: Probe, ready: Probe) -> None:
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, *, healthy: Probe, ready: Probe,
+                 routes: dict[str, Route] | None = None) -> None:
         self._registry = registry
         self._probes = {"/healthz": healthy, "/readyz": ready}
+        self._routes = dict(routes or {})
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="ops-http", daemon=True)
@@ -49,6 +53,8 @@ class OpsServer:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self._reply(200, generate_latest(ops._registry), CONTENT_TYPE_LATEST)
+                elif path in ops._routes:
+                    self._reply(*ops._routes[path]())
                 elif path in ops._probes:
                     ok, reason = ops._probes[path]()
                     self._reply(200 if ok else 503, (reason + "\n").encode(), "text/plain; charset=utf-8")

@@ -18,6 +18,13 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("tfleet.cli.agent", "agent"),
     "controller": ("tfleet.cli.controller", "controller"),
     "dev": ("tfleet.cli.dev", "dev"),
+    # operator commands (tfleet/cli/ops.py)
+    **{name: ("tfleet.cli.ops", name.replace("-", "_")) for name in (
+        "apply", "get", "describe", "status", "history", "diff", "rollback", "register",
+        "rollout", "cordon", "uncordon", "drain", "watch", "explain", "predict",
+    )},
+    "alerts": ("tfleet.cli.alerts", "alerts"),
+    "routes": ("tfleet.cli.routes", "routes"),
 }
 
 
