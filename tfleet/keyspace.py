@@ -16,6 +16,7 @@ Version 1 layout under a prefix (default ``/tfleet``)::
     <prefix>/hostctl/<host>                 operator: cordon / drain a host
     <prefix>/schedules/<model>/<id>         operator: a promote or rollback at a given time
     <prefix>/leader                         controller, leased: the leading controller
+    <prefix>/routes/<model>                 controller: where each version and label is AVAILABLE
 """
 
 from __future__ import annotations
@@ -142,6 +143,12 @@ class Keyspace:
 
     def leader(self) -> str:
         return f"{self.prefix}/leader"
+
+    def routes_prefix(self) -> str:
+        return f"{self.prefix}/routes/"
+
+    def routes(self, model: str) -> str:
+        return f"{self.routes_prefix()}{validate_name('model', model)}"
 
     def name_after(self, key: str, section_prefix: str) -> str:
         """The single name segment of ``key`` directly under ``section_prefix``."""

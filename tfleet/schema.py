@@ -183,6 +183,16 @@ class RolloutSpec(_OperatorDocument):
     failure_backoff_seconds: Annotated[float, Field(gt=0)] = 300.0
 
 
+class AlertThresholds(_OperatorDocument):
+    """Per-model alert thresholds, rendered into Prometheus rules by `tfleet alerts render`."""
+
+    latency_p99_ms: Annotated[float, Field(gt=0)] | None = None
+    error_rate: Annotated[float, Field(gt=0, le=1)] | None = None  # share of failed requests
+    for_: Annotated[str, Field(alias="for", pattern=r"^[0-9]+[smh]$")] = "5m"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
 class ModelIntent(_OperatorDocument):
     """``<prefix>/models/<model>``: what the operator wants for a model, fleet-wide."""
 
@@ -198,6 +208,7 @@ class ModelIntent(_OperatorDocument):
     description: str = ""
     owner: str = ""
     tags: list[str] = Field(default_factory=list)
+    alerts: AlertThresholds | None = None
 
     @model_validator(mode="after")
     def _labels_point_at_served_versions(self) -> ModelIntent:
@@ -303,6 +314,29 @@ class RolloutReport(_DaemonRecord):
     from_versions: list[int] = Field(default_factory=list)
     to_versions: list[int] = Field(default_factory=list)
     reason: str = ""
+
+
+class RouteEndpoint(_DaemonRecord):
+    host: str
+    grpc_address: str
+    rest_address: str
+
+
+class RouteTable(_DaemonRecord):
+    """``<prefix>/routes/<model>``: where load balancers send requests, kept by the controller.
+
+    Only endpoints whose agent reports the version AVAILABLE (and, for a label, the label
+    applied) are listed; a host that dies drops out with its lease.
+    """
+
+    model: str
+    # version (as a string) -> endpoints where it is AVAILABLE
+    versions: dict[str, list[RouteEndpoint]] = Field(default_factory=dict)
+    # label -> endpoints where TF Serving applies it
+    labels: dict[str, list[RouteEndpoint]] = Field(default_factory=dict)
+    # endpoints serving any AVAILABLE version (requests that name no version)
+    endpoints: list[RouteEndpoint] = Field(default_factory=list)
+    updated_at: dt.datetime
 
 
 class ModelStatusReport(_DaemonRecord):
