@@ -190,7 +190,7 @@ class AlertThresholds(_OperatorDocument):
     error_rate: Annotated[float, Field(gt=0, le=1)] | None = None  # share of failed requests
     for_: Annotated[str, Field(alias="for", pattern=r"^[0-9]+[smh]$")] = "5m"
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True)
 
 
 class ModelIntent(_OperatorDocument):
