@@ -111,7 +111,20 @@ class Controller:
             if self.election.is_leader:
                 self._ensure_watch()
                 self.reconciler.reconcile()
+                self._schedule_next_action()
             self.metrics.is_leader.set(1 if self.election.is_leader else 0)
+
+    def _schedule_next_action(self) -> None:
+        """Wake the loop when the next scheduled action falls due (the action itself is in etcd)."""
+        from tfleet.controller.schedules import next_due
+
+        snap = self.reconciler.last_snapshot
+        when = next_due(snap) if snap is not None else None
+        if when is None:
+            if self._scheduler.get_job("scheduled-action") is not None:
+                self._scheduler.remove_job("scheduled-action")
+            return
+        self._scheduler.add_job(self.wake, "date", run_date=max(when, schema.utc_now()), id="scheduled-action", replace_existing=True)
 
     def _campaign(self) -> None:
         try:

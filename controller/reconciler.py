@@ -20,6 +20,7 @@ from tfleet.controller import planner
 from tfleet.controller.election import NotLeader
 from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.incremental import IncrementalPlanner
+from tfleet.controller.schedules import ScheduleRunner
 from tfleet.controller.snapshot import FleetSnapshot, SnapshotReader
 from tfleet.keyspace import Keyspace
 from tfleet.registry import ConflictError, RegistryError
@@ -61,6 +62,7 @@ class ControllerReconciler:
         self._clock = clock
         self._last_valid: dict[str, ModelIntent] = {}
         self._recorded: dict[str, int] = {}
+        self._schedules = ScheduleRunner(store=store, keyspace=keyspace, registry=registry, election=election, log=log, now=now)
         self._reader = SnapshotReader(keyspace)
         self._planner = IncrementalPlanner()
         self._last_full_plan = float("-inf")
@@ -107,6 +109,7 @@ class ControllerReconciler:
             plan = self._planner.plan(snap, self._last_valid, self._now())
             self._metrics.plan_seconds.observe(self._clock() - plan_started)
             writes = self._write(snap, plan)
+            writes += self._schedules.run_due(snap)
         except NotLeader as exc:
             self._start_over()
             self._metrics.fenced_rejections.inc()
