@@ -203,3 +203,21 @@ def test_standby_takes_over_and_only_leader_writes(fleet, models_dir) -> None:
     make_model(models_dir, "n", [1])
     fleet.declare("n", intent(models_dir, "n", [1], replicas=1))
     fleet.wait_ready("n", 1, 1)
+
+
+def test_restarting_every_controller_mid_rollout_loses_nothing(fleet, models_dir) -> None:
+    for host in ("h1", "h2"):
+        fleet.add(host)
+    make_model(models_dir, "m", [1])
+    make_model(models_dir, "m", [2], load_seconds=1.0)
+    first = fleet.start_controller("c1")
+    fleet.declare("m", intent(models_dir, "m", [1], replicas=2, version_labels={"stable": 1}))
+    fleet.wait_ready("m", 1, 2)
+    fleet.declare("m", intent(models_dir, "m", [2], replicas=2, version_labels={"stable": 2}))
+    wait_until(lambda: (s := fleet.model_status("m")) and s.rollout.phase == "adding", 15, message="rollout under way")
+    first.stop()  # every controller gone mid-rollout; all state is in etcd
+    assert len(fleet.available_hosts("m", 1)) == 2
+    fleet.start_controller("c9")  # a brand-new controller with no memory
+    wait_until(lambda: (s := fleet.model_status("m")) and s.rollout.phase == "stable" and s.ready_replicas.get("2") == 2, 40,
+               message="the new controller finished the rollout")
+    assert fleet.replica_hosts("m") == {"h1", "h2"}
