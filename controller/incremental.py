@@ -26,7 +26,7 @@ from tfleet.controller.placement import IncrementalPlacer, Placement, PlacementI
 from tfleet.controller.planner import (
     ControllerPlan,
     ModelPlan,
-    _replica_ready,
+    replica_ready,
     combine,
     demand_of,
     effective_intents,
@@ -116,7 +116,7 @@ class IncrementalPlanner:
             holders = snap.holders.get(model) if model in managed else None
             if holders:
                 current[model] = frozenset(holders)
-                ready[model] = frozenset(h for h in holders if _replica_ready(snap, h, model))
+                ready[model] = frozenset(h for h in holders if replica_ready(snap, h, model))
             else:
                 current.pop(model, None)
                 ready.pop(model, None)

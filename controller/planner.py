@@ -62,7 +62,7 @@ def effective_intents(snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent]
     return result
 
 
-def _replica_ready(snap: FleetSnapshot, host: str, model: str) -> bool:
+def replica_ready(snap: FleetSnapshot, host: str, model: str) -> bool:
     parsed = snap.assignments.get((host, model))
     status = snap.statuses.get((host, model))
     if parsed is None or parsed.value is None or status is None or status.assignment_revision != parsed.revision:
@@ -101,7 +101,7 @@ def demand_of(snap: FleetSnapshot, model: str, intent: ModelIntent) -> ModelDema
 def placement_input(snap: FleetSnapshot, intents, current: dict[str, set[str]]) -> PlacementInput:
     hosts = {name: host_info(snap, name) for name in snap.hosts}
     demands = {model: demand_of(snap, model, intent) for model, (intent, _, _) in intents.items() if intent is not None}
-    ready = {model: frozenset(h for h in holders if _replica_ready(snap, h, model)) for model, holders in current.items()}
+    ready = {model: frozenset(h for h in holders if replica_ready(snap, h, model)) for model, holders in current.items()}
     return PlacementInput(hosts, demands, {m: frozenset(h) for m, h in current.items()}, ready)
 
 
@@ -187,7 +187,7 @@ def _report(snap, model, intent, error, revision, placed, step, reasons, now) ->
             "host": host,
             "versions": versions,
             "labels": dict(status.version_labels) if status else {},
-            "ready": _replica_ready(snap, host, model),
+            "ready": replica_ready(snap, host, model),
             "canary": host in step.canary_hosts,
         })
     # One validation of a plain document: measured 100x cheaper than model_construct of
