@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tfleet import schema
+from tfleet import routing, schema
 from tfleet.controller import planner
 from tfleet.controller.election import NotLeader
 from tfleet.controller.metrics import ControllerMetrics
@@ -176,6 +176,27 @@ class ControllerReconciler:
             return False
 
     # -- writes ------------------------------------------------------------------------------------
+    def _route_ops(self, snap: FleetSnapshot) -> list[Put | Delete]:
+        """Route tables of the models whose statuses or hosts changed (all on a full pass)."""
+        if snap.changed_models is None or snap.changed_hosts is None:
+            models = set(snap.status_hosts) | set(snap.routes)
+        else:
+            models = set(snap.changed_models)
+            for host in snap.changed_hosts:
+                models |= snap.held_by.get(host, set())
+        now = self._now()
+        ops: list[Put | Delete] = []
+        for model in sorted(models):
+            served = {h: snap.statuses[(h, model)] for h in snap.status_hosts.get(model, ()) if h in snap.hosts}
+            if not served:
+                if model in snap.routes:
+                    ops.append(Delete(self._ks.routes(model)))
+                continue
+            table = routing.build_table(model, served, snap.hosts, now)
+            if routing.routes_changed(snap.routes.get(model), table):
+                ops.append(Put(self._ks.routes(model), schema.encode(table)))
+        return ops
+
     def _write(self, snap: FleetSnapshot, plan: planner.ControllerPlan) -> int:
         ops: list[tuple[str, Put | Delete]] = []
         for (host, model), assignment in sorted(plan.puts.items()):
@@ -187,6 +208,7 @@ class ControllerReconciler:
                 ops.append(("modelstatus", Put(self._ks.modelstatus(model), schema.encode(report))))
         for model in sorted(plan.report_deletes):
             ops.append(("modelstatus", Delete(self._ks.modelstatus(model))))
+        ops += [("routes", op) for op in self._route_ops(snap)]
         for start in range(0, len(ops), WRITE_BATCH):
             batch = ops[start : start + WRITE_BATCH]
             # Raises NotLeader when the fence fails; False would mean an extra compare failed,

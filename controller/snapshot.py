@@ -25,6 +25,7 @@ from tfleet.schema import (
     ModelIntent,
     ModelStatus,
     ModelStatusReport,
+    RouteTable,
     ScheduledAction,
     SchemaError,
     VersionRecord,
@@ -55,6 +56,10 @@ class FleetSnapshot:
     statuses: dict[tuple[str, str], ModelStatus] = field(default_factory=dict)
     # mod_revision of each status key, so that a change can be found without comparing values
     status_revisions: dict[tuple[str, str], int] = field(default_factory=dict)
+    # model -> hosts that have a status key for it
+    status_hosts: dict[str, set[str]] = field(default_factory=dict)
+    # stored route tables (None: unreadable, rewritten by the controller)
+    routes: dict[str, RouteTable | None] = field(default_factory=dict)
     modelstatus: dict[str, ModelStatusReport] = field(default_factory=dict)
     versions: dict[str, dict[int, VersionRecord]] = field(default_factory=dict)
     schedules: dict[tuple[str, str], Parsed[ScheduledAction]] = field(default_factory=dict)
@@ -113,6 +118,7 @@ def _filer(ks: Keyspace, key: str, value: bytes, revision: int) -> Filer:
         def file_status(fleet: FleetSnapshot) -> None:
             fleet.statuses[place] = status.value  # type: ignore[assignment]
             fleet.status_revisions[place] = revision
+            fleet.status_hosts.setdefault(place[1], set()).add(place[0])
 
         return file_status
     if section == "versions":
@@ -125,6 +131,10 @@ def _filer(ks: Keyspace, key: str, value: bytes, revision: int) -> Filer:
         model, _, schedule_id = tail.partition("/")
         parsed_action = _parse(ScheduledAction, key, value, revision)
         return lambda fleet: fleet.schedules.__setitem__((model, schedule_id), parsed_action)
+    if section == "routes":
+        name = ks.name_after(key, ks.routes_prefix())
+        table = _parse(RouteTable, key, value, revision).value
+        return lambda fleet: fleet.routes.__setitem__(name, table if table is not None and table.model == name else None)
     return lambda fleet: None  # leader, history, and keys of later versions: not planning input
 
 
@@ -192,3 +202,5 @@ def _classify(ks: Keyspace, key: str, models: set[str], hosts: set[str]) -> None
         models.add(parts[2])
     elif section in ("hosts", "hostctl") and len(parts) == 2:
         hosts.add(parts[1])
+    elif section == "routes" and len(parts) == 2:
+        models.add(parts[1])

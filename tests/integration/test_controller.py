@@ -10,6 +10,7 @@ import pytest
 
 from tests.helpers import wait_until
 from tests.integration.controller_harness import ControlledFleet, add_host, start_controller
+from tfleet import schema
 from tfleet.sim.fixtures import make_model
 
 
@@ -221,3 +222,24 @@ def test_restarting_every_controller_mid_rollout_loses_nothing(fleet, models_dir
     wait_until(lambda: (s := fleet.model_status("m")) and s.rollout.phase == "stable" and s.ready_replicas.get("2") == 2, 40,
                message="the new controller finished the rollout")
     assert fleet.replica_hosts("m") == {"h1", "h2"}
+
+
+def test_routes_follow_what_is_served(fleet, models_dir) -> None:
+    from tfleet.schema import RouteTable
+
+    for host in ("h1", "h2"):
+        fleet.add(host)
+    make_model(models_dir, "m", [1])
+    fleet.start_controller()
+    fleet.declare("m", intent(models_dir, "m", [1], replicas=2, version_labels={"stable": 1}))
+    fleet.wait_ready("m", 1, 2)
+
+    def table():
+        kv = fleet.store.get(fleet.keyspace.routes("m"))
+        return schema.parse(RouteTable, kv.value, kv.key) if kv else None
+
+    routes = wait_until(lambda: (t := table()) and len(t.labels.get("stable", [])) == 2 and t, 15, message="routes list both replicas")
+    assert {e.host for e in routes.versions["1"]} == {"h1", "h2"}
+    victim = fleet.agents["h1"]
+    victim.stop()  # clean stop revokes its lease: its status keys vanish
+    wait_until(lambda: (t := table()) and {e.host for e in t.endpoints} == {"h2"}, 15, message="dead host dropped from routes")
