@@ -239,3 +239,40 @@ def test_construction_with_settings_owns_its_store(etcd_server, two_sims, routes
     routes.put([endpoint("a", a), endpoint("b", b)])
     with TfleetClient(EtcdSettings((etcd_server.client_url,)), prefix=prefix.rstrip("/"), model="m") as client:
         assert list(client.predict({"x": [2.0]}).outputs["y"].float_val) == [5.0]
+
+
+def test_concurrent_calls_while_the_routes_change(two_sims, routes, make_client) -> None:
+    """Channels leave and join the table under running calls: no call fails, none is lost."""
+    import threading
+
+    a, b = two_sims
+    routes.put([endpoint("a", a), endpoint("b", b)])
+    client = make_client()
+    errors: list[BaseException] = []
+    done = threading.Event()
+    counts = [0] * 4
+
+    def caller(index: int) -> None:
+        while not done.is_set():
+            try:
+                client.predict({"x": [1.0]}, timeout=5)
+                counts[index] += 1
+            except BaseException as exc:  # noqa: BLE001 (reported below)
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=caller, args=(i,), daemon=True) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for table in ([endpoint("a", a)], [endpoint("b", b)], [endpoint("a", a), endpoint("b", b)], [endpoint("b", b)]) * 2:
+            routes.put(table)
+            wait_until(lambda: hosts_of(client) == sorted(e["host"] for e in table), 10, message="the client saw the table")
+            time.sleep(0.1)
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(10)
+    assert not errors, errors
+    assert all(count > 0 for count in counts)
+    assert served(a) + served(b) == sum(counts)
