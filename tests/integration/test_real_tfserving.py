@@ -58,8 +58,10 @@ def real_servers(tmp_path_factory):
         DockerContainer(TF_SERVING_IMAGE)
         .with_volume_mapping(str(models), str(models), "ro")
         .with_exposed_ports(8500, 8501)
-        # an empty config at start; the agent pushes everything through gRPC
-        .with_command("--port=8500 --rest_api_port=8501 --model_config_file_poll_wait_seconds=0 --file_system_poll_wait_seconds=1")
+        # the server binary itself: the image's entrypoint script would add a --model_base_path
+        # that does not exist. No model at start; the agent pushes everything through gRPC.
+        .with_kwargs(entrypoint="tensorflow_model_server")
+        .with_command("--port=8500 --rest_api_port=8501 --file_system_poll_wait_seconds=1")
     )
     with etcd, tfs:
         wait_for_logs(etcd, "ready to serve client requests", timeout=60)
