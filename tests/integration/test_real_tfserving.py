@@ -47,6 +47,9 @@ def real_servers(tmp_path_factory):
     from testcontainers.core.waiting_utils import wait_for_logs
 
     models = tmp_path_factory.mktemp("real-models")
+    # the server refuses to start with neither a model nor a config file: an empty list,
+    # read once at start-up (never polled, so it cannot overwrite what the agent pushes)
+    (models / "empty.config").write_text("model_config_list {}\n")
     _write_half_plus_two(models / "half_plus_two", 1)
     _write_half_plus_two(models / "half_plus_two", 2)
     etcd = (
@@ -61,7 +64,7 @@ def real_servers(tmp_path_factory):
         # the server binary itself: the image's entrypoint script would add a --model_base_path
         # that does not exist. No model at start; the agent pushes everything through gRPC.
         .with_kwargs(entrypoint="tensorflow_model_server")
-        .with_command("--port=8500 --rest_api_port=8501 --file_system_poll_wait_seconds=1")
+        .with_command(f"--port=8500 --rest_api_port=8501 --file_system_poll_wait_seconds=1 --model_config_file={models}/empty.config")
     )
     with etcd, tfs:
         wait_for_logs(etcd, "ready to serve client requests", timeout=60)
