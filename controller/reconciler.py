@@ -90,6 +90,8 @@ class ControllerReconciler:
 
     def _reconcile(self) -> Outcome:
         if not self._election.is_leader:
+            if self._was_leader:
+                self._clear_gauges()  # a standby must not keep reporting the fleet as it last saw it
             self._was_leader = False
             return Outcome("standby")
         if not self._was_leader or self._clock() - self._last_full_plan >= FULL_PLAN_EVERY:
@@ -217,6 +219,12 @@ class ControllerReconciler:
             for kind, op in batch:
                 self._metrics.writes.labels(kind, "put" if isinstance(op, Put) else "delete").inc()
         return len(ops)
+
+    def _clear_gauges(self) -> None:
+        for gauge in (self._metrics.rollout_phase, self._metrics.replicas_wanted, self._metrics.replicas_ready):
+            gauge.clear()
+        for gauge in (self._metrics.live_hosts, self._metrics.invalid_intents, self._metrics.unplaced_models):
+            gauge.set(0)
 
     def _update_gauges(self, snap: FleetSnapshot) -> None:
         reports = self._planner.reports
