@@ -2,7 +2,9 @@
 
 Threads: ``controller-loop`` (runs passes while leading, campaigns while not), APScheduler
 jobs ``election-renew`` (every TTL/3, jittered) and ``resync`` (a pass every resync_interval
-as the safety net), the store's watch of the whole prefix (wakes the loop), ``ops-http``.
+as the safety net), the store's watch of the whole prefix (wakes the loop), ``ops-http``, and with
+``dashboard_port`` set the dashboard's ``dashboard-state`` and ``dashboard-http`` threads and its
+own watch of the prefix (controller/dashboard.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from tfleet import __version__, logs, schema
+from tfleet.controller.dashboard import Dashboard
 from tfleet.controller.election import Election
 from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.reconciler import ControllerReconciler
@@ -52,6 +55,8 @@ class Controller:
         self._watch = None
         self._since = schema.utc_now()
         self.ops = OpsServer(settings.http_host, settings.http_port, self.metrics.registry, healthy=self._healthy, ready=self._ready)
+        self.dashboard = None if settings.dashboard_port is None else Dashboard(
+            self.store, self.keyspace, settings.dashboard_host, settings.dashboard_port, controller_id=settings.id, log=self.log)
         self.election = Election(
             self.store, self.keyspace, settings.id, settings.lease_ttl, self._leader_record, self.log,
             clock=clock, on_elected=self._on_elected, on_lost=self._on_lost,
@@ -65,7 +70,8 @@ class Controller:
         self._loop_beat = clock()
 
     def _leader_record(self) -> LeaderRecord:
-        return LeaderRecord(id=self.settings.id, since=schema.utc_now(), version=__version__, dashboard_address=None)
+        dashboard = self.dashboard.advertised_address if self.dashboard else None
+        return LeaderRecord(id=self.settings.id, since=schema.utc_now(), version=__version__, dashboard_address=dashboard)
 
     def wake(self) -> None:
         self._wake.set()
@@ -81,7 +87,10 @@ class Controller:
         s = self.settings
         tune_gc()
         self.ops.start()
-        self.log.info("controller_started", version=__version__, etcd=list(s.etcd.endpoints), prefix=s.prefix, ops=self.ops.address)
+        if self.dashboard is not None:
+            self.dashboard.start()
+        self.log.info("controller_started", version=__version__, etcd=list(s.etcd.endpoints), prefix=s.prefix, ops=self.ops.address,
+                      dashboard=self.dashboard.url if self.dashboard else None)
         try:
             self._scheduler.add_job(self._renew, "interval", seconds=s.renew_interval, jitter=s.renew_interval / 10, id="election-renew")
             self._scheduler.add_job(self.wake, "interval", seconds=s.resync_interval, id="resync")
@@ -163,6 +172,8 @@ class Controller:
         if self._watch is not None:
             self._watch.cancel()
         self.election.resign()
+        if self.dashboard is not None:
+            self.dashboard.stop()
         self.ops.stop()
         self.store.close()
         self._stopped.set()

@@ -20,6 +20,9 @@ from tfleet.cli.options import etcd_options, etcd_settings, settings_error
 @click.option("--lease-ttl", default=10, type=int, envvar="TFLEET_LEASE_TTL", show_envvar=True, help="Leadership lease TTL, seconds: a standby takes over within it.")
 @click.option("--resync-interval", default=10.0, type=float, envvar="TFLEET_RESYNC_INTERVAL", show_envvar=True, help="Seconds between full passes.")
 @click.option("--coalesce-window", default=0.1, type=float, envvar="TFLEET_COALESCE_WINDOW", show_envvar=True)
+@click.option("--dashboard-port", type=int, envvar="TFLEET_DASHBOARD_PORT", show_envvar=True,
+              help="Port of the read-only web dashboard (0: any free port)  [default: no dashboard]")
+@click.option("--dashboard-host", default="0.0.0.0", envvar="TFLEET_DASHBOARD_HOST", show_envvar=True, help="Address the dashboard listens on.")
 @click.option("--log-level", default="info", type=click.Choice(logs.LEVELS), envvar="TFLEET_LOG_LEVEL", show_envvar=True)
 def controller(**options) -> None:
     """Turn model intents into per-host assignments; one controller leads, the others stand by."""

@@ -114,9 +114,11 @@ def dev(hosts: int, run_dir: str | None, lease_ttl: int) -> None:
             ]
             daemons.append(Daemon(f"agent-{host.name}", args, logs_dir / f"agent-{host.name}.log").start())
         controller_ports = [free_port() for _ in range(2)]
-        for index, port in enumerate(controller_ports):
+        dashboard_ports = [free_port() for _ in controller_ports]  # every controller serves the dashboard
+        for index, (port, dashboard_port) in enumerate(zip(controller_ports, dashboard_ports)):
             args = ["controller", "--id", f"c{index + 1}", "--etcd", etcd.client_url, "--http-host", "127.0.0.1",
-                    "--http-port", str(port), "--lease-ttl", str(lease_ttl), "--etcd-timeout", etcd_timeout]
+                    "--http-port", str(port), "--lease-ttl", str(lease_ttl), "--etcd-timeout", etcd_timeout,
+                    "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port)]
             daemons.append(Daemon(f"controller-c{index + 1}", args, logs_dir / f"controller-c{index + 1}.log").start())
         keyspace = Keyspace()
         for (host, model), value in _initial_assignments(models_dir, fleet).items():
@@ -126,7 +128,7 @@ def dev(hosts: int, run_dir: str | None, lease_ttl: int) -> None:
         wait_for(lambda: _all_registered(etcd, keyspace, fleet) or _dead(daemons), 30, "every agent to register")
         if dead := _dead(daemons):
             raise click.ClickException(f"{dead.name} exited; its log:\n{dead.log_tail()}")
-        _print_guide(etcd.client_url, str(etcd_binary("etcdctl")), models_dir, fleet, logs_dir, controller_ports)
+        _print_guide(etcd.client_url, str(etcd_binary("etcdctl")), models_dir, fleet, logs_dir, controller_ports, dashboard_ports)
         while not stop.wait(1.0):
             if dead := _dead(daemons):
                 click.echo(f"{dead.name} exited unexpectedly; last lines of {dead.log_path}:\n{dead.log_tail()}", err=True)
@@ -151,11 +153,17 @@ def _all_registered(etcd, keyspace, fleet: list[HostPorts]) -> bool:
     return result.returncode == 0 and all(keyspace.host(h.name).encode() in result.stdout for h in fleet)
 
 
-def _print_guide(endpoint: str, etcdctl: str, models_dir: pathlib.Path, fleet: list[HostPorts], logs_dir: pathlib.Path, controller_ports: list[int]) -> None:
+def _print_guide(endpoint: str, etcdctl: str, models_dir: pathlib.Path, fleet: list[HostPorts], logs_dir: pathlib.Path, controller_ports: list[int],
+                 dashboard_ports: list[int]) -> None:
     first = fleet[0]
+    dashboards = ", ".join(f"http://127.0.0.1:{p}/ (c{i + 1})" for i, p in enumerate(dashboard_ports))
     click.echo(
         f"""
-tfleet local fleet is running ({len(fleet)} hosts). In another terminal:
+tfleet local fleet is running ({len(fleet)} hosts).
+
+  dashboard (live, read-only; every controller serves one): {dashboards}
+
+In another terminal:
 
   export ETCDCTL_API=3 ETCDCTL_ENDPOINTS={endpoint}
   alias etcdctl={etcdctl}
