@@ -18,6 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from tfleet import __version__, logs, schema
 from tfleet.controller.dashboard import Dashboard
+from tfleet.controller.discovery import discovery_routes
 from tfleet.controller.election import Election
 from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.reconciler import ControllerReconciler
@@ -54,7 +55,9 @@ class Controller:
         self._stopped = threading.Event()
         self._watch = None
         self._since = schema.utc_now()
-        self.ops = OpsServer(settings.http_host, settings.http_port, self.metrics.registry, healthy=self._healthy, ready=self._ready)
+        # /sd/agents and /sd/tfserving: Prometheus HTTP service discovery of every live host
+        self.ops = OpsServer(settings.http_host, settings.http_port, self.metrics.registry, healthy=self._healthy, ready=self._ready,
+                             routes=discovery_routes(self.store, self.keyspace, self.log))
         self.dashboard = None if settings.dashboard_port is None else Dashboard(
             self.store, self.keyspace, settings.dashboard_host, settings.dashboard_port, controller_id=settings.id, log=self.log)
         self.election = Election(

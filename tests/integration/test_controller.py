@@ -243,3 +243,17 @@ def test_routes_follow_what_is_served(fleet, models_dir) -> None:
     victim = fleet.agents["h1"]
     victim.stop()  # clean stop revokes its lease: its status keys vanish
     wait_until(lambda: (t := table()) and {e.host for e in t.endpoints} == {"h2"}, 15, message="dead host dropped from routes")
+
+
+def test_controller_serves_prometheus_service_discovery(fleet) -> None:
+    import json as _json
+    import urllib.request
+
+    agent = fleet.add("h1")
+    controller = fleet.start_controller()
+    wait_until(lambda: fleet.store.get(fleet.keyspace.host("h1")) is not None, 10, message="h1 registered")
+    with urllib.request.urlopen(f"http://127.0.0.1:{controller.controller.ops.port}/sd/agents", timeout=5) as response:
+        groups = _json.loads(response.read())
+    assert [g["targets"] for g in groups] == [[f"127.0.0.1:{agent.agent.ops.port}"]]
+    with urllib.request.urlopen(f"http://127.0.0.1:{controller.controller.ops.port}/sd/tfserving", timeout=5) as response:
+        assert fleet.sims["h1"].rest_address in response.read().decode()
