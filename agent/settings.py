@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tfleet.keyspace import DEFAULT_PREFIX, validate_name, validate_prefix
 from tfleet.store import EtcdSettings
+from tfleet.timing import check_lease_timing
 
-MIN_LEASE_TTL = 3  # etcd rounds shorter TTLs up; below 3 s a single slow call loses the lease
 
 
 def default_state_dir() -> pathlib.Path:
@@ -89,14 +89,7 @@ class AgentSettings(BaseModel):
     @model_validator(mode="after")
     def _timing(self) -> AgentSettings:
         ttl = self.lease_ttl
-        if ttl < MIN_LEASE_TTL:
-            raise ValueError(f"--lease-ttl {ttl} is too short: use at least {MIN_LEASE_TTL} seconds")
-        renew_every = ttl / 3
-        if self.etcd.call_timeout >= renew_every:
-            raise ValueError(
-                f"the etcd call timeout ({self.etcd.call_timeout:g} s) must be shorter than the lease renew "
-                f"interval (lease TTL {ttl} s / 3 = {renew_every:g} s), or one slow call loses the lease"
-            )
+        check_lease_timing(ttl, self.etcd.call_timeout, "one slow call loses the lease")
         for name in ("reload_timeout", "status_timeout"):
             value = getattr(self, name)
             if value >= ttl:

@@ -6,8 +6,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tfleet.keyspace import DEFAULT_PREFIX, validate_name, validate_prefix
 from tfleet.store import EtcdSettings
+from tfleet.timing import check_lease_timing
 
-MIN_LEASE_TTL = 3
 
 
 class ControllerSettings(BaseModel):
@@ -37,13 +37,7 @@ class ControllerSettings(BaseModel):
 
     @model_validator(mode="after")
     def _timing(self) -> ControllerSettings:
-        if self.lease_ttl < MIN_LEASE_TTL:
-            raise ValueError(f"--lease-ttl {self.lease_ttl} is too short: use at least {MIN_LEASE_TTL} seconds")
-        if self.etcd.call_timeout >= self.lease_ttl / 3:
-            raise ValueError(
-                f"the etcd call timeout ({self.etcd.call_timeout:g} s) must be shorter than the lease renew "
-                f"interval (lease TTL {self.lease_ttl} s / 3), or one slow call loses leadership"
-            )
+        check_lease_timing(self.lease_ttl, self.etcd.call_timeout, "one slow call loses leadership")
         return self
 
     @property
