@@ -11,7 +11,7 @@ import sys
 import time
 
 from tests.helpers import wait_until
-from tfleet.etcd_local import etcd_binary
+from tfleet.etcd_local import etcd_binary, free_port
 
 
 def etcdctl(endpoint: str, *args: str) -> str:
@@ -22,7 +22,7 @@ def etcdctl(endpoint: str, *args: str) -> str:
 def test_dev_fleet_serves_samples_and_stops_cleanly(tmp_path) -> None:
     log = tmp_path / "dev.out"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tfleet", "dev", "--run-dir", str(tmp_path / "run"), "--lease-ttl", "4"],
+        proc = subprocess.Popen([sys.executable, "-m", "tfleet", "dev", "--run-dir", str(tmp_path / "run"), "--etcd-port", str(free_port()), "--lease-ttl", "4"],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until(lambda: "Press Ctrl-C" in log.read_text() or proc.poll() is not None, 90, message="tfleet dev printed its guide")

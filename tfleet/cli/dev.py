@@ -13,13 +13,17 @@ import json
 import pathlib
 import shutil
 import signal
-import tempfile
+import socket
 import threading
 from dataclasses import dataclass
 
 import click
 
 from tfleet.procs import Daemon, wait_for
+
+
+DEFAULT_RUN_DIR = "/tmp/tfleet-dev"
+DEFAULT_ETCD_PORT = 23790
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ SAMPLE_MODELS = {
     "half_plus_two": ((1, 2), 0.2, 0.5, 2.0),
     "doubler": ((1, 2, 3), 0.5, 2.0, 0.0),
     "resnet_lite": ((1, 2), 0.5, 1.0, 1.0),
+    "mnist": ((1, 2), 0.3, 3.0, 0.0),  # not served at start: the README's commands declare it
 }
 
 
@@ -78,9 +83,12 @@ def _initial_assignments(models_dir: pathlib.Path, hosts: list[HostPorts]) -> di
 
 @click.command("dev")
 @click.option("--hosts", default=3, type=click.IntRange(1, 20), show_default=True, help="Simulated serving hosts.")
-@click.option("--run-dir", type=click.Path(file_okay=False), help="Keep data and logs here [default: a new temporary directory].")
+@click.option("--run-dir", default=DEFAULT_RUN_DIR, type=click.Path(file_okay=False), show_default=True,
+              help="Data, models and logs; emptied at start (logs are kept after exit).")
+@click.option("--etcd-port", default=DEFAULT_ETCD_PORT, type=click.IntRange(1, 65535), show_default=True,
+              help="etcd client port on 127.0.0.1 (fixed, so the README's etcdctl commands work as written).")
 @click.option("--lease-ttl", default=10, type=click.IntRange(min=3), show_default=True, help="Lease TTL of agents and controllers, seconds.")
-def dev(hosts: int, run_dir: str | None, lease_ttl: int) -> None:
+def dev(hosts: int, run_dir: str, etcd_port: int, lease_ttl: int) -> None:
     """Start a local fleet: etcd, simulated TF Serving hosts, their agents and sample models."""
     from tfleet.etcd_local import LocalEtcd, etcd_binary, free_port
     from tfleet.keyspace import Keyspace
@@ -89,10 +97,14 @@ def dev(hosts: int, run_dir: str | None, lease_ttl: int) -> None:
     etcd_timeout = f"{min(2.0, lease_ttl / 6):g}"  # well inside the renew interval (TTL/3)
     reload_timeout = f"{min(8.0, lease_ttl * 0.6):g}"
     status_timeout = f"{min(2.0, lease_ttl / 3):g}"
-    root = pathlib.Path(run_dir) if run_dir else pathlib.Path(tempfile.mkdtemp(prefix="tfleet-dev-"))
+    if not _port_free(etcd_port):
+        raise click.ClickException(f"127.0.0.1:{etcd_port} is in use: is another tfleet dev running? Stop it, or pass --etcd-port")
+    root = pathlib.Path(run_dir)
+    for part in ("etcd", "state", "models", "logs"):  # a fresh fleet every time
+        shutil.rmtree(root / part, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     logs_dir, models_dir = root / "logs", root / "models"
-    etcd = LocalEtcd(root / "etcd", log_path=logs_dir / "etcd.log")
+    etcd = LocalEtcd(root / "etcd", client_port=etcd_port, log_path=logs_dir / "etcd.log")
     daemons: list[Daemon] = []
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -138,10 +150,17 @@ def dev(hosts: int, run_dir: str | None, lease_ttl: int) -> None:
         for daemon in reversed(daemons):  # controllers, agents (they revoke their leases), simulators
             daemon.stop()
         etcd.stop()
-        if run_dir is None and not stop.is_set():
-            click.echo(f"logs kept in {logs_dir}")
-        elif run_dir is None:
-            shutil.rmtree(root, ignore_errors=True)
+        click.echo(f"logs kept in {logs_dir}")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _dead(daemons: list[Daemon]) -> Daemon | None:
