@@ -168,7 +168,15 @@ def _load_failure(versions: Mapping[int, VersionStatus]) -> str | None:
 
 
 def _settled(versions: Mapping[int, VersionStatus], waiting_labels: bool, aspired: tuple[int, ...] | None) -> bool:
+    """Nothing left to watch: aspired versions loaded (or failed), removed ones gone.
+
+    A removed version stays in the report until TF Serving says END (it unloads after the
+    reload returns); until then the model is not settled, so its status is looked at again
+    instead of showing the old version AVAILABLE until the next sweep.
+    """
     if waiting_labels:
+        return False
+    if aspired is not None and any(version not in aspired for version in versions):
         return False
     return all(status.state in _TERMINAL for version, status in versions.items() if aspired is None or version in aspired)
 

@@ -187,6 +187,14 @@ CASES = [
         settled=True,
     ),
     Case(
+        "a removed version still unloading keeps the model unsettled (look again until it is gone)",
+        {"r": model(disk=(3, 4), **specific(4))},
+        applied={"r": spec(policy=VersionPolicy("specific", versions=(4,)))},
+        served={"r": served((3, A), (4, A))},
+        versions={"r": {3: A, 4: A}},
+        settled=False,
+    ),
+    Case(
         "reload error attributed by the reconciler is reported",
         {"r": model()},
         reload_errors={"r": "TF Serving rejected the reload: boom"},
