@@ -7,13 +7,12 @@ GetModelMetadata and GET /v1/models/<name>/metadata describe.
 
 from __future__ import annotations
 
-import math
-import struct
 from collections.abc import Sequence
 from typing import Any
 
 from tfleet.sim.modeldir import VersionSpec
 from tfleet.sim.status import FAILED_PRECONDITION, INVALID_ARGUMENT, SimError
+from tfleet.tfs import tensors
 from tfleet.tfs.pb import get_model_metadata_pb2, tensorflow_types_pb2
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -21,16 +20,6 @@ PREDICT_METHOD = "tensorflow/serving/predict"
 INPUT, OUTPUT = "x", "y"
 
 _DT = tensorflow_types_pb2
-# dtype -> (repeated field holding the values, struct format of tensor_content)
-_NUMERIC: dict[int, tuple[str, str]] = {
-    _DT.DT_FLOAT: ("float_val", "f"),
-    _DT.DT_DOUBLE: ("double_val", "d"),
-    _DT.DT_INT32: ("int_val", "i"),
-    _DT.DT_INT16: ("int_val", "h"),
-    _DT.DT_INT8: ("int_val", "b"),
-    _DT.DT_UINT8: ("int_val", "B"),
-    _DT.DT_INT64: ("int64_val", "q"),
-}
 
 
 def signature_def_map() -> get_model_metadata_pb2.SignatureDefMap:
@@ -85,30 +74,17 @@ def apply_nested(spec: VersionSpec, value: Any) -> Any:
 
 
 def tensor_values(tensor: tensorflow_types_pb2.TensorProto) -> tuple[list[float], list[int]]:
-    """Flat values and shape of a numeric TensorProto."""
-    if tensor.dtype not in _NUMERIC:
+    """Flat values and shape of a numeric TensorProto (INVALID_ARGUMENT otherwise, as the real server)."""
+    where = f"input {INPUT!r}"
+    if not tensors.is_numeric(tensor):
         name = _DT.DataType.Name(tensor.dtype) if tensor.dtype in _DT.DataType.values() else tensor.dtype
-        raise SimError(INVALID_ARGUMENT, f"input {INPUT!r}: expects a numeric tensor, got dtype {name}")
-    field, fmt = _NUMERIC[tensor.dtype]
-    shape = [int(d.size) for d in tensor.tensor_shape.dim]
-    count = math.prod(shape) if shape else 1
-    if tensor.tensor_content:
-        size = struct.calcsize("<" + fmt)
-        if len(tensor.tensor_content) != count * size:
-            raise SimError(INVALID_ARGUMENT, f"input {INPUT!r}: tensor_content does not match shape {shape}")
-        values = [float(v) for v in struct.unpack(f"<{count}{fmt}", tensor.tensor_content)]
-    else:
-        values = [float(v) for v in getattr(tensor, field)]
-        if len(values) == 1 and count != 1:
-            values = values * count  # a single value fills the whole tensor, as in TensorFlow
-    if len(values) != count:
-        raise SimError(INVALID_ARGUMENT, f"input {INPUT!r}: {len(values)} value(s) do not match shape {shape}")
-    return values, shape
+        raise SimError(INVALID_ARGUMENT, f"{where}: expects a numeric tensor, got dtype {name}")
+    try:
+        values, shape = tensors.flat_values(tensor, where)
+    except tensors.TensorError as exc:
+        raise SimError(INVALID_ARGUMENT, str(exc)) from None
+    return [float(v) for v in values], shape
 
 
 def output_tensor(values: Sequence[float], shape: Sequence[int]) -> tensorflow_types_pb2.TensorProto:
-    tensor = tensorflow_types_pb2.TensorProto(dtype=_DT.DT_FLOAT)
-    for size in shape:
-        tensor.tensor_shape.dim.add(size=size)
-    tensor.float_val.extend(values)
-    return tensor
+    return tensors.float_tensor_of(values, shape)
