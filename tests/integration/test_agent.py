@@ -260,3 +260,17 @@ def test_sigterm_equivalent_stop_revokes_lease(fleet, agents, models_dir, tfs) -
     assert fleet.store.get(fleet.keyspace.host("h1")) is None
     assert fleet.status("h1", "m") is None
     assert served_states(tfs, "m") == {1: "AVAILABLE"}  # TF Serving keeps serving
+
+
+def test_removed_version_leaves_status_once_unloaded_not_at_the_next_sweep(fleet, agents, models_dir, tfs) -> None:
+    # the real server unloads after the reload returns; here version 1 takes 1.5 s to unload
+    make_model(models_dir, "m", [1], unload_seconds=1.5)
+    make_model(models_dir, "m", [2])
+    make_model(models_dir, "a_probe", [1])  # the resync probes the first model by name: not "m"
+    agents("h1")  # status sweeps are 300 s apart: only the agent's own follow-up can catch the unload
+    fleet.assign("h1", "a_probe", {"base_path": str(models_dir / "a_probe")})
+    fleet.assign("h1", "m", specific(models_dir, "m", 1))
+    fleet.wait_available("h1", "m", {1})
+    rev = fleet.assign("h1", "m", specific(models_dir, "m", 2))
+    fleet.wait_available("h1", "m", {2}, revision=rev, timeout=10)
+    assert served_states(tfs, "m") == {1: "END", 2: "AVAILABLE"}

@@ -128,10 +128,17 @@ class ModelManager:
             harness = self._harnesses[action.model][action.version]
             if action.kind == "unload":
                 self._publish(harness, HarnessState.UNLOADING, VersionState.UNLOADING)
+                unload_seconds = harness.spec.unload_seconds if harness.spec is not None else 0.0
+            else:
+                self._publish(harness, HarnessState.LOADING, VersionState.LOADING)
+        if action.kind == "unload":
+            # Outside the lock, like a real unload: status and Predict keep answering meanwhile.
+            if unload_seconds > 0 and not self._sleep(unload_seconds, self._stopping):
+                return False
+            with self._cond:
                 harness.spec = None
                 self._publish(harness, HarnessState.DISABLED, VersionState.END)
-                return True
-            self._publish(harness, HarnessState.LOADING, VersionState.LOADING)
+            return True
         if self._pool is None:
             self._load(harness)
         else:

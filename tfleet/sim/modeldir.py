@@ -6,6 +6,7 @@ is optional:
 
     {
       "load_seconds": 0.5,        # how long one load attempt takes
+      "unload_seconds": 0.5,      # how long an unload takes (reported UNLOADING meanwhile)
       "fail": true,               # every load attempt fails ...
       "fail_attempts": 2,         # ... or only the first 2 attempts fail, later ones succeed
       "fail_message": "boom",     # error message of a failed attempt
@@ -46,6 +47,7 @@ class VersionSpec:
     """The behaviour of one version directory, from its sim.json."""
 
     load_seconds: float = 0.0
+    unload_seconds: float = 0.0  # how long the version stays UNLOADING (the real server unloads after the reload returns)
     fail: bool = False
     fail_attempts: int = 0
     fail_message: str = "simulated load failure"
@@ -86,6 +88,7 @@ def read_version(path: Path) -> VersionSpec:
     try:
         spec = VersionSpec(
             load_seconds=max(0.0, float(raw.get("load_seconds", 0.0))),
+            unload_seconds=max(0.0, float(raw.get("unload_seconds", 0.0))),
             fail=bool(raw.get("fail", False)),
             fail_attempts=int(raw.get("fail_attempts", 0)),
             fail_message=str(raw.get("fail_message", VersionSpec.fail_message)),
