@@ -15,7 +15,7 @@ from tests.helpers import wait_until
 from tests.integration.agent_harness import Fleet, start_agent
 from tests.netproxy import TcpProxy
 from tfleet.sim.fixtures import make_model
-from tfleet.store import EtcdSettings, EtcdStore
+from tfleet.store import EtcdSettings, EtcdStore, StoreUnavailable
 from tfleet.tfs.client import TfsClient
 
 
@@ -206,7 +206,9 @@ def test_etcd_down_nothing_unloaded_changes_after_return_applied(etcd_factory, t
             time.sleep(0.2)  # sampling period, not a wait for a condition
         assert samples >= 20
         etcd.start()
-        rev = fleet.assign("h1", "m", specific(models_dir, "m", 2))
+        # this test's own client may still be in gRPC's reconnect backoff: retry the write
+        rev = wait_until(lambda: fleet.assign("h1", "m", specific(models_dir, "m", 2)), 10, ignore=(StoreUnavailable,),
+                         message="operator write after etcd returned")
         fleet.wait_available("h1", "m", {2}, revision=rev, timeout=30)
         assert fleet.store.get(fleet.keyspace.host("h1")) is not None
     finally:
