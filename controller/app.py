@@ -1,7 +1,8 @@
 """The controller process: election, reconcile loop, watch, ops endpoint.
 
-Threads: ``controller-loop`` (runs passes while leading, campaigns while not), APScheduler
-jobs ``election-renew`` (every TTL/3, jittered) and ``resync`` (a pass every resync_interval
+Threads: ``controller-loop`` (runs passes while leading; a standby's pass does nothing),
+APScheduler jobs ``election-renew`` (every TTL/3, jittered: the leader refreshes its lease, a
+standby campaigns; the election also watches the leader key) and ``resync`` (a pass every resync_interval
 as the safety net), the store's watch of the whole prefix (wakes the loop), ``ops-http``, and with
 ``dashboard_port`` set the dashboard's ``dashboard-state`` and ``dashboard-http`` threads and its
 own watch of the prefix (controller/dashboard.py).
@@ -95,18 +96,15 @@ class Controller:
         self.log.info("controller_started", version=__version__, etcd=list(s.etcd.endpoints), prefix=s.prefix, ops=self.ops.address,
                       dashboard=self.dashboard.url if self.dashboard else None)
         try:
-            self._scheduler.add_job(self._renew, "interval", seconds=s.renew_interval, jitter=s.renew_interval / 10, id="election-renew")
+            # Election.renew: the leader refreshes its lease, a standby campaigns (it also
+            # watches the leader key, so it campaigns at once when the key goes).
+            self._scheduler.add_job(self.election.renew, "interval", seconds=s.renew_interval, jitter=s.renew_interval / 10, id="election-renew")
             self._scheduler.add_job(self.wake, "interval", seconds=s.resync_interval, id="resync")
             self._scheduler.start()
             self.election.start()
             self._loop()
         finally:
             self._shutdown()
-
-    def _renew(self) -> None:
-        self.election.renew()
-        if not self.election.is_leader:
-            self.wake()  # a standby campaigns from the loop
 
     def _loop(self) -> None:
         self._wake.set()
@@ -118,11 +116,13 @@ class Controller:
                 self._stop.wait(self.settings.coalesce_window)
             self._wake.clear()
             self._loop_beat = self._clock()
-            if not self.election.is_leader:
-                self._campaign()
-            if self.election.is_leader:
+            leading = self.election.is_leader
+            if leading:
                 self._ensure_watch()
-                self.reconciler.reconcile()
+            # A standby's pass returns at once; the first one after losing leadership also
+            # drops the fleet gauges this controller reported while it led.
+            self.reconciler.reconcile()
+            if leading:
                 self._schedule_next_action()
             self.metrics.is_leader.set(1 if self.election.is_leader else 0)
 
@@ -137,12 +137,6 @@ class Controller:
                 self._scheduler.remove_job("scheduled-action")
             return
         self._scheduler.add_job(self.wake, "date", run_date=max(when, schema.utc_now()), id="scheduled-action", replace_existing=True)
-
-    def _campaign(self) -> None:
-        try:
-            self.election.campaign()
-        except StoreError as exc:
-            self.log.info("campaign_failed", error=str(exc))
 
     def _ensure_watch(self) -> None:
         if self._watch is not None:

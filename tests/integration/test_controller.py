@@ -257,3 +257,19 @@ def test_controller_serves_prometheus_service_discovery(fleet) -> None:
     assert [g["targets"] for g in groups] == [[f"127.0.0.1:{agent.agent.ops.port}"]]
     with urllib.request.urlopen(f"http://127.0.0.1:{controller.controller.ops.port}/sd/tfserving", timeout=5) as response:
         assert fleet.sims["h1"].rest_address in response.read().decode()
+
+
+def test_controller_that_stops_leading_drops_its_fleet_gauges(fleet, models_dir) -> None:
+    fleet.add("h1")
+    make_model(models_dir, "m", [1])
+    first = fleet.start_controller("c1")
+    fleet.declare("m", intent(models_dir, "m", [1], replicas=1))
+    fleet.wait_ready("m", 1, 1)
+    registry = first.controller.metrics.registry
+    wait_until(lambda: registry.get_sample_value("tfleet_controller_replicas_wanted", {"model": "m"}) == 1, 10, message="leader reports the model")
+    second = fleet.start_controller("c2")
+    first.controller.election.resign()
+    wait_until(lambda: second.is_leader, 10, message="c2 took over")
+    wait_until(lambda: registry.get_sample_value("tfleet_controller_replicas_wanted", {"model": "m"}) is None, 10,
+               message="the former leader no longer reports the fleet")
+    assert registry.get_sample_value("tfleet_controller_is_leader") == 0
