@@ -40,7 +40,6 @@ MAX_RELOADS_PER_PASS = 2  # the config, then the labels that waited for it
 class Outcome:
     result: str  # ok | pending | etcd_unavailable | tfs_unavailable | reload_failed
     requeue_after: float | None  # None: wait for the next watch event or resync
-    changed: bool = False  # a reload was sent or a status written
 
 
 class Reconciler:
@@ -157,7 +156,7 @@ class Reconciler:
             full=full,
             sweep=sweep,
         )
-        return Outcome(result, requeue, changed)
+        return Outcome(result, requeue)
 
     def _sweep_due(self, full: bool) -> bool:
         """Ask TF Serving about every model: at start, after it was unreachable or seems to

@@ -156,12 +156,6 @@ class ModelStatus(_DaemonRecord):
     error: str | None = None
     updated_at: dt.datetime
 
-    def same_content(self, other: ModelStatus | None) -> bool:
-        """Equal apart from updated_at: a status is rewritten only when this is False."""
-        if other is None:
-            return False
-        return self.model_dump(exclude={"updated_at"}) == other.model_dump(exclude={"updated_at"})
-
 
 # -- controller: intent, registry, history, model status ------------------------------------
 

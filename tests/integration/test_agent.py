@@ -276,3 +276,18 @@ def test_removed_version_leaves_status_once_unloaded_not_at_the_next_sweep(fleet
     rev = fleet.assign("h1", "m", specific(models_dir, "m", 2))
     fleet.wait_available("h1", "m", {2}, revision=rev, timeout=10)
     assert served_states(tfs, "m") == {1: "END", 2: "AVAILABLE"}
+
+
+def test_status_is_written_only_when_its_content_changes(fleet, agents, models_dir) -> None:
+    make_model(models_dir, "m", [1])
+    running = agents("h1")
+    fleet.assign("h1", "m", {"base_path": str(models_dir / "m")})
+    fleet.wait_available("h1", "m", {1})
+    key = fleet.keyspace.status("h1", "m")
+    revision = fleet.store.get(key).mod_revision
+    writes = running.counter("tfleet_agent_status_writes_total", op="put")
+    passes = running.counter("tfleet_agent_reconcile_total", result="ok")
+    # several full resyncs (1 s apart here) that find nothing new
+    wait_until(lambda: running.counter("tfleet_agent_reconcile_total", result="ok") >= passes + 3, 15, message="three more passes")
+    assert fleet.store.get(key).mod_revision == revision
+    assert running.counter("tfleet_agent_status_writes_total", op="put") == writes

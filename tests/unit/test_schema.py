@@ -68,14 +68,6 @@ def test_status_json_shape_is_the_contract() -> None:
     assert doc["updated_at"].endswith("Z")
 
 
-def test_same_content_ignores_the_timestamp() -> None:
-    a = ModelStatus(assignment_revision=1, updated_at=utc_now())
-    b = a.model_copy(update={"updated_at": utc_now()})
-    assert a.same_content(b)
-    assert not a.same_content(a.model_copy(update={"error": "x"}))
-    assert not a.same_content(None)
-
-
 def test_intent_defaults_and_replica_assignment() -> None:
     from tfleet.schema import ModelIntent
 
