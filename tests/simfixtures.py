@@ -6,6 +6,7 @@ load is retried twice 50 ms apart instead of 5 times a minute apart.
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -32,3 +33,11 @@ def sim_factory() -> Iterator[Callable[..., SimServer]]:
 @pytest.fixture
 def sim(sim_factory: Callable[..., SimServer]) -> SimServer:
     return sim_factory()
+
+
+@pytest.fixture
+def models_dir(tmp_path: pathlib.Path) -> pathlib.Path:
+    """An empty directory for model versions (tfleet.sim.fixtures.make_model writes into it)."""
+    path = tmp_path / "models"
+    path.mkdir()
+    return path

@@ -1,3 +1,3 @@
 """Fixtures of the integration suite."""
 
-from tests.simfixtures import sim, sim_factory  # noqa: F401 (pytest fixtures)
+from tests.simfixtures import models_dir, sim, sim_factory  # noqa: F401 (pytest fixtures)

@@ -20,13 +20,6 @@ from tfleet.tfs.client import TfsClient
 
 
 @pytest.fixture
-def models_dir(tmp_path: pathlib.Path) -> pathlib.Path:
-    path = tmp_path / "models"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def fleet(store: EtcdStore, prefix: str) -> Fleet:
     return Fleet(store, prefix)
 

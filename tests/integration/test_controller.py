@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
 import threading
 import time
 
@@ -12,13 +11,6 @@ from tests.helpers import wait_until
 from tests.integration.controller_harness import ControlledFleet, add_host, start_controller
 from tfleet import schema
 from tfleet.sim.fixtures import make_model
-
-
-@pytest.fixture
-def models_dir(tmp_path: pathlib.Path) -> pathlib.Path:
-    path = tmp_path / "models"
-    path.mkdir()
-    return path
 
 
 @pytest.fixture
