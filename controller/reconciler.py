@@ -180,24 +180,12 @@ class ControllerReconciler:
     # -- writes ------------------------------------------------------------------------------------
     def _route_ops(self, snap: FleetSnapshot) -> list[Put | Delete]:
         """Route tables of the models whose statuses or hosts changed (all on a full pass)."""
-        if snap.changed_models is None or snap.changed_hosts is None:
-            models = set(snap.status_hosts) | set(snap.routes)
-        else:
+        models: set[str] | None = None
+        if snap.changed_models is not None and snap.changed_hosts is not None:
             models = set(snap.changed_models)
             for host in snap.changed_hosts:
                 models |= snap.held_by.get(host, set())
-        now = self._now()
-        ops: list[Put | Delete] = []
-        for model in sorted(models):
-            served = {h: snap.statuses[(h, model)] for h in snap.status_hosts.get(model, ()) if h in snap.hosts}
-            if not served:
-                if model in snap.routes:
-                    ops.append(Delete(self._ks.routes(model)))
-                continue
-            table = routing.build_table(model, served, snap.hosts, now)
-            if routing.routes_changed(snap.routes.get(model), table):
-                ops.append(Put(self._ks.routes(model), schema.encode(table)))
-        return ops
+        return list(routing.plan_routes(snap, snap.routes, self._now(), models).operations(self._ks))
 
     def _write(self, snap: FleetSnapshot, plan: planner.ControllerPlan) -> int:
         ops: list[tuple[str, Put | Delete]] = []

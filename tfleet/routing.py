@@ -33,7 +33,7 @@ import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -93,16 +93,23 @@ def build_table(
     )
 
 
-def route_tables(snap: FleetSnapshot, now: dt.datetime = EPOCH) -> dict[str, RouteTable]:
+def route_tables(snap: FleetSnapshot, now: dt.datetime = EPOCH, models: Collection[str] | None = None) -> dict[str, RouteTable]:
     """model -> its route table, for every model with a status key on a live host.
 
     ``snap`` is the controller's FleetSnapshot (only ``hosts`` and ``statuses`` are read).
     ``now`` becomes every table's updated_at; compare tables with ``routes_changed``.
+    ``models`` limits the work to those models (through the snapshot's status index).
     """
     by_model: dict[str, dict[str, ModelStatus]] = {}
-    for (host, model), status in snap.statuses.items():
-        if host in snap.hosts:
-            by_model.setdefault(model, {})[host] = status
+    if models is None:
+        for (host, model), status in snap.statuses.items():
+            if host in snap.hosts:
+                by_model.setdefault(model, {})[host] = status
+    else:
+        for model in models:
+            served = {h: snap.statuses[(h, model)] for h in snap.status_hosts.get(model, ()) if h in snap.hosts}
+            if served:
+                by_model[model] = served
     return {model: build_table(model, by_model[model], snap.hosts, now) for model in sorted(by_model)}
 
 
@@ -132,17 +139,20 @@ class RoutePlan:
         return ops
 
 
-def plan_routes(snap: FleetSnapshot, current: Mapping[str, RouteTable | None], now: dt.datetime) -> RoutePlan:
+def plan_routes(snap: FleetSnapshot, current: Mapping[str, RouteTable | None], now: dt.datetime,
+                models: Collection[str] | None = None) -> RoutePlan:
     """What to write so that ``<prefix>/routes/`` matches the snapshot.
 
     ``current`` maps every model that has a routes key now to its stored table, or None when
     the stored value is unreadable (``read_route_tables``). A table is put only when its
     content differs (an unreadable one is always rewritten); the key of a model no longer
-    served by any live host is deleted.
+    served by any live host is deleted. ``models`` limits the plan to those models (the
+    controller passes the ones whose keys changed); None plans every model.
     """
-    wanted = route_tables(snap, now)
+    wanted = route_tables(snap, now, models)
     puts = {model: table for model, table in wanted.items() if routes_changed(current.get(model), table)}
-    deletes = frozenset(model for model in current if model not in wanted)
+    considered = current.keys() if models is None else set(models) & current.keys()
+    deletes = frozenset(model for model in considered if model not in wanted)
     return RoutePlan(puts=puts, deletes=deletes)
 
 

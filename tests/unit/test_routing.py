@@ -41,7 +41,10 @@ def status(versions: dict[int, str], labels: dict[str, int] | None = None, error
 
 
 def snapshot(hosts: list[str], statuses: dict[tuple[str, str], ModelStatus]) -> FleetSnapshot:
-    return FleetSnapshot(revision=1, hosts={h: host(h) for h in hosts}, statuses=statuses)
+    index: dict[str, set[str]] = {}
+    for h, m in statuses:  # the status index SnapshotReader keeps
+        index.setdefault(m, set()).add(h)
+    return FleetSnapshot(revision=1, hosts={h: host(h) for h in hosts}, statuses=statuses, status_hosts=index)
 
 
 def hosts_of(endpoints: list) -> list[str]:
@@ -251,3 +254,13 @@ def test_read_route_tables_from_the_whole_prefix() -> None:
 def test_parse_route_table_rejects_a_key_outside_routes() -> None:
     with pytest.raises(SchemaError, match="not under"):
         parse_route_table("/tfleet/hosts/h1", schema.encode(table(["a"])), KS)
+
+
+def test_plan_routes_limited_to_some_models_plans_only_those() -> None:
+    snap = snapshot(["h1"], {("h1", "a"): status({1: "AVAILABLE"}), ("h1", "b"): status({1: "AVAILABLE"})})
+    current = {"gone": None, "also_gone": None}
+    plan = plan_routes(snap, current, NOW, models={"a", "gone"})
+    assert sorted(plan.puts) == ["a"]
+    assert plan.deletes == frozenset({"gone"})
+    full = plan_routes(snap, current, NOW)
+    assert sorted(full.puts) == ["a", "b"] and full.deletes == frozenset({"gone", "also_gone"})
