@@ -114,6 +114,7 @@ class ReadyTracker:
         self.dead: frozenset[str] = frozenset()
         self._ready: dict[str, frozenset[str]] = {}
         self._placed: dict[str, frozenset[str]] = {}
+        self._intent_revision: dict[str, int] = {}
         self._first_seen: dict[str, tuple[float, float | None]] = {}  # model -> (placed at, ready at) for watched models
         self._watched: dict[str, int] = {}
         self._pending: set[str] = set()
@@ -161,12 +162,14 @@ class ReadyTracker:
                 if event.kind == "delete":
                     self._ready.pop(model, None)
                     self._placed.pop(model, None)
+                    self._intent_revision.pop(model, None)
                 else:
                     try:
                         doc = json.loads(event.value)
                         replicas = doc.get("replicas") or []
                         self._placed[model] = frozenset(r["host"] for r in replicas)
                         self._ready[model] = frozenset(r["host"] for r in replicas if r.get("ready"))
+                        self._intent_revision[model] = int(doc.get("intent_revision") or 0)
                     except (ValueError, KeyError, TypeError, AttributeError):
                         continue
                 if model in self._watched:
@@ -197,10 +200,13 @@ class ReadyTracker:
                 self._cond.wait(min(left, 1.0))
             return time.perf_counter()
 
-    def wait_ready(self, model: str, replicas: int, timeout: float) -> float:
+    def wait_ready(self, model: str, replicas: int, timeout: float, intent_revision: int = 0) -> float:
+        """perf_counter() when modelstatus, planned from the intent at `intent_revision` or later,
+        shows `replicas` ready replicas on live hosts."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while len(self._ready.get(model, frozenset()) - self.dead) < replicas:
+            while (self._intent_revision.get(model, 0) < intent_revision
+                   or len(self._ready.get(model, frozenset()) - self.dead) < replicas):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise PhaseTimeout(f"{model}: {replicas} replicas not ready after {timeout:g} s")
@@ -321,25 +327,27 @@ def change_latencies(store: EtcdStore, registry: Registry, tracker: ReadyTracker
     for i in range(count):
         model = models[i % len(models)]
         if tracker.wanted.get(model) == 3:
-            registry.apply_intent(model, intent(model, 2), author="bench")
+            revision = registry.apply_intent(model, intent(model, 2), author="bench")
             tracker.want({model: 2})
+            tracker.wait_ready(model, 2, timeout, revision)
         sent = time.perf_counter()
-        registry.apply_intent(model, intent(model, 3), author="bench")
+        revision = registry.apply_intent(model, intent(model, 3), author="bench")
         tracker.want({model: 3})
-        latencies.append(tracker.wait_ready(model, 3, timeout) - sent)
+        latencies.append(tracker.wait_ready(model, 3, timeout, revision) - sent)
     return latencies
 
 
 def writes_per_change(store: EtcdStore, registry: Registry, tracker: ReadyTracker, metrics: EtcdMetrics, model: str, settle: float, timeout: float) -> dict:
     """etcd's counters over one change (replicas 2 -> 3) and a quiet `settle` after it is ready."""
     if tracker.wanted.get(model) != 2:
-        registry.apply_intent(model, intent(model, 2), author="bench")
+        revision = registry.apply_intent(model, intent(model, 2), author="bench")
         tracker.want({model: 2})
+        tracker.wait_ready(model, 2, timeout, revision)
         time.sleep(settle)
     before, revision_before = metrics.read(), store.put("/bench-revision", b"")
-    registry.apply_intent(model, intent(model, 3), author="bench")
+    revision = registry.apply_intent(model, intent(model, 3), author="bench")
     tracker.want({model: 3})
-    tracker.wait_ready(model, 3, timeout)
+    tracker.wait_ready(model, 3, timeout, revision)
     time.sleep(settle)
     after, revision_after = metrics.read(), store.put("/bench-revision", b"")
     delta = {name.removeprefix("etcd_mvcc_").removeprefix("etcd_network_client_grpc_"): after.get(name, 0) - before.get(name, 0)
@@ -477,9 +485,9 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
             new = "new-after-history"
             tracker.watch_model(new, 2)
             sent = time.perf_counter()
-            registry.apply_intent(new, intent(new, 2), author="bench")
+            revision = registry.apply_intent(new, intent(new, 2), author="bench")
             tracker.want({new: 2})
-            tracker.wait_ready(new, 2, timeout)
+            tracker.wait_ready(new, 2, timeout, revision)
             placed_at, ready_at = tracker.timings(new)
             phases["new_model_after_history_s"] = {"placed": round(placed_at - sent, 3) if placed_at else None,
                                                    "ready": round(ready_at - sent, 3) if ready_at else None}
