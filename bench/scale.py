@@ -185,6 +185,12 @@ class ReadyTracker:
                     self._check(model)
             self._cond.notify_all()
 
+    def placed_on(self, hosts) -> int:
+        """Replicas the controller reports on these hosts."""
+        wanted = set(hosts)
+        with self._cond:
+            return sum(len(placed & wanted) for placed in self._placed.values())
+
     def pending(self) -> int:
         with self._cond:
             return len(self._pending)
@@ -392,6 +398,23 @@ def etcd_size(metrics: EtcdMetrics) -> dict:
             "keys": int(m.get("etcd_debugging_mvcc_keys_total", 0))}
 
 
+SECTIONS = ("hosts", "assignments", "status", "models", "history", "modelstatus", "routes")
+
+
+def section_sizes(etcd: LocalEtcd, sample: int = 200) -> dict:
+    """Keys per section and mean bytes per key (key + value, from a sample), via etcdctl."""
+    import base64
+
+    sizes = {}
+    for section in SECTIONS:
+        prefix = f"{KS.prefix}/{section}/"
+        count = json.loads(etcd.etcdctl("get", prefix, "--prefix", "--count-only", "-w", "json").stdout).get("count", 0)
+        kvs = json.loads(etcd.etcdctl("get", prefix, "--prefix", f"--limit={sample}", "-w", "json").stdout).get("kvs", [])
+        lengths = [len(base64.b64decode(kv["key"])) + len(base64.b64decode(kv.get("value", ""))) for kv in kvs]
+        sizes[section] = {"keys": count, "bytes_per_key": round(statistics.mean(lengths)) if lengths else 0}
+    return sizes
+
+
 def ms(samples: list[float]) -> dict:
     return {"p50": round(percentile(samples, 50) * 1000, 1), "p99": round(percentile(samples, 99) * 1000, 1), "n": len(samples)}
 
@@ -462,6 +485,11 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                 phases["converge_controller_cpu_s"] = round((controller_usage(controller)["cpu_s"] or 0) - (cpu_before or 0), 1)
                 phases["after_converge"] = {"controller": controller_usage(controller), "etcd": etcd_size(metrics)}
                 say(f"  after converging: controller {phases['after_converge']['controller']}, etcd {phases['after_converge']['etcd']}")
+                try:
+                    phases["after_converge"]["sections"] = section_sizes(etcd)
+                except (subprocess.SubprocessError, ValueError) as exc:
+                    phases["after_converge"]["sections"] = f"etcdctl failed: {exc}"
+                say(f"  keys     {phases['after_converge']['sections']}")
 
             # -- change -> ready at scale -------------------------------------------------------
             sample = rng.sample(names, options.changes)
