@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tfleet.store import Backoff, Compare, EtcdSettings, KeyValue, Put, Snapshot
+from tfleet.store import DEFAULT_MAX_REQUEST_BYTES, Backoff, Compare, EtcdSettings, KeyValue, Put, Snapshot, _MemberPicker
 
 
 @pytest.mark.parametrize(
@@ -140,3 +140,77 @@ def test_snapshot_sorts_items_and_finds_keys() -> None:
 def test_txn_values_reject_mistakes(build, error: type[Exception]) -> None:  # noqa: ANN001
     with pytest.raises(error):
         build()
+
+
+# -- attempt deadline, request limit ----------------------------------------------------
+
+
+def test_attempt_timeout_defaults_to_half_the_call_budget_with_several_members() -> None:
+    assert EtcdSettings(("a:1",), call_timeout=2.0).attempt_timeout == 2.0
+    assert EtcdSettings(("a:1", "b:1", "c:1"), call_timeout=2.0).attempt_timeout == 1.0
+    assert EtcdSettings(("a:1", "b:1"), call_timeout=2.0, attempt_timeout=0.5).attempt_timeout == 0.5
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"attempt_timeout": 3.0}, "must not exceed call_timeout"),
+        ({"attempt_timeout": 0}, "attempt_timeout must be a positive"),
+        ({"attempt_timeout": "1"}, "attempt_timeout must be a number"),
+        ({"max_request_bytes": 100}, "max_request_bytes must be a whole number of bytes in 1024"),
+        ({"max_request_bytes": 1.5}, "max_request_bytes"),
+        ({"max_request_bytes": True}, "max_request_bytes"),
+    ],
+)
+def test_attempt_timeout_and_request_limit_are_validated(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EtcdSettings(("a:1", "b:1"), call_timeout=2.0, **overrides)  # type: ignore[arg-type]
+
+
+def test_max_request_bytes_defaults_to_etcds_default() -> None:
+    assert EtcdSettings(("a:1",)).max_request_bytes == 1572864 == DEFAULT_MAX_REQUEST_BYTES
+
+
+# -- which member gets the next call -----------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_member_picker_sticks_to_a_working_member_and_moves_on_failure() -> None:
+    clock = FakeClock()
+    picker = _MemberPicker(3, quarantine=5.0, clock=clock)
+    assert picker.order() == [0, 1, 2]
+    picker.succeeded(0)
+    assert picker.order() == [0, 1, 2]
+
+    picker.failed(0)
+    assert picker.order() == [1, 2, 0]  # the failed member last, not dropped
+    picker.failed(1)
+    assert picker.order() == [2, 0, 1]  # failed ones by age of their failure
+    clock.now += 5.0
+    assert picker.order() == [2, 0, 1]  # out of quarantine, but 2 works: stay there
+    picker.failed(2)
+    assert picker.order() == [0, 1, 2]  # 0 and 1 are healthy again
+
+
+def test_member_picker_never_refuses_when_every_member_failed() -> None:
+    clock = FakeClock()
+    picker = _MemberPicker(2, quarantine=5.0, clock=clock)
+    picker.failed(0)
+    clock.now += 1
+    picker.failed(1)
+    assert picker.order() == [0, 1]  # every member is tried, the oldest failure first
+    picker.succeeded(1)
+    assert picker.order() == [1, 0]
+
+
+def test_member_picker_with_one_member() -> None:
+    picker = _MemberPicker(1, clock=FakeClock())
+    picker.failed(0)
+    assert picker.order() == [0]
