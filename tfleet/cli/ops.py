@@ -302,9 +302,9 @@ def get_models(ops: Ops, names: tuple[str, ...], output: str) -> None:
         if not rows:
             return "no models (tfleet apply -f models.yaml to declare one)"
         return table(
-            [[r["name"], f"{'-' if r['serving'] is None else r['serving']}/{r['wanted']}", r["versions"], labels_text(r["labels"]),
-              r["phase"], r["health"], short(r["error"])] for r in rows],
-            ["name", "serving", "versions", "labels", "phase", "health", "error"])
+            [[r["name"], f"{'-' if r['serving'] is None else r['serving']}/{r['wanted']}", f"{'-' if r['ready'] is None else r['ready']}/{r['wanted']}",
+              r["versions"], labels_text(r["labels"]), r["phase"], r["health"], short(r["error"])] for r in rows],
+            ["name", "serving", "ready", "versions", "labels", "phase", "health", "error"])
 
     emit(output, rows, human)
 
@@ -411,6 +411,9 @@ def _describe_text(data: dict[str, Any]) -> str:
             if value:
                 lines.append(f"{label:<13} {value}")
     lines.append(f"Health:       {data['health']}" + (f": {one_line(data['error'])}" if data["error"] else ""))
+    lines.append(f"Serving:      {data['serving']}/{data['wanted'] if data['wanted'] is not None else '-'} replicas, {data['ready']} ready")
+    for problem in data["agent_errors"]:
+        lines.append(f"Agent error:  {problem['host']}: {one_line(problem['message'])}")
     lines.append("")
     lines.append("Registered versions:")
     if data["versions"]:
@@ -425,7 +428,7 @@ def _describe_text(data: dict[str, Any]) -> str:
         rows = []
         for r in data["replicas"]:
             states = ", ".join(f"{v} {s}" for v, s in sorted(r["versions"].items())) or "-"
-            problem = r["error"] or "; ".join(f"v{v}: {m}" for v, m in sorted(r["version_errors"].items()))
+            problem = "; ".join(r["errors"])
             rows.append([r["host"] + ("" if r["up"] else " (down)"), states, labels_text(r["labels"]), "yes" if r["ready"] else "no",
                          "yes" if r["canary"] else "", pairs_text(r["host_labels"]), short(problem, 50)])
         lines += _indent(table(rows, ["host", "versions", "labels", "ready", "canary", "host labels", "error"]))
@@ -532,7 +535,7 @@ def status(ops: Ops, output: str) -> None:
             "Leader:    " + (f"{leader.id} (since {format_time(leader.since)}, version {leader.version})" if leader else "none: no controller leads, nothing changes"),
             f"Hosts:     {hosts['up']} up" + "".join(f", {hosts[k]} {k}" for k in ("down", "cordoned", "draining") if hosts[k]),
             f"Models:    {models['total']}: {models['ok']} ok, {models['degraded']} degraded, {models['failing']} failing"
-            + "".join(f", {models[k]} {k}" for k in ("unknown", "deleting") if models[k]),
+            + "".join(f", {models[k]} {k}" for k in ("unavailable", "unknown", "deleting") if models[k]),
         ]
         if data["rollouts"]:
             lines.append(f"Rollouts:  {len(data['rollouts'])} in progress")
@@ -542,6 +545,7 @@ def status(ops: Ops, output: str) -> None:
             lines.append("Rollouts:  none in progress")
         for problem in data["problems"]:
             lines.append(f"  {problem['model']} {problem['health']}: {short(problem['problem'], 100)}")
+            lines += [f"    agent error on {e['host']}: {short(e['message'], 100)}" for e in problem["agent_errors"]]
         if data["invalid_keys"]:
             lines.append(f"Invalid keys: {len(data['invalid_keys'])}")
             lines += [f"  {short(p, 120)}" for p in data["invalid_keys"][:5]]
