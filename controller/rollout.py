@@ -164,7 +164,10 @@ def plan_rollout(intent: ModelIntent, replicas: Sequence[Replica], failures: Seq
     final = intent.assignment()
     aborting = intent.rollout.abort and memory is not None and memory.phase != "stable"
     if not failures and not aborting and replicas and all(r.assignment == final for r in replicas) and not _any_failed(replicas, target):
-        # Converged (the common case in a large fleet): nothing to decide.
+        # Converged (the common case in a large fleet): nothing to decide, unless the old
+        # versions are still going away (then the rollout is not over, and can be aborted).
+        if memory is not None and memory.phase == "removing" and _still_removing(replicas, target):
+            return _removing_step(memory, hosts, final, target)
         return Step({h: final for h in hosts}, "stable", (), target)
 
     existing = [r for r in replicas if r.assignment is not None]
@@ -234,6 +237,19 @@ def _abort_step(intent, replicas, hosts, held, old, old_labels, target, phase, r
     config = intent.assignment(union, labels)
     waiting = f"adding version {', '.join(map(str, sorted(old)))} back before taking version {', '.join(map(str, sorted(held - old)))} away"
     return Step({h: config for h in hosts}, phase, reason=f"{reason}; {waiting}", **common)
+
+
+def _still_removing(replicas: Sequence[Replica], target: tuple[int, ...]) -> bool:
+    """Some replica has not confirmed the removal: its agent has not reported on the current
+    assignment yet, or still reports a version the target does not hold (UNLOADING)."""
+    wanted = {str(v) for v in target}
+    return any(r.status is not None and (not r.reported() or set(r.status.versions) - wanted) for r in replicas if r.assignment is not None)
+
+
+def _removing_step(memory: Memory, hosts: Sequence[str], final: Assignment, target: tuple[int, ...]) -> Step:
+    removed = ", ".join(map(str, sorted(set(memory.from_versions) - set(target)))) or "the old versions"
+    return Step({h: final for h in hosts}, "removing", memory.from_versions, target, f"waiting for every replica to unload version {removed}",
+                from_labels=dict(memory.from_labels))
 
 
 def _any_failed(replicas: Sequence[Replica], target: tuple[int, ...]) -> bool:

@@ -228,7 +228,7 @@ def test_get_status_history_diff_rollback(tf, store, keys, tmp_path) -> None:
     tf.ok("apply", "-f", str(path), "--author", "bob")
 
     table = tf.ok("get", "models").splitlines()
-    assert table[0].split() == ["NAME", "SERVING", "VERSIONS", "LABELS", "PHASE", "HEALTH", "ERROR"]
+    assert table[0].split() == ["NAME", "SERVING", "READY", "VERSIONS", "LABELS", "PHASE", "HEALTH", "ERROR"]
     assert table[1].split()[:4] == ["m", "-/2", "latest", "1"]
     [row] = tf.json("get", "models")
     assert (row["name"], row["wanted"], row["health"], row["intent"]["owner"]) == ("m", 2, "unknown", "vision")

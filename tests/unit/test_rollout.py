@@ -377,3 +377,15 @@ def test_an_agent_error_about_an_older_assignment_is_not_a_failure() -> None:
     stale = Replica("h1", r.assignment, r.status.model_copy(update={"error": "version 3 not found"}), 11)
     step = plan_rollout(intent([3], {"stable": 3}), [stale], [], NOW, Memory("adding", (2,), (3,), {"stable": 2}))
     assert step.phase == "adding" and not step.new_failures
+
+
+def test_removing_lasts_until_every_replica_has_unloaded_the_old_version() -> None:
+    model = intent([2], {"stable": 2})
+    memory = Memory("removing", (1,), (2,), {"stable": 1})
+    unloading = [replica(h, [2], {"stable": 2}, {1: "UNLOADING", 2: "AVAILABLE"}) for h in ("h1", "h2")]
+    step = plan_rollout(model, unloading, [], NOW, memory)
+    assert step.phase == "removing" and versions_of(step, "h1") == (2,) and step.from_versions == (1,)
+    done = [replica(h, [2], {"stable": 2}, {2: "AVAILABLE"}) for h in ("h1", "h2")]
+    assert plan_rollout(model, done, [], NOW, memory).phase == "stable"
+    aborted = plan_rollout(intent([2], {"stable": 2}, rollout={"abort": True}), unloading, [], NOW, memory)
+    assert aborted.phase == "aborting" and versions_of(aborted, "h1") == (1, 2), "version 1 comes back before 2 goes"

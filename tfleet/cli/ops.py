@@ -714,7 +714,7 @@ def _with(intent: Any, **changes: Any) -> Any:
 @click.option("--rolling", is_flag=True, help="Roll out to every replica at once (make-before-break), whatever the intent's strategy.")
 @click.option("--label", default="stable", show_default=True, help="Label moved to the new version once it is AVAILABLE everywhere.")
 @click.option("--no-label", is_flag=True, help="Move no label.")
-@click.option("--force", is_flag=True, help="Start even if a rollout is in progress or the version is not registered.")
+@click.option("--force", is_flag=True, help="Start even if a rollout is in progress or the version is neither registered nor on disk.")
 @author_option
 @output_option
 @fleet_command
@@ -734,9 +734,8 @@ def rollout_start(ops: Ops, model: str, version: int, canary: int | None, rollin
         raise bad_input(f"label {CANARY_LABEL!r} is set by the controller on canaries; pick another --label")
     intent, revision = _intent_for_rollout(ops, model)
     registered = [record.version for record in ops.registry.versions(model)]
-    if registered and version not in registered and not force:
-        raise bad_input(f"version {version} of {model} is not registered (registered: {', '.join(map(str, registered))}); "
-                        f"register it first (tfleet register {model} {version}) or pass --force")
+    if version not in registered:
+        _check_unregistered_version(model, intent.base_path, version, registered, force)
     report = ops.view().fleet.modelstatus.get(model)
     target = [version]
     if report is not None and not force:
@@ -779,6 +778,39 @@ def rollout_start(ops: Ops, model: str, version: int, canary: int | None, rollin
         return text + f"\nfollow it: tfleet rollout status {model}"
 
     emit(output, data, human)
+
+
+def _check_unregistered_version(model: str, base_path: str, version: int, registered: list[int], force: bool) -> None:
+    """A version that is not registered must at least be on disk where this CLI can look.
+
+    Without the check, a typo (or a version not copied yet) starts a rollout every agent
+    reports "not found", which the controller aborts only after a round trip. Refused (exit
+    2) when base_path is visible here and lacks the version, or when it is not visible and
+    the model has registered versions; a warning when nothing can be checked. --force
+    starts it anyway.
+    """
+    from tfleet import modelfs
+
+    listed = f" (registered: {', '.join(map(str, registered))})" if registered else " (none is registered)"
+    path = modelfs.local_path(base_path)
+    visible = path is not None and os.path.isdir(path)
+    if visible and version in modelfs.inspect(base_path).versions:
+        if registered:
+            note(f"tfleet rollout start: version {version} of {model} is not registered{listed}; "
+                 f"it is on disk, so starting (register it: tfleet register {model} {version})")
+        return
+    if force:
+        note(f"tfleet rollout start: version {version} of {model} is neither registered nor found under {base_path}; starting anyway (--force)")
+        return
+    if visible:
+        raise bad_input(f"version {version} of {model} is neither registered{listed} nor found under its base_path "
+                        f"(no {base_path.rstrip('/')}/{version}/saved_model.pb); copy it there and register it "
+                        f"(tfleet register {model} {version}), or pass --force")
+    if registered:
+        raise bad_input(f"version {version} of {model} is not registered{listed} and its base_path {base_path} cannot be "
+                        f"looked into from here; register it first (tfleet register {model} {version}) or pass --force")
+    note(f"tfleet rollout start: warning: version {version} of {model} is not registered and its base_path {base_path} cannot be "
+         f"looked into from here; if the agents do not find it, the controller aborts the rollout")
 
 
 def _versions(values: Any) -> str:
