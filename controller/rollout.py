@@ -210,7 +210,10 @@ def _origin(memory: Memory | None, held: set[int], target: tuple[int, ...], repl
     else everything they hold.
     """
     if memory is not None and memory.phase != "stable" and memory.to_versions == target and memory.from_versions:
-        return set(memory.from_versions), dict(memory.from_labels)
+        old = set(memory.from_versions)
+        # (a report written before from_labels existed: the labels the assignments still
+        # give the old versions)
+        return old, dict(memory.from_labels) or _current_labels(replicas, old)
     old = (held - set(target)) or set(held)
     return old, _current_labels(replicas, old)
 
