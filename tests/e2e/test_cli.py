@@ -523,7 +523,12 @@ def test_rollout_to_a_version_with_no_directory_is_refused_then_aborts_and_every
                 and all(assignment_versions(fleet, h, "mnist") == [2] for h in fleet.replica_hosts("mnist")))
 
     wait_until(aborted, 30, message=f"automatic abort back to version 2 (report {fleet.model_status('mnist')})")
-    report = fleet.model_status("mnist")
+    # the labels came back with the version, and the agents no longer report an error
+    for host in fleet.replica_hosts("mnist"):
+        fleet.wait_available(host, "mnist", {2})
+        assert fleet.status(host, "mnist").version_labels == {"stable": 2}
+    report = wait_until(lambda: (s := fleet.model_status("mnist")) and sum(r.ready for r in s.replicas) == 2 and s, 15,
+                        message="the controller reports both replicas ready again")
     assert (report.health, report.failures[0].version) == ("failing", 3) and "version 3 not found" in report.failures[0].error
     [row] = tf.json("get", "models", "mnist")
     assert (row["health"], row["error"]) == (report.health, report.health_reason)
@@ -535,10 +540,6 @@ def test_rollout_to_a_version_with_no_directory_is_refused_then_aborts_and_every
     status = tf.ok("status")
     assert "  mnist failing: version 3 failed to load on h" in status
     assert [p["health"] for p in tf.json("status")["problems"] if p["model"] == "mnist"] == ["failing"]
-    # the labels came back with the version, and the agents no longer report an error
-    for host in fleet.replica_hosts("mnist"):
-        fleet.wait_available(host, "mnist", {2})
-        assert fleet.status(host, "mnist").version_labels == {"stable": 2}
 
 
 def one_line_of(text: str) -> str:
