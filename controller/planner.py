@@ -20,8 +20,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from tfleet import health
 from tfleet.controller.placement import HostInfo, ModelDemand, PlacementInput, place
-from tfleet.controller.rollout import Failure, Replica, plan_rollout
+from tfleet.controller.rollout import Failure, Memory, Replica, plan_rollout
 from tfleet.controller.snapshot import FleetSnapshot
 from tfleet.schema import Assignment, ModelIntent, ModelStatusReport
 
@@ -63,13 +64,12 @@ def effective_intents(snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent]
 
 
 def replica_ready(snap: FleetSnapshot, host: str, model: str) -> bool:
+    """tfleet/health.py's readiness, for a replica in the snapshot (an invalid assignment is
+    never ready)."""
     parsed = snap.assignments.get((host, model))
-    status = snap.statuses.get((host, model))
-    if parsed is None or parsed.value is None or status is None or status.assignment_revision != parsed.revision:
+    if parsed is None or parsed.value is None:
         return False
-    if status.error is not None or not status.versions:
-        return False
-    return all(report.state == "AVAILABLE" for report in status.versions.values())
+    return health.replica_ready(snap.statuses.get((host, model)), parsed.revision)
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,9 @@ def plan_model(
         return ModelPlan({}, deletes, None, delete_report=not holders and model in snap.modelstatus)
     previous = snap.modelstatus.get(model)
     failures = [Failure(f.version, f.host, f.error, f.at, f.retry_after) for f in (previous.failures if previous else [])]
+    memory = Memory.of(previous.rollout) if previous is not None else None
     replicas = [Replica(host, _assignment(snap, host, model), snap.statuses.get((host, model)), _revision(snap, host, model)) for host in placed]
-    step = plan_rollout(intent, replicas, failures, now)
+    step = plan_rollout(intent, replicas, failures, now, memory)
     puts = {}
     for host, wanted in step.assignments.items():
         parsed = snap.assignments.get((host, model))
@@ -189,17 +190,23 @@ def _report(snap, model, intent, error, revision, placed, step, reasons, now) ->
             "labels": dict(status.version_labels) if status else {},
             "ready": replica_ready(snap, host, model),
             "canary": host in step.canary_hosts,
+            "errors": list(health.replica_errors(status)),
         })
     # One validation of a plain document: measured 100x cheaper than model_construct of
     # the nested models (bench/controller_plan.py).
-    return ModelStatusReport.model_validate({
+    document = {
         "intent_revision": revision,
         "wanted_replicas": intent.replicas,
         "ready_replicas": dict(sorted(ready_counts.items())),
         "replicas": replicas,
-        "rollout": {"phase": step.phase, "from_versions": list(step.from_versions), "to_versions": list(step.to_versions), "reason": step.reason},
+        "rollout": {"phase": step.phase, "from_versions": list(step.from_versions), "to_versions": list(step.to_versions), "reason": step.reason,
+                    "from_labels": dict(step.from_labels)},
         "reasons": list(reasons),
         "error": error,
         "failures": [{"version": f.version, "host": f.host, "error": f.error, "at": f.at, "retry_after": f.retry_after} for f in step.failures],
         "updated_at": now,
-    })
+    }
+    # Health is judged on the report itself, exactly as the CLI and the dashboard judge it.
+    # (model_copy: no second validation, the fields are plain values.)
+    report = ModelStatusReport.model_validate(document)
+    return report.model_copy(update=dict(health.health_fields(health.model_health(report))))

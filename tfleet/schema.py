@@ -293,6 +293,9 @@ class ReplicaReport(_DaemonRecord):
     labels: dict[str, int] = Field(default_factory=dict)
     ready: bool = False
     canary: bool = False
+    # What the agent reports wrong with this replica (its error, versions failing or UNKNOWN),
+    # as tfleet/health.py words it (added field).
+    errors: list[str] = Field(default_factory=list)
 
 
 class VersionFailure(_DaemonRecord):
@@ -308,6 +311,9 @@ class RolloutReport(_DaemonRecord):
     from_versions: list[int] = Field(default_factory=list)
     to_versions: list[int] = Field(default_factory=list)
     reason: str = ""
+    # The labels served before the rollout (added field): an abort, or an automatic abort
+    # after a failed load, puts them back together with from_versions.
+    from_labels: dict[str, int] = Field(default_factory=dict)
 
 
 class RouteEndpoint(_DaemonRecord):
@@ -348,6 +354,11 @@ class ModelStatusReport(_DaemonRecord):
     error: str | None = None
     failures: list[VersionFailure] = Field(default_factory=list)
     updated_at: dt.datetime
+    # Added fields (tfleet/health.py): replicas with a version AVAILABLE, and the model's health
+    # (ok | degraded | failing | unavailable | unknown | deleting) with the reason in words.
+    serving_replicas: int = 0
+    health: str = "unknown"
+    health_reason: str = ""
 
 
 # -- encoding -----------------------------------------------------------------------------------

@@ -302,9 +302,9 @@ def get_models(ops: Ops, names: tuple[str, ...], output: str) -> None:
         if not rows:
             return "no models (tfleet apply -f models.yaml to declare one)"
         return table(
-            [[r["name"], f"{'-' if r['serving'] is None else r['serving']}/{r['wanted']}", r["versions"], labels_text(r["labels"]),
-              r["phase"], r["health"], short(r["error"])] for r in rows],
-            ["name", "serving", "versions", "labels", "phase", "health", "error"])
+            [[r["name"], f"{'-' if r['serving'] is None else r['serving']}/{r['wanted']}", f"{'-' if r['ready'] is None else r['ready']}/{r['wanted']}",
+              r["versions"], labels_text(r["labels"]), r["phase"], r["health"], short(r["error"])] for r in rows],
+            ["name", "serving", "ready", "versions", "labels", "phase", "health", "error"])
 
     emit(output, rows, human)
 
@@ -411,6 +411,9 @@ def _describe_text(data: dict[str, Any]) -> str:
             if value:
                 lines.append(f"{label:<13} {value}")
     lines.append(f"Health:       {data['health']}" + (f": {one_line(data['error'])}" if data["error"] else ""))
+    lines.append(f"Serving:      {data['serving']}/{data['wanted'] if data['wanted'] is not None else '-'} replicas, {data['ready']} ready")
+    for problem in data["agent_errors"]:
+        lines.append(f"Agent error:  {problem['host']}: {one_line(problem['message'])}")
     lines.append("")
     lines.append("Registered versions:")
     if data["versions"]:
@@ -425,7 +428,7 @@ def _describe_text(data: dict[str, Any]) -> str:
         rows = []
         for r in data["replicas"]:
             states = ", ".join(f"{v} {s}" for v, s in sorted(r["versions"].items())) or "-"
-            problem = r["error"] or "; ".join(f"v{v}: {m}" for v, m in sorted(r["version_errors"].items()))
+            problem = "; ".join(r["errors"])
             rows.append([r["host"] + ("" if r["up"] else " (down)"), states, labels_text(r["labels"]), "yes" if r["ready"] else "no",
                          "yes" if r["canary"] else "", pairs_text(r["host_labels"]), short(problem, 50)])
         lines += _indent(table(rows, ["host", "versions", "labels", "ready", "canary", "host labels", "error"]))
@@ -532,7 +535,7 @@ def status(ops: Ops, output: str) -> None:
             "Leader:    " + (f"{leader.id} (since {format_time(leader.since)}, version {leader.version})" if leader else "none: no controller leads, nothing changes"),
             f"Hosts:     {hosts['up']} up" + "".join(f", {hosts[k]} {k}" for k in ("down", "cordoned", "draining") if hosts[k]),
             f"Models:    {models['total']}: {models['ok']} ok, {models['degraded']} degraded, {models['failing']} failing"
-            + "".join(f", {models[k]} {k}" for k in ("unknown", "deleting") if models[k]),
+            + "".join(f", {models[k]} {k}" for k in ("unavailable", "unknown", "deleting") if models[k]),
         ]
         if data["rollouts"]:
             lines.append(f"Rollouts:  {len(data['rollouts'])} in progress")
@@ -542,6 +545,7 @@ def status(ops: Ops, output: str) -> None:
             lines.append("Rollouts:  none in progress")
         for problem in data["problems"]:
             lines.append(f"  {problem['model']} {problem['health']}: {short(problem['problem'], 100)}")
+            lines += [f"    agent error on {e['host']}: {short(e['message'], 100)}" for e in problem["agent_errors"]]
         if data["invalid_keys"]:
             lines.append(f"Invalid keys: {len(data['invalid_keys'])}")
             lines += [f"  {short(p, 120)}" for p in data["invalid_keys"][:5]]
@@ -710,7 +714,7 @@ def _with(intent: Any, **changes: Any) -> Any:
 @click.option("--rolling", is_flag=True, help="Roll out to every replica at once (make-before-break), whatever the intent's strategy.")
 @click.option("--label", default="stable", show_default=True, help="Label moved to the new version once it is AVAILABLE everywhere.")
 @click.option("--no-label", is_flag=True, help="Move no label.")
-@click.option("--force", is_flag=True, help="Start even if a rollout is in progress or the version is not registered.")
+@click.option("--force", is_flag=True, help="Start even if a rollout is in progress or the version is neither registered nor on disk.")
 @author_option
 @output_option
 @fleet_command
@@ -730,9 +734,8 @@ def rollout_start(ops: Ops, model: str, version: int, canary: int | None, rollin
         raise bad_input(f"label {CANARY_LABEL!r} is set by the controller on canaries; pick another --label")
     intent, revision = _intent_for_rollout(ops, model)
     registered = [record.version for record in ops.registry.versions(model)]
-    if registered and version not in registered and not force:
-        raise bad_input(f"version {version} of {model} is not registered (registered: {', '.join(map(str, registered))}); "
-                        f"register it first (tfleet register {model} {version}) or pass --force")
+    if version not in registered:
+        _check_unregistered_version(model, intent.base_path, version, registered, force)
     report = ops.view().fleet.modelstatus.get(model)
     target = [version]
     if report is not None and not force:
@@ -775,6 +778,39 @@ def rollout_start(ops: Ops, model: str, version: int, canary: int | None, rollin
         return text + f"\nfollow it: tfleet rollout status {model}"
 
     emit(output, data, human)
+
+
+def _check_unregistered_version(model: str, base_path: str, version: int, registered: list[int], force: bool) -> None:
+    """A version that is not registered must at least be on disk where this CLI can look.
+
+    Without the check, a typo (or a version not copied yet) starts a rollout every agent
+    reports "not found", which the controller aborts only after a round trip. Refused (exit
+    2) when base_path is visible here and lacks the version, or when it is not visible and
+    the model has registered versions; a warning when nothing can be checked. --force
+    starts it anyway.
+    """
+    from tfleet import modelfs
+
+    listed = f" (registered: {', '.join(map(str, registered))})" if registered else " (none is registered)"
+    path = modelfs.local_path(base_path)
+    visible = path is not None and os.path.isdir(path)
+    if visible and version in modelfs.inspect(base_path).versions:
+        if registered:
+            note(f"tfleet rollout start: version {version} of {model} is not registered{listed}; "
+                 f"it is on disk, so starting (register it: tfleet register {model} {version})")
+        return
+    if force:
+        note(f"tfleet rollout start: version {version} of {model} is neither registered nor found under {base_path}; starting anyway (--force)")
+        return
+    if visible:
+        raise bad_input(f"version {version} of {model} is neither registered{listed} nor found under its base_path "
+                        f"(no {base_path.rstrip('/')}/{version}/saved_model.pb); copy it there and register it "
+                        f"(tfleet register {model} {version}), or pass --force")
+    if registered:
+        raise bad_input(f"version {version} of {model} is not registered{listed} and its base_path {base_path} cannot be "
+                        f"looked into from here; register it first (tfleet register {model} {version}) or pass --force")
+    note(f"tfleet rollout start: warning: version {version} of {model} is not registered and its base_path {base_path} cannot be "
+         f"looked into from here; if the agents do not find it, the controller aborts the rollout")
 
 
 def _versions(values: Any) -> str:

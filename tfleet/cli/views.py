@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tfleet import health as fleet_health
 from tfleet.controller.placement import Placement, place
 from tfleet.controller.planner import (
     ControllerPlan,
@@ -174,47 +175,42 @@ def serving(report: ModelStatusReport | None) -> int:
     """Replicas where at least one version is AVAILABLE: how many can answer requests."""
     if report is None:
         return 0
-    return sum(1 for r in report.replicas if any(state == "AVAILABLE" for state in r.versions.values()))
+    return sum(1 for r in report.replicas if fleet_health.report_serving(r))
 
 
 # -- models -------------------------------------------------------------------------------------
 
 
-def health(view: FleetView, model: str) -> tuple[str, str]:
-    """("ok" | "degraded" | "failing" | "unknown" | "deleting", why in words)."""
+def model_health(view: FleetView, model: str) -> fleet_health.ModelHealth:
+    """tfleet/health.py's judgement, from the controller's report and the intent in etcd: the
+    same as the modelstatus key's ``health`` and the dashboard's."""
     parsed = view.fleet.intents.get(model)
-    report = view.fleet.modelstatus.get(model)
-    if parsed is None:
-        return "deleting", "the intent was deleted; its replicas are being removed"
-    if parsed.error is not None:
-        return "failing", f"invalid intent: {parsed.error}"
-    if report is None:
-        return "unknown", "no report from the controller yet"
-    if report.error:
-        return "failing", report.error
-    intent = parsed.value
-    assert intent is not None
-    up = serving(report)
-    failure = report.failures[-1] if report.failures else None
-    failure_text = f"version {failure.version} failed to load on {failure.host}: {failure.error}" if failure else ""
-    if intent.replicas > 0 and up == 0:
-        return "failing", failure_text or (report.reasons[0] if report.reasons else "no replica serves any version")
-    if up < intent.replicas:
-        return "degraded", (report.reasons[0] if report.reasons else f"{up} of {intent.replicas} replicas serve") + (f"; {failure_text}" if failure_text else "")
-    if failure_text:
-        return "degraded", failure_text
-    return "ok", ""
+    return fleet_health.model_health(view.fleet.modelstatus.get(model), intent_exists=parsed is not None,
+                                     intent_error=parsed.error if parsed is not None else None)
+
+
+def health(view: FleetView, model: str) -> tuple[str, str]:
+    """(ok | degraded | failing | unavailable | unknown | deleting, why in words)."""
+    judged = model_health(view, model)
+    return judged.state, judged.reason
+
+
+def _agent_errors(judged: fleet_health.ModelHealth) -> list[dict[str, str]]:
+    return [{"host": e.host, "message": e.message} for e in judged.errors]
 
 
 def model_row(view: FleetView, model: str) -> dict[str, Any]:
     parsed = view.fleet.intents.get(model)
     intent = parsed.value if parsed is not None else None
     report = view.fleet.modelstatus.get(model)
-    state, why = health(view, model)
+    judged = model_health(view, model)
+    state, why = judged.state, judged.reason
     return {
         "name": model,
         "wanted": intent.replicas if intent is not None else (report.wanted_replicas if report else 0),
         "serving": serving(report) if report is not None else None,
+        "ready": judged.ready if report is not None else None,
+        "agent_errors": _agent_errors(judged),
         "versions": versions_text(intent),
         "labels": dict(intent.version_labels) if intent is not None else {},
         "phase": ("deleting" if parsed is None else report.rollout.phase) if report is not None else None,
@@ -239,10 +235,7 @@ def host_row(view: FleetView, host: str) -> dict[str, Any]:
         intent = view.intent(model)
         if intent is not None:
             used += view.memory_mb(model, intent)
-    served = sorted(
-        model for (h, model), status in fleet.statuses.items()
-        if h == host and any(report.state == "AVAILABLE" for report in status.versions.values())
-    )
+    served = sorted(model for (h, model), status in fleet.statuses.items() if h == host and fleet_health.replica_serving(status))
     state = ["up" if record is not None else "down"]
     if control is not None and control.draining:
         state.append("draining")
@@ -312,8 +305,10 @@ def replicas_of(view: FleetView, model: str) -> list[dict[str, Any]]:
     for host in sorted(fleet.holders.get(model, ())):
         if host not in rows:
             status = fleet.statuses.get((host, model))
+            parsed = fleet.assignments.get((host, model))
             rows[host] = {"host": host, "versions": {v: r.state for v, r in status.versions.items()} if status else {},
-                          "labels": dict(status.version_labels) if status else {}, "ready": False, "canary": False}
+                          "labels": dict(status.version_labels) if status else {}, "canary": False,
+                          "ready": parsed is not None and parsed.value is not None and fleet_health.replica_ready(status, parsed.revision)}
     result = []
     for host in sorted(rows):
         row = rows[host]
@@ -326,6 +321,7 @@ def replicas_of(view: FleetView, model: str) -> list[dict[str, Any]]:
             "assigned_versions": versions_text(assignment.value) if assignment and assignment.value else None,
             "error": status.error if status else None,
             "version_errors": {v: r.error_message for v, r in status.versions.items() if r.error_message} if status else {},
+            "errors": list(fleet_health.replica_errors(status)),
         })
         result.append(row)
     return result
@@ -335,7 +331,8 @@ def describe_model(view: FleetView, model: str, versions: Sequence[VersionRecord
     parsed = view.fleet.intents.get(model)
     intent = parsed.value if parsed is not None else None
     report = view.fleet.modelstatus.get(model)
-    state, why = health(view, model)
+    judged = model_health(view, model)
+    state, why = judged.state, judged.reason
     return {
         "name": model,
         "revision": parsed.revision if parsed is not None else None,
@@ -345,6 +342,9 @@ def describe_model(view: FleetView, model: str, versions: Sequence[VersionRecord
         "memory_estimated": intent is not None and intent.memory_mb is None,
         "health": state,
         "error": why or None,
+        "serving": judged.serving,
+        "ready": judged.ready,
+        "agent_errors": _agent_errors(judged),
         "versions": version_rows(view, model, versions),
         "wanted": intent.replicas if intent is not None else None,
         "replicas": replicas_of(view, model),
@@ -365,14 +365,15 @@ def describe_model(view: FleetView, model: str, versions: Sequence[VersionRecord
 
 def fleet_status(view: FleetView) -> dict[str, Any]:
     fleet = view.fleet
-    counts: dict[str, int] = {"ok": 0, "degraded": 0, "failing": 0, "unknown": 0, "deleting": 0}
+    counts: dict[str, int] = {state: 0 for state in fleet_health.STATES}
     problems = []
     rollouts = []
     for model in view.models():
-        state, why = health(view, model)
+        judged = model_health(view, model)
+        state, why = judged.state, judged.reason
         counts[state] += 1
-        if state in ("degraded", "failing"):
-            problems.append({"model": model, "health": state, "problem": why})
+        if state in (fleet_health.DEGRADED, fleet_health.FAILING, fleet_health.UNAVAILABLE):
+            problems.append({"model": model, "health": state, "problem": why, "agent_errors": _agent_errors(judged)})
         report = fleet.modelstatus.get(model)
         if report is not None and report.rollout.phase != "stable" and model in fleet.intents:
             rollouts.append({"model": model, "phase": report.rollout.phase, "from": report.rollout.from_versions,
