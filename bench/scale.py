@@ -401,17 +401,14 @@ def etcd_size(metrics: EtcdMetrics) -> dict:
 SECTIONS = ("hosts", "assignments", "status", "models", "history", "modelstatus", "routes")
 
 
-def section_sizes(etcd: LocalEtcd, sample: int = 200) -> dict:
-    """Keys per section and mean bytes per key (key + value, from a sample), via etcdctl."""
-    import base64
-
+def section_sizes(store: EtcdStore, sample: int = 200) -> dict:
+    """Keys per section and mean bytes per key (key + value, from the first `sample` keys)."""
     sizes = {}
     for section in SECTIONS:
         prefix = f"{KS.prefix}/{section}/"
-        count = json.loads(etcd.etcdctl("get", prefix, "--prefix", "--count-only", "-w", "json").stdout).get("count", 0)
-        kvs = json.loads(etcd.etcdctl("get", prefix, "--prefix", f"--limit={sample}", "-w", "json").stdout).get("kvs", [])
-        lengths = [len(base64.b64decode(kv["key"])) + len(base64.b64decode(kv.get("value", ""))) for kv in kvs]
-        sizes[section] = {"keys": count, "bytes_per_key": round(statistics.mean(lengths)) if lengths else 0}
+        items = store.list_page(prefix, limit=sample).items
+        lengths = [len(kv.key.encode()) + len(kv.value) for kv in items]
+        sizes[section] = {"keys": store.count_prefix(prefix), "bytes_per_key": round(statistics.mean(lengths)) if lengths else 0}
     return sizes
 
 
@@ -486,9 +483,9 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                 phases["after_converge"] = {"controller": controller_usage(controller), "etcd": etcd_size(metrics)}
                 say(f"  after converging: controller {phases['after_converge']['controller']}, etcd {phases['after_converge']['etcd']}")
                 try:
-                    phases["after_converge"]["sections"] = section_sizes(etcd)
-                except (subprocess.SubprocessError, ValueError) as exc:
-                    phases["after_converge"]["sections"] = f"etcdctl failed: {exc}"
+                    phases["after_converge"]["sections"] = section_sizes(store)
+                except StoreError as exc:
+                    phases["after_converge"]["sections"] = f"failed: {exc}"
                 say(f"  keys     {phases['after_converge']['sections']}")
 
             # -- change -> ready at scale -------------------------------------------------------
