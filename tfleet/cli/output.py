@@ -82,6 +82,10 @@ def translate(exc: BaseException, path: str) -> CommandError | None:
     from tfleet.schema import SchemaError
     from tfleet.store import StoreError
 
+    if isinstance(exc, click.exceptions.Exit | click.Abort):
+        # --help, --version and ctx.exit(): click's normal ways out, not errors. They derive
+        # from RuntimeError, so they must be let through before the catch-all below.
+        return None
     if isinstance(exc, CommandError):
         error = exc
     elif isinstance(exc, click.exceptions.NoArgsIsHelpError):
@@ -102,7 +106,7 @@ def translate(exc: BaseException, path: str) -> CommandError | None:
             return None  # let the traceback through
         error = refused(f"unexpected error: {type(exc).__name__}: {exc} (set TFLEET_DEBUG=1 for the traceback)")
     else:
-        return None  # KeyboardInterrupt, SystemExit, click's Exit/Abort
+        return None  # KeyboardInterrupt, SystemExit
     error.command_path = path
     return error
 
