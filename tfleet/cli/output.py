@@ -74,7 +74,7 @@ def command_path(ctx: click.Context | None, info_name: str | None = None) -> str
     return " ".join(["tfleet", *reversed([n for n in names if n])])
 
 
-def translate(exc: BaseException, path: str) -> CommandError | None:
+def translate(exc: BaseException, path: str, ctx: click.Context | None = None) -> CommandError | None:
     """The CommandError for an exception of the core, or None to let it through."""
     # Imported here: `tfleet --help` must not pay for the etcd client.
     from tfleet.keyspace import InvalidName
@@ -94,7 +94,9 @@ def translate(exc: BaseException, path: str) -> CommandError | None:
         hint = f" (see {path} --help)" if "--help" not in exc.format_message() else ""
         error = bad_input(exc.format_message() + hint)
     elif isinstance(exc, StoreError):
-        error = CommandError(f"etcd unreachable: {exc}", EXIT_UNREACHABLE)
+        from tfleet.cli.options import unreachable_message
+
+        error = CommandError(unreachable_message(exc, ctx), EXIT_UNREACHABLE)  # names the etcd and its origin
     elif isinstance(exc, ConflictError):
         error = refused(str(exc))
     elif isinstance(exc, RegistryError | SchemaError | InvalidName):
@@ -129,7 +131,7 @@ class _Translating:
         except Exception as exc:
             if isinstance(exc, CommandError) and exc.command_path != "tfleet":
                 raise  # already translated by a subcommand
-            error = translate(exc, command_path(ctx))
+            error = translate(exc, command_path(ctx), ctx)
             if error is None or error is exc:
                 raise
             raise error from None
