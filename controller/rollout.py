@@ -190,7 +190,7 @@ def _canary_step(intent, replicas, hosts, held, target, wanted) -> Step:
             assignments[host] = intent.assignment(versions, {**stable_labels, CANARY_LABEL: newest})
         else:
             assignments[host] = intent.assignment(stable_versions, stable_labels)
-    return Step(assignments, "canary", stable_versions, target, f"canary on {', '.join(canary_hosts)}: set rollout.promote to roll out everywhere", canary_hosts)
+    return Step(assignments, "canary", stable_versions, target, f"canary on {', '.join(canary_hosts)}: run `tfleet rollout promote <model>` to roll out everywhere (or `tfleet rollout abort <model>`)", canary_hosts)
 
 
 def _versions_everywhere(replicas: Sequence[Replica]) -> set[int]:
