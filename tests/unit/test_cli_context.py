@@ -77,3 +77,35 @@ def test_remove_only_removes_its_own(context_file) -> None:
     assert json.loads(context_file.read_text())["pid"] == 111
     remove_context(111, context_file)
     assert not context_file.exists()
+
+
+@pytest.mark.parametrize("command", [["alerts", "render"], ["routes", "render", "--format", "nginx"], ["status"], ["rollout", "status", "m"]])
+def test_every_command_names_the_etcd_it_could_not_reach(context_file, command: list[str]) -> None:
+    port = free_port()
+    write_context(FleetContext(f"http://127.0.0.1:{port}", "/tfleet", os.getpid(), "/tmp/run-y"), context_file)
+    result = CliRunner().invoke(cli, [*command, "--etcd-timeout", "0.5"], prog_name="tfleet")
+    assert result.exit_code != 0
+    assert f"talked to etcd http://127.0.0.1:{port} (from context file {context_file}" in result.stderr, result.stderr
+
+
+def test_the_context_prefix_is_used_only_with_the_context_endpoints(context_file) -> None:
+    import click
+
+    from tfleet.cli.options import etcd_options, etcd_settings, fleet_prefix
+
+    write_context(FleetContext("http://127.0.0.1:1", "/devfleet", os.getpid(), "/r"), context_file)
+    seen = {}
+
+    @click.command()
+    @etcd_options
+    @click.option("--prefix", default="/tfleet")
+    def probe(prefix: str, **options) -> None:
+        settings = etcd_settings(options)
+        seen["endpoints"], seen["prefix"] = settings.endpoints, fleet_prefix(prefix)
+
+    CliRunner().invoke(probe, [], catch_exceptions=False)
+    assert seen == {"endpoints": ("http://127.0.0.1:1",), "prefix": "/devfleet"}
+    CliRunner().invoke(probe, ["--etcd", "http://127.0.0.1:2"], catch_exceptions=False)
+    assert seen["prefix"] == "/tfleet"  # another etcd: the context's prefix does not apply
+    CliRunner().invoke(probe, ["--prefix", "/mine"], catch_exceptions=False)
+    assert seen["prefix"] == "/mine"

@@ -284,7 +284,7 @@ def run_fleet(hosts: int, root: pathlib.Path, etcd_port: int, lease_ttl: int, re
                     "--http-port", str(port), "--lease-ttl", str(lease_ttl), "--etcd-timeout", etcd_timeout,
                     "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port)]
             fleet_daemons.start(Daemon(f"controller-c{index + 1}", args, logs_dir / f"controller-c{index + 1}.log"))
-        _seed(etcd, models_dir, fleet, fleet_daemons)
+        _seed(etcd, models_dir, fleet, fleet_daemons, stop)
         context_note = ""
         try:
             written = write_context(FleetContext(etcd.client_url, "/tfleet", os.getpid(), str(root)))
@@ -315,7 +315,7 @@ def run_fleet(hosts: int, root: pathlib.Path, etcd_port: int, lease_ttl: int, re
     return exit_code
 
 
-def _seed(etcd: Any, models_dir: pathlib.Path, fleet: list[HostPorts], daemons: Supervisor) -> None:
+def _seed(etcd: Any, models_dir: pathlib.Path, fleet: list[HostPorts], daemons: Supervisor, stop: threading.Event) -> None:
     """Sample assignments and intents; then, once version 1 of the canary model serves, its
     intent moves to version 2 so that a canary runs when the guide is printed."""
     from tfleet.keyspace import Keyspace
@@ -325,13 +325,17 @@ def _seed(etcd: Any, models_dir: pathlib.Path, fleet: list[HostPorts], daemons: 
         etcd.etcdctl("put", keyspace.assignment(host, model), json.dumps(value))
     for model, value in _initial_intents(models_dir).items():
         etcd.etcdctl("put", keyspace.model(model), json.dumps(value))
-    wait_for(lambda: _all_registered(etcd, keyspace, fleet) or daemons.dead() is not None, 60, "every agent to register")
+    wait_for(lambda: _all_registered(etcd, keyspace, fleet) or daemons.dead() is not None or stop.is_set(), 60, "every agent to register")
     if dead := daemons.dead():
         raise click.ClickException(f"{dead.name} exited during start; its log:\n{dead.log_tail()}")
+    replicas = min(2, len(fleet))
     try:
-        wait_for(lambda: _ready(etcd, keyspace, CANARY_MODEL, "1", 2) or daemons.dead() is not None, 60, f"{CANARY_MODEL} version 1 to serve")
+        wait_for(lambda: _ready(etcd, keyspace, CANARY_MODEL, "1", replicas) or daemons.dead() is not None or stop.is_set(), 60,
+                 f"{CANARY_MODEL} version 1 to serve")
     except TimeoutError as exc:
         click.echo(f"note: no canary of {CANARY_MODEL} ({exc})", err=True)
+        return
+    if stop.is_set():
         return
     etcd.etcdctl("put", keyspace.model(CANARY_MODEL), json.dumps(_canary_intent(models_dir, 2)))
 
