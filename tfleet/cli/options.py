@@ -180,8 +180,10 @@ class DaemonCommand(click.Command):
             if type(param) is click.Option:
                 param.__class__ = _CollectingOption  # same state, one overridden method
 
-    def _path(self, ctx: click.Context | None) -> str:
-        return " ".join(["tfleet", self.name or ""]).strip()
+    def _path(self, ctx: click.Context) -> str:
+        from tfleet.cli.output import command_path
+
+        return command_path(ctx)  # "tfleet routes render", however the root was called
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:

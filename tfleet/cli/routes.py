@@ -24,7 +24,7 @@ from typing import Any
 import click
 
 from tfleet import logs
-from tfleet.cli.options import etcd_options, etcd_settings, fleet_prefix, unreachable_message
+from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, fleet_prefix, unreachable_message
 from tfleet.keyspace import InvalidName, Keyspace, validate_name
 from tfleet.routing import Rendered, envoy_bundle, read_route_tables, render_envoy, render_nginx
 from tfleet.schema import RouteTable
@@ -252,7 +252,7 @@ def routes() -> None:
     """Where requests go: render the route tables for load balancers."""
 
 
-@routes.command("render", context_settings={"show_default": True})
+@routes.command("render", cls=DaemonCommand, context_settings={"show_default": True})
 @click.option("--format", "fmt", required=True, type=click.Choice(FORMATS), envvar="TFLEET_ROUTES_FORMAT", show_envvar=True,
               help="nginx: one include file of upstreams; envoy: one ClusterLoadAssignment file per cluster.")
 @click.option("--model", "models", multiple=True, envvar="TFLEET_ROUTES_MODELS", show_envvar=True,
