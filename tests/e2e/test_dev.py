@@ -151,6 +151,14 @@ def test_second_fleet_never_breaks_the_first_and_a_dead_daemon_stays_down(tmp_pa
         assert fleet.proc.poll() is None
         assert re.search(rf"controller-{leader}\s+\d+\s+down", fleet.tfleet("dev", "ps").stdout)
 
+        # the host-loss drill: h2's agent and TF Serving die, its host key expires, the fleet runs on
+        killed = fleet.tfleet("dev", "kill-host", "h2").stdout
+        assert "killed agent-h2" in killed and "killed tfs-h2" in killed
+        wait_until(lambda: "/tfleet/hosts/h2" not in fleet.etcdctl("get", "--prefix", "--keys-only", "/tfleet/hosts/"), TTL + 10,
+                   message="h2's host key expired")
+        wait_until(lambda: "agent-h2 exited" in fleet.out() and "tfs-h2 exited" in fleet.out(), 10, message="both reported")
+        assert fleet.proc.poll() is None
+
         # losing etcd: the fleet cannot be kept up, so the command ends with exit code 1
         os.kill(fleet.pid("etcd"), signal.SIGKILL)
         assert fleet.proc.wait(60) == 1, fleet.out()
