@@ -49,7 +49,8 @@ class Controller:
         self.keyspace = Keyspace(settings.prefix)
         self.store = store or EtcdStore(settings.etcd)
         self.metrics = metrics or ControllerMetrics()
-        self.log = logs.get("controller", id=settings.id)
+        # etcd-outage retries: warning, rate-limited (tfleet/logs.py OutageLog)
+        self.log = logs.OutageLog(logs.get("controller", id=settings.id), logs.CONTROLLER_OUTAGE_EVENTS)
         self._clock = clock
         self._wake = threading.Event()
         self._stop = threading.Event()

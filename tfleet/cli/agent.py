@@ -8,10 +8,10 @@ import click
 from pydantic import ValidationError
 
 from tfleet import logs
-from tfleet.cli.options import etcd_options, etcd_settings, parse_labels, settings_error
+from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, parse_labels, settings_error
 
 
-@click.command("agent", context_settings={"show_default": True})
+@click.command("agent", cls=DaemonCommand, context_settings={"show_default": True})
 @click.option("--host", required=True, envvar="TFLEET_HOST", show_envvar=True, help="This serving host's name in the fleet.")
 @etcd_options
 @click.option("--tfs-grpc", required=True, envvar="TFLEET_TFS_GRPC", show_envvar=True, help="TF Serving gRPC address, HOST:PORT.")
@@ -37,7 +37,7 @@ def agent(**options) -> None:
     from tfleet.agent.settings import AgentSettings
 
     log_level = options.pop("log_level")
-    etcd = etcd_settings(options)
+    etcd = etcd_settings(options, use_context=False)
     options["labels"] = parse_labels(options.pop("labels"))
     values = {key: value for key, value in options.items() if value is not None}
     try:

@@ -8,10 +8,10 @@ import click
 from pydantic import ValidationError
 
 from tfleet import logs
-from tfleet.cli.options import etcd_options, etcd_settings, settings_error
+from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, settings_error
 
 
-@click.command("controller", context_settings={"show_default": True})
+@click.command("controller", cls=DaemonCommand, context_settings={"show_default": True})
 @click.option("--id", "id", required=True, envvar="TFLEET_CONTROLLER_ID", show_envvar=True, help="This controller's name (unique per controller).")
 @etcd_options
 @click.option("--http-port", required=True, type=int, envvar="TFLEET_HTTP_PORT", show_envvar=True, help="Port of /metrics, /healthz, /readyz.")
@@ -30,7 +30,7 @@ def controller(**options) -> None:
     from tfleet.controller.settings import ControllerSettings
 
     log_level = options.pop("log_level")
-    etcd = etcd_settings(options)
+    etcd = etcd_settings(options, use_context=False)
     try:
         settings = ControllerSettings(etcd=etcd, **{k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:

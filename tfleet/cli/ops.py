@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from tfleet.cli.options import etcd_options, etcd_settings
+from tfleet.cli.options import etcd_options, etcd_settings, fleet_prefix
 from tfleet.cli.output import (
     EXIT_BAD_INPUT,
     CommandError,
@@ -152,8 +152,8 @@ def fleet_command(function: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(function)
     def run(**options: Any) -> Any:
-        prefix = options.pop("prefix").rstrip("/") or "/"
         settings = etcd_settings(options)
+        prefix = fleet_prefix(options.pop("prefix")).rstrip("/") or "/"
         ops = Ops(settings, prefix)
         try:
             return function(ops, **options)
