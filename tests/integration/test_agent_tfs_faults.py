@@ -260,3 +260,63 @@ def test_stray_status_key_for_a_model_the_host_does_not_have_is_removed(fleet, a
     fleet.store.put(stray, b'{"assignment_revision": 1, "versions": {"1": {"state": "AVAILABLE"}}, "updated_at": "2026-01-01T00:00:00Z"}')
     wait_until(lambda: fleet.store.get(stray) is None, 5, message="stray status key deleted")
     assert fleet.status("h1", "m").versions["1"].state == "AVAILABLE"
+
+
+# -- the controller's side: routes drop the host, replicas move after the grace -------------------
+
+
+@pytest.fixture
+def cfleet(store, prefix, etcd_server, sim_factory, tmp_path):
+    from tests.integration.controller_harness import ControlledFleet, add_host, start_controller
+
+    fleet = ControlledFleet(store, prefix)
+    fleet.add = lambda name, **kw: add_host(fleet, name, sim_factory, etcd_server.client_url, prefix, tmp_path, **{**PROBE, **kw})
+    controllers = []
+    fleet.start_controller = lambda **kw: controllers.append(start_controller("c1", etcd_server.client_url, prefix, **kw)) or controllers[-1]
+    yield fleet
+    for sim in fleet.sims.values():
+        sim.faults.thaw()
+    for c in controllers:
+        if c.thread.is_alive():
+            c.stop()
+    for agent in fleet.agents.values():
+        if agent.thread.is_alive():
+            agent.stop()
+
+
+def test_hung_host_leaves_routes_then_loses_its_replica_after_the_grace_then_recovers(cfleet, models_dir) -> None:
+    from tfleet.schema import RouteTable
+
+    grace = 4.0
+    # h1 offers more memory, so the first replica lands there (placement rule 7)
+    cfleet.add("h1", memory_mb=2048)
+    cfleet.add("h2")
+    make_model(models_dir, "m", [1])
+    cfleet.start_controller(tfs_unresponsive_grace=grace)
+    cfleet.declare("m", {"base_path": str(models_dir / "m"), "model_version_policy": {"specific": {"versions": [1]}}, "replicas": 1, "memory_mb": 100})
+    cfleet.wait_ready("m", 1, 1)
+    assert cfleet.replica_hosts("m") == {"h1"}
+
+    def endpoints() -> set[str]:
+        kv = cfleet.store.get(cfleet.keyspace.routes("m"))
+        return {e.host for e in schema.parse(RouteTable, kv.value, kv.key).endpoints} if kv else set()
+
+    wait_until(lambda: endpoints() == {"h1"}, 15, message="h1 in the routes")
+    cfleet.sims["h1"].faults.freeze()
+    frozen = time.monotonic()
+    wait_until(lambda: endpoints() == set(), 15, message="hung h1 dropped from the routes")
+    # before the grace ends nothing moves
+    assert cfleet.replica_hosts("m") == {"h1"} or time.monotonic() - frozen >= grace
+    # after the grace a replacement is placed on h2 and becomes ready; only then h1's goes
+    wait_until(lambda: cfleet.available_hosts("m", 1) == {"h2"} and cfleet.replica_hosts("m") == {"h2"}, 30, message=f"replica moved to h2 (holders {cfleet.replica_hosts('m')})")
+    assert time.monotonic() - frozen >= grace
+    wait_until(lambda: endpoints() == {"h2"}, 15, message="h2 in the routes")
+
+    cfleet.sims["h1"].faults.thaw()
+    wait_until(lambda: host_record(cfleet, "h1")[0] is not None and host_record(cfleet, "h1")[0].tfs_unresponsive_since is None, 15, message="h1 answers again")
+    wait_until(lambda: readyz(cfleet.agents["h1"])[0] == 200, 15, message="h1 ready again")
+    # stability: the replica stays on h2; h1 is a normal host again and takes new replicas
+    make_model(models_dir, "n", [1])
+    cfleet.declare("n", {"base_path": str(models_dir / "n"), "model_version_policy": {"specific": {"versions": [1]}}, "replicas": 2, "memory_mb": 100})
+    cfleet.wait_ready("n", 1, 2)
+    assert cfleet.replica_hosts("m") == {"h2"} and cfleet.replica_hosts("n") == {"h1", "h2"}
