@@ -153,6 +153,10 @@ class Agent:
                 continue
             full = self._full.is_set()
             self._full.clear()
+            if full:
+                self.lease.verify()
+                if self.lease.rewrite_due:
+                    self.lease.rewrite()
             outcome = self.reconciler.reconcile(full=full)
             self._ensure_watch()
             requeue = outcome.requeue_after
@@ -178,11 +182,12 @@ class Agent:
                 on_reset=self._on_status_reset,
                 on_error=self._on_watch_error,
             )
-        if self._host_watch is None:
-            # ... and its host record: rewritten under the lease by the loop.
+        if self._host_watch is None and self.lease.written_revision:
+            # ... and its host record: rewritten under the lease by the loop. Watched from
+            # the agent's own registration on, so no change after it is missed.
             self._host_watch = self.store.watch_prefix(
                 self.lease.key,
-                start,
+                self.lease.written_revision + 1,
                 on_events=self._on_host_events,
                 on_reset=self._on_host_reset,
                 on_error=self._on_watch_error,

@@ -143,6 +143,29 @@ class HostLease:
         self._log.warning("host_key_changed_by_another_writer", key=self._key, change=foreign[-1].kind, revision=foreign[-1].mod_revision, action="writing it again under the lease")
         return True
 
+    @property
+    def written_revision(self) -> int:
+        """Revision of this agent's last write of the host key (0: none yet)."""
+        return self._written_rev
+
+    def verify(self) -> None:
+        """The safety net of the watch (one key read, on full passes): rewrite the record if
+        the key is not the agent's last write under its lease. Never raises."""
+        lease = self._lease_id
+        if lease is None:
+            return
+        try:
+            kv = self._store.get(self._key)
+        except StoreError:
+            return  # the renewal reports etcd trouble
+        if kv is None or kv.lease != lease or kv.mod_revision != self._written_rev:
+            with self._lock:
+                if self._lease_id != lease:
+                    return
+                self._rewrite_due = True
+            self._metrics.foreign_key_writes.labels("host").inc()
+            self._log.warning("host_key_changed_by_another_writer", key=self._key, change="found on a full pass", action="writing it again under the lease")
+
     def request_rewrite(self) -> None:
         """The host key's watch lost its history: write the record again to be sure."""
         self._rewrite_due = True

@@ -139,6 +139,7 @@ def test_restart_empty_with_labels_serves_everything_again_and_status_never_lies
                     else:
                         lying_since.pop(key, None)
             time.sleep(0.05)
+        print(f"restart: served again with labels after {time.monotonic() - restarted:.2f} s; longest false AVAILABLE {worst:.2f} s")
         # one probe interval, plus the pass that follows it, on a busy machine
         assert worst <= PROBE["tfs_probe_interval"] + 1.5, f"a status claimed AVAILABLE for {worst:.2f} s while TF Serving did not serve the version"
         assert running.counter("tfleet_agent_reload_duration_seconds_count", result="rejected") == 0, "a reload was refused: labels were sent before their versions were AVAILABLE"
