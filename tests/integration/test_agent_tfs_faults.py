@@ -8,6 +8,7 @@ docs/operations.md ("What the agent does when things break").
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +16,7 @@ import urllib.request
 import pytest
 
 from tests.helpers import wait_until
-from tests.integration.agent_harness import Fleet, start_agent
+from tests.integration.agent_harness import TEST_TIMINGS, Fleet, start_agent
 from tfleet import schema
 from tfleet.schema import HostRecord
 from tfleet.sim.fixtures import make_model
@@ -321,3 +322,62 @@ def test_hung_host_leaves_routes_then_loses_its_replica_after_the_grace_then_rec
     cfleet.declare("n", {"base_path": str(models_dir / "n"), "model_version_policy": {"specific": {"versions": [1]}}, "replicas": 2, "memory_mb": 100})
     cfleet.wait_ready("n", 1, 2)
     assert cfleet.replica_hosts("m") == {"h2"} and cfleet.replica_hosts("n") == {"h1", "h2"}
+
+
+# -- a reload refused because of a label -----------------------------------------------------------
+
+
+class StaleStatusTfs:
+    """A real TfsClient whose GetModelStatus claims version `version` of `model` AVAILABLE while
+    TF Serving is still loading it: the agent then sends a label TF Serving refuses, as after
+    any stale observation (the situation of issue 2)."""
+
+    def __init__(self, address: str, model: str, version: int) -> None:
+        self._real = TfsClient(address)
+        self._model, self._version = model, version
+
+    def get_model_status(self, name: str, timeout: float):
+        from tfleet.tfs.types import VersionState, VersionStatus
+
+        versions = self._real.get_model_status(name, timeout)
+        if name != self._model or versions is None:
+            return versions
+        return [VersionStatus(v.version, VersionState.AVAILABLE) if v.version == self._version and v.state in (VersionState.START, VersionState.LOADING) else v for v in versions]
+
+    def reload_config(self, models, timeout: float) -> None:
+        self._real.reload_config(models, timeout)
+
+    def close(self) -> None:
+        self._real.close()
+
+
+def test_refused_label_does_not_hold_the_rest_of_the_list_hostage(fleet, sim_factory, models_dir, tmp_path, etcd_server, prefix) -> None:
+    from tfleet.agent.app import Agent
+    from tfleet.agent.settings import AgentSettings
+    from tfleet.sim.fixtures import write_version
+    from tfleet.store import EtcdSettings
+
+    server = sim_factory(num_load_threads=2)
+    make_model(models_dir, "m", [1])
+    write_version(models_dir / "m", 2, load_seconds=8.0)
+    make_model(models_dir, "o", [1])
+    settings = AgentSettings(
+        host="h1", etcd=EtcdSettings(endpoints=(etcd_server.client_url,), call_timeout=0.5), tfs_grpc=server.grpc_address,
+        tfs_rest=server.rest_address, http_host="127.0.0.1", http_port=0, prefix=prefix.rstrip("/"), state_dir=tmp_path / "state",
+        **{"memory_mb": 1024, **TEST_TIMINGS, **PROBE},
+    )
+    agent = Agent(settings, tfs=StaleStatusTfs(server.grpc_address, "m", 2))
+    thread = threading.Thread(target=agent.run, name="agent-h1-stale", daemon=True)
+    thread.start()
+    try:
+        fleet.assign("h1", "m", labelled(models_dir, "m"))
+        wait_until(lambda: (agent.metrics.registry.get_sample_value("tfleet_agent_reload_duration_seconds_count", {"result": "rejected"}) or 0) >= 1, 10, message="TF Serving refused the label")
+        assigned = time.monotonic()
+        fleet.assign("h1", "o", {"base_path": str(models_dir / "o")})
+        fleet.wait_available("h1", "o", {1}, timeout=6)  # not after m's version 2 (8 s) or a 60 s backoff
+        assert time.monotonic() - assigned < 6
+        wait_until(lambda: all_labelled_available(fleet, ["m"]), 30, message="m labelled once version 2 loaded")
+        assert server.core.label_version("m", "canary") == 2
+    finally:
+        agent.stop()
+        thread.join(10)
