@@ -60,7 +60,7 @@ PROBE_NOTHING = "tfleet-probe"
 
 @dataclass(frozen=True)
 class Outcome:
-    result: str  # ok | pending | etcd_unavailable | tfs_unavailable | reload_failed
+    result: str  # ok | pending | etcd_unavailable | tfs_unavailable | tfs_unresponsive | reload_failed
     requeue_after: float | None  # None: wait for the next watch event or resync
 
 
@@ -115,13 +115,13 @@ class Reconciler:
         self._tfs_failures = 0
         self.unresponsive_since: dt.datetime | None = None
         self.unresponsive_reason = ""
-        self.foreign_writes = 0
         self._reload_errors: dict[str, str] = {}
         self._unsettled: set[str] = set()
         self._pending_since: dict[str, tuple[int, float]] = {}
         self._bad_keys_logged: set[tuple[str, int]] = set()
-        self._strays: set[str] = set()
-        self._last_rejection: TfsError | None = None  # status keys somebody else created: deleted by the next pass
+        self._strays: set[str] = set()  # status keys somebody else created: deleted by the next pass
+        self._last_rejection: TfsError | None = None  # the error of the last refused reload
+        self._tfs_forgot = False  # set by _observe: a model TF Serving knew answered NOT_FOUND
         self._reload_retry_at = 0.0
         self._reload_failures = 0
         self._need_sweep = True
@@ -166,7 +166,6 @@ class Reconciler:
                 self._written.pop(name, None)
                 foreign.append(name)
         if foreign:
-            self.foreign_writes += len(foreign)
             self._metrics.foreign_key_writes.labels("status").inc(len(foreign))
             self._log.warning("status_key_changed_by_another_writer", models=sorted(foreign)[:10], count=len(foreign), action="writing it again")
         return bool(foreign)
@@ -196,6 +195,7 @@ class Reconciler:
         self.last_revision = snapshot.revision
         models, dirty = self._read(snapshot, full)
         sweep = self._sweep_due(full)
+        self._tfs_forgot = False
         if self._labels_refused and self._clock() >= self._labels_refused_until:
             self._labels_refused = frozenset()
         try:
@@ -204,12 +204,13 @@ class Reconciler:
                 self._last_sweep = self._clock()
             else:
                 self._observe(dirty | self._unsettled | (self._probe() if full else set()))
-                if self._lost_models():
+                if self._tfs_forgot:
                     # TF Serving forgot a model it was given: it restarted empty, so every
                     # cached status is stale. Look at all of them now, before planning, so
                     # that no label is sent for a version it no longer serves and no status
                     # keeps claiming AVAILABLE.
                     sweep = True
+                    self._log.warning("tfs_lost_models", action="TF Serving restarted empty: looking at every model, sending the list again")
                     self._observe(set(models) | set(self._applied))
                     self._last_sweep = self._clock()
             current, reloads = self._plan_and_reload(models)
@@ -248,9 +249,6 @@ class Reconciler:
         )
         return Outcome(result, requeue)
 
-    def _lost_models(self) -> bool:
-        return any(self._served.get(name, ()) is None for name in self._applied)
-
     # -- TF Serving's health -----------------------------------------------------------------
     def probe(self) -> bool:
         """Between passes: ask TF Serving about one model it was given. True when a pass is
@@ -275,8 +273,8 @@ class Reconciler:
         if name not in self._applied:
             return False
         observed = tuple(versions) if versions is not None else None
-        if observed is None:
-            self._need_sweep = True
+        if observed is None and self._served.get(name) is not None:
+            self._need_sweep = True  # it knew the model and forgot it: it restarted empty
             self._log.warning("tfs_lost_models", model=name, action="TF Serving restarted empty: sending the list again")
         return observed != self._served.get(name)
 
@@ -375,6 +373,11 @@ class Reconciler:
             except TfsError as exc:
                 self._log.info("model_status_failed", model=name, error=exc.message)
                 continue
+            if versions is None and name in self._applied and self._served.get(name) is not None:
+                # TF Serving knew this model and forgot it: it restarted with an empty list.
+                # (A model it was just given may be NOT_FOUND until its first file-system
+                # scan; that is not a restart, hence "knew".)
+                self._tfs_forgot = True
             self._served[name] = tuple(versions) if versions is not None else None
 
     # -- step 3: plan and reload -----------------------------------------------------------------
