@@ -70,6 +70,7 @@ class Controller:
         self.reconciler = ControllerReconciler(
             store=self.store, keyspace=self.keyspace, election=self.election, registry=self.registry,
             metrics=self.metrics, log=self.log, clock=clock,
+            tfs_unresponsive_grace=settings.tfs_unresponsive_grace,
         )
         self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
         self._loop_beat = clock()

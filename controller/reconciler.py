@@ -20,6 +20,7 @@ from tfleet.controller import planner
 from tfleet.controller.election import NotLeader
 from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.incremental import IncrementalPlanner
+from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE
 from tfleet.controller.schedules import ScheduleRunner
 from tfleet.controller.snapshot import FleetSnapshot, SnapshotReader
 from tfleet.keyspace import Keyspace
@@ -51,6 +52,7 @@ class ControllerReconciler:
         log,
         now: Callable = schema.utc_now,
         clock: Callable[[], float] = time.monotonic,
+        tfs_unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE,
     ) -> None:
         self._store = store
         self._ks = keyspace
@@ -64,7 +66,7 @@ class ControllerReconciler:
         self._recorded: dict[str, int] = {}
         self._schedules = ScheduleRunner(store=store, keyspace=keyspace, registry=registry, election=election, log=log, now=now)
         self._reader = SnapshotReader(keyspace)
-        self._planner = IncrementalPlanner()
+        self._planner = IncrementalPlanner(tfs_unresponsive_grace)
         self._last_full_plan = float("-inf")
         self._was_leader = False
         self.last_snapshot: FleetSnapshot | None = None

@@ -136,6 +136,9 @@ class HostRecord(_DaemonRecord):
     started_at: dt.datetime
     # Where the agent serves /metrics, /healthz, /readyz (for Prometheus service discovery).
     metrics_address: str | None = None
+    # Since when TF Serving on this host does not answer (unreachable, or hung: probes past
+    # their deadline); null while it serves. The controller moves replicas away after a grace.
+    tfs_unresponsive_since: dt.datetime | None = None
 
 
 class VersionReport(_DaemonRecord):
