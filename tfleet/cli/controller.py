@@ -23,6 +23,8 @@ from tfleet.cli.options import etcd_options, etcd_settings, settings_error
 @click.option("--dashboard-port", type=int, envvar="TFLEET_DASHBOARD_PORT", show_envvar=True,
               help="Port of the read-only web dashboard (0: any free port)  [default: no dashboard]")
 @click.option("--dashboard-host", default="0.0.0.0", envvar="TFLEET_DASHBOARD_HOST", show_envvar=True, help="Address the dashboard listens on.")
+@click.option("--history-keep", default=100, type=int, envvar="TFLEET_HISTORY_KEEP", show_envvar=True,
+              help="History entries kept per model (the newest); older ones are pruned as new ones are written.")
 @click.option("--log-level", default="info", type=click.Choice(logs.LEVELS), envvar="TFLEET_LOG_LEVEL", show_envvar=True)
 def controller(**options) -> None:
     """Turn model intents into per-host assignments; one controller leads, the others stand by."""
