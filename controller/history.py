@@ -127,14 +127,16 @@ def plan_batch(
     """
     batch = Batch(cursor=cursor)
     touched: dict[str, int] = {}  # model -> newest sequence numbered in this batch
+    prune_slots = 0
     index = 0
     while index < len(changes):
         change = changes[index]
         state = states.get(change.model)
         if state is None:
             break  # the caller loads states for the head of the queue only
-        new_model = change.model not in touched
-        ops_if_added = len(batch.entries) + 1 + len(touched) + (1 if new_model else 0) + 1
+        # a model touched first costs a prune slot too, when this batch could push it past keep
+        prune_slot = change.model not in touched and state.next_sequence + MAX_ENTRIES_PER_TXN - keep > state.pruned_below
+        ops_if_added = len(batch.entries) + 1 + prune_slots + (1 if prune_slot else 0) + 1
         if len(batch.entries) >= MAX_ENTRIES_PER_TXN or ops_if_added > MAX_OPS_PER_TXN:
             break
         index += 1
@@ -154,6 +156,8 @@ def plan_batch(
         batch.entries.append((key, entry))
         state.remember(change.revision, entry.action, entry.new)
         state.next_sequence += 1
+        if prune_slot:
+            prune_slots += 1
         touched[change.model] = entry.sequence
         if change.gap is not None:
             batch.gaps += 1
