@@ -41,7 +41,7 @@ from tfleet.controller.election import NotLeader
 from tfleet.keyspace import InvalidName, Keyspace
 from tfleet.registry import Registry, RegistryError, normal_form
 from tfleet.schema import HistoryCursor, HistoryEntry, HistoryGap, RevisionSpan, SchemaError
-from tfleet.store import Backoff, Compare, Delete, Put, Snapshot, StoreError, WatchEvent
+from tfleet.store import Backoff, Compare, Delete, Put, Snapshot, WatchEvent
 
 # etcd refuses a transaction with more than --max-txn-ops (128 by default) operations in one
 # branch or more compares: entries + prune deletes + the cursor stay below both.
@@ -370,6 +370,7 @@ class HistoryRecorder:
                 self._flush(changes)
         finally:
             watch.cancel()
+            self._metrics.history_lag.set(0)  # a standby records nothing: no lag to report
 
     def _take(self, inbox: queue.SimpleQueue[object]) -> list[object]:
         """The next round of watch deliveries: wait a little for the first, then take what

@@ -45,7 +45,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -325,18 +325,11 @@ class Registry:
     def newest(self, model: str, *, limit: int | None = None, before: int | None = None) -> Iterable[tuple[int, HistoryEntry]]:
         """(sequence, entry) newest first, read page by page only as far as the caller
         iterates; ``revision`` is filled in for entries written with their change."""
-        start, end = self._history_range(model, None, before)
-        left = limit
-        while left is None or left > 0:
-            page = HISTORY_PAGE if left is None else min(HISTORY_PAGE, left)
-            kvs = _range(self._store, start, end, limit=page, descending=True)
-            for kv in kvs:
-                yield self._keys.history_sequence(kv.key, model), self._entry_of(kv)
-            if len(kvs) < page:
-                return
-            if left is not None:
-                left -= len(kvs)
-            end = kvs[-1].key
+        page = min(limit, HISTORY_PAGE) if limit is not None else HISTORY_PAGE
+        for count, (sequence, kv) in enumerate(self._scan(model, descending=True, before=before, page=page), start=1):
+            yield sequence, self._entry_of(kv)
+            if limit is not None and count >= limit:
+                return  # before the scan asks etcd for another page
 
     def entry(self, model: str, sequence: int) -> HistoryEntry:
         """History entry ``sequence`` (one key read); a RegistryError that says which entries
@@ -361,12 +354,11 @@ class Registry:
 
     def history_bounds(self, model: str) -> tuple[int, int] | None:
         """(oldest, newest) sequence numbers kept for the model, or None: two one-key reads."""
-        start, end = self._history_range(model, None, None)
-        newest = _range(self._store, start, end, limit=1, descending=True)
-        oldest = _range(self._store, start, end, limit=1, descending=False)
-        if not newest or not oldest:
+        newest = next(self._scan(model, descending=True, page=1), None)
+        oldest = next(self._scan(model, descending=False, page=1), None)
+        if newest is None or oldest is None:
             return None
-        return self._keys.history_sequence(oldest[0].key, model), self._keys.history_sequence(newest[0].key, model)
+        return oldest[0], newest[0]
 
     def last_valid_intent(self, model: str, *, max_entries: int = 50, page: int = 5) -> ModelIntent | None:
         """The newest valid intent recorded in the model's history, reading ``page`` entries
@@ -571,15 +563,34 @@ class Registry:
 
     def _newest_with_revision(self, model: str) -> tuple[int, int | None]:
         """(highest sequence, the revision its entry records or None if unreadable); (0, None)."""
-        start, end = self._history_range(model, None, None)
-        newest = _range(self._store, start, end, limit=1, descending=True)
-        if not newest:
+        newest = next(self._scan(model, descending=True, page=1), None)
+        if newest is None:
             return 0, None
         try:
-            revision = self._entry_of(newest[0]).revision
+            revision = self._entry_of(newest[1]).revision
         except RegistryError:
             revision = None
-        return self._keys.history_sequence(newest[0].key, model), revision
+        return newest[0], revision
+
+    def _scan(self, model: str, *, descending: bool, before: int | None = None, page: int = HISTORY_PAGE) -> Iterator[tuple[int, KeyValue]]:
+        """(sequence, key) of the model's history keys, newest (or oldest) first, ``page`` keys
+        per etcd request, fetched only as far as the caller iterates. A key in the range that
+        is not a 12-digit sequence (written by hand) is skipped with a warning."""
+        start, end = self._history_range(model, None, before)
+        while True:
+            kvs = _range(self._store, start, end, limit=page, descending=descending)
+            for kv in kvs:
+                try:
+                    yield self._keys.history_sequence(kv.key, model), kv
+                except InvalidName as exc:
+                    self._log.warning("history_key_ignored", key=kv.key, error=str(exc))
+            if len(kvs) < page:
+                return
+            page = HISTORY_PAGE
+            if descending:
+                end = kvs[-1].key
+            else:
+                start = kvs[-1].key + "\0"
 
     def _await_recorder(self, model: str, revision: int) -> None:
         """Give the controller's recorder a moment to record an etcdctl change of the model

@@ -343,3 +343,13 @@ def test_invalid_model_names_are_registry_errors(registry: Registry) -> None:
     ):
         with pytest.raises(RegistryError):
             call()
+
+
+def test_hand_written_keys_under_a_history_do_not_stop_reads_or_writes(registry: Registry, store: EtcdStore, keys: Keyspace) -> None:
+    for replicas in (1, 2):
+        registry.apply_intent("resnet", intent(replicas), author="alice")
+    store.put(keys.history_prefix("resnet") + "5", b"short key")  # sorts after every 12-digit key
+    store.put(keys.history_prefix("resnet") + "0x", b"not a number")
+    registry.apply_intent("resnet", intent(3), author="alice")
+    assert [e.sequence for e in registry.history("resnet")] == [1, 2, 3]
+    assert registry.history_bounds("resnet") == (1, 3)
