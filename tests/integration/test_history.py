@@ -147,7 +147,10 @@ def test_edits_while_no_controller_leads_are_replayed(store: EtcdStore, controll
     assert second.leads
 
 
-def test_leader_failover_mid_stream_loses_and_duplicates_nothing(store: EtcdStore, controllers: Any) -> None:
+@pytest.mark.parametrize("how", ["resign", "leader_key_deleted"])
+def test_leader_failover_mid_stream_loses_and_duplicates_nothing(store: EtcdStore, controllers: Any, how: str) -> None:
+    """resign: the leader stops cleanly; leader_key_deleted: its term ends under it (as when its
+    lease expires), so its next fenced transaction fails and whoever wins next continues."""
     first = controllers("c1", keep=1000)
     wait_until(lambda: first.leads, 15, message="c1 did not lead")
     second = controllers("c2", keep=1000)
@@ -162,10 +165,13 @@ def test_leader_failover_mid_stream_loses_and_duplicates_nothing(store: EtcdStor
     writer = threading.Thread(target=edit)
     writer.start()
     wait_until(lambda: recorded_up_to(store, revisions[10] if len(revisions) > 10 else 10**9), 30, message="nothing recorded")
-    first.stop()  # resigns: c2 takes over while the edits go on
+    if how == "resign":
+        first.stop()  # c2 takes over while the edits go on
+    else:
+        store.delete(KEYS.leader())  # c1's fence no longer holds; c1 or c2 wins the next campaign
     writer.join(60)
-    wait_until(lambda: second.leads, 15, message="c2 did not take over")
-    wait_until(lambda: recorded_up_to(store, revisions[-1]), 60, message="c2 did not catch up")
+    wait_until(lambda: second.leads or first.leads, 15, message="nobody took over")
+    wait_until(lambda: recorded_up_to(store, revisions[-1]), 60, message="the new leader did not catch up")
     found = entries(store)
     assert [e.revision for e in found] == revisions
     assert [e.sequence for e in found] == list(range(1, 601))
