@@ -414,6 +414,11 @@ class HistoryRecorder:
     def _gap(self, snapshot: Snapshot) -> None:
         cursor = self.cursor or 0
         changes = gap_changes(snapshot, self._ks, cursor)
+        if cursor == 0:
+            # The first recorder ever on an etcd that has compacted (an upgrade: the history so
+            # far was written by the CLI and by older controllers from their snapshots). A model
+            # whose newest entry already records its current revision needs no gap entry.
+            changes = [c for c in changes if c.revision not in self._states_for([c])[c.model].known]
         span = RevisionSpan(first=cursor + 1, last=snapshot.revision)
         self._last_gap = HistoryGap(revisions=span, at=self._now(), models=len({c.model for c in changes}))
         self._log.warning(

@@ -257,3 +257,16 @@ def test_a_cli_write_reads_no_whole_history(etcd: Any, store: EtcdStore) -> None
         assert counting.keys_read <= 15, f"history/rollback/diff read {counting.keys_read} keys"
     finally:
         counting.close()
+
+
+def test_first_recorder_on_a_compacted_etcd_adds_gaps_only_where_the_history_lacks_the_current_value(store: EtcdStore, controllers: Any) -> None:
+    """An upgrade: no cursor yet, etcd compacted, histories written by the CLI so far."""
+    registry = Registry(store, KEYS, recorder_wait=0)
+    registry.apply_intent("recorded", ModelIntent(base_path="/models/recorded"), author="alice")
+    unrecorded = store.put(KEYS.model("etcdctl"), value(1, "etcdctl"))
+    store.compact(unrecorded)
+    controllers()
+    wait_until(lambda: cursor(store) is not None, 30, message="the recorder did not start")
+    assert [e.action for e in entries(store, "recorded")] == ["create"]
+    [gap] = entries(store, "etcdctl")
+    assert (gap.action, gap.revision, gap.revisions.first) == ("gap", unrecorded, 1)  # type: ignore[union-attr]
