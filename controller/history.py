@@ -333,6 +333,7 @@ class HistoryRecorder:
                 self._log.info("history_recorder", result="lost_leadership", reason=exc.reason)
             except _TermEnded as exc:
                 self._log.warning("history_recorder", result="restarted", reason=str(exc))
+                self._stop.wait(self._idle_wait)
             except Exception as exc:  # supervised: report, count, back off, go on
                 failures += 1
                 self._metrics.history_errors.inc()
@@ -344,7 +345,7 @@ class HistoryRecorder:
         self._election.fence()  # NotLeader when the term is already over
         head = self._read_cursor()
         self._states.clear()
-        self._newest_seen = max(head, self.cursor or 0)
+        self._newest_seen = self.cursor or 0  # lag counts changes of models/ seen, not other keys
         self._update_lag()
         inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
         watch = self._store.watch_prefix(
