@@ -649,7 +649,9 @@ class Registry:
             )
             entry_key = self._keys.history(model, sequence)
             change: Put | Delete = Delete(key) if intent is None else Put(key, encode(intent))
-            prune = self.prune_op(model, sequence, keep if keep is not None else (keep := self.retention()))
+            if keep is None:
+                keep = self.retention()  # once per write: what the leading controller publishes
+            prune = self.prune_op(model, sequence, keep)
             result = self._store.txn(
                 [Compare(key, "mod", "==", wanted), Compare(entry_key, "version", "==", 0)],
                 [change, Put(entry_key, encode(entry)), *([prune] if prune is not None else [])],
