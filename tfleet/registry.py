@@ -716,10 +716,13 @@ def _range(store: Any, start: str, end: str, *, limit: int, descending: bool) ->
     swapping it is a change to this function alone.
     """
 
-    def send(client: Any) -> Any:
+    def send(client: Any, *_timeout: Any) -> Any:
         return client.get_range_response(
             _key_bytes(start), _key_bytes(end), sort_order="descend" if descending else "ascend", sort_target="key", limit=limit,
         )
 
-    response = store._call(f"range {start!r}..{end!r} limit {limit}", send)
+    # The store with last_key (paginated reads, branch "store") asks its callers whether a
+    # call may be retried on another member; a range read may.
+    extra = {"idempotent": True} if hasattr(store, "last_key") else {}
+    response = store._call(f"range {start!r}..{end!r} limit {limit}", send, **extra)
     return [_key_value(kv) for kv in response.kvs]

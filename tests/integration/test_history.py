@@ -230,8 +230,8 @@ class CountingStore(EtcdStore):
 
     keys_read = 0
 
-    def _call(self, what: str, action: Any) -> Any:
-        response = super()._call(what, action)
+    def _call(self, what: str, action: Any, **options: Any) -> Any:
+        response = super()._call(what, action, **options)
         kvs = getattr(response, "kvs", None)
         if kvs is not None:
             self.keys_read += len(kvs)
