@@ -298,7 +298,8 @@ class Registry:
         else:
             target = self.entry(model, to_sequence)
         if target.new is None:
-            raise RegistryError(f"history entry {target.sequence} of model {model} records a delete; pick an entry that holds an intent")
+            what = {"delete": "records a delete", "gap": "is a gap after which the model had no intent"}.get(target.action, "holds no intent")
+            raise RegistryError(f"history entry {target.sequence} of model {model} {what}; pick an entry that holds an intent")
         try:
             intent = ModelIntent.model_validate(target.new)
         except ValidationError as exc:
