@@ -420,6 +420,7 @@ class HistoryRecorder:
             # far was written by the CLI and by older controllers from their snapshots). A model
             # whose newest entry already records its current revision needs no gap entry.
             changes = [c for c in changes if c.revision not in self._states_for([c])[c.model].known]
+        changes += self._deleted_in_gap(snapshot, cursor)
         span = RevisionSpan(first=cursor + 1, last=snapshot.revision)
         self._last_gap = HistoryGap(revisions=span, at=self._now(), models=len({c.model for c in changes}))
         self._log.warning(
@@ -431,6 +432,23 @@ class HistoryRecorder:
             self._flush(changes)
         if (self.cursor or 0) < snapshot.revision:
             self._write(Batch(cursor=snapshot.revision))  # nothing changed: only the cursor moves
+
+    def _deleted_in_gap(self, snapshot: Snapshot, cursor: int) -> list[Change]:
+        """Gap changes for models deleted within the gap: they have no key to find, but their
+        history says they had an intent. Found by a skip scan of history/ (one one-key read per
+        model with a history, done only after a gap), then the newest entries of those without
+        a key now."""
+        prefix = self._ks.models_prefix()
+        present = {kv.key[len(prefix) :] for kv in snapshot.items}
+        span = RevisionSpan(first=cursor + 1, last=snapshot.revision)
+        found = []
+        for model in self._registry.models_with_history():
+            if model in present:
+                continue
+            state = self._states_for([Change(model, None, snapshot.revision)])[model]
+            if state.known and state.known[max(state.known)][1] is not None:
+                found.append(Change(model, None, snapshot.revision, gap=span))
+        return found
 
     def _flush(self, changes: list[Change]) -> None:
         start = 0

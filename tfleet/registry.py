@@ -381,6 +381,25 @@ class Registry:
             before = entries[0].sequence
         return None
 
+    def models_with_history(self) -> Iterator[str]:
+        """Every model that has history keys, in key order: one one-key read per model (a
+        skip scan), never a read of the entries themselves. For rare, fleet-wide questions
+        (the history recorder after a gap: which models may have been deleted in it)."""
+        prefix = self._keys.history_prefix()
+        start, end = prefix, prefix[:-1] + "0"  # "0" follows "/": the end of the prefix
+        while True:
+            found = _range(self._store, start, end, limit=1, descending=False)
+            if not found:
+                return
+            name = found[0].key[len(prefix) :].split("/", 1)[0]
+            try:
+                self._keys.history_prefix(name)
+            except InvalidName:
+                self._log.warning("history_key_ignored", key=found[0].key, error="not under history/<model>/")
+            else:
+                yield name
+            start = f"{prefix}{name}0"  # past every key of history/<name>/
+
     def diff(self, model: str, seq_a: int, seq_b: int) -> list[FieldChange]:
         """What changed from the intent recorded at seq_a to the one recorded at seq_b."""
         a = self.entry(model, seq_a)

@@ -197,13 +197,15 @@ def test_cli_writes_are_not_recorded_twice_and_garbage_is_recorded_as_null(store
     assert leader.controller.metrics.history_entries.labels("cli")._value.get() == 2
 
 
-def test_compaction_past_the_cursor_writes_one_gap_entry_then_recording_goes_on(store: EtcdStore, controllers: Any) -> None:
+def test_compaction_past_the_cursor_writes_one_gap_entry_per_changed_model_then_recording_goes_on(store: EtcdStore, controllers: Any) -> None:
     first = controllers("c1")
+    store.put(KEYS.model("doomed"), value(1, "doomed"))
     start = store.put(KEYS.model("m"), value(1))
     store.put(KEYS.model("quiet"), value(1, "quiet"))
     wait_until(lambda: recorded_up_to(store, start + 1), 30, message="nothing recorded")
     first.stop()
     lost = [store.put(KEYS.model("m"), value(i)) for i in range(2, 6)]
+    store.delete(KEYS.model("doomed"))
     store.compact(lost[-1])
     after_compaction = store.put(KEYS.leader() + "x", b"any")  # some later revision
 
@@ -216,9 +218,11 @@ def test_compaction_past_the_cursor_writes_one_gap_entry_then_recording_goes_on(
     assert gap.revision == lost[-1] and gap.new is not None and gap.new["description"] == "edit 5"
     assert gap.previous == found[0].new
     assert [e.action for e in entries(store, "quiet")] == ["create"]  # unchanged since the cursor: no gap
+    deleted = entries(store, "doomed")[-1]  # deleted within the gap: found through its history
+    assert (deleted.action, deleted.new, deleted.revisions) == ("gap", None, gap.revisions)
     last_gap = cursor(store).last_gap  # type: ignore[union-attr]
-    assert last_gap is not None and last_gap.models == 1 and last_gap.revisions == gap.revisions
-    assert second.controller.metrics.history_gaps._value.get() == 1
+    assert last_gap is not None and last_gap.models == 2 and last_gap.revisions == gap.revisions
+    assert second.controller.metrics.history_gaps._value.get() == 2
 
     then = store.put(KEYS.model("m"), value(6))
     wait_until(lambda: recorded_up_to(store, then), 30, message="recording did not go on after the gap")

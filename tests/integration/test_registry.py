@@ -353,3 +353,11 @@ def test_hand_written_keys_under_a_history_do_not_stop_reads_or_writes(registry:
     registry.apply_intent("resnet", intent(3), author="alice")
     assert [e.sequence for e in registry.history("resnet")] == [1, 2, 3]
     assert registry.history_bounds("resnet") == (1, 3)
+
+
+def test_models_with_history_skips_over_each_models_entries(registry: Registry, store: EtcdStore, keys: Keyspace) -> None:
+    names = ["m", "m-x", "m.x", "m0", "n"]
+    for name in names:
+        for replicas in (1, 2, 3):
+            registry.apply_intent(name, intent(replicas), author="alice")
+    assert list(registry.models_with_history()) == sorted(names, key=lambda n: keys.history_prefix(n))
