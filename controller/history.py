@@ -14,8 +14,8 @@ its periodic snapshot happens to show. Hence:
   create-only, and a change whose revision already has an entry (the CLI's own, written with
   the change) is skipped;
 * no silent hole: when etcd compacted revisions after the cursor, the watch cannot replay
-  them; every model whose intent changed since the cursor gets one explicit ``gap`` entry
-  that names the revisions (docs/keyspace.md, "Gaps");
+  them; every model whose intent changed (or was deleted) since the cursor gets one explicit
+  ``gap`` entry that names the revisions (docs/keyspace.md, "Gaps");
 * bounded: the same transactions prune each touched model's history to the newest ``keep``
   entries with one range delete, and nothing here ever reads a whole history (a model's
   newest STATE_PAGE entries, once per leadership term).
@@ -241,8 +241,8 @@ def changes_of_events(events: Sequence[WatchEvent], keyspace: Keyspace, after: i
 
 def gap_changes(snapshot: Snapshot, keyspace: Keyspace, cursor: int) -> list[Change]:
     """One gap change per model whose intent changed after ``cursor``, as of ``snapshot``
-    (read after etcd compacted the revisions between). A model deleted within the gap left
-    no key to find: the cursor's last_gap and the log name the revisions instead."""
+    (read after etcd compacted the revisions between). Models deleted within the gap have no
+    key here: HistoryRecorder._deleted_in_gap finds them through their history."""
     prefix = keyspace.models_prefix()
     span = RevisionSpan(first=cursor + 1, last=snapshot.revision)
     found = []
