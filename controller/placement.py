@@ -21,8 +21,13 @@ Rules:
    ``ready``): ``min(leaving, replicas - ready staying)`` of them are kept, ready ones first,
    then by host name. A new replica never counts as ready in the plan that places it, even if
    ``ready`` (stale) names its host. A host whose labels stopped matching the selector is
-   treated like a draining host, so a selector change never drops service. Cordoned hosts keep
-   their replicas and get no new ones.
+   treated like a draining host, so a selector change never drops service. So is a host whose
+   TF Serving has not answered for longer than the controller's grace (``unresponsive``, from
+   the agent's ``tfs_unresponsive_since``): replacements go elsewhere while its replicas stay
+   until they are ready. Once it answers again it is a normal host: replicas it still holds
+   stay (rule 1) and surplus ones are scaled down by rule 6 (not-ready first), and replicas
+   already moved away do not come back (stability), it only takes new ones. Cordoned hosts
+   keep their replicas and get no new ones.
 4. Replicas of one model go to distinct hosts that match every host_selector label. With
    ``spread_by``, a new replica goes to the label value holding the fewest replicas of the
    model (staying plus newly placed). Spread is a preference, never a reason to leave a
@@ -63,6 +68,7 @@ returns exactly what ``place`` returns for the same input.
 
 from __future__ import annotations
 
+import datetime as dt
 import heapq
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
@@ -79,10 +85,23 @@ class HostInfo:
     memory_mb: int  # capacity the host offers
     cordoned: bool = False  # no NEW replicas
     draining: bool = False  # move every replica away, make-before-break
+    # TF Serving on it has not answered for longer than the grace: moved away like draining
+    unresponsive: bool = False
 
     @property
     def takes_new(self) -> bool:
-        return not (self.cordoned or self.draining)
+        return not (self.cordoned or self.draining or self.unresponsive)
+
+
+# Seconds a host's TF Serving may not answer before its replicas are placed elsewhere: long
+# enough for a restart of TF Serving (which the agent reports as unreachable meanwhile),
+# short enough that a hung server does not leave a model a replica short for long.
+DEFAULT_UNRESPONSIVE_GRACE = 60.0
+
+
+def unresponsive_past_grace(since: dt.datetime | None, now: dt.datetime, grace_seconds: float) -> bool:
+    """True when a host's TF Serving has not answered since ``since`` for longer than the grace."""
+    return since is not None and (now - since).total_seconds() >= grace_seconds
 
 
 @dataclass(frozen=True)
@@ -161,6 +180,7 @@ def _plural(count: int, word: str) -> str:
 # -- rules 1-3 and 6: what a model keeps of its current hosts -----------------------------------
 
 _DRAINING = "draining"
+_UNRESPONSIVE = "unresponsive"
 _MISMATCH = "mismatch"
 
 
@@ -212,6 +232,8 @@ def _hold(demand: ModelDemand, current: Collection[str], ready: Collection[str],
             continue  # rule 2: the host is gone
         if host.draining:
             leaving.append((name, _DRAINING))
+        elif host.unresponsive:
+            leaving.append((name, _UNRESPONSIVE))
         elif not _matches(host, selector):
             leaving.append((name, _MISMATCH))
         else:
@@ -236,7 +258,12 @@ def _move_notes(held: _Held, placed: Collection[str], demand: ModelDemand) -> tu
         until = f"its replica stays until {_hosts_text(waiting)} ready"
     notes = []
     for name, why in held.leaving:
-        what = f"host {name} is draining" if why == _DRAINING else f"host {name} no longer matches {_selector_text(demand.selector_key)}"
+        if why == _DRAINING:
+            what = f"host {name} is draining"
+        elif why == _UNRESPONSIVE:
+            what = f"TF Serving on host {name} does not answer"
+        else:
+            what = f"host {name} no longer matches {_selector_text(demand.selector_key)}"
         notes.append(f"{what}; {until}")
     return tuple(notes)
 
@@ -352,7 +379,7 @@ class IncrementalPlacer:
     def _refresh_host(self, name: str, old: HostInfo | None, new: HostInfo | None) -> None:
         if old == new:
             return
-        if old is None or new is None or (old.labels, old.cordoned, old.draining) != (new.labels, new.cordoned, new.draining):
+        if old is None or new is None or (old.labels, old.takes_new) != (new.labels, new.takes_new):
             self._pools.clear()  # membership may change; pools are cheap to rebuild on demand
         if old is not None:
             self._unindex_host(name, old)

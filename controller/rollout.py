@@ -271,7 +271,7 @@ def _canary_step(intent, hosts, old, old_labels, target, wanted, failed, new_fai
             assignments[host] = intent.assignment(versions, {**old_labels, CANARY_LABEL: newest})
         else:
             assignments[host] = intent.assignment(stable_versions, old_labels)
-    return Step(assignments, "canary", stable_versions, target, f"canary on {', '.join(canary_hosts)}: set rollout.promote to roll out everywhere", canary_hosts,
+    return Step(assignments, "canary", stable_versions, target, f"canary on {', '.join(canary_hosts)}: run `tfleet rollout promote <model>` to roll out everywhere (or `tfleet rollout abort <model>`)", canary_hosts,
                 failures=failed, new_failures=new_failures, from_labels=old_labels)
 
 

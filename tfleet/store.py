@@ -214,13 +214,19 @@ class Put:
 
 @dataclass(frozen=True)
 class Delete:
-    """Delete one key, or every key starting with `key` when prefix is true."""
+    """Delete one key, or every key starting with `key` when prefix is true, or every key in
+    [key, end) when end is given (a bounded range: e.g. the oldest history entries)."""
 
     key: str
     prefix: bool = False
+    end: str | None = None
 
     def __post_init__(self) -> None:
         _check_key(self.key, "Delete.key")
+        if self.end is not None:
+            _check_key(self.end, "Delete.end")
+            if self.prefix:
+                raise ValueError(f"Delete of {self.key!r}: give prefix or end, not both")
 
 
 _COMPARE_TARGETS = ("mod", "create", "version", "value")
@@ -790,6 +796,8 @@ def _op_message(op: Put | Delete) -> Any:
         delete = etcdrpc.DeleteRangeRequest(key=key)
         if op.prefix:
             delete.range_end = pyetcd.utils.prefix_range_end(key)
+        elif op.end is not None:
+            delete.range_end = _key_bytes(op.end)
         return etcdrpc.RequestOp(request_delete_range=delete)
     raise TypeError(f"transaction operations must be Put or Delete, not {op!r}")
 

@@ -32,7 +32,7 @@ class RunningController:
         return self.controller.election.is_leader
 
 
-def start_controller(controller_id: str, etcd_url: str, prefix: str, lease_ttl: int = 4) -> RunningController:
+def start_controller(controller_id: str, etcd_url: str, prefix: str, lease_ttl: int = 4, **overrides) -> RunningController:
     settings = ControllerSettings(
         id=controller_id,
         etcd=EtcdSettings(endpoints=(etcd_url,), call_timeout=0.5),
@@ -40,8 +40,7 @@ def start_controller(controller_id: str, etcd_url: str, prefix: str, lease_ttl: 
         http_host="127.0.0.1",
         prefix=prefix.rstrip("/"),
         lease_ttl=lease_ttl,
-        resync_interval=1.0,
-        coalesce_window=0.05,
+        **{"resync_interval": 1.0, "coalesce_window": 0.05, **overrides},
     )
     controller = Controller(settings)
     thread = threading.Thread(target=controller.run, name=f"controller-{controller_id}", daemon=True)
@@ -94,11 +93,11 @@ class ControlledFleet(Fleet):
         )
 
 
-def add_host(fleet: ControlledFleet, name: str, sim_factory, etcd_url: str, prefix: str, tmp_path: pathlib.Path, labels: dict | None = None, memory_mb: int = 1024) -> RunningAgent:
+def add_host(fleet: ControlledFleet, name: str, sim_factory, etcd_url: str, prefix: str, tmp_path: pathlib.Path, labels: dict | None = None, memory_mb: int = 1024, **agent_overrides) -> RunningAgent:
     sim = sim_factory()
     agent = start_agent(
         host=name, etcd_url=etcd_url, prefix=prefix, tfs_grpc=sim.grpc_address, tfs_rest=sim.rest_address,
-        state_dir=tmp_path / f"state-{name}", labels=labels or {}, memory_mb=memory_mb,
+        state_dir=tmp_path / f"state-{name}", labels=labels or {}, memory_mb=memory_mb, **agent_overrides,
     )
     fleet.sims[name] = sim
     fleet.agents[name] = agent
