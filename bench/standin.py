@@ -107,6 +107,7 @@ class StandinFleet:
         self._renewer = ThreadPoolExecutor(renew_threads, thread_name_prefix="standin-renew")
         self._threads: list[threading.Thread] = []
         self._watch = None
+        self._revoke_failed = False
         self.status_puts = 0
         self.status_deletes = 0
         self.txns = 0
@@ -149,10 +150,12 @@ class StandinFleet:
         self._renewer.shutdown(wait=True)
 
     def _revoke_quietly(self, lease: int) -> None:
+        if self._revoke_failed:
+            return  # etcd is gone: one deadline, not one per host
         try:
             self._store.revoke_lease(lease)
         except StoreError:
-            pass  # the keys expire with the TTL
+            self._revoke_failed = True  # the keys expire with the TTL
 
     def kill(self, hosts: Iterable[str]) -> None:
         """Silent death: no more renewals or writes for these hosts."""
