@@ -25,8 +25,8 @@ from tfleet.controller.planner import (
     plan,
 )
 from tfleet.controller.snapshot import FleetSnapshot, Parsed, read
+from tfleet.jsondiff import diff_values
 from tfleet.keyspace import Keyspace
-from tfleet.registry import diff_values
 from tfleet.schema import (
     Assignment,
     HistoryEntry,
