@@ -13,9 +13,7 @@ import pytest
 import yaml
 
 from tfleet import schema
-from tfleet.cli.routes import Output, RouteRenderer, run_reload, write_if_changed
-from tfleet.keyspace import Keyspace
-from tfleet.routing import (
+from tfleet.cli.route_render import (
     ENVOY_TYPE_URL,
     NGINX_FALLBACK_SERVER,
     envoy_bundle,
@@ -24,6 +22,8 @@ from tfleet.routing import (
     split_address,
     upstreams,
 )
+from tfleet.cli.routes import Output, RouteRenderer, run_reload, write_if_changed
+from tfleet.keyspace import Keyspace
 from tfleet.schema import RouteTable
 from tfleet.store import KeyValue, Snapshot
 
