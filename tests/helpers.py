@@ -51,6 +51,20 @@ def wait_until(
     raise AssertionError(f"{message} (not true after {timeout:g}s{detail})")
 
 
+
+class FakeClock:
+    """A clock (seconds, like time.monotonic) that moves only when the test moves ``now``.
+
+    Pass it where the code under test takes ``clock=``; set or add to ``now`` to let time pass.
+    """
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     """A throwaway CA, a server certificate for 127.0.0.1/localhost and a client certificate."""

@@ -12,6 +12,7 @@ import time
 import pytest
 import yaml
 
+from tests.helpers import wait_until
 from tfleet import schema
 from tfleet.cli.route_render import (
     ENVOY_TYPE_URL,
@@ -338,13 +339,6 @@ class FakeStore:
         return self.watch
 
 
-def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met"
-        time.sleep(0.01)
-
-
 def test_watch_loop_coalesces_bursts_and_retries_a_failed_reload(tmp_path: pathlib.Path) -> None:
     ks = Keyspace("/tfleet")
     store = FakeStore()
@@ -362,11 +356,11 @@ def test_watch_loop_coalesces_bursts_and_retries_a_failed_reload(tmp_path: pathl
     thread = threading.Thread(target=renderer.run, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: len(reloads) == 2)  # failed at start, retried at the next resync
+        wait_until(lambda: len(reloads) == 2, 10.0, 0.01)  # failed at start, retried at the next resync
         assert "server 10.0.0.1:8500;" in out.read_text()
         reads = store.reads
         store.burst([(ks.routes("m"), schema.encode(table("m", [H1, ep("h2", f"10.0.0.{n}")]))) for n in range(3, 9)])
-        wait_for(lambda: "server 10.0.0.8:8500;" in out.read_text())
+        wait_until(lambda: "server 10.0.0.8:8500;" in out.read_text(), 10.0, 0.01)
         time.sleep(0.2)
         assert len(reloads) == 3  # one render and one reload for the whole burst
         assert store.reads - reads <= 3  # not one per write (resyncs that found nothing new may add some)
