@@ -40,21 +40,18 @@ Every method raises StoreError (from the store) when etcd cannot be reached; the
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
-import os
-import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from tfleet import logs
+from tfleet.jsondiff import FieldChange, diff_values  # Registry.diff returns FieldChange; controller/dashboard.py imports diff_values from here
 from tfleet.keyspace import InvalidName, Keyspace
-from tfleet.modelfs import SAVED_MODEL_FILES, local_path
+from tfleet.modelfs import SAVED_MODEL_FILES, ChecksumError, checksum_version_dir, local_path
 from tfleet.schema import HistoryCursor, HistoryEntry, ModelIntent, SchemaError, VersionRecord, encode, explain, parse, utc_now
 from tfleet.store import Compare, Delete, KeyValue, Put
 from tfleet.store import _key_bytes, _key_value  # for _range below, until the store offers it
@@ -67,7 +64,6 @@ _SEQUENCE_ATTEMPTS = 5
 DEFAULT_HISTORY_KEEP = 100
 # History entries read per etcd range request: a read never grows with the history.
 HISTORY_PAGE = 100
-_CHUNK_BYTES = 1 << 20
 _SOURCES = ("cli", "etcd")
 
 
@@ -91,116 +87,7 @@ class ConflictError(Exception):
         self.expected_revision = expected_revision
 
 
-@dataclass(frozen=True)
-class FieldChange:
-    """One changed leaf of an intent: ``path`` like ``model_version_policy.specific.versions``.
-
-    ``old``/``new`` are None where the field (or the whole intent) is absent.
-    """
-
-    path: str
-    old: Any
-    new: Any
-
-
 # -- pure helpers --------------------------------------------------------------------------
-
-
-def _path_segment(key: str) -> str:
-    # Map keys such as host selector labels may hold dots; quote them so a path stays readable
-    # and unambiguous ("host_selector[\"topology.zone\"]").
-    if key and "." not in key and "[" not in key:
-        return key
-    return f"[{json.dumps(key)}]"
-
-
-def _join(prefix: str, key: str) -> str:
-    segment = _path_segment(key)
-    if not prefix:
-        return segment
-    return prefix + segment if segment.startswith("[") else f"{prefix}.{segment}"
-
-
-def diff_values(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[FieldChange]:
-    """The leaves that differ between two intent documents, sorted by path.
-
-    Objects are compared key by key, recursively; anything else (numbers, strings, lists)
-    is compared as a whole, so a changed version list is one change, not one per element.
-    A missing document or field counts as null, so a create lists every field with
-    ``old=None`` and a delete every field with ``new=None``.
-    """
-    changes: list[FieldChange] = []
-    _diff_into(changes, "", dict(old or {}), dict(new or {}))
-    return sorted(changes, key=lambda change: change.path)
-
-
-def _diff_into(changes: list[FieldChange], prefix: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        path = _join(prefix, key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            _diff_into(changes, path, a, b)
-        elif a != b or type(a) is not type(b):  # 1 == 1.0 == True in Python, not in JSON
-            changes.append(FieldChange(path, a, b))
-
-
-def checksum_version_dir(path: Path) -> tuple[str, int, dt.datetime]:
-    """("sha256:<hex>", total bytes, the directory's mtime in UTC) of one version directory.
-
-    The digest covers every regular file below ``path``: the sorted relative POSIX names and
-    the contents, each framed by its length so that no two different trees hash alike (moving
-    bytes from one file's end to the next file's name changes the digest). Files are read in
-    1 MiB chunks: a SavedModel's variables can be many gigabytes. Symbolic links to files are
-    followed (TF Serving reads through them); links to directories are not entered, which
-    rules out loops. Empty directories do not count: TF Serving cannot tell them apart either.
-    """
-    root = Path(path)
-    try:
-        root_stat = root.stat()
-    except FileNotFoundError:
-        raise RegistryError(f"version directory {root} does not exist") from None
-    except OSError as exc:
-        raise RegistryError(f"version directory {root} cannot be read: {exc.strerror}") from None
-    if not stat.S_ISDIR(root_stat.st_mode):
-        raise RegistryError(f"{root} is not a directory")
-
-    files: list[tuple[str, Path]] = []
-
-    def walk_error(exc: OSError) -> None:
-        raise RegistryError(f"cannot list {exc.filename} under {root}: {exc.strerror}")
-
-    for directory, _dirs, names in os.walk(root, onerror=walk_error):
-        for name in names:
-            full = Path(directory) / name
-            if full.is_file():  # follows symlinks; sockets, fifos and dangling links are skipped
-                files.append((full.relative_to(root).as_posix(), full))
-    files.sort()
-
-    digest = hashlib.sha256()
-    total = 0
-    for relative, full in files:
-        name = relative.encode()
-        digest.update(len(name).to_bytes(8, "big"))
-        digest.update(name)
-        total += _hash_file(digest, full, relative, root)
-    created = dt.datetime.fromtimestamp(root_stat.st_mtime, tz=dt.timezone.utc)
-    return f"sha256:{digest.hexdigest()}", total, created
-
-
-def _hash_file(digest: Any, full: Path, relative: str, root: Path) -> int:
-    try:
-        with open(full, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            digest.update(size.to_bytes(8, "big"))
-            read = 0
-            while chunk := handle.read(_CHUNK_BYTES):
-                digest.update(chunk)
-                read += len(chunk)
-    except OSError as exc:
-        raise RegistryError(f"cannot read {relative} in {root}: {exc.strerror}") from None
-    if read != size:
-        raise RegistryError(f"{relative} in {root} changed while it was being checksummed ({size} bytes, then {read}); wait until the copy is complete")
-    return size
 
 
 def _object_of(raw: bytes) -> dict[str, Any] | None:
@@ -480,7 +367,10 @@ class Registry:
             raise RegistryError(f"version {version} of model {model}: directory {version_dir} does not exist (expected {version_dir}/saved_model.pb)")
         if not any((version_dir / name).is_file() for name in SAVED_MODEL_FILES):
             raise RegistryError(f"version {version} of model {model}: {version_dir} holds no saved_model.pb, so TF Serving could not load it")
-        checksum, size, created = checksum_version_dir(version_dir)
+        try:
+            checksum, size, created = checksum_version_dir(version_dir)
+        except ChecksumError as exc:
+            raise RegistryError(str(exc)) from None
         record = VersionRecord(
             model=model, version=version, path=f"{base_path.rstrip('/')}/{version}",
             source_uri=source_uri, source_commit=source_commit, checksum=checksum, size_bytes=size,

@@ -28,7 +28,8 @@ from tfleet import schema
 from tfleet.cli.main import cli
 from tfleet.etcd_local import free_port
 from tfleet.keyspace import Keyspace
-from tfleet.registry import Registry, checksum_version_dir
+from tfleet.modelfs import checksum_version_dir
+from tfleet.registry import Registry
 from tfleet.schema import Assignment, HostControl, HostRecord, ModelIntent, ModelStatus, VersionReport
 from tfleet.sim.fixtures import make_model
 from tfleet.sim.server import SimServer

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from tfleet.keyspace import Keyspace
-from tfleet.registry import ConflictError, FieldChange, Registry, RegistryError, checksum_version_dir
+from tfleet.jsondiff import FieldChange
+from tfleet.modelfs import ChecksumError, checksum_version_dir
+from tfleet.registry import ConflictError, Registry, RegistryError
 from tfleet.schema import ModelIntent, encode
 from tfleet.store import EtcdStore
 
@@ -330,6 +332,22 @@ def test_register_version_refuses_what_cannot_be_served(registry: Registry, tmp_
         registry.register_version("resnet", 1, base_path=str(tmp_path / "resnet"))
     with pytest.raises(RegistryError, match="not a local path"):
         registry.register_version("resnet", 1, base_path="s3://bucket/resnet")
+    assert registry.versions("resnet") == []
+
+
+def test_a_directory_that_cannot_be_checksummed_is_a_registry_error(
+    registry: Registry, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CLI reports RegistryError; a file still being copied must reach it as one, unrecorded."""
+    base = tmp_path / "resnet"
+    make_version(base, 1)
+
+    def copying(path: pathlib.Path) -> Any:
+        raise ChecksumError(f"saved_model.pb in {path} changed while it was being checksummed (5 bytes, then 9); wait until the copy is complete")
+
+    monkeypatch.setattr("tfleet.registry.checksum_version_dir", copying)
+    with pytest.raises(RegistryError, match="changed while it was being checksummed"):
+        registry.register_version("resnet", 1, base_path=str(base))
     assert registry.versions("resnet") == []
 
 

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from tests.helpers import FakeClock
 from tfleet.store import DEFAULT_MAX_REQUEST_BYTES, Backoff, Compare, EtcdSettings, KeyValue, Put, Snapshot, _MemberPicker
 
 
@@ -174,16 +175,8 @@ def test_max_request_bytes_defaults_to_etcds_default() -> None:
 # -- which member gets the next call -----------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_member_picker_sticks_to_a_working_member_and_moves_on_failure() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     picker = _MemberPicker(3, quarantine=5.0, clock=clock)
     assert picker.order() == [0, 1, 2]
     picker.succeeded(0)
@@ -200,7 +193,7 @@ def test_member_picker_sticks_to_a_working_member_and_moves_on_failure() -> None
 
 
 def test_member_picker_never_refuses_when_every_member_failed() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     picker = _MemberPicker(2, quarantine=5.0, clock=clock)
     picker.failed(0)
     clock.now += 1
@@ -211,6 +204,6 @@ def test_member_picker_never_refuses_when_every_member_failed() -> None:
 
 
 def test_member_picker_with_one_member() -> None:
-    picker = _MemberPicker(1, clock=FakeClock())
+    picker = _MemberPicker(1, clock=FakeClock(100.0))
     picker.failed(0)
     assert picker.order() == [0]
