@@ -30,6 +30,7 @@ from tfleet.agent.reconciler import Reconciler
 from tfleet.agent.settings import AgentSettings
 from tfleet.httpserver import OpsServer
 from tfleet.keyspace import Keyspace
+from tfleet.passguard import PassGuard
 from tfleet.schema import HostRecord
 from tfleet.store import EtcdStore
 
@@ -85,6 +86,7 @@ class Agent:
             clock=clock,
         )
         self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+        self._guard = PassGuard("agent-loop", self.log, self.metrics.pass_errors, self.metrics.pass_failing)
 
     # -- control ---------------------------------------------------------------------------
     def wake(self, full: bool = False) -> None:
@@ -128,8 +130,14 @@ class Agent:
             full = self._full.is_set()
             self._full.clear()
             self._loop_beat = self._clock()
-            outcome = self.reconciler.reconcile(full=full)
-            self._ensure_watch()
+            try:
+                outcome = self.reconciler.reconcile(full=full)
+                self._ensure_watch()
+            except Exception as exc:  # noqa: BLE001 - a pass never stops the agent (tfleet/passguard.py)
+                requeue = self._guard.failed(exc)
+                self._full.set()  # the failed pass may have left caches half-updated: look at everything
+                continue
+            self._guard.succeeded()
             requeue = outcome.requeue_after
 
     def _ensure_watch(self) -> None:

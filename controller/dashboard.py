@@ -42,6 +42,7 @@ from tfleet.controller.snapshot import FleetSnapshot, SnapshotReader
 from tfleet.keyspace import InvalidName, Keyspace
 from tfleet.registry import diff_values
 from tfleet.schema import HistoryEntry, LeaderRecord, ModelIntent, ModelStatus, ModelStatusReport, SchemaError
+from tfleet.passguard import PassGuard
 from tfleet.store import Backoff, KeyValue, Snapshot, StoreError, WatchEvent
 
 COALESCE_SECONDS = 0.1
@@ -599,6 +600,15 @@ class Dashboard:
 
     # -- keeping the state --------------------------------------------------------------
     def _run(self) -> None:
+        guard = PassGuard("dashboard-state", self._log, None)
+        while not self._stopping.is_set():
+            try:
+                self._run_until_stopped()
+            except Exception as exc:  # noqa: BLE001 - the state thread never dies (tfleet/passguard.py)
+                self._stopping.wait(guard.failed(exc))
+                self._dirty.set()
+
+    def _run_until_stopped(self) -> None:
         failures = 0
         while not self._stopping.is_set():
             if self._watch is None:

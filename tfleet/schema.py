@@ -386,6 +386,25 @@ class ModelStatusReport(_DaemonRecord):
     updated_at: dt.datetime
 
 
+class FleetProblem(_DaemonRecord):
+    key: str
+    section: str  # models, assignments, hosts, hostctl, status, versions, schedules, leader, ...
+    error: str
+    since: dt.datetime  # when the leading controller first saw this error on this key
+
+
+class FleetProblems(_DaemonRecord):
+    """``<prefix>/problems``: every value in etcd no reader can use, kept by the leader.
+
+    Bounded: the first ``len(problems)`` problems in key order, and the total.
+    """
+
+    total: NonNegativeInt
+    by_section: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    problems: list[FleetProblem] = Field(default_factory=list)
+    updated_at: dt.datetime
+
+
 # -- encoding -----------------------------------------------------------------------------------
 
 M = TypeVar("M", bound=BaseModel)
@@ -427,10 +446,10 @@ def explain(error: ValidationError) -> str:
         elif item["type"] == "missing":
             message = "required field is missing"
         problems.append(_clip(f"{_location(item['loc'])}: {message}", MAX_PROBLEM_CHARS))
-    return _safe_text("; ".join(problems))
+    return safe_text("; ".join(problems))
 
 
-def _safe_text(text: str) -> str:
+def safe_text(text: str) -> str:
     """Text that encodes as UTF-8 whatever it quotes (a lone surrogate becomes U+FFFD)."""
     return _SURROGATE_RE.sub("\ufffd", text)
 
@@ -485,7 +504,7 @@ def _check_strings(node: Any, path: str) -> None:
                 raise _Rejected(f"{where or '(document)'}: text holds {what}")
         elif isinstance(item, dict):
             for key, value in item.items():
-                child = f"{where}.{_clip(_safe_text(key), 60)}" if where else _clip(_safe_text(key), 60)
+                child = f"{where}.{_clip(safe_text(key), 60)}" if where else _clip(safe_text(key), 60)
                 stack.append((key, child + " (key)"))
                 stack.append((value, child))
         elif isinstance(item, list):
@@ -525,7 +544,7 @@ def parse(model: type[M], raw: bytes | str, what: str) -> M:
     strings; duplicate keys, NaN/Infinity, integers beyond int64, lone surrogate escapes and
     NUL characters are refused, and nesting is bounded before the decoder recurses.
     """
-    where = _clip(_safe_text(what), 300)
+    where = _clip(safe_text(what), 300)
     try:
         text, data = _decode(raw)
         if not isinstance(data, dict):
@@ -536,7 +555,7 @@ def parse(model: type[M], raw: bytes | str, what: str) -> M:
     except ValidationError as exc:
         raise SchemaError(_clip(f"{where}: {explain(exc)}", MAX_ERROR_CHARS)) from None
     except Exception as exc:  # noqa: BLE001 - parse is total: a reader's pass must never die on a value
-        raise SchemaError(_clip(f"{where}: could not be read ({type(exc).__name__}: {_safe_text(str(exc))})", MAX_ERROR_CHARS)) from None
+        raise SchemaError(_clip(f"{where}: could not be read ({type(exc).__name__}: {safe_text(str(exc))})", MAX_ERROR_CHARS)) from None
 
 
 def validate(model: type[M], data: Any, what: str) -> M:
@@ -548,7 +567,7 @@ def validate(model: type[M], data: Any, what: str) -> M:
     try:
         return model.model_validate(data, strict=True)
     except ValidationError as exc:
-        raise SchemaError(_clip(f"{_safe_text(what)}: {explain(exc)}", MAX_ERROR_CHARS)) from None
+        raise SchemaError(_clip(f"{safe_text(what)}: {explain(exc)}", MAX_ERROR_CHARS)) from None
 
 
 def encode(document: BaseModel) -> bytes:
@@ -561,7 +580,7 @@ def encode(document: BaseModel) -> bytes:
         return document.model_dump_json().encode()
     except ValueError:  # PydanticSerializationError: text that UTF-8 cannot encode
         data = document.model_dump(mode="json")
-        return _safe_text(json.dumps(data, ensure_ascii=False, separators=(",", ":"))).encode()
+        return safe_text(json.dumps(data, ensure_ascii=False, separators=(",", ":"))).encode()
 
 
 def utc_now() -> dt.datetime:

@@ -543,7 +543,7 @@ def status(ops: Ops, output: str) -> None:
         for problem in data["problems"]:
             lines.append(f"  {problem['model']} {problem['health']}: {short(problem['problem'], 100)}")
         if data["invalid_keys"]:
-            lines.append(f"Invalid keys: {len(data['invalid_keys'])}")
+            lines.append(f"Invalid keys: {len(data['invalid_keys'])} (etcdctl get <prefix>/problems lists them)")
             lines += [f"  {short(p, 120)}" for p in data["invalid_keys"][:5]]
         return "\n".join(lines)
 
