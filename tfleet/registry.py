@@ -44,7 +44,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tfleet import logs
+from tfleet import logs, schema
 from tfleet.keyspace import InvalidName, Keyspace
 from tfleet.modelfs import SAVED_MODEL_FILES, local_path
 from tfleet.schema import HistoryEntry, ModelIntent, SchemaError, VersionRecord, encode, explain, parse, utc_now
@@ -194,11 +194,10 @@ def _hash_file(digest: Any, full: Path, relative: str, root: Path) -> int:
 
 def _object_of(raw: bytes) -> dict[str, Any] | None:
     """The stored JSON object, or None if the bytes are not one."""
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    try:  # bounded and strict like every reader (a value nested 1,000 deep once failed every pass)
+        return schema.decode_object(raw, "intent")
+    except SchemaError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _normal_form(raw: bytes) -> dict[str, Any] | None:
@@ -209,8 +208,8 @@ def _normal_form(raw: bytes) -> dict[str, Any] | None:
     an invalid one is recorded as written; a value that is not a JSON object as None.
     """
     try:
-        return ModelIntent.model_validate_json(raw).model_dump(mode="json")
-    except ValueError:
+        return schema.parse(ModelIntent, raw, "intent").model_dump(mode="json")
+    except SchemaError:
         return _object_of(raw)
 
 

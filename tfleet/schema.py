@@ -18,6 +18,7 @@ import json
 import re
 from typing import Annotated, Any, Literal, TypeVar
 
+import pydantic_core
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -558,6 +559,19 @@ def parse(model: type[M], raw: bytes | str, what: str) -> M:
         raise SchemaError(_clip(f"{where}: could not be read ({type(exc).__name__}: {safe_text(str(exc))})", MAX_ERROR_CHARS)) from None
 
 
+def decode_object(raw: bytes | str, what: str) -> dict[str, Any]:
+    """The JSON object in raw, decoded with parse's checks (no schema); SchemaError otherwise."""
+    try:
+        _, data = _decode(raw)
+    except _Rejected as exc:
+        raise SchemaError(_clip(f"{safe_text(what)}: {exc}", MAX_ERROR_CHARS)) from None
+    except Exception as exc:  # noqa: BLE001 - as total as parse
+        raise SchemaError(_clip(f"{safe_text(what)}: could not be read ({type(exc).__name__})", MAX_ERROR_CHARS)) from None
+    if not isinstance(data, dict):
+        raise SchemaError(f"{safe_text(what)}: must be a JSON object, found {type(data).__name__}")
+    return data
+
+
 def validate(model: type[M], data: Any, what: str) -> M:
     """Validate a document already decoded (a YAML mapping from the CLI), as strictly as parse.
 
@@ -579,8 +593,17 @@ def encode(document: BaseModel) -> bytes:
     try:
         return document.model_dump_json().encode()
     except ValueError:  # PydanticSerializationError: text that UTF-8 cannot encode
-        data = document.model_dump(mode="json")
-        return safe_text(json.dumps(data, ensure_ascii=False, separators=(",", ":"))).encode()
+        return pydantic_core.to_json(_safe_tree(document.model_dump(mode="python")))
+
+
+def _safe_tree(node: Any) -> Any:
+    if isinstance(node, str):
+        return safe_text(node)
+    if isinstance(node, dict):
+        return {_safe_tree(key): _safe_tree(value) for key, value in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_safe_tree(value) for value in node]
+    return node
 
 
 def utc_now() -> dt.datetime:

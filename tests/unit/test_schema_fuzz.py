@@ -16,34 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.adversarial import VALID, adversarial_value
 from tfleet import schema
 from tfleet.schema import SchemaError, encode, parse
 
 EXAMPLES = int(os.environ.get("TFLEET_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-NOW = "2026-12-06T10:00:00Z"
-# One valid document per model: the fields the mutations below aim at.
-VALID: dict[type, dict] = {
-    schema.Assignment: {"base_path": "/m", "model_version_policy": {"specific": {"versions": [1, 2]}}, "version_labels": {"stable": 1}},
-    schema.ModelIntent: {"base_path": "/m", "replicas": 2, "host_selector": {"zone": "a"}, "memory_mb": 10,
-                         "rollout": {"strategy": "canary", "failure_backoff_seconds": 30.5}, "tags": ["x"],
-                         "alerts": {"latency_p99_ms": 20, "error_rate": 0.5, "for": "5m"}},
-    schema.HostRecord: {"host": "h1", "grpc_address": "a:1", "rest_address": "a:2", "memory_mb": 5, "labels": {"z": "a"},
-                        "agent_version": "1", "started_at": NOW, "metrics_address": "a:3"},
-    schema.ModelStatus: {"assignment_revision": 3, "versions": {"1": {"state": "AVAILABLE", "error_code": 0}}, "version_labels": {"s": 1},
-                         "error": None, "updated_at": NOW},
-    schema.HostControl: {"cordoned": True, "draining": False, "reason": "r"},
-    schema.ScheduledAction: {"at": NOW, "action": "rollback", "to_sequence": 3},
-    schema.VersionRecord: {"model": "m", "version": 3, "path": "/m/3", "checksum": "sha256:00", "size_bytes": 7, "created_at": NOW, "registered_at": NOW},
-    schema.LeaderRecord: {"id": "c1", "since": NOW, "version": "1", "dashboard_address": "127.0.0.1:8080"},
-    schema.ModelStatusReport: {"intent_revision": 2, "wanted_replicas": 1, "ready_replicas": {"1": 1},
-                               "replicas": [{"host": "h1", "versions": {"1": "AVAILABLE"}, "labels": {"s": 1}, "ready": True}],
-                               "rollout": {"phase": "stable", "from_versions": [1], "to_versions": [2]}, "reasons": ["x"],
-                               "failures": [{"version": 1, "host": "h1", "error": "e", "at": NOW, "retry_after": NOW}], "updated_at": NOW},
-    schema.RouteTable: {"model": "m", "versions": {"1": [{"host": "h1", "grpc_address": "a:1", "rest_address": "a:2"}]}, "updated_at": NOW},
-    schema.HistoryEntry: {"sequence": 1, "model": "m", "action": "create", "revision": 3, "at": NOW, "new": {"base_path": "/m"}},
-}
 MODELS = sorted(VALID, key=lambda m: m.__name__)
 
 # -- adversarial values ---------------------------------------------------------------------
@@ -144,6 +123,15 @@ def test_any_json_tree_gives_a_document_or_a_schema_error(model: type, value: ob
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+def test_the_daemon_fuzzers_values_give_a_document_or_a_schema_error(model: type) -> None:
+    import random
+
+    rng = random.Random(f"schema-{model.__name__}")
+    for _ in range(max(EXAMPLES // 3, 50)):
+        _check_total(model, adversarial_value(rng, model, huge=False))
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
 def test_the_valid_examples_are_valid(model: type) -> None:
     assert parse(model, json.dumps(VALID[model]), "k") is not None
 
@@ -193,3 +181,11 @@ def test_yaml_documents_are_validated_as_strictly() -> None:
     assert check_document({"kind": "Model", "name": "m", "spec": {"base_path": "/m", "replicas": 2, "rollout": {"failure_backoff_seconds": 30}}}, "f").name == "m"
     with pytest.raises(DocumentError, match="replicas"):
         check_document({"kind": "Model", "name": "m", "spec": {"base_path": "/m", "replicas": "2"}}, "f")
+
+
+def test_encode_replaces_surrogates_nested_in_free_form_documents() -> None:
+    # found by the daemon fuzzer: an etcdctl-written intent holding "\ud800" reached the
+    # history recorder as a plain dict, and encoding its entry failed every controller pass
+    entry = schema.HistoryEntry(sequence=1, model="m", action="create", revision=None, at=schema.utc_now(),
+                                new={"base_path": "\ud800", "\udcff": [1, "x\ud800"]})
+    assert parse(schema.HistoryEntry, encode(entry), "k").new == {"base_path": "\ufffd", "\ufffd": [1, "x\ufffd"]}
