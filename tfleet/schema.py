@@ -423,6 +423,9 @@ MAX_ERROR_CHARS = 2000  # a whole SchemaError message (it is stored in status ke
 _STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*+"', re.DOTALL)
 _BRACKETS_RE = re.compile(r"[\[\]{}]")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_SUSPECT_ESCAPE_RE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
+# a number that may not fit (int64 has 19 digits) or that a float cannot hold (1e999)
+_LONG_NUMBER_RE = re.compile(r"[0-9]{20}|[eE][+-]?[0-9]{3}")
 
 
 class _Rejected(ValueError):
@@ -455,16 +458,18 @@ def safe_text(text: str) -> str:
     return _SURROGATE_RE.sub("\ufffd", text)
 
 
-def _depth(text: str) -> int:
-    """How deep arrays and objects nest in text (strings skipped), without recursing."""
-    depth = deepest = 0
-    for bracket in _BRACKETS_RE.findall(_STRING_RE.sub("", text)):
-        if bracket in "[{":
+def _too_deep(text: str) -> bool:
+    """Whether arrays and objects nest more than MAX_DEPTH levels (strings skipped), without
+    recursing; stops at the first bracket too deep."""
+    depth = 0
+    for match in _BRACKETS_RE.finditer(_STRING_RE.sub("", text) if '"' in text else text):
+        if match.group() in "[{":
             depth += 1
-            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                return True
         else:
             depth -= 1
-    return deepest
+    return False
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -525,14 +530,19 @@ def _decode(raw: bytes | str) -> tuple[str, Any]:
         text = raw
     if text.startswith("\ufeff"):
         raise _Rejected("invalid JSON: starts with a byte order mark")
-    depth = _depth(text)
-    if depth > MAX_DEPTH:
-        raise _Rejected(f"invalid JSON: nests {depth} levels deep; the limit is {MAX_DEPTH}")
+    if _too_deep(text):
+        raise _Rejected(f"invalid JSON: nests arrays or objects more than {MAX_DEPTH} levels deep")
+    # The per-number hooks cost a Python call per number: only when a number could be huge.
+    numbers = {"parse_int": _bounded_int, "parse_float": _finite_float} if _LONG_NUMBER_RE.search(text) else {}
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_finite_float)
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, **numbers)
     except json.JSONDecodeError as exc:
         raise _Rejected(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    _check_strings(data, "")
+    # Decoded UTF-8 holds no surrogates and JSON strings no raw control characters: only an
+    # escape (or a str given directly) can bring in a lone surrogate or NUL; walk the value
+    # (to name the field) only then.
+    if _SUSPECT_ESCAPE_RE.search(text) or (isinstance(raw, str) and _SURROGATE_RE.search(text)):
+        _check_strings(data, "")
     return text, data
 
 
