@@ -157,3 +157,26 @@ def test_leader_key_bound_to_no_lease_is_reported_then_removed_by_a_standby(flee
     kv = fleet.store.get(key)
     assert kv is not None and kv.lease != 0
     wait_until(lambda: key not in problem_keys(fleet), 20, message="the problem is gone once a leader holds the key")
+
+
+def test_dashboard_state_thread_survives_an_unexpected_error(store, prefix) -> None:
+    import urllib.request
+
+    from tfleet import logs
+    from tfleet.controller.dashboard import Dashboard
+    from tfleet.keyspace import Keyspace
+
+    ks = Keyspace(prefix.rstrip("/"))
+    dashboard = Dashboard(store, ks, "127.0.0.1", 0, controller_id="c9", log=logs.get("dashboard"))
+    dashboard._publish = Flaky(dashboard._publish, times=1)  # the state thread's first publish raises
+    dashboard.start()
+    try:
+        def hosts() -> list[dict]:
+            with urllib.request.urlopen(dashboard.url + "api/state", timeout=5) as response:
+                return json.loads(response.read())["hosts"]
+
+        store.put(ks.hostctl("h1"), json.dumps({"cordoned": True}).encode())
+        wait_until(lambda: [h["cordoned"] for h in hosts()] == [True], 20, message="the state thread went on after the error")
+        assert dashboard._publish.calls > 1
+    finally:
+        dashboard.stop()
