@@ -144,3 +144,14 @@ def test_pass_guard_logs_a_repeated_error_once_backs_off_with_a_cap_and_recovers
 def test_section_of(key: str, section: str) -> None:
     assert KS.section_of(key) == section
     assert KS.problems() == "/tfleet/problems"
+
+
+def test_problems_json_shape_is_the_contract() -> None:
+    import json
+
+    from tfleet.schema import encode
+
+    doc = json.loads(encode(compute({"/tfleet/hostctl/h1": "bad"}, KS, None, NOW)))
+    assert set(doc) == {"total", "by_section", "problems", "updated_at"}
+    assert doc["problems"] == [{"key": "/tfleet/hostctl/h1", "section": "hostctl", "error": "bad", "since": "2026-12-06T12:00:00Z"}]
+    assert doc["total"] == 1 and doc["by_section"] == {"hostctl": 1}
