@@ -134,8 +134,11 @@ class Agent:
                 outcome = self.reconciler.reconcile(full=full)
                 self._ensure_watch()
             except Exception as exc:  # noqa: BLE001 - a pass never stops the agent (tfleet/passguard.py)
-                requeue = self._guard.failed(exc)
-                self._full.set()  # the failed pass may have left caches half-updated: look at everything
+                # Back off even if watch events keep waking the loop; then a full pass, since the
+                # failed one may have left caches half-updated.
+                self._stop.wait(self._guard.failed(exc))
+                self._full.set()
+                requeue = 0.0
                 continue
             self._guard.succeeded()
             requeue = outcome.requeue_after
