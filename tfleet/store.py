@@ -61,6 +61,11 @@ _RECONNECT_BACKOFF_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
 )
+# gRPC refuses a received message above 4 MiB by default, and one range read of a prefix is
+# one message: three values near etcd's 1.5 MiB request limit (one etcdctl put each) made
+# every read of the whole prefix fail, which stopped the controller. Reads are bounded by
+# etcd's own limits instead (paginated reads are the real cure for large prefixes).
+_MESSAGE_OPTIONS: tuple[tuple[str, int], ...] = (("grpc.max_receive_message_length", 512 * 1024 * 1024),)
 # Seconds between HTTP/2 pings on a watch channel, so that a watch on a silently dead
 # connection (partition, frozen etcd) fails after keepalive + ping timeout (~15 s) instead
 # of hanging forever. etcd answers pings more frequent than --grpc-keepalive-min-time
@@ -458,7 +463,7 @@ def _channel_options(keepalive: float | None) -> list[tuple[str, int]]:
     grpc.http2.ping_timeout_ms (default 60 s), whatever grpc.keepalive_timeout_ms says,
     so both are set.
     """
-    options = list(_RECONNECT_BACKOFF_OPTIONS)
+    options = [*_RECONNECT_BACKOFF_OPTIONS, *_MESSAGE_OPTIONS]
     if keepalive is not None:
         ping_timeout_ms = int(min(_MAX_PING_TIMEOUT, keepalive / 2) * 1000)
         options += [

@@ -180,3 +180,20 @@ def test_dashboard_state_thread_survives_an_unexpected_error(store, prefix) -> N
         assert dashboard._publish.calls > 1
     finally:
         dashboard.stop()
+
+
+def test_values_near_etcds_request_limit_do_not_stop_the_control_plane(fleet, models_dir) -> None:
+    """Three etcdctl puts of 1.4 MiB each made the prefix larger than gRPC's default 4 MiB
+    message limit: every read of the whole prefix failed and the controller stopped acting."""
+    fleet.add("h1")
+    make_model(models_dir, "m", [1])
+    running = fleet.start_controller()
+    wait_until(lambda: running.is_leader, 20, message="c1 leads")
+    big = json.dumps({"base_path": "/m", "description": "x" * 1_400_000}).encode()
+    for index in range(3):
+        fleet.store.put(fleet.keyspace.hostctl(f"big-{index}"), big)  # invalid: description is no HostControl field
+        fleet.store.put(fleet.keyspace.assignment("h1", f"big-{index}"), big)  # invalid: an unknown field
+    fleet.declare("m", {"base_path": str(models_dir / "m"), "model_version_policy": {"specific": {"versions": [1]}}})
+    fleet.wait_ready("m", 1, 1, timeout=40)
+    wait_until(lambda: {fleet.keyspace.hostctl(f"big-{i}") for i in range(3)} <= problem_keys(fleet), 20, message="big values listed")
+    fleet.wait_status("h1", "big-0", lambda s: s.error is not None, timeout=20, what="to report the big assignment")
