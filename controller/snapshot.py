@@ -82,11 +82,16 @@ class FleetSnapshot:
         self.held_by.setdefault(place[0], set()).add(place[1])
 
 
-def _bad(key: str, error: str) -> Filer:
-    """File a value nobody can use where operators look for it (never drop it silently)."""
+def _bad(key: str, error: str, *, unread: bool = True) -> Filer:
+    """File a value nobody can use where operators look for it (never drop it silently).
+
+    unread=False: the value is also filed where it belongs (an intent, assignment or
+    schedule with its error, reported on its model), so it is not repeated in ``problems``.
+    """
 
     def file(fleet: FleetSnapshot) -> None:
-        fleet.problems.append(error)
+        if unread:
+            fleet.problems.append(error)
         fleet.bad_values[key] = error
 
     return file
@@ -119,7 +124,7 @@ def _filer(ks: Keyspace, key: str, value: bytes, revision: int) -> Filer:
         name = ks.name_after(key, ks.models_prefix())
         parsed = _parse(ModelIntent, key, value, revision)
         file_intent: Filer = lambda fleet: fleet.intents.__setitem__(name, parsed)  # noqa: E731
-        return file_intent if parsed.error is None else _both(file_intent, _bad(key, parsed.error))
+        return file_intent if parsed.error is None else _both(file_intent, _bad(key, parsed.error, unread=False))
     if section in ("hosts", "hostctl", "modelstatus"):
         prefix = {"hosts": ks.hosts_prefix(), "hostctl": ks.hostctl_prefix(), "modelstatus": ks.modelstatus_prefix()}[section]
         name = ks.name_after(key, prefix)
@@ -133,7 +138,7 @@ def _filer(ks: Keyspace, key: str, value: bytes, revision: int) -> Filer:
         place = ks.parse_host_model(key, "assignments")
         parsed_assignment = _parse(Assignment, key, value, revision)
         file_assignment: Filer = lambda fleet: fleet.add_assignment(place, parsed_assignment)  # noqa: E731
-        return file_assignment if parsed_assignment.error is None else _both(file_assignment, _bad(key, parsed_assignment.error))
+        return file_assignment if parsed_assignment.error is None else _both(file_assignment, _bad(key, parsed_assignment.error, unread=False))
     if section == "status":
         place = ks.parse_host_model(key, "status")
         status = _parse(ModelStatus, key, value, revision)
@@ -161,14 +166,14 @@ def _filer(ks: Keyspace, key: str, value: bytes, revision: int) -> Filer:
         validate_name("schedule", schedule_id)
         parsed_action = _parse(ScheduledAction, key, value, revision)
         file_action: Filer = lambda fleet: fleet.schedules.__setitem__((model, schedule_id), parsed_action)  # noqa: E731
-        return file_action if parsed_action.error is None else _both(file_action, _bad(key, parsed_action.error))
+        return file_action if parsed_action.error is None else _both(file_action, _bad(key, parsed_action.error, unread=False))
     if section == "routes":
         name = ks.name_after(key, ks.routes_prefix())
         table = _parse(RouteTable, key, value, revision).value
         return lambda fleet: fleet.routes.__setitem__(name, table if table is not None and table.model == name else None)
     if key == ks.leader():
         leader = _parse(LeaderRecord, key, value, revision)
-        return (lambda fleet: None) if leader.error is None else _bad(key, leader.error)
+        return (lambda fleet: None) if leader.error is None else _bad(key, leader.error, unread=False)  # readers parse it themselves
     return lambda fleet: None  # history, problems, and keys of later versions: not planning input
 
 
