@@ -1014,7 +1014,7 @@ def _event_line(event: Any, prefix: str, output: str) -> str:
     if output in ("json", "yaml"):
         try:
             value: Any = json.loads(text) if event.kind == "put" else None
-        except ValueError:
+        except (ValueError, RecursionError):  # any bytes may be in etcd: print them as text
             value = text
         return json.dumps({"time": now.isoformat().replace("+00:00", "Z"), "op": event.kind, "key": event.key,
                            "revision": event.mod_revision, "value": value})
