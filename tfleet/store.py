@@ -537,16 +537,23 @@ def _is_unavailable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, ValueError) and "failed node" in str(exc):
         return True
-    if "too many requests" in _details(exc):
+    details = _details(exc)
+    if any(marker in details for marker in _SLOW_MEMBER_DETAILS):
         return True
     return isinstance(exc, grpc.RpcError) and _code(exc) in _UNAVAILABLE_CODES
 
 
+# etcd's own words for "I could not do it in time" (e.g. a linearizable read during an
+# election answers UNKNOWN "context deadline exceeded"): as much a member fault as our deadline.
+_SLOW_MEMBER_DETAILS = ("too many requests", "context deadline exceeded", "request timed out", "leader changed")
+
+
 def _is_member_fault(exc: BaseException) -> bool:
-    """The member is frozen, down, partitioned or overloaded: try another one."""
+    """The member is frozen, down, partitioned, electing or overloaded: try another one."""
     if isinstance(exc, etcd_exc.WatchTimedOut | etcd_exc.ConnectionFailedError | etcd_exc.ConnectionTimeoutError):
         return True
-    return _code(exc) in _MEMBER_FAULT_CODES or "too many requests" in _details(exc)
+    details = _details(exc)
+    return _code(exc) in _MEMBER_FAULT_CODES or any(marker in details for marker in _SLOW_MEMBER_DETAILS)
 
 
 def _never_sent(exc: BaseException) -> bool:

@@ -32,10 +32,13 @@ class RunningController:
         return self.controller.election.is_leader
 
 
-def start_controller(controller_id: str, etcd_url: str, prefix: str, lease_ttl: int = 4) -> RunningController:
+def start_controller(controller_id: str, etcd_url: str | tuple[str, ...], prefix: str, lease_ttl: int = 4,
+                     call_timeout: float = 0.5) -> RunningController:
+    """etcd_url: one URL, or a tuple of a cluster's member URLs."""
+    endpoints = (etcd_url,) if isinstance(etcd_url, str) else tuple(etcd_url)
     settings = ControllerSettings(
         id=controller_id,
-        etcd=EtcdSettings(endpoints=(etcd_url,), call_timeout=0.5),
+        etcd=EtcdSettings(endpoints=endpoints, call_timeout=call_timeout),
         http_port=0,
         http_host="127.0.0.1",
         prefix=prefix.rstrip("/"),
@@ -94,11 +97,11 @@ class ControlledFleet(Fleet):
         )
 
 
-def add_host(fleet: ControlledFleet, name: str, sim_factory, etcd_url: str, prefix: str, tmp_path: pathlib.Path, labels: dict | None = None, memory_mb: int = 1024) -> RunningAgent:
+def add_host(fleet: ControlledFleet, name: str, sim_factory, etcd_url: str | tuple[str, ...], prefix: str, tmp_path: pathlib.Path, labels: dict | None = None, memory_mb: int = 1024, call_timeout: float = 0.5) -> RunningAgent:
     sim = sim_factory()
     agent = start_agent(
         host=name, etcd_url=etcd_url, prefix=prefix, tfs_grpc=sim.grpc_address, tfs_rest=sim.rest_address,
-        state_dir=tmp_path / f"state-{name}", labels=labels or {}, memory_mb=memory_mb,
+        state_dir=tmp_path / f"state-{name}", labels=labels or {}, memory_mb=memory_mb, call_timeout=call_timeout,
     )
     fleet.sims[name] = sim
     fleet.agents[name] = agent
