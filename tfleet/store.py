@@ -548,6 +548,12 @@ def _is_unavailable(exc: BaseException) -> bool:
 _SLOW_MEMBER_DETAILS = ("too many requests", "context deadline exceeded", "request timed out", "leader changed")
 
 
+def _is_transient(exc: BaseException) -> bool:
+    """etcd answered but cannot serve for a moment (an election, overload): worth asking again."""
+    details = _details(exc)
+    return "no leader" in details or any(marker in details for marker in _SLOW_MEMBER_DETAILS)
+
+
 def _is_member_fault(exc: BaseException) -> bool:
     """The member is frozen, down, partitioned, electing or overloaded: try another one."""
     if isinstance(exc, etcd_exc.WatchTimedOut | etcd_exc.ConnectionFailedError | etcd_exc.ConnectionTimeoutError):
@@ -919,14 +925,15 @@ class EtcdStore:
 
         The whole call stays within settings.call_timeout; each attempt within
         settings.attempt_timeout. Idempotent calls move on after any member fault, and go
-        round again (skipping members that hit a deadline) while the budget lasts, e.g.
-        while the healthy members elect a new leader; other calls move on only when the
-        request never reached etcd.
+        round again (skipping members that hit a deadline) while the budget lasts when a
+        member said it is electing ("no leader"); other calls move on only when the
+        request never reached etcd. Members that refuse connections fail the call at once.
         """
         deadline = self._clock() + self.settings.call_timeout
         failures: list[str] = []
         slow: set[int] = set()  # members that hit a deadline during this call
         while True:
+            electing = False  # did a member answer "no leader" or the like this round?
             candidates = [i for i in self._picker.order() if i not in slow]
             for index in candidates:
                 left = deadline - self._clock()
@@ -943,13 +950,14 @@ class EtcdStore:
                     failures.append(f"{url}: {_describe(exc)}")
                     if _code(exc) == grpc.StatusCode.DEADLINE_EXCEEDED or isinstance(exc, etcd_exc.ConnectionTimeoutError):
                         slow.add(index)
+                    electing = electing or _is_transient(exc)
                     if failed.sent and not idempotent and not _never_sent(exc):
                         error = _translate(exc, step, url, write=write)
                         raise type(error)(self._failure_message(step, failures)) from exc
             left = deadline - self._clock()
-            if not candidates or left < 0.15:
+            if not electing or left < 0.15:  # (a write that got here was never sent)
                 raise StoreUnavailable(self._failure_message(what, failures))
-            time.sleep(0.1)  # every member refused at once (no leader yet?): ask again shortly
+            time.sleep(0.1)  # the members are electing a leader: ask again shortly
 
     def _attempt(self, index: int, what: str, action: Callable[[Any, float], T], timeout: float) -> T:
         """One attempt on one member (logging in again once if etcd forgot our token)."""
