@@ -850,7 +850,8 @@ class EtcdStore:
     ) -> None:
         """watch_backoff, watch_keepalive (seconds between pings), rng, page_size (keys),
         page_bytes (target bytes of a page), max_receive_bytes (gRPC's limit on one
-        response) and clock are for tests and tuning."""
+        response) and clock (for the members' quarantine; call deadlines are real time, as
+        gRPC's are) are for tests and tuning."""
         if not (isinstance(watch_keepalive, int | float) and 0 < watch_keepalive < math.inf):
             raise ValueError(f"watch_keepalive must be a positive number of seconds, not {watch_keepalive!r}")
         for name, value in (("page_size", page_size), ("page_bytes", page_bytes),
@@ -865,7 +866,6 @@ class EtcdStore:
         self._page_size = page_size
         self._page_bytes = page_bytes
         self._max_receive_bytes = max_receive_bytes
-        self._clock = clock
         self._attempt_timeout = float(settings.attempt_timeout or settings.call_timeout)
         self._picker = _MemberPicker(len(settings.endpoints), clock=clock)
         self._lock = threading.Lock()
@@ -929,14 +929,14 @@ class EtcdStore:
         member said it is electing ("no leader"); other calls move on only when the
         request never reached etcd. Members that refuse connections fail the call at once.
         """
-        deadline = self._clock() + self.settings.call_timeout
+        deadline = time.monotonic() + self.settings.call_timeout
         failures: list[str] = []
         slow: set[int] = set()  # members that hit a deadline during this call
         while True:
             electing = False  # did a member answer "no leader" or the like this round?
             candidates = [i for i in self._picker.order() if i not in slow]
             for index in candidates:
-                left = deadline - self._clock()
+                left = deadline - time.monotonic()
                 if failures and left < 0.05:
                     break
                 url = self.settings.endpoints[index]
@@ -954,7 +954,7 @@ class EtcdStore:
                     if failed.sent and not idempotent and not _never_sent(exc):
                         error = _translate(exc, step, url, write=write)
                         raise type(error)(self._failure_message(step, failures)) from exc
-            left = deadline - self._clock()
+            left = deadline - time.monotonic()
             if not electing or left < 0.15:  # (a write that got here was never sent)
                 raise StoreUnavailable(self._failure_message(what, failures))
             time.sleep(0.1)  # the members are electing a leader: ask again shortly
