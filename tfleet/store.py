@@ -1044,9 +1044,9 @@ class EtcdStore:
 
         The first page fixes the revision (or revision=R does); it holds a few keys, the
         next ones at most page_size keys and about page_bytes bytes (from the sizes seen
-        so far), and a page shrinks further when a response is still too large. Raises RevisionCompacted when the revision is compacted away
-        in the middle (the caller decides whether to start over). keys_only pages carry
-        empty values.
+        so far), and a page shrinks further when a response is still too large. Raises
+        RevisionCompacted when the revision is compacted away in the middle (the caller
+        decides whether to start over). keys_only pages carry empty values.
         """
         _check_key(prefix, "prefix")
         if revision is not None and (isinstance(revision, bool) or not isinstance(revision, int) or revision < 1):
