@@ -38,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tfleet import schema
+from tfleet import health, schema
 from tfleet.controller.snapshot import FleetSnapshot, SnapshotReader
 from tfleet.keyspace import InvalidName, Keyspace
 from tfleet.registry import diff_values
@@ -171,11 +171,16 @@ def _cell(fleet: FleetSnapshot, host: str, model: str, report: ModelStatusReport
         "pending": parsed is not None and (status is None or status.assignment_revision != parsed.revision),
         "canary": bool(replica and replica.canary),
         "updated_at": _iso(status.updated_at) if status is not None else None,
+        # tfleet/health.py's words, as the CLI and modelstatus use them
+        "ready": parsed is not None and parsed.value is not None and health.replica_ready(status, parsed.revision),
+        "serving": health.replica_serving(status),
+        "errors": list(health.replica_errors(status)),
     }
 
 
 def _serving(cell: dict[str, Any]) -> bool:
-    return bool(cell["versions"]) and not cell["error"] and all(v["state"] == "AVAILABLE" for v in cell["versions"].values())
+    """The cell's replica is ready (tfleet/health.py decides)."""
+    return bool(cell["ready"])
 
 
 @dataclass(frozen=True)
@@ -210,12 +215,8 @@ def _model_part(fleet: FleetSnapshot, name: str, head: dict[str, int] | None, re
             states[version["state"]] = states.get(version["state"], 0) + 1
         if cell["assignment_error"]:
             errors.append(_problem("assignment", cell["assignment_error"], name, host))
-        if cell["error"]:
-            errors.append(_problem("agent", cell["error"], name, host))
-        else:
-            for version, v in cell["versions"].items():
-                if v["error_message"] and (v["error_code"] or v["state"] == "END"):
-                    errors.append(_problem("agent", f"version {version} on {host}: {v['error_message']}", name, host))
+        for message in cell["errors"]:
+            errors.append(_problem("agent", message, name, host))
     if report is not None:
         ready = sum(1 for r in report.replicas if r.ready)
         wanted = report.wanted_replicas
@@ -234,6 +235,7 @@ def _model_part(fleet: FleetSnapshot, name: str, head: dict[str, int] | None, re
                    "to_versions": list(report.rollout.to_versions), "reason": report.rollout.reason}
     intent_error = parsed.error if parsed is not None else None
     error = report.error if report is not None and report.error else intent_error
+    judged = health.model_health(report, intent_exists=parsed is not None, intent_error=intent_error)
     if error:
         errors.append(_problem("intent", error, name))
     for reason in report.reasons if report is not None else ():
@@ -252,6 +254,9 @@ def _model_part(fleet: FleetSnapshot, name: str, head: dict[str, int] | None, re
         "error": error,
         "wanted_replicas": wanted,
         "ready_replicas": ready,
+        "serving_replicas": judged.serving if report is not None else sum(1 for c in row.values() if c["serving"]),
+        "health": judged.state,
+        "health_reason": judged.reason,
         "available": dict(sorted(available.items(), key=lambda item: (len(item[0]), item[0]))),
         "rollout": rollout,
         "reasons": list(report.reasons) if report is not None else [],

@@ -21,7 +21,7 @@ VALID: dict[type, dict] = {
                          "rollout": {"strategy": "canary", "failure_backoff_seconds": 30.5}, "tags": ["x"],
                          "alerts": {"latency_p99_ms": 20, "error_rate": 0.5, "for": "5m"}},
     schema.HostRecord: {"host": "h1", "grpc_address": "a:1", "rest_address": "a:2", "memory_mb": 5, "labels": {"z": "a"},
-                        "agent_version": "1", "started_at": NOW, "metrics_address": "a:3"},
+                        "agent_version": "1", "started_at": NOW, "metrics_address": "a:3", "tfs_unresponsive_since": NOW},
     schema.ModelStatus: {"assignment_revision": 3, "versions": {"1": {"state": "AVAILABLE", "error_code": 0}}, "version_labels": {"s": 1},
                          "error": None, "updated_at": NOW},
     schema.HostControl: {"cordoned": True, "draining": False, "reason": "r"},
@@ -29,11 +29,14 @@ VALID: dict[type, dict] = {
     schema.VersionRecord: {"model": "m", "version": 3, "path": "/m/3", "checksum": "sha256:00", "size_bytes": 7, "created_at": NOW, "registered_at": NOW},
     schema.LeaderRecord: {"id": "c1", "since": NOW, "version": "1", "dashboard_address": "127.0.0.1:8080"},
     schema.ModelStatusReport: {"intent_revision": 2, "wanted_replicas": 1, "ready_replicas": {"1": 1},
-                               "replicas": [{"host": "h1", "versions": {"1": "AVAILABLE"}, "labels": {"s": 1}, "ready": True}],
-                               "rollout": {"phase": "stable", "from_versions": [1], "to_versions": [2]}, "reasons": ["x"],
-                               "failures": [{"version": 1, "host": "h1", "error": "e", "at": NOW, "retry_after": NOW}], "updated_at": NOW},
+                               "replicas": [{"host": "h1", "versions": {"1": "AVAILABLE"}, "labels": {"s": 1}, "ready": True, "errors": ["e"]}],
+                               "rollout": {"phase": "stable", "from_versions": [1], "to_versions": [2], "from_labels": {"s": 1}}, "reasons": ["x"],
+                               "failures": [{"version": 1, "host": "h1", "error": "e", "at": NOW, "retry_after": NOW}], "updated_at": NOW,
+                               "serving_replicas": 1, "health": "degraded", "health_reason": "r"},
     schema.RouteTable: {"model": "m", "versions": {"1": [{"host": "h1", "grpc_address": "a:1", "rest_address": "a:2"}]}, "updated_at": NOW},
-    schema.HistoryEntry: {"sequence": 1, "model": "m", "action": "create", "revision": 3, "at": NOW, "new": {"base_path": "/m"}},
+    schema.HistoryEntry: {"sequence": 1, "model": "m", "action": "gap", "revision": 3, "at": NOW, "new": {"base_path": "/m"},
+                          "revisions": {"first": 1, "last": 3}, "note": "n"},
+    schema.HistoryCursor: {"revision": 5, "updated_at": NOW, "keep": 10, "last_gap": {"revisions": {"first": 1, "last": 3}, "at": NOW, "models": 2}},
 }
 
 # Raw JSON tokens that no strict reader may accept where a value belongs.

@@ -155,3 +155,12 @@ def test_problems_json_shape_is_the_contract() -> None:
     assert set(doc) == {"total", "by_section", "problems", "updated_at"}
     assert doc["problems"] == [{"key": "/tfleet/hostctl/h1", "section": "hostctl", "error": "bad", "since": "2026-12-06T12:00:00Z"}]
     assert doc["total"] == 1 and doc["by_section"] == {"hostctl": 1}
+
+
+def test_the_health_a_status_report_may_hold_is_what_health_decides() -> None:
+    """ModelStatusReport.health is strict (a Literal): it must list exactly tfleet/health.py's states."""
+    import typing
+
+    from tfleet import health, schema
+
+    assert set(typing.get_args(schema.HealthState)) == set(health.STATES)
