@@ -243,17 +243,17 @@ def apply(ops: Ops, files: tuple[str, ...], dry_run: bool, author: str, output: 
 
 def _write_hostctl(ops: Ops, host: str, control: Any, expected: int, rerun: str) -> tuple[str, int]:
     """Write (or delete, for None) hostctl/<host> if it is still at revision ``expected``."""
-    from tfleet.schema import HostControl, encode
+    from tfleet.schema import HostControl, SchemaError, encode, parse
     from tfleet.store import Compare, Delete, Put
 
     key = ops.keyspace.hostctl(host)
     kv = ops.store.get(key)
     current_revision = kv.mod_revision if kv is not None else 0
     if current_revision == expected and kv is not None and control is not None:
-        try:
-            if HostControl.model_validate_json(kv.value) == control:
+        try:  # any bytes may be in etcd: read them as strictly as every reader does
+            if parse(HostControl, kv.value, kv.key) == control:
                 return "unchanged", current_revision
-        except ValueError:
+        except SchemaError:
             pass
     if current_revision == expected and kv is None and control is None:
         return "unchanged", current_revision
