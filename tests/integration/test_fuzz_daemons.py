@@ -5,7 +5,9 @@ the integration harnesses) serve a good model. A seeded generator (tests/adversa
 then writes random and adversarial values (deep nesting, invalid UTF-8 and escapes, control
 characters, huge and negative numbers, wrong types, strings near etcd's 1.5 MiB request
 limit, odd key names) into every key kind the daemons read: models/, assignments/<host>/,
-hosts/, hostctl/, schedules/, versions/, status/, the leader key, modelstatus/ and routes/.
+hosts/, hostctl/, schedules/, versions/, status/, the leader key, modelstatus/, routes/,
+history/ and historycursor (the history recorder), and the agent's own keys (hosts/h1 and
+status/h1/..., which it writes back).
 
 Afterwards:
 
@@ -15,7 +17,9 @@ Afterwards:
 * every bad value is reported: in <prefix>/problems (the controller's list), and for an
   assignment also in the agent's status/<host>/<model>.error;
 * the good model was never unloaded: the simulator loaded it exactly once and serves it, and
-  its status shows it AVAILABLE.
+  its status shows it AVAILABLE;
+* the agent owns its keys again: hosts/h1 and every status/h1/ key are valid and bound to its
+  lease; the history recorder runs and its cursor is valid again.
 
 TFLEET_FUZZ_EXAMPLES sets the number of values (default 600, about 10 s; 5000 took 66 s on
 a 2-core machine); TFLEET_FUZZ_SEED the seed (printed on failure).
@@ -45,12 +49,15 @@ ODD_NAMES = ["bad name", "..", "x" * 200, "\u00fc", "a/b", "-lead", "\u00b2", "t
 pytestmark = pytest.mark.slow
 
 
+VALID_ONLY = "valid only"
+
+
 def _name(rng: random.Random, stem: str, index: int) -> str:
     return rng.choice(ODD_NAMES) if rng.random() < 0.1 else f"{stem}-{index}"
 
 
-def _targets(ks, rng: random.Random, index: int) -> list[tuple[str, type, bool]]:
-    """(key, schema model, may it hold a valid value) for one example: each section in its own
+def _targets(ks, rng: random.Random, index: int) -> list[tuple[str, type, bool | str]]:
+    """(key, schema model, may it hold a valid value (or VALID_ONLY)) for one example: each section in its own
     name space, so that one section's writes never collide with another's (an intent fm-1
     makes the controller assign fm-1, never the fuzzer's fa-1)."""
     fake_host = f"fh-{index % 7}"
@@ -68,6 +75,14 @@ def _targets(ks, rng: random.Random, index: int) -> list[tuple[str, type, bool]]
         (ks.modelstatus_prefix() + _name(rng, "fms", index), schema.ModelStatusReport, True),
         (ks.modelstatus("good"), schema.ModelStatusReport, False),  # the controller's memory of good
         (ks.routes_prefix() + rng.choice(["good", f"fr-{index}"]), schema.RouteTable, True),
+        (ks.history_prefix(f"fm-{index % 13}") + rng.choice([f"{index % 5 + 1:012d}", f"{index:012d}", "x", "-1", "9" * 30]), schema.HistoryEntry, True),
+        (ks.history_cursor(), schema.HistoryCursor, True),
+        # the agent's own keys: it writes them back (so they are not in <prefix>/problems).
+        # hosts/h1 gets valid records only: with an invalid one the controller counts h1 as
+        # gone until the agent rewrites it, and drops its replicas (placement rule 2).
+        (ks.host("h1"), schema.HostRecord, VALID_ONLY),
+        (ks.status_prefix("h1") + _name(rng, "fst", index), schema.ModelStatus, True),
+        (ks.status_prefix("h1") + "good", schema.ModelStatus, False),
     ]
 
 
@@ -124,6 +139,8 @@ def test_no_value_stops_a_daemon_vanishes_or_unloads_a_good_model(fuzz_fleet, mo
             value = adversarial_value(rng, model, huge=False)
         if not may_be_valid and is_valid(model, value):
             continue
+        if may_be_valid == VALID_ONLY and not is_valid(model, value):
+            continue
         fleet.store.put(key, value)
         live += len(value) - len(written.get(key, (None, b""))[1])
         written[key] = (model, value)
@@ -145,8 +162,12 @@ def test_no_value_stops_a_daemon_vanishes_or_unloads_a_good_model(fuzz_fleet, mo
 
     # -- every bad value is reported --------------------------------------------------------------
     checked_sections = {"models", "assignments", "hosts", "hostctl", "schedules", "versions", "status"}
+    # the agent writes its own keys back; one under status/h1/ with an invalid name it leaves
+    # alone (it could not have written it): that one is a problem like any other
+    owned = (ks.host("h1"), ks.status_prefix("h1"))
     expected = {key for key, (model, value) in written.items()
-                if ks.section_of(key) in checked_sections and (not _name_is_valid(ks, key) or not is_valid(model, value))}
+                if ks.section_of(key) in checked_sections and not (key.startswith(owned) and _name_is_valid(ks, key))
+                and (not _name_is_valid(ks, key) or not is_valid(model, value))}
 
     def reported() -> set[str]:
         kv = fleet.store.get(ks.problems())
@@ -170,5 +191,27 @@ def test_no_value_stops_a_daemon_vanishes_or_unloads_a_good_model(fuzz_fleet, mo
     assert sim.load_count("good", 1) == 1, "good was loaded again: it was unloaded in between"
     assert fleet.status("h1", "good").versions["1"].state == "AVAILABLE"
     assert agent.counter("tfleet_agent_pass_errors_total") == 0
+
+    # -- the agent owns its keys again; the history recorder runs ------------------------------------
+    def keys_not_the_agents() -> list[str]:
+        lease = agent.agent.lease.lease_id
+        kvs = [fleet.store.get(ks.host("h1")), *(kv for kv in fleet.store.list_prefix(ks.status_prefix("h1")).items if _name_is_valid(ks, kv.key))]
+        return [kv.key if kv is not None else ks.host("h1") for kv in kvs
+                if lease is None or kv is None or kv.lease != lease or not is_valid(schema.HostRecord if kv.key == ks.host("h1") else schema.ModelStatus, kv.value)]
+
+    def agent_owns_its_keys() -> bool:
+        return not keys_not_the_agents()
+
+    if not wait_until(agent_owns_its_keys, 60, interval=0.5, raise_on_timeout=False):
+        pytest.fail(f"hosts/h1 and status/h1/ are the agent's again; not yet: {keys_not_the_agents()[:5]} (seed {SEED})")
+    assert controller.controller.history.alive
+
+    def cursor_valid() -> bool:
+        kv = fleet.store.get(ks.history_cursor())
+        return kv is not None and is_valid(schema.HistoryCursor, kv.value)
+
+    fleet.declare("fm-after", {"base_path": str(models_dir / "good"), "replicas": 0})  # a change to record
+    wait_until(cursor_valid, 30, message=f"the history recorder writes a valid cursor again (seed {SEED})")
+    assert controller.controller.metrics.registry.get_sample_value("tfleet_controller_history_recorder_errors_total") == 0
     assert controller.controller.metrics.registry.get_sample_value("tfleet_controller_pass_errors_total") == 0
     print(f"fuzz: {len(written)} keys written in {write_seconds:.1f} s, {len(expected)} bad values reported (seed {SEED})")
