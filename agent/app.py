@@ -26,10 +26,11 @@ from tfleet import __version__, logs, schema
 from tfleet.agent.applied import AppliedStateFile
 from tfleet.agent.heartbeat import HostLease
 from tfleet.agent.metrics import AgentMetrics
-from tfleet.agent.reconciler import Reconciler
+from tfleet.agent.reconciler import Outcome, Reconciler
 from tfleet.agent.settings import AgentSettings
 from tfleet.httpserver import OpsServer
 from tfleet.keyspace import Keyspace
+from tfleet.passguard import PassGuard
 from tfleet.schema import HostRecord
 from tfleet.store import EtcdStore
 
@@ -90,6 +91,7 @@ class Agent:
             on_tfs_change=self.lease.rewrite,
         )
         self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+        self._guard = PassGuard("agent-loop", self.log, self.metrics.pass_errors, self.metrics.pass_failing)
 
     # -- control ---------------------------------------------------------------------------
     def wake(self, full: bool = False) -> None:
@@ -137,29 +139,45 @@ class Agent:
                 self._stop.wait(self.settings.coalesce_window)  # let a burst of changes land together
             self._wake.clear()
             self._loop_beat = self._clock()
+            try:
+                outcome = self._step(woke)
+            except Exception as exc:  # noqa: BLE001 - a pass never stops the agent (tfleet/passguard.py)
+                # Back off even if watch events keep waking the loop; then a full pass, since the
+                # failed one may have left caches half-updated.
+                self._stop.wait(self._guard.failed(exc))
+                self._full.set()
+                requeue = 0.0
+                continue
+            if outcome is None:
+                continue  # no pass was due: keep the requeue asked for by the last pass
+            self._guard.succeeded()
+            requeue = outcome.requeue_after
+
+    def _step(self, woke: bool) -> Outcome | None:
+        """One turn of the loop after a wake: the host record's rewrite when due, then a probe
+        of TF Serving or a pass (None: neither asked for a pass). Everything in here runs
+        under the loop's PassGuard, so a surprise anywhere cannot stop the agent."""
+        if self.lease.rewrite_due:
+            self.lease.rewrite()
+        wanted = not woke or self._pass.is_set()  # a requeue that came due, or a wake
+        self._pass.clear()
+        probe = self._probe.is_set()
+        self._probe.clear()
+        if not wanted and probe:
+            # Between passes only TF Serving is looked at (one cheap call); a pass follows
+            # at once when it restarted, hangs no more, or the probed model changed.
+            wanted = self.reconciler.probe()
+        if not wanted:
+            return None
+        full = self._full.is_set()
+        self._full.clear()
+        if full:
+            self.lease.verify()
             if self.lease.rewrite_due:
                 self.lease.rewrite()
-            wanted = not woke or self._pass.is_set()  # a requeue that came due, or a wake
-            self._pass.clear()
-            probe = self._probe.is_set()
-            self._probe.clear()
-            if not wanted and probe:
-                # Between passes only TF Serving is looked at (one cheap call); a pass follows
-                # at once when it restarted, hangs no more, or the probed model changed.
-                wanted = self.reconciler.probe()
-                if not wanted:
-                    continue  # keep the requeue asked for by the last pass
-            if not wanted:
-                continue
-            full = self._full.is_set()
-            self._full.clear()
-            if full:
-                self.lease.verify()
-                if self.lease.rewrite_due:
-                    self.lease.rewrite()
-            outcome = self.reconciler.reconcile(full=full)
-            self._ensure_watch()
-            requeue = outcome.requeue_after
+        outcome = self.reconciler.reconcile(full=full)
+        self._ensure_watch()
+        return outcome
 
     def _ensure_watch(self) -> None:
         if not self.reconciler.last_revision:

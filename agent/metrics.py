@@ -65,3 +65,9 @@ class AgentMetrics:
         self.last_reconcile = Gauge(
             "tfleet_agent_last_reconcile_timestamp_seconds", "Unix time of the last completed reconcile.", registry=r
         )
+        self.pass_errors = Counter(
+            "tfleet_agent_pass_errors_total", "Passes ended by an unexpected error (the loop backs off and goes on).", registry=r
+        )
+        self.pass_failing = Gauge(
+            "tfleet_agent_pass_failing", "1 while the agent's passes keep failing with an unexpected error.", registry=r
+        )

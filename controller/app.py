@@ -24,10 +24,12 @@ from tfleet.controller.discovery import discovery_routes
 from tfleet.controller.election import Election
 from tfleet.controller.history import HistoryRecorder
 from tfleet.controller.metrics import ControllerMetrics
+from tfleet.controller.problems import ProblemsPublisher
 from tfleet.controller.reconciler import ControllerReconciler
 from tfleet.controller.settings import ControllerSettings
 from tfleet.httpserver import OpsServer
 from tfleet.keyspace import Keyspace
+from tfleet.passguard import PassGuard
 from tfleet.registry import Registry
 from tfleet.schema import LeaderRecord
 from tfleet.store import EtcdStore, StoreError
@@ -81,6 +83,8 @@ class Controller:
         )
         self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
         self._loop_beat = clock()
+        self.problems = ProblemsPublisher(store=self.store, keyspace=self.keyspace, election=self.election, metrics=self.metrics, log=self.log)
+        self._guard = PassGuard("controller-loop", self.log, self.metrics.pass_errors, self.metrics.pass_failing)
 
     def _leader_record(self) -> LeaderRecord:
         dashboard = self.dashboard.advertised_address if self.dashboard else None
@@ -126,15 +130,37 @@ class Controller:
                 self._stop.wait(self.settings.coalesce_window)
             self._wake.clear()
             self._loop_beat = self._clock()
-            leading = self.election.is_leader
-            if leading:
-                self._ensure_watch()
-            # A standby's pass returns at once; the first one after losing leadership also
-            # drops the fleet gauges this controller reported while it led.
-            self.reconciler.reconcile()
-            if leading:
-                self._schedule_next_action()
-            self.metrics.is_leader.set(1 if self.election.is_leader else 0)
+            try:
+                self._pass()
+            except Exception as exc:  # noqa: BLE001 - a pass never stops the controller (tfleet/passguard.py)
+                self._stop.wait(self._guard.failed(exc))
+                self._wake.set()
+            else:
+                self._guard.succeeded()
+
+    def _pass(self) -> None:
+        leading = self.election.is_leader
+        if leading:
+            self._ensure_watch()
+        # A standby's pass returns at once; the first one after losing leadership also
+        # drops the fleet gauges this controller reported while it led.
+        self.reconciler.reconcile()
+        if leading:
+            self._schedule_next_action()
+        self._publish_problems(leading)
+        self.metrics.is_leader.set(1 if self.election.is_leader else 0)
+
+    def _publish_problems(self, leading: bool) -> None:
+        """<prefix>/problems (controller/problems.py): from the leader's snapshot, or from a
+        standby when the leader key itself keeps anybody from leading."""
+        snap = self.reconciler.last_snapshot
+        if leading and snap is not None:
+            self.problems.publish(snap.bad_values, snap.revision)
+            return
+        self.problems.clear_gauges()
+        orphan = self.election.orphaned_leader_key
+        if orphan is not None:
+            self.problems.publish_without_leader(orphan[1], orphan[0])
 
     def _schedule_next_action(self) -> None:
         """Wake the loop when the next scheduled action falls due (the action itself is in etcd)."""

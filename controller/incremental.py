@@ -32,7 +32,7 @@ from tfleet.controller.planner import (
     effective_intents,
     host_info,
     placement_input,
-    plan_model,
+    plan_model_safely,
 )
 from tfleet.controller.snapshot import FleetSnapshot
 from tfleet.schema import ModelIntent, ModelStatusReport
@@ -144,5 +144,5 @@ class IncrementalPlanner:
 
     def _plan_one(self, snap: FleetSnapshot, model: str, now: dt.datetime) -> ModelPlan:
         assert self._placement is not None
-        return plan_model(snap, model, self._intents.get(model), snap.holders.get(model, set()),
+        return plan_model_safely(snap, model, self._intents.get(model), snap.holders.get(model, set()),
                           self._placement.hosts.get(model, ()), self._placement.reasons.get(model, ()), now)

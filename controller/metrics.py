@@ -24,6 +24,9 @@ class ControllerMetrics:
         self.invalid_intents = Gauge("tfleet_controller_invalid_intents", "Intents that fail validation.", registry=r)
         self.rollout_phase = Gauge("tfleet_controller_rollout_phase", "1 for the rollout phase each model is in.", ["model", "phase"], registry=r)
         self.live_hosts = Gauge("tfleet_controller_live_hosts", "Hosts registered in etcd.", registry=r)
+        self.pass_errors = Counter("tfleet_controller_pass_errors_total", "Passes ended by an unexpected error (the loop backs off and goes on).", registry=r)
+        self.pass_failing = Gauge("tfleet_controller_pass_failing", "1 while the controller's passes keep failing with an unexpected error.", registry=r)
+        self.problems = Gauge("tfleet_controller_problems", "Values in etcd no reader can use, by keyspace section (the leader's <prefix>/problems).", ["section"], registry=r)
         # The history recorder (controller/history.py)
         self.history_entries = Counter("tfleet_controller_history_entries_total",
                                        "Changes of models/ the history recorder went through, by who wrote their entry: etcd (the recorder), cli (written with the change).",

@@ -138,6 +138,22 @@ def plan_model(
     return ModelPlan(puts, deletes, report, wake_at=wake_at)
 
 
+def plan_model_safely(snap: FleetSnapshot, model: str, entry, holders: set[str], placed: tuple[str, ...],
+                      reasons: tuple[str, ...], now: dt.datetime) -> ModelPlan:
+    """plan_model, with a crash on one model turned into that model's error.
+
+    A value no validation caught, or a bug, must not fail the whole pass (every other model
+    would stop being planned): the model gets no writes at all this pass (nothing is
+    unloaded or moved because of it) and its modelstatus says what went wrong.
+    """
+    try:
+        return plan_model(snap, model, entry, holders, placed, reasons, now)
+    except Exception as exc:  # noqa: BLE001 - isolate one model; the others go on
+        revision = entry[2] if entry is not None else 0
+        error = f"internal error while planning this model ({type(exc).__name__}: {exc}); nothing is changed for it until it is fixed"
+        return ModelPlan({}, frozenset(), ModelStatusReport(intent_revision=revision, error=error[:2000], updated_at=now))
+
+
 def combine(results: Mapping[str, ModelPlan]) -> ControllerPlan:
     puts: dict[tuple[str, str], Assignment] = {}
     deletes: set[tuple[str, str]] = set()
@@ -160,7 +176,7 @@ def plan(snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.dat
     current = holders_by_model(snap, managed)
     placement = place(placement_input(snap, intents, current))
     results = {
-        model: plan_model(snap, model, intents.get(model), current.get(model, set()), placement.hosts.get(model, ()), placement.reasons.get(model, ()), now)
+        model: plan_model_safely(snap, model, intents.get(model), current.get(model, set()), placement.hosts.get(model, ()), placement.reasons.get(model, ()), now)
         for model in sorted(managed)
     }
     return combine(results)

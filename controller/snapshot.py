@@ -12,16 +12,18 @@ hosts the changed keys belong to, for the incremental planner.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from tfleet import schema
-from tfleet.keyspace import InvalidName, Keyspace
+from tfleet.keyspace import InvalidName, Keyspace, validate_name
 from tfleet.schema import (
     Assignment,
     HostControl,
     HostRecord,
+    LeaderRecord,
     ModelIntent,
     ModelStatus,
     ModelStatusReport,
@@ -33,6 +35,7 @@ from tfleet.schema import (
 from tfleet.store import Snapshot
 
 T = TypeVar("T")
+_VERSION_RE = re.compile(r"[0-9]{1,19}")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class FleetSnapshot:
     versions: dict[str, dict[int, VersionRecord]] = field(default_factory=dict)
     schedules: dict[tuple[str, str], Parsed[ScheduledAction]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # keys that could not be read at all
+    # Every value no reader can use, key -> why (names and values alike): the input of the
+    # fleet's problems key (controller/problems.py) and of `tfleet status`.
+    bad_values: dict[str, str] = field(default_factory=dict)
     # What differs from the previous read of the same SnapshotReader (None: unknown, plan all):
     # the models and hosts whose keys were added, changed or removed.
     changed_models: frozenset[str] | None = None
@@ -74,6 +80,29 @@ class FleetSnapshot:
         self.assignments[place] = parsed
         self.holders.setdefault(place[1], set()).add(place[0])
         self.held_by.setdefault(place[0], set()).add(place[1])
+
+
+def _bad(key: str, error: str, *, unread: bool = True) -> Filer:
+    """File a value nobody can use where operators look for it (never drop it silently).
+
+    unread=False: the value is also filed where it belongs (an intent, assignment or
+    schedule with its error, reported on its model), so it is not repeated in ``problems``.
+    """
+
+    def file(fleet: FleetSnapshot) -> None:
+        if unread:
+            fleet.problems.append(error)
+        fleet.bad_values[key] = error
+
+    return file
+
+
+def _both(first: Filer, second: Filer) -> Filer:
+    def file(fleet: FleetSnapshot) -> None:
+        first(fleet)
+        second(fleet)
+
+    return file
 
 
 def _parse(model: type[T], key: str, value: bytes, revision: int) -> Parsed[T]:
@@ -94,7 +123,8 @@ def _filer(ks: Keyspace, key: str, value: bytes, revision: int) -> Filer:
     if section == "models":
         name = ks.name_after(key, ks.models_prefix())
         parsed = _parse(ModelIntent, key, value, revision)
-        return lambda fleet: fleet.intents.__setitem__(name, parsed)
+        file_intent: Filer = lambda fleet: fleet.intents.__setitem__(name, parsed)  # noqa: E731
+        return file_intent if parsed.error is None else _both(file_intent, _bad(key, parsed.error, unread=False))
     if section in ("hosts", "hostctl", "modelstatus"):
         prefix = {"hosts": ks.hosts_prefix(), "hostctl": ks.hostctl_prefix(), "modelstatus": ks.modelstatus_prefix()}[section]
         name = ks.name_after(key, prefix)
@@ -102,18 +132,18 @@ def _filer(ks: Keyspace, key: str, value: bytes, revision: int) -> Filer:
         parsed_doc = _parse(kind, key, value, revision)
         target = {"hosts": "hosts", "hostctl": "hostctl", "modelstatus": "modelstatus"}[section]
         if parsed_doc.value is None:
-            return lambda fleet: fleet.problems.append(parsed_doc.error or key)
+            return _bad(key, parsed_doc.error or key)
         return lambda fleet: getattr(fleet, target).__setitem__(name, parsed_doc.value)
     if section == "assignments":
         place = ks.parse_host_model(key, "assignments")
         parsed_assignment = _parse(Assignment, key, value, revision)
-
-        return lambda fleet: fleet.add_assignment(place, parsed_assignment)
+        file_assignment: Filer = lambda fleet: fleet.add_assignment(place, parsed_assignment)  # noqa: E731
+        return file_assignment if parsed_assignment.error is None else _both(file_assignment, _bad(key, parsed_assignment.error, unread=False))
     if section == "status":
         place = ks.parse_host_model(key, "status")
         status = _parse(ModelStatus, key, value, revision)
         if status.value is None:
-            return lambda fleet: None
+            return _bad(key, status.error or key)
 
         def file_status(fleet: FleetSnapshot) -> None:
             fleet.statuses[place] = status.value  # type: ignore[assignment]
@@ -123,30 +153,37 @@ def _filer(ks: Keyspace, key: str, value: bytes, revision: int) -> Filer:
         return file_status
     if section == "versions":
         model, _, version = tail.partition("/")
+        if not _VERSION_RE.fullmatch(version):  # str.isdigit() accepts "²", which int() refuses
+            raise InvalidName(f"key {key!r} must have the form {ks.versions_prefix()}<model>/<version>, the version in decimal digits")
+        validate_name("model", model)
         record = _parse(VersionRecord, key, value, revision)
-        if record.value is None or not version.isdigit():
-            return lambda fleet: None
+        if record.value is None:
+            return _bad(key, record.error or key)
         return lambda fleet: fleet.versions.setdefault(model, {}).__setitem__(int(version), record.value)  # type: ignore[arg-type]
     if section == "schedules":
         model, _, schedule_id = tail.partition("/")
+        validate_name("model", model)
+        validate_name("schedule", schedule_id)
         parsed_action = _parse(ScheduledAction, key, value, revision)
-        return lambda fleet: fleet.schedules.__setitem__((model, schedule_id), parsed_action)
+        file_action: Filer = lambda fleet: fleet.schedules.__setitem__((model, schedule_id), parsed_action)  # noqa: E731
+        return file_action if parsed_action.error is None else _both(file_action, _bad(key, parsed_action.error, unread=False))
     if section == "routes":
         name = ks.name_after(key, ks.routes_prefix())
         table = _parse(RouteTable, key, value, revision).value
         return lambda fleet: fleet.routes.__setitem__(name, table if table is not None and table.model == name else None)
-    return lambda fleet: None  # leader, history, and keys of later versions: not planning input
-
-
-def _problem(message: str) -> Filer:
-    return lambda fleet: fleet.problems.append(message)
+    if key == ks.leader():
+        leader = _parse(LeaderRecord, key, value, revision)
+        return (lambda fleet: None) if leader.error is None else _bad(key, leader.error, unread=False)  # readers parse it themselves
+    return lambda fleet: None  # history, problems, and keys of later versions: not planning input
 
 
 def _filer_or_problem(ks: Keyspace, key: str, value: bytes, revision: int) -> Filer:
     try:
         return _filer(ks, key, value, revision)
     except InvalidName as exc:
-        return _problem(f"{key}: {exc}")
+        return _bad(key, schema.safe_text(f"{key}: {exc}"))
+    except Exception as exc:  # noqa: BLE001 - one key must never fail the whole snapshot
+        return _bad(key, schema.safe_text(f"{key}: could not be read ({type(exc).__name__}: {exc})")[:2000])
 
 
 def read(snapshot: Snapshot, ks: Keyspace) -> FleetSnapshot:

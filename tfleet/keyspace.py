@@ -18,6 +18,7 @@ Version 1 layout under a prefix (default ``/tfleet``)::
     <prefix>/schedules/<model>/<id>         operator: a promote or rollback at a given time
     <prefix>/leader                         controller, leased: the leading controller
     <prefix>/routes/<model>                 controller: where each version and label is AVAILABLE
+    <prefix>/problems                       controller: every value in etcd no reader can use
 """
 
 from __future__ import annotations
@@ -174,6 +175,15 @@ class Keyspace:
 
     def leader(self) -> str:
         return f"{self.prefix}/leader"
+
+    def problems(self) -> str:
+        return f"{self.prefix}/problems"
+
+    def section_of(self, key: str) -> str:
+        """The keyspace section a key is in ("models", "hosts", "leader", ...; "" if outside)."""
+        if not key.startswith(self.prefix + "/"):
+            return ""
+        return key[len(self.prefix) + 1 :].partition("/")[0]
 
     def routes_prefix(self) -> str:
         return f"{self.prefix}/routes/"

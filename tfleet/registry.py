@@ -46,13 +46,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from tfleet import logs
+from tfleet import logs, schema
 from tfleet.jsondiff import FieldChange, diff_values  # Registry.diff returns FieldChange; controller/dashboard.py imports diff_values from here
 from tfleet.keyspace import InvalidName, Keyspace
 from tfleet.modelfs import SAVED_MODEL_FILES, ChecksumError, checksum_version_dir, local_path
-from tfleet.schema import HistoryCursor, HistoryEntry, ModelIntent, SchemaError, VersionRecord, encode, explain, parse, utc_now
+from tfleet.schema import HistoryCursor, HistoryEntry, ModelIntent, SchemaError, VersionRecord, encode, parse, utc_now
 from tfleet.store import Compare, Delete, KeyValue, Put
 from tfleet.store import _key_bytes, _key_value  # for _range below, until the store offers it
 
@@ -92,11 +90,10 @@ class ConflictError(Exception):
 
 def _object_of(raw: bytes) -> dict[str, Any] | None:
     """The stored JSON object, or None if the bytes are not one."""
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    try:  # bounded and strict like every reader (a value nested 1,000 deep once failed every pass)
+        return schema.decode_object(raw, "intent")
+    except SchemaError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _normal_form(raw: bytes) -> dict[str, Any] | None:
@@ -107,8 +104,8 @@ def _normal_form(raw: bytes) -> dict[str, Any] | None:
     an invalid one is recorded as written; a value that is not a JSON object as None.
     """
     try:
-        return ModelIntent.model_validate_json(raw).model_dump(mode="json")
-    except ValueError:
+        return schema.parse(ModelIntent, raw, "intent").model_dump(mode="json")
+    except SchemaError:
         return _object_of(raw)
 
 
@@ -187,10 +184,10 @@ class Registry:
         if target.new is None:
             what = {"delete": "records a delete", "gap": "is a gap after which the model had no intent"}.get(target.action, "holds no intent")
             raise RegistryError(f"history entry {target.sequence} of model {model} {what}; pick an entry that holds an intent")
-        try:
-            intent = ModelIntent.model_validate(target.new)
-        except ValidationError as exc:
-            raise RegistryError(f"history entry {target.sequence} of model {model} does not hold a valid intent ({explain(exc)}); pick another entry") from None
+        try:  # as strict as an intent read from etcd
+            intent = schema.validate(ModelIntent, target.new, "new")
+        except SchemaError as exc:
+            raise RegistryError(f"history entry {target.sequence} of model {model} does not hold a valid intent ({exc}); pick another entry") from None
         return self._write(model, _intent_document(intent), intent, author=author, expected=None, source="cli", action="rollback")
 
     # -- history ----------------------------------------------------------------------------
@@ -259,8 +256,8 @@ class Registry:
             for entry in reversed(entries):
                 if entry.new is not None:
                     try:
-                        return ModelIntent.model_validate(entry.new)
-                    except ValueError:
+                        return schema.validate(ModelIntent, entry.new, "new")
+                    except SchemaError:
                         continue
             if len(entries) < min(page, max_entries - seen):
                 return None
@@ -583,8 +580,8 @@ class Registry:
     @staticmethod
     def _same_intent(current: KeyValue, intent: ModelIntent) -> bool:
         try:
-            return ModelIntent.model_validate_json(current.value) == intent
-        except ValueError:
+            return parse(ModelIntent, current.value, current.key) == intent
+        except SchemaError:
             return False  # an invalid stored intent always differs from a valid one
 
     def _conflict(self, model: str, key: str, current: KeyValue | None, expected: int) -> ConflictError:

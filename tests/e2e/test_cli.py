@@ -352,6 +352,16 @@ def test_cordon_drain_uncordon_write_hostctl(tf, store, keys) -> None:
     assert store.get(keys.hostctl("h9")) is not None
 
 
+def test_cordon_replaces_a_hostctl_value_only_a_lenient_reader_would_accept(tf, store, keys) -> None:
+    """{"cordoned": 1} is invalid for every strict reader (the controller ignores it): cordon
+    must write a valid value, not call it "unchanged"."""
+    put_host(store, keys, "h1")
+    store.put(keys.hostctl("h1"), b'{"cordoned": 1}')
+    assert "unchanged" not in tf.ok("cordon", "h1")
+    kv = store.get(keys.hostctl("h1"))
+    assert schema.parse(HostControl, kv.value, kv.key) == HostControl(cordoned=True)
+
+
 def test_watch_prints_one_line_per_event(tf, store, keys) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "tfleet", *tf.args("watch", "--count", "2", "--duration", "20", "--prefix-only", "models")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)

@@ -17,6 +17,11 @@ from tfleet.sim.server import SimServer
 from tfleet.store import EtcdSettings
 
 
+def endpoints_of(etcd_url: str | tuple[str, ...]) -> tuple[str, ...]:
+    """One URL, or a cluster's member URLs (LocalEtcdCluster.client_urls)."""
+    return (etcd_url,) if isinstance(etcd_url, str) else tuple(etcd_url)
+
+
 @dataclass
 class RunningController:
     controller: Controller
@@ -35,7 +40,7 @@ class RunningController:
 def start_controller(controller_id: str, etcd_url: str, prefix: str, lease_ttl: int = 4, **overrides) -> RunningController:
     settings = ControllerSettings(
         id=controller_id,
-        etcd=EtcdSettings(endpoints=(etcd_url,), call_timeout=0.5),
+        etcd=EtcdSettings(endpoints=endpoints_of(etcd_url), call_timeout=overrides.pop("call_timeout", 0.5)),
         http_port=0,
         http_host="127.0.0.1",
         prefix=prefix.rstrip("/"),

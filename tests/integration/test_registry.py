@@ -379,3 +379,27 @@ def test_models_with_history_skips_over_each_models_entries(registry: Registry, 
         for replicas in (1, 2, 3):
             registry.apply_intent(name, intent(replicas), author="alice")
     assert list(registry.models_with_history()) == sorted(names, key=lambda n: keys.history_prefix(n))
+
+
+def test_a_leniently_equal_stored_intent_is_written_again(registry: Registry, store: EtcdStore, keys: Keyspace) -> None:
+    """"replicas": "1" (an etcdctl put) is invalid for every strict reader; applying the same
+    intent must replace it, not find it "unchanged" by a lenient comparison."""
+    stored = doc(intent(1))
+    stored["replicas"] = "1"
+    store.put(keys.model("resnet"), json.dumps(stored).encode())
+    before = store.get(keys.model("resnet")).mod_revision
+    assert registry.apply_intent("resnet", intent(1), author="alice") > before
+    assert registry.get_intent("resnet")[0] == intent(1)
+
+
+def test_rollback_and_the_last_valid_intent_read_history_as_strictly_as_etcd(registry: Registry, store: EtcdStore, keys: Keyspace) -> None:
+    """A history entry recording an etcdctl value such as "replicas": 2.0 (refused in etcd) is
+    no intent to roll back to, nor one to keep serving."""
+    registry.apply_intent("resnet", intent(1), author="alice")
+    lenient = doc(intent(2))
+    lenient["replicas"] = 2.0
+    entry = registry.history("resnet")[-1].model_copy(update={"sequence": 2, "action": "update", "new": lenient, "revision": None})
+    store.put(keys.history("resnet", 2), encode(entry))
+    with pytest.raises(RegistryError, match="history entry 2 of model resnet does not hold a valid intent .*replicas"):
+        registry.rollback("resnet", to_sequence=2, author="bob")
+    assert registry.last_valid_intent("resnet") == intent(1)

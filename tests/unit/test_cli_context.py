@@ -42,3 +42,21 @@ def test_the_context_prefix_is_used_only_with_the_context_endpoints(context_file
     assert seen["prefix"] == "/tfleet"  # another etcd: the context's prefix does not apply
     CliRunner().invoke(probe, ["--prefix", "/mine"], catch_exceptions=False)
     assert seen["prefix"] == "/mine"
+
+
+def test_any_bytes_in_the_context_file_give_a_context_or_none(context_file) -> None:
+    """Read as strictly as a value in etcd: never a traceback, no coercion, no pid that would
+    make os.kill ask about a process group (0, -1) or overflow."""
+    from tfleet.cli.context import read_context
+
+    context_file.parent.mkdir(parents=True, exist_ok=True)
+    for text in ["[" * 100_000, '{"endpoints": "x", "pid": 1e400}', '{"endpoints": "x", "pid": -1}', '{"endpoints": "x", "pid": "12"}',
+                 '{"endpoints": "x", "pid": 99999999999}', '{"endpoints": "a\\u0000b"}', b'{"endpoints": "\xff"}', '{"endpoints": "x", "endpoints": "y"}']:
+        if isinstance(text, bytes):
+            context_file.write_bytes(text)
+        else:
+            context_file.write_text(text)
+        assert read_context(context_file) is None, text[:40]
+    context_file.write_text('{"endpoints": "http://127.0.0.1:1", "pid": 0}')
+    context = read_context(context_file)
+    assert context is not None and context.prefix == "/tfleet" and not context.alive

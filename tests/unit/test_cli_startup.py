@@ -64,3 +64,20 @@ def test_daemons_never_read_the_dev_context_file(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TFLEET_CONTEXT", str(context))
     assert resolve_etcd(None).endpoints == "http://127.0.0.1:1"  # the operator commands do
     assert resolve_etcd(None, use_context=False).endpoints == "http://127.0.0.1:2379"
+
+
+def test_password_source_problems_are_listed_with_the_missing_flags(tmp_path) -> None:
+    """The etcd password sources (--etcd-password-file, TFLEET_ETCD_PASSWORD, the systemd
+    credential) are checked with the flags: one start-up error lists them all."""
+    empty = tmp_path / "pw"
+    empty.write_text("")
+    result = run("agent", "--etcd-password-file", str(empty), env={"CREDENTIALS_DIRECTORY": ""})
+    assert result.exit_code == 2
+    assert f"tfleet agent: the etcd password file {empty} is empty" in lines(result)
+    assert "tfleet agent: missing --host (or TFLEET_HOST)" in lines(result), result.stderr
+    result = run("controller", "--etcd-password-file", str(empty), env={"TFLEET_ETCD_PASSWORD": "x", "CREDENTIALS_DIRECTORY": ""})
+    assert sorted(lines(result)) == [
+        "tfleet controller: give the etcd password once: --etcd-password (TFLEET_ETCD_PASSWORD) or --etcd-password-file, not both",
+        "tfleet controller: missing --http-port (or TFLEET_HTTP_PORT)",
+        "tfleet controller: missing --id (or TFLEET_CONTROLLER_ID)",
+    ], result.stderr

@@ -773,6 +773,8 @@ def test_controller_deployment_is_highly_available_and_probed(monkeypatch: pytes
     assert settings.http_port in ports
     if getattr(settings, "dashboard_port", None) is not None:
         assert settings.dashboard_port in ports
+        # the dashboard binds loopback by default; in a pod the Service must reach it
+        assert settings.dashboard_host == "0.0.0.0"
     # the controller id is the pod name: unique per replica
     assert settings.id == example_pod_name(workload)
 

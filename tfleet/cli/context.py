@@ -23,8 +23,14 @@ import os
 import pathlib
 import tempfile
 from dataclasses import asdict, dataclass
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tfleet.schema import Address, SchemaError, ShortText, parse
 
 CONTEXT_ENV = "TFLEET_CONTEXT"
+PID_MAX = 2**31 - 1  # pid_t is a 32-bit int; os.kill refuses more (OverflowError)
 
 
 def context_path() -> pathlib.Path:
@@ -45,6 +51,8 @@ class FleetContext:
     @property
     def alive(self) -> bool:
         """Whether the `tfleet dev` that wrote it still runs (a crashed one leaves the file)."""
+        if not 0 < self.pid <= PID_MAX:
+            return False  # unknown (0); kill(0 or -1, 0) would ask about a group or every process
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -54,15 +62,26 @@ class FleetContext:
         return True
 
 
+class _ContextDocument(BaseModel):
+    """The file's JSON, read as strictly as a value in etcd (tfleet/schema.py's parse): any
+    bytes in the file give a context or None, never a traceback; "pid": "12" is not a pid."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    endpoints: Annotated[Address, Field(min_length=1)]
+    prefix: Annotated[ShortText, Field(min_length=1)] = "/tfleet"
+    pid: Annotated[int, Field(ge=0, le=PID_MAX)] = 0
+    run_dir: Annotated[str, Field(max_length=4096)] = ""
+
+
 def read_context(path: pathlib.Path | None = None) -> FleetContext | None:
     """The context in the file, or None when there is none or it cannot be used (never raises)."""
     path = path or context_path()
     try:
-        data = json.loads(path.read_text())
-        context = FleetContext(endpoints=str(data["endpoints"]), prefix=str(data.get("prefix") or "/tfleet"),
-                               pid=int(data.get("pid") or 0), run_dir=str(data.get("run_dir") or ""))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        data = parse(_ContextDocument, path.read_bytes(), str(path))
+    except (OSError, SchemaError):
         return None
+    context = FleetContext(endpoints=data.endpoints, prefix=data.prefix, pid=data.pid, run_dir=data.run_dir)
     return context if context.endpoints.strip() else None
 
 

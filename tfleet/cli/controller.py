@@ -22,7 +22,8 @@ from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, setti
 @click.option("--coalesce-window", default=0.1, type=float, envvar="TFLEET_COALESCE_WINDOW", show_envvar=True)
 @click.option("--dashboard-port", type=int, envvar="TFLEET_DASHBOARD_PORT", show_envvar=True,
               help="Port of the read-only web dashboard (0: any free port)  [default: no dashboard]")
-@click.option("--dashboard-host", default="0.0.0.0", envvar="TFLEET_DASHBOARD_HOST", show_envvar=True, help="Address the dashboard listens on.")
+@click.option("--dashboard-host", default="127.0.0.1", envvar="TFLEET_DASHBOARD_HOST", show_envvar=True, show_default=True,
+              help="Address the dashboard listens on. It has no login: expose it (e.g. 0.0.0.0) only behind an authenticating proxy or on a trusted network.")
 @click.option("--tfs-unresponsive-grace", default=60.0, type=float, envvar="TFLEET_TFS_UNRESPONSIVE_GRACE", show_envvar=True, help="Seconds a host's TF Serving may not answer before its replicas are placed elsewhere.")
 @click.option("--history-keep", default=100, type=int, envvar="TFLEET_HISTORY_KEEP", show_envvar=True,
               help="History entries kept per model (the newest); older ones are pruned as new ones are written.")

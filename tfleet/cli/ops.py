@@ -243,17 +243,17 @@ def apply(ops: Ops, files: tuple[str, ...], dry_run: bool, author: str, output: 
 
 def _write_hostctl(ops: Ops, host: str, control: Any, expected: int, rerun: str) -> tuple[str, int]:
     """Write (or delete, for None) hostctl/<host> if it is still at revision ``expected``."""
-    from tfleet.schema import HostControl, encode
+    from tfleet.schema import HostControl, SchemaError, encode, parse
     from tfleet.store import Compare, Delete, Put
 
     key = ops.keyspace.hostctl(host)
     kv = ops.store.get(key)
     current_revision = kv.mod_revision if kv is not None else 0
     if current_revision == expected and kv is not None and control is not None:
-        try:
-            if HostControl.model_validate_json(kv.value) == control:
+        try:  # any bytes may be in etcd: read them as strictly as every reader does
+            if parse(HostControl, kv.value, kv.key) == control:
                 return "unchanged", current_revision
-        except ValueError:
+        except SchemaError:
             pass
     if current_revision == expected and kv is None and control is None:
         return "unchanged", current_revision
@@ -540,7 +540,7 @@ def status(ops: Ops, output: str) -> None:
             lines.append(f"  {problem['model']} {problem['health']}: {short(problem['problem'], 100)}")
             lines += [f"    agent error on {e['host']}: {short(e['message'], 100)}" for e in problem["agent_errors"]]
         if data["invalid_keys"]:
-            lines.append(f"Invalid keys: {len(data['invalid_keys'])}")
+            lines.append(f"Invalid keys: {len(data['invalid_keys'])} (etcdctl get <prefix>/problems lists them)")
             lines += [f"  {short(p, 120)}" for p in data["invalid_keys"][:5]]
         return "\n".join(lines)
 
@@ -1052,7 +1052,7 @@ def _event_line(event: Any, prefix: str, output: str) -> str:
     if output in ("json", "yaml"):
         try:
             value: Any = json.loads(text) if event.kind == "put" else None
-        except ValueError:
+        except (ValueError, RecursionError):  # any bytes may be in etcd: print them as text
             value = text
         return json.dumps({"time": now.isoformat().replace("+00:00", "Z"), "op": event.kind, "key": event.key,
                            "revision": event.mod_revision, "value": value})

@@ -12,8 +12,10 @@ Where the endpoints came from is kept in the click context (``etcd_origin``), so
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import click
@@ -38,7 +40,12 @@ def etcd_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--etcd-key", envvar="TFLEET_ETCD_KEY", show_envvar=True, type=click.Path(dir_okay=False),
                      help="Private key of the client certificate."),
         click.option("--etcd-user", envvar="TFLEET_ETCD_USER", show_envvar=True, help="etcd user (password auth needs https)."),
-        click.option("--etcd-password", envvar="TFLEET_ETCD_PASSWORD", show_envvar=True, help="Password of --etcd-user."),
+        click.option("--etcd-password", envvar="TFLEET_ETCD_PASSWORD", show_envvar=True,
+                     help="Password of --etcd-user. Prefer the variable, --etcd-password-file or the systemd credential "
+                          "'etcd-password': a value on the command line is visible to every local user (ps)."),
+        click.option("--etcd-password-file", envvar="TFLEET_ETCD_PASSWORD_FILE", show_envvar=True, type=click.Path(dir_okay=False),
+                     help="File holding the password of --etcd-user (one line). Without any password option, "
+                          "$CREDENTIALS_DIRECTORY/etcd-password (systemd LoadCredential=) is used if it exists."),
         click.option("--etcd-timeout", envvar="TFLEET_ETCD_TIMEOUT", show_envvar=True, type=float, default=2.0,
                      help="Deadline of every etcd call, seconds."),
     ]
@@ -112,7 +119,7 @@ def etcd_settings(options: dict[str, Any], *, use_context: bool = True):
             cert=options.pop("etcd_cert"),
             key=options.pop("etcd_key"),
             user=options.pop("etcd_user"),
-            password=options.pop("etcd_password"),
+            password=etcd_password(options.pop("etcd_password"), options.pop("etcd_password_file")),
         )
     except ValueError as exc:
         raise click.UsageError(f"invalid etcd settings: {exc} (from {origin.source})") from None
@@ -190,7 +197,10 @@ class DaemonCommand(click.Command):
             rest = super().parse_args(ctx, args)
         except click.UsageError as exc:  # an unknown option, an extra argument
             raise StartupError(self._path(ctx), [*ctx.meta.get(_PROBLEMS, []), exc.format_message()]) from None
-        if problems := ctx.meta.get(_PROBLEMS):
+        problems = ctx.meta.get(_PROBLEMS, [])
+        if "etcd_password_file" in ctx.params:  # the password sources are checked with the flags
+            problems = [*problems, *password_problems(ctx.params.get("etcd_password"), ctx.params.get("etcd_password_file"))[1]]
+        if problems:
             raise StartupError(self._path(ctx), problems)
         return rest
 
@@ -201,6 +211,55 @@ class DaemonCommand(click.Command):
             raise
         except click.UsageError as exc:
             raise StartupError(self._path(ctx), exc.format_message().splitlines()) from None
+
+
+CREDENTIAL_NAME = "etcd-password"
+
+
+def etcd_password(value: str | None, path: str | None, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The etcd password, from (in this order) --etcd-password / TFLEET_ETCD_PASSWORD,
+    --etcd-password-file / TFLEET_ETCD_PASSWORD_FILE, or the systemd credential
+    ``$CREDENTIALS_DIRECTORY/etcd-password``; None without any.
+
+    A password given as a command-line flag works, with a warning: it shows in ps and in
+    /proc/<pid>/cmdline to every local user. The password itself is never printed.
+    """
+    password, problems = password_problems(value, path, environ)
+    if problems:
+        raise click.UsageError("\n".join(problems))
+    if value is not None and _from_command_line("etcd_password"):
+        click.echo("warning: --etcd-password on the command line is visible to every local user (ps); "
+                   "use TFLEET_ETCD_PASSWORD, --etcd-password-file or a systemd credential", err=True)
+    return password
+
+
+def password_problems(value: str | None, path: str | None, environ: Mapping[str, str] = os.environ) -> tuple[str | None, list[str]]:
+    """(the password, what is wrong with its sources): what etcd_password decides, without
+    raising, so that a daemon (DaemonCommand) lists these problems with its other flags'."""
+    if value is not None and path is not None:
+        return None, ["give the etcd password once: --etcd-password (TFLEET_ETCD_PASSWORD) or --etcd-password-file, not both"]
+    if value is not None:
+        return value, []
+    if path is None and environ.get("CREDENTIALS_DIRECTORY"):
+        credential = Path(environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
+        path = str(credential) if credential.is_file() else None
+    if path is None:
+        return None, []
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [f"cannot read the etcd password file {path}: {getattr(exc, 'strerror', None) or exc}"]
+    password = text.rstrip("\r\n")
+    if not password:
+        return None, [f"the etcd password file {path} is empty"]
+    return password, []
+
+
+def _from_command_line(name: str) -> bool:
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return False
+    return context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
 
 
 def settings_error(exc: ValidationError) -> click.UsageError:

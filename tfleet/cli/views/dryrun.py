@@ -73,7 +73,7 @@ def dry_run(view: FleetView, intents: Mapping[str, ModelIntent], controls: Mappi
 def _json_or_none(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # any bytes may be in etcd (a value nested 100,000 deep)
         return None
 
 

@@ -36,5 +36,5 @@ def fleet_status(view: FleetView) -> dict[str, Any]:
         "models": {"total": len(view.models()), **counts},
         "rollouts": rollouts,
         "problems": problems,
-        "invalid_keys": list(fleet.problems),
+        "invalid_keys": [fleet.bad_values[key] for key in sorted(fleet.bad_values)],  # what <prefix>/problems lists
     }
