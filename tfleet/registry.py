@@ -499,6 +499,12 @@ class Registry:
             else:
                 start = kvs[-1].key + "\0"
 
+    def await_recorded(self, model: str, revision: int) -> None:
+        """Wait (at most recorder_wait seconds) until the leader's history recorder has
+        recorded the model's changes up to ``revision``; at once when no controller leads."""
+        if revision > 0 and self._recorder_wait > 0:
+            self._await_recorder(model, revision)
+
     def _await_recorder(self, model: str, revision: int) -> None:
         """Give the controller's recorder a moment to record an etcdctl change of the model
         (at ``revision``) before this write numbers its own entry, so that the history's
