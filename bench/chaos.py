@@ -1005,7 +1005,12 @@ def run(settings: Settings) -> Result:
                 key=lambda v: v.at,
             )
         writes = Counter(w.outcome for w in timeline.writes)
+        unhealthy = {h: unhealthy_intervals(timeline, h, settings.health_grace, since) for h in hosts}
         counts = {
+            # how much the invariants 2 and 3 had to judge (a check that saw nothing proves nothing)
+            "unloads_by_healthy_hosts": sum(1 for at, h, _, _ in timeline.unloads if at >= since and healthy_over(unhealthy[h], at - settings.unload_lookback, at)),
+            "samples_with_2_healthy_hosts": sum(1 for at, _ in timeline.samples if at >= since and sum(healthy_over(unhealthy[h], at, at) for h in hosts) >= 2),
+
             "writes_ok": writes["ok"], "writes_unknown": writes["unknown"], "writes_conflict": writes["conflict"],
             "samples": len(timeline.samples), "loads": timeline.loads, "unloads": len(timeline.unloads),
             "unanswered_samples": sum(1 for _, s in timeline.samples for v in s.values() if v is None),
@@ -1034,7 +1039,8 @@ def print_summary(result: Result, settings: Settings) -> None:
             print(f"    ! {record.kind} at {_clock(record.start)}: {record.error}")
     c = result.counts
     print(f"  intent writes: {c['writes_ok']} ok, {c['writes_unknown']} unknown outcome, {c['writes_conflict']} conflicts")
-    print(f"  simulator samples: {c['samples']} ({c['unanswered_samples']} host samples unanswered); loads {c['loads']}, unloads {c['unloads']}")
+    print(f"  simulator samples: {c['samples']} ({c['unanswered_samples']} host samples unanswered, {c['samples_with_2_healthy_hosts']} with >= 2 healthy hosts)")
+    print(f"  loads {c['loads']}, unloads {c['unloads']} ({c['unloads_by_healthy_hosts']} by hosts healthy for the look-back window)")
     conv = f"{result.convergence_s:.1f} s" if result.convergence_s is not None else "never"
     print(f"  convergence after the last fault/write: {conv} (bound {settings.converge_bound:g} s)")
     print(f"  violations: {len(result.violations)}")
