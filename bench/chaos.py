@@ -192,11 +192,19 @@ class Timeline:
     """Everything the checker saw, with wall-clock times (time.time(), as in the daemons' logs)."""
 
     faults: list[FaultRecord] = field(default_factory=list)
-    host_events: dict[str, list[tuple[float, bool]]] = field(default_factory=lambda: defaultdict(list))
-    assignments: dict[tuple[str, str], list[tuple[float, frozenset[int] | None]]] = field(default_factory=lambda: defaultdict(list))
+    # hosts/ key present or not, from (etcd revision of the change) on
+    host_events: dict[str, list[tuple[int, bool]]] = field(default_factory=lambda: defaultdict(list))
+    # (etcd revision, versions named; None: no assignment or unreadable), in revision order
+    assignments: dict[tuple[str, str], list[tuple[int, frozenset[int] | None]]] = field(default_factory=lambda: defaultdict(list))
+    # the revision clock: (read started, read answered, etcd revision it answered at). Our watch
+    # may deliver a change late (its stream on a frozen member), so when a change happened is
+    # taken from these linearizable reads, never from when the watch delivered it.
+    clock: list[tuple[float, float, int]] = field(default_factory=list)
     intents: dict[str, list[tuple[float, int | None]]] = field(default_factory=lambda: defaultdict(list))
     model_revisions: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
-    history_deletes: list[tuple[float, str]] = field(default_factory=list)
+    # deleted history keys: (time, key, model, its sequence, the model's newest sequence then)
+    history_deletes: list[tuple[float, str, str, int, int]] = field(default_factory=list)
+    history_newest: dict[str, int] = field(default_factory=dict)
     # (time, {host: {model: AVAILABLE versions}} with None for a simulator that did not answer)
     samples: list[tuple[float, dict[str, dict[str, frozenset[int]] | None]]] = field(default_factory=list)
     unloads: list[tuple[float, str, str, int]] = field(default_factory=list)
@@ -206,22 +214,46 @@ class Timeline:
 
 
 def value_at(series: Sequence[tuple[float, Any]], t: float, default: Any = None) -> Any:
-    """The value a time series (sorted by time) holds at t."""
+    """The value a series (sorted by time or revision) holds at t."""
     index = bisect.bisect_right([at for at, _ in series], t) - 1
     return series[index][1] if index >= 0 else default
 
 
+def committed_after(clock: Sequence[tuple[float, float, int]], revision: int) -> float:
+    """The latest time revision was certainly not yet committed: the start of the last read
+    that answered below it (-inf if none)."""
+    return max((started for started, _, seen in clock if seen < revision), default=-INF)
+
+
+def committed_by(clock: Sequence[tuple[float, float, int]], revision: int) -> float:
+    """A time by which revision was certainly committed: the end of the first read that
+    answered at or above it (inf if none)."""
+    return min((answered for _, answered, seen in clock if seen >= revision), default=INF)
+
+
+def revision_by(clock: Sequence[tuple[float, float, int]], t: float) -> int:
+    """The highest revision certainly committed at time t (answered by a read that ended by t)."""
+    return max((seen for _, answered, seen in clock if answered <= t), default=0)
+
+
+def revision_bound(clock: Sequence[tuple[float, float, int]], t: float) -> float:
+    """No revision above this was committed by time t: the answer of the first read started
+    at or after t (inf if none)."""
+    return min((seen for started, _, seen in clock if started >= t), default=INF)
+
+
 def unhealthy_intervals(timeline: Timeline, host: str, grace: float, since: float) -> list[tuple[float, float]]:
     """Intervals in which `host` counts as not healthy: each host fault on it, from its start to
-    its recovery + grace, and each absence of its hosts/ key (lease lost), to its return + grace."""
+    its recovery + grace, and each absence of its hosts/ key (lease lost), from the earliest time
+    the delete may have been committed to the latest its return may have been, + grace."""
     intervals = [(f.start, (f.end if f.end is not None else INF) + grace) for f in timeline.faults if f.host == host]
     gone_at: float | None = None
     present = False
-    for at, now_present in timeline.host_events.get(host, []):
+    for revision, now_present in timeline.host_events.get(host, []):
         if present and not now_present:
-            gone_at = at
+            gone_at = committed_after(timeline.clock, revision)
         elif not present and now_present and gone_at is not None:
-            intervals.append((gone_at, at + grace))
+            intervals.append((gone_at, committed_by(timeline.clock, revision) + grace))
             gone_at = None
         present = now_present
     if gone_at is not None:
@@ -236,11 +268,14 @@ def healthy_over(intervals: Iterable[tuple[float, float]], start: float, end: fl
 
 
 def check_unloads(timeline: Timeline, hosts: Sequence[str], *, since: float, grace: float, lookback: float, lag: float) -> list[Violation]:
-    """Invariant 2: an unload of version v of model m by a host healthy over [t - lookback, t]
-    is a violation when every value its assignment of m held in [t - lookback, t + lag] named v.
+    """Invariant 2: an unload of version v of model m at time t by a host healthy over
+    [t - lookback, t] is a violation when every value its assignment of m may have held in
+    [t - lookback, t + lag] named v: the value at the highest revision certainly committed by
+    t - lookback, and every later one up to the highest revision that may have been committed by
+    t + lag (from the revision clock, not from when our watch delivered the change).
 
     lookback covers an agent acting late on an older assignment that did not name v (a busy
-    agent, a slow TF Serving); lag covers our watch seeing a change later than the agent did.
+    agent, a slow TF Serving); lag covers clock skew between the simulator's log and our reads.
     """
     unhealthy = {h: unhealthy_intervals(timeline, h, grace, since) for h in hosts}
     found = []
@@ -248,9 +283,10 @@ def check_unloads(timeline: Timeline, hosts: Sequence[str], *, since: float, gra
         if at < since or host not in unhealthy or not healthy_over(unhealthy[host], at - lookback, at):
             continue
         series = timeline.assignments.get((host, model), [])
-        values = [value_at(series, at - lookback)] + [v for t, v in series if at - lookback < t <= at + lag]
+        low, high = revision_by(timeline.clock, at - lookback), revision_bound(timeline.clock, at + lag)
+        values = [value_at(series, low)] + [v for r, v in series if low < r <= high]
         if all(value is not None and version in value for value in values):
-            found.append(Violation("healthy_unload", at, f"host {host} unloaded version {version} of {model} while assigned it (assignment: {sorted(values[-1] or ())})"))
+            found.append(Violation("healthy_unload", at, f"host {host} unloaded version {version} of {model} while assigned it (assignment revisions {low}..{high}: {sorted(values[-1] or ())})"))
     return found
 
 
@@ -298,16 +334,24 @@ def check_zero_available(timeline: Timeline, hosts: Sequence[str], *, since: flo
     return found
 
 
-def check_intents(timeline: Timeline, stored: dict[str, tuple[int, Any]], history: dict[str, dict[int, Any]]) -> list[Violation]:
+def check_intents(timeline: Timeline, stored: dict[str, tuple[int, Any]], history: dict[str, dict[int, Any]], keep: int = 100) -> list[Violation]:
     """Invariant 1. `stored`: model -> (mod_revision, parsed intent document or None) now;
     `history`: model -> {revision: entry's `new` document} of every history entry.
 
     Each model's stored intent must be the writer's last successful write, or a later write
     whose outcome was unknown (an etcd error: it may have applied); every successful write and
     every change seen on the watch must have a history entry for its revision (a successful
-    write's entry must hold what was written); no history key may ever be deleted.
+    write's entry must hold what was written); no history key may be deleted, except by the
+    retention (`keep`, the recorder's --history-keep): a key more than `keep` entries older
+    than the newest one. Revisions older than a pruned model's oldest entry are not checked.
     """
-    found = [Violation("history_deleted", at, f"history key {key} was deleted") for at, key in timeline.history_deletes]
+    found = []
+    pruned: set[str] = set()
+    for at, key, model, sequence, newest in timeline.history_deletes:
+        if 0 <= sequence <= newest - keep:
+            pruned.add(model)
+        else:
+            found.append(Violation("history_deleted", at, f"history key {key} was deleted (the newest entry of {model} was {newest}, retention keeps {keep})"))
     by_model: dict[str, list[WriteRecord]] = defaultdict(list)
     for write in timeline.writes:
         by_model[write.model].append(write)
@@ -320,14 +364,17 @@ def check_intents(timeline: Timeline, stored: dict[str, tuple[int, Any]], histor
             if not ((revision == last.revision and document == last.document) or (revision > last.revision and document in later_unknown)):
                 found.append(Violation("intent_lost", time.time(), f"model {model}: etcd holds revision {revision} {json.dumps(document)}, the writer's last successful write was revision {last.revision} {json.dumps(last.document)}"))
         entries = history.get(model, {})
+        oldest = min((r for r in entries if r is not None), default=0) if model in pruned else 0
         for write in ok:
+            if write.revision < oldest:
+                continue
             if write.revision not in entries:
                 found.append(Violation("history_missing", write.at, f"model {model}: no history entry for the write of revision {write.revision}"))
             elif entries[write.revision] != write.document:
                 found.append(Violation("history_missing", write.at, f"model {model}: history entry of revision {write.revision} holds {json.dumps(entries[write.revision])}, not what was written"))
         known = {w.revision for w in ok}
         for seen in sorted(timeline.model_revisions.get(model, set()) - known):
-            if seen not in entries:
+            if seen not in entries and seen >= oldest:
                 found.append(Violation("history_missing", time.time(), f"model {model}: no history entry for the change at revision {seen} seen on the watch"))
     return found
 
@@ -515,6 +562,7 @@ class Recorder:
         self._partial = {h: b"" for h in fleet.hosts}
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(fleet.hosts), thread_name_prefix="chaos-sample")
         self._thread = threading.Thread(target=self._sample_loop, name="chaos-sampler", daemon=True)
+        self._clock_thread = threading.Thread(target=self._clock_loop, name="chaos-clock", daemon=True)
         self.watch: Any = None
         self.resets = 0
 
@@ -523,10 +571,12 @@ class Recorder:
         self._reset(snapshot, count=False)
         self.watch = self.store.watch_prefix(self.fleet.keyspace.prefix + "/", snapshot.revision + 1, on_events=self._events, on_reset=self._reset)
         self._thread.start()
+        self._clock_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+        self._clock_thread.join(10)
         if self.watch is not None:
             self.watch.cancel()
         self._pool.shutdown(wait=False)
@@ -565,7 +615,7 @@ class Recorder:
             host = key[len(ks.hosts_prefix()):]
             series = tl.host_events[host]
             if not series or series[-1][1] == deleted:
-                series.append((now, not deleted))
+                series.append((revision, not deleted))
         elif key.startswith(ks.assignments_prefix()):
             try:
                 host, model = ks.parse_host_model(key, "assignments")
@@ -578,7 +628,7 @@ class Recorder:
                     versions = frozenset(policy.specific.versions) if policy.specific else frozenset()
                 except ValueError:
                     versions = None
-            tl.assignments[(host, model)].append((now, versions))
+            tl.assignments[(host, model)].append((revision, versions))
         elif key.startswith(ks.models_prefix()):
             model = key[len(ks.models_prefix()):]
             replicas: int | None = None
@@ -589,8 +639,25 @@ class Recorder:
                     replicas = None
             tl.intents[model].append((now, replicas))
             tl.model_revisions[model].add(revision)
-        elif key.startswith(ks.history_prefix()) and deleted:
-            tl.history_deletes.append((now, key))
+        elif key.startswith(ks.history_prefix()):
+            model, _, sequence = key[len(ks.history_prefix()):].partition("/")
+            number = int(sequence) if sequence.isdigit() else -1
+            if deleted:
+                tl.history_deletes.append((now, key, model, number, tl.history_newest.get(model, 0)))
+            else:
+                tl.history_newest[model] = max(number, tl.history_newest.get(model, 0))
+
+    # revision clock
+    def _clock_loop(self) -> None:
+        key = self.fleet.keyspace.leader()
+        while not self._stop.wait(0.25):
+            started = time.time()
+            try:
+                revision = self.store.list_prefix(key).revision
+            except Exception:  # noqa: BLE001 (etcd faulted: no tick)
+                continue
+            with self.timeline.lock:
+                self.timeline.clock.append((started, time.time(), revision))
 
     # simulators
     def _sample_loop(self) -> None:
@@ -882,6 +949,18 @@ def converged(fleet: Fleet, store: Any, wanted: dict[str, dict[str, Any]]) -> st
     return None
 
 
+def history_keep(fleet: Fleet) -> int:
+    """The history retention the controllers apply (historycursor's `keep`; 100 by default)."""
+    cursor = getattr(fleet.keyspace, "history_cursor", None)
+    if cursor is None:
+        return 100
+    try:
+        kv = fleet.store.get(cursor())
+        return int(json.loads(kv.value).get("keep", 100)) if kv else 100
+    except Exception:  # noqa: BLE001 (unreadable: assume the default)
+        return 100
+
+
 def dump_state(fleet: Fleet, path: pathlib.Path) -> None:
     """Every key and value under the prefix (except history), for a post-mortem."""
     try:
@@ -996,9 +1075,10 @@ def run(settings: Settings) -> Result:
         recorder.stop()
         recorder = None
         hosts = fleet.hosts
+        keep = history_keep(fleet)
         with timeline.lock:
             violations = sorted(
-                check_intents(timeline, stored, history)
+                check_intents(timeline, stored, history, keep)
                 + check_unloads(timeline, hosts, since=since, grace=settings.health_grace, lookback=settings.unload_lookback, lag=settings.watch_lag)
                 + check_zero_available(timeline, hosts, since=since, grace=settings.health_grace)
                 + violations,

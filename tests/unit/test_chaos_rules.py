@@ -16,9 +16,12 @@ from bench.chaos import (
 HOSTS = ("h1", "h2", "h3")
 
 
-def registered(timeline: Timeline, at: float = 0.0) -> Timeline:
+def registered(timeline: Timeline) -> Timeline:
+    """Every host registered at revision 1; a revision clock where revision 10 * t is
+    committed at time t (one read every 0.5 s, answered at once)."""
     for host in HOSTS:
-        timeline.host_events[host].append((at, True))
+        timeline.host_events[host].append((1, True))
+    timeline.clock += [(i / 2, i / 2, i * 5) for i in range(400)]
     return timeline
 
 
@@ -34,7 +37,7 @@ def test_same_seed_same_schedule_and_another_seed_differs() -> None:
 
 def test_unload_of_an_assigned_version_by_a_healthy_host_is_a_violation() -> None:
     timeline = registered(Timeline())
-    timeline.assignments[("h1", "m")] = [(1.0, frozenset({1}))]
+    timeline.assignments[("h1", "m")] = [(10, frozenset({1}))]
     timeline.unloads.append((50.0, "h1", "m", 1))
     found = check_unloads(timeline, HOSTS, since=0.0, grace=10, lookback=30, lag=5)
     assert [v.kind for v in found] == ["healthy_unload"]
@@ -42,20 +45,28 @@ def test_unload_of_an_assigned_version_by_a_healthy_host_is_a_violation() -> Non
 
 def test_unload_after_the_assignment_dropped_the_version_is_fine() -> None:
     timeline = registered(Timeline())
-    timeline.assignments[("h1", "m")] = [(1.0, frozenset({1})), (49.0, frozenset({2}))]
+    timeline.assignments[("h1", "m")] = [(10, frozenset({1})), (490, frozenset({2}))]
     timeline.unloads.append((50.0, "h1", "m", 1))
-    # our watch may see the change after the agent acted on it (within `lag`)
-    timeline.assignments[("h2", "m")] = [(1.0, frozenset({1})), (52.0, None)]
+    # the simulator's clock may be a little ahead of our reads (within `lag`)
+    timeline.assignments[("h2", "m")] = [(10, frozenset({1})), (520, None)]
     timeline.unloads.append((50.0, "h2", "m", 1))
     assert check_unloads(timeline, HOSTS, since=0.0, grace=10, lookback=30, lag=5) == []
+    # a change the revision clock cannot place before the unload: no reads while etcd was frozen
+    frozen = registered(Timeline())
+    frozen.clock = [c for c in frozen.clock if not 45 <= c[0] <= 70]
+    frozen.assignments[("h1", "m")] = [(10, frozenset({1, 2})), (560, frozenset({2})), (600, frozenset({1, 2}))]
+    frozen.unloads.append((50.0, "h1", "m", 1))
+    assert check_unloads(frozen, HOSTS, since=0.0, grace=10, lookback=30, lag=5) == []
+    frozen.clock = registered(Timeline()).clock  # with the reads, revision 560 is 6 s after the unload
+    assert [v.kind for v in check_unloads(frozen, HOSTS, since=0.0, grace=10, lookback=30, lag=5)] == ["healthy_unload"]
 
 
 def test_unload_on_a_faulted_host_or_one_that_lost_its_lease_is_not_counted() -> None:
     timeline = registered(Timeline())
     timeline.faults.append(FaultRecord("tfs_restart", "h1", start=40.0, end=41.0))
-    timeline.host_events["h2"] += [(30.0, False), (45.0, True)]
+    timeline.host_events["h2"] += [(300, False), (450, True)]
     for host in ("h1", "h2"):
-        timeline.assignments[(host, "m")] = [(1.0, frozenset({1}))]
+        timeline.assignments[(host, "m")] = [(10, frozenset({1}))]
         timeline.unloads.append((50.0, host, "m", 1))
     assert check_unloads(timeline, HOSTS, since=0.0, grace=10, lookback=30, lag=5) == []
     # once the grace is over, the host counts again
@@ -114,5 +125,14 @@ def test_intents_must_be_the_last_write_and_every_change_has_a_history_entry() -
     timeline.model_revisions["m"] |= {10, 12, 13}
     assert [v.detail for v in check_intents(timeline, {"m": (12, doc(2))}, history)] == ["model m: no history entry for the change at revision 13 seen on the watch"]
     timeline.model_revisions["m"] = {10, 12}
-    timeline.history_deletes.append((4.0, "/tfleet/history/m/000000000001"))
+    timeline.history_deletes.append((4.0, "/tfleet/history/m/000000000001", "m", 1, 2))
     assert [v.kind for v in check_intents(timeline, {"m": (12, doc(2))}, history)] == ["history_deleted"]
+
+
+def test_history_pruned_by_the_retention_is_not_a_loss() -> None:
+    timeline = Timeline()
+    timeline.writes += [WriteRecord("m", float(i), "ok", doc(i), 10 + i) for i in range(1, 6)]
+    timeline.history_deletes += [(9.0, "/tfleet/history/m/000000000001", "m", 1, 4), (9.0, "/tfleet/history/m/000000000002", "m", 2, 5)]
+    history = {"m": {13: doc(3), 14: doc(4), 15: doc(5)}}
+    assert check_intents(timeline, {"m": (15, doc(5))}, history, keep=3) == []
+    assert [v.kind for v in check_intents(timeline, {"m": (15, doc(5))}, history, keep=4)] == ["history_deleted"] * 2 + ["history_missing"] * 2
