@@ -14,7 +14,13 @@ Rules, in order of importance:
    that labels a version that is not). Until then the label keeps its previous version if that
    one is still served, and the plan is not settled: the reconciler comes back for it.
 4. The list is sent only when it differs from what TF Serving accepted last, or when TF
-   Serving no longer knows a model it was given (it restarted with an empty list).
+   Serving no longer knows a model it was given (it restarted with an empty list). After a
+   restart TF Serving serves nothing: every version is reported as TF Serving now says (START
+   until it loads again), and rule 3 holds back every label until its version is AVAILABLE
+   again, so the first reload after a restart carries no label TF Serving would refuse.
+5. When TF Serving refused a reload because of a label (``labels_refused``, decided by the
+   reconciler after a fresh look at the model), that model gets only the labels TF Serving
+   accepted last whose versions are AVAILABLE, so the rest of the list is not held hostage.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ class PlanInput:
     served: Mapping[str, tuple[VersionStatus, ...] | None]
     # Why the last reload of a model's config failed (attributed by the reconciler).
     reload_errors: Mapping[str, str] = field(default_factory=dict)
+    # Models whose labels TF Serving refused in a recent reload (rule 5).
+    labels_refused: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -132,13 +140,16 @@ def _problem_with(model: ModelInput) -> str | None:
     return None
 
 
-def _labels_to_send(spec: ModelConfigSpec, previous: ModelConfigSpec | None, served: tuple[VersionStatus, ...] | None, aspired: tuple[int, ...] | None) -> tuple[tuple[tuple[str, int], ...], bool]:
-    """Labels that may be sent now, and whether any label still waits for its version."""
+def _labels_to_send(spec: ModelConfigSpec, previous: ModelConfigSpec | None, served: tuple[VersionStatus, ...] | None, aspired: tuple[int, ...] | None, refused: bool = False) -> tuple[tuple[tuple[str, int], ...], bool]:
+    """Labels that may be sent now, and whether any label still waits for its version.
+
+    refused: TF Serving refused this model's labels lately; send only labels it accepted
+    last (still AVAILABLE), none that it has not seen."""
     previous_labels = dict(previous.version_labels) if previous is not None else {}
     ready: dict[str, int] = {}
     waiting = False
     for label, version in spec.version_labels:
-        if _is_available(served, version):
+        if _is_available(served, version) and (not refused or previous_labels.get(label) == version):
             ready[label] = version
             continue
         waiting = True
@@ -202,7 +213,7 @@ def plan(data: PlanInput) -> Plan:
         wanted = model.spec
         assert wanted is not None
         aspired = aspired_versions(wanted, model.disk)
-        labels, waiting = _labels_to_send(wanted, previous, served, aspired)
+        labels, waiting = _labels_to_send(wanted, previous, served, aspired, name in data.labels_refused)
         spec = ModelConfigSpec(wanted.name, wanted.base_path, wanted.model_platform, wanted.model_version_policy, labels)
         config[name] = spec
         versions = _versions_to_report(aspired, served)

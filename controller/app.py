@@ -5,7 +5,8 @@ APScheduler jobs ``election-renew`` (every TTL/3, jittered: the leader refreshes
 standby campaigns; the election also watches the leader key) and ``resync`` (a pass every resync_interval
 as the safety net), the store's watch of the whole prefix (wakes the loop), ``ops-http``, and with
 ``dashboard_port`` set the dashboard's ``dashboard-state`` and ``dashboard-http`` threads and its
-own watch of the prefix (controller/dashboard.py).
+own watch of the prefix (controller/dashboard.py), and ``history-recorder`` (idle while standby;
+while leading it replays the watch of models/ into the history: controller/history.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tfleet import __version__, logs, schema
 from tfleet.controller.dashboard import Dashboard
 from tfleet.controller.discovery import discovery_routes
 from tfleet.controller.election import Election
+from tfleet.controller.history import HistoryRecorder
 from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.reconciler import ControllerReconciler
 from tfleet.controller.settings import ControllerSettings
@@ -70,6 +72,12 @@ class Controller:
         self.reconciler = ControllerReconciler(
             store=self.store, keyspace=self.keyspace, election=self.election, registry=self.registry,
             metrics=self.metrics, log=self.log, clock=clock,
+            tfs_unresponsive_grace=settings.tfs_unresponsive_grace,
+        )
+        # Records every change of models/ in the history while leading (its own thread).
+        self.history = HistoryRecorder(
+            store=self.store, keyspace=self.keyspace, registry=self.registry, election=self.election,
+            metrics=self.metrics, log=self.log.bind(component="history"), keep=settings.history_keep,
         )
         self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
         self._loop_beat = clock()
@@ -103,6 +111,7 @@ class Controller:
             self._scheduler.add_job(self.wake, "interval", seconds=s.resync_interval, id="resync")
             self._scheduler.start()
             self.election.start()
+            self.history.start()
             self._loop()
         finally:
             self._shutdown()
@@ -156,6 +165,7 @@ class Controller:
         self.metrics.leadership_changes.labels("won").inc()
         self.log.info("leadership_won")
         self.wake()
+        self.history.wake()
 
     def _on_lost(self) -> None:
         self.metrics.leadership_changes.labels("lost").inc()
@@ -169,6 +179,7 @@ class Controller:
             self._scheduler.shutdown(wait=False)
         if self._watch is not None:
             self._watch.cancel()
+        self.history.stop()
         self.election.resign()
         if self.dashboard is not None:
             self.dashboard.stop()

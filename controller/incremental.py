@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
-from tfleet.controller.placement import IncrementalPlacer, Placement, PlacementInput
+from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE, IncrementalPlacer, Placement, PlacementInput
 from tfleet.controller.planner import (
     ControllerPlan,
     ModelPlan,
@@ -41,7 +41,8 @@ _NOTHING = ControllerPlan({}, frozenset(), {}, frozenset())
 
 
 class IncrementalPlanner:
-    def __init__(self) -> None:
+    def __init__(self, unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE) -> None:
+        self._grace = unresponsive_grace
         self.reset()
 
     def reset(self) -> None:
@@ -51,6 +52,8 @@ class IncrementalPlanner:
         self._placement: Placement | None = None
         self._intents: dict[str, tuple[ModelIntent | None, str | None, int]] = {}
         self._results: dict[str, ModelPlan] = {}
+        # hosts whose TF Serving does not answer: each plan checks whether the grace ran out
+        self._unanswering: set[str] = set()
 
     @property
     def reports(self) -> Mapping[str, ModelStatusReport]:
@@ -61,7 +64,7 @@ class IncrementalPlanner:
         if self._placer is None or snap.changed_models is None or snap.changed_hosts is None:
             return self._full(snap, last_valid, now)
         models = set(snap.changed_models) | {m for m, r in self._results.items() if r.wake_at is not None and r.wake_at <= now}
-        hosts = set(snap.changed_hosts)
+        hosts = set(snap.changed_hosts) | self._grace_expired(snap, now)
         if not models and not hosts:
             return _NOTHING
         for model in models:
@@ -72,7 +75,7 @@ class IncrementalPlanner:
         managed = self._intents.keys() | snap.modelstatus.keys()
         previous = self._placement
         assert previous is not None
-        self._input = self._next_input(snap, models, hosts, managed)
+        self._input = self._next_input(snap, models, hosts, managed, now)
         self._placement = self._placer.update(self._input, models, hosts)
         candidates = set(models) | previous.reasons.keys() | self._placement.reasons.keys()
         for host in hosts:
@@ -90,22 +93,39 @@ class IncrementalPlanner:
         self._intents = effective_intents(snap, last_valid)
         managed = self._intents.keys() | snap.modelstatus.keys()
         current = {model: hosts for model, hosts in snap.holders.items() if model in managed}
-        self._input = placement_input(snap, self._intents, current)
+        self._input = placement_input(snap, self._intents, current, now, self._grace)
+        self._unanswering = {name for name, record in snap.hosts.items() if record.tfs_unresponsive_since is not None}
         self._placer = IncrementalPlacer(self._input)
         self._placement = self._placer.placement
         self._results = {model: self._plan_one(snap, model, now) for model in sorted(managed)}
         return combine(self._results)
 
-    def _next_input(self, snap: FleetSnapshot, models: set[str], hosts: set[str], managed) -> PlacementInput:
+    def _grace_expired(self, snap: FleetSnapshot, now: dt.datetime) -> set[str]:
+        """Hosts whose unresponsive flag flips with time alone (the grace ran out): O(hosts
+        whose TF Serving does not answer), not O(hosts)."""
+        assert self._input is not None
+        flipped = set()
+        for name in self._unanswering:
+            known = self._input.hosts.get(name)
+            if name in snap.hosts and known is not None and host_info(snap, name, now, self._grace).unresponsive != known.unresponsive:
+                flipped.add(name)
+        return flipped
+
+    def _next_input(self, snap: FleetSnapshot, models: set[str], hosts: set[str], managed, now: dt.datetime) -> PlacementInput:
         """The previous placement input with the changed models and hosts replaced (new mappings:
         the placer compares old and new)."""
         assert self._input is not None
         new_hosts = dict(self._input.hosts)
         for host in hosts:
             if host in snap.hosts:
-                new_hosts[host] = host_info(snap, host)
+                new_hosts[host] = host_info(snap, host, now, self._grace)
+                if snap.hosts[host].tfs_unresponsive_since is not None:
+                    self._unanswering.add(host)
+                else:
+                    self._unanswering.discard(host)
             else:
                 new_hosts.pop(host, None)
+                self._unanswering.discard(host)
         demands, current, ready = dict(self._input.demands), dict(self._input.current), dict(self._input.ready)
         for model in models:
             entry = self._intents.get(model)

@@ -24,3 +24,11 @@ class ControllerMetrics:
         self.invalid_intents = Gauge("tfleet_controller_invalid_intents", "Intents that fail validation.", registry=r)
         self.rollout_phase = Gauge("tfleet_controller_rollout_phase", "1 for the rollout phase each model is in.", ["model", "phase"], registry=r)
         self.live_hosts = Gauge("tfleet_controller_live_hosts", "Hosts registered in etcd.", registry=r)
+        # The history recorder (controller/history.py)
+        self.history_entries = Counter("tfleet_controller_history_entries_total",
+                                       "Changes of models/ the history recorder went through, by who wrote their entry: etcd (the recorder), cli (written with the change).",
+                                       ["source"], registry=r)
+        self.history_gaps = Counter("tfleet_controller_history_gaps_total", "Gap entries written: changes etcd compacted before the recorder read them.", registry=r)
+        self.history_pruned = Counter("tfleet_controller_history_pruned_total", "History entries pruned by the recorder's retention (--history-keep).", registry=r)
+        self.history_lag = Gauge("tfleet_controller_history_lag_revisions", "Revisions between the newest change of models/ seen and the recorder's cursor.", registry=r)
+        self.history_errors = Counter("tfleet_controller_history_recorder_errors_total", "Recorder rounds that failed (logged; retried after a backoff).", registry=r)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tfleet import health
-from tfleet.controller.placement import HostInfo, ModelDemand, PlacementInput, place
+from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE, HostInfo, ModelDemand, PlacementInput, place, unresponsive_past_grace
 from tfleet.controller.rollout import Failure, Memory, Replica, plan_rollout
 from tfleet.controller.snapshot import FleetSnapshot
 from tfleet.schema import Assignment, ModelIntent, ModelStatusReport
@@ -88,18 +88,19 @@ def holders_by_model(snap: FleetSnapshot, managed) -> dict[str, set[str]]:
     return {model: hosts for model, hosts in snap.holders.items() if model in managed and hosts}
 
 
-def host_info(snap: FleetSnapshot, name: str) -> HostInfo:
+def host_info(snap: FleetSnapshot, name: str, now: dt.datetime | None = None, unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE) -> HostInfo:
     control = snap.hostctl.get(name)
     record = snap.hosts[name]
-    return HostInfo(name, record.labels, record.memory_mb, control.cordoned if control else False, control.draining if control else False)
+    unresponsive = now is not None and unresponsive_past_grace(record.tfs_unresponsive_since, now, unresponsive_grace)
+    return HostInfo(name, record.labels, record.memory_mb, control.cordoned if control else False, control.draining if control else False, unresponsive)
 
 
 def demand_of(snap: FleetSnapshot, model: str, intent: ModelIntent) -> ModelDemand:
     return ModelDemand(model, intent.replicas, estimate_memory_mb(intent, snap.versions.get(model, {})), intent.host_selector, intent.spread_by)
 
 
-def placement_input(snap: FleetSnapshot, intents, current: dict[str, set[str]]) -> PlacementInput:
-    hosts = {name: host_info(snap, name) for name in snap.hosts}
+def placement_input(snap: FleetSnapshot, intents, current: dict[str, set[str]], now: dt.datetime | None = None, unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE) -> PlacementInput:
+    hosts = {name: host_info(snap, name, now, unresponsive_grace) for name in snap.hosts}
     demands = {model: demand_of(snap, model, intent) for model, (intent, _, _) in intents.items() if intent is not None}
     ready = {model: frozenset(h for h in holders if replica_ready(snap, h, model)) for model, holders in current.items()}
     return PlacementInput(hosts, demands, {m: frozenset(h) for m, h in current.items()}, ready)

@@ -1,12 +1,12 @@
 """One pass of the leading controller: snapshot -> plan -> fenced writes.
 
 1. Read the whole prefix in one etcd range read (one consistent revision) and parse it.
-2. Record in the history any intent written with plain etcdctl since the last pass.
-3. Let the pure planner decide (placement + rollout).
-4. Write only what differs, in transactions that each carry the leadership fence: a paused
+2. Let the pure planner decide (placement + rollout).
+3. Write only what differs, in transactions that each carry the leadership fence: a paused
    or partitioned former leader cannot write anything (its fence no longer holds).
 
-A standby does nothing here; the app campaigns for it.
+A standby does nothing here; the app campaigns for it. The history of intents is recorded by
+controller/history.py on its own thread, not by the pass.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from tfleet.controller import planner
 from tfleet.controller.election import NotLeader
 from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.incremental import IncrementalPlanner
+from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE
 from tfleet.controller.schedules import ScheduleRunner
 from tfleet.controller.snapshot import FleetSnapshot, SnapshotReader
 from tfleet.keyspace import Keyspace
-from tfleet.registry import ConflictError, RegistryError
 from tfleet.schema import ModelIntent, ModelStatusReport
 from tfleet.store import Delete, EtcdStore, Put, StoreError
 
@@ -31,6 +31,7 @@ WRITE_BATCH = 100  # etcd allows 128 operations per transaction by default
 # The incremental planner is checked by a full plan this often (seconds): a safety net for
 # any change it might have missed.
 FULL_PLAN_EVERY = 60.0
+HISTORY_RECHECK = 30.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class ControllerReconciler:
         log,
         now: Callable = schema.utc_now,
         clock: Callable[[], float] = time.monotonic,
+        tfs_unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE,
     ) -> None:
         self._store = store
         self._ks = keyspace
@@ -61,10 +63,12 @@ class ControllerReconciler:
         self._now = now
         self._clock = clock
         self._last_valid: dict[str, ModelIntent] = {}
-        self._recorded: dict[str, int] = {}
+        # model -> (intent revision, when): its history held no valid intent; looked at again
+        # after HISTORY_RECHECK seconds (the recorder may still be catching up after a restart)
+        self._no_valid_history: dict[str, tuple[int, float]] = {}
         self._schedules = ScheduleRunner(store=store, keyspace=keyspace, registry=registry, election=election, log=log, now=now)
         self._reader = SnapshotReader(keyspace)
-        self._planner = IncrementalPlanner()
+        self._planner = IncrementalPlanner(tfs_unresponsive_grace)
         self._last_full_plan = float("-inf")
         self._was_leader = False
         self.last_snapshot: FleetSnapshot | None = None
@@ -106,7 +110,6 @@ class ControllerReconciler:
         self.last_snapshot = snap
         try:
             self._remember_valid_intents(snap)
-            self._record_history(snap)
             plan_started = self._clock()
             plan = self._planner.plan(snap, self._last_valid, self._now())
             self._metrics.plan_seconds.observe(self._clock() - plan_started)
@@ -132,50 +135,30 @@ class ControllerReconciler:
             if parsed.value is not None:
                 self._last_valid[model] = parsed.value
             elif model not in self._last_valid:
-                restored = self._last_valid_from_history(model)
+                restored = self._last_valid_from_history(model, parsed.revision)
                 if restored is not None:
                     self._last_valid[model] = restored
         for model in list(self._last_valid):
             if model not in snap.intents:
                 del self._last_valid[model]
+        for model in list(self._no_valid_history):
+            if model not in snap.intents or snap.intents[model].value is not None:
+                del self._no_valid_history[model]
 
-    def _last_valid_from_history(self, model: str) -> ModelIntent | None:
-        """After a restart, the last valid intent of a model whose intent is now invalid."""
+    def _last_valid_from_history(self, model: str, revision: int) -> ModelIntent | None:
+        """After a restart, the last valid intent of a model whose intent is now invalid: the
+        newest entries only, a few at a time (Registry.last_valid_intent), once per revision."""
+        checked = self._no_valid_history.get(model)
+        if checked is not None and checked[0] == revision and self._clock() - checked[1] < HISTORY_RECHECK:
+            return None
         try:
-            entries = self._registry.history(model)
+            found = self._registry.last_valid_intent(model)
         except Exception as exc:  # noqa: BLE001 (history is a fallback; never fail the pass)
             self._log.info("history_unreadable", model=model, error=str(exc))
             return None
-        for entry in reversed(entries):
-            if entry.new is not None:
-                try:
-                    return ModelIntent.model_validate(entry.new)
-                except ValueError:
-                    continue
-        return None
-
-    def _record_history(self, snap: FleetSnapshot) -> None:
-        """Give intents written with plain etcdctl their history entry (the CLI writes its own)."""
-        fence = self._election.fence()
-        for model, parsed in snap.intents.items():
-            if self._recorded.get(model) != parsed.revision and self._record(model, parsed.raw, parsed.revision, fence):
-                self._recorded[model] = parsed.revision
-        for model in list(self._recorded):
-            if model not in snap.intents and self._record(model, None, snap.revision, fence):
-                del self._recorded[model]
-
-    def _record(self, model: str, raw: bytes | None, revision: int, fence) -> bool:
-        """True when the change is recorded (or needs no entry); False to try again next pass."""
-        try:
-            if self._registry.record_external_change(model, raw, revision, fence):
-                self._metrics.writes.labels("history", "put").inc()
-            return True
-        except RegistryError as exc:  # not a JSON object: nothing to record; modelstatus says why
-            self._log.info("history_not_recorded", model=model, reason=str(exc))
-            return True
-        except ConflictError as exc:
-            self._log.info("history_not_recorded", model=model, reason=str(exc))
-            return False
+        if found is None:
+            self._no_valid_history[model] = (revision, self._clock())
+        return found
 
     # -- writes ------------------------------------------------------------------------------------
     def _route_ops(self, snap: FleetSnapshot) -> list[Put | Delete]:

@@ -24,6 +24,11 @@ class ControllerSettings(BaseModel):
     # The read-only web dashboard (controller/dashboard.py): None = not served, 0 = any free port.
     dashboard_port: int | None = Field(default=None, ge=0, le=65535)
     dashboard_host: str = "0.0.0.0"
+    # Seconds a host's TF Serving may not answer (its agent's tfs_unresponsive_since) before
+    # its replicas are placed elsewhere, make-before-break (controller/placement.py, rule 3).
+    tfs_unresponsive_grace: float = Field(default=60.0, ge=0.0)
+    # History retention: the newest N entries of each model are kept (controller/history.py).
+    history_keep: int = Field(default=100, ge=1, le=1_000_000)
 
     @field_validator("id")
     @classmethod

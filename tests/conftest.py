@@ -34,6 +34,16 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["TFLEET_CONTEXT"] = "/nonexistent/tfleet-tests-use-no-context-file.json"
 
 
+
+@pytest.fixture
+def context_file(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
+    """A context file path of this test's own (TFLEET_CONTEXT), not written yet; no
+    TFLEET_ETCD_ENDPOINTS, so the context file is what the CLI would go by."""
+    path = tmp_path / "tfleet" / "context.json"
+    monkeypatch.setenv("TFLEET_CONTEXT", str(path))
+    monkeypatch.delenv("TFLEET_ETCD_ENDPOINTS", raising=False)
+    return path
+
 def _remove_data(server: LocalEtcd) -> None:
     """Delete a stopped etcd's data (its log stays, for failed tests): etcd preallocates a 64 MB
     WAL segment per member, so keeping them made one run of the suite leave ~1 GB behind."""

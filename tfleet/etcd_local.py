@@ -64,6 +64,21 @@ def etcd_binary(name: str = "etcd") -> pathlib.Path:
     return path
 
 
+def _wait_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Wait until every thread of pid is stopped (Linux /proc; elsewhere: return at once)."""
+    tasks = pathlib.Path(f"/proc/{pid}/task")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in tasks.iterdir()]
+        except (OSError, IndexError):
+            return  # no /proc, or the process is gone
+        if all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.001)
+    raise TimeoutError(f"etcd (pid {pid}) did not stop within {timeout:.0f}s of SIGSTOP")
+
+
 def free_port() -> int:
     """A TCP port on loopback that was free a moment ago (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -271,10 +286,16 @@ class LocalEtcd:
         self._paused = False
 
     def pause(self) -> None:
-        """SIGSTOP: the sockets stay open but nothing answers, like a network partition."""
+        """SIGSTOP: the sockets stay open but nothing answers, like a frozen machine.
+
+        Returns once every thread is stopped: the kernel stops a process's threads one by
+        one, and a request sent right after the signal was measured being answered (3
+        times in 20) when pause() returned at once.
+        """
         if self._process is not None and self.running:
             self._process.send_signal(signal.SIGSTOP)
             self._paused = True
+            _wait_stopped(self._process.pid)
 
     def resume(self) -> None:
         """SIGCONT after pause()."""

@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tfleet.schema import ModelStatus, ModelStatusReport, ReplicaReport, VersionReport
+from tfleet.schema import ModelIntent, ModelStatus, ModelStatusReport, ReplicaReport, VersionReport
 
 OK = "ok"
 DEGRADED = "degraded"
@@ -185,3 +185,30 @@ def _first(problems: list[str]) -> str:
 def health_fields(health: ModelHealth) -> Mapping[str, object]:
     """The modelstatus fields that carry a model's health (docs/keyspace.md)."""
     return {"serving_replicas": health.serving, "health": health.state, "health_reason": health.reason}
+
+
+def intent_ready(intent: ModelIntent, intent_revision: int, report: ModelStatusReport | None) -> tuple[bool, str]:
+    """Is the model done with its intent at ``intent_revision``? (ready, what is missing in words).
+
+    Stricter than health ``ok``: the report must be about this very revision of the intent
+    (a report written before the last change never counts), no rollout may be running, and
+    every wanted replica must be ready with each version the intent lists. `tfleet wait`
+    (and so the README's declare block) asks this."""
+    if report is None:
+        return False, "no report from the controller yet"
+    if report.intent_revision != intent_revision:
+        return False, f"the controller has not seen revision {intent_revision} of the intent yet"
+    if report.error:
+        return False, _one_line(report.error)
+    if report.rollout.phase != "stable":
+        return False, f"rollout {report.rollout.phase}" + (f": {_one_line(report.rollout.reason)}" if report.rollout.reason else "")
+    specific = intent.model_version_policy.specific
+    versions = [str(v) for v in specific.versions] if specific is not None else list(report.ready_replicas) or ["any"]
+    short = {v: report.ready_replicas.get(v, 0) for v in versions if report.ready_replicas.get(v, 0) < intent.replicas}
+    if short:
+        return False, ", ".join(f"version {v}: {n}/{intent.replicas} replicas ready" for v, n in short.items())
+    return True, ", ".join(f"version {v}: {report.ready_replicas.get(v, 0)}/{intent.replicas} replicas ready" for v in versions)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -136,6 +136,9 @@ class HostRecord(_DaemonRecord):
     started_at: dt.datetime
     # Where the agent serves /metrics, /healthz, /readyz (for Prometheus service discovery).
     metrics_address: str | None = None
+    # Since when TF Serving on this host does not answer (unreachable, or hung: probes past
+    # their deadline); null while it serves. The controller moves replicas away after a grace.
+    tfs_unresponsive_since: dt.datetime | None = None
 
 
 class VersionReport(_DaemonRecord):
@@ -242,12 +245,24 @@ class VersionRecord(_OperatorDocument):
     tags: list[str] = Field(default_factory=list)
 
 
+class RevisionSpan(_DaemonRecord):
+    """An inclusive range of etcd revisions, e.g. the ones a history gap could not record."""
+
+    first: NonNegativeInt
+    last: NonNegativeInt
+
+
 class HistoryEntry(_DaemonRecord):
-    """``<prefix>/history/<model>/<seq>``: one change of a model's intent, append-only."""
+    """``<prefix>/history/<model>/<seq>``: one change of a model's intent, append-only.
+
+    action "gap" (written by the history recorder when etcd compacted revisions it had not
+    read yet): the model's intent may have changed any number of times within ``revisions``
+    without an entry; ``new`` is its value as of ``revision`` (null: it had none).
+    """
 
     sequence: NonNegativeInt
     model: str
-    action: Literal["create", "update", "delete", "rollback"]
+    action: Literal["create", "update", "delete", "rollback", "gap"]
     # None: written in the same transaction as the change, so the entry key's mod_revision is
     # the change's revision (Registry.history fills it in); otherwise the recorded revision.
     revision: int | None
@@ -256,6 +271,32 @@ class HistoryEntry(_DaemonRecord):
     source: Literal["cli", "etcd"] = "etcd"
     previous: dict[str, Any] | None = None
     new: dict[str, Any] | None = None
+    # Only on gap entries: the revisions whose changes could not be recorded one by one.
+    revisions: RevisionSpan | None = None
+    # Why an entry says less than usual, e.g. "the stored value is not a JSON object".
+    note: str | None = None
+
+
+class HistoryGap(_DaemonRecord):
+    """The last gap of the history recorder, kept in its cursor for etcdctl readers."""
+
+    revisions: RevisionSpan
+    at: dt.datetime
+    models: NonNegativeInt  # how many models got a gap entry
+
+
+class HistoryCursor(_DaemonRecord):
+    """``<prefix>/historycursor``: how far the leading controller's history recorder got.
+
+    Every put and delete of ``models/`` with a revision <= ``revision`` has its history
+    entry (or is covered by a gap entry). ``keep`` is the retention the recorder applies
+    (the newest N entries per model); the CLI reads it to prune in its own writes.
+    """
+
+    revision: NonNegativeInt
+    updated_at: dt.datetime
+    keep: PositiveInt | None = None
+    last_gap: HistoryGap | None = None
 
 
 class HostControl(_OperatorDocument):

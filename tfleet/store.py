@@ -214,13 +214,19 @@ class Put:
 
 @dataclass(frozen=True)
 class Delete:
-    """Delete one key, or every key starting with `key` when prefix is true."""
+    """Delete one key, or every key starting with `key` when prefix is true, or every key in
+    [key, end) when end is given (a bounded range: e.g. the oldest history entries)."""
 
     key: str
     prefix: bool = False
+    end: str | None = None
 
     def __post_init__(self) -> None:
         _check_key(self.key, "Delete.key")
+        if self.end is not None:
+            _check_key(self.end, "Delete.end")
+            if self.prefix:
+                raise ValueError(f"Delete of {self.key!r}: give prefix or end, not both")
 
 
 _COMPARE_TARGETS = ("mod", "create", "version", "value")
@@ -537,16 +543,29 @@ def _is_unavailable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, ValueError) and "failed node" in str(exc):
         return True
-    if "too many requests" in _details(exc):
+    details = _details(exc)
+    if any(marker in details for marker in _SLOW_MEMBER_DETAILS):
         return True
     return isinstance(exc, grpc.RpcError) and _code(exc) in _UNAVAILABLE_CODES
 
 
+# etcd's own words for "I could not do it in time" (e.g. a linearizable read during an
+# election answers UNKNOWN "context deadline exceeded"): as much a member fault as our deadline.
+_SLOW_MEMBER_DETAILS = ("too many requests", "context deadline exceeded", "request timed out", "leader changed")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """etcd answered but cannot serve for a moment (an election, overload): worth asking again."""
+    details = _details(exc)
+    return "no leader" in details or any(marker in details for marker in _SLOW_MEMBER_DETAILS)
+
+
 def _is_member_fault(exc: BaseException) -> bool:
-    """The member is frozen, down, partitioned or overloaded: try another one."""
+    """The member is frozen, down, partitioned, electing or overloaded: try another one."""
     if isinstance(exc, etcd_exc.WatchTimedOut | etcd_exc.ConnectionFailedError | etcd_exc.ConnectionTimeoutError):
         return True
-    return _code(exc) in _MEMBER_FAULT_CODES or "too many requests" in _details(exc)
+    details = _details(exc)
+    return _code(exc) in _MEMBER_FAULT_CODES or any(marker in details for marker in _SLOW_MEMBER_DETAILS)
 
 
 def _never_sent(exc: BaseException) -> bool:
@@ -790,6 +809,8 @@ def _op_message(op: Put | Delete) -> Any:
         delete = etcdrpc.DeleteRangeRequest(key=key)
         if op.prefix:
             delete.range_end = pyetcd.utils.prefix_range_end(key)
+        elif op.end is not None:
+            delete.range_end = _key_bytes(op.end)
         return etcdrpc.RequestOp(request_delete_range=delete)
     raise TypeError(f"transaction operations must be Put or Delete, not {op!r}")
 
@@ -837,7 +858,8 @@ class EtcdStore:
     ) -> None:
         """watch_backoff, watch_keepalive (seconds between pings), rng, page_size (keys),
         page_bytes (target bytes of a page), max_receive_bytes (gRPC's limit on one
-        response) and clock are for tests and tuning."""
+        response) and clock (for the members' quarantine; call deadlines are real time, as
+        gRPC's are) are for tests and tuning."""
         if not (isinstance(watch_keepalive, int | float) and 0 < watch_keepalive < math.inf):
             raise ValueError(f"watch_keepalive must be a positive number of seconds, not {watch_keepalive!r}")
         for name, value in (("page_size", page_size), ("page_bytes", page_bytes),
@@ -852,7 +874,6 @@ class EtcdStore:
         self._page_size = page_size
         self._page_bytes = page_bytes
         self._max_receive_bytes = max_receive_bytes
-        self._clock = clock
         self._attempt_timeout = float(settings.attempt_timeout or settings.call_timeout)
         self._picker = _MemberPicker(len(settings.endpoints), clock=clock)
         self._lock = threading.Lock()
@@ -912,17 +933,18 @@ class EtcdStore:
 
         The whole call stays within settings.call_timeout; each attempt within
         settings.attempt_timeout. Idempotent calls move on after any member fault, and go
-        round again (skipping members that hit a deadline) while the budget lasts, e.g.
-        while the healthy members elect a new leader; other calls move on only when the
-        request never reached etcd.
+        round again (skipping members that hit a deadline) while the budget lasts when a
+        member said it is electing ("no leader"); other calls move on only when the
+        request never reached etcd. Members that refuse connections fail the call at once.
         """
-        deadline = self._clock() + self.settings.call_timeout
+        deadline = time.monotonic() + self.settings.call_timeout
         failures: list[str] = []
         slow: set[int] = set()  # members that hit a deadline during this call
         while True:
+            electing = False  # did a member answer "no leader" or the like this round?
             candidates = [i for i in self._picker.order() if i not in slow]
             for index in candidates:
-                left = deadline - self._clock()
+                left = deadline - time.monotonic()
                 if failures and left < 0.05:
                     break
                 url = self.settings.endpoints[index]
@@ -936,13 +958,14 @@ class EtcdStore:
                     failures.append(f"{url}: {_describe(exc)}")
                     if _code(exc) == grpc.StatusCode.DEADLINE_EXCEEDED or isinstance(exc, etcd_exc.ConnectionTimeoutError):
                         slow.add(index)
+                    electing = electing or _is_transient(exc)
                     if failed.sent and not idempotent and not _never_sent(exc):
                         error = _translate(exc, step, url, write=write)
                         raise type(error)(self._failure_message(step, failures)) from exc
-            left = deadline - self._clock()
-            if not candidates or left < 0.15:
+            left = deadline - time.monotonic()
+            if not electing or left < 0.15:  # (a write that got here was never sent)
                 raise StoreUnavailable(self._failure_message(what, failures))
-            time.sleep(0.1)  # every member refused at once (no leader yet?): ask again shortly
+            time.sleep(0.1)  # the members are electing a leader: ask again shortly
 
     def _attempt(self, index: int, what: str, action: Callable[[Any, float], T], timeout: float) -> T:
         """One attempt on one member (logging in again once if etcd forgot our token)."""
@@ -1029,9 +1052,9 @@ class EtcdStore:
 
         The first page fixes the revision (or revision=R does); it holds a few keys, the
         next ones at most page_size keys and about page_bytes bytes (from the sizes seen
-        so far), and a page shrinks further when a response is still too large. Raises RevisionCompacted when the revision is compacted away
-        in the middle (the caller decides whether to start over). keys_only pages carry
-        empty values.
+        so far), and a page shrinks further when a response is still too large. Raises
+        RevisionCompacted when the revision is compacted away in the middle (the caller
+        decides whether to start over). keys_only pages carry empty values.
         """
         _check_key(prefix, "prefix")
         if revision is not None and (isinstance(revision, bool) or not isinstance(revision, int) or revision < 1):

@@ -28,7 +28,8 @@ from tfleet import schema
 from tfleet.cli.main import cli
 from tfleet.etcd_local import free_port
 from tfleet.keyspace import Keyspace
-from tfleet.registry import Registry, checksum_version_dir
+from tfleet.modelfs import checksum_version_dir
+from tfleet.registry import Registry
 from tfleet.schema import Assignment, HostControl, HostRecord, ModelIntent, ModelStatus, VersionReport
 from tfleet.sim.fixtures import make_model
 from tfleet.sim.server import SimServer
@@ -251,6 +252,36 @@ def test_get_status_history_diff_rollback(tf, store, keys, tmp_path) -> None:
     assert (last.sequence, last.action, last.author) == (3, "rollback", "carol")
     yaml_out = tf.ok("get", "model", "m", "-o", "yaml")
     assert "name: m" in yaml_out and "replicas: 1" in yaml_out
+
+
+def test_history_diff_rollback_after_pruning_and_a_gap(tf, store, keys, tmp_path) -> None:
+    """Retention 4 (as a controller with --history-keep 4 publishes it): the CLI prunes in its
+    own writes, says clearly when an entry is pruned, and still undoes the last change."""
+    store.put(keys.history_cursor(), json.dumps({"revision": 0, "updated_at": "2026-11-27T15:00:00Z", "keep": 4}).encode())
+    path = tmp_path / "m.yaml"
+    for replicas in range(1, 9):
+        path.write_text(f"name: m\nspec: {{base_path: /models/m, replicas: {replicas}}}\n")
+        tf.ok("apply", "-f", str(path), "--author", "alice")
+    assert [e["sequence"] for e in tf.json("history", "m")] == [5, 6, 7, 8]
+    assert [e["sequence"] for e in tf.json("history", "m", "--limit", "2")] == [7, 8]
+    assert [e["sequence"] for e in tf.json("history", "m", "--before", "7")] == [5, 6]
+
+    for args in (("diff", "m", "3", "8"), ("rollback", "m", "--to", "3")):
+        result = tf(*args)
+        assert result.exit_code == 2
+        assert error_lines(result)[-1].endswith("entry 3 was pruned: model m keeps entries 5..8 (retention 4); pick one of those")
+    assert tf.json("diff", "m", "5", "8") == [{"path": "replicas", "old": 5, "new": 8}]
+    assert tf.ok("rollback", "m").startswith("m rolled back to history entry 7")
+    assert Registry(store, keys).get_intent("m")[0].replicas == 7
+    assert [e["sequence"] for e in tf.json("history", "m")] == [6, 7, 8, 9]
+
+    # A gap entry (written by the controller after etcd compaction) reads as such.
+    previous = Registry(store, keys).history("m")[-1]
+    gap = previous.model_copy(update={"sequence": 10, "action": "gap", "revisions": schema.RevisionSpan(first=40, last=90), "revision": 80,
+                                      "author": None, "source": "etcd", "previous": previous.new, "new": {**previous.new, "replicas": 3}})
+    store.put(keys.history("m", 10), schema.encode(schema.HistoryEntry.model_validate(gap.model_dump())))
+    row = tf.ok("history", "m").splitlines()[-1]
+    assert " gap " in row and "gap: revisions 40..90 not recorded" in row and "replicas: 7 -> 3" in row
 
 
 def test_unknown_names_are_bad_input(tf, store, keys) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tfleet.cli.wait import readiness
+from tfleet.health import intent_ready as readiness
 from tfleet.schema import ModelIntent, ModelStatusReport
 
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from tests.helpers import FakeClock
 from tfleet.logs import CONTROLLER_OUTAGE_EVENTS, OutageLog
 
 
@@ -17,16 +18,9 @@ class Recorder:
         return lambda event, **fields: self.lines.append((level, event, {**self.context, **fields}))
 
 
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_outage_retries_are_warnings_at_most_once_per_interval() -> None:
     lines: list = []
-    clock = Clock()
+    clock = FakeClock(0.0)
     log = OutageLog(Recorder(lines), CONTROLLER_OUTAGE_EVENTS, interval=30, clock=clock).bind(candidate="c1")
     for second in range(0, 70, 2):  # a retry every 2 s for 70 s
         clock.now = float(second)
@@ -41,7 +35,7 @@ def test_outage_retries_are_warnings_at_most_once_per_interval() -> None:
 
 def test_other_events_pass_through_at_their_level() -> None:
     lines: list = []
-    log = OutageLog(Recorder(lines), CONTROLLER_OUTAGE_EVENTS, clock=Clock())
+    log = OutageLog(Recorder(lines), CONTROLLER_OUTAGE_EVENTS, clock=FakeClock(0.0))
     for _ in range(3):
         log.info("leadership_won")
         log.warning("reconcile", result="lost_leadership")

@@ -96,7 +96,7 @@ class Ops:
         from tfleet.registry import RegistryError
 
         try:
-            entries = self.registry.history(model)
+            entries = self.registry.history(model, limit=5)  # the change is one of the newest
         except RegistryError:
             entries = []
         for entry in reversed(entries):
@@ -107,25 +107,16 @@ class Ops:
     def last_valid(self, view: Any) -> dict[str, Any]:
         """For models whose intent in etcd is invalid: the newest valid intent in their history,
         which is what the controller keeps serving (it remembers the last valid one it saw)."""
-        from pydantic import ValidationError
-
         from tfleet.registry import RegistryError
-        from tfleet.schema import ModelIntent
 
         found = {}
         for model in view.invalid_intents():
             try:
-                entries = self.registry.history(model)
+                intent = self.registry.last_valid_intent(model)  # the newest entries, a few at a time
             except RegistryError:
                 continue
-            for entry in reversed(entries):
-                if entry.new is None:
-                    continue
-                try:
-                    found[model] = ModelIntent.model_validate(entry.new)
-                    break
-                except ValidationError:
-                    continue
+            if intent is not None:
+                found[model] = intent
         return found
 
     def conflict(self, exc: Any, rerun: str) -> str:
@@ -380,10 +371,12 @@ def describe_model(ops: Ops, model: str, output: str) -> None:
 
     _check_model_name(model)
     view = ops.view()
-    history = ops.registry.history(model)
+    history = ops.registry.history(model, limit=5)
     if not view.knows_model(model) and not history:
         raise _unknown_model(ops, model, view)
     data = describe_view(view, model, ops.registry.versions(model), history)
+    bounds = ops.registry.history_bounds(model)
+    data["history_total"] = bounds[1] - bounds[0] + 1 if bounds else 0  # entries kept (retention)
     emit(output, data, lambda: _describe_text(data))
 
 
@@ -559,22 +552,31 @@ def status(ops: Ops, output: str) -> None:
 
 @click.command("history", cls=OpsCommand)
 @click.argument("model")
+@click.option("--limit", type=click.IntRange(min=1), help="Show only the newest N entries.  [default: every entry kept]")
+@click.option("--before", type=click.IntRange(min=1), help="Show only entries older than sequence SEQ (to page back).")
 @output_option
 @fleet_command
-def history(ops: Ops, model: str, output: str) -> None:
-    """Every recorded change of MODEL's intent: who, when, what changed."""
+def history(ops: Ops, model: str, limit: int | None, before: int | None, output: str) -> None:
+    """Every recorded change of MODEL's intent: who, when, what changed.
+
+    Gaps (changes etcd compacted before the controller recorded them) show as action "gap"
+    with the revisions they cover. Entries older than the retention (tfleet controller
+    --history-keep) are pruned.
+    """
     from tfleet.cli.views import history_summary
 
     _check_model_name(model)
-    entries = ops.registry.history(model)
-    if not entries and ops.store.get(ops.keyspace.model(model)) is None:
+    entries = ops.registry.history(model, limit=limit, before=before)
+    if not entries and before is None and ops.store.get(ops.keyspace.model(model)) is None:
         raise _unknown_model(ops, model)
 
     def human() -> str:
         if not entries:
+            if before is not None:
+                return f"{model} has no history entry before {before} (older entries are pruned, or there were none)"
             return f"{model} has no history entry yet (written with etcdctl; the controller records it)"
-        return table([[e.sequence, format_time(e.at), e.author or ("etcdctl" if e.source == "etcd" else "-"), e.source, e.action, e.revision,
-                       short(history_summary(e), 80)] for e in entries],
+        return table([[e.sequence, format_time(e.at), e.author or ("etcdctl" if e.source == "etcd" else "-"), e.source, e.action,
+                       e.revision, short(history_summary(e), 80)] for e in entries],
                      ["seq", "at", "author", "source", "action", "revision", "changes"])
 
     emit(output, entries, human)
@@ -612,7 +614,7 @@ def rollback(ops: Ops, model: str, to_sequence: int | None, author: str, output:
     from tfleet.registry import ConflictError
 
     _check_model_name(model)
-    before = ops.registry.history(model)
+    before = ops.registry.history(model, limit=2)  # the newest two: all "undo the last change" needs
     if not before and ops.store.get(ops.keyspace.model(model)) is None:
         raise _unknown_model(ops, model)
     target = to_sequence if to_sequence is not None else (before[-2].sequence if len(before) >= 2 else None)
@@ -620,8 +622,8 @@ def rollback(ops: Ops, model: str, to_sequence: int | None, author: str, output:
         revision = ops.registry.rollback(model, to_sequence=to_sequence, author=author or None)
     except ConflictError as exc:
         raise refused(ops.conflict(exc, "rollback")) from None
-    after = ops.registry.history(model)
-    written = len(after) > len(before)
+    after = ops.registry.history(model, limit=1)
+    written = bool(after) and (not before or after[-1].sequence > before[-1].sequence)
     data = {"model": model, "to_sequence": target, "revision": revision, "written": written,
             "sequence": after[-1].sequence if written else None, "changes": history_summary(after[-1]) if written else None}
 

@@ -25,8 +25,9 @@ import click
 
 from tfleet import logs
 from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, fleet_prefix, unreachable_message
+from tfleet.cli.route_render import Rendered, envoy_bundle, render_envoy, render_nginx
 from tfleet.keyspace import InvalidName, Keyspace, validate_name
-from tfleet.routing import Rendered, envoy_bundle, read_route_tables, render_envoy, render_nginx
+from tfleet.routing import read_route_tables
 from tfleet.schema import RouteTable
 
 FORMATS = ("nginx", "envoy")

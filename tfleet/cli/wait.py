@@ -10,30 +10,11 @@ Exit codes: 0 ready, 1 not ready before --timeout, 2 unknown model or invalid in
 from __future__ import annotations
 
 import time
-from typing import Any
-
 import click
 
 from tfleet.cli.ops import Ops, _check_model_name, fleet_command
-from tfleet.cli.output import OpsCommand, bad_input, one_line, refused
-
-
-def readiness(intent: Any, intent_revision: int, report: Any) -> tuple[bool, str]:
-    """(ready, what is still missing in words): pure, on parsed documents."""
-    if report is None:
-        return False, "no report from the controller yet"
-    if report.intent_revision != intent_revision:
-        return False, f"the controller has not seen revision {intent_revision} of the intent yet"
-    if report.error:
-        return False, one_line(report.error)
-    if report.rollout.phase != "stable":
-        return False, f"rollout {report.rollout.phase}" + (f": {one_line(report.rollout.reason)}" if report.rollout.reason else "")
-    specific = intent.model_version_policy.specific
-    versions = [str(v) for v in specific.versions] if specific is not None else list(report.ready_replicas) or ["any"]
-    short = {v: report.ready_replicas.get(v, 0) for v in versions if report.ready_replicas.get(v, 0) < intent.replicas}
-    if short:
-        return False, ", ".join(f"version {v}: {n}/{intent.replicas} replicas ready" for v, n in short.items())
-    return True, ", ".join(f"version {v}: {report.ready_replicas.get(v, 0)}/{intent.replicas} replicas ready" for v in versions)
+from tfleet.cli.output import OpsCommand, bad_input, refused
+from tfleet.health import intent_ready
 
 
 @click.command("wait", cls=OpsCommand)
@@ -59,7 +40,7 @@ def wait(ops: Ops, model: str, timeout: float, interval: float) -> None:
         report_kv = ops.store.get(ops.keyspace.modelstatus(model))
         try:
             report = parse(ModelStatusReport, report_kv.value, report_kv.key) if report_kv is not None else None
-            ready, why = readiness(intent, intent_kv.mod_revision, report)
+            ready, why = intent_ready(intent, intent_kv.mod_revision, report)
         except SchemaError as exc:
             ready, why = False, str(exc)  # the controller rewrites it; keep waiting
         if ready:
