@@ -279,6 +279,12 @@ def test_list_page_last_key_and_count(store: EtcdStore, prefix: str) -> None:
     assert store.count_prefix(prefix) == 4
     keys_only = next(iter(store.iter_pages(prefix, keys_only=True)))
     assert [kv.value for kv in keys_only.items] == [b""] * 4
+    window = store.range_keys(prefix + "seq/0002", prefix + "seq/9", limit=5)
+    assert [(kv.key, kv.value) for kv in window] == [(prefix + "seq/0002", b"seq/0002"), (prefix + "seq/0010", b"seq/0010")]
+    newest = store.range_keys(prefix + "seq/", prefix + "seq/9", limit=2, descending=True)
+    assert [kv.key for kv in newest] == [prefix + "seq/0010", prefix + "seq/0002"]
+    with pytest.raises(ValueError, match="limit"):
+        store.range_keys(prefix, prefix + "z", limit=0)
     store.delete_prefix(sibling)
 
 
