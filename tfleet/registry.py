@@ -40,7 +40,6 @@ Every method raises StoreError (from the store) when etcd cannot be reached; the
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path

@@ -203,7 +203,7 @@ class Backoff:
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait before attempt number `attempt` (1-based): in [base/2, base]."""
-        base = min(self.cap, self.initial * 2 ** min(max(attempt, 1) - 1, 32))
+        base = min(self.cap, self.initial * 2.0 ** min(max(attempt, 1) - 1, 32))
         return base / 2 + rng.uniform(0, base / 2)
 
 
