@@ -613,5 +613,6 @@ def _who(entry: HistoryEntry) -> str:
 
 
 def _range(store: Any, start: str, end: str, *, limit: int, descending: bool) -> list[KeyValue]:
-    """At most ``limit`` keys of [start, end), in key order or reversed: ONE etcd range request."""
-    return store.range_keys(start, end, limit=limit, descending=descending)
+    """At most ``limit`` keys of [start, end), in key order or reversed: ONE etcd range request
+    (the store's ``list_range``). The one place the registry reads a bounded range."""
+    return list(store.list_range(start, end, limit=limit, descending=descending).items)

@@ -59,3 +59,10 @@ def test_only_the_store_package_imports_the_etcd_client() -> None:
     assert users == set()
     adapter = {path.name for path in store.glob("*.py") if any(n.startswith("pyetcd") for n in _imports(path))}
     assert {"client.py", "members.py", "errors.py"} <= adapter  # the check sees the imports it forbids elsewhere
+
+
+def test_the_store_package_stays_in_small_modules() -> None:
+    """tfleet/store/ was one 1,500-line module; each of its parts has one job and stays small."""
+    sizes = {path.name: len(path.read_text().splitlines()) for path in (ROOT / "tfleet" / "store").glob("*.py")}
+    assert {"types.py", "settings.py", "errors.py", "convert.py", "members.py", "client.py", "watch.py"} <= set(sizes)
+    assert {name: n for name, n in sizes.items() if n >= 500} == {}

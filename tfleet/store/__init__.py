@@ -25,7 +25,7 @@ API (EtcdStore)
   page's revision (for callers that fold pages instead of holding all of them).
 * list_page(prefix, start_after=None, limit=100, revision=None) -> Page: one page, e.g.
   for a CLI listing 100,000 models a screen at a time (next call: start_after=page.last_key).
-* range_keys(start, end, limit=N, descending=False) -> list[KeyValue]: one bounded
+* list_range(start, end, limit=N, descending=False, revision=None) -> Page: one bounded
   window of [start, end) in key order or reversed (e.g. the newest history entries).
 * last_key(prefix) -> KeyValue | None: the greatest key of a prefix (one key in the
   response; etcd itself still scans the prefix in memory, so use it on pruned prefixes).
