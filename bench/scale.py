@@ -442,7 +442,7 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
         started = time.perf_counter()
         standins = Standins(etcd.client_url, hosts, options.ttl, root / "standin.log")
         stack.callback(standins.stop)
-        ready = standins.expect("ready", timeout)
+        standins.expect("ready", timeout)
         say(f"  {hosts} stand-in hosts registered in {time.perf_counter() - started:.1f} s")
 
         controller_log = root / "controller.log"
