@@ -3,9 +3,10 @@
 Threads: ``controller-loop`` (runs passes while leading; a standby's pass does nothing),
 APScheduler jobs ``election-renew`` (every TTL/3, jittered: the leader refreshes its lease, a
 standby campaigns; the election also watches the leader key) and ``resync`` (a pass every resync_interval
-as the safety net), the store's watch of the whole prefix (wakes the loop), ``ops-http``, and with
-``dashboard_port`` set the dashboard's ``dashboard-state`` and ``dashboard-http`` threads and its
-own watch of the prefix (controller/dashboard.py).
+as the safety net), the fleet cache's watch of the prefix (controller/fleetcache.py: leader or
+standby, it keeps the one in-memory copy of the fleet that passes and the dashboard read, and
+wakes the loop on every change), ``ops-http``, and with ``dashboard_port`` set the dashboard's
+``dashboard-state`` and ``dashboard-http`` threads (fed by the same cache).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tfleet import __version__, logs, schema
 from tfleet.controller.dashboard import Dashboard
 from tfleet.controller.discovery import discovery_routes
 from tfleet.controller.election import Election
+from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.reconciler import ControllerReconciler
 from tfleet.controller.settings import ControllerSettings
@@ -28,7 +30,7 @@ from tfleet.httpserver import OpsServer
 from tfleet.keyspace import Keyspace
 from tfleet.registry import Registry
 from tfleet.schema import LeaderRecord
-from tfleet.store import EtcdStore, StoreError
+from tfleet.store import EtcdStore
 
 
 # CPython's default GC thresholds (700, 10, 10) make a process that holds a large fleet
@@ -54,13 +56,16 @@ class Controller:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._stopped = threading.Event()
-        self._watch = None
         self._since = schema.utc_now()
         # /sd/agents and /sd/tfserving: Prometheus HTTP service discovery of every live host
         self.ops = OpsServer(settings.http_host, settings.http_port, self.metrics.registry, healthy=self._healthy, ready=self._ready,
                              routes=discovery_routes(self.store, self.keyspace, self.log))
+        # One cache per process (leader or standby): the passes and the dashboard read it.
+        self.cache = FleetCache(self.store, self.keyspace, log=self.log, metrics=self.metrics)
+        self.cache.on_change(self.wake)
         self.dashboard = None if settings.dashboard_port is None else Dashboard(
-            self.store, self.keyspace, settings.dashboard_host, settings.dashboard_port, controller_id=settings.id, log=self.log)
+            self.store, self.keyspace, settings.dashboard_host, settings.dashboard_port, controller_id=settings.id, log=self.log,
+            cache=self.cache)
         self.election = Election(
             self.store, self.keyspace, settings.id, settings.lease_ttl, self._leader_record, self.log,
             clock=clock, on_elected=self._on_elected, on_lost=self._on_lost,
@@ -68,7 +73,7 @@ class Controller:
         self.registry = Registry(self.store, self.keyspace)
         self.reconciler = ControllerReconciler(
             store=self.store, keyspace=self.keyspace, election=self.election, registry=self.registry,
-            metrics=self.metrics, log=self.log, clock=clock,
+            metrics=self.metrics, log=self.log, clock=clock, cache=self.cache,
         )
         self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
         self._loop_beat = clock()
@@ -117,8 +122,7 @@ class Controller:
             self._wake.clear()
             self._loop_beat = self._clock()
             leading = self.election.is_leader
-            if leading:
-                self._ensure_watch()
+            self.cache.ensure_started()  # a standby's too: its dashboard reads it
             # A standby's pass returns at once; the first one after losing leadership also
             # drops the fleet gauges this controller reported while it led.
             self.reconciler.reconcile()
@@ -138,19 +142,6 @@ class Controller:
             return
         self._scheduler.add_job(self.wake, "date", run_date=max(when, schema.utc_now()), id="scheduled-action", replace_existing=True)
 
-    def _ensure_watch(self) -> None:
-        if self._watch is not None:
-            return
-        try:
-            revision = self.store.list_prefix(self.keyspace.leader()).revision
-        except StoreError:
-            return
-        self._watch = self.store.watch_prefix(
-            self.keyspace.prefix + "/", revision + 1,
-            on_events=lambda events: self.wake(), on_reset=lambda snapshot: self.wake(),
-            on_error=lambda error: self.wake(),
-        )
-
     def _on_elected(self) -> None:
         self.metrics.leadership_changes.labels("won").inc()
         self.log.info("leadership_won")
@@ -166,8 +157,7 @@ class Controller:
         self.log.info("controller_stopping")
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        if self._watch is not None:
-            self._watch.cancel()
+        self.cache.stop()
         self.election.resign()
         if self.dashboard is not None:
             self.dashboard.stop()

@@ -1,9 +1,10 @@
 """The controller's planner with memory: the result of ``planner.plan``, in time proportional
 to what changed since the previous pass.
 
-Each pass still reads one full snapshot (level-triggered); what shrinks is the work done on
-it. The SnapshotReader tells which models and hosts had keys added, changed or removed;
-only these are planned again:
+Each pass plans from one snapshot at one revision (level-triggered), kept current from the
+fleet cache (controller/fleetcache.py) by the keys that changed. The snapshot tells which
+models and hosts had keys added, changed or removed (the controller's own modelstatus and
+route writes coming back are not changes); only these are planned again:
 
 * a model whose intent, assignments, agent statuses, report or registered versions changed;
 * a model that placement may now put differently: one with a replica on a changed host,
@@ -12,7 +13,7 @@ only these are planned again:
 
 The returned plan holds the writes and reports of the models planned again; the others'
 were returned by an earlier pass and are in etcd. A snapshot without change sets (the first,
-or after ``SnapshotReader.forget``) plans everything, and so does the pass after ``reset()``,
+or after ``FleetBuilder.forget``) plans everything, and so does the pass after ``reset()``,
 which the reconciler calls when writes failed. tests/unit/test_incremental.py checks the
 results equal the full planner's.
 """
@@ -51,18 +52,27 @@ class IncrementalPlanner:
         self._placement: Placement | None = None
         self._intents: dict[str, tuple[ModelIntent | None, str | None, int]] = {}
         self._results: dict[str, ModelPlan] = {}
+        # what the last pass planned (models planned again, and whether it was a full plan)
+        self.planned: frozenset[str] = frozenset()
+        self.full = True
 
     @property
     def reports(self) -> Mapping[str, ModelStatusReport]:
         """The latest report of every managed model (for gauges and the dashboard)."""
         return {m: r.report for m, r in self._results.items() if r.report is not None}
 
+    def plans_all(self, snap: FleetSnapshot) -> bool:
+        """Whether the next plan() of snap plans every model."""
+        return self._placer is None or snap.changed_models is None or snap.changed_hosts is None
+
     def plan(self, snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.datetime) -> ControllerPlan:
-        if self._placer is None or snap.changed_models is None or snap.changed_hosts is None:
+        if self.plans_all(snap):
             return self._full(snap, last_valid, now)
         models = set(snap.changed_models) | {m for m, r in self._results.items() if r.wake_at is not None and r.wake_at <= now}
         hosts = set(snap.changed_hosts)
+        self.full = False
         if not models and not hosts:
+            self.planned = frozenset()
             return _NOTHING
         for model in models:
             self._intents.pop(model, None)
@@ -83,6 +93,7 @@ class IncrementalPlanner:
         for model in replan - managed:
             self._results.pop(model, None)
         self._results.update(results)
+        self.planned = frozenset(replan)
         return combine(results)
 
     # -- internals ---------------------------------------------------------------------------------
@@ -94,7 +105,12 @@ class IncrementalPlanner:
         self._placer = IncrementalPlacer(self._input)
         self._placement = self._placer.placement
         self._results = {model: self._plan_one(snap, model, now) for model in sorted(managed)}
+        self.planned, self.full = frozenset(managed), True
         return combine(self._results)
+
+    def report(self, model: str) -> ModelStatusReport | None:
+        result = self._results.get(model)
+        return result.report if result is not None else None
 
     def _next_input(self, snap: FleetSnapshot, models: set[str], hosts: set[str], managed) -> PlacementInput:
         """The previous placement input with the changed models and hosts replaced (new mappings:

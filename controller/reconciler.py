@@ -1,6 +1,8 @@
 """One pass of the leading controller: snapshot -> plan -> fenced writes.
 
-1. Read the whole prefix in one etcd range read (one consistent revision) and parse it.
+1. Take from the fleet cache (controller/fleetcache.py, kept current by a watch) the
+   revision it reached and the keys changed since the previous pass, and apply only those
+   to this pass's snapshot (one revision, never half a watch response; no etcd read).
 2. Record in the history any intent written with plain etcdctl since the last pass.
 3. Let the pure planner decide (placement + rollout).
 4. Write only what differs, in transactions that each carry the leadership fence: a paused
@@ -21,7 +23,8 @@ from tfleet.controller.election import NotLeader
 from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.incremental import IncrementalPlanner
 from tfleet.controller.schedules import ScheduleRunner
-from tfleet.controller.snapshot import FleetSnapshot, SnapshotReader
+from tfleet.controller.fleetcache import FleetCache
+from tfleet.controller.snapshot import FleetBuilder, FleetSnapshot
 from tfleet.keyspace import Keyspace
 from tfleet.registry import ConflictError, RegistryError
 from tfleet.schema import ModelIntent, ModelStatusReport
@@ -29,8 +32,13 @@ from tfleet.store import Delete, EtcdStore, Put, StoreError
 
 WRITE_BATCH = 100  # etcd allows 128 operations per transaction by default
 # The incremental planner is checked by a full plan this often (seconds): a safety net for
-# any change it might have missed.
+# any change it might have missed. It plans from the cache too (no etcd read).
 FULL_PLAN_EVERY = 60.0
+# Writes whose echo is not a change worth planning: the planner's reports and the route
+# tables are functions of the snapshot, so writing them back changes no decision. (An
+# assignment's echo is not quiet: its new mod_revision means the agent has not acted on it
+# yet, which changes readiness and the rollout step: tests/unit/test_fleetcache.py.)
+QUIET_ECHOES = ("modelstatus", "routes")
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,10 @@ class ControllerReconciler:
         log,
         now: Callable = schema.utc_now,
         clock: Callable[[], float] = time.monotonic,
+        cache: FleetCache | None = None,
     ) -> None:
+        """cache: the process's fleet cache (app.py shares one with the dashboard); without
+        one the reconciler keeps its own."""
         self._store = store
         self._ks = keyspace
         self._election = election
@@ -63,8 +74,12 @@ class ControllerReconciler:
         self._last_valid: dict[str, ModelIntent] = {}
         self._recorded: dict[str, int] = {}
         self._schedules = ScheduleRunner(store=store, keyspace=keyspace, registry=registry, election=election, log=log, now=now)
-        self._reader = SnapshotReader(keyspace)
+        self._cache = cache or FleetCache(store, keyspace, log=log, metrics=metrics)
+        self._cursor = self._cache.cursor("controller", echoes=True)
+        self._builder = FleetBuilder(keyspace)
         self._planner = IncrementalPlanner()
+        self._phases: dict[str, str] = {}  # model -> rollout phase last set in the gauge
+        self._unplaced: set[str] = set()
         self._last_full_plan = float("-inf")
         self._was_leader = False
         self.last_snapshot: FleetSnapshot | None = None
@@ -74,9 +89,14 @@ class ControllerReconciler:
         """Latest report of every managed model, as last planned (for the dashboard)."""
         return self._planner.reports
 
+    @property
+    def planner(self) -> IncrementalPlanner:
+        return self._planner
+
     def _start_over(self) -> None:
-        """Plan everything from a fresh read next time (after failed writes, or a new term)."""
-        self._reader.forget()
+        """Plan everything next time (after failed writes, or a new term), from the cache: it
+        is what etcd holds, kept by the watch."""
+        self._cache.forget_echoes()
         self._planner.reset()
 
     def reconcile(self) -> Outcome:
@@ -98,11 +118,15 @@ class ControllerReconciler:
             self._start_over()  # a new term starts from what etcd holds, not from memory
             self._last_full_plan = self._clock()
             self._was_leader = True
-        try:
-            snap = self._reader.read(self._store.list_prefix(self._ks.prefix + "/"))
-        except StoreError as exc:
-            self._log.warning("reconcile", result="etcd_unavailable", error=str(exc))
+        snap = self._take()
+        if snap is None:
             return Outcome("etcd_unavailable")
+        fence = self._election.fence_revision
+        if fence is not None and snap.revision < fence:
+            # The cache has not yet seen this term's own leader key: it may miss the former
+            # leader's last writes. Its watch wakes the loop when it gets there.
+            self._log.info("reconcile", result="cache_behind", revision=snap.revision, fence=fence)
+            return Outcome("cache_behind")
         self.last_snapshot = snap
         try:
             self._remember_valid_intents(snap)
@@ -110,6 +134,7 @@ class ControllerReconciler:
             plan_started = self._clock()
             plan = self._planner.plan(snap, self._last_valid, self._now())
             self._metrics.plan_seconds.observe(self._clock() - plan_started)
+            self._metrics.models_planned.inc(len(self._planner.planned))
             writes = self._write(snap, plan)
             writes += self._schedules.run_due(snap)
         except NotLeader as exc:
@@ -126,18 +151,40 @@ class ControllerReconciler:
         log("reconcile", result="ok", revision=snap.revision, models=len(snap.intents), hosts=len(snap.hosts), writes=writes)
         return Outcome("ok", writes)
 
+    # -- the snapshot -------------------------------------------------------------------------
+    def _take(self) -> FleetSnapshot | None:
+        """This pass's snapshot: the previous one with the keys changed since then applied."""
+        if not self._cache.ensure_started():
+            return None
+        changes = self._cursor.take()
+        if changes is None:
+            return None
+        if changes.everything or self._builder.fleet is None:
+            snap = self._builder.rebuild(changes.revision, (f for f in changes.files.values() if f is not None))
+        else:
+            snap = self._builder.apply(changes.revision, changes.files, changes.quiet)
+        self._metrics.pass_keys.inc(self._builder.applied)
+        return snap
+
     # -- intents and history ------------------------------------------------------------------
     def _remember_valid_intents(self, snap: FleetSnapshot) -> None:
-        for model, parsed in snap.intents.items():
-            if parsed.value is not None:
+        """Keep the last valid intent of each model (only the changed ones, after the first)."""
+        everything = self._planner.plans_all(snap)
+        models = snap.intents.keys() if everything else snap.changed_models or ()
+        for model in list(models):
+            parsed = snap.intents.get(model)
+            if parsed is None:
+                self._last_valid.pop(model, None)
+            elif parsed.value is not None:
                 self._last_valid[model] = parsed.value
             elif model not in self._last_valid:
                 restored = self._last_valid_from_history(model)
                 if restored is not None:
                     self._last_valid[model] = restored
-        for model in list(self._last_valid):
-            if model not in snap.intents:
-                del self._last_valid[model]
+        if everything:
+            for model in list(self._last_valid):
+                if model not in snap.intents:
+                    del self._last_valid[model]
 
     def _last_valid_from_history(self, model: str) -> ModelIntent | None:
         """After a restart, the last valid intent of a model whose intent is now invalid."""
@@ -199,6 +246,7 @@ class ControllerReconciler:
         for model in sorted(plan.report_deletes):
             ops.append(("modelstatus", Delete(self._ks.modelstatus(model))))
         ops += [("routes", op) for op in self._route_ops(snap)]
+        self._cache.expect({op.key: op.value if isinstance(op, Put) else None for kind, op in ops if kind in QUIET_ECHOES})
         for start in range(0, len(ops), WRITE_BATCH):
             batch = ops[start : start + WRITE_BATCH]
             # Raises NotLeader when the fence fails; False would mean an extra compare failed,
@@ -209,23 +257,48 @@ class ControllerReconciler:
         return len(ops)
 
     def _clear_gauges(self) -> None:
+        self._phases.clear()
+        self._unplaced.clear()
         for gauge in (self._metrics.rollout_phase, self._metrics.replicas_wanted, self._metrics.replicas_ready):
             gauge.clear()
         for gauge in (self._metrics.live_hosts, self._metrics.invalid_intents, self._metrics.unplaced_models):
             gauge.set(0)
 
     def _update_gauges(self, snap: FleetSnapshot) -> None:
-        reports = self._planner.reports
+        """Per-model gauges of the models this pass planned (all of them on a full plan)."""
         self._metrics.live_hosts.set(len(snap.hosts))
-        self._metrics.invalid_intents.set(sum(1 for p in snap.intents.values() if p.value is None))
-        self._metrics.unplaced_models.set(sum(1 for r in reports.values() if r.reasons))
-        self._metrics.rollout_phase.clear()
-        self._metrics.replicas_wanted.clear()
-        self._metrics.replicas_ready.clear()
-        for model, report in reports.items():
+        self._metrics.invalid_intents.set(len(snap.invalid_intents))
+        if self._planner.full:
+            for gauge in (self._metrics.rollout_phase, self._metrics.replicas_wanted, self._metrics.replicas_ready):
+                gauge.clear()
+            self._phases.clear()
+            self._unplaced.clear()
+        for model in self._planner.planned:
+            report = self._planner.report(model)
+            phase = self._phases.pop(model, None)
+            if phase is not None and (report is None or report.rollout.phase != phase):
+                _remove(self._metrics.rollout_phase, model, phase)
+            if report is None:
+                self._unplaced.discard(model)
+                _remove(self._metrics.replicas_wanted, model)
+                _remove(self._metrics.replicas_ready, model)
+                continue
             self._metrics.replicas_wanted.labels(model).set(report.wanted_replicas)
             self._metrics.replicas_ready.labels(model).set(sum(1 for r in report.replicas if r.ready))
             self._metrics.rollout_phase.labels(model, report.rollout.phase).set(1)
+            self._phases[model] = report.rollout.phase
+            if report.reasons:
+                self._unplaced.add(model)
+            else:
+                self._unplaced.discard(model)
+        self._metrics.unplaced_models.set(len(self._unplaced))
+
+
+def _remove(gauge, *labels: str) -> None:
+    try:
+        gauge.remove(*labels)
+    except KeyError:
+        pass
 
 
 def _same_report(new: ModelStatusReport, old: ModelStatusReport | None) -> bool:

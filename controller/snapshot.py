@@ -1,18 +1,20 @@
-"""One consistent view of the fleet, parsed from a single etcd read of the whole prefix.
+"""One consistent view of the fleet, as of one etcd revision, parsed once per key revision.
 
 Every value is validated here, once per revision of its key. A bad value never raises: it
 is kept with its error so that the planner can report it where the operator looks
 (modelstatus) and keep serving the last valid state.
 
-``SnapshotReader`` reads snapshots one after another: keys whose revision did not change
-reuse the value parsed before (re-validating tens of thousands of unchanged JSON values
-would be most of a pass's work in a large fleet), and the snapshot records which models and
-hosts the changed keys belong to, for the incremental planner.
+A key is parsed into a ``KeyFile``: how to file it into a FleetSnapshot, and how to take it
+out again. That makes a snapshot cheap to keep current: ``FleetBuilder`` applies only the
+keys that changed (from the fleet cache, controller/fleetcache.py, or from a diff of two
+reads in ``SnapshotReader``), in time proportional to the change, and records which models
+and hosts the changed keys belong to, for the incremental planner. ``read`` is the one-shot
+form (the CLI, tests); both file through the same KeyFiles, so they cannot disagree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -22,6 +24,7 @@ from tfleet.schema import (
     Assignment,
     HostControl,
     HostRecord,
+    LeaderRecord,
     ModelIntent,
     ModelStatus,
     ModelStatusReport,
@@ -33,6 +36,9 @@ from tfleet.schema import (
 from tfleet.store import Snapshot
 
 T = TypeVar("T")
+
+# The sections of the keyspace a FleetSnapshot is made of (history/ is not: no pass reads it).
+SECTIONS = ("models", "hosts", "hostctl", "assignments", "status", "modelstatus", "versions", "schedules", "routes", "leader")
 
 
 @dataclass(frozen=True)
@@ -63,17 +69,49 @@ class FleetSnapshot:
     modelstatus: dict[str, ModelStatusReport] = field(default_factory=dict)
     versions: dict[str, dict[int, VersionRecord]] = field(default_factory=dict)
     schedules: dict[tuple[str, str], Parsed[ScheduledAction]] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)  # keys that could not be read at all
-    # What differs from the previous read of the same SnapshotReader (None: unknown, plan all):
+    leader: Parsed[LeaderRecord] | None = None
+    # key -> why it could not be read at all (``problems`` lists them in key order)
+    problem_keys: dict[str, str] = field(default_factory=dict)
+    # models whose stored intent does not parse (kept here so a gauge need not scan intents)
+    invalid_intents: set[str] = field(default_factory=set)
+    # What differs from the previous state of the same FleetBuilder (None: unknown, plan all):
     # the models and hosts whose keys were added, changed or removed.
     changed_models: frozenset[str] | None = None
     changed_hosts: frozenset[str] | None = None
+
+    @property
+    def problems(self) -> list[str]:
+        return [self.problem_keys[key] for key in sorted(self.problem_keys)]
 
     def add_assignment(self, place: tuple[str, str], parsed: Parsed[Assignment]) -> None:
         """File an assignment and keep the holder indexes in step."""
         self.assignments[place] = parsed
         self.holders.setdefault(place[1], set()).add(place[0])
         self.held_by.setdefault(place[0], set()).add(place[1])
+
+    def remove_assignment(self, place: tuple[str, str]) -> None:
+        self.assignments.pop(place, None)
+        _discard(self.holders, place[1], place[0])
+        _discard(self.held_by, place[0], place[1])
+
+    def content(self) -> dict[str, Any]:
+        """Everything a pass decides from, as plain comparable values (for tests: a snapshot
+        kept current from the cache must equal one read afresh)."""
+        return {
+            "intents": self.intents, "hosts": self.hosts, "hostctl": self.hostctl, "assignments": self.assignments,
+            "holders": self.holders, "held_by": self.held_by, "statuses": self.statuses,
+            "status_revisions": self.status_revisions, "status_hosts": self.status_hosts, "routes": self.routes,
+            "modelstatus": self.modelstatus, "versions": self.versions, "schedules": self.schedules,
+            "leader": self.leader, "problems": self.problems, "invalid_intents": self.invalid_intents,
+        }
+
+
+def _discard(index: dict[str, set[str]], name: str, member: str) -> None:
+    members = index.get(name)
+    if members is not None:
+        members.discard(member)
+        if not members:
+            del index[name]
 
 
 def _parse(model: type[T], key: str, value: bytes, revision: int) -> Parsed[T]:
@@ -83,116 +121,218 @@ def _parse(model: type[T], key: str, value: bytes, revision: int) -> Parsed[T]:
         return Parsed(None, str(exc), revision, value)
 
 
-# A key's contribution to a FleetSnapshot: a function that files it (kept per key and revision).
-Filer = Callable[[FleetSnapshot], None]
+Filer = Callable[["FleetSnapshot"], None]
 
 
-def _filer(ks: Keyspace, key: str, value: bytes, revision: int) -> Filer:
-    """Parse one key once; return how to file it into any snapshot (no parsing then)."""
+def _nothing(fleet: FleetSnapshot) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    """One key parsed once: how to file it into a snapshot, and how to take it out again.
+
+    Every key files into slots no other key uses, so unfiling one key never disturbs another.
+    """
+
+    key: str
+    mod_revision: int
+    value: bytes
+    file: Filer
+    unfile: Filer
+
+
+def _in_dict(attr: str, name: Any, value: Any) -> tuple[Filer, Filer]:
+    return (lambda fleet: getattr(fleet, attr).__setitem__(name, value),
+            lambda fleet: getattr(fleet, attr).pop(name, None))
+
+
+def _as_problem(key: str, message: str) -> tuple[Filer, Filer]:
+    return (lambda fleet: fleet.problem_keys.__setitem__(key, message),
+            lambda fleet: fleet.problem_keys.pop(key, None))
+
+
+def _filers(ks: Keyspace, key: str, value: bytes, revision: int) -> tuple[Filer, Filer]:
     rest = key[len(ks.prefix) + 1 :]
     section, _, tail = rest.partition("/")
     if section == "models":
         name = ks.name_after(key, ks.models_prefix())
         parsed = _parse(ModelIntent, key, value, revision)
-        return lambda fleet: fleet.intents.__setitem__(name, parsed)
+
+        def file_intent(fleet: FleetSnapshot) -> None:
+            fleet.intents[name] = parsed
+            if parsed.value is None:
+                fleet.invalid_intents.add(name)
+
+        def unfile_intent(fleet: FleetSnapshot) -> None:
+            fleet.intents.pop(name, None)
+            fleet.invalid_intents.discard(name)
+
+        return file_intent, unfile_intent
     if section in ("hosts", "hostctl", "modelstatus"):
         prefix = {"hosts": ks.hosts_prefix(), "hostctl": ks.hostctl_prefix(), "modelstatus": ks.modelstatus_prefix()}[section]
         name = ks.name_after(key, prefix)
         kind: type[Any] = {"hosts": HostRecord, "hostctl": HostControl, "modelstatus": ModelStatusReport}[section]
         parsed_doc = _parse(kind, key, value, revision)
-        target = {"hosts": "hosts", "hostctl": "hostctl", "modelstatus": "modelstatus"}[section]
         if parsed_doc.value is None:
-            return lambda fleet: fleet.problems.append(parsed_doc.error or key)
-        return lambda fleet: getattr(fleet, target).__setitem__(name, parsed_doc.value)
+            return _as_problem(key, parsed_doc.error or key)
+        return _in_dict(section, name, parsed_doc.value)
     if section == "assignments":
         place = ks.parse_host_model(key, "assignments")
         parsed_assignment = _parse(Assignment, key, value, revision)
-
-        return lambda fleet: fleet.add_assignment(place, parsed_assignment)
+        return (lambda fleet: fleet.add_assignment(place, parsed_assignment), lambda fleet: fleet.remove_assignment(place))
     if section == "status":
         place = ks.parse_host_model(key, "status")
         status = _parse(ModelStatus, key, value, revision)
         if status.value is None:
-            return lambda fleet: None
+            return _nothing, _nothing
 
         def file_status(fleet: FleetSnapshot) -> None:
             fleet.statuses[place] = status.value  # type: ignore[assignment]
             fleet.status_revisions[place] = revision
             fleet.status_hosts.setdefault(place[1], set()).add(place[0])
 
-        return file_status
+        def unfile_status(fleet: FleetSnapshot) -> None:
+            fleet.statuses.pop(place, None)
+            fleet.status_revisions.pop(place, None)
+            _discard(fleet.status_hosts, place[1], place[0])
+
+        return file_status, unfile_status
     if section == "versions":
         model, _, version = tail.partition("/")
         record = _parse(VersionRecord, key, value, revision)
-        if record.value is None or not version.isdigit():
-            return lambda fleet: None
-        return lambda fleet: fleet.versions.setdefault(model, {}).__setitem__(int(version), record.value)  # type: ignore[arg-type]
+        # only the canonical spelling of a number: "01" and "1" must not share a slot
+        if record.value is None or not version.isdigit() or str(int(version)) != version:
+            return _nothing, _nothing
+        number = int(version)
+
+        def file_version(fleet: FleetSnapshot) -> None:
+            fleet.versions.setdefault(model, {})[number] = record.value  # type: ignore[assignment]
+
+        def unfile_version(fleet: FleetSnapshot) -> None:
+            known = fleet.versions.get(model)
+            if known is not None:
+                known.pop(number, None)
+                if not known:
+                    del fleet.versions[model]
+
+        return file_version, unfile_version
     if section == "schedules":
         model, _, schedule_id = tail.partition("/")
-        parsed_action = _parse(ScheduledAction, key, value, revision)
-        return lambda fleet: fleet.schedules.__setitem__((model, schedule_id), parsed_action)
+        return _in_dict("schedules", (model, schedule_id), _parse(ScheduledAction, key, value, revision))
     if section == "routes":
         name = ks.name_after(key, ks.routes_prefix())
         table = _parse(RouteTable, key, value, revision).value
-        return lambda fleet: fleet.routes.__setitem__(name, table if table is not None and table.model == name else None)
-    return lambda fleet: None  # leader, history, and keys of later versions: not planning input
+        return _in_dict("routes", name, table if table is not None and table.model == name else None)
+    if key == ks.leader():
+        leader = _parse(LeaderRecord, key, value, revision)
+        return (lambda fleet: setattr(fleet, "leader", leader), lambda fleet: setattr(fleet, "leader", None))
+    return _nothing, _nothing  # history, and keys of later versions: not planning input
 
 
-def _problem(message: str) -> Filer:
-    return lambda fleet: fleet.problems.append(message)
-
-
-def _filer_or_problem(ks: Keyspace, key: str, value: bytes, revision: int) -> Filer:
+def parse_key(ks: Keyspace, key: str, value: bytes, revision: int) -> KeyFile:
+    """Parse one key (never raises: a bad name or value becomes a problem or an error)."""
     try:
-        return _filer(ks, key, value, revision)
+        file, unfile = _filers(ks, key, value, revision)
     except InvalidName as exc:
-        return _problem(f"{key}: {exc}")
+        file, unfile = _as_problem(key, f"{key}: {exc}")
+    return KeyFile(key, revision, value, file, unfile)
 
 
 def read(snapshot: Snapshot, ks: Keyspace) -> FleetSnapshot:
     """Parse every key of one snapshot (no memory of earlier reads)."""
     fleet = FleetSnapshot(snapshot.revision)
     for kv in snapshot.items:
-        _filer_or_problem(ks, kv.key, kv.value, kv.mod_revision)(fleet)
+        parse_key(ks, kv.key, kv.value, kv.mod_revision).file(fleet)
     return fleet
 
 
-class SnapshotReader:
+class FleetBuilder:
+    """One FleetSnapshot kept current by applying the keys that changed, in place.
+
+    The snapshot it returns is the same object every time: its owner (one thread) must not
+    keep reading it while applying the next changes. Applying costs what changed, never the
+    whole fleet; ``changed_models``/``changed_hosts`` come from the changed keys only, less
+    the ``quiet`` ones (the controller's own writes coming back: nothing to plan again).
+    """
+
     def __init__(self, keyspace: Keyspace) -> None:
         self._ks = keyspace
-        self._cache: dict[str, tuple[int, Filer]] = {}
-        self._first = True
+        self._filed: dict[str, KeyFile] = {}
+        self.fleet: FleetSnapshot | None = None
+        self.applied = 0  # keys applied by the last call (for the metric)
 
     def forget(self) -> None:
-        """Parse everything again next time and report no changes (everything is new)."""
-        self._cache.clear()
-        self._first = True
+        """The next apply must be given every key (it rebuilds and reports no change sets)."""
+        self._filed.clear()
+        self.fleet = None
 
-    def read(self, snapshot: Snapshot) -> FleetSnapshot:
-        fleet = FleetSnapshot(snapshot.revision)
-        cache: dict[str, tuple[int, Filer]] = {}
-        changed_keys: list[str] = []
-        for kv in snapshot.items:
-            entry = self._cache.get(kv.key)
-            if entry is None or entry[0] != kv.mod_revision:
-                entry = (kv.mod_revision, _filer_or_problem(self._ks, kv.key, kv.value, kv.mod_revision))
-                changed_keys.append(kv.key)
-            cache[kv.key] = entry
-            entry[1](fleet)
-        removed = self._cache.keys() - cache.keys()
-        self._cache = cache
-        if not self._first:
-            models: set[str] = set()
-            hosts: set[str] = set()
-            for key in (*changed_keys, *removed):
-                _classify(self._ks, key, models, hosts)
-            fleet.changed_models = frozenset(models)
-            fleet.changed_hosts = frozenset(hosts)
-        self._first = False
+    def rebuild(self, revision: int, files: Iterable[KeyFile]) -> FleetSnapshot:
+        """A new snapshot of exactly ``files`` (change sets None: everything is new)."""
+        fleet = FleetSnapshot(revision)
+        self._filed = {}
+        for keyfile in files:
+            keyfile.file(fleet)
+            self._filed[keyfile.key] = keyfile
+        self.fleet = fleet
+        self.applied = len(self._filed)
+        return fleet
+
+    def apply(self, revision: int, changes: Mapping[str, KeyFile | None], quiet: Iterable[str] = ()) -> FleetSnapshot:
+        """Bring the snapshot to ``revision``: each changed key's new file (None: deleted)."""
+        fleet = self.fleet
+        if fleet is None:
+            return self.rebuild(revision, (f for f in changes.values() if f is not None))
+        for key, keyfile in changes.items():
+            old = self._filed.pop(key, None)
+            if old is not None:
+                old.unfile(fleet)
+            if keyfile is not None:
+                keyfile.file(fleet)
+                self._filed[key] = keyfile
+        quiet = set(quiet)
+        models: set[str] = set()
+        hosts: set[str] = set()
+        for key in changes:
+            if key not in quiet:
+                classify(self._ks, key, models, hosts)
+        fleet.revision = revision
+        fleet.changed_models = frozenset(models)
+        fleet.changed_hosts = frozenset(hosts)
+        self.applied = len(changes)
         return fleet
 
 
-def _classify(ks: Keyspace, key: str, models: set[str], hosts: set[str]) -> None:
+class SnapshotReader:
+    """Whole-prefix snapshots one after another (the one-shot reads of tests and benches):
+    keys whose revision did not change keep their parsed value, and only changed keys are
+    re-filed. The controller itself reads from the fleet cache instead."""
+
+    def __init__(self, keyspace: Keyspace) -> None:
+        self._ks = keyspace
+        self._files: dict[str, KeyFile] = {}
+        self._builder = FleetBuilder(keyspace)
+
+    def forget(self) -> None:
+        """Parse everything again next time and report no changes (everything is new)."""
+        self._files.clear()
+        self._builder.forget()
+
+    def read(self, snapshot: Snapshot) -> FleetSnapshot:
+        changes: dict[str, KeyFile | None] = {}
+        seen = set()
+        for kv in snapshot.items:
+            seen.add(kv.key)
+            old = self._files.get(kv.key)
+            if old is None or old.mod_revision != kv.mod_revision:
+                changes[kv.key] = self._files[kv.key] = parse_key(self._ks, kv.key, kv.value, kv.mod_revision)
+        for key in self._files.keys() - seen:
+            del self._files[key]
+            changes[key] = None
+        return self._builder.apply(snapshot.revision, changes)
+
+
+def classify(ks: Keyspace, key: str, models: set[str], hosts: set[str]) -> None:
     """Which model or host a key is about (keys that are not planning input are skipped)."""
     parts = key[len(ks.prefix) + 1 :].split("/")
     section = parts[0]

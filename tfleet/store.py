@@ -764,8 +764,13 @@ class EtcdStore:
         on_events: Callable[[list[WatchEvent]], None],
         on_reset: Callable[[Snapshot], None],
         on_error: Callable[[Exception], None] | None = None,
+        list_prefix: Callable[[str], Snapshot] | None = None,
     ) -> PrefixWatch:
-        """Start a supervised watch of prefix from start_revision (usually snapshot.revision + 1)."""
+        """Start a supervised watch of prefix from start_revision (usually snapshot.revision + 1).
+
+        list_prefix: what re-reads the prefix after a compaction (default: one range read of
+        all of it); the fleet cache passes its paged read of only the sections it keeps.
+        """
         _check_key(prefix, "prefix")
         if isinstance(start_revision, bool) or not isinstance(start_revision, int) or start_revision < 1:
             raise ValueError(
@@ -775,7 +780,7 @@ class EtcdStore:
             prefix=prefix,
             start_revision=start_revision,
             open_stream=self._open_watch_stream,
-            list_prefix=self.list_prefix,
+            list_prefix=list_prefix or self.list_prefix,
             translate_error=self._translate_watch_error,
             on_events=on_events,
             on_reset=on_reset,
