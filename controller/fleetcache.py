@@ -15,8 +15,9 @@ tfleet::
   which only grows. Events of history/ and of unknown sections are dropped on arrival.
 * Kept current by one watch of the prefix, resumed from the list's revision + 1 (the
   store's PrefixWatch resumes after errors by itself). After a compaction the watch calls
-  back for a re-list: the same paged, section-filtered read, diffed against the cache, so
-  the consumers see only what really differed.
+  back for a re-list: the same paged, section-filtered read (keys whose revision did not
+  move keep their parsed value); every consumer then starts over once, since a key may have
+  changed and changed back unseen.
 * Each consumer holds a Cursor: the keys that changed since it last took. ``take`` copies,
   under the lock, the revision reached and those keys' files: a pass costs the change, and
   never sees half a watch response (a response's events are applied under one lock hold).
@@ -248,6 +249,12 @@ class FleetCache:
         if watch is not None:
             watch.cancel()
 
+    def restart_watch(self) -> None:
+        """Drop the watch's stream and resume after the last applied revision (a stuck stream)."""
+        watch = self._watch
+        if watch is not None:
+            watch.restart()
+
     def relist(self, reason: str) -> None:
         """Read the sections again and apply what differs (e.g. a verification found drift)."""
         self._replace(read_sections(self._reader, self._ks), reason=reason)
@@ -302,7 +309,7 @@ class FleetCache:
 
     # -- applying ------------------------------------------------------------------------
     def _replace(self, read: SectionRead, *, reason: str) -> None:
-        """Make the cache exactly ``read``: consumers get the keys that differ as changes."""
+        """Make the cache exactly ``read``; consumers take everything next time."""
         fresh = {kv.key: kv for kv in read.items}
         with self._lock:
             changed = 0
@@ -320,6 +327,12 @@ class FleetCache:
                     changed += 1
             self._floors = dict(read.revisions)
             self._echoes.clear()
+            # Events were lost: a key can have changed and changed back (or been written and
+            # deleted) unseen, so "what differs" is not "what changed". Consumers start over
+            # (the controller plans everything once); re-lists are rare.
+            for cursor in self._cursors:
+                cursor._everything = True
+                cursor._changed.clear()
             self.revision = max(read.revisions.values())
             first = not self.loaded
             self.loaded = True
