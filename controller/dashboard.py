@@ -504,7 +504,7 @@ class Dashboard:
         self._keepalive = keepalive
         self._rng = rng or random.Random()
         self._backoff = Backoff(initial=0.5, cap=5.0)
-        self._cache = cache or FleetCache(store, keyspace, log=log)
+        self._cache = cache if cache is not None else FleetCache(store, keyspace, log=log)
         self._cursor = self._cache.cursor("dashboard")
         self._fleet = FleetBuilder(keyspace)
         self._history = history or HistoryReader(store)

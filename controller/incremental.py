@@ -52,6 +52,7 @@ class IncrementalPlanner:
         self._placement: Placement | None = None
         self._intents: dict[str, tuple[ModelIntent | None, str | None, int]] = {}
         self._results: dict[str, ModelPlan] = {}
+        self._wakes: dict[str, dt.datetime] = {}  # model -> when its failure backoff ends
         # what the last pass planned (models planned again, and whether it was a full plan)
         self.planned: frozenset[str] = frozenset()
         self.full = True
@@ -68,7 +69,7 @@ class IncrementalPlanner:
     def plan(self, snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.datetime) -> ControllerPlan:
         if self.plans_all(snap):
             return self._full(snap, last_valid, now)
-        models = set(snap.changed_models) | {m for m, r in self._results.items() if r.wake_at is not None and r.wake_at <= now}
+        models = set(snap.changed_models) | {m for m, at in self._wakes.items() if at <= now}
         hosts = set(snap.changed_hosts)
         self.full = False
         if not models and not hosts:
@@ -79,7 +80,7 @@ class IncrementalPlanner:
         changed_view = FleetSnapshot(snap.revision)
         changed_view.intents = {m: snap.intents[m] for m in models if m in snap.intents}
         self._intents.update(effective_intents(changed_view, last_valid))
-        managed = self._intents.keys() | snap.modelstatus.keys()
+        managed = _Managed(self._intents, snap.modelstatus)  # (not a union: that would cost the fleet)
         previous = self._placement
         assert previous is not None
         self._input = self._next_input(snap, models, hosts, managed)
@@ -89,10 +90,13 @@ class IncrementalPlanner:
             candidates |= snap.held_by.get(host, set())
         replan = {m for m in candidates if m in models or self._placement.hosts.get(m) != previous.hosts.get(m)
                   or self._placement.reasons.get(m) != previous.reasons.get(m)}
-        results = {model: self._plan_one(snap, model, now) for model in sorted(replan & managed)}
-        for model in replan - managed:
-            self._results.pop(model, None)
+        results = {model: self._plan_one(snap, model, now) for model in sorted(m for m in replan if m in managed)}
+        for model in replan:
+            if model not in managed:
+                self._results.pop(model, None)
+            self._wakes.pop(model, None)
         self._results.update(results)
+        self._wakes.update((m, r.wake_at) for m, r in results.items() if r.wake_at is not None)
         self.planned = frozenset(replan)
         return combine(results)
 
@@ -105,6 +109,7 @@ class IncrementalPlanner:
         self._placer = IncrementalPlacer(self._input)
         self._placement = self._placer.placement
         self._results = {model: self._plan_one(snap, model, now) for model in sorted(managed)}
+        self._wakes = {m: r.wake_at for m, r in self._results.items() if r.wake_at is not None}
         self.planned, self.full = frozenset(managed), True
         return combine(self._results)
 
@@ -142,3 +147,16 @@ class IncrementalPlanner:
         assert self._placement is not None
         return plan_model(snap, model, self._intents.get(model), snap.holders.get(model, set()),
                           self._placement.hosts.get(model, ()), self._placement.reasons.get(model, ()), now)
+
+
+class _Managed:
+    """Whether a model is managed (it has an intent or a modelstatus key), without building
+    the union of both key sets."""
+
+    __slots__ = ("_intents", "_reports")
+
+    def __init__(self, intents: Mapping[str, object], reports: Mapping[str, object]) -> None:
+        self._intents, self._reports = intents, reports
+
+    def __contains__(self, model: object) -> bool:
+        return model in self._intents or model in self._reports

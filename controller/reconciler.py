@@ -74,7 +74,7 @@ class ControllerReconciler:
         self._last_valid: dict[str, ModelIntent] = {}
         self._recorded: dict[str, int] = {}
         self._schedules = ScheduleRunner(store=store, keyspace=keyspace, registry=registry, election=election, log=log, now=now)
-        self._cache = cache or FleetCache(store, keyspace, log=log, metrics=metrics)
+        self._cache = cache if cache is not None else FleetCache(store, keyspace, log=log, metrics=metrics)
         self._cursor = self._cache.cursor("controller", echoes=True)
         self._builder = FleetBuilder(keyspace)
         self._planner = IncrementalPlanner()

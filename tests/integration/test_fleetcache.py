@@ -237,3 +237,25 @@ def test_own_writes_coming_back_plan_nothing_and_a_status_burst_costs_its_size(s
         assert _planned(controller) - baseline == 20
     finally:
         running.stop()
+
+
+def test_cli_views_read_sections_not_the_history(store, prefix, etcd_server) -> None:
+    """`tfleet get models` reads two sections (in pages once the store pages); a history over
+    gRPC's 4 MiB reply limit cannot break it, nor any other view."""
+    from click.testing import CliRunner
+
+    from tfleet.cli.main import cli
+
+    ks = Keyspace(prefix.rstrip("/"))
+    entry = json.dumps({"sequence": 0, "pad": "x" * 1000}).encode()
+    for start in range(1, 5001, 100):
+        store.txn([], [Put(ks.history("m", seq), entry) for seq in range(start, start + 100)])
+    store.put(ks.model("m"), intent(replicas=2))
+    store.put(ks.host("h1"), host_record("h1"))
+    common = ["--prefix", ks.prefix, "--etcd", etcd_server.client_url, "-o", "json"]
+    result = CliRunner().invoke(cli, ["get", "models", *common])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)
+    assert (row["name"], row["wanted"]) == ("m", 2)
+    hosts = CliRunner().invoke(cli, ["get", "hosts", *common])
+    assert hosts.exit_code == 0 and [h["name"] for h in json.loads(hosts.stdout)] == ["h1"]
