@@ -38,6 +38,9 @@ from tfleet.store import EtcdStore
 # plan time for 10,000 models (bench/controller_plan.py --default-gc). Collecting less often
 # costs a little memory; reference counting still frees everything that is not cyclic.
 GC_THRESHOLDS = (50_000, 20, 100)
+# How often the fleet cache is compared with a fresh read of etcd (seconds); a difference is
+# logged, counted and repaired by a re-list.
+CACHE_VERIFY_EVERY = 900.0
 
 
 def tune_gc() -> None:
@@ -105,6 +108,8 @@ class Controller:
             # watches the leader key, so it campaigns at once when the key goes).
             self._scheduler.add_job(self.election.renew, "interval", seconds=s.renew_interval, jitter=s.renew_interval / 10, id="election-renew")
             self._scheduler.add_job(self.wake, "interval", seconds=s.resync_interval, id="resync")
+            # rare: it reads every section (a no-op until the store reads at a revision)
+            self._scheduler.add_job(self.cache.verify, "interval", seconds=CACHE_VERIFY_EVERY, id="cache-verify")
             self._scheduler.start()
             self.election.start()
             self._loop()

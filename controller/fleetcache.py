@@ -21,6 +21,8 @@ tfleet::
 * Each consumer holds a Cursor: the keys that changed since it last took. ``take`` copies,
   under the lock, the revision reached and those keys' files: a pass costs the change, and
   never sees half a watch response (a response's events are applied under one lock hold).
+* ``verify`` (rare, from the app's scheduler) compares the cache with a fresh read of the
+  sections at the cache's revision; a difference is logged, counted and re-listed.
 * Echo suppression (a controller-runtime predicate): the controller announces the values it
   is about to write (``expect``); when a watch event brings exactly that value back, the
   controller's cursor records the key as ``quiet``: the snapshot takes the new value, but
@@ -58,6 +60,8 @@ class PrefixReader(Protocol):
 class RangeReader:
     """Today's store: one range read per section, at whatever revision etcd is at."""
 
+    pins = False  # cannot read at a given revision
+
     def __init__(self, store: Any) -> None:
         self._store = store
 
@@ -67,6 +71,8 @@ class RangeReader:
 
 class PagedReader:
     """The store's paginated read at one revision (EtcdStore.list_prefix(prefix, revision=R))."""
+
+    pins = True
 
     def __init__(self, store: Any) -> None:
         self._store = store
@@ -92,6 +98,16 @@ def section_of(ks: Keyspace, key: str) -> str | None:
         return None
     section, slash, _ = key[len(ks.prefix) + 1 :].partition("/")
     return section if slash and section in SECTIONS and section != "leader" else None
+
+
+class _Pinned:
+    """A pinning reader with its first read pinned too (read_sections pins the later ones)."""
+
+    def __init__(self, reader: PrefixReader, revision: int) -> None:
+        self._reader, self._revision = reader, revision
+
+    def read(self, prefix: str, revision: int | None) -> Snapshot:
+        return self._reader.read(prefix, revision or self._revision)
 
 
 @dataclass(frozen=True)
@@ -255,9 +271,41 @@ class FleetCache:
         if watch is not None:
             watch.restart()
 
+    def verify(self) -> bool | None:
+        """Compare the cache with a fresh read of the sections at the cache's revision; on a
+        difference log it, count it and re-list. None when it cannot tell (a reader that
+        cannot pin a revision, the revision compacted, or etcd down): rare by design (it reads
+        every section), run from the app's scheduler."""
+        if not getattr(self._reader, "pins", False) or not self.loaded:
+            return None
+        with self._lock:
+            revision = self.revision
+            held = {key: f.mod_revision for key, f in self._files.items()}
+        try:
+            read = read_sections(_Pinned(self._reader, revision), self._ks)
+        except StoreError:
+            return None
+        fresh = {kv.key: kv.mod_revision for kv in read.items}
+        if fresh == held:
+            return True
+        differ = sorted(k for k in held.keys() | fresh.keys() if held.get(k) != fresh.get(k))
+        self._log.warning("fleet_cache_diverged", revision=revision, keys=len(differ), first=differ[:5], action="re-listing")
+        if self._metrics is not None:
+            self._metrics.cache_divergences.inc()
+        try:
+            self.relist("diverged")
+        except StoreError:
+            pass
+        return False
+
     def relist(self, reason: str) -> None:
-        """Read the sections again and apply what differs (e.g. a verification found drift)."""
-        self._replace(read_sections(self._reader, self._ks), reason=reason)
+        """Read the sections again (e.g. a verification found drift), from any thread.
+
+        The lock is held across the read: the watch thread waits, so no event it applies can
+        be older than the read (those it delivers afterwards are filtered by revision)."""
+        with self._lock:
+            first, changed = self._replace_locked(read_sections(self._reader, self._ks))
+        self._after_replace(first, changed, reason)
 
     # -- the watch thread ---------------------------------------------------------------
     def _relist(self, prefix: str) -> Snapshot:
@@ -310,47 +358,50 @@ class FleetCache:
     # -- applying ------------------------------------------------------------------------
     def _replace(self, read: SectionRead, *, reason: str) -> None:
         """Make the cache exactly ``read``; consumers take everything next time."""
-        fresh = {kv.key: kv for kv in read.items}
         with self._lock:
-            changed = 0
-            for key in self._files.keys() - fresh.keys():
-                del self._files[key]
-                for cursor in self._cursors:
-                    cursor._note(key, False)
+            first, changed = self._replace_locked(read)
+        self._after_replace(first, changed, reason)
+
+    def _replace_locked(self, read: SectionRead) -> tuple[bool, int]:
+        fresh = {kv.key: kv for kv in read.items}
+        changed = len(self._files.keys() - fresh.keys())
+        files: dict[str, KeyFile] = {}
+        for key, kv in fresh.items():
+            old = self._files.get(key)
+            if old is None or old.mod_revision != kv.mod_revision:
+                old = parse_key(self._ks, key, kv.value, kv.mod_revision)
                 changed += 1
-            for key, kv in fresh.items():
-                old = self._files.get(key)
-                if old is None or old.mod_revision != kv.mod_revision:
-                    self._files[key] = parse_key(self._ks, key, kv.value, kv.mod_revision)
-                    for cursor in self._cursors:
-                        cursor._note(key, False)
-                    changed += 1
-            self._floors = dict(read.revisions)
-            self._echoes.clear()
-            # Events were lost: a key can have changed and changed back (or been written and
-            # deleted) unseen, so "what differs" is not "what changed". Consumers start over
-            # (the controller plans everything once); re-lists are rare.
-            for cursor in self._cursors:
-                cursor._everything = True
-                cursor._changed.clear()
-            self.revision = max(read.revisions.values())
-            first = not self.loaded
-            self.loaded = True
-            if not first:
-                self.relists += 1
+            files[key] = old  # unchanged keys keep their parsed value
+        self._files = files
+        self._floors = dict(read.revisions)
+        self._echoes.clear()
+        # Events were lost: a key can have changed and changed back (or been written and
+        # deleted) unseen, so "what differs" is not "what changed". Consumers start over
+        # (the controller plans everything once); re-lists are rare.
+        for cursor in self._cursors:
+            cursor._everything = True
+            cursor._changed.clear()
+        self.revision = max(read.revisions.values())
+        first = not self.loaded
+        self.loaded = True
+        if not first:
+            self.relists += 1
+        return first, changed
+
+    def _after_replace(self, first: bool, changed: int, reason: str) -> None:
         if not first:
             self._log.info("fleet_cache_relisted", reason=reason, revision=self.revision, keys=len(self._files), changed=changed)
             if self._metrics is not None:
                 self._metrics.cache_relists.labels(reason).inc()
-        self._after_change(changed)
+        self._after_change(0, notify=True)
 
-    def _after_change(self, applied: int) -> None:
+    def _after_change(self, applied: int, notify: bool = False) -> None:
         self.error = None
         if self._metrics is not None:
             self._metrics.cache_keys.set(len(self._files))
             self._metrics.cache_revision.set(self.revision)
             self._metrics.cache_events.inc(applied)
-        if applied:
+        if applied or notify:
             for listener in self._listeners:
                 listener()
 

@@ -28,6 +28,8 @@ class ControllerMetrics:
         self.cache_keys = Gauge("tfleet_controller_cache_keys", "Keys held by the fleet cache (history/ is never cached).", registry=r)
         self.cache_revision = Gauge("tfleet_controller_cache_revision", "etcd revision the fleet cache has applied.", registry=r)
         self.cache_relists = Counter("tfleet_controller_cache_relists_total", "Re-reads of the cached sections, by reason.", ["reason"], registry=r)
+        self.cache_divergences = Counter("tfleet_controller_cache_divergences_total",
+                                         "Verifications that found the fleet cache different from etcd (then re-listed).", registry=r)
         self.cache_events = Counter("tfleet_controller_cache_events_total", "Watch events applied to the fleet cache.", registry=r)
         self.pass_keys = Counter("tfleet_controller_pass_keys_applied_total", "Changed keys the passes applied to their snapshot.", registry=r)
         self.models_planned = Counter("tfleet_controller_models_planned_total", "Models the passes planned (all of them on a full plan).", registry=r)

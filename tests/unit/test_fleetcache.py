@@ -264,3 +264,24 @@ def test_own_report_writes_coming_back_plan_nothing_again(announce: bool) -> Non
         assert one_pass() == frozenset()  # the reports coming back: quiet
     else:
         assert len(one_pass()) == 20  # the control: unannounced, the echoes plan the models again
+
+
+def test_verification_finds_a_diverged_cache_and_relists() -> None:
+    from tfleet.controller.metrics import ControllerMetrics
+
+    etcd = FakeEtcd()
+    etcd.put(KS.model("m0"), intent([1], 1))
+    etcd.put(KS.model("m1"), intent([1], 1))
+    metrics = ControllerMetrics()
+    cache = FleetCache(etcd, KS, log=LOG, reader=PagedReader(etcd), metrics=metrics)
+    cursor = cache.cursor("c")
+    assert cache.ensure_started()
+    cursor.take()
+    assert cache.verify() is True and cache.relists == 0
+    del cache._files[KS.model("m1")]  # an event lost without a trace
+    assert cache.verify() is False
+    assert cache.relists == 1 and cache.get(KS.model("m1")) is not None
+    assert metrics.registry.get_sample_value("tfleet_controller_cache_divergences_total") == 1
+    assert cursor.take().everything  # the consumers start over
+    assert cache.verify() is True
+    assert FleetCache(etcd, KS, log=LOG, reader=RangeReader(etcd)).verify() is None  # cannot pin a revision: no verdict
