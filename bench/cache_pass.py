@@ -36,7 +36,7 @@ from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.reconciler import ControllerReconciler
 from tfleet.controller.snapshot import SnapshotReader, read
 from tfleet.schema import ModelIntent, ModelStatus
-from tfleet.store import Delete, KeyValue, Put, Snapshot, TxnResult, WatchEvent
+from tfleet.store import KeyValue, Put, Snapshot, TxnResult, WatchEvent
 
 
 class _Log:

@@ -360,21 +360,42 @@ def build_history(snapshot: Snapshot, keyspace: Keyspace, model: str, limit: int
 
 
 class HistoryReader:
-    """The newest entries of one model's history.
-
-    Today's store reads the model's history prefix in one range and keeps the newest
-    ``limit`` (history is pruned per model by the history recorder, which keeps this read
-    small); once the store can read a prefix newest-first with a limit, this is the one
-    place to use it.
-    """
+    """The newest entries of one model's history, with today's store: one range read of the
+    model's history prefix, keeping the newest ``limit`` (the history recorder prunes each
+    model's history, which keeps this read small)."""
 
     def __init__(self, store: Any) -> None:
         self._store = store
 
     def newest(self, prefix: str, limit: int) -> tuple[Snapshot, int | None]:
-        """(a snapshot holding at least the newest ``limit`` keys, the total count if known)."""
+        """(a snapshot holding the newest ``limit`` keys, the total count if known)."""
         snapshot = self._store.list_prefix(prefix)
         return Snapshot(snapshot.revision, snapshot.items[-limit:]), len(snapshot.items)
+
+
+class PagedHistoryReader:
+    """The newest entries with the store's bounded reads (last_key, list_page, count_prefix):
+    history keys are zero-padded sequence numbers, so the newest ``limit`` are the page after
+    sequence (newest - limit); the response never grows with the history."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def newest(self, prefix: str, limit: int) -> tuple[Snapshot, int | None]:
+        last = self._store.last_key(prefix)
+        if last is None:
+            return Snapshot(1, ()), 0
+        sequence = last.key[len(prefix):]
+        after = None
+        if sequence.isdigit() and int(sequence) > limit:
+            after = f"{prefix}{int(sequence) - limit:0{len(sequence)}d}"
+        page = self._store.list_page(prefix, start_after=after, limit=limit)
+        items = page.items[-limit:]
+        return Snapshot(page.revision, items), self._store.count_prefix(prefix, revision=page.revision)
+
+
+def default_history_reader(store: Any) -> Any:
+    return HistoryReader(store)  # PagedHistoryReader(store) once the store's bounded reads are on main
 
 
 # ---------------------------------------------------------------------------------------
@@ -494,7 +515,7 @@ class Dashboard:
 
     def __init__(self, store: Any, keyspace: Keyspace, host: str, port: int, *, controller_id: str, log: Any,
                  coalesce: float = COALESCE_SECONDS, keepalive: float = KEEPALIVE_SECONDS, rng: random.Random | None = None,
-                 cache: FleetCache | None = None, history: HistoryReader | None = None) -> None:
+                 cache: FleetCache | None = None, history: Any = None) -> None:
         """cache: the process's fleet cache (the controller's); without one the dashboard keeps its own."""
         self._store = store
         self._ks = keyspace
@@ -507,7 +528,7 @@ class Dashboard:
         self._cache = cache if cache is not None else FleetCache(store, keyspace, log=log)
         self._cursor = self._cache.cursor("dashboard")
         self._fleet = FleetBuilder(keyspace)
-        self._history = history or HistoryReader(store)
+        self._history = history or default_history_reader(store)
         self._builder = StateBuilder(keyspace)
         self._broadcaster = _Broadcaster()
         self._dirty = threading.Event()

@@ -329,6 +329,16 @@ class FleetCache:
             listener(error)
 
     def _on_events(self, events: list[WatchEvent]) -> None:
+        try:
+            self._apply_events(events)
+        except Exception as exc:  # never lose events silently (the watch would skip them): re-read
+            self._log.error("fleet_cache_apply_failed", error=f"{type(exc).__name__}: {exc}", action="re-listing")
+            try:
+                self.relist("apply_failed")
+            except StoreError as relist_error:  # the next compaction or verification repairs it
+                self._log.error("fleet_cache_relist_failed", error=str(relist_error))
+
+    def _apply_events(self, events: list[WatchEvent]) -> None:
         parsed: list[tuple[WatchEvent, str, KeyFile | None]] = []
         for event in events:
             section = section_of(self._ks, event.key)

@@ -112,6 +112,9 @@ class ControllerReconciler:
         if not self._election.is_leader:
             if self._was_leader:
                 self._clear_gauges()  # a standby must not keep reporting the fleet as it last saw it
+                self._cursor.forget()  # nor keep a parsed copy of it: a new term takes everything
+                self._builder.forget()
+                self.last_snapshot = None
             self._was_leader = False
             return Outcome("standby")
         if not self._was_leader or self._clock() - self._last_full_plan >= FULL_PLAN_EVERY:

@@ -8,8 +8,16 @@ Integration tests use a real etcd instead (tests/integration/test_fleetcache.py)
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from tfleet.store import KeyValue, Snapshot, StoreError, WatchEvent
+
+
+@dataclass(frozen=True)
+class Page:
+    revision: int
+    items: tuple[KeyValue, ...]
+    more: bool
 
 
 class FakeWatch:
@@ -106,6 +114,17 @@ class FakeEtcd:
         at = revision or self.revision
         state = self.at(at) if revision is not None else self.items
         return Snapshot(at, tuple(kv for key, kv in state.items() if key.startswith(prefix)))
+
+    def last_key(self, prefix: str) -> KeyValue | None:
+        keys = sorted(k for k in self.items if k.startswith(prefix))
+        return self.items[keys[-1]] if keys else None
+
+    def list_page(self, prefix: str, start_after: str | None = None, limit: int = 100, revision: int | None = None) -> Page:
+        keys = sorted(k for k in self.items if k.startswith(prefix) and (start_after is None or k > start_after))
+        return Page(self.revision, tuple(self.items[k] for k in keys[:limit]), len(keys) > limit)
+
+    def count_prefix(self, prefix: str, revision: int | None = None) -> int:
+        return sum(1 for k in self.items if k.startswith(prefix))
 
     def watch_prefix(self, prefix: str, start_revision: int, on_events, on_reset, on_error=None, list_prefix=None) -> FakeWatch:
         watch = FakeWatch(self, prefix, start_revision, on_events, on_reset, on_error or (lambda e: None), list_prefix)

@@ -219,3 +219,21 @@ def test_page_ships_as_package_data_and_never_parses_html_from_etcd() -> None:
     # values come from etcd (anyone with etcdctl): the script builds text nodes only
     assert "innerHTML" not in script and "outerHTML" not in script and "insertAdjacentHTML" not in script
     assert "new EventSource(\"api/events\")" in script
+
+
+def test_history_readers_give_the_newest_entries() -> None:
+    from tests.unit.fakeetcd import FakeEtcd
+    from tfleet.controller.dashboard import HistoryReader, PagedHistoryReader
+
+    etcd = FakeEtcd()
+    for sequence in range(1, 31):
+        etcd.put(KS.history("m", sequence), json.dumps(history_entry(sequence, "update", None, None)).encode())
+    etcd.put(KS.history("other", 1), b"{}")
+    prefix = KS.history_prefix("m")
+    for reader in (HistoryReader(etcd), PagedHistoryReader(etcd)):
+        snapshot, total = reader.newest(prefix, 5)
+        assert total == 30
+        body = build_history(snapshot, KS, "m", 5, total)
+        assert [e["sequence"] for e in body["entries"]] == [30, 29, 28, 27, 26] and body["total"] == 30
+        assert reader.newest(prefix, 50)[0].items[0].key == KS.history("m", 1)
+        assert reader.newest(KS.history_prefix("none"), 5) == (Snapshot(reader.newest(KS.history_prefix("none"), 5)[0].revision, ()), 0)
