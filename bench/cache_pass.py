@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = ControllerMetrics()
     cache = FleetCache(store, KS, log=_Log(), metrics=metrics)
     reconciler = ControllerReconciler(store=store, keyspace=KS, election=LeaderElection(store), registry=NoHistory(),
-                                      metrics=metrics, log=_Log(), now=lambda: NOW, cache=cache)
+                                      metrics=metrics, log=_Log(), now=lambda: NOW, cache=cache,
+                                      clock=lambda: 0.0)  # no periodic full plan mid-measurement (FULL_PLAN_EVERY)
     # History recording moves out of the pass into a watch-driven recorder (controller/history.py,
     # another branch); until then the pass still scans every intent for it: not measured here.
     reconciler._record_history = lambda snap: None  # type: ignore[method-assign]
