@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from typing import Any
 
 from tfleet.controller.placement import IncrementalPlacer, Placement, PlacementInput
 from tfleet.controller.planner import (
@@ -39,6 +40,8 @@ from tfleet.controller.snapshot import FleetSnapshot
 from tfleet.schema import ModelIntent, ModelStatusReport
 
 _NOTHING = ControllerPlan({}, frozenset(), {}, frozenset())
+# What changed in a placement input: hosts, demands, current, ready (None: removed).
+_InputChanges = tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]
 
 
 class IncrementalPlanner:
@@ -53,6 +56,10 @@ class IncrementalPlanner:
         self._intents: dict[str, tuple[ModelIntent | None, str | None, int]] = {}
         self._results: dict[str, ModelPlan] = {}
         self._wakes: dict[str, dt.datetime] = {}  # model -> when its failure backoff ends
+        # the placement input before the current one, and the changes that lead from it to the
+        # current one (double buffering: see _next_input)
+        self._spare: PlacementInput | None = None
+        self._pending: _InputChanges | None = None
         # what the last pass planned (models planned again, and whether it was a full plan)
         self.planned: frozenset[str] = frozenset()
         self.full = True
@@ -106,6 +113,7 @@ class IncrementalPlanner:
         managed = self._intents.keys() | snap.modelstatus.keys()
         current = {model: hosts for model, hosts in snap.holders.items() if model in managed}
         self._input = placement_input(snap, self._intents, current)
+        self._spare, self._pending = None, None
         self._placer = IncrementalPlacer(self._input)
         self._placement = self._placer.placement
         self._results = {model: self._plan_one(snap, model, now) for model in sorted(managed)}
@@ -118,30 +126,39 @@ class IncrementalPlanner:
         return result.report if result is not None else None
 
     def _next_input(self, snap: FleetSnapshot, models: set[str], hosts: set[str], managed) -> PlacementInput:
-        """The previous placement input with the changed models and hosts replaced (new mappings:
-        the placer compares old and new)."""
+        """The previous placement input with the changed models and hosts replaced.
+
+        The placer compares the previous input with the new one, so the new one must be other
+        mappings. Copying four fleet-sized maps every pass would cost the fleet, so two inputs
+        take turns (double buffering): the spare one (two passes old) is brought up to date by
+        the previous pass's changes and this pass's, in time proportional to them.
+        """
         assert self._input is not None
-        new_hosts = dict(self._input.hosts)
+        changes: _InputChanges = ({}, {}, {}, {})
+        host_changes, demand_changes, current_changes, ready_changes = changes
         for host in hosts:
-            if host in snap.hosts:
-                new_hosts[host] = host_info(snap, host)
-            else:
-                new_hosts.pop(host, None)
-        demands, current, ready = dict(self._input.demands), dict(self._input.current), dict(self._input.ready)
+            host_changes[host] = host_info(snap, host) if host in snap.hosts else None
         for model in models:
             entry = self._intents.get(model)
-            if entry is not None and entry[0] is not None:
-                demands[model] = demand_of(snap, model, entry[0])
-            else:
-                demands.pop(model, None)
+            demand_changes[model] = demand_of(snap, model, entry[0]) if entry is not None and entry[0] is not None else None
             holders = snap.holders.get(model) if model in managed else None
-            if holders:
-                current[model] = frozenset(holders)
-                ready[model] = frozenset(h for h in holders if replica_ready(snap, h, model))
-            else:
-                current.pop(model, None)
-                ready.pop(model, None)
-        return PlacementInput(new_hosts, demands, current, ready)
+            current_changes[model] = frozenset(holders) if holders else None
+            ready_changes[model] = frozenset(h for h in holders if replica_ready(snap, h, model)) if holders else None
+        spare, pending = self._spare, self._pending
+        if spare is None:  # the first incremental pass after a full one: make the second buffer
+            spare = PlacementInput(dict(self._input.hosts), dict(self._input.demands), dict(self._input.current), dict(self._input.ready))
+            pending = None
+        for batch in (pending, changes):
+            if batch is None:
+                continue
+            for mapping, updates in zip((spare.hosts, spare.demands, spare.current, spare.ready), batch, strict=True):
+                for name, value in updates.items():
+                    if value is None:
+                        mapping.pop(name, None)  # type: ignore[attr-defined]
+                    else:
+                        mapping[name] = value  # type: ignore[index]
+        self._spare, self._pending = self._input, changes
+        return spare
 
     def _plan_one(self, snap: FleetSnapshot, model: str, now: dt.datetime) -> ModelPlan:
         assert self._placement is not None
