@@ -26,10 +26,11 @@ from tfleet import __version__, logs, schema
 from tfleet.agent.applied import AppliedStateFile
 from tfleet.agent.heartbeat import HostLease
 from tfleet.agent.metrics import AgentMetrics
-from tfleet.agent.reconciler import Reconciler
+from tfleet.agent.reconciler import Outcome, Reconciler
 from tfleet.agent.settings import AgentSettings
 from tfleet.httpserver import OpsServer
 from tfleet.keyspace import Keyspace
+from tfleet.passguard import PassGuard
 from tfleet.schema import HostRecord
 from tfleet.store import EtcdStore
 
@@ -57,11 +58,15 @@ class Agent:
         self._clock = clock
         self._wake = threading.Event()
         self._full = threading.Event()
+        self._pass = threading.Event()  # a reconcile pass is wanted (not just a probe)
+        self._probe = threading.Event()
         self._stop = threading.Event()
         self._stopped = threading.Event()
         self._loop_beat = clock()
         self._started_at = schema.utc_now()
         self._watch = None
+        self._status_watch = None
+        self._host_watch = None
         self.ops = OpsServer(settings.http_host, settings.http_port, self.metrics.registry, healthy=self._healthy, ready=self._ready)
         self.lease = HostLease(
             self.store,
@@ -83,13 +88,20 @@ class Agent:
             log=self.log,
             applied_file=AppliedStateFile(settings.state_file),
             clock=clock,
+            on_tfs_change=self.lease.rewrite,
         )
         self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+        self._guard = PassGuard("agent-loop", self.log, self.metrics.pass_errors, self.metrics.pass_failing)
 
     # -- control ---------------------------------------------------------------------------
     def wake(self, full: bool = False) -> None:
         if full:
             self._full.set()
+        self._pass.set()
+        self._wake.set()
+
+    def _wake_probe(self) -> None:
+        self._probe.set()
         self._wake.set()
 
     def stop(self) -> None:
@@ -109,6 +121,7 @@ class Agent:
             self.lease.renew()
             self._scheduler.add_job(self.lease.renew, "interval", seconds=s.renew_interval, jitter=s.renew_interval / 10, id="lease-renew")
             self._scheduler.add_job(lambda: self.wake(full=True), "interval", seconds=s.resync_interval, jitter=s.resync_interval / 10, id="resync")
+            self._scheduler.add_job(self._wake_probe, "interval", seconds=s.tfs_probe_interval, id="tfs-probe")
             self._scheduler.start()
             self._loop()
         finally:
@@ -117,31 +130,102 @@ class Agent:
     def _loop(self) -> None:
         requeue: float | None = 0.0
         self._full.set()
-        self._wake.set()
+        self.wake()
         while not self._stop.is_set():
-            self._wake.wait(timeout=requeue)
+            woke = self._wake.wait(timeout=requeue)
             if self._stop.is_set():
                 break
             if self.settings.coalesce_window:
                 self._stop.wait(self.settings.coalesce_window)  # let a burst of changes land together
             self._wake.clear()
-            full = self._full.is_set()
-            self._full.clear()
             self._loop_beat = self._clock()
-            outcome = self.reconciler.reconcile(full=full)
-            self._ensure_watch()
+            try:
+                outcome = self._step(woke)
+            except Exception as exc:  # noqa: BLE001 - a pass never stops the agent (tfleet/passguard.py)
+                # Back off even if watch events keep waking the loop; then a full pass, since the
+                # failed one may have left caches half-updated.
+                self._stop.wait(self._guard.failed(exc))
+                self._full.set()
+                requeue = 0.0
+                continue
+            if outcome is None:
+                continue  # no pass was due: keep the requeue asked for by the last pass
+            self._guard.succeeded()
             requeue = outcome.requeue_after
 
+    def _step(self, woke: bool) -> Outcome | None:
+        """One turn of the loop after a wake: the host record's rewrite when due, then a probe
+        of TF Serving or a pass (None: neither asked for a pass). Everything in here runs
+        under the loop's PassGuard, so a surprise anywhere cannot stop the agent."""
+        if self.lease.rewrite_due:
+            self.lease.rewrite()
+        wanted = not woke or self._pass.is_set()  # a requeue that came due, or a wake
+        self._pass.clear()
+        probe = self._probe.is_set()
+        self._probe.clear()
+        if not wanted and probe:
+            # Between passes only TF Serving is looked at (one cheap call); a pass follows
+            # at once when it restarted, hangs no more, or the probed model changed.
+            wanted = self.reconciler.probe()
+        if not wanted:
+            return None
+        full = self._full.is_set()
+        self._full.clear()
+        if full:
+            self.lease.verify()
+            if self.lease.rewrite_due:
+                self.lease.rewrite()
+        outcome = self.reconciler.reconcile(full=full)
+        self._ensure_watch()
+        return outcome
+
     def _ensure_watch(self) -> None:
-        if self._watch is not None or not self.reconciler.last_revision:
+        if not self.reconciler.last_revision:
             return
-        self._watch = self.store.watch_prefix(
-            self.keyspace.assignments_prefix(self.settings.host),
-            self.reconciler.last_revision + 1,
-            on_events=lambda events: self.wake(),
-            on_reset=lambda snapshot: self.wake(full=True),
-            on_error=self._on_watch_error,
-        )
+        start = self.reconciler.last_revision + 1
+        if self._watch is None:
+            self._watch = self.store.watch_prefix(
+                self.keyspace.assignments_prefix(self.settings.host),
+                start,
+                on_events=lambda events: self.wake(),
+                on_reset=lambda snapshot: self.wake(full=True),
+                on_error=self._on_watch_error,
+            )
+        if self._status_watch is None:
+            # The agent owns its status keys: somebody else's change is put right by a pass.
+            self._status_watch = self.store.watch_prefix(
+                self.keyspace.status_prefix(self.settings.host),
+                start,
+                on_events=self._on_status_events,
+                on_reset=self._on_status_reset,
+                on_error=self._on_watch_error,
+            )
+        if self._host_watch is None and self.lease.written_revision:
+            # ... and its host record: rewritten under the lease by the loop. Watched from
+            # the agent's own registration on, so no change after it is missed.
+            self._host_watch = self.store.watch_prefix(
+                self.lease.key,
+                self.lease.written_revision + 1,
+                on_events=self._on_host_events,
+                on_reset=self._on_host_reset,
+                on_error=self._on_watch_error,
+            )
+
+    def _on_status_events(self, events) -> None:
+        if self.reconciler.on_status_events(events):
+            self.wake()
+
+    def _on_status_reset(self, snapshot) -> None:
+        self.reconciler.on_status_reset()
+        self.wake()
+
+    def _on_host_events(self, events) -> None:
+        if self.lease.on_host_events(events):
+            self._wake.set()  # the loop rewrites the record; no pass needed
+
+    def _on_host_reset(self, snapshot) -> None:
+        self.lease.request_rewrite()
+        self._wake.set()
 
     def _on_watch_error(self, error: Exception) -> None:
         self.metrics.watch_restarts.inc()
@@ -156,8 +240,9 @@ class Agent:
         self.log.info("agent_stopping", action="revoking lease; TF Serving keeps serving")
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        if self._watch is not None:
-            self._watch.cancel()
+        for watch in (self._watch, self._status_watch, self._host_watch):
+            if watch is not None:
+                watch.cancel()
         self.lease.revoke()
         self.ops.stop()
         self.store.close()
@@ -177,6 +262,7 @@ class Agent:
             agent_version=__version__,
             started_at=self._started_at,
             metrics_address=f"{host}:{self.ops.port}",
+            tfs_unresponsive_since=self.reconciler.unresponsive_since,
         )
         return schema.encode(record)
 
@@ -191,6 +277,8 @@ class Agent:
     def _ready(self) -> tuple[bool, str]:
         if not self.lease.registered_recently():
             return False, "not registered in etcd (lease not held)"
+        if self.reconciler.unresponsive_since is not None:
+            return False, self.reconciler.unresponsive_reason
         if self.reconciler.completed == 0:
             return False, "first reconcile not completed"
         return True, "ok"

@@ -7,6 +7,12 @@ renewal is driven from outside (an APScheduler job with jitter) through ``renew(
 A lease whose renewals failed for a whole TTL is presumed gone (etcd has expired it, or will
 have by the time it is reachable again): the next call grants a new lease, registers again
 and tells the owner, which rewrites every status key on the new lease.
+
+The agent owns the host key: a put or delete of it by anybody else (``on_host_events``, fed by
+a watch of the key; an event after this agent's own last write is somebody else's) makes the
+record be written again under the lease (``rewrite``, run from the agent's loop). So an
+``etcdctl put /tfleet/hosts/h1 '{}'`` or a delete heals within moments instead of leaving an
+empty, unleased record that would outlive the agent.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import time
 from collections.abc import Callable
 
 from tfleet.agent.metrics import AgentMetrics
-from tfleet.store import EtcdStore, LeaseLost, StoreError
+from tfleet.store import EtcdStore, LeaseLost, StoreError, WatchEvent
 
 
 class HostLease:
@@ -42,6 +48,12 @@ class HostLease:
         self._lock = threading.Lock()
         self._lease_id: int | None = None
         self._last_renewed = 0.0
+        self._written_rev = 0  # revision of this agent's last write of the host key
+        self._rewrite_due = False
+
+    @property
+    def key(self) -> str:
+        return self._key
 
     @property
     def lease_id(self) -> int | None:
@@ -61,6 +73,8 @@ class HostLease:
                     return
                 self._store.refresh_lease(self._lease_id)
                 self._last_renewed = self._clock()
+                if self._rewrite_due:
+                    self._put()
             except LeaseLost:
                 self._log.warning("lease_lost", lease=self._lease_id, action="registering again")
                 self._lease_id = None
@@ -82,12 +96,83 @@ class HostLease:
 
     def _register(self) -> None:
         lease_id = self._store.grant_lease(self._ttl)
-        self._store.put(self._key, self._record(), lease=lease_id)
         self._lease_id = lease_id
+        try:
+            self._put()
+        except StoreError:
+            self._lease_id = None
+            raise
         self._last_renewed = self._clock()
         self._metrics.lease_grants.inc()
         self._log.info("registered", key=self._key, lease=lease_id, ttl=self._ttl)
         self._on_new_lease(lease_id)
+
+    def _put(self) -> None:
+        assert self._lease_id is not None
+        self._rewrite_due = True  # until the put is known to have landed
+        self._written_rev = self._store.put(self._key, self._record(), lease=self._lease_id)
+        self._rewrite_due = False
+
+    def rewrite(self) -> None:
+        """Write the host record again under the current lease (its content changed, or
+        somebody else changed or deleted the key); never raises. A failure is retried at
+        the next renewal."""
+        with self._lock:
+            if self._lease_id is None:
+                return  # registering writes it anyway
+            try:
+                self._put()
+            except LeaseLost:
+                self._log.warning("lease_lost", lease=self._lease_id, action="registering again")
+                self._lease_id = None
+                self._renew_after_loss()
+            except StoreError as exc:
+                self._log.info("host_record_write_failed", error=str(exc), action="retrying at the next renewal")
+
+    def on_host_events(self, events: list[WatchEvent]) -> bool:
+        """Events of the host key's watch (store's thread). True when somebody else changed
+        or deleted the key after this agent's last write: the caller must rewrite() it."""
+        with self._lock:
+            if self._lease_id is None:
+                return False
+            foreign = [e for e in events if e.key == self._key and e.mod_revision > self._written_rev]
+            if not foreign:
+                return False
+            self._rewrite_due = True
+        self._metrics.foreign_key_writes.labels("host").inc()
+        self._log.warning("host_key_changed_by_another_writer", key=self._key, change=foreign[-1].kind, revision=foreign[-1].mod_revision, action="writing it again under the lease")
+        return True
+
+    @property
+    def written_revision(self) -> int:
+        """Revision of this agent's last write of the host key (0: none yet)."""
+        return self._written_rev
+
+    def verify(self) -> None:
+        """The safety net of the watch (one key read, on full passes): rewrite the record if
+        the key is not the agent's last write under its lease. Never raises."""
+        lease = self._lease_id
+        if lease is None:
+            return
+        try:
+            kv = self._store.get(self._key)
+        except StoreError:
+            return  # the renewal reports etcd trouble
+        if kv is None or kv.lease != lease or kv.mod_revision != self._written_rev:
+            with self._lock:
+                if self._lease_id != lease:
+                    return
+                self._rewrite_due = True
+            self._metrics.foreign_key_writes.labels("host").inc()
+            self._log.warning("host_key_changed_by_another_writer", key=self._key, change="found on a full pass", action="writing it again under the lease")
+
+    def request_rewrite(self) -> None:
+        """The host key's watch lost its history: write the record again to be sure."""
+        self._rewrite_due = True
+
+    @property
+    def rewrite_due(self) -> bool:
+        return self._rewrite_due
 
     def revoke(self) -> None:
         """Drop the lease: the host record and every status key vanish at once."""

@@ -51,6 +51,23 @@ class AgentMetrics:
         )
         self.etcd_up = Gauge("tfleet_agent_etcd_up", "1 when the last etcd call succeeded.", registry=r)
         self.tfs_up = Gauge("tfleet_agent_tfs_up", "1 when the last TF Serving call succeeded.", registry=r)
+        self.tfs_unresponsive = Gauge(
+            "tfleet_agent_tfs_unresponsive",
+            "1 while TF Serving counts as not serving (unreachable, or probes past their deadline in a row).",
+            registry=r,
+        )
+        self.foreign_key_writes = Counter(
+            "tfleet_agent_foreign_key_writes_total",
+            "Changes or deletes of the agent's own keys by another writer (each one is written again).",
+            ["key"],
+            registry=r,
+        )
         self.last_reconcile = Gauge(
             "tfleet_agent_last_reconcile_timestamp_seconds", "Unix time of the last completed reconcile.", registry=r
+        )
+        self.pass_errors = Counter(
+            "tfleet_agent_pass_errors_total", "Passes ended by an unexpected error (the loop backs off and goes on).", registry=r
+        )
+        self.pass_failing = Gauge(
+            "tfleet_agent_pass_failing", "1 while the agent's passes keep failing with an unexpected error.", registry=r
         )

@@ -14,7 +14,13 @@ Rules, in order of importance:
    that labels a version that is not). Until then the label keeps its previous version if that
    one is still served, and the plan is not settled: the reconciler comes back for it.
 4. The list is sent only when it differs from what TF Serving accepted last, or when TF
-   Serving no longer knows a model it was given (it restarted with an empty list).
+   Serving no longer knows a model it was given (it restarted with an empty list). After a
+   restart TF Serving serves nothing: every version is reported as TF Serving now says (START
+   until it loads again), and rule 3 holds back every label until its version is AVAILABLE
+   again, so the first reload after a restart carries no label TF Serving would refuse.
+5. When TF Serving refused a reload because of a label (``labels_refused``, decided by the
+   reconciler after a fresh look at the model), that model gets only the labels TF Serving
+   accepted last whose versions are AVAILABLE, so the rest of the list is not held hostage.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ class PlanInput:
     served: Mapping[str, tuple[VersionStatus, ...] | None]
     # Why the last reload of a model's config failed (attributed by the reconciler).
     reload_errors: Mapping[str, str] = field(default_factory=dict)
+    # Models whose labels TF Serving refused in a recent reload (rule 5).
+    labels_refused: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -132,13 +140,16 @@ def _problem_with(model: ModelInput) -> str | None:
     return None
 
 
-def _labels_to_send(spec: ModelConfigSpec, previous: ModelConfigSpec | None, served: tuple[VersionStatus, ...] | None, aspired: tuple[int, ...] | None) -> tuple[tuple[tuple[str, int], ...], bool]:
-    """Labels that may be sent now, and whether any label still waits for its version."""
+def _labels_to_send(spec: ModelConfigSpec, previous: ModelConfigSpec | None, served: tuple[VersionStatus, ...] | None, aspired: tuple[int, ...] | None, refused: bool = False) -> tuple[tuple[tuple[str, int], ...], bool]:
+    """Labels that may be sent now, and whether any label still waits for its version.
+
+    refused: TF Serving refused this model's labels lately; send only labels it accepted
+    last (still AVAILABLE), none that it has not seen."""
     previous_labels = dict(previous.version_labels) if previous is not None else {}
     ready: dict[str, int] = {}
     waiting = False
     for label, version in spec.version_labels:
-        if _is_available(served, version):
+        if _is_available(served, version) and (not refused or previous_labels.get(label) == version):
             ready[label] = version
             continue
         waiting = True
@@ -185,31 +196,50 @@ def plan(data: PlanInput) -> Plan:
     config: dict[str, ModelConfigSpec] = {}
     reports: dict[str, ModelReport] = {}
     for name in sorted(data.models):
-        model = data.models[name]
-        previous = data.applied.get(name)
-        served = data.served.get(name)
-        problem = model.error if model.assignment is None else _problem_with(model)
-        if problem is not None:
-            # Rule 1: keep what was applied before, report why the new assignment is not.
-            if previous is not None:
-                config[name] = previous
-                problem += "; still serving the last valid assignment"
-            aspired = aspired_versions(previous, None) if previous is not None else ()
-            versions = _versions_to_report(aspired, served) if previous is not None else {}
-            labels = dict(previous.version_labels) if previous is not None else {}
-            reports[name] = ModelReport(model.revision, versions, labels, problem, settled=True)
-            continue
-        wanted = model.spec
-        assert wanted is not None
-        aspired = aspired_versions(wanted, model.disk)
-        labels, waiting = _labels_to_send(wanted, previous, served, aspired)
-        spec = ModelConfigSpec(wanted.name, wanted.base_path, wanted.model_platform, wanted.model_version_policy, labels)
-        config[name] = spec
-        versions = _versions_to_report(aspired, served)
-        error = data.reload_errors.get(name) or _load_failure(versions)
-        reports[name] = ModelReport(model.revision, versions, dict(labels), error, _settled(versions, waiting, aspired))
+        try:
+            _plan_model(data, name, config, reports)
+        except Exception as exc:  # noqa: BLE001 - a crash on one model is that model's error, not the pass's
+            _keep_previous(data, name, config, reports, f"internal error while planning this model ({type(exc).__name__}: {exc})")
 
     # Rule 4: TF Serving restarted (or lost the model) if it answers NOT_FOUND for a model it was given.
     forgotten = any(name in data.served and data.served[name] is None for name in data.applied if name in config)
     reload_needed = config != dict(data.applied) or forgotten
     return Plan(tuple(config[name] for name in sorted(config)), reload_needed, reports)
+
+
+def _keep_previous(data: PlanInput, name: str, config: dict, reports: dict, problem: str) -> None:
+    """Rule 1 for a model that cannot be planned: keep what TF Serving was given, report why."""
+    previous = data.applied.get(name)
+    config.pop(name, None)
+    if previous is not None:
+        config[name] = previous
+        problem += "; still serving the last valid assignment"
+    revision = data.models[name].revision if name in data.models else None
+    reports[name] = ModelReport(revision, {}, dict(previous.version_labels) if previous is not None else {}, problem[:2000], settled=True)
+
+
+def _plan_model(data: PlanInput, name: str, config: dict[str, ModelConfigSpec], reports: dict[str, ModelReport]) -> None:
+    """The rules above for one model: its entry in config (if any) and its report."""
+    model = data.models[name]
+    previous = data.applied.get(name)
+    served = data.served.get(name)
+    problem = model.error if model.assignment is None else _problem_with(model)
+    if problem is not None:
+        # Rule 1: keep what was applied before, report why the new assignment is not.
+        if previous is not None:
+            config[name] = previous
+            problem += "; still serving the last valid assignment"
+        aspired = aspired_versions(previous, None) if previous is not None else ()
+        versions = _versions_to_report(aspired, served) if previous is not None else {}
+        labels = dict(previous.version_labels) if previous is not None else {}
+        reports[name] = ModelReport(model.revision, versions, labels, problem, settled=True)
+        return
+    wanted = model.spec
+    assert wanted is not None
+    aspired = aspired_versions(wanted, model.disk)
+    labels, waiting = _labels_to_send(wanted, previous, served, aspired, name in data.labels_refused)
+    spec = ModelConfigSpec(wanted.name, wanted.base_path, wanted.model_platform, wanted.model_version_policy, labels)
+    config[name] = spec
+    versions = _versions_to_report(aspired, served)
+    error = data.reload_errors.get(name) or _load_failure(versions)
+    reports[name] = ModelReport(model.revision, versions, dict(labels), error, _settled(versions, waiting, aspired))

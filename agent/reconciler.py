@@ -10,6 +10,15 @@
    AVAILABLE).
 4. Write the status keys whose content changed, bound to the host's lease.
 
+Between passes, ``probe()`` asks TF Serving about one model it was given (every
+``tfs_probe_interval``): NOT_FOUND means it restarted empty and a pass follows at once; a
+deadline passed ``tfs_unresponsive_after`` times in a row (or a refused connection) means it
+is not serving: every status key stops claiming AVAILABLE (state UNKNOWN with the reason)
+until TF Serving answers again, and the host record says since when.
+
+The agent owns its status keys: a change or delete of one by anybody else (seen through the
+watch of ``status/<host>/``, ``on_status_events``) makes the next pass write it again.
+
 The reconciler keeps only caches that can be rebuilt (parsed assignments by revision, last
 observed TF Serving status, last written status) plus the list TF Serving last accepted,
 which is also saved to a local file (see applied.py).
@@ -17,8 +26,10 @@ which is also saved to a local file (see applied.py).
 
 from __future__ import annotations
 
+import datetime as dt
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from tfleet import modelfs, schema
@@ -29,16 +40,27 @@ from tfleet.agent.planner import ModelInput, ModelReport, Plan, PlanInput, plan
 from tfleet.agent.settings import AgentSettings
 from tfleet.keyspace import InvalidName, Keyspace
 from tfleet.schema import Assignment, ModelStatus, SchemaError, VersionReport
-from tfleet.store import Delete, EtcdStore, Put, Snapshot, StoreError
-from tfleet.tfs.types import ModelConfigSpec, TfsDeadlineExceeded, TfsError, TfsUnavailable, VersionState
+from tfleet.store import Delete, EtcdStore, Put, Snapshot, StoreError, WatchEvent
+from tfleet.tfs.types import (
+    FAILED_PRECONDITION,
+    UNAVAILABLE,
+    ModelConfigSpec,
+    TfsDeadlineExceeded,
+    TfsError,
+    TfsUnavailable,
+    VersionState,
+    VersionStatus,
+)
 
 STATUS_WRITE_BATCH = 64  # well under etcd's default limit of 128 operations per transaction
-MAX_RELOADS_PER_PASS = 2  # the config, then the labels that waited for it
+MAX_RELOADS_PER_PASS = 3  # the config, then the labels that waited for it (+1: a refused label dropped)
+# The model a probe asks about when TF Serving was given none: any answer (NOT_FOUND) shows it alive.
+PROBE_NOTHING = "tfleet-probe"
 
 
 @dataclass(frozen=True)
 class Outcome:
-    result: str  # ok | pending | etcd_unavailable | tfs_unavailable | reload_failed
+    result: str  # ok | pending | etcd_unavailable | tfs_unavailable | tfs_unresponsive | reload_failed
     requeue_after: float | None  # None: wait for the next watch event or resync
 
 
@@ -56,6 +78,8 @@ class Reconciler:
         applied_file: AppliedStateFile,
         clock: Callable[[], float] = time.monotonic,
         inspect: Callable[[str], modelfs.DiskFacts] = modelfs.inspect,
+        on_tfs_change: Callable[[], None] = lambda: None,
+        now: Callable[[], dt.datetime] = schema.utc_now,
     ) -> None:
         self._store = store
         self._tfs = tfs
@@ -68,6 +92,8 @@ class Reconciler:
         self._applied_file = applied_file
         self._clock = clock
         self._inspect = inspect
+        self._on_tfs_change = on_tfs_change
+        self._now = now
 
         applied, warning = applied_file.load()
         if warning:
@@ -75,12 +101,27 @@ class Reconciler:
         self._applied: dict[str, ModelConfigSpec] = applied
         self._inputs: dict[str, ModelInput] = {}
         self._served: dict[str, tuple | None] = {}
+        # What this agent last wrote per status key, and the revision of that write: a watch
+        # event for the key at another revision is somebody else's change (on_status_events).
+        self._keys_lock = threading.Lock()
         self._written: dict[str, ModelReport] = {}
+        self._written_rev: dict[str, int] = {}
         self._written_lease: int | None = None
+        self._reports: dict[str, ModelReport] = {}  # the reports of the last completed pass
+        self._labels_refused: frozenset[str] = frozenset()
+        self._labels_refused_until = 0.0
+        # TF Serving's health: consecutive calls past their deadline, and since when (and why)
+        # it counts as not serving. Read by the agent for /readyz and the host record.
+        self._tfs_failures = 0
+        self.unresponsive_since: dt.datetime | None = None
+        self.unresponsive_reason = ""
         self._reload_errors: dict[str, str] = {}
         self._unsettled: set[str] = set()
         self._pending_since: dict[str, tuple[int, float]] = {}
         self._bad_keys_logged: set[tuple[str, int]] = set()
+        self._strays: set[str] = set()  # status keys somebody else created: deleted by the next pass
+        self._last_rejection: TfsError | None = None  # the error of the last refused reload
+        self._tfs_forgot = False  # set by _observe: a model TF Serving knew answered NOT_FOUND
         self._reload_retry_at = 0.0
         self._reload_failures = 0
         self._need_sweep = True
@@ -91,7 +132,47 @@ class Reconciler:
 
     def forget_written_status(self) -> None:
         """A new lease carries none of the old keys: write every status again."""
-        self._written.clear()
+        with self._keys_lock:
+            self._written.clear()
+            self._written_rev.clear()
+
+    # -- owning the status keys ------------------------------------------------------------
+    def on_status_events(self, events: list[WatchEvent]) -> bool:
+        """Events under status/<host>/ (the store's watch thread). True when one of them is
+        somebody else's change, so a pass must write the key again.
+
+        An event at (or before) the revision of this agent's last write of the key is its own;
+        a later put, and a later delete of a key it means to have, is foreign: the key is
+        forgotten as written, so the next pass puts it back (under the lease) or deletes a
+        key it never wrote.
+        """
+        foreign: list[str] = []
+        with self._keys_lock:
+            for event in events:
+                try:
+                    name = self._ks.name_after(event.key, self._ks.status_prefix(self._host))
+                except InvalidName:
+                    continue
+                mine = self._written_rev.get(name)
+                if mine is not None and event.mod_revision <= mine:
+                    # this agent's own write, or one its later write already replaced
+                    if event.kind == "delete" and event.mod_revision == mine and name not in self._written:
+                        del self._written_rev[name]  # its own delete, seen: nothing left to track
+                    continue
+                if name not in self._written:
+                    if event.kind == "delete":
+                        continue  # a key this agent does not want anyway
+                    self._strays.add(name)  # created by somebody else: the next pass deletes it
+                self._written.pop(name, None)
+                foreign.append(name)
+        if foreign:
+            self._metrics.foreign_key_writes.labels("status").inc(len(foreign))
+            self._log.warning("status_key_changed_by_another_writer", models=sorted(foreign)[:10], count=len(foreign), action="writing it again")
+        return bool(foreign)
+
+    def on_status_reset(self) -> None:
+        """The status watch lost its history (compaction): check every key by writing it again."""
+        self.forget_written_status()
 
     # -- the pass --------------------------------------------------------------------------
     def reconcile(self, full: bool = False) -> Outcome:
@@ -114,22 +195,32 @@ class Reconciler:
         self.last_revision = snapshot.revision
         models, dirty = self._read(snapshot, full)
         sweep = self._sweep_due(full)
+        self._tfs_forgot = False
+        if self._labels_refused and self._clock() >= self._labels_refused_until:
+            self._labels_refused = frozenset()
         try:
             if sweep:
                 self._observe(set(models) | set(self._applied))
                 self._last_sweep = self._clock()
             else:
                 self._observe(dirty | self._unsettled | (self._probe() if full else set()))
+                if self._tfs_forgot:
+                    # TF Serving forgot a model it was given: it restarted empty, so every
+                    # cached status is stale. Look at all of them now, before planning, so
+                    # that no label is sent for a version it no longer serves and no status
+                    # keeps claiming AVAILABLE.
+                    sweep = True
+                    self._log.warning("tfs_lost_models", action="TF Serving restarted empty: looking at every model, sending the list again")
+                    self._observe(set(models) | set(self._applied))
+                    self._last_sweep = self._clock()
             current, reloads = self._plan_and_reload(models)
-        except TfsUnavailable as exc:
-            self._metrics.tfs_up.set(0)
-            self._need_sweep = True
-            self._log.warning("reconcile", result="tfs_unavailable", error=exc.message, revision=snapshot.revision)
-            return Outcome("tfs_unavailable", self._settings.poll_interval * 4)
-        self._metrics.tfs_up.set(1)
+        except (TfsUnavailable, TfsDeadlineExceeded) as exc:
+            return self._tfs_failed(exc, snapshot.revision)
+        self._tfs_answered()
         if sweep:
             self._need_sweep = False
-        written = self._publish(current)
+        self._reports = dict(current.reports)
+        written = self._publish(current.reports)
         if self._applied_dirty:
             self._save_applied()  # after the status writes: it is a restart aid, not on the hot path
         self._unsettled = {name for name, report in current.reports.items() if not report.settled}
@@ -157,6 +248,69 @@ class Reconciler:
             sweep=sweep,
         )
         return Outcome(result, requeue)
+
+    # -- TF Serving's health -----------------------------------------------------------------
+    def probe(self) -> bool:
+        """Between passes: ask TF Serving about one model it was given. True when a pass is
+        needed now (it restarted empty, it answers again after failing, or the model's state
+        changed); a failure is counted and may mark TF Serving unresponsive."""
+        name = self._probe_name()
+        try:
+            versions = self._tfs.get_model_status(name, self._settings.status_timeout)
+        except (TfsUnavailable, TfsDeadlineExceeded) as exc:
+            self._tfs_failed(exc, self.last_revision)
+            return False
+        except TfsError as exc:
+            # It answered, so it is alive; the answer says nothing about the model.
+            self._log.info("probe_answered_with_error", model=name, error=exc.message)
+            recovered = self._tfs_failures > 0 or self.unresponsive_since is not None
+            self._tfs_answered()
+            return recovered
+        recovered = self._tfs_failures > 0 or self.unresponsive_since is not None
+        self._tfs_answered()
+        if recovered:
+            return True
+        if name not in self._applied:
+            return False
+        observed = tuple(versions) if versions is not None else None
+        if observed is None and self._served.get(name) is not None:
+            self._need_sweep = True  # it knew the model and forgot it: it restarted empty
+            self._log.warning("tfs_lost_models", model=name, action="TF Serving restarted empty: sending the list again")
+        return observed != self._served.get(name)
+
+    def _probe_name(self) -> str:
+        return min(self._applied) if self._applied else PROBE_NOTHING
+
+    def _tfs_failed(self, exc: TfsError, revision: int) -> Outcome:
+        """TF Serving could not be reached or did not answer in time."""
+        self._metrics.tfs_up.set(0)
+        self._need_sweep = True
+        self._tfs_failures += 1
+        unreachable = isinstance(exc, TfsUnavailable)
+        if self.unresponsive_since is None and (unreachable or self._tfs_failures >= self._settings.tfs_unresponsive_after):
+            what = "unreachable" if unreachable else "unresponsive"
+            self.unresponsive_since = self._now()
+            self.unresponsive_reason = f"TF Serving {what} since {self.unresponsive_since.isoformat()}: {exc.message}"
+            self._metrics.tfs_unresponsive.set(1)
+            self._log.warning("tfs_not_serving", reason=self.unresponsive_reason, failures=self._tfs_failures, action="status keys stop claiming AVAILABLE")
+            self._on_tfs_change()
+        if self.unresponsive_since is not None:
+            degraded = {name: _not_serving(report, self.unresponsive_reason) for name, report in self._reports.items()}
+            self._publish(degraded)
+            self._update_gauges(degraded)
+        result = "tfs_unavailable" if unreachable else "tfs_unresponsive"
+        self._log.warning("reconcile", result=result, error=exc.message, failures=self._tfs_failures, revision=revision)
+        return Outcome(result, self._settings.poll_interval * 4 if unreachable else None)
+
+    def _tfs_answered(self) -> None:
+        self._metrics.tfs_up.set(1)
+        self._tfs_failures = 0
+        if self.unresponsive_since is not None:
+            self._log.warning("tfs_serving_again", was=self.unresponsive_reason, action="reporting TF Serving's states again")
+            self.unresponsive_since = None
+            self.unresponsive_reason = ""
+            self._metrics.tfs_unresponsive.set(0)
+            self._on_tfs_change()
 
     def _sweep_due(self, full: bool) -> bool:
         """Ask TF Serving about every model: at start, after it was unreachable or seems to
@@ -214,11 +368,16 @@ class Reconciler:
         for name in sorted(names):
             try:
                 versions = self._tfs.get_model_status(name, timeout)
-            except TfsUnavailable:
-                raise
+            except (TfsUnavailable, TfsDeadlineExceeded):
+                raise  # TF Serving is down or hangs: asking about the next model would too
             except TfsError as exc:
                 self._log.info("model_status_failed", model=name, error=exc.message)
                 continue
+            if versions is None and name in self._applied and self._served.get(name) is not None:
+                # TF Serving knew this model and forgot it: it restarted with an empty list.
+                # (A model it was just given may be NOT_FOUND until its first file-system
+                # scan; that is not a restart, hence "knew".)
+                self._tfs_forgot = True
             self._served[name] = tuple(versions) if versions is not None else None
 
     # -- step 3: plan and reload -----------------------------------------------------------------
@@ -228,13 +387,35 @@ class Reconciler:
         while current.reload_needed and reloads < MAX_RELOADS_PER_PASS and self._clock() >= self._reload_retry_at:
             reloads += 1
             if not self._reload(current):
-                current = self._plan(models)
-                break
+                refused = self._labels_refused_in(current)
+                if not refused:
+                    current = self._plan(models)
+                    break
+                # TF Serving refused a label (its version is not AVAILABLE there, e.g. it
+                # restarted): look at those models again and send the list without the
+                # labels it has not accepted before, at once instead of after the backoff.
+                self._observe(refused)
+                self._labels_refused = frozenset(refused)
+                self._labels_refused_until = self._reload_retry_at
+                self._reload_retry_at = 0.0
+                for name in refused:
+                    self._reload_errors.pop(name, None)
             current = self._plan(models)
         return current, reloads
 
+    def _labels_refused_in(self, rejected: Plan) -> set[str]:
+        """The labelled models of a reload TF Serving refused because of a label (not already
+        held back): empty when the refusal had another reason."""
+        if self._last_rejection is None or self._last_rejection.code != FAILED_PRECONDITION:
+            return set()
+        labelled = {spec.name for spec in rejected.config if spec.version_labels and spec.name not in self._labels_refused}
+        if "label" not in self._last_rejection.message:
+            return set()
+        named = {name for name in labelled if f"model {name}," in self._last_rejection.message}
+        return named or labelled
+
     def _plan(self, models: dict[str, ModelInput]) -> Plan:
-        return plan(PlanInput(models, self._applied, self._served, self._reload_errors))
+        return plan(PlanInput(models, self._applied, self._served, self._reload_errors, self._labels_refused))
 
     def _reload(self, proposed: Plan) -> bool:
         """Send the full list; True when TF Serving took it (or is still working on it)."""
@@ -242,6 +423,7 @@ class Reconciler:
         touched = {name for name in set(new) | set(self._applied) if new.get(name) != self._applied.get(name)}
         touched |= {name for name in new if name in self._served and self._served[name] is None}
         started = self._clock()
+        self._last_rejection = None
         try:
             self._tfs.reload_config(proposed.config, self._settings.reload_timeout)
             result = "ok"
@@ -254,6 +436,7 @@ class Reconciler:
             self._metrics.reload_seconds.labels("unavailable").observe(self._clock() - started)
             raise
         except TfsError as exc:
+            self._last_rejection = exc
             self._metrics.reload_seconds.labels("rejected").observe(self._clock() - started)
             self._reload_failures += 1
             backoff = min(60.0, self._settings.poll_interval * 2**self._reload_failures)
@@ -286,19 +469,28 @@ class Reconciler:
             self._log.warning("applied_state_not_saved", path=str(self._applied_file.path), error=str(exc))
 
     # -- step 4: publish ---------------------------------------------------------------------------
-    def _publish(self, current: Plan) -> int | None:
-        """Write changed status keys; the number of keys written, or None when etcd failed."""
+    def _publish(self, reports: Mapping[str, ModelReport]) -> int | None:
+        """Write changed status keys; the number of keys written, or None when etcd failed.
+
+        A key is written when its content differs from what this agent last wrote, or when
+        somebody else changed it meanwhile (on_status_events forgot it as written); a status
+        key somebody else created for a model this host does not report is deleted.
+        """
         lease = self._lease.lease_id
         if lease is None:
             return 0  # not registered yet: status keys need the lease; written after it
-        if lease != self._written_lease:
-            self._written.clear()
-            self._written_lease = lease
+        with self._keys_lock:
+            if lease != self._written_lease:
+                self._written.clear()
+                self._written_rev.clear()
+                self._written_lease = lease
+            changes: list[tuple[str, ModelReport | None]] = [
+                (name, report) for name, report in reports.items() if report != self._written.get(name)
+            ]
+            changes += [(name, None) for name in self._written if name not in reports]
+            changes += [(name, None) for name in self._strays if name not in reports and name not in self._written]
+            self._strays.clear()
         now = schema.utc_now()
-        changes: list[tuple[str, ModelReport | None]] = [
-            (name, report) for name, report in current.reports.items() if report != self._written.get(name)
-        ]
-        changes += [(name, None) for name in self._written if name not in current.reports]
         for start in range(0, len(changes), STATUS_WRITE_BATCH):
             batch = changes[start : start + STATUS_WRITE_BATCH]
             ops = [
@@ -307,17 +499,19 @@ class Reconciler:
                 else Delete(self._ks.status(self._host, name))
                 for name, doc in batch
             ]
-            try:
-                self._store.txn([], ops)
-            except StoreError as exc:
-                self._log.warning("status_write_failed", error=str(exc), pending=len(changes) - start)
-                return None
-            for name, doc in batch:
-                self._metrics.status_writes.labels("put" if doc else "delete").inc()
-                if doc is None:
-                    self._written.pop(name, None)
-                else:
-                    self._written[name] = doc
+            with self._keys_lock:  # the watch sees this write only once its revision is known
+                try:
+                    result = self._store.txn([], ops)
+                except StoreError as exc:
+                    self._log.warning("status_write_failed", error=str(exc), pending=len(changes) - start)
+                    return None
+                for name, doc in batch:
+                    self._metrics.status_writes.labels("put" if doc else "delete").inc()
+                    self._written_rev[name] = result.revision
+                    if doc is None:
+                        self._written.pop(name, None)
+                    else:
+                        self._written[name] = doc
         return len(changes)
 
     def _record_convergence(self, reports: dict[str, ModelReport]) -> None:
@@ -354,3 +548,12 @@ def _status_document(report: ModelReport, now) -> ModelStatus:
         error=report.error,
         updated_at=now,
     )
+
+
+def _not_serving(report: ModelReport, reason: str) -> ModelReport:
+    """A report while TF Serving does not answer: no version is claimed AVAILABLE (or in any
+    other state TF Serving did not just say); each one is UNKNOWN with the reason."""
+    versions = {
+        version: VersionStatus(version, VersionState.UNKNOWN, UNAVAILABLE, reason) for version in report.versions
+    }
+    return ModelReport(report.assignment_revision, versions, report.version_labels, reason, settled=False)

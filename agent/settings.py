@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tfleet.keyspace import DEFAULT_PREFIX, validate_name, validate_prefix
 from tfleet.store import EtcdSettings
-from tfleet.timing import check_lease_timing
+from tfleet.timing import check_lease_timing, check_unresponsive_timing
 
 
 
@@ -63,6 +63,12 @@ class AgentSettings(BaseModel):
     reload_timeout: float = Field(default=8.0, gt=0)
     status_timeout: float = Field(default=2.0, gt=0)
     poll_interval: float = Field(default=0.25, gt=0)
+    # Every tfs_probe_interval the agent asks TF Serving about one model it was given: NOT_FOUND
+    # means TF Serving restarted empty (the agent sends the list again at once); a deadline
+    # passed tfs_unresponsive_after times in a row means it hangs (status stops claiming
+    # AVAILABLE, /readyz fails, the host record says since when).
+    tfs_probe_interval: float = Field(default=3.0, gt=0)
+    tfs_unresponsive_after: int = Field(default=3, ge=1)
 
     @field_validator("host")
     @classmethod
@@ -94,6 +100,7 @@ class AgentSettings(BaseModel):
             value = getattr(self, name)
             if value >= ttl:
                 raise ValueError(f"--{name.replace('_', '-')} ({value:g} s) must be shorter than --lease-ttl ({ttl} s)")
+        check_unresponsive_timing(ttl, self.tfs_probe_interval, self.status_timeout, self.tfs_unresponsive_after)
         return self
 
     @property

@@ -5,8 +5,10 @@ APScheduler jobs ``election-renew`` (every TTL/3, jittered: the leader refreshes
 standby campaigns; the election also watches the leader key) and ``resync`` (a pass every resync_interval
 as the safety net), the fleet cache's watch of the prefix (controller/fleetcache.py: leader or
 standby, it keeps the one in-memory copy of the fleet that passes and the dashboard read, and
-wakes the loop on every change), ``ops-http``, and with ``dashboard_port`` set the dashboard's
-``dashboard-state`` and ``dashboard-http`` threads (fed by the same cache).
+wakes the loop on every change), ``ops-http``, with ``dashboard_port`` set the dashboard's
+``dashboard-state`` and ``dashboard-http`` threads (fed by the same cache), and
+``history-recorder`` (idle while standby; while leading it replays the watch of models/ into
+the history: controller/history.py; history/ is never in the cache).
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ from tfleet.controller.dashboard import Dashboard
 from tfleet.controller.discovery import discovery_routes
 from tfleet.controller.election import Election
 from tfleet.controller.fleetcache import FleetCache
+from tfleet.controller.history import HistoryRecorder
 from tfleet.controller.metrics import ControllerMetrics
+from tfleet.controller.problems import ProblemsPublisher
 from tfleet.controller.reconciler import ControllerReconciler
 from tfleet.controller.settings import ControllerSettings
 from tfleet.httpserver import OpsServer
 from tfleet.keyspace import Keyspace
+from tfleet.passguard import PassGuard
 from tfleet.registry import Registry
 from tfleet.schema import LeaderRecord
 from tfleet.store import EtcdStore
@@ -54,7 +59,8 @@ class Controller:
         self.keyspace = Keyspace(settings.prefix)
         self.store = store or EtcdStore(settings.etcd)
         self.metrics = metrics or ControllerMetrics()
-        self.log = logs.get("controller", id=settings.id)
+        # etcd-outage retries: warning, rate-limited (tfleet/logs.py OutageLog)
+        self.log = logs.OutageLog(logs.get("controller", id=settings.id), logs.CONTROLLER_OUTAGE_EVENTS)
         self._clock = clock
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -77,9 +83,17 @@ class Controller:
         self.reconciler = ControllerReconciler(
             store=self.store, keyspace=self.keyspace, election=self.election, registry=self.registry,
             metrics=self.metrics, log=self.log, clock=clock, cache=self.cache,
+            tfs_unresponsive_grace=settings.tfs_unresponsive_grace,
+        )
+        # Records every change of models/ in the history while leading (its own thread).
+        self.history = HistoryRecorder(
+            store=self.store, keyspace=self.keyspace, registry=self.registry, election=self.election,
+            metrics=self.metrics, log=self.log.bind(component="history"), keep=settings.history_keep,
         )
         self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
         self._loop_beat = clock()
+        self.problems = ProblemsPublisher(store=self.store, keyspace=self.keyspace, election=self.election, metrics=self.metrics, log=self.log)
+        self._guard = PassGuard("controller-loop", self.log, self.metrics.pass_errors, self.metrics.pass_failing)
 
     def _leader_record(self) -> LeaderRecord:
         dashboard = self.dashboard.advertised_address if self.dashboard else None
@@ -112,6 +126,7 @@ class Controller:
             self._scheduler.add_job(self.cache.verify, "interval", seconds=CACHE_VERIFY_EVERY, id="cache-verify")
             self._scheduler.start()
             self.election.start()
+            self.history.start()
             self._loop()
         finally:
             self._shutdown()
@@ -126,14 +141,38 @@ class Controller:
                 self._stop.wait(self.settings.coalesce_window)
             self._wake.clear()
             self._loop_beat = self._clock()
-            leading = self.election.is_leader
-            self.cache.ensure_started()  # a standby's too: its dashboard reads it
-            # A standby's pass returns at once; the first one after losing leadership also
-            # drops the fleet gauges this controller reported while it led.
-            self.reconciler.reconcile()
-            if leading:
-                self._schedule_next_action()
-            self.metrics.is_leader.set(1 if self.election.is_leader else 0)
+            try:
+                self._pass()
+            except Exception as exc:  # noqa: BLE001 - a pass never stops the controller (tfleet/passguard.py)
+                self._stop.wait(self._guard.failed(exc))
+                self._wake.set()
+            else:
+                self._guard.succeeded()
+
+    def _pass(self) -> None:
+        leading = self.election.is_leader
+        self.cache.ensure_started()  # a standby's too: its dashboard reads it
+        # A standby's pass returns at once; the first one after losing leadership also
+        # drops the fleet gauges this controller reported while it led.
+        self.reconciler.reconcile()
+        if leading:
+            self._schedule_next_action()
+        self._publish_problems(leading)
+        self.metrics.is_leader.set(1 if self.election.is_leader else 0)
+
+    def _publish_problems(self, leading: bool) -> None:
+        """<prefix>/problems (controller/problems.py): from the leader's snapshot, or from a
+        standby when the leader key itself keeps anybody from leading."""
+        snap = self.reconciler.last_snapshot
+        if leading and snap is not None:
+            # bad_values_revision moves only when a bad value appears, changes or goes: a pass
+            # that changed none costs nothing here
+            self.problems.publish(snap.bad_values, snap.bad_values_revision)
+            return
+        self.problems.clear_gauges()
+        orphan = self.election.orphaned_leader_key
+        if orphan is not None:
+            self.problems.publish_without_leader(orphan[1], orphan[0])
 
     def _schedule_next_action(self) -> None:
         """Wake the loop when the next scheduled action falls due (the action itself is in etcd)."""
@@ -151,6 +190,7 @@ class Controller:
         self.metrics.leadership_changes.labels("won").inc()
         self.log.info("leadership_won")
         self.wake()
+        self.history.wake()
 
     def _on_lost(self) -> None:
         self.metrics.leadership_changes.labels("lost").inc()
@@ -163,6 +203,7 @@ class Controller:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         self.cache.stop()
+        self.history.stop()
         self.election.resign()
         if self.dashboard is not None:
             self.dashboard.stop()

@@ -34,14 +34,16 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tfleet import schema
+from tfleet import health, schema
 from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.snapshot import FleetBuilder, FleetSnapshot, SnapshotReader
 from tfleet.keyspace import InvalidName, Keyspace
+from tfleet.passguard import PassGuard
 from tfleet.registry import diff_values
 from tfleet.schema import HistoryEntry, ModelIntent, ModelStatus, ModelStatusReport, SchemaError
 from tfleet.store import Backoff, Snapshot, StoreError
@@ -55,11 +57,38 @@ _PATCH_KEYS = ("prefix", "leader", "hosts", "rollouts", "errors", "summary", "da
 _STATIC = "dashboard_static"
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 # The page shows strings anyone with etcdctl can write: the browser runs only our script.
-_PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
+_PAGE_HEADERS = {"Cache-Control": "no-cache"}
+# Sent with every response (SecurityHeaders below): no framing (clickjacking), no MIME
+# sniffing, no referrer leaking model or host names to other sites, and a policy that only
+# lets the page run our own script, talk to its own origin and embed nothing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; "
+                                "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+    "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-cache",
+    "Referrer-Policy": "no-referrer",
 }
+
+
+class SecurityHeaders:
+    """ASGI middleware adding SECURITY_HEADERS to every HTTP response (streams included)."""
+
+    def __init__(self, app) -> None:
+        self._app = app
+        self._headers = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name for name, _ in self._headers}
+                message = {**message, "headers": [*(h for h in message.get("headers", []) if h[0].lower() not in names), *self._headers]}
+            await send(message)
+
+        await self._app(scope, receive, send_with_headers)
 
 
 # ---------------------------------------------------------------------------------------
@@ -129,11 +158,16 @@ def _cell(fleet: FleetSnapshot, host: str, model: str, report: ModelStatusReport
         "pending": parsed is not None and (status is None or status.assignment_revision != parsed.revision),
         "canary": bool(replica and replica.canary),
         "updated_at": _iso(status.updated_at) if status is not None else None,
+        # tfleet/health.py's words, as the CLI and modelstatus use them
+        "ready": parsed is not None and parsed.value is not None and health.replica_ready(status, parsed.revision),
+        "serving": health.replica_serving(status),
+        "errors": list(health.replica_errors(status)),
     }
 
 
 def _serving(cell: dict[str, Any]) -> bool:
-    return bool(cell["versions"]) and not cell["error"] and all(v["state"] == "AVAILABLE" for v in cell["versions"].values())
+    """The cell's replica is ready (tfleet/health.py decides)."""
+    return bool(cell["ready"])
 
 
 @dataclass(frozen=True)
@@ -167,12 +201,8 @@ def _model_part(fleet: FleetSnapshot, name: str, reporters: set[str]) -> ModelPa
             states[version["state"]] = states.get(version["state"], 0) + 1
         if cell["assignment_error"]:
             errors.append(_problem("assignment", cell["assignment_error"], name, host))
-        if cell["error"]:
-            errors.append(_problem("agent", cell["error"], name, host))
-        else:
-            for version, v in cell["versions"].items():
-                if v["error_message"] and (v["error_code"] or v["state"] == "END"):
-                    errors.append(_problem("agent", f"version {version} on {host}: {v['error_message']}", name, host))
+        for message in cell["errors"]:
+            errors.append(_problem("agent", message, name, host))
     if report is not None:
         ready = sum(1 for r in report.replicas if r.ready)
         wanted = report.wanted_replicas
@@ -191,6 +221,7 @@ def _model_part(fleet: FleetSnapshot, name: str, reporters: set[str]) -> ModelPa
                    "to_versions": list(report.rollout.to_versions), "reason": report.rollout.reason}
     intent_error = parsed.error if parsed is not None else None
     error = report.error if report is not None and report.error else intent_error
+    judged = health.model_health(report, intent_exists=parsed is not None, intent_error=intent_error)
     if error:
         errors.append(_problem("intent", error, name))
     for reason in report.reasons if report is not None else ():
@@ -209,6 +240,9 @@ def _model_part(fleet: FleetSnapshot, name: str, reporters: set[str]) -> ModelPa
         "error": error,
         "wanted_replicas": wanted,
         "ready_replicas": ready,
+        "serving_replicas": judged.serving if report is not None else sum(1 for c in row.values() if c["serving"]),
+        "health": judged.state,
+        "health_reason": judged.reason,
         "available": dict(sorted(available.items(), key=lambda item: (len(item[0]), item[0]))),
         "rollout": rollout,
         "reasons": list(report.reasons) if report is not None else [],
@@ -601,6 +635,18 @@ class Dashboard:
 
     # -- keeping the state --------------------------------------------------------------
     def _run(self) -> None:
+        guard = PassGuard("dashboard-state", self._log, None)
+        while not self._stopping.is_set():
+            try:
+                self._run_until_stopped()
+            except Exception as exc:  # noqa: BLE001 - the state thread never dies (tfleet/passguard.py)
+                # the changes taken from the cache may be half applied: start over from all of it
+                self._cursor.forget()
+                self._fleet.forget()
+                self._stopping.wait(guard.failed(exc))
+                self._dirty.set()
+
+    def _run_until_stopped(self) -> None:
         failures = 0
         while not self._stopping.is_set():
             if not self._cache.running:
@@ -700,7 +746,7 @@ class Dashboard:
             Route("/api/state", self._api_state, methods=["GET"]),
             Route("/api/events", self._api_events, methods=["GET"]),
             Route("/api/history/{model}", self._api_history, methods=["GET"]),
-        ])
+        ], middleware=[Middleware(SecurityHeaders)])
 
     async def _page(self, request: Request) -> Response:
         return Response(self._index, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)

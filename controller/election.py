@@ -228,6 +228,12 @@ class Election:
         self.leadership_lost = 0
         self.renew_failures = 0
         self.last_lost_reason: str | None = None  # one of the LOST_* strings
+        # What this controller wrote into the leader key when it won (rewritten if changed).
+        self._record: bytes | None = None
+        # A leader key bound to no lease (put by hand): (mod_revision, first seen). Nobody
+        # could ever lead again once its writer is gone, so a standby deletes it after a TTL.
+        self._orphan: tuple[int, float] | None = None
+        self.leader_key_repairs = 0
 
     def __repr__(self) -> str:
         return f"Election({self.candidate_id!r}, {self.key!r}, term={self._term!r})"
@@ -302,6 +308,15 @@ class Election:
             f"create_revision {term.fence}; the transaction (revision {result.revision}) wrote nothing",
             LOST_FENCE,
         )
+
+    @property
+    def orphaned_leader_key(self) -> tuple[int, str] | None:
+        """(mod_revision, why) while a standby sees a leader key that no lease keeps."""
+        orphan = self._orphan
+        if orphan is None:
+            return None
+        return orphan[0], (f"{self.key} is bound to no lease (written by hand?): no controller can lead while it is there; "
+                           f"a standby deletes it {self.timing.ttl} s after it first saw it, unless a leader rewrites it")
 
     # -- who leads --------------------------------------------------------------------
 
@@ -379,6 +394,26 @@ class Election:
             return  # the refresh worked; the next tick checks again
         if kv is None or kv.create_revision != term.fence:
             self._lose(term, LOST_KEY, detail="the leader key was deleted or re-created")
+        elif kv.lease != term.lease_id or (self._record is not None and kv.value != self._record):
+            self._repair(term, kv)
+
+    def _repair(self, term: Term, kv) -> None:
+        """Someone overwrote our key (etcdctl put without --lease detaches it from the lease:
+        it would outlive us and nobody could lead after us). Write it back under our lease,
+        fenced on our create_revision and on the value we saw."""
+        record = self._record if self._record is not None else record_bytes(self._record_factory())
+        try:
+            result = self._store.txn(
+                [*self._fence_of(term), Compare(self.key, "mod", "==", kv.mod_revision)], [Put(self.key, record, term.lease_id)]
+            )
+        except StoreError as exc:
+            self._log.info("leader_key_repair_failed", error=str(exc), retry="next renew")
+            return
+        if result.succeeded:
+            self._record = record
+            self.leader_key_repairs += 1
+            self._log.warning("leader_key_repaired", fence=term.fence, found_lease=f"{kv.lease:x}",
+                              detail="the leader key was overwritten; rewritten under the leader's lease")
 
     def _campaign(self) -> bool:
         """One attempt (under _ops): create the key if it does not exist, on a new lease."""
@@ -391,11 +426,15 @@ class Election:
             if kv is not None:
                 if self._spare_lease is not None and kv.lease == self._spare_lease:
                     return self._adopt(kv.create_revision)
-                return False  # somebody leads
+                if kv.lease != 0 or not self._remove_orphan(kv):
+                    return False  # somebody leads
+            else:
+                self._orphan = None
             if self._spare_lease is not None:
                 self._retire(self._spare_lease)
                 self._spare_lease = None
             record = record_bytes(self._record_factory())
+            self._record = record
             sent_at = self._clock()
             lease_id = self._store.grant_lease(self.timing.ttl)
         except StoreError as exc:
@@ -417,6 +456,24 @@ class Election:
             return False
         # The transaction created the key, so its revision is the key's create_revision.
         return self._win(Term(result.revision, lease_id, self.timing.deadline(sent_at)))
+
+    def _remove_orphan(self, kv) -> bool:
+        """A leader key with no lease: wait one TTL (a live leader rewrites it under its lease
+        within a renew interval), then delete it if it is still the same; True when gone."""
+        now = self._clock()
+        if self._orphan is None or self._orphan[0] != kv.mod_revision:
+            self._orphan = (kv.mod_revision, now)
+            self._log.warning("leader_key_orphaned", mod_revision=kv.mod_revision,
+                              action=f"deleting it in {self.timing.ttl} s unless a leader rewrites it")
+            return False
+        if now - self._orphan[1] < self.timing.ttl:
+            return False
+        result = self._store.txn([Compare(self.key, "mod", "==", kv.mod_revision)], [Delete(self.key)])
+        if not result.succeeded:
+            return False  # changed meanwhile: look again next tick
+        self._orphan = None
+        self._log.warning("leader_key_deleted", mod_revision=kv.mod_revision, reason="bound to no lease", action="campaigning")
+        return True
 
     def _adopt(self, fence: int) -> bool:
         """Take up the term of an earlier campaign that won without our hearing of it."""

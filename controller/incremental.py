@@ -9,7 +9,9 @@ route writes coming back are not changes); only these are planned again:
 * a model whose intent, assignments, agent statuses, report or registered versions changed;
 * a model that placement may now put differently: one with a replica on a changed host,
   or one short of replicas (capacity may have appeared);
-* a model whose failure backoff has just ended.
+* a model whose failure backoff has just ended;
+* the models on a host whose TF Serving has not answered for longer than the grace (its
+  unresponsive flag flips with time alone: only such hosts are looked at).
 
 The returned plan holds the writes and reports of the models planned again; the others'
 were returned by an earlier pass and are in etcd. A snapshot without change sets (the first,
@@ -24,7 +26,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from tfleet.controller.placement import IncrementalPlacer, Placement, PlacementInput
+from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE, IncrementalPlacer, Placement, PlacementInput
 from tfleet.controller.planner import (
     ControllerPlan,
     ModelPlan,
@@ -34,7 +36,7 @@ from tfleet.controller.planner import (
     effective_intents,
     host_info,
     placement_input,
-    plan_model,
+    plan_model_safely,
 )
 from tfleet.controller.snapshot import FleetSnapshot
 from tfleet.schema import ModelIntent, ModelStatusReport
@@ -45,7 +47,8 @@ _InputChanges = tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, 
 
 
 class IncrementalPlanner:
-    def __init__(self) -> None:
+    def __init__(self, unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE) -> None:
+        self._grace = unresponsive_grace
         self.reset()
 
     def reset(self) -> None:
@@ -63,6 +66,8 @@ class IncrementalPlanner:
         # what the last pass planned (models planned again, and whether it was a full plan)
         self.planned: frozenset[str] = frozenset()
         self.full = True
+        # hosts whose TF Serving does not answer: each plan checks whether the grace ran out
+        self._unanswering: set[str] = set()
 
     @property
     def reports(self) -> Mapping[str, ModelStatusReport]:
@@ -77,7 +82,7 @@ class IncrementalPlanner:
         if self.plans_all(snap):
             return self._full(snap, last_valid, now)
         models = set(snap.changed_models) | {m for m, at in self._wakes.items() if at <= now}
-        hosts = set(snap.changed_hosts)
+        hosts = set(snap.changed_hosts) | self._grace_expired(snap, now)
         self.full = False
         if not models and not hosts:
             self.planned = frozenset()
@@ -90,7 +95,7 @@ class IncrementalPlanner:
         managed = _Managed(self._intents, snap.modelstatus)  # (not a union: that would cost the fleet)
         previous = self._placement
         assert previous is not None
-        self._input = self._next_input(snap, models, hosts, managed)
+        self._input = self._next_input(snap, models, hosts, managed, now)
         self._placement = self._placer.update(self._input, models, hosts)
         candidates = set(models) | previous.reasons.keys() | self._placement.reasons.keys()
         for host in hosts:
@@ -112,7 +117,8 @@ class IncrementalPlanner:
         self._intents = effective_intents(snap, last_valid)
         managed = self._intents.keys() | snap.modelstatus.keys()
         current = {model: hosts for model, hosts in snap.holders.items() if model in managed}
-        self._input = placement_input(snap, self._intents, current)
+        self._input = placement_input(snap, self._intents, current, now, self._grace)
+        self._unanswering = {name for name, record in snap.hosts.items() if record.tfs_unresponsive_since is not None}
         self._spare, self._pending = None, None
         self._placer = IncrementalPlacer(self._input)
         self._placement = self._placer.placement
@@ -125,7 +131,18 @@ class IncrementalPlanner:
         result = self._results.get(model)
         return result.report if result is not None else None
 
-    def _next_input(self, snap: FleetSnapshot, models: set[str], hosts: set[str], managed) -> PlacementInput:
+    def _grace_expired(self, snap: FleetSnapshot, now: dt.datetime) -> set[str]:
+        """Hosts whose unresponsive flag flips with time alone (the grace ran out): O(hosts
+        whose TF Serving does not answer), not O(hosts)."""
+        assert self._input is not None
+        flipped = set()
+        for name in self._unanswering:
+            known = self._input.hosts.get(name)
+            if name in snap.hosts and known is not None and host_info(snap, name, now, self._grace).unresponsive != known.unresponsive:
+                flipped.add(name)
+        return flipped
+
+    def _next_input(self, snap: FleetSnapshot, models: set[str], hosts: set[str], managed, now: dt.datetime) -> PlacementInput:
         """The previous placement input with the changed models and hosts replaced.
 
         The placer compares the previous input with the new one, so the new one must be other
@@ -137,7 +154,15 @@ class IncrementalPlanner:
         changes: _InputChanges = ({}, {}, {}, {})
         host_changes, demand_changes, current_changes, ready_changes = changes
         for host in hosts:
-            host_changes[host] = host_info(snap, host) if host in snap.hosts else None
+            if host in snap.hosts:
+                host_changes[host] = host_info(snap, host, now, self._grace)
+                if snap.hosts[host].tfs_unresponsive_since is not None:
+                    self._unanswering.add(host)
+                else:
+                    self._unanswering.discard(host)
+            else:
+                host_changes[host] = None
+                self._unanswering.discard(host)
         for model in models:
             entry = self._intents.get(model)
             demand_changes[model] = demand_of(snap, model, entry[0]) if entry is not None and entry[0] is not None else None
@@ -162,7 +187,7 @@ class IncrementalPlanner:
 
     def _plan_one(self, snap: FleetSnapshot, model: str, now: dt.datetime) -> ModelPlan:
         assert self._placement is not None
-        return plan_model(snap, model, self._intents.get(model), snap.holders.get(model, set()),
+        return plan_model_safely(snap, model, self._intents.get(model), snap.holders.get(model, set()),
                           self._placement.hosts.get(model, ()), self._placement.reasons.get(model, ()), now)
 
 

@@ -4,6 +4,11 @@ Pure: no I/O, no clock, no randomness. The same input gives the same Placement, 
 order of its mappings. Table and property tests: tests/unit/test_placement.py; timing:
 ``python -m bench.placement``.
 
+Three modules: controller/placement_input.py holds the input and result types and the host
+filters, controller/placement_hold.py rules 1-3 and 6 (what one model keeps) and the notes of
+rule 8; this one places new replicas (rules 4, 5, 7, 9), says why some could not be placed,
+and keeps the per-model results between plans (IncrementalPlacer). Callers import from here.
+
 Words used below: a model's *current* hosts hold an assignment now; a current host *stays*
 when it is live, matches the model's host_selector and is not draining; it is *leaving* when
 it is live but draining or no longer matches the selector; a host *takes new replicas* when it
@@ -21,8 +26,13 @@ Rules:
    ``ready``): ``min(leaving, replicas - ready staying)`` of them are kept, ready ones first,
    then by host name. A new replica never counts as ready in the plan that places it, even if
    ``ready`` (stale) names its host. A host whose labels stopped matching the selector is
-   treated like a draining host, so a selector change never drops service. Cordoned hosts keep
-   their replicas and get no new ones.
+   treated like a draining host, so a selector change never drops service. So is a host whose
+   TF Serving has not answered for longer than the controller's grace (``unresponsive``, from
+   the agent's ``tfs_unresponsive_since``): replacements go elsewhere while its replicas stay
+   until they are ready. Once it answers again it is a normal host: replicas it still holds
+   stay (rule 1) and surplus ones are scaled down by rule 6 (not-ready first), and replicas
+   already moved away do not come back (stability), it only takes new ones. Cordoned hosts
+   keep their replicas and get no new ones.
 4. Replicas of one model go to distinct hosts that match every host_selector label. With
    ``spread_by``, a new replica goes to the label value holding the fewest replicas of the
    model (staying plus newly placed). Spread is a preference, never a reason to leave a
@@ -66,179 +76,40 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 
-SelectorKey = tuple[tuple[str, str], ...]
+from tfleet.controller.placement_hold import Held, hold, move_notes
+from tfleet.controller.placement_input import (
+    DEFAULT_UNRESPONSIVE_GRACE,
+    HostInfo,
+    ModelDemand,
+    Placement,
+    PlacementInput,
+    SelectorKey,
+    changed_between,
+    plural,
+    selector_text,
+    spread_value,
+    unresponsive_past_grace,
+)
 
-
-@dataclass(frozen=True)
-class HostInfo:
-    name: str
-    labels: Mapping[str, str]
-    memory_mb: int  # capacity the host offers
-    cordoned: bool = False  # no NEW replicas
-    draining: bool = False  # move every replica away, make-before-break
-
-    @property
-    def takes_new(self) -> bool:
-        return not (self.cordoned or self.draining)
-
-
-@dataclass(frozen=True)
-class ModelDemand:
-    name: str
-    replicas: int
-    memory_mb: int  # per replica (from the intent, or estimated by the caller)
-    host_selector: Mapping[str, str] = field(default_factory=dict)  # host must carry every label=value
-    spread_by: str | None = None  # host label whose values replicas spread over
-
-    @cached_property
-    def selector_key(self) -> SelectorKey:
-        """The selector as a sorted tuple: hashable, and equal for equal selectors."""
-        return tuple(sorted(self.host_selector.items()))
-
-
-@dataclass(frozen=True)
-class PlacementInput:
-    hosts: Mapping[str, HostInfo]  # LIVE hosts only (registered in etcd)
-    demands: Mapping[str, ModelDemand]  # every valid intent
-    current: Mapping[str, frozenset[str]]  # model -> hosts that hold an assignment now (may include dead hosts)
-    ready: Mapping[str, frozenset[str]]  # model -> hosts where that replica is ready
-
-
-@dataclass(frozen=True)
-class Placement:
-    hosts: Mapping[str, tuple[str, ...]]  # model -> hosts that must hold an assignment (sorted)
-    reasons: Mapping[str, tuple[str, ...]]  # model -> why replicas are missing (only models with a shortfall)
-    free_memory_mb: Mapping[str, int]  # live host -> memory left after this placement (negative: over-committed)
-    notes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # model -> moves in progress (informational)
+__all__ = [
+    "DEFAULT_UNRESPONSIVE_GRACE",
+    "HostInfo",
+    "IncrementalPlacer",
+    "ModelDemand",
+    "Placement",
+    "PlacementInput",
+    "SelectorKey",
+    "changed_between",
+    "place",
+    "unresponsive_past_grace",
+]
 
 
 def place(data: PlacementInput) -> Placement:
     """The full plan for one snapshot of the fleet."""
     return IncrementalPlacer(data).placement
-
-
-def changed_between(old: PlacementInput, new: PlacementInput) -> tuple[set[str], set[str]]:
-    """The (models, hosts) whose entries differ between two inputs, for ``IncrementalPlacer.update``.
-
-    O(models + hosts): for callers that do not track their changes (tests, resyncs).
-    """
-    models = set()
-    for old_map, new_map in ((old.demands, new.demands), (old.current, new.current), (old.ready, new.ready)):
-        models.update(name for name in old_map.keys() | new_map.keys() if old_map.get(name) != new_map.get(name))
-    hosts = {name for name in old.hosts.keys() | new.hosts.keys() if old.hosts.get(name) != new.hosts.get(name)}
-    return models, hosts
-
-
-# -- small pure helpers -------------------------------------------------------------------------
-
-
-def _matches(host: HostInfo, selector: SelectorKey) -> bool:
-    labels = host.labels
-    return all(labels.get(key) == value for key, value in selector)
-
-
-def _spread_value(host: HostInfo, spread_by: str | None) -> str:
-    """The host's value of the spread label; hosts without it share the value ""."""
-    return host.labels.get(spread_by, "") if spread_by else ""
-
-
-def _selector_text(selector: SelectorKey) -> str:
-    return ", ".join(f"{key}={value}" for key, value in selector)
-
-
-def _hosts_text(hosts: Iterable[str]) -> str:
-    names = sorted(hosts)
-    return f"the replica on {names[0]} is" if len(names) == 1 else f"the replicas on {', '.join(names)} are"
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
-# -- rules 1-3 and 6: what a model keeps of its current hosts -----------------------------------
-
-_DRAINING = "draining"
-_MISMATCH = "mismatch"
-
-
-@dataclass(frozen=True, slots=True)
-class _Held:
-    """What one model keeps before anything new is placed (depends on that model only)."""
-
-    stay: tuple[str, ...]  # replicas that count (sorted)
-    leaving: tuple[tuple[str, str], ...]  # (host, why) kept until enough replicas are ready
-    ready_staying: frozenset[str]
-    out: tuple[str, ...]  # sorted stay + kept leaving hosts
-    memory_mb: int
-
-
-def _scale_down(stay: list[str], keep: int, ready: Collection[str], spread_by: str | None, hosts: Mapping[str, HostInfo]) -> list[str]:
-    """Rule 6: drop staying replicas until ``keep`` remain; not-ready first, then the fullest
-    spread value, then the greatest name. A heap per class keeps this O(n log n)."""
-    value = {host: _spread_value(hosts[host], spread_by) for host in stay}
-    counts = Counter(value.values())
-    rank = {host: index for index, host in enumerate(sorted(stay))}
-    remaining = set(stay)
-    excess = len(stay) - keep
-    for wanted_ready in (False, True):
-        by_value: dict[str, list[str]] = {}
-        for host in sorted(stay):
-            if (host in ready) is wanted_ready:
-                by_value.setdefault(value[host], []).append(host)
-        heap = [(-counts[v], -rank[names[-1]], v) for v, names in by_value.items()]
-        heapq.heapify(heap)
-        while excess and heap:
-            _, _, v = heapq.heappop(heap)
-            remaining.discard(by_value[v].pop())
-            counts[v] -= 1
-            excess -= 1
-            if by_value[v]:
-                heapq.heappush(heap, (-counts[v], -rank[by_value[v][-1]], v))
-    return sorted(remaining)
-
-
-def _hold(demand: ModelDemand, current: Collection[str], ready: Collection[str], hosts: Mapping[str, HostInfo]) -> _Held:
-    """Rules 1, 2, 3 and 6 for one model: which current hosts stay, and which leaving ones wait."""
-    wanted = max(0, demand.replicas)
-    selector = demand.selector_key
-    stay: list[str] = []
-    leaving: list[tuple[str, str]] = []
-    for name in current:
-        host = hosts.get(name)
-        if host is None:
-            continue  # rule 2: the host is gone
-        if host.draining:
-            leaving.append((name, _DRAINING))
-        elif not _matches(host, selector):
-            leaving.append((name, _MISMATCH))
-        else:
-            stay.append(name)
-    stay = _scale_down(stay, wanted, ready, demand.spread_by, hosts) if len(stay) > wanted else sorted(stay)
-    ready_staying = frozenset(name for name in stay if name in ready)
-    kept = min(len(leaving), max(0, wanted - len(ready_staying)))
-    leaving.sort(key=lambda item: (item[0] not in ready, item[0]))
-    leaving = sorted(leaving[:kept])
-    out = tuple(sorted(stay + [name for name, _ in leaving]))
-    return _Held(tuple(stay), tuple(leaving), ready_staying, out, demand.memory_mb)
-
-
-def _move_notes(held: _Held, placed: Collection[str], demand: ModelDemand) -> tuple[str, ...]:
-    """Rule 8: one note per leaving replica kept by rule 3, saying what it waits for."""
-    if not held.leaving:
-        return ()
-    if len(held.stay) + len(placed) < demand.replicas:
-        until = "its replica stays until a replacement can be placed (see reasons)"
-    else:
-        waiting = [name for name in held.stay if name not in held.ready_staying] + list(placed)
-        until = f"its replica stays until {_hosts_text(waiting)} ready"
-    notes = []
-    for name, why in held.leaving:
-        what = f"host {name} is draining" if why == _DRAINING else f"host {name} no longer matches {_selector_text(demand.selector_key)}"
-        notes.append(f"{what}; {until}")
-    return tuple(notes)
 
 
 # -- rules 4, 5, 7: where new replicas may go ---------------------------------------------------
@@ -299,7 +170,7 @@ class IncrementalPlacer:
 
     def __init__(self, data: PlacementInput) -> None:
         self._data = data
-        self._held: dict[str, _Held] = {}
+        self._held: dict[str, Held] = {}
         self._base_out: dict[str, tuple[str, ...]] = {}  # model -> hosts kept by rules 1-3, 6
         self._base_notes: dict[str, tuple[str, ...]] = {}  # notes of models without a shortfall
         self._short: set[str] = set()  # models with fewer staying replicas than wanted
@@ -352,7 +223,7 @@ class IncrementalPlacer:
     def _refresh_host(self, name: str, old: HostInfo | None, new: HostInfo | None) -> None:
         if old == new:
             return
-        if old is None or new is None or (old.labels, old.cordoned, old.draining) != (new.labels, new.cordoned, new.draining):
+        if old is None or new is None or (old.labels, old.takes_new) != (new.labels, new.takes_new):
             self._pools.clear()  # membership may change; pools are cheap to rebuild on demand
         if old is not None:
             self._unindex_host(name, old)
@@ -389,7 +260,7 @@ class IncrementalPlacer:
         demand = data.demands.get(model)
         if demand is None:
             return
-        held = _hold(demand, data.current.get(model, ()), data.ready.get(model, ()), data.hosts)
+        held = hold(demand, data.current.get(model, ()), data.ready.get(model, ()), data.hosts)
         self._held[model] = held
         self._base_out[model] = held.out
         for host in held.out:
@@ -398,7 +269,7 @@ class IncrementalPlacer:
         if len(held.stay) < demand.replicas:
             self._short.add(model)
         else:
-            notes = _move_notes(held, (), demand)
+            notes = move_notes(held, (), demand)
             if notes:
                 self._base_notes[model] = notes
 
@@ -423,7 +294,7 @@ class IncrementalPlacer:
             count += 1
             host = hosts[name]
             if host.takes_new:
-                groups.setdefault(_spread_value(host, spread_by), []).append(name)
+                groups.setdefault(spread_value(host, spread_by), []).append(name)
         return _Pool(count, sum(map(len, groups.values())), {value: tuple(names) for value, names in groups.items()})
 
     def _largest_free(self, run: _Run, selector: SelectorKey, taken: Collection[str]) -> tuple[int, str] | None:
@@ -441,7 +312,7 @@ class IncrementalPlacer:
         if not spread_by:
             return roomiest[1]
         hosts = self._data.hosts
-        counts = Counter(_spread_value(hosts[name], spread_by) for name in taken)
+        counts = Counter(spread_value(hosts[name], spread_by) for name in taken)
         best: tuple[int, int, str] | None = None
         for value, members in self._pool(selector, spread_by).groups.items():
             top = run.top((selector, spread_by, value), members, taken)
@@ -458,12 +329,12 @@ class IncrementalPlacer:
         pool = self._pool(demand.selector_key, None)
         wanted = demand.replicas
         prefix = "replica not placed: " if wanted == 1 else f"{wanted - len(taken)} of {wanted} replicas not placed: "
-        selector = _selector_text(demand.selector_key)
+        selector = selector_text(demand.selector_key)
         matching = f" matching {selector}" if selector else ""
         if pool.matching == 0:
             return prefix + (f"no live host matches {selector}" if selector else "no live hosts")
         if pool.taking == 0:
-            return prefix + f"all {_plural(pool.matching, 'live host')}{matching} are cordoned or draining"
+            return prefix + f"all {plural(pool.matching, 'live host')}{matching} are cordoned or draining"
         hosts = self._data.hosts
         holding = sum(1 for name in taken if hosts[name].takes_new)
         if holding >= pool.taking:
@@ -471,11 +342,11 @@ class IncrementalPlacer:
             if others:
                 return prefix + (
                     f"only {pool.taking} of the {pool.matching} live hosts{matching} take new replicas "
-                    f"(the others are cordoned or draining), wants {_plural(wanted, 'replica')} (one per host)"
+                    f"(the others are cordoned or draining), wants {plural(wanted, 'replica')} (one per host)"
                 )
             verb = "matches" if pool.taking == 1 else "match"
-            where = f"{_plural(pool.taking, 'host')} {verb} {selector}" if selector else _plural(pool.taking, "live host")
-            return prefix + f"only {where}, wants {_plural(wanted, 'replica')} (one per host)"
+            where = f"{plural(pool.taking, 'host')} {verb} {selector}" if selector else plural(pool.taking, "live host")
+            return prefix + f"only {where}, wants {plural(wanted, 'replica')} (one per host)"
         roomiest = self._largest_free(run, demand.selector_key, taken)
         largest = 0 if roomiest is None else max(0, roomiest[0])
         return prefix + f"needs {demand.memory_mb} MB, largest free host{matching} has {largest} MB"
@@ -507,7 +378,7 @@ class IncrementalPlacer:
                 hosts[model] = tuple(sorted(held.out + tuple(placed)))
             if len(taken[model]) < demand.replicas:
                 reasons[model] = (self._shortfall(run, demand, taken[model]),)
-            model_notes = _move_notes(held, placed, demand)
+            model_notes = move_notes(held, placed, demand)
             if model_notes:
                 notes[model] = model_notes
         return Placement(hosts, reasons, run.free, notes)

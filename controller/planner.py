@@ -20,8 +20,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tfleet.controller.placement import HostInfo, ModelDemand, PlacementInput, place
-from tfleet.controller.rollout import Failure, Replica, plan_rollout
+from tfleet import health
+from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE, HostInfo, ModelDemand, PlacementInput, place, unresponsive_past_grace
+from tfleet.controller.rollout import Failure, Memory, Replica, plan_rollout
 from tfleet.controller.snapshot import FleetSnapshot
 from tfleet.schema import Assignment, ModelIntent, ModelStatusReport
 
@@ -63,13 +64,12 @@ def effective_intents(snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent]
 
 
 def replica_ready(snap: FleetSnapshot, host: str, model: str) -> bool:
+    """tfleet/health.py's readiness, for a replica in the snapshot (an invalid assignment is
+    never ready)."""
     parsed = snap.assignments.get((host, model))
-    status = snap.statuses.get((host, model))
-    if parsed is None or parsed.value is None or status is None or status.assignment_revision != parsed.revision:
+    if parsed is None or parsed.value is None:
         return False
-    if status.error is not None or not status.versions:
-        return False
-    return all(report.state == "AVAILABLE" for report in status.versions.values())
+    return health.replica_ready(snap.statuses.get((host, model)), parsed.revision)
 
 
 @dataclass(frozen=True)
@@ -88,18 +88,19 @@ def holders_by_model(snap: FleetSnapshot, managed) -> dict[str, set[str]]:
     return {model: hosts for model, hosts in snap.holders.items() if model in managed and hosts}
 
 
-def host_info(snap: FleetSnapshot, name: str) -> HostInfo:
+def host_info(snap: FleetSnapshot, name: str, now: dt.datetime | None = None, unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE) -> HostInfo:
     control = snap.hostctl.get(name)
     record = snap.hosts[name]
-    return HostInfo(name, record.labels, record.memory_mb, control.cordoned if control else False, control.draining if control else False)
+    unresponsive = now is not None and unresponsive_past_grace(record.tfs_unresponsive_since, now, unresponsive_grace)
+    return HostInfo(name, record.labels, record.memory_mb, control.cordoned if control else False, control.draining if control else False, unresponsive)
 
 
 def demand_of(snap: FleetSnapshot, model: str, intent: ModelIntent) -> ModelDemand:
     return ModelDemand(model, intent.replicas, estimate_memory_mb(intent, snap.versions.get(model, {})), intent.host_selector, intent.spread_by)
 
 
-def placement_input(snap: FleetSnapshot, intents, current: dict[str, set[str]]) -> PlacementInput:
-    hosts = {name: host_info(snap, name) for name in snap.hosts}
+def placement_input(snap: FleetSnapshot, intents, current: dict[str, set[str]], now: dt.datetime | None = None, unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE) -> PlacementInput:
+    hosts = {name: host_info(snap, name, now, unresponsive_grace) for name in snap.hosts}
     demands = {model: demand_of(snap, model, intent) for model, (intent, _, _) in intents.items() if intent is not None}
     ready = {model: frozenset(h for h in holders if replica_ready(snap, h, model)) for model, holders in current.items()}
     return PlacementInput(hosts, demands, {m: frozenset(h) for m, h in current.items()}, ready)
@@ -123,8 +124,9 @@ def plan_model(
         return ModelPlan({}, deletes, None, delete_report=not holders and model in snap.modelstatus)
     previous = snap.modelstatus.get(model)
     failures = [Failure(f.version, f.host, f.error, f.at, f.retry_after) for f in (previous.failures if previous else [])]
+    memory = Memory.of(previous.rollout) if previous is not None else None
     replicas = [Replica(host, _assignment(snap, host, model), snap.statuses.get((host, model)), _revision(snap, host, model)) for host in placed]
-    step = plan_rollout(intent, replicas, failures, now)
+    step = plan_rollout(intent, replicas, failures, now, memory)
     puts = {}
     for host, wanted in step.assignments.items():
         parsed = snap.assignments.get((host, model))
@@ -134,6 +136,22 @@ def plan_model(
     report = _report(snap, model, intent, error, revision, placed, step, reasons, now)
     wake_at = min((f.retry_after for f in step.failures), default=None)
     return ModelPlan(puts, deletes, report, wake_at=wake_at)
+
+
+def plan_model_safely(snap: FleetSnapshot, model: str, entry, holders: set[str], placed: tuple[str, ...],
+                      reasons: tuple[str, ...], now: dt.datetime) -> ModelPlan:
+    """plan_model, with a crash on one model turned into that model's error.
+
+    A value no validation caught, or a bug, must not fail the whole pass (every other model
+    would stop being planned): the model gets no writes at all this pass (nothing is
+    unloaded or moved because of it) and its modelstatus says what went wrong.
+    """
+    try:
+        return plan_model(snap, model, entry, holders, placed, reasons, now)
+    except Exception as exc:  # noqa: BLE001 - isolate one model; the others go on
+        revision = entry[2] if entry is not None else 0
+        error = f"internal error while planning this model ({type(exc).__name__}: {exc}); nothing is changed for it until it is fixed"
+        return ModelPlan({}, frozenset(), ModelStatusReport(intent_revision=revision, error=error[:2000], updated_at=now))
 
 
 def combine(results: Mapping[str, ModelPlan]) -> ControllerPlan:
@@ -158,7 +176,7 @@ def plan(snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.dat
     current = holders_by_model(snap, managed)
     placement = place(placement_input(snap, intents, current))
     results = {
-        model: plan_model(snap, model, intents.get(model), current.get(model, set()), placement.hosts.get(model, ()), placement.reasons.get(model, ()), now)
+        model: plan_model_safely(snap, model, intents.get(model), current.get(model, set()), placement.hosts.get(model, ()), placement.reasons.get(model, ()), now)
         for model in sorted(managed)
     }
     return combine(results)
@@ -189,17 +207,23 @@ def _report(snap, model, intent, error, revision, placed, step, reasons, now) ->
             "labels": dict(status.version_labels) if status else {},
             "ready": replica_ready(snap, host, model),
             "canary": host in step.canary_hosts,
+            "errors": list(health.replica_errors(status)),
         })
     # One validation of a plain document: measured 100x cheaper than model_construct of
     # the nested models (bench/controller_plan.py).
-    return ModelStatusReport.model_validate({
+    document = {
         "intent_revision": revision,
         "wanted_replicas": intent.replicas,
         "ready_replicas": dict(sorted(ready_counts.items())),
         "replicas": replicas,
-        "rollout": {"phase": step.phase, "from_versions": list(step.from_versions), "to_versions": list(step.to_versions), "reason": step.reason},
+        "rollout": {"phase": step.phase, "from_versions": list(step.from_versions), "to_versions": list(step.to_versions), "reason": step.reason,
+                    "from_labels": dict(step.from_labels)},
         "reasons": list(reasons),
         "error": error,
         "failures": [{"version": f.version, "host": f.host, "error": f.error, "at": f.at, "retry_after": f.retry_after} for f in step.failures],
         "updated_at": now,
-    })
+    }
+    # Health is judged on the report itself, exactly as the CLI and the dashboard judge it.
+    # (model_copy: no second validation, the fields are plain values.)
+    report = ModelStatusReport.model_validate(document)
+    return report.model_copy(update=dict(health.health_fields(health.model_health(report))))

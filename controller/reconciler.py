@@ -3,18 +3,18 @@
 1. Take from the fleet cache (controller/fleetcache.py, kept current by a watch) the
    revision it reached and the keys changed since the previous pass, and apply only those
    to this pass's snapshot (one revision, never half a watch response; no etcd read).
-2. Record in the history any intent written with plain etcdctl since the last pass.
-3. Let the pure planner decide (placement + rollout).
-4. Write only what differs, in transactions that each carry the leadership fence: a paused
+2. Let the pure planner decide (placement + rollout).
+3. Write only what differs, in transactions that each carry the leadership fence: a paused
    or partitioned former leader cannot write anything (its fence no longer holds).
 
-A standby does nothing here; the app campaigns for it.
+A standby does nothing here; the app campaigns for it. The history of intents is recorded by
+controller/history.py on its own thread, not by the pass.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tfleet import routing, schema
@@ -22,11 +22,11 @@ from tfleet.controller import planner
 from tfleet.controller.election import NotLeader
 from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.incremental import IncrementalPlanner
+from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE
 from tfleet.controller.schedules import ScheduleRunner
 from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.snapshot import FleetBuilder, FleetSnapshot
 from tfleet.keyspace import Keyspace
-from tfleet.registry import ConflictError, RegistryError
 from tfleet.schema import ModelIntent, ModelStatusReport
 from tfleet.store import Delete, EtcdStore, Put, StoreError
 
@@ -39,6 +39,7 @@ FULL_PLAN_EVERY = 60.0
 # assignment's echo is not quiet: its new mod_revision means the agent has not acted on it
 # yet, which changes readiness and the rollout step: tests/unit/test_fleetcache.py.)
 QUIET_ECHOES = ("modelstatus", "routes")
+HISTORY_RECHECK = 30.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class ControllerReconciler:
         now: Callable = schema.utc_now,
         clock: Callable[[], float] = time.monotonic,
         cache: FleetCache | None = None,
+        tfs_unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE,
     ) -> None:
         """cache: the process's fleet cache (app.py shares one with the dashboard); without
         one the reconciler keeps its own."""
@@ -72,12 +74,14 @@ class ControllerReconciler:
         self._now = now
         self._clock = clock
         self._last_valid: dict[str, ModelIntent] = {}
-        self._recorded: dict[str, int] = {}
+        # model -> (intent revision, when): its history held no valid intent; looked at again
+        # after HISTORY_RECHECK seconds (the recorder may still be catching up after a restart)
+        self._no_valid_history: dict[str, tuple[int, float]] = {}
         self._schedules = ScheduleRunner(store=store, keyspace=keyspace, registry=registry, election=election, log=log, now=now)
         self._cache = cache if cache is not None else FleetCache(store, keyspace, log=log, metrics=metrics)
         self._cursor = self._cache.cursor("controller", echoes=True)
         self._builder = FleetBuilder(keyspace)
-        self._planner = IncrementalPlanner()
+        self._planner = IncrementalPlanner(tfs_unresponsive_grace)
         self._phases: dict[str, str] = {}  # model -> rollout phase last set in the gauge
         self._unplaced: set[str] = set()
         self._last_full_plan = float("-inf")
@@ -133,7 +137,6 @@ class ControllerReconciler:
         self.last_snapshot = snap
         try:
             self._remember_valid_intents(snap)
-            self._record_history(snap)
             plan_started = self._clock()
             plan = self._planner.plan(snap, self._last_valid, self._now())
             self._metrics.plan_seconds.observe(self._clock() - plan_started)
@@ -149,6 +152,11 @@ class ControllerReconciler:
             self._start_over()  # some writes may not have landed: plan everything again
             self._log.warning("reconcile", result="etcd_unavailable", error=str(exc))
             return Outcome("etcd_unavailable")
+        except Exception:
+            # The pass guard (app.py) logs it and backs off; the changes this pass took from
+            # the cache were not planned, so the next pass plans everything.
+            self._start_over()
+            raise
         self._update_gauges(snap)
         log = self._log.info if writes else self._log.debug
         log("reconcile", result="ok", revision=snap.revision, models=len(snap.intents), hosts=len(snap.hosts), writes=writes)
@@ -171,9 +179,17 @@ class ControllerReconciler:
 
     # -- intents and history ------------------------------------------------------------------
     def _remember_valid_intents(self, snap: FleetSnapshot) -> None:
-        """Keep the last valid intent of each model (only the changed ones, after the first)."""
+        """Keep the last valid intent of each model (only the changed ones, after the first),
+        and of the models whose history held none when last looked at, once HISTORY_RECHECK
+        has passed (the recorder may have caught up; only models with an invalid intent)."""
         everything = self._planner.plans_all(snap)
-        models = snap.intents.keys() if everything else snap.changed_models or ()
+        if everything:
+            models: Iterable[str] = snap.intents.keys()
+        else:
+            now = self._clock()
+            due = {m for m, (_, at) in self._no_valid_history.items() if now - at >= HISTORY_RECHECK}
+            models = set(snap.changed_models or ()) | due
+        restored: set[str] = set()
         for model in list(models):
             parsed = snap.intents.get(model)
             if parsed is None:
@@ -181,51 +197,35 @@ class ControllerReconciler:
             elif parsed.value is not None:
                 self._last_valid[model] = parsed.value
             elif model not in self._last_valid:
-                restored = self._last_valid_from_history(model)
-                if restored is not None:
-                    self._last_valid[model] = restored
+                found = self._last_valid_from_history(model, parsed.revision)
+                if found is not None:
+                    self._last_valid[model] = found
+                    restored.add(model)
+        if restored and snap.changed_models is not None:
+            # its effective intent changed though its key did not: the planner plans it again
+            snap.changed_models = snap.changed_models | restored
         if everything:
             for model in list(self._last_valid):
                 if model not in snap.intents:
                     del self._last_valid[model]
+        for model in list(self._no_valid_history):  # (models with an invalid intent only)
+            if model not in snap.intents or snap.intents[model].value is not None:
+                del self._no_valid_history[model]
 
-    def _last_valid_from_history(self, model: str) -> ModelIntent | None:
-        """After a restart, the last valid intent of a model whose intent is now invalid."""
+    def _last_valid_from_history(self, model: str, revision: int) -> ModelIntent | None:
+        """After a restart, the last valid intent of a model whose intent is now invalid: the
+        newest entries only, a few at a time (Registry.last_valid_intent), once per revision."""
+        checked = self._no_valid_history.get(model)
+        if checked is not None and checked[0] == revision and self._clock() - checked[1] < HISTORY_RECHECK:
+            return None
         try:
-            entries = self._registry.history(model)
+            found = self._registry.last_valid_intent(model)
         except Exception as exc:  # noqa: BLE001 (history is a fallback; never fail the pass)
             self._log.info("history_unreadable", model=model, error=str(exc))
             return None
-        for entry in reversed(entries):
-            if entry.new is not None:
-                try:
-                    return ModelIntent.model_validate(entry.new)
-                except ValueError:
-                    continue
-        return None
-
-    def _record_history(self, snap: FleetSnapshot) -> None:
-        """Give intents written with plain etcdctl their history entry (the CLI writes its own)."""
-        fence = self._election.fence()
-        for model, parsed in snap.intents.items():
-            if self._recorded.get(model) != parsed.revision and self._record(model, parsed.raw, parsed.revision, fence):
-                self._recorded[model] = parsed.revision
-        for model in list(self._recorded):
-            if model not in snap.intents and self._record(model, None, snap.revision, fence):
-                del self._recorded[model]
-
-    def _record(self, model: str, raw: bytes | None, revision: int, fence) -> bool:
-        """True when the change is recorded (or needs no entry); False to try again next pass."""
-        try:
-            if self._registry.record_external_change(model, raw, revision, fence):
-                self._metrics.writes.labels("history", "put").inc()
-            return True
-        except RegistryError as exc:  # not a JSON object: nothing to record; modelstatus says why
-            self._log.info("history_not_recorded", model=model, reason=str(exc))
-            return True
-        except ConflictError as exc:
-            self._log.info("history_not_recorded", model=model, reason=str(exc))
-            return False
+        if found is None:
+            self._no_valid_history[model] = (revision, self._clock())
+        return found
 
     # -- writes ------------------------------------------------------------------------------------
     def _route_ops(self, snap: FleetSnapshot) -> list[Put | Delete]:

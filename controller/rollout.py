@@ -1,9 +1,12 @@
 """Rollout planner: which versions and labels each replica of a model gets next.
 
-Pure (no I/O, no clock: ``now`` is passed in). The phase is not stored anywhere: it is
-derived every time from what the replicas' assignments hold now, the intent, and what the
-agents report. A controller that restarts or fails over mid-rollout therefore continues
-exactly where the fleet is, with no hidden state.
+Pure (no I/O, no clock: ``now`` is passed in). The phase is derived every time from what the
+replicas' assignments hold now, the intent, and what the agents report. The one thing the
+assignments cannot tell, once every replica holds old and new versions side by side, is
+which versions were there before; the controller's own report of the model
+(``modelstatus.rollout.from_versions`` / ``from_labels``, in etcd) remembers it, passed in as
+``memory``. A controller that restarts or fails over mid-rollout therefore continues (and can
+abort) exactly where the fleet is.
 
 Make-before-break, for an intent with a ``specific`` version list T, when the replicas'
 assignments hold the versions A:
@@ -19,11 +22,19 @@ and a model with two or more healthy replicas never drops to zero AVAILABLE repl
 Canary (``rollout.strategy == "canary"``): only the first ``canary_replicas`` replicas (by
 host name) go through ``adding``, with a ``canary`` label on the newest new version; the
 others keep the old versions. ``rollout.promote`` turns it into a rolling rollout of every
-replica; ``rollout.abort`` takes the new versions away again.
+replica.
 
-A new version that fails to load on any replica (END with an error) aborts the rollout
-automatically: the failure is recorded with the version, host and TF Serving's message, and
-the version is not tried again before ``failure_backoff_seconds`` have passed.
+Abort (``rollout.abort``, phase ``aborting``) works in every phase of both strategies and
+ends with the assignments holding only the versions and labels served before the rollout:
+while every replica still holds the old versions they simply lose the new ones; after
+``removing`` the old versions are first added back and the new ones go once the old ones
+are AVAILABLE again (make-before-break in reverse).
+
+A new version that cannot be served on any replica aborts the rollout automatically (phase
+``backoff``), the same way: TF Serving's load failure (END with an error), or an agent that
+acted on the assignment and reports an error instead of the version (its directory is
+missing, base_path unreadable). The failure is recorded with the version, host and message,
+and the version is not tried again before ``failure_backoff_seconds`` have passed.
 
 Intents with a ``latest`` or ``all`` policy leave version choice to TF Serving (it follows
 the directories on disk): every replica simply gets the intent's config.
@@ -61,12 +72,21 @@ class Replica:
         return report is not None and report.state == "AVAILABLE"
 
     def failed(self, version: int) -> str | None:
-        """TF Serving's message when this version failed to load here."""
+        """Why this version cannot be served here, or None.
+
+        TF Serving's message when it failed to load (END with an error code); or the agent's
+        error when the agent, acting on an assignment that names the version, reports an
+        error and not the version: it could not apply the assignment (the version's
+        directory is missing, base_path is unreadable, a label points at nothing) and keeps
+        serving the last valid one. Either way the version will not come by waiting.
+        """
         if self.status is None:
             return None
         report = self.status.versions.get(str(version))
         if report is not None and report.state == "END" and report.error_code != 0:
             return report.error_message or f"error code {report.error_code}"
+        if report is None and self.status.error and self.reported() and version in (_versions_of(self.assignment) or ()):
+            return self.status.error
         return None
 
 
@@ -77,6 +97,21 @@ class Failure:
     error: str
     at: dt.datetime
     retry_after: dt.datetime
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the model's previous report said about its rollout (modelstatus.rollout): the
+    versions and labels served before it, which an abort goes back to."""
+
+    phase: str
+    from_versions: tuple[int, ...]
+    to_versions: tuple[int, ...]
+    from_labels: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, report) -> Memory:  # a schema.RolloutReport
+        return cls(report.phase, tuple(report.from_versions), tuple(report.to_versions), dict(report.from_labels))
 
 
 @dataclass(frozen=True)
@@ -91,6 +126,7 @@ class Step:
     canary_hosts: tuple[str, ...] = ()
     new_failures: tuple[Failure, ...] = ()
     failures: tuple[Failure, ...] = field(default_factory=tuple)  # still backing off
+    from_labels: Mapping[str, int] = field(default_factory=dict)  # the labels before the rollout
 
 
 def _versions_of(assignment: Assignment | None) -> tuple[int, ...] | None:
@@ -117,7 +153,7 @@ def _current_labels(replicas: Sequence[Replica], keep: set[int]) -> dict[str, in
     return {}
 
 
-def plan_rollout(intent: ModelIntent, replicas: Sequence[Replica], failures: Sequence[Failure], now: dt.datetime) -> Step:
+def plan_rollout(intent: ModelIntent, replicas: Sequence[Replica], failures: Sequence[Failure], now: dt.datetime, memory: Memory | None = None) -> Step:
     hosts = sorted(r.host for r in replicas)
     target = _versions_of(intent.assignment())
     if target is None:
@@ -126,91 +162,138 @@ def plan_rollout(intent: ModelIntent, replicas: Sequence[Replica], failures: Seq
         return Step({h: config for h in hosts}, "stable")
 
     final = intent.assignment()
-    if not failures and replicas and all(r.assignment == final for r in replicas) and not _any_failed(replicas, target):
-        # Converged (the common case in a large fleet): nothing to decide.
+    aborting = intent.rollout.abort and memory is not None and memory.phase != "stable"
+    if not failures and not aborting and replicas and all(r.assignment == final for r in replicas) and not _any_failed(replicas, target):
+        # Converged (the common case in a large fleet): nothing to decide, unless the old
+        # versions are still going away (then the rollout is not over, and can be aborted).
+        if memory is not None and memory.phase == "removing" and _still_removing(replicas, target):
+            return _removing_step(memory, hosts, final, target)
         return Step({h: final for h in hosts}, "stable", (), target)
 
+    existing = [r for r in replicas if r.assignment is not None]
+    held = _current_versions(existing)
+    old, old_labels = _origin(memory, held, target, replicas)
+    introduced = tuple(v for v in target if v not in old)  # the versions this rollout brings
     active_failures = tuple(f for f in failures if f.retry_after > now)
-    new_failures = _detect_failures(replicas, target, active_failures, intent, now)
-    blocked = {f.version for f in active_failures + new_failures}
+    new_failures = _detect_failures(replicas, introduced, active_failures, intent, now)
+    failed = active_failures + new_failures
+    blocked = {f.version for f in failed}
 
-    held = _current_versions([r for r in replicas if r.assignment is not None])
     if not held:  # a fresh model (or every replica new): no rollout, serve the target
         versions = tuple(v for v in target if v not in blocked) or target
         labels = {k: v for k, v in intent.version_labels.items() if v in versions}
         config = intent.assignment(versions, labels)
-        return Step({h: config for h in hosts}, "stable", (), versions, failures=active_failures + new_failures, new_failures=new_failures)
+        return Step({h: config for h in hosts}, "stable", (), versions, failures=failed, new_failures=new_failures)
 
-    old = tuple(sorted(held - set(target)))
-    new = tuple(v for v in target if v not in held)
+    if blocked & set(introduced):
+        # Automatic abort: back to what was served before, until the backoff has passed.
+        reason = "; ".join(f"version {f.version} failed to load on {f.host}: {f.error}; retrying after {f.retry_after.isoformat()}" for f in failed)
+        return _abort_step(intent, replicas, hosts, held, old, old_labels, target, "backoff", reason, failed, new_failures)
+
+    if intent.rollout.abort and (held | set(target)) - old:
+        listed = ", ".join(map(str, sorted((held | set(target)) - old)))
+        reason = f"rollout.abort is set: version {listed} taken away; start a rollout again to clear it"
+        return _abort_step(intent, replicas, hosts, held, old, old_labels, target, "aborting", reason, failed, new_failures)
+
     wanted = tuple(v for v in target if v not in blocked)
-    if blocked & set(target) and old:
-        # Abort: back to what was served before, until the backoff has passed.
-        versions = tuple(sorted(held - blocked)) or old
-        labels = _current_labels(replicas, set(versions))
-        config = intent.assignment(versions, labels)
-        reason = "; ".join(f"version {f.version} failed to load on {f.host}: {f.error}; retrying after {f.retry_after.isoformat()}" for f in active_failures + new_failures)
-        return Step({h: config for h in hosts}, "backoff", tuple(sorted(held)), target, reason, failures=active_failures + new_failures, new_failures=new_failures)
+    if intent.rollout.strategy == "canary" and not intent.rollout.promote and introduced:
+        return _canary_step(intent, hosts, old, old_labels, target, wanted, failed, new_failures)
+    return _rolling_step(intent, replicas, hosts, held, old, old_labels, wanted, target, new_failures, failed)
 
-    rollout = intent.rollout
-    canary = rollout.strategy == "canary" and not rollout.promote
-    if rollout.abort:
-        existing = [r for r in replicas if r.assignment is not None]
-        base = _versions_everywhere(existing) or held
-        introduced = (held | set(target)) - base
-        if introduced:
-            config = intent.assignment(tuple(sorted(base)), _current_labels(replicas, base))
-            listed = ", ".join(map(str, sorted(introduced)))
-            return Step({h: config for h in hosts}, "aborting", tuple(sorted(held)), target, f"rollout.abort is set: version {listed} taken away; clear it to roll out again")
-    if canary and (new or _canary_in_progress(replicas, target)):
-        return _canary_step(intent, replicas, hosts, held, target, wanted)
-    return _rolling_step(intent, replicas, hosts, held, wanted, target, new_failures, active_failures)
+
+def _origin(memory: Memory | None, held: set[int], target: tuple[int, ...], replicas: Sequence[Replica]) -> tuple[set[int], dict[str, int]]:
+    """The versions and labels served before this rollout: what an abort goes back to.
+
+    Remembered in the model's report while the rollout runs (the assignments alone cannot
+    tell which of the versions they hold are new once every replica holds both). Without a
+    report of this rollout, it is what the replicas hold that the intent does not want, or
+    else everything they hold.
+    """
+    if memory is not None and memory.phase != "stable" and memory.to_versions == target and memory.from_versions:
+        old = set(memory.from_versions)
+        # (a report written before from_labels existed: the labels the assignments still
+        # give the old versions)
+        return old, dict(memory.from_labels) or _current_labels(replicas, old)
+    old = (held - set(target)) or set(held)
+    return old, _current_labels(replicas, old)
+
+
+def _abort_step(intent, replicas, hosts, held, old, old_labels, target, phase, reason, failed, new_failures) -> Step:
+    """Back to the old versions and labels, make-before-break in reverse.
+
+    While every replica's assignment still holds the old versions (adding, labeling, a
+    canary), the new ones go at once. Once a replica was told to drop them (removing), they
+    are first added back next to the new ones, and the new ones go only when the old ones
+    are AVAILABLE on every replica that has reported on its assignment (at least one), as a
+    forward rollout waits for the new ones.
+    """
+    existing = [r for r in replicas if r.assignment is not None]
+    back = intent.assignment(tuple(sorted(old)), old_labels)
+    common = dict(from_versions=tuple(sorted(old)), to_versions=target, from_labels=old_labels, failures=failed, new_failures=new_failures)
+    everywhere = all(old <= set(_versions_of(r.assignment) or ()) for r in existing)
+    reported = [r for r in existing if r.reported()]
+    old_available = bool(reported) and all(r.available(v) for r in reported for v in old)
+    if everywhere and (old_available or held == old):
+        return Step({h: back for h in hosts}, phase, reason=reason, **common)
+    union = tuple(sorted(held | old))
+    labels = _current_labels(replicas, held | old)
+    config = intent.assignment(union, labels)
+    waiting = f"adding version {', '.join(map(str, sorted(old)))} back before taking version {', '.join(map(str, sorted(held - old)))} away"
+    return Step({h: config for h in hosts}, phase, reason=f"{reason}; {waiting}", **common)
+
+
+def _still_removing(replicas: Sequence[Replica], target: tuple[int, ...]) -> bool:
+    """Some replica has not confirmed the removal: its agent has not reported on the current
+    assignment yet, or still reports a version the target does not hold (UNLOADING)."""
+    wanted = {str(v) for v in target}
+    return any(r.status is not None and (not r.reported() or set(r.status.versions) - wanted) for r in replicas if r.assignment is not None)
+
+
+def _removing_step(memory: Memory, hosts: Sequence[str], final: Assignment, target: tuple[int, ...]) -> Step:
+    removed = ", ".join(map(str, sorted(set(memory.from_versions) - set(target)))) or "the old versions"
+    return Step({h: final for h in hosts}, "removing", memory.from_versions, target, f"waiting for every replica to unload version {removed}",
+                from_labels=dict(memory.from_labels))
 
 
 def _any_failed(replicas: Sequence[Replica], target: tuple[int, ...]) -> bool:
     return any(r.failed(v) is not None for r in replicas for v in target)
 
 
-def _canary_in_progress(replicas: Sequence[Replica], target: tuple[int, ...]) -> bool:
-    """Some replicas hold a target version others do not: a canary is running."""
-    holding = [set(_versions_of(r.assignment) or ()) for r in replicas if r.assignment is not None]
-    return any(set(target) - h for h in holding) and any(set(target) & h for h in holding)
-
-
-def _canary_step(intent, replicas, hosts, held, target, wanted) -> Step:
+def _canary_step(intent, hosts, old, old_labels, target, wanted, failed, new_failures) -> Step:
     k = intent.rollout.canary_replicas
     canary_hosts = tuple(hosts[:k])
-    stable_versions = tuple(sorted(held - (set(target) - _versions_everywhere(replicas))))
-    stable_labels = _current_labels(replicas, set(stable_versions))
-    newest = max(set(wanted) - set(stable_versions), default=None)
+    stable_versions = tuple(sorted(old))
+    newest = max(set(wanted) - old, default=None)
     assignments = {}
     for host in hosts:
         if host in canary_hosts and newest is not None:
-            versions = tuple(sorted(set(stable_versions) | set(wanted)))
-            assignments[host] = intent.assignment(versions, {**stable_labels, CANARY_LABEL: newest})
+            versions = tuple(sorted(old | set(wanted)))
+            assignments[host] = intent.assignment(versions, {**old_labels, CANARY_LABEL: newest})
         else:
-            assignments[host] = intent.assignment(stable_versions, stable_labels)
-    return Step(assignments, "canary", stable_versions, target, f"canary on {', '.join(canary_hosts)}: set rollout.promote to roll out everywhere", canary_hosts)
+            assignments[host] = intent.assignment(stable_versions, old_labels)
+    return Step(assignments, "canary", stable_versions, target, f"canary on {', '.join(canary_hosts)}: run `tfleet rollout promote <model>` to roll out everywhere (or `tfleet rollout abort <model>`)", canary_hosts,
+                failures=failed, new_failures=new_failures, from_labels=old_labels)
 
 
 def _versions_everywhere(replicas: Sequence[Replica]) -> set[int]:
-    """Versions every existing replica holds (the stable set during a canary)."""
+    """Versions every existing replica holds."""
     sets = [set(_versions_of(r.assignment) or ()) for r in replicas if r.assignment is not None]
     return set.intersection(*sets) if sets else set()
 
 
-def _rolling_step(intent, replicas, hosts, held, wanted, target, new_failures, active_failures) -> Step:
+def _rolling_step(intent, replicas, hosts, held, origin, origin_labels, wanted, target, new_failures, failures) -> Step:
     wanted_set = set(wanted)
     union = tuple(sorted(held | wanted_set))
     missing = wanted_set - held
     existing = [r for r in replicas if r.assignment is not None]
     all_hold_union = all(set(_versions_of(r.assignment) or ()) >= wanted_set for r in existing)
     target_labels = {k: v for k, v in intent.version_labels.items() if v in wanted_set}
-    failures = active_failures + new_failures
+    common = dict(from_versions=tuple(sorted(origin)), to_versions=target, from_labels=origin_labels, failures=failures, new_failures=new_failures)
     if missing or not all_hold_union:
         labels = _current_labels(replicas, held | wanted_set)
         config = intent.assignment(union, labels)
-        return Step({h: config for h in hosts}, "adding", tuple(sorted(held)), target, f"adding version {', '.join(map(str, sorted(wanted_set - _versions_everywhere(replicas)) or sorted(missing)))}", failures=failures, new_failures=new_failures)
+        adding = ", ".join(map(str, sorted(wanted_set - _versions_everywhere(replicas)) or sorted(missing)))
+        return Step({h: config for h in hosts}, "adding", reason=f"adding version {adding}", **common)
     ready = [r for r in existing if r.reported()]
     new_available = all(r.available(v) for r in ready for v in wanted_set) and bool(ready)
     labels_now = _current_labels(replicas, held)
@@ -218,16 +301,16 @@ def _rolling_step(intent, replicas, hosts, held, wanted, target, new_failures, a
     if labels_now != target_labels:
         if not new_available:
             config = intent.assignment(union, labels_now)
-            return Step({h: config for h in hosts}, "adding", tuple(sorted(held)), target, "waiting for the new versions to be AVAILABLE on every replica", failures=failures, new_failures=new_failures)
+            return Step({h: config for h in hosts}, "adding", reason="waiting for the new versions to be AVAILABLE on every replica", **common)
         config = intent.assignment(union, target_labels)
-        return Step({h: config for h in hosts}, "labeling", tuple(sorted(held)), target, "moving labels to the new versions", failures=failures, new_failures=new_failures)
+        return Step({h: config for h in hosts}, "labeling", reason="moving labels to the new versions", **common)
     if old:
         labels_applied = all(r.reported() and dict(r.status.version_labels) == target_labels for r in existing)  # type: ignore[union-attr]
         if not (labels_applied and new_available):
             config = intent.assignment(union, target_labels)
-            return Step({h: config for h in hosts}, "labeling", tuple(sorted(held)), target, "waiting for every replica to apply the new labels", failures=failures, new_failures=new_failures)
+            return Step({h: config for h in hosts}, "labeling", reason="waiting for every replica to apply the new labels", **common)
         config = intent.assignment(tuple(sorted(wanted_set)), target_labels)
-        return Step({h: config for h in hosts}, "removing", tuple(sorted(held)), target, f"removing version {', '.join(map(str, sorted(old)))}", failures=failures, new_failures=new_failures)
+        return Step({h: config for h in hosts}, "removing", reason=f"removing version {', '.join(map(str, sorted(old)))}", **common)
     config = intent.assignment(tuple(sorted(wanted_set)), target_labels)
     return Step({h: config for h in hosts}, "stable", (), target, failures=failures, new_failures=new_failures)
 

@@ -86,7 +86,7 @@ class ScheduleRunner:
 
     def _default_rollback_target(self, model: str) -> int | None:
         """The entry before the last change, resolved once at claim time."""
-        entries = [e for e in self._registry.history(model) if e.new is not None]
+        entries = [e for e in self._registry.history(model, limit=10) if e.new is not None]
         return entries[-2].sequence if len(entries) >= 2 else None
 
     def _act(self, model: str, action: ScheduledAction) -> str:

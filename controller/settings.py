@@ -16,6 +16,7 @@ class ControllerSettings(BaseModel):
     id: str
     etcd: EtcdSettings
     http_port: int = Field(ge=0, le=65535)
+    # All interfaces: Prometheus scrapes /metrics and uses /sd (docs/operations.md, "Exposure").
     http_host: str = "0.0.0.0"
     prefix: str = DEFAULT_PREFIX
     lease_ttl: int = 10
@@ -23,7 +24,13 @@ class ControllerSettings(BaseModel):
     coalesce_window: float = Field(default=0.1, ge=0.0, le=5.0)
     # The read-only web dashboard (controller/dashboard.py): None = not served, 0 = any free port.
     dashboard_port: int | None = Field(default=None, ge=0, le=65535)
-    dashboard_host: str = "0.0.0.0"
+    # Loopback by default: the dashboard has no authentication; expose it on purpose.
+    dashboard_host: str = "127.0.0.1"
+    # Seconds a host's TF Serving may not answer (its agent's tfs_unresponsive_since) before
+    # its replicas are placed elsewhere, make-before-break (controller/placement.py, rule 3).
+    tfs_unresponsive_grace: float = Field(default=60.0, ge=0.0)
+    # History retention: the newest N entries of each model are kept (controller/history.py).
+    history_keep: int = Field(default=100, ge=1, le=1_000_000)
 
     @field_validator("id")
     @classmethod

@@ -14,12 +14,13 @@ form (the CLI, tests); both file through the same KeyFiles, so they cannot disag
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from tfleet import schema
-from tfleet.keyspace import InvalidName, Keyspace
+from tfleet.keyspace import InvalidName, Keyspace, validate_name
 from tfleet.schema import (
     Assignment,
     HostControl,
@@ -36,6 +37,7 @@ from tfleet.schema import (
 from tfleet.store import Snapshot
 
 T = TypeVar("T")
+_VERSION_RE = re.compile(r"[0-9]{1,19}")
 
 # The sections of the keyspace a FleetSnapshot is made of (history/ is not: no pass reads it).
 SECTIONS = ("models", "hosts", "hostctl", "assignments", "status", "modelstatus", "versions", "schedules", "routes", "leader")
@@ -72,6 +74,11 @@ class FleetSnapshot:
     leader: Parsed[LeaderRecord] | None = None
     # key -> why it could not be read at all (``problems`` lists them in key order)
     problem_keys: dict[str, str] = field(default_factory=dict)
+    # Every value no reader can use, key -> why (names and values alike): the input of the
+    # fleet's problems key (controller/problems.py) and of `tfleet status`.
+    bad_values: dict[str, str] = field(default_factory=dict)
+    # the revision at which bad_values last changed (the problems key is rewritten only then)
+    bad_values_revision: int = 0
     # models whose stored intent does not parse (kept here so a gauge need not scan intents)
     invalid_intents: set[str] = field(default_factory=set)
     # What differs from the previous state of the same FleetBuilder (None: unknown, plan all):
@@ -102,7 +109,8 @@ class FleetSnapshot:
             "holders": self.holders, "held_by": self.held_by, "statuses": self.statuses,
             "status_revisions": self.status_revisions, "status_hosts": self.status_hosts, "routes": self.routes,
             "modelstatus": self.modelstatus, "versions": self.versions, "schedules": self.schedules,
-            "leader": self.leader, "problems": self.problems, "invalid_intents": self.invalid_intents,
+            "leader": self.leader, "problems": self.problems, "bad_values": self.bad_values,
+            "invalid_intents": self.invalid_intents,
         }
 
 
@@ -112,6 +120,37 @@ def _discard(index: dict[str, set[str]], name: str, member: str) -> None:
         members.discard(member)
         if not members:
             del index[name]
+
+
+def _bad(key: str, error: str, *, unread: bool = True) -> tuple[Filer, Filer]:
+    """File a value nobody can use where operators look for it (never drop it silently).
+
+    unread=False: the value is also filed where it belongs (an intent, assignment or
+    schedule with its error, reported on its model), so it is not repeated in ``problems``.
+    """
+
+    def file(fleet: FleetSnapshot) -> None:
+        if unread:
+            fleet.problem_keys[key] = error
+        fleet.bad_values[key] = error
+
+    def unfile(fleet: FleetSnapshot) -> None:
+        fleet.problem_keys.pop(key, None)
+        fleet.bad_values.pop(key, None)
+
+    return file, unfile
+
+
+def _both(first: tuple[Filer, Filer], second: tuple[Filer, Filer]) -> tuple[Filer, Filer]:
+    def file(fleet: FleetSnapshot) -> None:
+        first[0](fleet)
+        second[0](fleet)
+
+    def unfile(fleet: FleetSnapshot) -> None:
+        second[1](fleet)
+        first[1](fleet)
+
+    return file, unfile
 
 
 def _parse(model: type[T], key: str, value: bytes, revision: int) -> Parsed[T]:
@@ -147,11 +186,6 @@ def _in_dict(attr: str, name: Any, value: Any) -> tuple[Filer, Filer]:
             lambda fleet: getattr(fleet, attr).pop(name, None))
 
 
-def _as_problem(key: str, message: str) -> tuple[Filer, Filer]:
-    return (lambda fleet: fleet.problem_keys.__setitem__(key, message),
-            lambda fleet: fleet.problem_keys.pop(key, None))
-
-
 def _filers(ks: Keyspace, key: str, value: bytes, revision: int) -> tuple[Filer, Filer]:
     rest = key[len(ks.prefix) + 1 :]
     section, _, tail = rest.partition("/")
@@ -168,24 +202,28 @@ def _filers(ks: Keyspace, key: str, value: bytes, revision: int) -> tuple[Filer,
             fleet.intents.pop(name, None)
             fleet.invalid_intents.discard(name)
 
-        return file_intent, unfile_intent
+        if parsed.error is None:
+            return file_intent, unfile_intent
+        return _both((file_intent, unfile_intent), _bad(key, parsed.error, unread=False))
     if section in ("hosts", "hostctl", "modelstatus"):
         prefix = {"hosts": ks.hosts_prefix(), "hostctl": ks.hostctl_prefix(), "modelstatus": ks.modelstatus_prefix()}[section]
         name = ks.name_after(key, prefix)
         kind: type[Any] = {"hosts": HostRecord, "hostctl": HostControl, "modelstatus": ModelStatusReport}[section]
         parsed_doc = _parse(kind, key, value, revision)
         if parsed_doc.value is None:
-            return _as_problem(key, parsed_doc.error or key)
+            return _bad(key, parsed_doc.error or key)
         return _in_dict(section, name, parsed_doc.value)
     if section == "assignments":
         place = ks.parse_host_model(key, "assignments")
         parsed_assignment = _parse(Assignment, key, value, revision)
-        return (lambda fleet: fleet.add_assignment(place, parsed_assignment), lambda fleet: fleet.remove_assignment(place))
+        filers: tuple[Filer, Filer] = (lambda fleet: fleet.add_assignment(place, parsed_assignment),
+                                       lambda fleet: fleet.remove_assignment(place))
+        return filers if parsed_assignment.error is None else _both(filers, _bad(key, parsed_assignment.error, unread=False))
     if section == "status":
         place = ks.parse_host_model(key, "status")
         status = _parse(ModelStatus, key, value, revision)
         if status.value is None:
-            return _nothing, _nothing
+            return _bad(key, status.error or key)
 
         def file_status(fleet: FleetSnapshot) -> None:
             fleet.statuses[place] = status.value  # type: ignore[assignment]
@@ -200,11 +238,15 @@ def _filers(ks: Keyspace, key: str, value: bytes, revision: int) -> tuple[Filer,
         return file_status, unfile_status
     if section == "versions":
         model, _, version = tail.partition("/")
+        if not _VERSION_RE.fullmatch(version):  # str.isdigit() accepts "²", which int() refuses
+            raise InvalidName(f"key {key!r} must have the form {ks.versions_prefix()}<model>/<version>, the version in decimal digits")
+        validate_name("model", model)
         record = _parse(VersionRecord, key, value, revision)
-        # only the canonical spelling of a number: "01" and "1" must not share a slot
-        if record.value is None or not version.isdigit() or str(int(version)) != version:
-            return _nothing, _nothing
+        if record.value is None:
+            return _bad(key, record.error or key)
         number = int(version)
+        if str(number) != version:  # "01" and "1" must not share a slot
+            raise InvalidName(f"key {key!r}: version {version!r} must be written without leading zeros ({number})")
 
         def file_version(fleet: FleetSnapshot) -> None:
             fleet.versions.setdefault(model, {})[number] = record.value  # type: ignore[assignment]
@@ -219,15 +261,20 @@ def _filers(ks: Keyspace, key: str, value: bytes, revision: int) -> tuple[Filer,
         return file_version, unfile_version
     if section == "schedules":
         model, _, schedule_id = tail.partition("/")
-        return _in_dict("schedules", (model, schedule_id), _parse(ScheduledAction, key, value, revision))
+        validate_name("model", model)
+        validate_name("schedule", schedule_id)
+        parsed_action = _parse(ScheduledAction, key, value, revision)
+        filed = _in_dict("schedules", (model, schedule_id), parsed_action)
+        return filed if parsed_action.error is None else _both(filed, _bad(key, parsed_action.error, unread=False))
     if section == "routes":
         name = ks.name_after(key, ks.routes_prefix())
         table = _parse(RouteTable, key, value, revision).value
         return _in_dict("routes", name, table if table is not None and table.model == name else None)
     if key == ks.leader():
         leader = _parse(LeaderRecord, key, value, revision)
-        return (lambda fleet: setattr(fleet, "leader", leader), lambda fleet: setattr(fleet, "leader", None))
-    return _nothing, _nothing  # history, and keys of later versions: not planning input
+        filed_leader: tuple[Filer, Filer] = (lambda fleet: setattr(fleet, "leader", leader), lambda fleet: setattr(fleet, "leader", None))
+        return filed_leader if leader.error is None else _both(filed_leader, _bad(key, leader.error, unread=False))
+    return _nothing, _nothing  # history, problems, and keys of later versions: not planning input
 
 
 def parse_key(ks: Keyspace, key: str, value: bytes, revision: int) -> KeyFile:
@@ -235,13 +282,15 @@ def parse_key(ks: Keyspace, key: str, value: bytes, revision: int) -> KeyFile:
     try:
         file, unfile = _filers(ks, key, value, revision)
     except InvalidName as exc:
-        file, unfile = _as_problem(key, f"{key}: {exc}")
+        file, unfile = _bad(key, schema.safe_text(f"{key}: {exc}"))
+    except Exception as exc:  # noqa: BLE001 - one key must never fail the whole snapshot
+        file, unfile = _bad(key, schema.safe_text(f"{key}: could not be read ({type(exc).__name__}: {exc})")[:2000])
     return KeyFile(key, revision, value, file, unfile)
 
 
 def read(snapshot: Snapshot, ks: Keyspace) -> FleetSnapshot:
     """Parse every key of one snapshot (no memory of earlier reads)."""
-    fleet = FleetSnapshot(snapshot.revision)
+    fleet = FleetSnapshot(snapshot.revision, bad_values_revision=snapshot.revision)
     for kv in snapshot.items:
         parse_key(ks, kv.key, kv.value, kv.mod_revision).file(fleet)
     return fleet
@@ -269,7 +318,7 @@ class FleetBuilder:
 
     def rebuild(self, revision: int, files: Iterable[KeyFile]) -> FleetSnapshot:
         """A new snapshot of exactly ``files`` (change sets None: everything is new)."""
-        fleet = FleetSnapshot(revision)
+        fleet = FleetSnapshot(revision, bad_values_revision=revision)
         self._filed = {}
         for keyfile in files:
             keyfile.file(fleet)
@@ -283,13 +332,17 @@ class FleetBuilder:
         fleet = self.fleet
         if fleet is None:
             return self.rebuild(revision, (f for f in changes.values() if f is not None))
+        bad = fleet.bad_values
         for key, keyfile in changes.items():
+            was_bad = bad.get(key)
             old = self._filed.pop(key, None)
             if old is not None:
                 old.unfile(fleet)
             if keyfile is not None:
                 keyfile.file(fleet)
                 self._filed[key] = keyfile
+            if bad.get(key) != was_bad:
+                fleet.bad_values_revision = revision
         quiet = set(quiet)
         models: set[str] = set()
         hosts: set[str] = set()

@@ -6,8 +6,10 @@ Suite-specific fixtures belong in the suite's own conftest.py (e.g. tests/integr
 from __future__ import annotations
 
 import itertools
+import os
 import pathlib
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,6 +26,30 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The CLI reads the context file of a running `tfleet dev` (tfleet/cli/context.py); a
+    # developer's own fleet must never leak into the tests, nor the tests' into theirs. Set
+    # in os.environ so that the subprocesses the tests start inherit it; tests that want a
+    # context file point TFLEET_CONTEXT at their own tmp_path.
+    os.environ["TFLEET_CONTEXT"] = "/nonexistent/tfleet-tests-use-no-context-file.json"
+
+
+
+@pytest.fixture
+def context_file(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
+    """A context file path of this test's own (TFLEET_CONTEXT), not written yet; no
+    TFLEET_ETCD_ENDPOINTS, so the context file is what the CLI would go by."""
+    path = tmp_path / "tfleet" / "context.json"
+    monkeypatch.setenv("TFLEET_CONTEXT", str(path))
+    monkeypatch.delenv("TFLEET_ETCD_ENDPOINTS", raising=False)
+    return path
+
+def _remove_data(server: LocalEtcd) -> None:
+    """Delete a stopped etcd's data (its log stays, for failed tests): etcd preallocates a 64 MB
+    WAL segment per member, so keeping them made one run of the suite leave ~1 GB behind."""
+    shutil.rmtree(server.data_dir / "member", ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEtcd]:
     """One etcd for the whole run; tests keep apart through the `prefix` fixture.
@@ -34,6 +60,7 @@ def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEtcd]
     server.start()
     yield server
     server.stop()
+    _remove_data(server)
 
 
 @pytest.fixture
@@ -42,20 +69,22 @@ def etcd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
 
     Every instance made here is stopped at teardown, also after a failed test.
     """
-    made: list[LocalEtcd] = []
+    made: list[tuple[LocalEtcd, bool]] = []
 
     def make(start: bool = True, **kwargs: Any) -> LocalEtcd:
         kwargs.setdefault("unsafe_no_fsync", True)
-        data_dir = kwargs.pop("data_dir", None) or tmp_path_factory.mktemp("etcd")
-        server = LocalEtcd(pathlib.Path(data_dir), **kwargs)
-        made.append(server)
+        given = kwargs.pop("data_dir", None)
+        server = LocalEtcd(pathlib.Path(given or tmp_path_factory.mktemp("etcd")), **kwargs)
+        made.append((server, given is None))
         if start:
             server.start()
         return server
 
     yield make
-    for server in made:
+    for server, ours in made:
         server.stop()
+        if ours:  # a data_dir the test passed in is the test's to keep or remove
+            _remove_data(server)
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,16 @@ any fixed sleep is either too long everywhere or too short somewhere.
 
 from __future__ import annotations
 
+import datetime as dt
 import pathlib
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from tfleet.schema import RouteTable
 
 T = TypeVar("T")
 
@@ -49,6 +53,37 @@ def wait_until(
         return result  # type: ignore[return-value]
     detail = f"; last error: {last_error!r}" if last_error is not None else ""
     raise AssertionError(f"{message} (not true after {timeout:g}s{detail})")
+
+
+
+class FakeClock:
+    """A clock (seconds, like time.monotonic) that moves only when the test moves ``now``.
+
+    Pass it where the code under test takes ``clock=``; set or add to ``now`` to let time pass.
+    """
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+
+ROUTES_AT = dt.datetime(2026, 11, 27, 15, 0, tzinfo=dt.timezone.utc)
+
+
+def route_endpoint(host: str, ip: str, grpc: int = 8500, rest: int = 8501) -> dict:
+    """One endpoint of a route table, as stored: gRPC and REST address of ``host`` at ``ip``."""
+    address = f"[{ip}]" if ":" in ip else ip
+    return {"host": host, "grpc_address": f"{address}:{grpc}", "rest_address": f"{address}:{rest}"}
+
+
+def route_table(model: str, endpoints: list[dict], versions: dict | None = None, labels: dict | None = None) -> RouteTable:
+    """A route table as the controller writes it (updated_at fixed at ROUTES_AT)."""
+    from tfleet.schema import RouteTable
+
+    return RouteTable(model=model, versions=versions or {}, labels=labels or {}, endpoints=endpoints, updated_at=ROUTES_AT)
 
 
 @dataclass(frozen=True)

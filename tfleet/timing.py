@@ -21,3 +21,34 @@ def check_lease_timing(lease_ttl: int, call_timeout: float, consequence: str) ->
             f"the etcd call timeout ({call_timeout:g} s) must be shorter than the lease renew "
             f"interval (lease TTL {lease_ttl} s / 3 = {renew_every:g} s), or {consequence}"
         )
+
+
+def unresponsive_detection_seconds(probe_interval: float, call_timeout: float, failures: int) -> float:
+    """The longest a hung TF Serving goes unnoticed by its agent: ``failures`` probes in a row
+    must pass their deadline, one probe every probe_interval (each lasting up to call_timeout)."""
+    return failures * (probe_interval + call_timeout)
+
+
+def check_unresponsive_timing(lease_ttl: int, probe_interval: float, call_timeout: float, failures: int) -> None:
+    """A hung TF Serving must leave the routes about as fast as a dead host does.
+
+    A dead host leaves when its lease expires (one TTL); a host whose TF Serving hangs keeps its
+    lease (the agent is fine), so only the agent's probes can take it out. Detection slower
+    than 4 TTLs would keep traffic on a host that answers nothing for much longer than a host
+    that died; a probe interval shorter than the call deadline would pile probes up.
+    """
+    if failures < 1:
+        raise ValueError(f"--tfs-unresponsive-after must be at least 1, not {failures}")
+    if probe_interval < call_timeout:
+        raise ValueError(
+            f"--tfs-probe-interval ({probe_interval:g} s) must not be shorter than --status-timeout "
+            f"({call_timeout:g} s): a probe must end before the next one is due"
+        )
+    detection = unresponsive_detection_seconds(probe_interval, call_timeout, failures)
+    if detection > 4 * lease_ttl:
+        raise ValueError(
+            f"a hung TF Serving would go unnoticed for up to {detection:g} s "
+            f"(--tfs-unresponsive-after {failures} x (--tfs-probe-interval {probe_interval:g} s + "
+            f"--status-timeout {call_timeout:g} s)), more than 4 x --lease-ttl ({4 * lease_ttl} s; "
+            f"a dead host leaves after one): probe more often or fail sooner"
+        )

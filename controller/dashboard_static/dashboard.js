@@ -135,6 +135,7 @@
   function modelHeader(m) {
     const tags = [];
     if (!m.managed) tags.push(el("span", { class: "tag", text: "unmanaged", title: "assignments written by hand, no intent" }));
+    if (m.health && m.health !== "ok") tags.push(el("span", { class: `tag ${m.health === "degraded" || m.health === "unknown" || m.health === "deleting" ? "warn" : "bad"}`, "data-health": m.health, text: m.health.toUpperCase(), title: m.health_reason }));
     if (m.rollout && m.rollout.phase !== "stable") tags.push(el("span", { class: "tag phase", text: m.rollout.phase, title: m.rollout.reason }));
     if (m.error) tags.push(el("span", { class: "tag bad", text: "ERROR", title: m.error }));
     if (m.reasons.length) tags.push(el("span", { class: "tag warn", text: "UNPLACED", title: m.reasons.join("\n") }));
@@ -249,6 +250,8 @@
     ]));
     if (m) {
       left.push(el("h3", { text: "Status" }), kv([
+        ["health", `${m.health}${m.health_reason ? ": " + m.health_reason : ""}`],
+        ["serving", `${m.serving_replicas}/${m.wanted_replicas}`],
         ["ready", `${m.ready_replicas}/${m.wanted_replicas}`],
         ["available", Object.entries(m.available).map(([v, n]) => `v${v}: ${n}`).join(", ") || "none"],
         ["rollout", m.rollout ? `${m.rollout.phase}${m.rollout.reason ? ": " + m.rollout.reason : ""}` : null],

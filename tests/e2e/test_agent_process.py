@@ -98,3 +98,48 @@ def test_env_variables_configure_the_agent() -> None:
 
     result = subprocess.run([sys.executable, "-m", "tfleet", "agent"], capture_output=True, text=True, timeout=60, env={**os.environ, **env})
     assert result.returncode == 2 and "--lease-ttl 1 is too short" in result.stderr
+
+
+def test_sigstopped_tf_serving_is_reported_unresponsive_then_recovers(tmp_path, etcd_server, store, prefix) -> None:
+    """The hang of issue 3 for real: `kill -STOP` of a `tfleet tfs-sim` process, then SIGCONT."""
+    import urllib.error
+    import urllib.request
+
+    fleet = Fleet(store, prefix)
+    models = tmp_path / "models"
+    make_model(models, "m", [1])
+    grpc_port, rest_port, http_port = free_port(), free_port(), free_port()
+    tfs = Daemon("tfs-h1", ["tfs-sim", "--grpc-port", str(grpc_port), "--rest-port", str(rest_port), "--file-system-poll-wait-seconds", "0.2"], tmp_path / "tfs.log").start()
+    args = [
+        "agent", "--host", "h1", "--etcd", etcd_server.client_url, "--prefix", prefix.rstrip("/"),
+        "--tfs-grpc", f"127.0.0.1:{grpc_port}", "--tfs-rest", f"127.0.0.1:{rest_port}",
+        "--http-host", "127.0.0.1", "--http-port", str(http_port),
+        "--lease-ttl", str(TTL), "--etcd-timeout", "0.5", "--reload-timeout", "3", "--status-timeout", "0.5",
+        "--tfs-probe-interval", "0.5", "--tfs-unresponsive-after", "2", "--state-dir", str(tmp_path / "state"),
+    ]
+    agent = Daemon("agent-h1", args, tmp_path / "agent.log").start()
+
+    def readyz() -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=3) as reply:
+                return reply.status
+        except urllib.error.HTTPError as err:
+            return err.code
+        except OSError:
+            return 0
+
+    try:
+        fleet.assign("h1", "m", {"base_path": str(models / "m")})
+        fleet.wait_available("h1", "m", {1}, timeout=30)
+        wait_until(lambda: readyz() == 200, 15, message="agent ready")
+        tfs.signal(signal.SIGSTOP)
+        try:
+            fleet.wait_status("h1", "m", lambda s: s.versions["1"].state == "UNKNOWN" and "unresponsive" in (s.error or ""), timeout=20, what="to report TF Serving unresponsive")
+            assert readyz() == 503
+        finally:
+            tfs.signal(signal.SIGCONT)
+        fleet.wait_available("h1", "m", {1}, timeout=30)
+        wait_until(lambda: readyz() == 200, 15, message="agent ready again")
+    finally:
+        agent.stop()
+        tfs.stop()

@@ -28,7 +28,8 @@ from tfleet import schema
 from tfleet.cli.main import cli
 from tfleet.etcd_local import free_port
 from tfleet.keyspace import Keyspace
-from tfleet.registry import Registry, checksum_version_dir
+from tfleet.modelfs import checksum_version_dir
+from tfleet.registry import Registry
 from tfleet.schema import Assignment, HostControl, HostRecord, ModelIntent, ModelStatus, VersionReport
 from tfleet.sim.fixtures import make_model
 from tfleet.sim.server import SimServer
@@ -228,8 +229,8 @@ def test_get_status_history_diff_rollback(tf, store, keys, tmp_path) -> None:
     tf.ok("apply", "-f", str(path), "--author", "bob")
 
     table = tf.ok("get", "models").splitlines()
-    assert table[0].split() == ["NAME", "SERVING", "VERSIONS", "LABELS", "PHASE", "HEALTH", "ERROR"]
-    assert table[1].split()[:4] == ["m", "-/2", "latest", "1"]
+    assert table[0].split() == ["NAME", "SERVING", "READY", "VERSIONS", "LABELS", "PHASE", "HEALTH", "ERROR"]
+    assert table[1].split()[:5] == ["m", "-/2", "-/2", "latest", "1"]
     [row] = tf.json("get", "models")
     assert (row["name"], row["wanted"], row["health"], row["intent"]["owner"]) == ("m", 2, "unknown", "vision")
     [host] = tf.json("get", "hosts")
@@ -251,6 +252,36 @@ def test_get_status_history_diff_rollback(tf, store, keys, tmp_path) -> None:
     assert (last.sequence, last.action, last.author) == (3, "rollback", "carol")
     yaml_out = tf.ok("get", "model", "m", "-o", "yaml")
     assert "name: m" in yaml_out and "replicas: 1" in yaml_out
+
+
+def test_history_diff_rollback_after_pruning_and_a_gap(tf, store, keys, tmp_path) -> None:
+    """Retention 4 (as a controller with --history-keep 4 publishes it): the CLI prunes in its
+    own writes, says clearly when an entry is pruned, and still undoes the last change."""
+    store.put(keys.history_cursor(), json.dumps({"revision": 0, "updated_at": "2026-11-27T15:00:00Z", "keep": 4}).encode())
+    path = tmp_path / "m.yaml"
+    for replicas in range(1, 9):
+        path.write_text(f"name: m\nspec: {{base_path: /models/m, replicas: {replicas}}}\n")
+        tf.ok("apply", "-f", str(path), "--author", "alice")
+    assert [e["sequence"] for e in tf.json("history", "m")] == [5, 6, 7, 8]
+    assert [e["sequence"] for e in tf.json("history", "m", "--limit", "2")] == [7, 8]
+    assert [e["sequence"] for e in tf.json("history", "m", "--before", "7")] == [5, 6]
+
+    for args in (("diff", "m", "3", "8"), ("rollback", "m", "--to", "3")):
+        result = tf(*args)
+        assert result.exit_code == 2
+        assert error_lines(result)[-1].endswith("entry 3 was pruned: model m keeps entries 5..8 (retention 4); pick one of those")
+    assert tf.json("diff", "m", "5", "8") == [{"path": "replicas", "old": 5, "new": 8}]
+    assert tf.ok("rollback", "m").startswith("m rolled back to history entry 7")
+    assert Registry(store, keys).get_intent("m")[0].replicas == 7
+    assert [e["sequence"] for e in tf.json("history", "m")] == [6, 7, 8, 9]
+
+    # A gap entry (written by the controller after etcd compaction) reads as such.
+    previous = Registry(store, keys).history("m")[-1]
+    gap = previous.model_copy(update={"sequence": 10, "action": "gap", "revisions": schema.RevisionSpan(first=40, last=90), "revision": 80,
+                                      "author": None, "source": "etcd", "previous": previous.new, "new": {**previous.new, "replicas": 3}})
+    store.put(keys.history("m", 10), schema.encode(schema.HistoryEntry.model_validate(gap.model_dump())))
+    row = tf.ok("history", "m").splitlines()[-1]
+    assert " gap " in row and "gap: revisions 40..90 not recorded" in row and "replicas: 7 -> 3" in row
 
 
 def test_unknown_names_are_bad_input(tf, store, keys) -> None:
@@ -319,6 +350,16 @@ def test_cordon_drain_uncordon_write_hostctl(tf, store, keys) -> None:
     assert unknown.exit_code == 2 and "unknown host h9" in unknown.stderr
     assert tf.ok("cordon", "h9", "--force")
     assert store.get(keys.hostctl("h9")) is not None
+
+
+def test_cordon_replaces_a_hostctl_value_only_a_lenient_reader_would_accept(tf, store, keys) -> None:
+    """{"cordoned": 1} is invalid for every strict reader (the controller ignores it): cordon
+    must write a valid value, not call it "unchanged"."""
+    put_host(store, keys, "h1")
+    store.put(keys.hostctl("h1"), b'{"cordoned": 1}')
+    assert "unchanged" not in tf.ok("cordon", "h1")
+    kv = store.get(keys.hostctl("h1"))
+    assert schema.parse(HostControl, kv.value, kv.key) == HostControl(cordoned=True)
 
 
 def test_watch_prints_one_line_per_event(tf, store, keys) -> None:
@@ -495,3 +536,52 @@ def test_rollout_start_promote_abort_change_the_intent(live) -> None:
     wait_until(lambda: all(3 not in assignment_versions(fleet, h, "ro") for h in fleet.replica_hosts("ro")), 20, message="version 3 taken away")
     assert tf.ok("rollout", "abort", "ro") == "ro: rollout.abort is already set: nothing written\n"
     assert [e.action for e in registry.history("ro")] == ["create", "update", "update", "update", "update"]
+
+
+def test_rollout_to_a_version_with_no_directory_is_refused_then_aborts_and_every_view_says_failing(live) -> None:
+    """The issue: `rollout start mnist --version 3` for a version no host has. The CLI refuses
+    it; forced, the agents report "version 3 not found", the controller aborts back to
+    version 2 by itself, and get models, describe, status and modelstatus agree it is failing."""
+    fleet, tf = live.fleet, live.tf
+    make_model(live.models, "mnist", [1, 2])
+    path = live.models / "mnist.yaml"
+    path.write_text(f"name: mnist\nspec:\n  base_path: {live.models / 'mnist'}\n  model_version_policy: {{specific: {{versions: [2]}}}}\n"
+                    "  version_labels: {stable: 2}\n  replicas: 2\n  host_selector: {zone: a}\n")
+    tf.ok("apply", "-f", str(path))
+    fleet.wait_ready("mnist", 2, 2)
+    wait_until(lambda: (s := fleet.model_status("mnist")) and s.health == "ok", 15, message="mnist ok")
+    assert [r["health"] for r in tf.json("get", "models", "mnist")] == ["ok"]
+
+    refused = tf.process("rollout", "start", "mnist", "--version", "3")
+    assert refused.returncode == 2 and "neither registered (none is registered) nor found under its base_path" in error_lines(refused)[0]
+    forced = tf.process("rollout", "start", "mnist", "--version", "3", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "starting anyway (--force)" in forced.stderr
+
+    def aborted() -> bool:
+        s = fleet.model_status("mnist")
+        return (s is not None and s.rollout.phase == "backoff" and bool(s.failures)
+                and all(assignment_versions(fleet, h, "mnist") == [2] for h in fleet.replica_hosts("mnist")))
+
+    wait_until(aborted, 30, message=f"automatic abort back to version 2 (report {fleet.model_status('mnist')})")
+    # the labels came back with the version, and the agents no longer report an error
+    for host in fleet.replica_hosts("mnist"):
+        fleet.wait_available(host, "mnist", {2})
+        assert fleet.status(host, "mnist").version_labels == {"stable": 2}
+    report = wait_until(lambda: (s := fleet.model_status("mnist")) and sum(r.ready for r in s.replicas) == 2 and s, 15,
+                        message="the controller reports both replicas ready again")
+    assert (report.health, report.failures[0].version) == ("failing", 3) and "version 3 not found" in report.failures[0].error
+    [row] = tf.json("get", "models", "mnist")
+    assert (row["health"], row["error"]) == (report.health, report.health_reason)
+    table = tf.ok("get", "models", "mnist").splitlines()
+    assert table[1].split()[:3] == ["mnist", "2/2", "2/2"] and "failing" in table[1].split()
+    described = tf.ok("describe", "model", "mnist")
+    assert f"Health:       failing: {one_line_of(report.health_reason)}" in described
+    assert "Rollout:      backoff, 2 -> 3" in described
+    status = tf.ok("status")
+    assert "  mnist failing: version 3 failed to load on h" in status
+    assert [p["health"] for p in tf.json("status")["problems"] if p["model"] == "mnist"] == ["failing"]
+
+
+def one_line_of(text: str) -> str:
+    return " ".join(text.split())

@@ -178,6 +178,28 @@ def test_dashboard_is_read_only_and_stops_with_the_controller(dashboard_fleet) -
     stream.close()
 
 
+def test_every_dashboard_response_carries_the_security_headers(dashboard_fleet) -> None:
+    """Issue 8: no X-Frame-Options before; the page shows strings anyone with etcdctl writes."""
+    url = dashboard_fleet.controller.dashboard.url
+    wait_until(lambda: api_state(url)["dashboard"]["loaded"], 15, message="dashboard read etcd")
+    responses = []
+    for path in ("", "dashboard.js", "api/state", "api/history/none", "api/events"):
+        response = urllib.request.urlopen(url + path, timeout=10)
+        responses.append((path, response.headers))
+        response.close()
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(url + "no-such-page", timeout=5)
+    responses.append(("no-such-page", missing.value.headers))
+    for path, headers in responses:
+        assert headers["X-Frame-Options"] == "DENY", path
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert headers["Referrer-Policy"] == "no-referrer", path
+        policy = headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy and "default-src 'none'" in policy, path
+    # loopback unless a deployment says otherwise (the dashboard has no login)
+    assert ControllerSettings(id="c1", etcd=EtcdSettings(endpoints=("http://127.0.0.1:2379",)), http_port=0).dashboard_host == "127.0.0.1"
+
+
 def test_dashboard_reports_etcd_outage_and_recovers(etcd_factory) -> None:
     etcd = etcd_factory()
     ks = Keyspace("/outage")

@@ -95,14 +95,17 @@ class Fleet:
 def start_agent(
     *,
     host: str,
-    etcd_url: str,
+    etcd_url: str | tuple[str, ...],
     prefix: str,
     tfs_grpc: str,
     tfs_rest: str,
     state_dir: pathlib.Path,
+    call_timeout: float = 0.5,
     **overrides,
 ) -> RunningAgent:
-    etcd = EtcdSettings(endpoints=(etcd_url,), call_timeout=0.5)
+    """etcd_url: one URL, or a tuple of a cluster's member URLs."""
+    endpoints = (etcd_url,) if isinstance(etcd_url, str) else tuple(etcd_url)
+    etcd = EtcdSettings(endpoints=endpoints, call_timeout=call_timeout)
     settings = AgentSettings(
         host=host,
         etcd=etcd,

@@ -17,6 +17,11 @@ from tfleet.sim.server import SimServer
 from tfleet.store import EtcdSettings
 
 
+def endpoints_of(etcd_url: str | tuple[str, ...]) -> tuple[str, ...]:
+    """One URL, or a cluster's member URLs (LocalEtcdCluster.client_urls)."""
+    return (etcd_url,) if isinstance(etcd_url, str) else tuple(etcd_url)
+
+
 @dataclass
 class RunningController:
     controller: Controller
@@ -32,16 +37,15 @@ class RunningController:
         return self.controller.election.is_leader
 
 
-def start_controller(controller_id: str, etcd_url: str, prefix: str, lease_ttl: int = 4) -> RunningController:
+def start_controller(controller_id: str, etcd_url: str, prefix: str, lease_ttl: int = 4, **overrides) -> RunningController:
     settings = ControllerSettings(
         id=controller_id,
-        etcd=EtcdSettings(endpoints=(etcd_url,), call_timeout=0.5),
+        etcd=EtcdSettings(endpoints=endpoints_of(etcd_url), call_timeout=overrides.pop("call_timeout", 0.5)),
         http_port=0,
         http_host="127.0.0.1",
         prefix=prefix.rstrip("/"),
         lease_ttl=lease_ttl,
-        resync_interval=1.0,
-        coalesce_window=0.05,
+        **{"resync_interval": 1.0, "coalesce_window": 0.05, **overrides},
     )
     controller = Controller(settings)
     thread = threading.Thread(target=controller.run, name=f"controller-{controller_id}", daemon=True)
@@ -94,11 +98,11 @@ class ControlledFleet(Fleet):
         )
 
 
-def add_host(fleet: ControlledFleet, name: str, sim_factory, etcd_url: str, prefix: str, tmp_path: pathlib.Path, labels: dict | None = None, memory_mb: int = 1024) -> RunningAgent:
+def add_host(fleet: ControlledFleet, name: str, sim_factory, etcd_url: str, prefix: str, tmp_path: pathlib.Path, labels: dict | None = None, memory_mb: int = 1024, **agent_overrides) -> RunningAgent:
     sim = sim_factory()
     agent = start_agent(
         host=name, etcd_url=etcd_url, prefix=prefix, tfs_grpc=sim.grpc_address, tfs_rest=sim.rest_address,
-        state_dir=tmp_path / f"state-{name}", labels=labels or {}, memory_mb=memory_mb,
+        state_dir=tmp_path / f"state-{name}", labels=labels or {}, memory_mb=memory_mb, **agent_overrides,
     )
     fleet.sims[name] = sim
     fleet.agents[name] = agent

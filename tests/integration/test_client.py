@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import FakeClock, wait_until
 from tfleet import schema
 from tfleet.client import NoRoute, PredictFailed, TfleetClient
 from tfleet.keyspace import Keyspace
@@ -21,14 +21,6 @@ from tfleet.tfs.pb import predict_pb2
 from tfleet.tfs.types import ModelConfigSpec, VersionPolicy
 
 NOW = schema.utc_now()
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def load(sim: SimServer, base: pathlib.Path, labels: dict[str, int] | None = None) -> None:

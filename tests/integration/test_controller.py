@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import threading
 import time
 
@@ -71,6 +73,27 @@ def test_invalid_intent_reported_and_old_one_kept(fleet, models_dir) -> None:
     status = wait_until(lambda: (s := fleet.model_status("m")) and s.error and s, 15, message="intent error reported")
     assert "replicas" in status.error and "last valid intent keeps being served" in status.error
     assert len(fleet.available_hosts("m", 1)) == 2  # nothing deleted
+
+
+def test_after_a_restart_the_last_valid_intent_comes_from_the_history(fleet, models_dir) -> None:
+    """The new controller never saw the valid intent: it reads the newest history entries
+    (recorded by the first controller's history recorder) instead of unloading the model."""
+    for host in ("h1", "h2"):
+        fleet.add(host)
+    make_model(models_dir, "m", [1])
+    first = fleet.start_controller("c1")
+    fleet.declare("m", intent(models_dir, "m", [1], replicas=2))
+    fleet.wait_ready("m", 1, 2)
+    broken = fleet.declare("m", '{"base_path": "/x", "replicas": "many"}')
+    wait_until(lambda: (kv := fleet.store.get(fleet.keyspace.history_cursor())) and json.loads(kv.value)["revision"] >= broken, 15,
+               message="the invalid intent was not recorded")
+    first.stop()
+    second = fleet.start_controller("c2")
+    passes = second.controller.metrics.reconcile_total.labels("ok")
+    wait_until(lambda: passes._value.get() >= 2, 15, message="the restarted controller made no pass")
+    status = fleet.model_status("m")
+    assert status is not None and "last valid intent keeps being served" in status.error
+    assert len(fleet.available_hosts("m", 1)) == 2 and fleet.replica_hosts("m") == {"h1", "h2"}
 
 
 def test_deleted_intent_removes_assignments(fleet, models_dir) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import pytest
 import structlog
 
-from tests.helpers import wait_until
+from tests.helpers import FakeClock, wait_until
 from tfleet.controller.election import LOST_DEADLINE, LOST_FENCE, LOST_LEASE, Election, NotLeader
 from tfleet.etcd_local import LocalEtcd
 from tfleet.keyspace import Keyspace
@@ -43,16 +43,6 @@ from tfleet.store import (
 TTL = 3
 CALL_TIMEOUT = 0.8  # below the renew interval (TTL/3), as the election requires
 WAIT = 15.0
-
-
-class FrozenClock:
-    """A monotonic clock that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = time.monotonic()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -198,7 +188,7 @@ def test_fenced_write_for_the_leader_not_for_a_standby(candidates, etcd_server, 
 
 def test_paused_leader_is_fenced_out_after_a_standby_takes_over(candidates, etcd_server, store, prefix) -> None:
     history = History(store, prefix)
-    frozen = FrozenClock()
+    frozen = FakeClock(time.monotonic())
     a = candidates("ctl-a", etcd_server.client_url, clock=frozen)
     b = candidates("ctl-b", etcd_server.client_url)
     target = f"{prefix}models/m1"
@@ -252,7 +242,7 @@ def test_paused_leader_is_fenced_out_after_a_standby_takes_over(candidates, etcd
 
 
 def test_renew_after_lease_loss_ends_leadership_once(candidates, etcd_server, store) -> None:
-    a = candidates("ctl-a", etcd_server.client_url, clock=FrozenClock())
+    a = candidates("ctl-a", etcd_server.client_url, clock=FakeClock(time.monotonic()))
     assert a.election.campaign()
     first_fence = a.election.fence_revision
     store.revoke_lease(a.election.lease_id)  # what etcd does when the lease expires
@@ -268,7 +258,7 @@ def test_renew_after_lease_loss_ends_leadership_once(candidates, etcd_server, st
 
 
 def test_local_deadline_stops_the_leader_at_once_and_renew_releases_the_key(candidates, etcd_server) -> None:
-    clock = FrozenClock()
+    clock = FakeClock(time.monotonic())
     a = candidates("ctl-a", etcd_server.client_url, clock=clock)
     b = candidates("ctl-b", etcd_server.client_url)
     assert a.election.campaign()

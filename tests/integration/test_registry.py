@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from tfleet.keyspace import Keyspace
-from tfleet.registry import ConflictError, FieldChange, Registry, RegistryError, checksum_version_dir
+from tfleet.jsondiff import FieldChange
+from tfleet.modelfs import ChecksumError, checksum_version_dir
+from tfleet.registry import ConflictError, Registry, RegistryError
 from tfleet.schema import ModelIntent, encode
-from tfleet.store import Compare, EtcdStore
+from tfleet.store import EtcdStore
 
 START = dt.datetime(2026, 11, 27, 15, 0, tzinfo=dt.timezone.utc)
 
@@ -211,44 +213,38 @@ def test_prune_keeps_the_newest_and_numbering_continues(registry: Registry) -> N
         registry.prune_history("resnet", keep=0)
 
 
-# -- changes made with etcdctl ------------------------------------------------------------------
+# -- bounded history: pages, retention in the write, pruned entries --------------------------------
 
 
-def test_record_external_change_is_idempotent(registry: Registry, store: EtcdStore, keys: Keyspace) -> None:
-    key = keys.model("resnet")
-    first_value = b'{"base_path": "/models/resnet"}'
-    first = store.put(key, first_value)
-    assert registry.record_external_change("resnet", first_value, first) is True
-    assert registry.record_external_change("resnet", first_value, first) is False
-    entry = registry.history("resnet")[0]
-    assert (entry.action, entry.source, entry.author, entry.revision) == ("create", "etcd", None, first)
-    assert entry.new == doc(ModelIntent(base_path="/models/resnet"))  # recorded in full form
-
-    second = store.put(key, encode(intent(4)))
-    assert registry.record_external_change("resnet", encode(intent(4)), second) is True
-    assert registry.record_external_change("resnet", first_value, first) is False  # a stale event
-    assert registry.history("resnet")[-1].previous == entry.new
-
-    # A change made through the registry already has its entry, at the same revision.
-    through_cli = registry.apply_intent("resnet", intent(5), author="alice")
-    assert registry.record_external_change("resnet", encode(intent(5)), through_cli) is False
-
-    deleted = store.put(keys.leader(), b"{}")  # any later revision
-    store.delete(key)
-    assert registry.record_external_change("resnet", None, deleted + 1) is True
-    assert registry.record_external_change("resnet", None, deleted + 5) is False  # already a delete
-    assert [e.action for e in registry.history("resnet")] == ["create", "update", "update", "delete"]
-    assert registry.record_external_change("never", None, deleted) is False
+def test_history_pages_newest_first_with_limit_and_before(registry: Registry) -> None:
+    for replicas in range(1, 8):
+        registry.apply_intent("resnet", intent(replicas), author="alice")
+    assert [e.sequence for e in registry.history("resnet", limit=3)] == [5, 6, 7]
+    assert [e.sequence for e in registry.history("resnet", limit=3, before=5)] == [2, 3, 4]
+    assert [e.sequence for e in registry.history("resnet", before=3)] == [1, 2]
+    assert registry.history_bounds("resnet") == (1, 7)
+    assert registry.history_bounds("mnist") is None
 
 
-def test_record_external_change_with_a_failing_fence_writes_nothing(registry: Registry, store: EtcdStore, keys: Keyspace) -> None:
-    revision = store.put(keys.model("resnet"), encode(intent(1)))
-    lost_leadership = [Compare(keys.leader(), "version", ">", 0)]  # no leader key
-    assert registry.record_external_change("resnet", encode(intent(1)), revision, fence=lost_leadership) is False
-    assert registry.history("resnet") == []
-    leader = store.put(keys.leader(), b'{"id": "c1"}')
-    held = [Compare(keys.leader(), "mod", "==", leader)]
-    assert registry.record_external_change("resnet", encode(intent(1)), revision, fence=held) is True
+def test_a_cli_write_prunes_beyond_the_published_retention(registry: Registry, store: EtcdStore, keys: Keyspace) -> None:
+    """The controller publishes --history-keep in the cursor; each write prunes in its own txn."""
+    store.put(keys.history_cursor(), json.dumps({"revision": 0, "updated_at": "2026-11-27T15:00:00Z", "keep": 3}).encode())
+    assert registry.retention() == 3
+    for replicas in range(1, 7):
+        registry.apply_intent("resnet", intent(replicas), author="alice")
+    assert [e.sequence for e in registry.history("resnet")] == [4, 5, 6]
+    with pytest.raises(RegistryError) as caught:
+        registry.diff("resnet", 2, 6)
+    assert str(caught.value) == "entry 2 was pruned: model resnet keeps entries 4..6 (retention 3); pick one of those"
+    with pytest.raises(RegistryError, match=r"no history entry 9 \(entries: 4..6\)"):
+        registry.rollback("resnet", to_sequence=9, author="bob")
+    registry.rollback("resnet", author="bob")  # undo the last change: only the newest entries are needed
+    assert registry.get_intent("resnet")[0] == intent(5)
+    # a stray key under the model's history is neither read nor deleted by the ranges
+    store.put(keys.history_prefix("resnet") + "notes", b"hand-written")
+    registry.apply_intent("resnet", intent(9), author="alice")
+    assert [e.sequence for e in registry.history("resnet")] == [6, 7, 8]
+    assert store.get(keys.history_prefix("resnet") + "notes") is not None
 
 
 def test_an_unrecorded_etcdctl_change_is_named_in_the_conflict(registry: Registry, store: EtcdStore, keys: Keyspace) -> None:
@@ -281,16 +277,7 @@ def test_invalid_intent_in_etcd(registry: Registry, store: EtcdStore, keys: Keys
     registry.apply_intent("broken", ModelIntent(base_path="/m"), author="alice")
     entry = registry.history("broken")[0]
     assert (entry.action, entry.previous) == ("update", {"base_path": "/m", "replicas": -1})
-    # Garbage cannot be recorded; the controller must not fail its pass over it.
-    assert registry.record_external_change("garbage", b"{not json", 10**9) is False
-    assert registry.record_external_change("garbage", b"[1, 2]", 10**9) is False
-    assert registry.history("garbage") == []
-    # A schema-invalid object is recorded as written, so a rollback can undo it.
-    revision = store.put(keys.model("broken"), b'{"base_path": "/m", "replicas": -2}')
-    assert registry.record_external_change("broken", b'{"base_path": "/m", "replicas": -2}', revision) is True
-    assert registry.history("broken")[-1].new == {"base_path": "/m", "replicas": -2}
-    registry.rollback("broken", author="alice")
-    assert registry.get_intent("broken")[0] == ModelIntent(base_path="/m")
+    # (etcdctl writes of garbage and of schema-invalid objects: tests/integration/test_history.py)
 
 
 # -- versions ---------------------------------------------------------------------------------------
@@ -348,6 +335,22 @@ def test_register_version_refuses_what_cannot_be_served(registry: Registry, tmp_
     assert registry.versions("resnet") == []
 
 
+def test_a_directory_that_cannot_be_checksummed_is_a_registry_error(
+    registry: Registry, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CLI reports RegistryError; a file still being copied must reach it as one, unrecorded."""
+    base = tmp_path / "resnet"
+    make_version(base, 1)
+
+    def copying(path: pathlib.Path) -> Any:
+        raise ChecksumError(f"saved_model.pb in {path} changed while it was being checksummed (5 bytes, then 9); wait until the copy is complete")
+
+    monkeypatch.setattr("tfleet.registry.checksum_version_dir", copying)
+    with pytest.raises(RegistryError, match="changed while it was being checksummed"):
+        registry.register_version("resnet", 1, base_path=str(base))
+    assert registry.versions("resnet") == []
+
+
 def test_invalid_model_names_are_registry_errors(registry: Registry) -> None:
     for call in (
         lambda: registry.get_intent("../etc"),
@@ -358,3 +361,45 @@ def test_invalid_model_names_are_registry_errors(registry: Registry) -> None:
     ):
         with pytest.raises(RegistryError):
             call()
+
+
+def test_hand_written_keys_under_a_history_do_not_stop_reads_or_writes(registry: Registry, store: EtcdStore, keys: Keyspace) -> None:
+    for replicas in (1, 2):
+        registry.apply_intent("resnet", intent(replicas), author="alice")
+    store.put(keys.history_prefix("resnet") + "5", b"short key")  # sorts after every 12-digit key
+    store.put(keys.history_prefix("resnet") + "0x", b"not a number")
+    registry.apply_intent("resnet", intent(3), author="alice")
+    assert [e.sequence for e in registry.history("resnet")] == [1, 2, 3]
+    assert registry.history_bounds("resnet") == (1, 3)
+
+
+def test_models_with_history_skips_over_each_models_entries(registry: Registry, store: EtcdStore, keys: Keyspace) -> None:
+    names = ["m", "m-x", "m.x", "m0", "n"]
+    for name in names:
+        for replicas in (1, 2, 3):
+            registry.apply_intent(name, intent(replicas), author="alice")
+    assert list(registry.models_with_history()) == sorted(names, key=lambda n: keys.history_prefix(n))
+
+
+def test_a_leniently_equal_stored_intent_is_written_again(registry: Registry, store: EtcdStore, keys: Keyspace) -> None:
+    """"replicas": "1" (an etcdctl put) is invalid for every strict reader; applying the same
+    intent must replace it, not find it "unchanged" by a lenient comparison."""
+    stored = doc(intent(1))
+    stored["replicas"] = "1"
+    store.put(keys.model("resnet"), json.dumps(stored).encode())
+    before = store.get(keys.model("resnet")).mod_revision
+    assert registry.apply_intent("resnet", intent(1), author="alice") > before
+    assert registry.get_intent("resnet")[0] == intent(1)
+
+
+def test_rollback_and_the_last_valid_intent_read_history_as_strictly_as_etcd(registry: Registry, store: EtcdStore, keys: Keyspace) -> None:
+    """A history entry recording an etcdctl value such as "replicas": 2.0 (refused in etcd) is
+    no intent to roll back to, nor one to keep serving."""
+    registry.apply_intent("resnet", intent(1), author="alice")
+    lenient = doc(intent(2))
+    lenient["replicas"] = 2.0
+    entry = registry.history("resnet")[-1].model_copy(update={"sequence": 2, "action": "update", "new": lenient, "revision": None})
+    store.put(keys.history("resnet", 2), encode(entry))
+    with pytest.raises(RegistryError, match="history entry 2 of model resnet does not hold a valid intent .*replicas"):
+        registry.rollback("resnet", to_sequence=2, author="bob")
+    assert registry.last_valid_intent("resnet") == intent(1)

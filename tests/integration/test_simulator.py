@@ -438,3 +438,70 @@ def test_client_tolerates_unknown_states_and_reads_status_in_the_reply() -> None
             assert (refused.value.code, refused.value.message) == (9, "refused in the reply body")
     finally:
         server.stop(0)
+
+
+# -- fault modes (tfleet/sim/faults.py, docs/simulator.md "Faults") ------------------------------
+
+
+def test_restart_forgets_every_model_and_label(sim: SimServer, client: TfsClient, tmp_path: Path) -> None:
+    make_model(tmp_path, "m", [1])
+    client.reload_config([spec(tmp_path, "m", 1)], timeout=10)
+    client.reload_config([spec(tmp_path, "m", 1, labels={"stable": 1})], timeout=10)
+    sim.restart()
+    # Like a restarted tensorflow_model_server: NOT_FOUND for the model, labels gone, and a
+    # label for a version it has not loaded yet is refused (FAILED_PRECONDITION).
+    wait_until(lambda: _status_or_error(client, "m") is None, 10, message="NOT_FOUND after the restart")
+    assert sim.core.label_version("m", "stable") is None
+    with pytest.raises(TfsError) as refused:
+        client.reload_config([spec(tmp_path, "m", 1, labels={"stable": 1})], timeout=10)
+    assert refused.value.code == 9 and "not currently available" in refused.value.message
+    client.reload_config([spec(tmp_path, "m", 1)], timeout=10)
+    assert [(s.version, s.state.value) for s in client.get_model_status("m", 2)] == [(1, "AVAILABLE")]
+
+
+def _status_or_error(client: TfsClient, model: str):
+    try:
+        return client.get_model_status(model, 1)
+    except TfsError:
+        return "unreachable"
+
+
+def test_freeze_holds_every_request_until_thawed(sim: SimServer, client: TfsClient, tmp_path: Path) -> None:
+    make_model(tmp_path, "m", [1])
+    client.reload_config([spec(tmp_path, "m", 1)], timeout=10)
+    sim.faults.freeze()
+    with pytest.raises(TfsDeadlineExceeded):
+        client.get_model_status("m", 0.3)
+    with pytest.raises(TfsDeadlineExceeded):
+        client.reload_config([spec(tmp_path, "m", 1)], timeout=0.3)
+    with pytest.raises((urllib.error.URLError, TimeoutError)):
+        urllib.request.urlopen(f"http://{sim.rest_address}/v1/models/m", timeout=0.3)
+    sim.faults.thaw()
+    assert [s.state.value for s in client.get_model_status("m", 2)] == ["AVAILABLE"]
+
+
+def test_stop_releases_frozen_requests(tmp_path: Path) -> None:
+    server = fast_sim().start()
+    server.faults.freeze()
+    with TfsClient(server.grpc_address) as tfs, ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(tfs.get_model_status, "m", 30)
+        time.sleep(0.2)
+        started = time.monotonic()
+        server.stop(0)
+        assert time.monotonic() - started < 10
+        try:
+            pending.result(timeout=10)  # answered or failed, but no longer held
+        except TfsError:
+            pass
+
+
+def test_slow_reload_holds_the_reload_lock_but_status_answers(sim: SimServer, client: TfsClient, tmp_path: Path) -> None:
+    make_model(tmp_path, "m", [1])
+    client.reload_config([spec(tmp_path, "m", 1)], timeout=10)
+    sim.faults.set_reload_delay(1.0)
+    started = time.monotonic()
+    with pytest.raises(TfsDeadlineExceeded):
+        client.reload_config([spec(tmp_path, "m", 1)], timeout=0.3)
+    assert [s.state.value for s in client.get_model_status("m", 0.5)] == ["AVAILABLE"]
+    client.reload_config([spec(tmp_path, "m", 1)], timeout=10)  # queued behind the first
+    assert time.monotonic() - started >= 1.0

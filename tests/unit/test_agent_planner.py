@@ -39,6 +39,7 @@ class Case:
     applied: dict[str, ModelConfigSpec] = field(default_factory=dict)
     served: dict = field(default_factory=dict)
     reload_errors: dict = field(default_factory=dict)
+    labels_refused: frozenset = frozenset()
     # expectations
     config: dict[str, ModelConfigSpec] | None = None
     reload_needed: bool | None = None
@@ -195,6 +196,45 @@ CASES = [
         settled=False,
     ),
     Case(
+        "TF Serving restarted empty: labels held back, versions reported START (not AVAILABLE)",
+        {"r": model(disk=(3, 4), **specific(3, 4), version_labels={"stable": 3, "canary": 4})},
+        applied={"r": spec(policy=VersionPolicy("specific", versions=(3, 4)), labels=[("canary", 4), ("stable", 3)])},
+        served={"r": None},
+        config={"r": SPEC_34},
+        reload_needed=True,
+        settled=False,
+        labels={"r": {}},
+        versions={"r": {3: VersionState.START, 4: VersionState.START}},
+    ),
+    Case(
+        "after the restart, labels come back once their versions are AVAILABLE again",
+        {"r": model(disk=(3, 4), **specific(3, 4), version_labels={"stable": 3, "canary": 4})},
+        applied={"r": SPEC_34},
+        served={"r": served((3, A), (4, A))},
+        config={"r": spec(policy=VersionPolicy("specific", versions=(3, 4)), labels=[("canary", 4), ("stable", 3)])},
+        reload_needed=True,
+        settled=True,
+    ),
+    Case(
+        "labels refused: only labels TF Serving accepted before are sent, the new one waits",
+        {"r": model(disk=(3, 4), **specific(3, 4), version_labels={"stable": 4})},
+        applied={"r": spec(policy=VersionPolicy("specific", versions=(3, 4)), labels=[("stable", 3)])},
+        served={"r": served((3, A), (4, A))},
+        labels_refused=frozenset({"r"}),
+        config={"r": spec(policy=VersionPolicy("specific", versions=(3, 4)), labels=[("stable", 3)])},
+        reload_needed=False,
+        settled=False,
+        labels={"r": {"stable": 3}},
+    ),
+    Case(
+        "labels refused for one model leave the labels of another alone",
+        {"r": model(disk=(3, 4), **specific(3, 4), version_labels={"stable": 4}), "o": model("o", disk=(3, 4), base_path="/m/o", **specific(3, 4), version_labels={"stable": 4})},
+        applied={"r": SPEC_34, "o": spec("o", base_path="/m/o", policy=VersionPolicy("specific", versions=(3, 4)))},
+        served={"r": served((3, A), (4, A)), "o": served((3, A), (4, A))},
+        labels_refused=frozenset({"r"}),
+        labels={"r": {}, "o": {"stable": 4}},
+    ),
+    Case(
         "reload error attributed by the reconciler is reported",
         {"r": model()},
         reload_errors={"r": "TF Serving rejected the reload: boom"},
@@ -205,7 +245,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_plan(case: Case) -> None:
-    result = plan(PlanInput(case.models, case.applied, case.served, case.reload_errors))
+    result = plan(PlanInput(case.models, case.applied, case.served, case.reload_errors, case.labels_refused))
     if case.config is not None:
         assert result.config_by_name() == case.config
     if case.reload_needed is not None:

@@ -43,7 +43,19 @@ def test_defaults_are_valid_and_frozen() -> None:
         ({"labels": {"bad key": "x"}}, "label name 'bad key'"),
         ({"http_port": 70000}, "http_port"),
         ({"unknown": 1}, "unknown: unknown field"),
+        ({"tfs_probe_interval": 1.0, "status_timeout": 2.0}, "--tfs-probe-interval (1 s) must not be shorter than --status-timeout (2 s)"),
+        ({"tfs_probe_interval": 20.0}, "a hung TF Serving would go unnoticed for up to 66 s"),
+        ({"tfs_unresponsive_after": 0}, "tfs_unresponsive_after"),
     ],
 )
 def test_invalid_settings_are_explained(overrides: dict, message: str) -> None:
     assert message in error_of(**overrides)
+
+
+def test_default_hang_detection_fits_the_lease_rule() -> None:
+    from tfleet.timing import unresponsive_detection_seconds
+
+    s = settings()
+    assert unresponsive_detection_seconds(s.tfs_probe_interval, s.status_timeout, s.tfs_unresponsive_after) == 15.0
+    fast = EtcdSettings(endpoints=("http://127.0.0.1:2379",), call_timeout=0.5)
+    assert settings(lease_ttl=4, etcd=fast, reload_timeout=3.0, status_timeout=1.0).tfs_probe_interval == 3.0  # the test harness timings pass

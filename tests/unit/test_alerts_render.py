@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import pathlib
-import shutil
 import stat
-import subprocess
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from tests.metric_names import exported_series, problems
+from tests.monitoring import ALERT_INTENTS as INTENTS
+from tests.monitoring import alert_intent as intent
 from tfleet.cli.alerts import alerts, intents_from_etcd, model_rules, render_rules, render_yaml, write_atomically
 from tfleet.keyspace import Keyspace
-from tfleet.schema import ModelIntent
 from tfleet.store import KeyValue, Snapshot
-
-
-def intent(**alerts) -> ModelIntent:
-    return ModelIntent.model_validate({"base_path": "/models/x", **({"alerts": alerts} if alerts else {})})
-
-
-INTENTS = {
-    "resnet": intent(latency_p99_ms=250, error_rate=0.01, **{"for": "10m"}),
-    "bert": intent(error_rate=0.05),
-    "plain": intent(),
-}
-
-
-def promtool(*args: str, cwd: pathlib.Path | None = None) -> subprocess.CompletedProcess[str]:
-    executable = shutil.which("promtool")
-    if executable is None:
-        pytest.skip("promtool is not installed (Debian package prometheus; scripts/ensure-system-deps installs it)")
-    return subprocess.run([executable, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
 # -- the pure renderer ---------------------------------------------------------------------------
@@ -114,91 +95,6 @@ def test_intents_from_etcd_reports_invalid_ones() -> None:
     intents, found = intents_from_etcd(Store(), keyspace)
     assert list(intents) == ["a"] and intents["a"].alerts.error_rate == 0.1
     assert len(found) == 1 and found[0].startswith("/t/models/b: replicas")
-
-
-# -- promtool ------------------------------------------------------------------------------------
-
-
-def test_rendered_file_passes_promtool_check(tmp_path: pathlib.Path) -> None:
-    path = tmp_path / "tfleet-model-alerts.yml"
-    path.write_text(render_yaml(INTENTS, "test"))
-    result = promtool("check", "rules", str(path))
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 3 rules found" in result.stdout
-
-
-# The simulator's names and units, and the real TF Serving's (latency in microseconds).
-FLAVOURS = {
-    "simulator": ("tensorflow_serving_request_latency_bucket", 1, "tensorflow_serving_request_count_total"),
-    "tf-serving": (":tensorflow:serving:request_latency_bucket", 1_000_000, ":tensorflow:serving:request_count"),
-}
-
-
-def _bucket_series(metric: str, scale: int, model: str, per_minute: dict[float, int]) -> list[dict[str, str]]:
-    def bound(le: float) -> str:
-        return "+Inf" if le == float("inf") else f"{le * scale:g}"
-
-    return [
-        {"series": f'{metric}{{model_name="{model}", API="predict", entrypoint="GRPC", le="{bound(le)}"}}', "values": f"0+{count}x30"}
-        for le, count in per_minute.items()
-    ]
-
-
-@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
-def test_rendered_rules_fire_above_their_thresholds_only(tmp_path: pathlib.Path, flavour: str) -> None:
-    """promtool evaluates the rendered rules on series shaped like the simulator's, and like
-    the real TF Serving's."""
-    latency_metric, scale, requests_metric = FLAVOURS[flavour]
-    intents = {
-        "slow": intent(latency_p99_ms=250, **{"for": "2m"}),
-        "fast": intent(latency_p99_ms=250, **{"for": "2m"}),
-        "flaky": intent(error_rate=0.05),
-        "fine": intent(error_rate=0.05),
-    }
-    (tmp_path / "rendered.yml").write_text(render_yaml(intents, "test"))
-    inf = float("inf")
-    slow = {0.1: 0, 0.25: 10, 0.5: 100, inf: 100}  # 90% between 250 and 500 ms: p99 = 250 + 250 * 89/90
-    fast = {0.1: 100, 0.25: 100, 0.5: 100, inf: 100}
-    requests = [
-        ("flaky", "OK", 90), ("flaky", "UNAVAILABLE", 10),  # 10% fail
-        ("fine", "OK", 99), ("fine", "NOT_FOUND", 1),  # 1% fail
-    ]
-    series = _bucket_series(latency_metric, scale, "slow", slow) + _bucket_series(latency_metric, scale, "fast", fast) + [
-        {"series": f'{requests_metric}{{model_name="{m}", status="{s}"}}', "values": f"0+{n}x30"} for m, s, n in requests
-    ]
-    tests = {
-        "rule_files": ["rendered.yml"],
-        "evaluation_interval": "1m",
-        "tests": [{
-            "interval": "1m",
-            "input_series": series,
-            "alert_rule_test": [
-                {"eval_time": "1m", "alertname": "TfleetModelLatencyHigh", "exp_alerts": []},  # pending for 2m
-                {"eval_time": "10m", "alertname": "TfleetModelLatencyHigh", "exp_alerts": [{
-                    "exp_labels": {"severity": "warning", "model": "slow", "model_name": "slow"},
-                    "exp_annotations": {
-                        "summary": "p99 latency of slow is 497.2ms, above its threshold of 250 ms",
-                        "description": "The 99th percentile of slow's request latency over all its hosts has been above 250 ms"
-                                       " (alerts.latency_p99_ms of its intent) for 2m.",
-                        "runbook": "docs/monitoring.md#per-model-alerts-tfleet-alerts-render",
-                    },
-                }]},
-                {"eval_time": "4m", "alertname": "TfleetModelErrorRateHigh", "exp_alerts": []},  # pending for 5m
-                {"eval_time": "10m", "alertname": "TfleetModelErrorRateHigh", "exp_alerts": [{
-                    "exp_labels": {"severity": "warning", "model": "flaky", "model_name": "flaky"},
-                    "exp_annotations": {
-                        "summary": "10% of flaky's requests fail, above its threshold of 0.05",
-                        "description": "The share of flaky's requests answered with a status other than OK, over all its hosts,"
-                                       " has been above 0.05 (alerts.error_rate of its intent) for 5m.",
-                        "runbook": "docs/monitoring.md#per-model-alerts-tfleet-alerts-render",
-                    },
-                }]},
-            ],
-        }],
-    }
-    (tmp_path / "test.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
-    result = promtool("test", "rules", "test.yml", cwd=tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # -- the command ---------------------------------------------------------------------------------

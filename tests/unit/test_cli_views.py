@@ -53,16 +53,16 @@ def test_health_of_models() -> None:
     ]))
     assert health(fleet, "ok") == ("ok", "")
     assert health(fleet, "short") == ("degraded", "2 of 3 replicas not placed: no room")
-    assert health(fleet, "down") == ("failing", "no replica serves any version")
+    assert health(fleet, "down") == ("unavailable", "no replica serves any version yet")
     state, why = health(fleet, "bad")
     assert state == "failing" and why.startswith("invalid intent: /f/models/bad: replicas: Input should be a valid integer")
     assert health(fleet, "new") == ("unknown", "no report from the controller yet")
     assert health(fleet, "gone")[0] == "deleting"
-    assert health(fleet, "failed") == ("degraded", "version 2 failed to load on h1: boom")
+    assert health(fleet, "failed") == ("failing", "version 2 failed to load on h1: boom")
     row = model_row(fleet, "short")
     assert (row["serving"], row["wanted"], row["versions"], row["health"]) == (1, 3, "latest 1", "degraded")
     summary = fleet_status(fleet)
-    assert summary["models"] == {"total": 7, "ok": 1, "degraded": 2, "failing": 2, "unknown": 1, "deleting": 1}
+    assert summary["models"] == {"total": 7, "ok": 1, "degraded": 1, "failing": 2, "unavailable": 1, "unknown": 1, "deleting": 1}
 
 
 def test_host_rows_count_memory_of_assigned_models() -> None:

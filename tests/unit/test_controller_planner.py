@@ -105,3 +105,21 @@ def test_memory_estimate() -> None:
     assert estimate_memory_mb(intent(), {}) == DEFAULT_MEMORY_MB
     record = VersionRecord(model="m", version=1, path="/m/1", checksum="sha256:0", size_bytes=100 * 1024 * 1024, created_at=NOW, registered_at=NOW)
     assert estimate_memory_mb(intent(), {1: record}) == int(100 * MEMORY_ESTIMATE_FACTOR)
+
+
+def test_report_carries_health_agent_errors_and_the_versions_before_the_rollout() -> None:
+    """The modelstatus fields added for health and abort (docs/keyspace.md) are pinned here."""
+    old = intent(replicas=2, version_labels={"stable": 1}).assignment()
+    new_intent = ModelIntent.model_validate({"base_path": "/m", "model_version_policy": {"specific": {"versions": [2]}},
+                                             "version_labels": {"stable": 2}, "replicas": 2})
+    broken = ModelStatus(assignment_revision=20, versions={"1": {"state": "AVAILABLE"}}, version_labels={"stable": 1},
+                         error="version 2 not found under base_path /m (it has 1)", updated_at=NOW)
+    snap = fleet(intents={"m": new_intent}, assignments={("h1", "m"): old, ("h2", "m"): old},
+                 statuses={("h1", "m"): broken, ("h2", "m"): served("h2", "m")[1]})
+    adding = plan(snap, {}, NOW).reports["m"]
+    assert (adding.rollout.phase, adding.rollout.from_versions, adding.rollout.from_labels) == ("adding", [1], {"stable": 1})
+    document = adding.model_dump(mode="json")
+    assert {"serving_replicas", "health", "health_reason"} <= document.keys() and "from_labels" in document["rollout"]
+    assert [r["errors"] for r in document["replicas"]] == [["version 2 not found under base_path /m (it has 1)"], []]
+    assert (adding.serving_replicas, adding.health) == (2, "failing")
+    assert adding.health_reason == "h1: version 2 not found under base_path /m (it has 1)"

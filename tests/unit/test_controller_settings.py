@@ -14,6 +14,7 @@ def settings(**overrides) -> ControllerSettings:
 
 def test_defaults_are_valid() -> None:
     assert settings().renew_interval == pytest.approx(10 / 3)
+    assert settings().history_keep == 100  # docs/operations.md, "The intent history"
 
 
 @pytest.mark.parametrize(
@@ -23,6 +24,7 @@ def test_defaults_are_valid() -> None:
         ({"lease_ttl": 4}, "or one slow call loses leadership"),
         ({"id": "a/b"}, "controller id name 'a/b' is not allowed"),
         ({"prefix": "x"}, "key prefix 'x' is not allowed"),
+        ({"history_keep": 0}, "history_keep: Input should be greater than or equal to 1"),
     ],
 )
 def test_invalid_settings_are_explained(overrides, message) -> None:

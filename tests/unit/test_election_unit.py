@@ -12,6 +12,7 @@ import json
 import pytest
 import structlog
 
+from tests.helpers import FakeClock
 from tfleet.controller.election import (
     Election,
     ElectionTiming,
@@ -22,14 +23,6 @@ from tfleet.controller.election import (
 from tfleet.keyspace import Keyspace
 from tfleet.schema import LeaderRecord
 from tfleet.store import EtcdSettings, EtcdStore, Put
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_defaults_renew_every_third_of_the_ttl_and_give_up_a_fifth_early() -> None:

@@ -1,44 +1,20 @@
 """deploy/grafana/tfleet-dashboard.json: it parses, every panel queries something, and every
-metric and label it queries is one tfleet (or TF Serving, as the simulator exports it) has."""
+metric and label it queries is one tfleet (or TF Serving, as the simulator exports it) has.
+(promtool parses the queries in tests/integration/test_promtool.py.)"""
 
 from __future__ import annotations
 
-import json
-import pathlib
 import re
-import shutil
-import subprocess
 
 import pytest
-import yaml
 
 from tests.metric_names import exported_series, problems, references
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-DASHBOARD = ROOT / "deploy" / "grafana" / "tfleet-dashboard.json"
-# Grafana's variables, replaced by values PromQL accepts, to check the queries' syntax.
-_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$model": ".+", "${model}": ".+"}
+from tests.monitoring import all_panels, dashboard_exprs, load_dashboard, query_panels
 
 
 @pytest.fixture(scope="module")
 def dashboard() -> dict:
-    return json.loads(DASHBOARD.read_text())
-
-
-def all_panels(dashboard: dict) -> list[dict]:
-    found = []
-    for panel in dashboard["panels"]:
-        found.append(panel)
-        found.extend(panel.get("panels", []))  # panels of collapsed rows
-    return found
-
-
-def query_panels(dashboard: dict) -> list[dict]:
-    return [p for p in all_panels(dashboard) if p["type"] != "row"]
-
-
-def exprs(dashboard: dict) -> list[tuple[str, str]]:
-    return [(f"{p['title']} / {t['refId']}", t["expr"]) for p in query_panels(dashboard) for t in p["targets"]]
+    return load_dashboard()
 
 
 def test_dashboard_has_identity_and_a_prometheus_datasource_variable(dashboard: dict) -> None:
@@ -74,7 +50,7 @@ def test_panel_ids_are_unique_and_panels_do_not_overlap(dashboard: dict) -> None
 
 def test_every_query_names_only_exported_metrics_and_labels(dashboard: dict) -> None:
     exported = exported_series()
-    found = [f"{where}: {problem}" for where, expr in exprs(dashboard) for problem in problems(expr, exported)]
+    found = [f"{where}: {problem}" for where, expr in dashboard_exprs(dashboard) for problem in problems(expr, exported)]
     assert not found, "\n".join(found)
 
 
@@ -101,7 +77,7 @@ def test_per_model_panels_follow_the_model_variable(dashboard: dict) -> None:
 
 
 def test_the_views_operators_asked_for_are_there(dashboard: dict) -> None:
-    used = {s.metric for _, expr in exprs(dashboard) for s in references(expr)}
+    used = {s.metric for _, expr in dashboard_exprs(dashboard) for s in references(expr)}
     assert {
         "tensorflow_serving_request_count_total",  # request rate, errors
         "tensorflow_serving_request_latency_bucket",  # latency p50 / p99
@@ -112,24 +88,7 @@ def test_the_views_operators_asked_for_are_there(dashboard: dict) -> None:
         "tfleet_controller_is_leader",
         "tfleet_controller_reconcile_total", "tfleet_agent_reconcile_total",
     } <= used
-    latency = [expr for _, expr in exprs(dashboard) if "tensorflow_serving_request_latency_bucket" in expr]
+    latency = [expr for _, expr in dashboard_exprs(dashboard) if "tensorflow_serving_request_latency_bucket" in expr]
     assert any("histogram_quantile(0.5," in e for e in latency) and any("histogram_quantile(0.99," in e for e in latency)
     # the real server's latency is in microseconds: every query of it converts to seconds
     assert all(e.count(":tensorflow:serving:request_latency_bucket") == e.count("/ 1e6") for e in latency)
-
-
-def test_queries_are_valid_promql(dashboard: dict, tmp_path: pathlib.Path) -> None:
-    """promtool parses each query (Grafana's variables filled in) as a recording rule."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian package prometheus; scripts/ensure-system-deps installs it)")
-    rules = []
-    for i, (_, expr) in enumerate(exprs(dashboard)):
-        for variable, value in sorted(_VARIABLES.items(), key=lambda item: -len(item[0])):
-            expr = expr.replace(variable, value)
-        assert "$" not in expr, f"unknown Grafana variable in {expr}"
-        rules.append({"record": f"dashboard:query_{i}", "expr": expr})
-    path = tmp_path / "dashboard-queries.yml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr

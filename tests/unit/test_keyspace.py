@@ -66,6 +66,23 @@ def test_history_keys_sort_in_order_of_change() -> None:
     assert sorted(keys) == [KS.history("m", n) for n in (1, 2, 10, 100)]
 
 
+def test_history_cursor_and_ranges_are_exactly_as_documented() -> None:
+    assert KS.history_cursor() == "/tfleet/historycursor"
+    assert KS.history_range("m") == ("/tfleet/history/m/0", "/tfleet/history/m/:")
+    assert KS.history_range("m", None, 57) == ("/tfleet/history/m/0", "/tfleet/history/m/000000000057")
+    start, end = KS.history_range("m")
+    # every sequence key falls in the range; a stray key and another model's keys do not
+    assert start <= KS.history("m", 0) < KS.history("m", 999_999_999_999) < end
+    assert not start <= "/tfleet/history/m/notes" < end
+    assert not start <= KS.history("m-b", 1) < end and not start <= KS.history("m.b", 1) < end
+    assert KS.history_sequence(KS.history("m", 42), "m") == 42
+    for bad in ("/tfleet/history/m/42", "/tfleet/history/m/00000000004x", "/tfleet/history/other/000000000042"):
+        with pytest.raises(InvalidName):
+            KS.history_sequence(bad, "m")
+    with pytest.raises(InvalidName):
+        KS.history("m", 10**12)
+
+
 def test_name_after_section() -> None:
     assert KS.name_after("/tfleet/models/resnet", KS.models_prefix()) == "resnet"
     with pytest.raises(InvalidName):

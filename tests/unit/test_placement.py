@@ -26,8 +26,8 @@ from tfleet.controller.placement import (
 )
 
 
-def host(name: str, mem: int = 1000, *, cordoned: bool = False, draining: bool = False, **labels: str) -> HostInfo:
-    return HostInfo(name, labels, mem, cordoned, draining)
+def host(name: str, mem: int = 1000, *, cordoned: bool = False, draining: bool = False, unresponsive: bool = False, **labels: str) -> HostInfo:
+    return HostInfo(name, labels, mem, cordoned, draining, unresponsive)
 
 
 def demand(name: str, replicas: int = 1, mem: int = 100, selector: dict[str, str] | None = None, spread: str | None = None) -> ModelDemand:
@@ -116,6 +116,48 @@ CASES = [
         placed={"m": "h1 h2"},
     ),
     # rule 3: draining, make-before-break, mismatch, cordon
+    Case(
+        "TF Serving unresponsive past the grace: a replacement goes elsewhere, the old replica stays meanwhile",
+        [host("h1", unresponsive=True), host("h2")],
+        [demand("m")],
+        current={"m": "h1"},
+        ready={},
+        placed={"m": "h1 h2"},
+        notes={"m": ["TF Serving on host h1 does not answer; its replica stays until the replica on h2 is ready"]},
+    ),
+    Case(
+        "TF Serving unresponsive: once the replacement is ready the old replica goes",
+        [host("h1", unresponsive=True), host("h2")],
+        [demand("m")],
+        current={"m": "h1 h2"},
+        ready={"m": "h2"},
+        placed={"m": "h2"},
+        free={"h1": 1000, "h2": 900},
+    ),
+    Case(
+        "TF Serving unresponsive with no room elsewhere: the replica stays, the shortfall is explained",
+        [host("h1", unresponsive=True), host("h2", 50)],
+        [demand("m")],
+        current={"m": "h1"},
+        placed={"m": "h1"},
+        reasons={"m": "replica not placed"},
+        notes={"m": ["TF Serving on host h1 does not answer; its replica stays until a replacement can be placed (see reasons)"]},
+    ),
+    Case(
+        "an unresponsive host takes no new replica",
+        [host("h1", 5000, unresponsive=True), host("h2")],
+        [demand("m")],
+        placed={"m": "h2"},
+    ),
+    Case(
+        "TF Serving answers again before the replacement is ready: both stay until rule 6 drops the not-ready one",
+        [host("h1"), host("h2")],
+        [demand("m")],
+        current={"m": "h1 h2"},
+        ready={"m": "h1"},
+        placed={"m": "h1"},
+        free={"h1": 900, "h2": 1000},
+    ),
     Case(
         "draining: the replacement is placed and the old replica stays until it is ready",
         [host("h1", draining=True), host("h2")],
@@ -476,7 +518,7 @@ def check_invariants(data: PlacementInput, result: Placement) -> None:
         ready = data.ready.get(model, frozenset())
         assert list(placed) == sorted(set(placed)), "sorted, one replica per host"
         selector = want.host_selector.items()
-        staying = [h for h in placed if not hosts[h].draining and all(hosts[h].labels.get(k) == v for k, v in selector)]
+        staying = [h for h in placed if not (hosts[h].draining or hosts[h].unresponsive) and all(hosts[h].labels.get(k) == v for k, v in selector)]
         assert len(staying) <= max(0, want.replicas), model
         for name in placed:
             assert name in hosts, "only live hosts"
@@ -500,7 +542,7 @@ def current_staying(data: PlacementInput, model: str, result: Placement) -> set[
     return {
         h
         for h in result.hosts[model]
-        if not data.hosts[h].draining and all(data.hosts[h].labels.get(k) == v for k, v in want.host_selector.items())
+        if not (data.hosts[h].draining or data.hosts[h].unresponsive) and all(data.hosts[h].labels.get(k) == v for k, v in want.host_selector.items())
     }
 
 
@@ -516,8 +558,8 @@ def host_infos(draw: st.DrawFn, name: str) -> HostInfo:
         labels["zone"] = zone
     if draw(st.booleans()):
         labels["rack"] = draw(st.sampled_from(["r1", "r2"]))
-    state = draw(st.sampled_from(["ok", "ok", "ok", "cordoned", "draining"]))
-    return HostInfo(name, labels, draw(st.integers(0, 10)) * 100, state == "cordoned", state == "draining")
+    state = draw(st.sampled_from(["ok", "ok", "ok", "cordoned", "draining", "unresponsive"]))
+    return HostInfo(name, labels, draw(st.integers(0, 10)) * 100, state == "cordoned", state == "draining", state == "unresponsive")
 
 
 @st.composite
@@ -628,3 +670,15 @@ def test_incremental_equals_full_plan(draw: st.DataObject) -> None:
         models, hosts = changed_between(data, new)
         assert placer.update(new, models, hosts) == place(new)
         data = new
+
+
+def test_unresponsive_past_grace() -> None:
+    import datetime as dt
+
+    from tfleet.controller.placement import unresponsive_past_grace
+
+    now = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+    assert not unresponsive_past_grace(None, now, 60)
+    assert not unresponsive_past_grace(now - dt.timedelta(seconds=59), now, 60)
+    assert unresponsive_past_grace(now - dt.timedelta(seconds=60), now, 60)
+    assert unresponsive_past_grace(now, now, 0)

@@ -1,27 +1,19 @@
 """deploy/prometheus: the alert rules, their promtool unit tests and the example configuration.
 
-promtool (Debian's prometheus package; scripts/ensure-system-deps installs it in CI) checks
-the syntax and runs deploy/prometheus/tests/*.yml; without it those tests skip. Everything
-else here runs anywhere: every metric and label a rule names is exported by tfleet, every
+promtool checks the syntax and runs deploy/prometheus/tests/*.yml in
+tests/integration/test_promtool.py. What is checked here reads the files only: every metric and label a rule names is exported by tfleet, every
 alert is unit-tested both firing and silent, and every runbook link leads somewhere.
 """
 
 from __future__ import annotations
 
-import pathlib
 import re
-import shutil
-import subprocess
 
-import pytest
 import yaml
 
 from tests.metric_names import PROMETHEUS_SERIES, exported_series, grouping_labels, problems, references
+from tests.monitoring import ROOT, RULE_TESTS, RULES
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-PROMETHEUS = ROOT / "deploy" / "prometheus"
-RULES = PROMETHEUS / "tfleet-rules.yml"
-RULE_TESTS = sorted((PROMETHEUS / "tests").glob("*.yml"))
 MONITORING_DOC = ROOT / "docs" / "monitoring.md"
 
 REQUIRED_ALERTS = {
@@ -30,38 +22,12 @@ REQUIRED_ALERTS = {
 }
 
 
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    executable = shutil.which("promtool")
-    if executable is None:
-        pytest.skip("promtool is not installed (Debian package prometheus; scripts/ensure-system-deps installs it)")
-    return subprocess.run([executable, *args], capture_output=True, text=True, timeout=120)
-
-
 def alert_rules() -> list[dict]:
     return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
 
 
 def rule_tests() -> list[dict]:
     return [case for path in RULE_TESTS for case in yaml.safe_load(path.read_text())["tests"]]
-
-
-# -- promtool --------------------------------------------------------------------------------
-
-
-def test_rules_pass_promtool_check() -> None:
-    result = promtool("check", "rules", str(RULES))
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_promtool_unit_tests_pass() -> None:
-    assert RULE_TESTS, "no promtool tests in deploy/prometheus/tests/"
-    result = promtool("test", "rules", *map(str, RULE_TESTS))
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_example_prometheus_config_is_valid() -> None:
-    result = promtool("check", "config", str(PROMETHEUS / "prometheus.yml"))
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # -- contents --------------------------------------------------------------------------------

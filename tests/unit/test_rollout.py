@@ -172,3 +172,220 @@ def test_never_zero_available_through_a_rolling_rollout() -> None:
         if step.phase == "stable":
             break
     assert state == {h: ([2], {"stable": 2}) for h in ("h1", "h2")}
+
+
+# -- every phase x {promote, abort, failure}, both strategies ------------------------------------
+#
+# A small world of three replicas whose agents apply each step (loading a version takes one
+# round), driven from version 1 (label stable=1) to version 2 (stable=2). Each phase is
+# captured as the planner leaves it; then an event happens and the rollout must end where
+# the event says, without a round where no replica serves.
+
+from copy import deepcopy  # noqa: E402
+
+from tfleet.controller.rollout import Memory  # noqa: E402
+
+HOSTS = ("h1", "h2", "h3")
+
+
+class World:
+    def __init__(self) -> None:
+        self.assigned = {h: ((1,), {"stable": 1}) for h in HOSTS}
+        self.revision = {h: 1 for h in HOSTS}
+        # host -> (revision acted on, {version: state or report dict}, labels applied)
+        self.reports = {h: (1, {1: "AVAILABLE"}, {"stable": 1}) for h in HOSTS}
+        self.memory: Memory | None = None
+        self.failures: list[Failure] = []
+        self.broken: set[tuple[str, int]] = set()  # (host, version) that cannot be served
+        self.missing: set[int] = set()  # versions the agents cannot find on disk
+
+    def replicas(self) -> list[Replica]:
+        out = []
+        for h in HOSTS:
+            versions, labels = self.assigned[h]
+            revision, states, applied = self.reports[h]
+            assignment = Assignment.model_validate({"base_path": "/m", "model_version_policy": {"specific": {"versions": list(versions)}}, "version_labels": labels})
+            error = None
+            if revision == self.revision[h] and set(versions) & self.missing:
+                error = f"version {', '.join(map(str, sorted(set(versions) & self.missing)))} not found under base_path /m; still serving the last valid assignment"
+            status = ModelStatus.model_validate({
+                "assignment_revision": revision,
+                "versions": {str(v): s if isinstance(s, dict) else {"state": s} for v, s in states.items()},
+                "version_labels": applied, "error": error, "updated_at": NOW.isoformat()})
+            out.append(Replica(h, assignment, status, self.revision[h]))
+        return out
+
+    def plan(self, model: ModelIntent, now=NOW):
+        step = plan_rollout(model, self.replicas(), self.failures, now, self.memory)
+        for h, a in step.assignments.items():
+            wanted = (tuple(a.model_version_policy.specific.versions), dict(a.version_labels))
+            if wanted != self.assigned[h]:
+                self.assigned[h] = wanted
+                self.revision[h] += 1
+        self.memory = Memory(step.phase, step.from_versions, step.to_versions, step.from_labels)
+        self.failures = list(step.failures)
+        return step
+
+    def agents(self) -> None:
+        """Each agent acts on its assignment: new versions go LOADING then AVAILABLE (one round
+        each), removed ones go at once, labels apply once their version is AVAILABLE."""
+        for h in HOSTS:
+            versions, labels = self.assigned[h]
+            _, states, applied = self.reports[h]
+            if set(versions) & self.missing:  # the agent keeps the last valid assignment
+                self.reports[h] = (self.revision[h], states, applied)
+                continue
+            new_states = {}
+            for v in versions:
+                if (h, v) in self.broken:
+                    new_states[v] = {"state": "END", "error_code": 13, "error_message": "corrupt saved model"}
+                elif states.get(v) in ("LOADING", "AVAILABLE"):
+                    new_states[v] = "AVAILABLE"
+                else:
+                    new_states[v] = "LOADING"
+            applied = {k: v for k, v in labels.items() if new_states.get(v) == "AVAILABLE"}
+            self.reports[h] = (self.revision[h], new_states, applied)
+
+    def serving(self) -> int:
+        return sum(1 for h in HOSTS if any(s == "AVAILABLE" for s in self.reports[h][1].values()))
+
+
+def rollout_intent(strategy: str, **flags) -> ModelIntent:
+    return intent([2], {"stable": 2}, replicas=3, rollout={"strategy": strategy, "canary_replicas": 1, **flags})
+
+
+def phases(strategy: str) -> dict[str, World]:
+    """Each phase the rollout of version 2 goes through, captured right after the planner
+    entered it (the agents have not acted on that step yet)."""
+    world, seen = World(), {}
+    model = rollout_intent(strategy)
+    for round_ in range(20):
+        step = world.plan(model)
+        seen.setdefault(step.phase, deepcopy(world))
+        if step.phase == "canary" and "canary" in seen and round_ > 3:
+            model = rollout_intent(strategy, promote=True)  # go on through the rolling phases
+        if step.phase == "stable" and round_ > 0:
+            break
+        world.agents()
+        if step.phase == "adding":
+            seen.setdefault("adding (new version loading)", deepcopy(world))
+    return seen
+
+
+ROLLING_PHASES = ["adding", "adding (new version loading)", "labeling", "removing"]
+CANARY_PHASES = ["canary", *ROLLING_PHASES]
+
+
+def test_the_worlds_go_through_every_phase() -> None:
+    assert set(ROLLING_PHASES) <= phases("rolling").keys()
+    assert set(CANARY_PHASES) <= phases("canary").keys()
+
+
+def run(world: World, model: ModelIntent, rounds: int = 12) -> list[str]:
+    seen = []
+    for _ in range(rounds):
+        seen.append(world.plan(model).phase)
+        world.agents()
+        assert world.serving() >= 1, f"no replica serves after {seen}"
+    return seen
+
+
+def back_on_version_1(world: World) -> bool:
+    return all(world.assigned[h] == ((1,), {"stable": 1}) for h in HOSTS) and all(world.reports[h][1] == {1: "AVAILABLE"} for h in HOSTS)
+
+
+@pytest.mark.parametrize("strategy,phase", [("rolling", p) for p in ROLLING_PHASES] + [("canary", p) for p in CANARY_PHASES])
+def test_abort_in_every_phase_goes_back_to_the_old_version_and_labels(strategy, phase) -> None:
+    world = phases(strategy)[phase]
+    seen = run(world, rollout_intent(strategy, abort=True, promote=phase != "canary" and strategy == "canary"))
+    assert seen[0] == "aborting" and set(seen) == {"aborting"}, seen
+    assert back_on_version_1(world), world.assigned
+
+
+FAILURE_CASES = (
+    [("rolling", p, "load error") for p in ROLLING_PHASES] + [("canary", p, "load error") for p in CANARY_PHASES]
+    # a directory that is missing is found when the agents first act on the version
+    + [("rolling", "adding", "directory missing"), ("canary", "canary", "directory missing")]
+)
+
+
+@pytest.mark.parametrize("strategy,phase,how", FAILURE_CASES)
+def test_failure_in_every_phase_aborts_and_backs_off(strategy, phase, how) -> None:
+    world = phases(strategy)[phase]
+    if how == "load error":
+        world.broken = {(h, 2) for h in HOSTS}
+        world.reports["h1"] = (world.reports["h1"][0], {**world.reports["h1"][1], 2: {"state": "END", "error_code": 13, "error_message": "corrupt saved model"}}, world.reports["h1"][2])
+    else:
+        world.missing = {2}
+        world.agents()  # the agents act on the step and report the missing directory
+    model = rollout_intent(strategy, promote=phase != "canary" and strategy == "canary")
+    seen = run(world, model)
+    assert seen[0] == "backoff" and set(seen) == {"backoff"}, seen
+    assert back_on_version_1(world), world.assigned
+    (failure,) = world.failures
+    assert failure.version == 2
+    assert ("corrupt saved model" if how == "load error" else "version 2 not found") in failure.error
+    world.broken, world.missing = set(), set()
+    after = [world.plan(model, NOW + dt.timedelta(seconds=301)).phase]
+    assert after[0] in ("adding", "canary"), "tried again once the backoff has passed"
+
+
+@pytest.mark.parametrize("phase", ROLLING_PHASES)
+def test_promote_changes_nothing_in_a_rolling_rollout(phase) -> None:
+    plain, promoted = deepcopy(phases("rolling")[phase]), deepcopy(phases("rolling")[phase])
+    assert run(plain, rollout_intent("rolling"), 3) == run(promoted, rollout_intent("rolling", promote=True), 3)
+
+
+@pytest.mark.parametrize("phase", CANARY_PHASES)
+def test_promote_in_every_canary_phase_finishes_the_rollout(phase) -> None:
+    world = phases("canary")[phase]
+    seen = run(world, rollout_intent("canary", promote=True))
+    assert seen[-1] == "stable" and "canary" not in seen, seen
+    assert all(world.assigned[h] == ((2,), {"stable": 2}) for h in HOSTS)
+
+
+def test_canary_without_promote_stays_a_canary() -> None:
+    world = phases("canary")["canary"]
+    seen = run(world, rollout_intent("canary"), 6)
+    assert set(seen) == {"canary"}
+    assert world.assigned["h1"] == ((1, 2), {"stable": 1, CANARY_LABEL: 2}) and world.assigned["h2"] == ((1,), {"stable": 1})
+
+
+def test_abort_without_the_report_still_takes_a_replaced_version_away() -> None:
+    """The issue's case after a controller lost its report: every replica holds [2, 3] for an
+    intent of [3]; what the intent does not want is what was served before."""
+    replicas = [replica(h, [2, 3], {"stable": 2}, {2: "AVAILABLE"}) for h in ("h1", "h2")]
+    step = plan_rollout(intent([3], {"stable": 3}, rollout={"abort": True}), replicas, [], NOW)
+    assert step.phase == "aborting" and versions_of(step, "h1") == (2,) and labels_of(step, "h2") == {"stable": 2}
+
+
+def test_a_missing_version_reported_by_the_agent_is_a_load_failure() -> None:
+    """The issue: agents report "version 3 not found" and keep serving 2; that aborts."""
+    missing = "version 3 not found under base_path /m (it has 1, 2); still serving the last valid assignment"
+    replicas = []
+    for h in ("h1", "h2"):
+        r = replica(h, [2, 3], {"stable": 2}, {2: "AVAILABLE"})
+        replicas.append(Replica(h, r.assignment, r.status.model_copy(update={"error": missing}), r.assignment_revision))
+    memory = Memory("adding", (2,), (3,), {"stable": 2})
+    step = plan_rollout(intent([3], {"stable": 3}), replicas, [], NOW, memory)
+    assert step.phase == "backoff" and versions_of(step, "h1") == (2,) and labels_of(step, "h1") == {"stable": 2}
+    assert [(f.version, f.host, f.error) for f in step.new_failures] == [(3, "h1", missing)]
+
+
+def test_an_agent_error_about_an_older_assignment_is_not_a_failure() -> None:
+    r = replica("h1", [2, 3], {"stable": 2}, {2: "AVAILABLE"}, revision=10)
+    stale = Replica("h1", r.assignment, r.status.model_copy(update={"error": "version 3 not found"}), 11)
+    step = plan_rollout(intent([3], {"stable": 3}), [stale], [], NOW, Memory("adding", (2,), (3,), {"stable": 2}))
+    assert step.phase == "adding" and not step.new_failures
+
+
+def test_removing_lasts_until_every_replica_has_unloaded_the_old_version() -> None:
+    model = intent([2], {"stable": 2})
+    memory = Memory("removing", (1,), (2,), {"stable": 1})
+    unloading = [replica(h, [2], {"stable": 2}, {1: "UNLOADING", 2: "AVAILABLE"}) for h in ("h1", "h2")]
+    step = plan_rollout(model, unloading, [], NOW, memory)
+    assert step.phase == "removing" and versions_of(step, "h1") == (2,) and step.from_versions == (1,)
+    done = [replica(h, [2], {"stable": 2}, {2: "AVAILABLE"}) for h in ("h1", "h2")]
+    assert plan_rollout(model, done, [], NOW, memory).phase == "stable"
+    aborted = plan_rollout(intent([2], {"stable": 2}, rollout={"abort": True}), unloading, [], NOW, memory)
+    assert aborted.phase == "aborting" and versions_of(aborted, "h1") == (1, 2), "version 1 comes back before 2 goes"

@@ -1,4 +1,7 @@
-"""Rendering route tables for proxies (nginx, Envoy), atomic writes, the reload hook, the watch loop."""
+"""Rendering route tables for proxies (nginx, Envoy) and writing the files atomically.
+
+The reload hook (a process) and the watch loop (a thread) are tests/integration/test_route_renderer.py.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +9,12 @@ import datetime as dt
 import json
 import os
 import pathlib
-import threading
-import time
 
 import pytest
 import yaml
 
-from tfleet import schema
-from tfleet.cli.routes import Output, RouteRenderer, run_reload, write_if_changed
-from tfleet.keyspace import Keyspace
-from tfleet.routing import (
+from tests.helpers import ROUTES_AT, route_endpoint, route_table
+from tfleet.cli.route_render import (
     ENVOY_TYPE_URL,
     NGINX_FALLBACK_SERVER,
     envoy_bundle,
@@ -24,23 +23,10 @@ from tfleet.routing import (
     split_address,
     upstreams,
 )
-from tfleet.schema import RouteTable
-from tfleet.store import KeyValue, Snapshot
+from tfleet.cli.routes import Output, write_if_changed
 
-NOW = dt.datetime(2026, 11, 27, 15, 0, tzinfo=dt.timezone.utc)
-
-
-def ep(host: str, ip: str, grpc: int = 8500, rest: int = 8501) -> dict:
-    address = f"[{ip}]" if ":" in ip else ip
-    return {"host": host, "grpc_address": f"{address}:{grpc}", "rest_address": f"{address}:{rest}"}
-
-
-def table(model: str, endpoints: list[dict], versions: dict | None = None, labels: dict | None = None) -> RouteTable:
-    return RouteTable(model=model, versions=versions or {}, labels=labels or {}, endpoints=endpoints, updated_at=NOW)
-
-
-H1, H2 = ep("h1", "10.0.0.1"), ep("h2", "10.0.0.2")
-RESNET = table("resnet", [H2, H1], versions={"3": [H1, H2], "4": [H2]}, labels={"stable": [H1, H2], "canary": [H2]})
+H1, H2 = route_endpoint("h1", "10.0.0.1"), route_endpoint("h2", "10.0.0.2")
+RESNET = route_table("resnet", [H2, H1], versions={"3": [H1, H2], "4": [H2]}, labels={"stable": [H1, H2], "canary": [H2]})
 
 
 # -- addresses ----------------------------------------------------------------------------------------
@@ -72,7 +58,7 @@ def test_split_address(text, expected) -> None:
 
 
 def test_upstreams_order_model_versions_labels() -> None:
-    groups, problems = upstreams({"resnet": RESNET, "bert": table("bert", [H1], versions={"1": [H1]})})
+    groups, problems = upstreams({"resnet": RESNET, "bert": route_table("bert", [H1], versions={"1": [H1]})})
     assert [g.name for g in groups] == [
         "tfleet_bert", "tfleet_bert_v1",
         "tfleet_resnet", "tfleet_resnet_v3", "tfleet_resnet_v4", "tfleet_resnet_label_canary", "tfleet_resnet_label_stable",
@@ -88,12 +74,12 @@ def test_pinned_models_always_get_their_model_upstream() -> None:
 
 
 def test_pinned_models_leave_the_others_out() -> None:
-    groups, _ = upstreams({"resnet": RESNET, "bert": table("bert", [H1])}, pinned=["bert"])
+    groups, _ = upstreams({"resnet": RESNET, "bert": route_table("bert", [H1])}, pinned=["bert"])
     assert [g.name for g in groups] == ["tfleet_bert"]
 
 
 def test_colliding_names_keep_the_model_upstream_and_report() -> None:
-    tables = {"a": table("a", [H1], versions={"1": [H1]}), "a_v1": table("a_v1", [H2])}
+    tables = {"a": route_table("a", [H1], versions={"1": [H1]}), "a_v1": route_table("a_v1", [H2])}
     groups, problems = upstreams(tables)
     by_name = {g.name: g for g in groups}
     assert by_name["tfleet_a_v1"].model == "a_v1"
@@ -101,7 +87,7 @@ def test_colliding_names_keep_the_model_upstream_and_report() -> None:
 
 
 def test_bad_label_and_version_names_are_left_out() -> None:
-    bad = table("m", [H1], versions={"x": [H1]}, labels={"a b;": [H1]})
+    bad = route_table("m", [H1], versions={"x": [H1]}, labels={"a b;": [H1]})
     groups, problems = upstreams({"m": bad})
     assert [g.name for g in groups] == ["tfleet_m"]
     assert len(problems) == 2
@@ -121,7 +107,7 @@ def test_nginx_upstreams() -> None:
 
 
 def test_nginx_empty_upstream_gets_the_documented_placeholder() -> None:
-    rendered = render_nginx({"m": table("m", [], versions={})}, pinned=["m", "gone"])
+    rendered = render_nginx({"m": route_table("m", [], versions={})}, pinned=["m", "gone"])
     text = rendered.text
     assert f'holds "server {NGINX_FALLBACK_SERVER} down;"' in text  # the header says why
     for name in ("tfleet_m_grpc", "tfleet_m_rest", "tfleet_gone_grpc", "tfleet_gone_rest"):
@@ -132,7 +118,7 @@ def test_nginx_empty_upstream_gets_the_documented_placeholder() -> None:
 
 def test_nginx_ipv6_and_bad_addresses() -> None:
     weird = {"host": "h9", "grpc_address": "10.0.0.9:8500;evil", "rest_address": "10.0.0.9:8501"}
-    rendered = render_nginx({"m": table("m", [ep("h6", "fd00::6"), weird])})
+    rendered = render_nginx({"m": route_table("m", [route_endpoint("h6", "fd00::6"), weird])})
     assert "    server [fd00::6]:8500;\n" in rendered.text
     assert "evil" not in rendered.text.split("# model m", 1)[1]
     assert "server 10.0.0.9:8501;" in rendered.text  # its REST address is fine
@@ -140,7 +126,7 @@ def test_nginx_ipv6_and_bad_addresses() -> None:
 
 
 def test_nginx_is_deterministic_and_has_no_timestamp() -> None:
-    later = RESNET.model_copy(update={"updated_at": NOW + dt.timedelta(days=1)})
+    later = RESNET.model_copy(update={"updated_at": ROUTES_AT + dt.timedelta(days=1)})
     assert render_nginx({"resnet": RESNET}).text == render_nginx({"resnet": later}).text
 
 
@@ -176,14 +162,14 @@ def test_envoy_one_cluster_load_assignment_per_file() -> None:
 
 
 def test_envoy_version_info_follows_the_content() -> None:
-    one = json.loads(render_envoy({"m": table("m", [H1])}).files["tfleet_m.json"])
-    same = json.loads(render_envoy({"m": table("m", [H1])}).files["tfleet_m.json"])
-    other = json.loads(render_envoy({"m": table("m", [H1, H2])}).files["tfleet_m.json"])
+    one = json.loads(render_envoy({"m": route_table("m", [H1])}).files["tfleet_m.json"])
+    same = json.loads(render_envoy({"m": route_table("m", [H1])}).files["tfleet_m.json"])
+    other = json.loads(render_envoy({"m": route_table("m", [H1, H2])}).files["tfleet_m.json"])
     assert one == same and one["version_info"] != other["version_info"]
 
 
 def test_envoy_empty_cluster_and_kept_files() -> None:
-    rendered = render_envoy({"m": table("m", [])}, keep=["tfleet_old_v1", "tfleet_m"])
+    rendered = render_envoy({"m": route_table("m", [])}, keep=["tfleet_old_v1", "tfleet_m"])
     for name in ("tfleet_m", "tfleet_old_v1"):
         (assignment,) = json.loads(rendered.files[f"{name}.json"])["resources"]
         assert assignment["cluster_name"] == name and assignment["endpoints"] == []
@@ -191,17 +177,17 @@ def test_envoy_empty_cluster_and_kept_files() -> None:
 
 def test_envoy_needs_ip_addresses() -> None:
     named = {"host": "h3", "grpc_address": "tfs-3.example:8500", "rest_address": "tfs-3.example:8501"}
-    rendered = render_envoy({"m": table("m", [named, ep("h6", "fd00::6")])})
+    rendered = render_envoy({"m": route_table("m", [named, route_endpoint("h6", "fd00::6")])})
     (assignment,) = json.loads(rendered.files["tfleet_m.json"])["resources"]
     assert [e["endpoint"]["address"]["socket_address"]["address"] for e in assignment["endpoints"][0]["lb_endpoints"]] == ["fd00::6"]
     assert any("not an IP address" in p and "'h3'" in p for p in rendered.problems)
 
 
 def test_envoy_yaml_encoding() -> None:
-    rendered = render_envoy({"m": table("m", [H1])}, encoding="yaml")
+    rendered = render_envoy({"m": route_table("m", [H1])}, encoding="yaml")
     assert "tfleet_m.yaml" in rendered.files
     doc = yaml.safe_load(rendered.files["tfleet_m.yaml"])
-    assert doc == json.loads(render_envoy({"m": table("m", [H1])}).files["tfleet_m.json"])
+    assert doc == json.loads(render_envoy({"m": route_table("m", [H1])}).files["tfleet_m.json"])
 
 
 def test_envoy_bundle_lists_every_assignment() -> None:
@@ -244,136 +230,10 @@ def test_write_if_changed_leaves_no_temp_file_on_failure(tmp_path: pathlib.Path,
 
 def test_output_envoy_writes_a_directory_and_keeps_gone_clusters(tmp_path: pathlib.Path) -> None:
     out = Output("envoy", tmp_path / "eds")
-    first = out.write(out.render({"m": table("m", [H1], versions={"1": [H1]})}))
+    first = out.write(out.render({"m": route_table("m", [H1], versions={"1": [H1]})}))
     assert sorted(p.name for p in first) == ["tfleet_m.json", "tfleet_m_rest.json", "tfleet_m_v1.json", "tfleet_m_v1_rest.json"]
-    second = out.write(out.render({"m": table("m", [H1], versions={"2": [H1]})}))
+    second = out.write(out.render({"m": route_table("m", [H1], versions={"2": [H1]})}))
     assert sorted(p.name for p in second) == ["tfleet_m_v1.json", "tfleet_m_v1_rest.json", "tfleet_m_v2.json", "tfleet_m_v2_rest.json"]
     gone = json.loads((tmp_path / "eds" / "tfleet_m_v1.json").read_text())["resources"][0]
     assert gone["endpoints"] == []
-    assert out.write(out.render({"m": table("m", [H1], versions={"2": [H1]})})) == []
-
-
-# -- the reload hook -----------------------------------------------------------------------------------------
-
-
-class Log:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict]] = []
-
-    def _add(self, level: str, event: str, **fields) -> None:
-        self.events.append((level, event, fields))
-
-    def info(self, event: str, **fields) -> None:
-        self._add("info", event, **fields)
-
-    def warning(self, event: str, **fields) -> None:
-        self._add("warning", event, **fields)
-
-    def debug(self, event: str, **fields) -> None:
-        self._add("debug", event, **fields)
-
-
-def test_run_reload_logs_the_exit_code(tmp_path: pathlib.Path) -> None:
-    log = Log()
-    assert run_reload(f"touch {tmp_path / 'ok'}", 10, log) is True
-    assert (tmp_path / "ok").exists()
-    assert run_reload("echo nope; exit 3", 10, log) is False
-    (_, _, ok), (level, _, failed) = log.events
-    assert ok["exit_code"] == 0 and level == "warning"
-    assert failed["exit_code"] == 3 and "nope" in failed["output"]
-
-
-def test_run_reload_kills_a_command_past_its_deadline(tmp_path: pathlib.Path) -> None:
-    log = Log()
-    started = time.monotonic()
-    assert run_reload(f"sleep 30; touch {tmp_path / 'late'}", 0.3, log) is False
-    assert time.monotonic() - started < 10
-    assert log.events[-1][2]["result"] == "timeout"
-    time.sleep(0.2)
-    assert not (tmp_path / "late").exists()
-
-
-# -- the watch loop, on a fake store ----------------------------------------------------------------------------
-
-
-class FakeWatch:
-    def __init__(self, on_events) -> None:
-        self.on_events = on_events
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class FakeStore:
-    """list_prefix and watch_prefix of EtcdStore over a dict; counts reads."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, bytes] = {}
-        self.revision = 1
-        self.reads = 0
-        self.watch: FakeWatch | None = None
-        self.lock = threading.Lock()
-
-    def put(self, key: str, value: bytes) -> None:
-        self.burst([(key, value)])
-
-    def burst(self, writes: list[tuple[str, bytes]]) -> None:
-        """Several writes that no read can come between (each one still notifies the watch)."""
-        with self.lock:
-            for key, value in writes:
-                self.revision += 1
-                self.values[key] = value
-                if self.watch is not None:
-                    self.watch.on_events([key])
-
-    def list_prefix(self, prefix: str) -> Snapshot:
-        with self.lock:
-            self.reads += 1
-            items = tuple(KeyValue(k, v, 1, self.revision, 1, 0) for k, v in self.values.items() if k.startswith(prefix))
-            return Snapshot(self.revision, items)
-
-    def watch_prefix(self, prefix, start_revision, on_events, on_reset, on_error=None) -> FakeWatch:
-        self.watch = FakeWatch(on_events)
-        return self.watch
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met"
-        time.sleep(0.01)
-
-
-def test_watch_loop_coalesces_bursts_and_retries_a_failed_reload(tmp_path: pathlib.Path) -> None:
-    ks = Keyspace("/tfleet")
-    store = FakeStore()
-    store.put(ks.routes("m"), schema.encode(table("m", [H1])))
-    reloads: list[bool] = []
-    outcomes = iter([False, True, True, True])  # the first reload fails
-
-    def reload(command, timeout, log) -> bool:
-        reloads.append(True)
-        return next(outcomes)
-
-    out = tmp_path / "routes.conf"
-    renderer = RouteRenderer(store=store, keyspace=ks, output=Output("nginx", out), log=Log(), reload_cmd="x",
-                             coalesce=0.3, resync_interval=0.5, reload=reload)
-    thread = threading.Thread(target=renderer.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: len(reloads) == 2)  # failed at start, retried at the next resync
-        assert "server 10.0.0.1:8500;" in out.read_text()
-        reads = store.reads
-        store.burst([(ks.routes("m"), schema.encode(table("m", [H1, ep("h2", f"10.0.0.{n}")]))) for n in range(3, 9)])
-        wait_for(lambda: "server 10.0.0.8:8500;" in out.read_text())
-        time.sleep(0.2)
-        assert len(reloads) == 3  # one render and one reload for the whole burst
-        assert store.reads - reads <= 3  # not one per write (resyncs that found nothing new may add some)
-        time.sleep(1.2)  # resyncs that find nothing new reload nothing
-        assert len(reloads) == 3
-    finally:
-        renderer.stop()
-        thread.join(5)
-    assert not thread.is_alive()
-    assert store.watch is not None and store.watch.cancelled
+    assert out.write(out.render({"m": route_table("m", [H1], versions={"2": [H1]})})) == []

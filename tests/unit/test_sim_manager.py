@@ -2,78 +2,29 @@
 
 The manager gets a fake clock and a fake sleep (which only records and advances the clock),
 the file-system source is polled explicitly, and `drive()` runs the manage-state loop until
-it has nothing left to do. What is checked here is the decision logic; the threads and the
-wire are covered by tests/integration/test_simulator.py.
+it has nothing left to do (tests/simhand.py). What is checked here is the decision logic;
+reloads that wait for their versions are tests/integration/test_sim_reload_labels.py, the
+threads and the wire tests/integration/test_simulator.py.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
 
-from tfleet.sim.core import SimCore
+from tests.simhand import FakeTime, core_parts, drive, events, fake_time, manager, reload_request, states  # noqa: F401 (pytest fixtures)
 from tfleet.sim.fixtures import make_model, write_version
 from tfleet.sim.manager import ModelManager
 from tfleet.sim.modeldir import aspired_versions, parse_version, read_version
 from tfleet.sim.policy import Action, HarnessState, Snapshot, model_action, next_action
 from tfleet.sim.source import FileSystemSource, ServableToMonitor
-from tfleet.sim.status import FAILED_PRECONDITION, INVALID_ARGUMENT, NOT_FOUND, UNKNOWN, SimError
-from tfleet.tfs.client import to_model_server_config
+from tfleet.sim.status import INVALID_ARGUMENT, NOT_FOUND, UNKNOWN, SimError
 from tfleet.tfs.pb import model_management_pb2
 from tfleet.tfs.types import ModelConfigSpec, VersionPolicy, VersionState
 
 N, L, R, D, E = HarnessState.NEW, HarnessState.LOADING, HarnessState.READY, HarnessState.DISABLED, HarnessState.ERROR
-
-
-class FakeTime:
-    """A clock that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float, interrupt: threading.Event) -> bool:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        return not interrupt.is_set()
-
-
-@pytest.fixture
-def fake_time() -> FakeTime:
-    return FakeTime()
-
-
-@pytest.fixture
-def events() -> list[tuple[str, int, VersionState]]:
-    return []
-
-
-@pytest.fixture
-def manager(fake_time: FakeTime, events: list) -> ModelManager:
-    return ModelManager(
-        max_load_retries=2,
-        load_retry_interval=60.0,
-        clock=fake_time.clock,
-        sleep=fake_time.sleep,
-        on_event=lambda model, version, state, status: events.append((model, version, state)),
-    )
-
-
-def drive(manager: ModelManager) -> None:
-    for _ in range(1000):
-        if not manager.step():
-            return
-    raise AssertionError("the manager never settled")
-
-
-def states(manager: ModelManager, model: str) -> dict[int, str]:
-    return {v: e.state.value for v, e in manager.version_states(model).items()}
 
 
 # ---------------------------------------------------------------------------- policy
@@ -269,73 +220,13 @@ def test_monitor_times_come_from_the_injected_clock(manager: ModelManager, fake_
 
 
 # ---------------------------------------------------------------------------- core (reload rules)
-def _request(*specs: ModelConfigSpec) -> model_management_pb2.ReloadConfigRequest:
-    return model_management_pb2.ReloadConfigRequest(config=to_model_server_config(list(specs)))
-
-
-def _reload_driven(core: SimCore, source: FileSystemSource, manager: ModelManager, request) -> object:
-    """Run a reload in a thread while playing the poller and the manage-state loop by hand."""
-    result: list[object] = []
-    thread = threading.Thread(target=lambda: result.append(core.reload(request)))
-    thread.start()
-    for _ in range(500):
-        source.poll()
-        drive(manager)
-        thread.join(0.01)
-        if not thread.is_alive():
-            return result[0]
-    manager.stop()
-    raise AssertionError("reload did not finish")
-
-
-@pytest.fixture
-def core_parts(manager: ModelManager) -> tuple[SimCore, FileSystemSource, ModelManager]:
-    source = FileSystemSource(manager.set_aspired)
-    return SimCore(manager, source), source, manager
-
-
 def test_reload_rejections(core_parts) -> None:
     core, _, _ = core_parts
     no_config = core.reload(model_management_pb2.ReloadConfigRequest())
     assert no_config.code == INVALID_ARGUMENT and "Only ModelConfigList" in no_config.message
-    twice = core.reload(_request(ModelConfigSpec("m", "/a"), ModelConfigSpec("m", "/b")))
+    twice = core.reload(reload_request(ModelConfigSpec("m", "/a"), ModelConfigSpec("m", "/b")))
     assert (twice.code, twice.message) == (INVALID_ARGUMENT, "Illegal to list model m multiple times in config list")
-    relative = core.reload(_request(ModelConfigSpec("m", "models/m")))
+    relative = core.reload(reload_request(ModelConfigSpec("m", "models/m")))
     assert relative.code == INVALID_ARGUMENT and "absolute path" in relative.message
-    platform = core.reload(_request(ModelConfigSpec("m", "/m", model_platform="pytorch")))
+    platform = core.reload(reload_request(ModelConfigSpec("m", "/m", model_platform="pytorch")))
     assert (platform.code, platform.message) == (INVALID_ARGUMENT, "Model m requests unsupported platform pytorch")
-
-
-def test_labels_need_available_versions_and_a_failed_check_changes_nothing(core_parts, tmp_path: Path) -> None:
-    core, source, manager = core_parts
-    make_model(tmp_path, "m", [1, 2])
-    base = str(tmp_path / "m")
-    labelled = ModelConfigSpec("m", base, model_version_policy=VersionPolicy("specific", versions=(1,)),
-                               version_labels=(("stable", 1),))
-    refused = core.reload(_request(labelled))
-    assert refused.code == FAILED_PRECONDITION
-    assert refused.message == (
-        "Request to assign label to version 1 of model m, which is not currently available for inference"
-    )
-    assert source.names() == set(), "the refused reload did not touch the models"
-    plain = ModelConfigSpec("m", base, model_version_policy=VersionPolicy("specific", versions=(1,)))
-    assert _reload_driven(core, source, manager, _request(plain)).ok  # type: ignore[attr-defined]
-    assert core.reload(_request(labelled)).ok
-    assert core.label_version("m", "stable") == 1
-    both = ModelConfigSpec("m", base, model_version_policy=VersionPolicy("specific", versions=(1, 2)),
-                           version_labels=(("stable", 2),))
-    assert core.reload(_request(both)).code == FAILED_PRECONDITION
-    assert core.label_version("m", "stable") == 1
-
-
-def test_labels_for_unavailable_models_flag(manager: ModelManager, tmp_path: Path) -> None:
-    source = FileSystemSource(manager.set_aspired)
-    core = SimCore(manager, source, allow_labels_for_unavailable=True)
-    make_model(tmp_path, "m", [1, 2])
-    spec = ModelConfigSpec("m", str(tmp_path / "m"), model_version_policy=VersionPolicy("all"),
-                           version_labels=(("stable", 1),))
-    assert _reload_driven(core, source, manager, _request(spec)).ok  # type: ignore[attr-defined]
-    # Moving an EXISTING label still needs the target to be AVAILABLE: version 7 is not.
-    moved = ModelConfigSpec("m", str(tmp_path / "m"), model_version_policy=VersionPolicy("all"),
-                            version_labels=(("stable", 7),))
-    assert core.reload(_request(moved)).code == FAILED_PRECONDITION

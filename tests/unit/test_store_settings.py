@@ -4,9 +4,28 @@ from __future__ import annotations
 
 import random
 
+import grpc
 import pytest
 
-from tfleet.store import Backoff, Compare, EtcdSettings, KeyValue, Put, Snapshot
+from tests.helpers import FakeClock
+from tfleet.store import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    Backoff,
+    Compare,
+    EtcdSettings,
+    KeyValue,
+    Put,
+    QuotaExceeded,
+    RevisionCompacted,
+    Snapshot,
+    StoreError,
+    StoreUnavailable,
+    ValueTooLarge,
+    _is_member_fault,
+    _MemberPicker,
+    _never_sent,
+    _translate,
+)
 
 
 @pytest.mark.parametrize(
@@ -140,3 +159,124 @@ def test_snapshot_sorts_items_and_finds_keys() -> None:
 def test_txn_values_reject_mistakes(build, error: type[Exception]) -> None:  # noqa: ANN001
     with pytest.raises(error):
         build()
+
+
+# -- attempt deadline, request limit ----------------------------------------------------
+
+
+def test_attempt_timeout_defaults_to_half_the_call_budget_with_several_members() -> None:
+    assert EtcdSettings(("a:1",), call_timeout=2.0).attempt_timeout == 2.0
+    assert EtcdSettings(("a:1", "b:1", "c:1"), call_timeout=2.0).attempt_timeout == 1.0
+    assert EtcdSettings(("a:1", "b:1"), call_timeout=2.0, attempt_timeout=0.5).attempt_timeout == 0.5
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"attempt_timeout": 3.0}, "must not exceed call_timeout"),
+        ({"attempt_timeout": 0}, "attempt_timeout must be a positive"),
+        ({"attempt_timeout": "1"}, "attempt_timeout must be a number"),
+        ({"max_request_bytes": 100}, "max_request_bytes must be a whole number of bytes in 1024"),
+        ({"max_request_bytes": 1.5}, "max_request_bytes"),
+        ({"max_request_bytes": True}, "max_request_bytes"),
+    ],
+)
+def test_attempt_timeout_and_request_limit_are_validated(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EtcdSettings(("a:1", "b:1"), call_timeout=2.0, **overrides)  # type: ignore[arg-type]
+
+
+def test_max_request_bytes_defaults_to_etcds_default() -> None:
+    assert EtcdSettings(("a:1",)).max_request_bytes == 1572864 == DEFAULT_MAX_REQUEST_BYTES
+
+
+# -- which member gets the next call -----------------------------------------------------
+
+
+def test_member_picker_sticks_to_a_working_member_and_moves_on_failure() -> None:
+    clock = FakeClock(100.0)
+    picker = _MemberPicker(3, quarantine=5.0, clock=clock)
+    assert picker.order() == [0, 1, 2]
+    picker.succeeded(0)
+    assert picker.order() == [0, 1, 2]
+
+    picker.failed(0)
+    assert picker.order() == [1, 2, 0]  # the failed member last, not dropped
+    picker.failed(1)
+    assert picker.order() == [2, 0, 1]  # failed ones by age of their failure
+    clock.now += 5.0
+    assert picker.order() == [2, 0, 1]  # out of quarantine, but 2 works: stay there
+    picker.failed(2)
+    assert picker.order() == [0, 1, 2]  # 0 and 1 are healthy again
+
+
+def test_member_picker_never_refuses_when_every_member_failed() -> None:
+    clock = FakeClock(100.0)
+    picker = _MemberPicker(2, quarantine=5.0, clock=clock)
+    picker.failed(0)
+    clock.now += 1
+    picker.failed(1)
+    assert picker.order() == [0, 1]  # every member is tried, the oldest failure first
+    picker.succeeded(1)
+    assert picker.order() == [1, 0]
+
+
+def test_member_picker_with_one_member() -> None:
+    picker = _MemberPicker(1, clock=FakeClock(100.0))
+    picker.failed(0)
+    assert picker.order() == [0]
+
+
+# -- error classification (what fails over, what may be retried, what the caller sees) -----
+
+
+class FakeRpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+UNAVAILABLE, DEADLINE = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+@pytest.mark.parametrize(
+    ("error", "member_fault", "never_sent"),
+    [
+        (FakeRpcError(DEADLINE, "Deadline Exceeded"), True, False),  # frozen: may apply later
+        (FakeRpcError(UNAVAILABLE, "failed to connect to all addresses; Connection refused"), True, True),
+        (FakeRpcError(UNAVAILABLE, "etcdserver: no leader"), True, True),  # refused before handling
+        (FakeRpcError(UNAVAILABLE, "Stream removed (Socket closed)"), True, False),  # maybe sent
+        (FakeRpcError(grpc.StatusCode.UNKNOWN, "context deadline exceeded"), True, False),
+        (FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: request is too large"), False, False),
+        (FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded"), False, False),
+        (FakeRpcError(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: permission denied"), False, False),
+    ],
+)
+def test_which_errors_fail_over_and_which_writes_may_be_retried(
+    error: FakeRpcError, member_fault: bool, never_sent: bool
+) -> None:
+    assert _is_member_fault(error) is member_fault
+    assert _never_sent(error) is never_sent
+
+
+@pytest.mark.parametrize(
+    ("error", "write", "kind"),
+    [
+        (FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded"), True, QuotaExceeded),
+        (FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: request is too large"), True, ValueTooLarge),
+        (FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "grpc: received message larger than max (3 vs. 2)"), True, ValueTooLarge),
+        # The same gRPC words on a read mean the RESPONSE was too large: not the caller's value.
+        (FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max (5 vs. 4)"), False, StoreError),
+        (FakeRpcError(grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted"), False, RevisionCompacted),
+        (FakeRpcError(DEADLINE, "Deadline Exceeded"), True, StoreUnavailable),
+    ],
+)
+def test_errors_translate_to_what_the_caller_can_act_on(error: FakeRpcError, write: bool, kind: type) -> None:
+    translated = _translate(error, "put '/k'", "http://a:1", write=write)
+    assert type(translated) is kind
+    assert "put '/k'" in str(translated) and "http://a:1" in str(translated)

@@ -8,10 +8,10 @@ import click
 from pydantic import ValidationError
 
 from tfleet import logs
-from tfleet.cli.options import etcd_options, etcd_settings, parse_labels, settings_error
+from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, parse_labels, settings_error
 
 
-@click.command("agent", context_settings={"show_default": True})
+@click.command("agent", cls=DaemonCommand, context_settings={"show_default": True})
 @click.option("--host", required=True, envvar="TFLEET_HOST", show_envvar=True, help="This serving host's name in the fleet.")
 @etcd_options
 @click.option("--tfs-grpc", required=True, envvar="TFLEET_TFS_GRPC", show_envvar=True, help="TF Serving gRPC address, HOST:PORT.")
@@ -30,6 +30,8 @@ from tfleet.cli.options import etcd_options, etcd_settings, parse_labels, settin
 @click.option("--reload-timeout", default=8.0, type=float, envvar="TFLEET_RELOAD_TIMEOUT", show_envvar=True, help="Deadline of a reload call, seconds (TF Serving keeps loading after it).")
 @click.option("--status-timeout", default=2.0, type=float, envvar="TFLEET_STATUS_TIMEOUT", show_envvar=True, help="Deadline of a GetModelStatus call, seconds.")
 @click.option("--poll-interval", default=0.25, type=float, envvar="TFLEET_POLL_INTERVAL", show_envvar=True, help="Seconds between looks at a model that is still loading.")
+@click.option("--tfs-probe-interval", default=3.0, type=float, envvar="TFLEET_TFS_PROBE_INTERVAL", show_envvar=True, help="Seconds between probes of TF Serving (finds a restart or a hang).")
+@click.option("--tfs-unresponsive-after", default=3, type=int, envvar="TFLEET_TFS_UNRESPONSIVE_AFTER", show_envvar=True, help="Probes in a row past their deadline before TF Serving counts as hung.")
 @click.option("--log-level", default="info", type=click.Choice(logs.LEVELS), envvar="TFLEET_LOG_LEVEL", show_envvar=True)
 def agent(**options) -> None:
     """Keep this host's TF Serving in line with its assignments in etcd."""
@@ -37,7 +39,7 @@ def agent(**options) -> None:
     from tfleet.agent.settings import AgentSettings
 
     log_level = options.pop("log_level")
-    etcd = etcd_settings(options)
+    etcd = etcd_settings(options, use_context=False)
     options["labels"] = parse_labels(options.pop("labels"))
     values = {key: value for key, value in options.items() if value is not None}
     try:

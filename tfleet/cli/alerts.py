@@ -33,7 +33,7 @@ import click
 import yaml
 from pydantic import ValidationError
 
-from tfleet.cli.options import etcd_options, etcd_settings
+from tfleet.cli.options import etcd_options, etcd_settings, fleet_prefix, unreachable_message
 from tfleet.keyspace import DEFAULT_PREFIX, InvalidName, Keyspace, validate_name
 from tfleet.schema import ModelIntent, SchemaError, explain, parse
 
@@ -285,6 +285,7 @@ def _read_etcd(options: dict[str, Any], prefix: str) -> tuple[dict[str, ModelInt
     from tfleet.store import EtcdStore, StoreError
 
     settings = etcd_settings(options)
+    prefix = fleet_prefix(prefix)
     try:
         keyspace = Keyspace(prefix)
     except InvalidName as exc:
@@ -293,5 +294,5 @@ def _read_etcd(options: dict[str, Any], prefix: str) -> tuple[dict[str, ModelInt
         with EtcdStore(settings) as store:
             intents, problems = intents_from_etcd(store, keyspace)
     except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(unreachable_message(exc)) from None
     return intents, problems, f"the intents under {keyspace.models_prefix()}"

@@ -8,10 +8,10 @@ import click
 from pydantic import ValidationError
 
 from tfleet import logs
-from tfleet.cli.options import etcd_options, etcd_settings, settings_error
+from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, settings_error
 
 
-@click.command("controller", context_settings={"show_default": True})
+@click.command("controller", cls=DaemonCommand, context_settings={"show_default": True})
 @click.option("--id", "id", required=True, envvar="TFLEET_CONTROLLER_ID", show_envvar=True, help="This controller's name (unique per controller).")
 @etcd_options
 @click.option("--http-port", required=True, type=int, envvar="TFLEET_HTTP_PORT", show_envvar=True, help="Port of /metrics, /healthz, /readyz.")
@@ -22,7 +22,11 @@ from tfleet.cli.options import etcd_options, etcd_settings, settings_error
 @click.option("--coalesce-window", default=0.1, type=float, envvar="TFLEET_COALESCE_WINDOW", show_envvar=True)
 @click.option("--dashboard-port", type=int, envvar="TFLEET_DASHBOARD_PORT", show_envvar=True,
               help="Port of the read-only web dashboard (0: any free port)  [default: no dashboard]")
-@click.option("--dashboard-host", default="0.0.0.0", envvar="TFLEET_DASHBOARD_HOST", show_envvar=True, help="Address the dashboard listens on.")
+@click.option("--dashboard-host", default="127.0.0.1", envvar="TFLEET_DASHBOARD_HOST", show_envvar=True, show_default=True,
+              help="Address the dashboard listens on. It has no login: expose it (e.g. 0.0.0.0) only behind an authenticating proxy or on a trusted network.")
+@click.option("--tfs-unresponsive-grace", default=60.0, type=float, envvar="TFLEET_TFS_UNRESPONSIVE_GRACE", show_envvar=True, help="Seconds a host's TF Serving may not answer before its replicas are placed elsewhere.")
+@click.option("--history-keep", default=100, type=int, envvar="TFLEET_HISTORY_KEEP", show_envvar=True,
+              help="History entries kept per model (the newest); older ones are pruned as new ones are written.")
 @click.option("--log-level", default="info", type=click.Choice(logs.LEVELS), envvar="TFLEET_LOG_LEVEL", show_envvar=True)
 def controller(**options) -> None:
     """Turn model intents into per-host assignments; one controller leads, the others stand by."""
@@ -30,7 +34,7 @@ def controller(**options) -> None:
     from tfleet.controller.settings import ControllerSettings
 
     log_level = options.pop("log_level")
-    etcd = etcd_settings(options)
+    etcd = etcd_settings(options, use_context=False)
     try:
         settings = ControllerSettings(etcd=etcd, **{k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:

@@ -135,8 +135,8 @@ def check_document(raw: Any, where: str) -> Document:
         raise DocumentError([f"{label}: spec must be a mapping of {'ModelIntent' if kind == 'Model' else 'HostControl'} fields, found {found}"])
     try:
         if kind == "Model":
-            return ModelDocument(name, ModelIntent.model_validate(spec), where)
-        return HostControlDocument(name, HostControl.model_validate(spec), where)
+            return ModelDocument(name, ModelIntent.model_validate(spec, strict=True), where)
+        return HostControlDocument(name, HostControl.model_validate(spec, strict=True), where)
     except ValidationError as exc:
         raise DocumentError([f"{label}: {explain(exc)}"]) from None
 

@@ -23,6 +23,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "apply", "get", "describe", "status", "history", "diff", "rollback", "register",
         "rollout", "cordon", "uncordon", "drain", "watch", "explain", "predict",
     )},
+    "wait": ("tfleet.cli.wait", "wait"),
     "alerts": ("tfleet.cli.alerts", "alerts"),
     "routes": ("tfleet.cli.routes", "routes"),
 }

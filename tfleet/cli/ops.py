@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from tfleet.cli.options import etcd_options, etcd_settings
+from tfleet.cli.options import etcd_options, etcd_settings, fleet_prefix
 from tfleet.cli.output import (
     EXIT_BAD_INPUT,
     CommandError,
@@ -102,7 +102,7 @@ class Ops:
         from tfleet.registry import RegistryError
 
         try:
-            entries = self.registry.history(model)
+            entries = self.registry.history(model, limit=5)  # the change is one of the newest
         except RegistryError:
             entries = []
         for entry in reversed(entries):
@@ -113,25 +113,16 @@ class Ops:
     def last_valid(self, view: Any) -> dict[str, Any]:
         """For models whose intent in etcd is invalid: the newest valid intent in their history,
         which is what the controller keeps serving (it remembers the last valid one it saw)."""
-        from pydantic import ValidationError
-
         from tfleet.registry import RegistryError
-        from tfleet.schema import ModelIntent
 
         found = {}
         for model in view.invalid_intents():
             try:
-                entries = self.registry.history(model)
+                intent = self.registry.last_valid_intent(model)  # the newest entries, a few at a time
             except RegistryError:
                 continue
-            for entry in reversed(entries):
-                if entry.new is None:
-                    continue
-                try:
-                    found[model] = ModelIntent.model_validate(entry.new)
-                    break
-                except ValidationError:
-                    continue
+            if intent is not None:
+                found[model] = intent
         return found
 
     def conflict(self, exc: Any, rerun: str) -> str:
@@ -158,8 +149,8 @@ def fleet_command(function: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(function)
     def run(**options: Any) -> Any:
-        prefix = options.pop("prefix").rstrip("/") or "/"
         settings = etcd_settings(options)
+        prefix = fleet_prefix(options.pop("prefix")).rstrip("/") or "/"
         ops = Ops(settings, prefix)
         try:
             return function(ops, **options)
@@ -258,17 +249,17 @@ def apply(ops: Ops, files: tuple[str, ...], dry_run: bool, author: str, output: 
 
 def _write_hostctl(ops: Ops, host: str, control: Any, expected: int, rerun: str) -> tuple[str, int]:
     """Write (or delete, for None) hostctl/<host> if it is still at revision ``expected``."""
-    from tfleet.schema import HostControl, encode
+    from tfleet.schema import HostControl, SchemaError, encode, parse
     from tfleet.store import Compare, Delete, Put
 
     key = ops.keyspace.hostctl(host)
     kv = ops.store.get(key)
     current_revision = kv.mod_revision if kv is not None else 0
     if current_revision == expected and kv is not None and control is not None:
-        try:
-            if HostControl.model_validate_json(kv.value) == control:
+        try:  # any bytes may be in etcd: read them as strictly as every reader does
+            if parse(HostControl, kv.value, kv.key) == control:
                 return "unchanged", current_revision
-        except ValueError:
+        except SchemaError:
             pass
     if current_revision == expected and kv is None and control is None:
         return "unchanged", current_revision
@@ -308,9 +299,9 @@ def get_models(ops: Ops, names: tuple[str, ...], output: str) -> None:
         if not rows:
             return "no models (tfleet apply -f models.yaml to declare one)"
         return table(
-            [[r["name"], f"{'-' if r['serving'] is None else r['serving']}/{r['wanted']}", r["versions"], labels_text(r["labels"]),
-              r["phase"], r["health"], short(r["error"])] for r in rows],
-            ["name", "serving", "versions", "labels", "phase", "health", "error"])
+            [[r["name"], f"{'-' if r['serving'] is None else r['serving']}/{r['wanted']}", f"{'-' if r['ready'] is None else r['ready']}/{r['wanted']}",
+              r["versions"], labels_text(r["labels"]), r["phase"], r["health"], short(r["error"])] for r in rows],
+            ["name", "serving", "ready", "versions", "labels", "phase", "health", "error"])
 
     emit(output, rows, human)
 
@@ -386,10 +377,12 @@ def describe_model(ops: Ops, model: str, output: str) -> None:
 
     _check_model_name(model)
     view = ops.view()
-    history = ops.registry.history(model)
+    history = ops.registry.history(model, limit=5)
     if not view.knows_model(model) and not history:
         raise _unknown_model(ops, model, view)
     data = describe_view(view, model, ops.registry.versions(model), history)
+    bounds = ops.registry.history_bounds(model)
+    data["history_total"] = bounds[1] - bounds[0] + 1 if bounds else 0  # entries kept (retention)
     emit(output, data, lambda: _describe_text(data))
 
 
@@ -417,6 +410,9 @@ def _describe_text(data: dict[str, Any]) -> str:
             if value:
                 lines.append(f"{label:<13} {value}")
     lines.append(f"Health:       {data['health']}" + (f": {one_line(data['error'])}" if data["error"] else ""))
+    lines.append(f"Serving:      {data['serving']}/{data['wanted'] if data['wanted'] is not None else '-'} replicas, {data['ready']} ready")
+    for problem in data["agent_errors"]:
+        lines.append(f"Agent error:  {problem['host']}: {one_line(problem['message'])}")
     lines.append("")
     lines.append("Registered versions:")
     if data["versions"]:
@@ -431,7 +427,7 @@ def _describe_text(data: dict[str, Any]) -> str:
         rows = []
         for r in data["replicas"]:
             states = ", ".join(f"{v} {s}" for v, s in sorted(r["versions"].items())) or "-"
-            problem = r["error"] or "; ".join(f"v{v}: {m}" for v, m in sorted(r["version_errors"].items()))
+            problem = "; ".join(r["errors"])
             rows.append([r["host"] + ("" if r["up"] else " (down)"), states, labels_text(r["labels"]), "yes" if r["ready"] else "no",
                          "yes" if r["canary"] else "", pairs_text(r["host_labels"]), short(problem, 50)])
         lines += _indent(table(rows, ["host", "versions", "labels", "ready", "canary", "host labels", "error"]))
@@ -538,7 +534,7 @@ def status(ops: Ops, output: str) -> None:
             "Leader:    " + (f"{leader.id} (since {format_time(leader.since)}, version {leader.version})" if leader else "none: no controller leads, nothing changes"),
             f"Hosts:     {hosts['up']} up" + "".join(f", {hosts[k]} {k}" for k in ("down", "cordoned", "draining") if hosts[k]),
             f"Models:    {models['total']}: {models['ok']} ok, {models['degraded']} degraded, {models['failing']} failing"
-            + "".join(f", {models[k]} {k}" for k in ("unknown", "deleting") if models[k]),
+            + "".join(f", {models[k]} {k}" for k in ("unavailable", "unknown", "deleting") if models[k]),
         ]
         if data["rollouts"]:
             lines.append(f"Rollouts:  {len(data['rollouts'])} in progress")
@@ -548,8 +544,9 @@ def status(ops: Ops, output: str) -> None:
             lines.append("Rollouts:  none in progress")
         for problem in data["problems"]:
             lines.append(f"  {problem['model']} {problem['health']}: {short(problem['problem'], 100)}")
+            lines += [f"    agent error on {e['host']}: {short(e['message'], 100)}" for e in problem["agent_errors"]]
         if data["invalid_keys"]:
-            lines.append(f"Invalid keys: {len(data['invalid_keys'])}")
+            lines.append(f"Invalid keys: {len(data['invalid_keys'])} (etcdctl get <prefix>/problems lists them)")
             lines += [f"  {short(p, 120)}" for p in data["invalid_keys"][:5]]
         return "\n".join(lines)
 
@@ -561,22 +558,31 @@ def status(ops: Ops, output: str) -> None:
 
 @click.command("history", cls=OpsCommand)
 @click.argument("model")
+@click.option("--limit", type=click.IntRange(min=1), help="Show only the newest N entries.  [default: every entry kept]")
+@click.option("--before", type=click.IntRange(min=1), help="Show only entries older than sequence SEQ (to page back).")
 @output_option
 @fleet_command
-def history(ops: Ops, model: str, output: str) -> None:
-    """Every recorded change of MODEL's intent: who, when, what changed."""
+def history(ops: Ops, model: str, limit: int | None, before: int | None, output: str) -> None:
+    """Every recorded change of MODEL's intent: who, when, what changed.
+
+    Gaps (changes etcd compacted before the controller recorded them) show as action "gap"
+    with the revisions they cover. Entries older than the retention (tfleet controller
+    --history-keep) are pruned.
+    """
     from tfleet.cli.views import history_summary
 
     _check_model_name(model)
-    entries = ops.registry.history(model)
-    if not entries and ops.store.get(ops.keyspace.model(model)) is None:
+    entries = ops.registry.history(model, limit=limit, before=before)
+    if not entries and before is None and ops.store.get(ops.keyspace.model(model)) is None:
         raise _unknown_model(ops, model)
 
     def human() -> str:
         if not entries:
+            if before is not None:
+                return f"{model} has no history entry before {before} (older entries are pruned, or there were none)"
             return f"{model} has no history entry yet (written with etcdctl; the controller records it)"
-        return table([[e.sequence, format_time(e.at), e.author or ("etcdctl" if e.source == "etcd" else "-"), e.source, e.action, e.revision,
-                       short(history_summary(e), 80)] for e in entries],
+        return table([[e.sequence, format_time(e.at), e.author or ("etcdctl" if e.source == "etcd" else "-"), e.source, e.action,
+                       e.revision, short(history_summary(e), 80)] for e in entries],
                      ["seq", "at", "author", "source", "action", "revision", "changes"])
 
     emit(output, entries, human)
@@ -614,7 +620,7 @@ def rollback(ops: Ops, model: str, to_sequence: int | None, author: str, output:
     from tfleet.registry import ConflictError
 
     _check_model_name(model)
-    before = ops.registry.history(model)
+    before = ops.registry.history(model, limit=2)  # the newest two: all "undo the last change" needs
     if not before and ops.store.get(ops.keyspace.model(model)) is None:
         raise _unknown_model(ops, model)
     target = to_sequence if to_sequence is not None else (before[-2].sequence if len(before) >= 2 else None)
@@ -622,8 +628,8 @@ def rollback(ops: Ops, model: str, to_sequence: int | None, author: str, output:
         revision = ops.registry.rollback(model, to_sequence=to_sequence, author=author or None)
     except ConflictError as exc:
         raise refused(ops.conflict(exc, "rollback")) from None
-    after = ops.registry.history(model)
-    written = len(after) > len(before)
+    after = ops.registry.history(model, limit=1)
+    written = bool(after) and (not before or after[-1].sequence > before[-1].sequence)
     data = {"model": model, "to_sequence": target, "revision": revision, "written": written,
             "sequence": after[-1].sequence if written else None, "changes": history_summary(after[-1]) if written else None}
 
@@ -716,7 +722,7 @@ def _with(intent: Any, **changes: Any) -> Any:
 @click.option("--rolling", is_flag=True, help="Roll out to every replica at once (make-before-break), whatever the intent's strategy.")
 @click.option("--label", default="stable", show_default=True, help="Label moved to the new version once it is AVAILABLE everywhere.")
 @click.option("--no-label", is_flag=True, help="Move no label.")
-@click.option("--force", is_flag=True, help="Start even if a rollout is in progress or the version is not registered.")
+@click.option("--force", is_flag=True, help="Start even if a rollout is in progress or the version is neither registered nor on disk.")
 @author_option
 @output_option
 @fleet_command
@@ -736,9 +742,8 @@ def rollout_start(ops: Ops, model: str, version: int, canary: int | None, rollin
         raise bad_input(f"label {CANARY_LABEL!r} is set by the controller on canaries; pick another --label")
     intent, revision = _intent_for_rollout(ops, model)
     registered = [record.version for record in ops.registry.versions(model)]
-    if registered and version not in registered and not force:
-        raise bad_input(f"version {version} of {model} is not registered (registered: {', '.join(map(str, registered))}); "
-                        f"register it first (tfleet register {model} {version}) or pass --force")
+    if version not in registered:
+        _check_unregistered_version(model, intent.base_path, version, registered, force)
     report = ops.view().fleet.modelstatus.get(model)
     target = [version]
     if report is not None and not force:
@@ -781,6 +786,39 @@ def rollout_start(ops: Ops, model: str, version: int, canary: int | None, rollin
         return text + f"\nfollow it: tfleet rollout status {model}"
 
     emit(output, data, human)
+
+
+def _check_unregistered_version(model: str, base_path: str, version: int, registered: list[int], force: bool) -> None:
+    """A version that is not registered must at least be on disk where this CLI can look.
+
+    Without the check, a typo (or a version not copied yet) starts a rollout every agent
+    reports "not found", which the controller aborts only after a round trip. Refused (exit
+    2) when base_path is visible here and lacks the version, or when it is not visible and
+    the model has registered versions; a warning when nothing can be checked. --force
+    starts it anyway.
+    """
+    from tfleet import modelfs
+
+    listed = f" (registered: {', '.join(map(str, registered))})" if registered else " (none is registered)"
+    path = modelfs.local_path(base_path)
+    visible = path is not None and os.path.isdir(path)
+    if visible and version in modelfs.inspect(base_path).versions:
+        if registered:
+            note(f"tfleet rollout start: version {version} of {model} is not registered{listed}; "
+                 f"it is on disk, so starting (register it: tfleet register {model} {version})")
+        return
+    if force:
+        note(f"tfleet rollout start: version {version} of {model} is neither registered nor found under {base_path}; starting anyway (--force)")
+        return
+    if visible:
+        raise bad_input(f"version {version} of {model} is neither registered{listed} nor found under its base_path "
+                        f"(no {base_path.rstrip('/')}/{version}/saved_model.pb); copy it there and register it "
+                        f"(tfleet register {model} {version}), or pass --force")
+    if registered:
+        raise bad_input(f"version {version} of {model} is not registered{listed} and its base_path {base_path} cannot be "
+                        f"looked into from here; register it first (tfleet register {model} {version}) or pass --force")
+    note(f"tfleet rollout start: warning: version {version} of {model} is not registered and its base_path {base_path} cannot be "
+         f"looked into from here; if the agents do not find it, the controller aborts the rollout")
 
 
 def _versions(values: Any) -> str:
@@ -1020,7 +1058,7 @@ def _event_line(event: Any, prefix: str, output: str) -> str:
     if output in ("json", "yaml"):
         try:
             value: Any = json.loads(text) if event.kind == "put" else None
-        except ValueError:
+        except (ValueError, RecursionError):  # any bytes may be in etcd: print them as text
             value = text
         return json.dumps({"time": now.isoformat().replace("+00:00", "Z"), "op": event.kind, "key": event.key,
                            "revision": event.mod_revision, "value": value})

@@ -74,7 +74,7 @@ def command_path(ctx: click.Context | None, info_name: str | None = None) -> str
     return " ".join(["tfleet", *reversed([n for n in names if n])])
 
 
-def translate(exc: BaseException, path: str) -> CommandError | None:
+def translate(exc: BaseException, path: str, ctx: click.Context | None = None) -> CommandError | None:
     """The CommandError for an exception of the core, or None to let it through."""
     # Imported here: `tfleet --help` must not pay for the etcd client.
     from tfleet.keyspace import InvalidName
@@ -82,6 +82,10 @@ def translate(exc: BaseException, path: str) -> CommandError | None:
     from tfleet.schema import SchemaError
     from tfleet.store import StoreError
 
+    if isinstance(exc, click.exceptions.Exit | click.Abort):
+        # --help, --version and ctx.exit(): click's normal ways out, not errors. They derive
+        # from RuntimeError, so they must be let through before the catch-all below.
+        return None
     if isinstance(exc, CommandError):
         error = exc
     elif isinstance(exc, click.exceptions.NoArgsIsHelpError):
@@ -90,7 +94,9 @@ def translate(exc: BaseException, path: str) -> CommandError | None:
         hint = f" (see {path} --help)" if "--help" not in exc.format_message() else ""
         error = bad_input(exc.format_message() + hint)
     elif isinstance(exc, StoreError):
-        error = CommandError(f"etcd unreachable: {exc}", EXIT_UNREACHABLE)
+        from tfleet.cli.options import unreachable_message
+
+        error = CommandError(unreachable_message(exc, ctx), EXIT_UNREACHABLE)  # names the etcd and its origin
     elif isinstance(exc, ConflictError):
         error = refused(str(exc))
     elif isinstance(exc, RegistryError | SchemaError | InvalidName):
@@ -102,7 +108,7 @@ def translate(exc: BaseException, path: str) -> CommandError | None:
             return None  # let the traceback through
         error = refused(f"unexpected error: {type(exc).__name__}: {exc} (set TFLEET_DEBUG=1 for the traceback)")
     else:
-        return None  # KeyboardInterrupt, SystemExit, click's Exit/Abort
+        return None  # KeyboardInterrupt, SystemExit
     error.command_path = path
     return error
 
@@ -125,7 +131,7 @@ class _Translating:
         except Exception as exc:
             if isinstance(exc, CommandError) and exc.command_path != "tfleet":
                 raise  # already translated by a subcommand
-            error = translate(exc, command_path(ctx))
+            error = translate(exc, command_path(ctx), ctx)
             if error is None or error is exc:
                 raise
             raise error from None

@@ -24,9 +24,10 @@ from typing import Any
 import click
 
 from tfleet import logs
-from tfleet.cli.options import etcd_options, etcd_settings
+from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, fleet_prefix, unreachable_message
+from tfleet.cli.route_render import Rendered, envoy_bundle, render_envoy, render_nginx
 from tfleet.keyspace import InvalidName, Keyspace, validate_name
-from tfleet.routing import Rendered, envoy_bundle, read_route_tables, render_envoy, render_nginx
+from tfleet.routing import read_route_tables
 from tfleet.schema import RouteTable
 
 FORMATS = ("nginx", "envoy")
@@ -252,7 +253,7 @@ def routes() -> None:
     """Where requests go: render the route tables for load balancers."""
 
 
-@routes.command("render", context_settings={"show_default": True})
+@routes.command("render", cls=DaemonCommand, context_settings={"show_default": True})
 @click.option("--format", "fmt", required=True, type=click.Choice(FORMATS), envvar="TFLEET_ROUTES_FORMAT", show_envvar=True,
               help="nginx: one include file of upstreams; envoy: one ClusterLoadAssignment file per cluster.")
 @click.option("--model", "models", multiple=True, envvar="TFLEET_ROUTES_MODELS", show_envvar=True,
@@ -281,6 +282,8 @@ def render(fmt: str, models: Sequence[str], out: pathlib.Path | None, envoy_enco
 
     if (watch or reload_cmd) and out is None:
         raise click.UsageError("--watch and --reload-cmd need --out (the file or directory to keep current)")
+    settings = etcd_settings(options)
+    prefix = fleet_prefix(prefix)
     try:
         keyspace = Keyspace(prefix.rstrip("/") or prefix)
         for model in models:
@@ -291,7 +294,6 @@ def render(fmt: str, models: Sequence[str], out: pathlib.Path | None, envoy_enco
         raise click.UsageError(f"--out {out} is a directory; nginx output is one file")
     if out is not None and fmt == "envoy" and out.exists() and not out.is_dir():
         raise click.UsageError(f"--out {out} is a file; Envoy output is a directory of one file per cluster")
-    settings = etcd_settings(options)
     logs.configure(log_level)
     log = logs.get("routes")
     output = Output(fmt, out, tuple(models), envoy_encoding, keyspace.routes_prefix())
@@ -303,7 +305,7 @@ def render(fmt: str, models: Sequence[str], out: pathlib.Path | None, envoy_enco
             try:
                 tables, _ = renderer.read()
             except StoreError as exc:
-                raise click.ClickException(str(exc)) from None
+                raise click.ClickException(unreachable_message(exc)) from None
             if out is None:
                 text, problems = output.stdout_text(tables)
                 for problem in problems:

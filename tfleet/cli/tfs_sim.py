@@ -13,8 +13,10 @@ from types import FrameType
 
 import click
 
+from tfleet.cli.options import DaemonCommand
 
-@click.command("tfs-sim", context_settings={"show_default": True})
+
+@click.command("tfs-sim", cls=DaemonCommand, context_settings={"show_default": True})
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=8500, envvar="TFLEET_SIM_GRPC_PORT",
               show_envvar=True, help="gRPC port (ModelService, PredictionService); 0 picks a free one.")
 @click.option("--rest-port", type=click.IntRange(0, 65535), default=8501, envvar="TFLEET_SIM_REST_PORT",

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tfleet.sim.faults import Faults
 from tfleet.sim.manager import ModelManager, MonitorEntry, ServedVersion
 from tfleet.sim.source import FileSystemSource, ServableToMonitor
 from tfleet.sim.status import (
@@ -114,8 +115,10 @@ class SimCore:
         allow_labels_for_unavailable: bool = False,
         on_reload: ReloadHook | None = None,
         clock: Callable[[], float] = time.monotonic,
+        faults: Faults | None = None,
     ) -> None:
         self._manager, self._source = manager, source
+        self.faults = faults or Faults()
         self._allow_unavailable = allow_labels_for_unavailable
         self._on_reload, self._clock = on_reload, clock
         self._reload_lock = threading.Lock()
@@ -129,6 +132,7 @@ class SimCore:
         new: list[str] = []
         with self._reload_lock:
             started = self._clock()
+            self.faults.delay_reload()
             try:
                 models = decode_models(request)
                 names = [m.name for m in models]

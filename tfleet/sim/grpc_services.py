@@ -49,10 +49,12 @@ def spec_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, core: SimCore) -> None:
         self._core = core
+        self._faults = core.faults
 
     def GetModelStatus(  # noqa: N802 (names fixed by the gRPC service)
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext
     ) -> get_model_status_pb2.GetModelStatusResponse:
+        self._faults.checkpoint()
         if not request.HasField("model_spec"):
             abort(context, Status(INVALID_ARGUMENT, "Missing ModelSpec"))
         # Like the real server, only a version number narrows the answer; a label does not.
@@ -72,6 +74,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def HandleReloadConfigRequest(  # noqa: N802
         self, request: model_management_pb2.ReloadConfigRequest, context: grpc.ServicerContext
     ) -> model_management_pb2.ReloadConfigResponse:
+        self._faults.checkpoint()
         status = self._core.reload(request)
         if not status.ok:
             abort(context, status)
@@ -83,10 +86,12 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, core: SimCore, metrics: SimMetrics) -> None:
         self._core, self._metrics = core, metrics
+        self._faults = core.faults
 
     def Predict(  # noqa: N802
         self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> predict_pb2.PredictResponse:
+        self._faults.checkpoint()
         started = time.perf_counter()
         status = OK_STATUS
         try:
@@ -122,6 +127,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def GetModelMetadata(  # noqa: N802
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        self._faults.checkpoint()
         try:
             if not request.HasField("model_spec"):
                 raise SimError(INVALID_ARGUMENT, "Missing ModelSpec")

@@ -49,6 +49,7 @@ class RestApi:
         self._core, self._metrics = core, metrics
 
     def handle(self, method: str, path: str, body: bytes) -> Response:
+        self._core.faults.checkpoint()
         path = path.split("?", 1)[0]
         if method == "GET" and path == METRICS_PATH:
             return 200, CONTENT_TYPE_LATEST, generate_latest(self._metrics.registry)

@@ -16,6 +16,7 @@ import grpc
 import structlog
 
 from tfleet.sim.core import SimCore
+from tfleet.sim.faults import Faults
 from tfleet.sim.grpc_services import ModelService, PredictionService
 from tfleet.sim.manager import ModelManager
 from tfleet.sim.metrics import SimMetrics
@@ -48,11 +49,27 @@ class SimServer:
         self.host = host
         self._grpc_port, self._rest_port = grpc_port, rest_port
         self._log = logger if logger is not None else structlog.get_logger("tfleet.sim").bind(component="tfs-sim")
+        self._options = {
+            "max_load_retries": max_load_retries,
+            "load_retry_interval": load_retry_interval,
+            "num_load_threads": num_load_threads,
+            "poll_wait_seconds": poll_wait_seconds,
+            "allow_labels_for_unavailable": allow_labels_for_unavailable,
+        }
+        self._stop_lock = threading.Lock()
+        self._loads: dict[tuple[str, int], int] = {}
+        self._loads_lock = threading.Lock()
+        self._build()
+
+    def _build(self) -> None:
+        """Every part of one server process, fresh: no model, no label, no fault."""
+        o = self._options
         self.metrics = SimMetrics()
+        self.faults = Faults()
         self.manager = ModelManager(
-            max_load_retries=max_load_retries,
-            load_retry_interval=load_retry_interval,
-            num_load_threads=num_load_threads,
+            max_load_retries=o["max_load_retries"],
+            load_retry_interval=o["load_retry_interval"],
+            num_load_threads=o["num_load_threads"],
             on_event=self._on_version_event,
             on_attempt=self._on_attempt,
         )
@@ -60,18 +77,16 @@ class SimServer:
         self.core = SimCore(
             self.manager,
             self.source,
-            allow_labels_for_unavailable=allow_labels_for_unavailable,
+            allow_labels_for_unavailable=o["allow_labels_for_unavailable"],
             on_reload=self._on_reload,
+            faults=self.faults,
         )
         self.metrics.watch(self.manager.all_states, self.manager.served_versions)
         self._loop = ManagerLoop(self.manager)
-        self._poller = Poller(self.source, poll_wait_seconds)
+        self._poller = Poller(self.source, o["poll_wait_seconds"])
         self._grpc: grpc.Server | None = None
         self._rest: RestServer | None = None
         self._stopped = threading.Event()
-        self._stop_lock = threading.Lock()
-        self._loads: dict[tuple[str, int], int] = {}
-        self._loads_lock = threading.Lock()
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> SimServer:
@@ -123,6 +138,7 @@ class SimServer:
         with self._stop_lock:
             if self._stopped.is_set():
                 return
+            self.faults.release()  # held (frozen) requests fail instead of blocking the stop
             done = self._grpc.stop(grace) if self._grpc is not None else None
             self.manager.stop()  # releases reloads blocked in wait_models
             self._poller.stop()
@@ -133,6 +149,15 @@ class SimServer:
                 done.wait((grace or 0) + 5.0)
             self._stopped.set()
             self._log.info("sim_stopped", grpc_address=self.grpc_address)
+
+    def restart(self) -> SimServer:
+        """Restart empty, as a real tensorflow_model_server restarted by its supervisor: the
+        process goes away (clients see UNAVAILABLE), then serves again on the same ports with
+        no model, no label and no fault: it has forgotten every config it was sent."""
+        self.stop(0)
+        self._log.info("sim_restarting", grpc_address=self.grpc_address)
+        self._build()
+        return self.start()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until stop() has finished; False on timeout."""

@@ -7,19 +7,14 @@ classes: the wire-conformance tests would then check the old code, not the new .
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import subprocess
 import sys
-
-import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_generated_modules_are_up_to_date():
-    if importlib.util.find_spec("grpc_tools") is None:
-        pytest.skip("grpcio-tools is not installed (it comes with the `test` extra: pip install -e '.[test]')")
     # Run the script exactly as developers and `make proto-check` do, in its own process so
     # that the in-process protoc run leaves nothing behind in the test session. sys.executable
     # is the venv's interpreter, whose pinned grpcio-tools defines the expected output.

@@ -1,0 +1,39 @@
+"""The core (tfleet/ outside cli/) never imports the daemons or the CLI built on it.
+
+docs/architecture.md: agent/ and controller/ use the core, the CLI uses all three; an import
+the other way (even one only for type checking) would tie the core to a daemon's internals.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+UPPER = ("tfleet.controller", "tfleet.agent", "tfleet.cli")
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _core_modules() -> list[pathlib.Path]:
+    core = ROOT / "tfleet"
+    return sorted(p for p in core.rglob("*.py") if not p.is_relative_to(core / "cli") and p != core / "__main__.py")
+
+
+def test_core_modules_do_not_import_upwards() -> None:
+    modules = _core_modules()
+    assert ROOT / "tfleet" / "routing.py" in modules  # the one that used to
+    wrong = {
+        path.relative_to(ROOT).as_posix(): sorted(name for name in _imports(path) if name.startswith(UPPER))
+        for path in modules
+    }
+    assert {path: names for path, names in wrong.items() if names} == {}
