@@ -122,7 +122,7 @@ class Controller:
             # watches the leader key, so it campaigns at once when the key goes).
             self._scheduler.add_job(self.election.renew, "interval", seconds=s.renew_interval, jitter=s.renew_interval / 10, id="election-renew")
             self._scheduler.add_job(self.wake, "interval", seconds=s.resync_interval, id="resync")
-            # rare: it reads every section (a no-op until the store reads at a revision)
+            # rare: it reads every section, at the cache's revision
             self._scheduler.add_job(self.cache.verify, "interval", seconds=CACHE_VERIFY_EVERY, id="cache-verify")
             self._scheduler.start()
             self.election.start()

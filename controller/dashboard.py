@@ -393,43 +393,26 @@ def build_history(snapshot: Snapshot, keyspace: Keyspace, model: str, limit: int
 # A model's history: a bounded read, never the cache
 
 
-class HistoryReader:
-    """The newest entries of one model's history, with today's store: one range read of the
-    model's history prefix, keeping the newest ``limit`` (the history recorder prunes each
-    model's history, which keeps this read small)."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def newest(self, prefix: str, limit: int) -> tuple[Snapshot, int | None]:
-        """(a snapshot holding the newest ``limit`` keys, the total count if known)."""
-        snapshot = self._store.list_prefix(prefix)
-        return Snapshot(snapshot.revision, snapshot.items[-limit:]), len(snapshot.items)
-
-
 class PagedHistoryReader:
-    """The newest entries with the store's bounded reads (last_key, list_page, count_prefix):
-    history keys are zero-padded sequence numbers, so the newest ``limit`` are the page after
-    sequence (newest - limit); the response never grows with the history."""
+    """The newest entries of one model's history in ONE bounded, descending range read of its
+    well-formed sequence keys (Keyspace.history_range), and their count (count_prefix): the
+    response never grows with the history."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, keyspace: Keyspace) -> None:
         self._store = store
+        self._ks = keyspace
 
-    def newest(self, prefix: str, limit: int) -> tuple[Snapshot, int | None]:
-        last = self._store.last_key(prefix)
-        if last is None:
-            return Snapshot(1, ()), 0
-        sequence = last.key[len(prefix):]
-        after = None
-        if sequence.isdigit() and int(sequence) > limit:
-            after = f"{prefix}{int(sequence) - limit:0{len(sequence)}d}"
-        page = self._store.list_page(prefix, start_after=after, limit=limit)
-        items = page.items[-limit:]
-        return Snapshot(page.revision, items), self._store.count_prefix(prefix, revision=page.revision)
+    def newest(self, model: str, limit: int) -> tuple[Snapshot, int | None]:
+        """(a snapshot holding the newest ``limit`` entries in key order, how many keys the
+        model's history has)."""
+        start, end = self._ks.history_range(model)
+        page = self._store.list_range(start, end, limit=limit, descending=True)
+        total = self._store.count_prefix(self._ks.history_prefix(model), revision=page.revision)
+        return Snapshot(page.revision, tuple(reversed(page.items))), total
 
 
-def default_history_reader(store: Any) -> Any:
-    return HistoryReader(store)  # PagedHistoryReader(store) once the store's bounded reads are on main
+def default_history_reader(store: Any, keyspace: Keyspace) -> PagedHistoryReader:
+    return PagedHistoryReader(store, keyspace)
 
 
 # ---------------------------------------------------------------------------------------
@@ -562,7 +545,7 @@ class Dashboard:
         self._cache = cache if cache is not None else FleetCache(store, keyspace, log=log)
         self._cursor = self._cache.cursor("dashboard")
         self._fleet = FleetBuilder(keyspace)
-        self._history = history or default_history_reader(store)
+        self._history = history or default_history_reader(store, keyspace)
         self._builder = StateBuilder(keyspace)
         self._broadcaster = _Broadcaster()
         self._dirty = threading.Event()
@@ -785,11 +768,11 @@ class Dashboard:
         model = request.path_params["model"]
         try:
             limit = min(max(int(request.query_params.get("limit", HISTORY_LIMIT)), 1), HISTORY_LIMIT_MAX)
-            prefix = self._ks.history_prefix(model)
+            self._ks.history_prefix(model)  # validates the name
         except (ValueError, InvalidName) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         try:
-            snapshot, total = self._history.newest(prefix, limit)
+            snapshot, total = self._history.newest(model, limit)
         except StoreError as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
         return JSONResponse(build_history(snapshot, self._ks, model, limit, total), headers={"Cache-Control": "no-store"})

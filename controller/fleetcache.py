@@ -28,10 +28,11 @@ tfleet::
   controller's cursor records the key as ``quiet``: the snapshot takes the new value, but
   the model is not planned again for it.
 
-How a section is read is a seam (``PrefixReader``): ``RangeReader`` uses today's one-range
-``EtcdStore.list_prefix`` per section (each section at its own revision; the cache then drops,
-per section, the watch events that section's read already holds); ``PagedReader`` uses the
-store's paginated read at one revision. ``default_reader`` picks one: a one-line switch.
+How a section is read is a seam (``PrefixReader``): ``PagedReader`` (the default) uses the
+store's paginated read, every section at one revision; ``RangeReader`` models a store that
+cannot pin a revision (each section at its own revision; the cache then drops, per section,
+the watch events that section's read already holds, and ``verify`` gives no verdict): the
+tests keep that path honest.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class PrefixReader(Protocol):
 
 
 class RangeReader:
-    """Today's store: one range read per section, at whatever revision etcd is at."""
+    """A read of each section at whatever revision etcd is at (a store that cannot pin one)."""
 
     pins = False  # cannot read at a given revision
 
@@ -66,7 +67,7 @@ class RangeReader:
         self._store = store
 
     def read(self, prefix: str, revision: int | None) -> Snapshot:
-        return self._store.list_prefix(prefix)
+        return self._store.list_prefix(prefix)  # (no revision: read at the current one)
 
 
 class PagedReader:
@@ -82,7 +83,7 @@ class PagedReader:
 
 
 def default_reader(store: Any) -> PrefixReader:
-    return RangeReader(store)  # PagedReader(store) once the store's paginated read is on main
+    return PagedReader(store)
 
 
 def section_prefixes(ks: Keyspace, sections: Iterable[str] = SECTIONS) -> dict[str, str]:

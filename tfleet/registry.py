@@ -52,7 +52,6 @@ from tfleet.keyspace import InvalidName, Keyspace
 from tfleet.modelfs import SAVED_MODEL_FILES, ChecksumError, checksum_version_dir, local_path
 from tfleet.schema import HistoryCursor, HistoryEntry, ModelIntent, SchemaError, VersionRecord, encode, parse, utc_now
 from tfleet.store import Compare, Delete, KeyValue, Put
-from tfleet.store import _key_bytes, _key_value  # for _range below, until the store offers it
 
 # How many times a write is retried when only the history sequence number it wanted was
 # taken (by the controller recording an etcdctl change): the intent itself did not change,
@@ -615,21 +614,6 @@ def _who(entry: HistoryEntry) -> str:
 
 
 def _range(store: Any, start: str, end: str, *, limit: int, descending: bool) -> list[KeyValue]:
-    """At most ``limit`` keys of [start, end), in key order or reversed: ONE etcd range request.
-
-    The one place the registry reads a bounded range. tfleet/store.py gains ``last_key`` and
-    a paginated page iterator (branch "store"); until then this asks the store's client
-    directly through the store's own call wrapper (errors become StoreError as usual), so
-    swapping it is a change to this function alone.
-    """
-
-    def send(client: Any, *_timeout: Any) -> Any:
-        return client.get_range_response(
-            _key_bytes(start), _key_bytes(end), sort_order="descend" if descending else "ascend", sort_target="key", limit=limit,
-        )
-
-    # The store with last_key (paginated reads, branch "store") asks its callers whether a
-    # call may be retried on another member; a range read may.
-    extra = {"idempotent": True} if hasattr(store, "last_key") else {}
-    response = store._call(f"range {start!r}..{end!r} limit {limit}", send, **extra)
-    return [_key_value(kv) for kv in response.kvs]
+    """At most ``limit`` keys of [start, end), in key order or reversed: ONE etcd range request
+    (the store's ``list_range``). The one place the registry reads a bounded range."""
+    return list(store.list_range(start, end, limit=limit, descending=descending).items)

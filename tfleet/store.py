@@ -1120,6 +1120,31 @@ class EtcdStore:
             items = tuple(_key_value(kv) for kv in response.kvs)
             return Page(revision or int(response.header.revision), items, bool(response.more) and bool(items))
 
+    def list_range(
+        self, start: str, end: str, *, limit: int, descending: bool = False, revision: int | None = None
+    ) -> Page:
+        """At most limit keys of [start, end), in key order or reversed: ONE range request
+        (e.g. the newest entries of a model's history). Fewer keys come back (with more=True)
+        when limit keys would make too large a response."""
+        _check_key(start, "start")
+        _check_key(end, "end")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive whole number, not {limit!r}")
+        order = etcdrpc.RangeRequest.DESCEND if descending else etcdrpc.RangeRequest.ASCEND
+        while True:
+            request = etcdrpc.RangeRequest(key=_key_bytes(start), range_end=_key_bytes(end), limit=limit, revision=revision or 0,
+                                           sort_order=order, sort_target=etcdrpc.RangeRequest.KEY)
+            try:
+                response = self._call(f"range {start!r}..{end!r} limit {limit}", self._unary("kvstub", "Range", request),
+                                      idempotent=True)
+            except StoreError as exc:
+                if limit > 1 and _is_response_too_large(exc.__cause__ or exc):
+                    limit = max(1, limit // 4)
+                    continue
+                raise
+            items = tuple(_key_value(kv) for kv in response.kvs)
+            return Page(revision or int(response.header.revision), items, bool(response.more) and bool(items))
+
     def last_key(self, prefix: str) -> KeyValue | None:
         """The greatest key under prefix with its value (None when the prefix is empty).
 
@@ -1269,8 +1294,8 @@ class EtcdStore:
     ) -> PrefixWatch:
         """Start a supervised watch of prefix from start_revision (usually snapshot.revision + 1).
 
-        list_prefix: what re-reads the prefix after a compaction (default: one range read of
-        all of it); the fleet cache passes its paged read of only the sections it keeps.
+        list_prefix: what re-reads the prefix after a compaction (default: list_prefix, every
+        key under it); the fleet cache passes its paged read of only the sections it keeps.
         """
         _check_key(prefix, "prefix")
         if isinstance(start_revision, bool) or not isinstance(start_revision, int) or start_revision < 1:

@@ -282,6 +282,19 @@ def test_list_page_last_key_and_count(store: EtcdStore, prefix: str) -> None:
     store.delete_prefix(sibling)
 
 
+def test_list_range_is_one_bounded_read_either_way(store: EtcdStore, prefix: str) -> None:
+    first = store.put(prefix + "seq/0001", b"1")
+    for name in ("seq/0002", "seq/0010", "seq/zz", "other"):
+        store.put(prefix + name, name.encode())
+    start, end = prefix + "seq/0", prefix + "seq/:"  # digits only, as Keyspace.history_range builds it
+    newest = store.list_range(start, end, limit=2, descending=True)
+    assert [kv.key for kv in newest.items] == [prefix + "seq/0010", prefix + "seq/0002"] and newest.more
+    oldest = store.list_range(start, end, limit=5)
+    assert [kv.key for kv in oldest.items] == [prefix + "seq/0001", prefix + "seq/0002", prefix + "seq/0010"] and not oldest.more
+    then = store.list_range(start, end, limit=5, revision=first)
+    assert then.revision == first and [kv.key for kv in then.items] == [prefix + "seq/0001"]
+
+
 def test_list_prefix_at_an_older_revision(store: EtcdStore, prefix: str) -> None:
     old = store.put(prefix + "a", b"old")
     store.put(prefix + "a", b"new")

@@ -123,6 +123,10 @@ class FakeEtcd:
         keys = sorted(k for k in self.items if k.startswith(prefix) and (start_after is None or k > start_after))
         return Page(self.revision, tuple(self.items[k] for k in keys[:limit]), len(keys) > limit)
 
+    def list_range(self, start: str, end: str, *, limit: int, descending: bool = False, revision: int | None = None) -> Page:
+        keys = sorted((k for k in self.items if start <= k < end), reverse=descending)
+        return Page(self.revision, tuple(self.items[k] for k in keys[:limit]), len(keys) > limit)
+
     def count_prefix(self, prefix: str, revision: int | None = None) -> int:
         return sum(1 for k in self.items if k.startswith(prefix))
 

@@ -221,19 +221,19 @@ def test_page_ships_as_package_data_and_never_parses_html_from_etcd() -> None:
     assert "new EventSource(\"api/events\")" in script
 
 
-def test_history_readers_give_the_newest_entries() -> None:
+def test_the_history_reader_gives_the_newest_entries() -> None:
     from tests.unit.fakeetcd import FakeEtcd
-    from tfleet.controller.dashboard import HistoryReader, PagedHistoryReader
+    from tfleet.controller.dashboard import PagedHistoryReader
 
     etcd = FakeEtcd()
     for sequence in range(1, 31):
         etcd.put(KS.history("m", sequence), json.dumps(history_entry(sequence, "update", None, None)).encode())
     etcd.put(KS.history("other", 1), b"{}")
-    prefix = KS.history_prefix("m")
-    for reader in (HistoryReader(etcd), PagedHistoryReader(etcd)):
-        snapshot, total = reader.newest(prefix, 5)
-        assert total == 30
-        body = build_history(snapshot, KS, "m", 5, total)
-        assert [e["sequence"] for e in body["entries"]] == [30, 29, 28, 27, 26] and body["total"] == 30
-        assert reader.newest(prefix, 50)[0].items[0].key == KS.history("m", 1)
-        assert reader.newest(KS.history_prefix("none"), 5) == (Snapshot(reader.newest(KS.history_prefix("none"), 5)[0].revision, ()), 0)
+    etcd.put(KS.history_prefix("m") + "zz-by-hand", b"{}")  # not a sequence key: never an entry
+    reader = PagedHistoryReader(etcd, KS)
+    snapshot, total = reader.newest("m", 5)
+    assert total == 31  # every key under the model's history
+    body = build_history(snapshot, KS, "m", 5, total)
+    assert [e["sequence"] for e in body["entries"]] == [30, 29, 28, 27, 26] and body["total"] == 31
+    assert reader.newest("m", 50)[0].items[0].key == KS.history("m", 1)
+    assert reader.newest("none", 5) == (Snapshot(reader.newest("none", 5)[0].revision, ()), 0)
