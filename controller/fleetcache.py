@@ -345,13 +345,17 @@ class FleetCache:
             section = section_of(self._ks, event.key)
             if section is None:
                 continue  # history/, unknown sections: never cached
-            keyfile = None if event.kind == "delete" else parse_key(self._ks, event.key, event.value, event.mod_revision)
+            keyfile = None
+            if event.kind != "delete" and section != "hosts":  # (a host key is parsed with its previous value, below)
+                keyfile = parse_key(self._ks, event.key, event.value, event.mod_revision)
             parsed.append((event, section, keyfile))
         with self._lock:
             applied = 0
             for event, section, keyfile in parsed:
                 if event.mod_revision <= self._floors.get(section, 0):
                     continue  # that section's read already holds it
+                if section == "hosts" and event.kind != "delete":  # rare: keeps its last valid record
+                    keyfile = parse_key(self._ks, event.key, event.value, event.mod_revision, self._files.get(event.key))
                 expected = self._echoes.pop(event.key, _MISSING)
                 quiet = expected is not _MISSING and expected == (None if event.kind == "delete" else event.value)
                 if keyfile is None:
@@ -380,7 +384,7 @@ class FleetCache:
         for key, kv in fresh.items():
             old = self._files.get(key)
             if old is None or old.mod_revision != kv.mod_revision:
-                old = parse_key(self._ks, key, kv.value, kv.mod_revision)
+                old = parse_key(self._ks, key, kv.value, kv.mod_revision, old)
                 changed += 1
             files[key] = old  # unchanged keys keep their parsed value
         self._files = files

@@ -179,6 +179,8 @@ class KeyFile:
     value: bytes
     file: Filer
     unfile: Filer
+    # hosts/<h> only: the last valid host record this key held (kept across invalid values)
+    host_record: HostRecord | None = None
 
 
 def _in_dict(attr: str, name: Any, value: Any) -> tuple[Filer, Filer]:
@@ -205,10 +207,10 @@ def _filers(ks: Keyspace, key: str, value: bytes, revision: int) -> tuple[Filer,
         if parsed.error is None:
             return file_intent, unfile_intent
         return _both((file_intent, unfile_intent), _bad(key, parsed.error, unread=False))
-    if section in ("hosts", "hostctl", "modelstatus"):
-        prefix = {"hosts": ks.hosts_prefix(), "hostctl": ks.hostctl_prefix(), "modelstatus": ks.modelstatus_prefix()}[section]
+    if section in ("hostctl", "modelstatus"):  # (hosts/: _host_filers)
+        prefix = {"hostctl": ks.hostctl_prefix(), "modelstatus": ks.modelstatus_prefix()}[section]
         name = ks.name_after(key, prefix)
-        kind: type[Any] = {"hosts": HostRecord, "hostctl": HostControl, "modelstatus": ModelStatusReport}[section]
+        kind: type[Any] = {"hostctl": HostControl, "modelstatus": ModelStatusReport}[section]
         parsed_doc = _parse(kind, key, value, revision)
         if parsed_doc.value is None:
             return _bad(key, parsed_doc.error or key)
@@ -277,15 +279,51 @@ def _filers(ks: Keyspace, key: str, value: bytes, revision: int) -> tuple[Filer,
     return _nothing, _nothing  # history, problems, and keys of later versions: not planning input
 
 
-def parse_key(ks: Keyspace, key: str, value: bytes, revision: int) -> KeyFile:
-    """Parse one key (never raises: a bad name or value becomes a problem or an error)."""
+def _host_filers(ks: Keyspace, key: str, value: bytes, revision: int, previous: KeyFile | None) -> tuple[Filer, Filer, HostRecord | None]:
+    """hosts/<h>: a valid record is filed; an invalid one keeps the key's last valid record.
+
+    The agent writes its record bound to its lease, so the key exists exactly while the host
+    lives (etcd deletes it when the lease expires: then the host is gone). A bad value written
+    over it by hand (etcdctl put, with or without --lease) does not end the host: counting it
+    gone would delete its assignments at once, with no make-before-break, and TF Serving would
+    unload good models. So the host keeps its last valid record while the key exists, the bad
+    value is reported (<prefix>/problems), and the agent writes its key back within a probe
+    interval. A host whose key never held a valid value in this process is not filed.
+    """
+    name = ks.name_after(key, ks.hosts_prefix())
+    parsed = _parse(HostRecord, key, value, revision)
+    if parsed.value is not None:
+        file, unfile = _in_dict("hosts", name, parsed.value)
+        return file, unfile, parsed.value
+    kept = previous.host_record if previous is not None else None
+    error = parsed.error or key
+    if kept is None:
+        file, unfile = _bad(key, error)
+        return file, unfile, None
+    error = schema.safe_text(f"{error} (the controller keeps host {name}'s last valid record while the key exists)")
+    file, unfile = _both(_in_dict("hosts", name, kept), _bad(key, error))
+    return file, unfile, kept
+
+
+def is_host_key(ks: Keyspace, key: str) -> bool:
+    return key.startswith(ks.hosts_prefix())
+
+
+def parse_key(ks: Keyspace, key: str, value: bytes, revision: int, previous: KeyFile | None = None) -> KeyFile:
+    """Parse one key (never raises: a bad name or value becomes a problem or an error).
+
+    previous: the key's KeyFile before this value (for hosts/<h>: its last valid record)."""
+    record: HostRecord | None = None
     try:
-        file, unfile = _filers(ks, key, value, revision)
+        if is_host_key(ks, key):
+            file, unfile, record = _host_filers(ks, key, value, revision, previous)
+        else:
+            file, unfile = _filers(ks, key, value, revision)
     except InvalidName as exc:
         file, unfile = _bad(key, schema.safe_text(f"{key}: {exc}"))
     except Exception as exc:  # noqa: BLE001 - one key must never fail the whole snapshot
         file, unfile = _bad(key, schema.safe_text(f"{key}: could not be read ({type(exc).__name__}: {exc})")[:2000])
-    return KeyFile(key, revision, value, file, unfile)
+    return KeyFile(key, revision, value, file, unfile, record)
 
 
 def read(snapshot: Snapshot, ks: Keyspace) -> FleetSnapshot:
@@ -378,7 +416,7 @@ class SnapshotReader:
             seen.add(kv.key)
             old = self._files.get(kv.key)
             if old is None or old.mod_revision != kv.mod_revision:
-                changes[kv.key] = self._files[kv.key] = parse_key(self._ks, kv.key, kv.value, kv.mod_revision)
+                changes[kv.key] = self._files[kv.key] = parse_key(self._ks, kv.key, kv.value, kv.mod_revision, old)
         for key in self._files.keys() - seen:
             del self._files[key]
             changes[key] = None

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import wait_until
+from tests.helpers import wait_until, with_kept_hosts
 from tests.integration.controller_harness import start_controller
 from tfleet import logs
 from tfleet.controller.fleetcache import FleetCache, RangeReader, read_sections
@@ -168,7 +168,7 @@ def test_a_pass_from_the_cache_equals_a_pass_from_a_fresh_read(private_etcd, ops
                 changes = cursor.take()
                 fleet = builder.rebuild(changes.revision, [f for f in changes.files.values() if f]) if changes.everything \
                     else builder.apply(changes.revision, changes.files, changes.quiet)
-                expected = fresh(store, ks)
+                expected = with_kept_hosts(fresh(store, ks), fleet, ks)
                 assert fleet.content() == expected.content()
                 assert plan(fleet, {}, NOW_DT) == plan(expected, {}, NOW_DT)
         assert not any("/history/" in k for k in cache._files)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import with_kept_hosts
 from tests.unit.fakeetcd import FakeEtcd
 from tfleet import schema
 from tfleet.controller.fleetcache import FleetCache, PagedReader, RangeReader, section_of
@@ -134,7 +135,7 @@ def run(ops, *, pinned: bool) -> None:
                 else builder.apply(changes.revision, changes.files, changes.quiet)
             caught_up = watch.revision == etcd.revision
             if pinned or caught_up:
-                fresh = read(sections_at(etcd, fleet.revision), KS)
+                fresh = with_kept_hosts(read(sections_at(etcd, fleet.revision), KS), fleet, KS)
                 assert fleet.content() == fresh.content()
                 assert plan(fleet, {}, NOW) == plan(fresh, {}, NOW)
             result = planner.plan(fleet, {}, NOW)
@@ -285,3 +286,42 @@ def test_verification_finds_a_diverged_cache_and_relists() -> None:
     assert cursor.take().everything  # the consumers start over
     assert cache.verify() is True
     assert FleetCache(etcd, KS, log=LOG, reader=RangeReader(etcd)).verify() is None  # cannot pin a revision: no verdict
+
+
+def test_an_invalid_host_record_keeps_the_last_valid_one_while_the_key_exists() -> None:
+    """A bad value over hosts/<h> must not make the host gone (its assignments would be
+    deleted at once and TF Serving would unload them): the last valid record stays, the bad
+    value is reported; a deleted key still removes the host, and garbage after the delete
+    does not bring the old record back."""
+    etcd = FakeEtcd()
+    etcd.put(KS.host("h0"), host("h0", 700))
+    cache = FleetCache(etcd, KS, log=LOG, reader=PagedReader(etcd))
+    cursor, builder = cache.cursor("c"), FleetBuilder(KS)
+    assert cache.ensure_started()
+    watch = etcd.watches[-1]
+
+    def take():
+        watch.pump(100)
+        changes = cursor.take()
+        return builder.rebuild(changes.revision, [f for f in changes.files.values() if f]) if changes.everything \
+            else builder.apply(changes.revision, changes.files, changes.quiet)
+
+    assert take().hosts["h0"].memory_mb == 700
+    etcd.put(KS.host("h0"), b"not json")
+    fleet = take()
+    assert fleet.hosts["h0"].memory_mb == 700 and fleet.changed_hosts == {"h0"}
+    assert KS.host("h0") in fleet.bad_values and "last valid record" in fleet.bad_values[KS.host("h0")]
+    assert fleet.bad_values_revision == fleet.revision
+    etcd.put(KS.host("h0"), b'{"host": "h0"}')  # still invalid: still the same record
+    assert take().hosts["h0"].memory_mb == 700
+    cache.relist("test")  # a re-list keeps it too (the key did not go away)
+    assert take().hosts["h0"].memory_mb == 700
+    etcd.put(KS.host("h0"), host("h0", 900))
+    fleet = take()
+    assert fleet.hosts["h0"].memory_mb == 900 and KS.host("h0") not in fleet.bad_values
+    etcd.delete(KS.host("h0"))
+    assert "h0" not in take().hosts  # the key is gone (its lease expired): the host is gone
+    etcd.put(KS.host("h0"), b"not json")
+    fleet = take()
+    assert "h0" not in fleet.hosts and KS.host("h0") in fleet.bad_values
+    assert "h0" not in read(Snapshot(etcd.revision, tuple(etcd.items.values())), KS).hosts  # a one-shot read has no memory
