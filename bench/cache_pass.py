@@ -54,7 +54,11 @@ class MemoryStore:
         self.pending: list[WatchEvent] = []
         self.on_events: Any = None
 
-    def list_prefix(self, prefix: str) -> Snapshot:
+    def list_prefix(self, prefix: str, revision: int | None = None) -> Snapshot:
+        """Every key under prefix now (the cache pins its sections to the first read's
+        revision, which nothing moves while the bench loads it)."""
+        if revision is not None and revision != self.revision:
+            raise ValueError(f"the bench store reads only at its current revision {self.revision}, not {revision}")
         return Snapshot(self.revision, tuple(kv for key, kv in self.items.items() if key.startswith(prefix)))
 
     def watch_prefix(self, prefix, start_revision, on_events, on_reset, on_error=None, list_prefix=None):
