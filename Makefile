@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test unit bench proto proto-check conformance-fixtures clean
+.PHONY: dev test check unit bench proto proto-check conformance-fixtures clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("tfleet needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -17,7 +17,15 @@ $(STAMP): pyproject.toml
 dev: $(STAMP)
 	$(BIN)/tfleet dev
 
-test: $(STAMP)
+# What a reviewer would check, in seconds, before the suite: lint (ruff), the import
+# contracts (import-linter), types of the modules made strict so far (mypy). Configured in
+# pyproject.toml; docs/architecture.md ("Checks") says why.
+check: $(STAMP)
+	$(BIN)/ruff check .
+	scripts/in-installed-layout $(CURDIR)/$(BIN)/lint-imports --no-cache --config $(CURDIR)/pyproject.toml
+	scripts/in-installed-layout $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml
+
+test: $(STAMP) check
 	@scripts/ensure-system-deps
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 

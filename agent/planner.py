@@ -179,7 +179,7 @@ def _load_failure(versions: Mapping[int, VersionStatus]) -> str | None:
 
 
 def _settled(versions: Mapping[int, VersionStatus], waiting_labels: bool, aspired: tuple[int, ...] | None) -> bool:
-    """Nothing left to watch: aspired versions loaded (or failed), removed ones gone.
+    """Nothing left to watch: aspired versions loaded (or failed to load), removed ones gone.
 
     A removed version stays in the report until TF Serving says END (it unloads after the
     reload returns); until then the model is not settled, so its status is looked at again
@@ -189,7 +189,15 @@ def _settled(versions: Mapping[int, VersionStatus], waiting_labels: bool, aspire
         return False
     if aspired is not None and any(version not in aspired for version in versions):
         return False
-    return all(status.state in _TERMINAL for version, status in versions.items() if aspired is None or version in aspired)
+    if aspired is None:
+        return all(status.state in _TERMINAL for status in versions.values())
+    # An aspired version in END without an error is one TF Serving unloaded earlier and has
+    # not started loading again yet (a rollback to it): it will move, so look again. Only a
+    # failed load (END with an error) is final for an aspired version.
+    return all(
+        status.state == VersionState.AVAILABLE or (status.state == VersionState.END and status.error_code != 0)
+        for status in versions.values()
+    )
 
 
 def plan(data: PlanInput) -> Plan:

@@ -66,7 +66,8 @@ class ScheduleRunner:
         """Run every due action; returns how many finished. NotLeader propagates (stop at once)."""
         finished = 0
         for due in due_actions(snap, self._now()):
-            claimed = self._claim(due)
+            intent = snap.intents.get(due.model)
+            claimed = self._claim(due, intent.revision if intent is not None else 0)
             if claimed is None:
                 continue  # changed meanwhile (edited, or claimed by a previous term): next pass
             outcome = self._act(due.model, claimed)
@@ -74,9 +75,12 @@ class ScheduleRunner:
             finished += 1
         return finished
 
-    def _claim(self, due: Due) -> ScheduledAction | None:
+    def _claim(self, due: Due, intent_revision: int) -> ScheduledAction | None:
         action = due.action
         if action.action == "rollback" and action.to_sequence is None:
+            # "The change before the last" must be read from a history that holds the last
+            # change: the recorder (its own thread) may not have recorded it yet.
+            self._registry.await_recorded(due.model, intent_revision)
             action = action.model_copy(update={"to_sequence": self._default_rollback_target(due.model)})
         claimed = action.model_copy(update={"outcome": "running"})
         key = self._ks.schedule(due.model, due.schedule_id)

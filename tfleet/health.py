@@ -148,13 +148,16 @@ def model_health(report: ModelStatusReport | None, *, intent_exists: bool = True
     ready = sum(1 for r in report.replicas if r.ready)
     errors = tuple(AgentError(r.host, message) for r in sorted(report.replicas, key=lambda r: r.host) for message in r.errors)
     failures = tuple(failure_text(f.version, f.host, f.error) for f in report.failures)
-    counts = {"wanted": wanted, "serving": serving, "ready": ready, "errors": errors, "failures": failures}
+
+    def health(state: str, reason: str) -> ModelHealth:
+        return ModelHealth(state, reason, wanted=wanted, serving=serving, ready=ready, errors=errors, failures=failures)
+
     if not intent_exists:
-        return ModelHealth(DELETING, "the intent was deleted; its replicas are being removed", **counts)
+        return health(DELETING, "the intent was deleted; its replicas are being removed")
     if report.error:
-        return ModelHealth(FAILING, report.error, **counts)
+        return health(FAILING, report.error)
     if intent_error:
-        return ModelHealth(FAILING, f"invalid intent: {intent_error}", **counts)
+        return health(FAILING, f"invalid intent: {intent_error}")
     problems = [*failures, *(e.text() for e in errors)]
     first = _first(problems)
     if wanted > 0 and serving == 0:
@@ -166,13 +169,13 @@ def model_health(report: ModelStatusReport | None, *, intent_exists: bool = True
             reason = "no replica is placed"
         else:
             reason = "no replica serves any version yet"
-        return ModelHealth(UNAVAILABLE, reason, **counts)
+        return health(UNAVAILABLE, reason)
     if problems:
-        return ModelHealth(FAILING, first, **counts)
+        return health(FAILING, first)
     if serving < wanted:
         reason = report.reasons[0] if report.reasons else f"{serving} of {wanted} replicas serve"
-        return ModelHealth(DEGRADED, reason, **counts)
-    return ModelHealth(OK, "", **counts)
+        return health(DEGRADED, reason)
+    return health(OK, "")
 
 
 def _first(problems: list[str]) -> str:

@@ -40,7 +40,6 @@ Every method raises StoreError (from the store) when etcd cannot be reached; the
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -497,6 +496,12 @@ class Registry:
                 end = kvs[-1].key
             else:
                 start = kvs[-1].key + "\0"
+
+    def await_recorded(self, model: str, revision: int) -> None:
+        """Wait (at most recorder_wait seconds) until the leader's history recorder has
+        recorded the model's changes up to ``revision``; at once when no controller leads."""
+        if revision > 0 and self._recorder_wait > 0:
+            self._await_recorder(model, revision)
 
     def _await_recorder(self, model: str, revision: int) -> None:
         """Give the controller's recorder a moment to record an etcdctl change of the model

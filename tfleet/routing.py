@@ -41,7 +41,7 @@ from tfleet.keyspace import InvalidName, Keyspace
 from tfleet.schema import HostRecord, ModelStatus, RouteEndpoint, RouteTable, SchemaError
 
 if TYPE_CHECKING:
-    from tfleet.store import Delete, Put, Snapshot
+    from tfleet.store.types import Delete, Put, Snapshot
 
 # updated_at of a table computed without a clock: content only (routes_changed ignores it).
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -148,7 +148,7 @@ class RoutePlan:
 
     def operations(self, keyspace: Keyspace) -> list[Put | Delete]:
         """The etcd operations of this plan, in a stable order (puts by model, then deletes)."""
-        from tfleet.store import Delete, Put
+        from tfleet.store.types import Delete, Put  # the values only: no etcd client here
 
         ops: list[Put | Delete] = [Put(keyspace.routes(model), schema.encode(table)) for model, table in sorted(self.puts.items())]
         ops += [Delete(keyspace.routes(model)) for model in sorted(self.deletes)]

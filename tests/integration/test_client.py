@@ -259,7 +259,7 @@ def test_concurrent_calls_while_the_routes_change(two_sims, routes, make_client)
     try:
         for table in ([endpoint("a", a)], [endpoint("b", b)], [endpoint("a", a), endpoint("b", b)], [endpoint("b", b)]) * 2:
             routes.put(table)
-            wait_until(lambda: hosts_of(client) == sorted(e["host"] for e in table), 10, message="the client saw the table")
+            wait_until(lambda table=table: hosts_of(client) == sorted(e["host"] for e in table), 10, message="the client saw the table")
             time.sleep(0.1)
     finally:
         done.set()

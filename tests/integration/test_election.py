@@ -140,11 +140,11 @@ def test_two_candidates_exactly_one_wins(candidates, etcd_server: LocalEtcd) -> 
         barrier = threading.Barrier(2)
         results: dict[str, bool] = {}
 
-        def run(candidate: Candidate) -> None:
+        def run(candidate: Candidate, barrier: threading.Barrier, results: dict[str, bool]) -> None:
             barrier.wait()
             results[candidate.name] = candidate.election.campaign()
 
-        threads = [threading.Thread(target=run, args=(c,)) for c in (a, b)]
+        threads = [threading.Thread(target=run, args=(c, barrier, results)) for c in (a, b)]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -188,6 +188,14 @@ CASES = [
         settled=True,
     ),
     Case(
+        "a version assigned again after TF Serving unloaded it (END, no error) is not settled: look again until it loads",
+        {"r": model(disk=(1, 3), **specific(1, 3))},
+        applied={"r": spec(policy=VersionPolicy("specific", versions=(1, 3)))},
+        served={"r": served((1, E), (3, A))},
+        reload_needed=False,
+        settled=False,
+    ),
+    Case(
         "a removed version still unloading keeps the model unsettled (look again until it is gone)",
         {"r": model(disk=(3, 4), **specific(4))},
         applied={"r": spec(policy=VersionPolicy("specific", versions=(4,)))},

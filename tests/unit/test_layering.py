@@ -37,3 +37,32 @@ def test_core_modules_do_not_import_upwards() -> None:
         for path in modules
     }
     assert {path: names for path, names in wrong.items() if names} == {}
+
+
+ETCD_CLIENT = ("pyetcd", "etcd3")
+
+
+def test_only_the_store_package_imports_the_etcd_client() -> None:
+    """tfleet/store/ is the etcd adapter: nothing else may depend on pyetcd's types or quirks."""
+    store = ROOT / "tfleet" / "store"
+    sources = sorted(
+        p for top in ("tfleet", "agent", "controller", "bench", "scripts") if (ROOT / top).is_dir()
+        for p in (ROOT / top).rglob("*.py")
+    )
+    assert store / "client.py" in sources  # the adapter is scanned, and allowed
+    users = {
+        path.relative_to(ROOT).as_posix()
+        for path in sources
+        if not path.is_relative_to(store)
+        and any(name == root or name.startswith(root + ".") for name in _imports(path) for root in ETCD_CLIENT)
+    }
+    assert users == set()
+    adapter = {path.name for path in store.glob("*.py") if any(n.startswith("pyetcd") for n in _imports(path))}
+    assert {"client.py", "members.py", "errors.py"} <= adapter  # the check sees the imports it forbids elsewhere
+
+
+def test_the_store_package_stays_in_small_modules() -> None:
+    """tfleet/store/ was one 1,500-line module; each of its parts has one job and stays small."""
+    sizes = {path.name: len(path.read_text().splitlines()) for path in (ROOT / "tfleet" / "store").glob("*.py")}
+    assert {"types.py", "settings.py", "errors.py", "convert.py", "members.py", "client.py", "watch.py"} <= set(sizes)
+    assert {name: n for name, n in sizes.items() if n >= 500} == {}

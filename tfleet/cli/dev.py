@@ -279,7 +279,7 @@ def run_fleet(hosts: int, root: pathlib.Path, etcd_port: int, lease_ttl: int, re
             fleet_daemons.start(Daemon(f"agent-{host.name}", args, logs_dir / f"agent-{host.name}.log"))
         controller_ports = [free_port() for _ in range(2)]
         dashboard_ports = [free_port() for _ in controller_ports]  # every controller serves the dashboard
-        for index, (port, dashboard_port) in enumerate(zip(controller_ports, dashboard_ports)):
+        for index, (port, dashboard_port) in enumerate(zip(controller_ports, dashboard_ports, strict=True)):
             args = ["controller", "--id", f"c{index + 1}", "--etcd", etcd.client_url, "--http-host", "127.0.0.1",
                     "--http-port", str(port), "--lease-ttl", str(lease_ttl), "--etcd-timeout", etcd_timeout,
                     "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port)]

@@ -33,11 +33,6 @@ _FIELDS: dict[int, tuple[str, str]] = {
 }
 
 
-class TensorError(ValueError):
-    """An input that is not a (nested, rectangular) list of numbers, or an output that
-    cannot be decoded."""
-
-
 def shape_of(value: Any, where: str) -> tuple[list[int], list[float]]:
     """(shape, flat values) of a number or a rectangular nested list of numbers."""
     if isinstance(value, bool) or not isinstance(value, int | float | list):

@@ -1,0 +1,82 @@
+"""Conversions between the store's plain values and etcd's protocol messages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import pyetcd.utils
+from pyetcd import etcdrpc
+from pyetcd import events as etcd_events
+
+from tfleet.store.types import Compare, Delete, KeyValue, Put, WatchEvent
+
+
+def _key_bytes(key: str) -> bytes:
+    return key.encode("utf-8", "surrogateescape")
+
+
+def _key_text(key: bytes) -> str:
+    return key.decode("utf-8", "surrogateescape")
+
+
+def _key_value(kv: Any) -> KeyValue:
+    return KeyValue(
+        key=_key_text(kv.key),
+        value=bytes(kv.value),
+        create_revision=int(kv.create_revision),
+        mod_revision=int(kv.mod_revision),
+        version=int(kv.version),
+        lease=int(kv.lease),
+    )
+
+
+def _watch_event(event: Any) -> WatchEvent:
+    kind: Literal["put", "delete"] = "delete" if isinstance(event, etcd_events.DeleteEvent) else "put"
+    return WatchEvent(
+        kind=kind,
+        key=_key_text(event.key),
+        value=b"" if kind == "delete" else bytes(event.value),
+        mod_revision=int(event.mod_revision),
+    )
+
+
+_RESULTS = {"==": etcdrpc.Compare.EQUAL, "!=": etcdrpc.Compare.NOT_EQUAL,
+            "<": etcdrpc.Compare.LESS, ">": etcdrpc.Compare.GREATER}
+_TARGETS = {"mod": (etcdrpc.Compare.MOD, "mod_revision"),
+            "create": (etcdrpc.Compare.CREATE, "create_revision"),
+            "version": (etcdrpc.Compare.VERSION, "version"),
+            "value": (etcdrpc.Compare.VALUE, "value")}
+
+
+def _compare_message(compare: Compare) -> Any:
+    target, field_name = _TARGETS[compare.target]
+    return etcdrpc.Compare(
+        key=_key_bytes(compare.key),
+        result=_RESULTS[compare.op],
+        target=target,
+        **{field_name: compare.value},
+    )
+
+
+def _op_message(op: Put | Delete) -> Any:
+    if isinstance(op, Put):
+        put = etcdrpc.PutRequest(key=_key_bytes(op.key), value=op.value, lease=op.lease or 0)
+        return etcdrpc.RequestOp(request_put=put)
+    if isinstance(op, Delete):
+        key = _key_bytes(op.key)
+        delete = etcdrpc.DeleteRangeRequest(key=key)
+        if op.prefix:
+            delete.range_end = pyetcd.utils.prefix_range_end(key)
+        elif op.end is not None:
+            delete.range_end = _key_bytes(op.end)
+        return etcdrpc.RequestOp(request_delete_range=delete)
+    raise TypeError(f"transaction operations must be Put or Delete, not {op!r}")
+
+
+def _txn_subject(compares: Sequence[Compare], ops: Sequence[Put | Delete]) -> str:
+    keys = sorted({c.key for c in compares} | {op.key for op in ops})
+    shown = ", ".join(repr(k) for k in keys[:4])
+    return f"txn on {shown}" + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+
+
