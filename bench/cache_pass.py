@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     if not options.no_old_read:
         reader = SnapshotReader(KS)
         reader.read(snapshot)
-        old_read = statistics.median(_time(lambda: reader.read(Snapshot(snapshot.revision + 1, snapshot.items))) for _ in range(options.runs))
+        old_read = statistics.median(_time(lambda snap=snapshot: reader.read(Snapshot(snap.revision + 1, snap.items))) for _ in range(options.runs))
         del reader
     del snapshot
 

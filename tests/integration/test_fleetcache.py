@@ -162,9 +162,9 @@ def test_a_pass_from_the_cache_equals_a_pass_from_a_fresh_read(private_etcd, ops
             elif kind == "compact":
                 relists = cache.relists
                 last = force_relist(cache, gate, store, ks, [lambda: store.put(ks.model("mc"), intent())])
-                wait_until(lambda: cache.relists == relists + 1, 20, message="the cache re-listed")
+                wait_until(lambda relists=relists: cache.relists == relists + 1, 20, message="the cache re-listed")
             else:
-                wait_until(lambda: cache.revision >= last, 20, message=f"the cache reached revision {last}")
+                wait_until(lambda last=last: cache.revision >= last, 20, message=f"the cache reached revision {last}")
                 changes = cursor.take()
                 fleet = builder.rebuild(changes.revision, [f for f in changes.files.values() if f]) if changes.everything \
                     else builder.apply(changes.revision, changes.files, changes.quiet)
