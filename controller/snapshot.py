@@ -34,7 +34,7 @@ from tfleet.schema import (
     SchemaError,
     VersionRecord,
 )
-from tfleet.store import Snapshot
+from tfleet.store.types import Snapshot
 
 T = TypeVar("T")
 _VERSION_RE = re.compile(r"[0-9]{1,19}")
