@@ -3,10 +3,12 @@
 Threads: ``controller-loop`` (runs passes while leading; a standby's pass does nothing),
 APScheduler jobs ``election-renew`` (every TTL/3, jittered: the leader refreshes its lease, a
 standby campaigns; the election also watches the leader key) and ``resync`` (a pass every resync_interval
-as the safety net), the store's watch of the whole prefix (wakes the loop), ``ops-http``, and with
-``dashboard_port`` set the dashboard's ``dashboard-state`` and ``dashboard-http`` threads and its
-own watch of the prefix (controller/dashboard.py), and ``history-recorder`` (idle while standby;
-while leading it replays the watch of models/ into the history: controller/history.py).
+as the safety net), the fleet cache's watch of the prefix (controller/fleetcache.py: leader or
+standby, it keeps the one in-memory copy of the fleet that passes and the dashboard read, and
+wakes the loop on every change), ``ops-http``, with ``dashboard_port`` set the dashboard's
+``dashboard-state`` and ``dashboard-http`` threads (fed by the same cache), and
+``history-recorder`` (idle while standby; while leading it replays the watch of models/ into
+the history: controller/history.py; history/ is never in the cache).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tfleet import __version__, logs, schema
 from tfleet.controller.dashboard import Dashboard
 from tfleet.controller.discovery import discovery_routes
 from tfleet.controller.election import Election
+from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.history import HistoryRecorder
 from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.problems import ProblemsPublisher
@@ -32,7 +35,7 @@ from tfleet.keyspace import Keyspace
 from tfleet.passguard import PassGuard
 from tfleet.registry import Registry
 from tfleet.schema import LeaderRecord
-from tfleet.store import EtcdStore, StoreError
+from tfleet.store import EtcdStore
 
 
 # CPython's default GC thresholds (700, 10, 10) make a process that holds a large fleet
@@ -40,6 +43,9 @@ from tfleet.store import EtcdStore, StoreError
 # plan time for 10,000 models (bench/controller_plan.py --default-gc). Collecting less often
 # costs a little memory; reference counting still frees everything that is not cyclic.
 GC_THRESHOLDS = (50_000, 20, 100)
+# How often the fleet cache is compared with a fresh read of etcd (seconds); a difference is
+# logged, counted and repaired by a re-list.
+CACHE_VERIFY_EVERY = 900.0
 
 
 def tune_gc() -> None:
@@ -59,13 +65,16 @@ class Controller:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._stopped = threading.Event()
-        self._watch = None
         self._since = schema.utc_now()
         # /sd/agents and /sd/tfserving: Prometheus HTTP service discovery of every live host
         self.ops = OpsServer(settings.http_host, settings.http_port, self.metrics.registry, healthy=self._healthy, ready=self._ready,
                              routes=discovery_routes(self.store, self.keyspace, self.log))
+        # One cache per process (leader or standby): the passes and the dashboard read it.
+        self.cache = FleetCache(self.store, self.keyspace, log=self.log, metrics=self.metrics)
+        self.cache.on_change(self.wake)
         self.dashboard = None if settings.dashboard_port is None else Dashboard(
-            self.store, self.keyspace, settings.dashboard_host, settings.dashboard_port, controller_id=settings.id, log=self.log)
+            self.store, self.keyspace, settings.dashboard_host, settings.dashboard_port, controller_id=settings.id, log=self.log,
+            cache=self.cache)
         self.election = Election(
             self.store, self.keyspace, settings.id, settings.lease_ttl, self._leader_record, self.log,
             clock=clock, on_elected=self._on_elected, on_lost=self._on_lost,
@@ -73,7 +82,7 @@ class Controller:
         self.registry = Registry(self.store, self.keyspace)
         self.reconciler = ControllerReconciler(
             store=self.store, keyspace=self.keyspace, election=self.election, registry=self.registry,
-            metrics=self.metrics, log=self.log, clock=clock,
+            metrics=self.metrics, log=self.log, clock=clock, cache=self.cache,
             tfs_unresponsive_grace=settings.tfs_unresponsive_grace,
         )
         # Records every change of models/ in the history while leading (its own thread).
@@ -113,6 +122,8 @@ class Controller:
             # watches the leader key, so it campaigns at once when the key goes).
             self._scheduler.add_job(self.election.renew, "interval", seconds=s.renew_interval, jitter=s.renew_interval / 10, id="election-renew")
             self._scheduler.add_job(self.wake, "interval", seconds=s.resync_interval, id="resync")
+            # rare: it reads every section, at the cache's revision
+            self._scheduler.add_job(self.cache.verify, "interval", seconds=CACHE_VERIFY_EVERY, id="cache-verify")
             self._scheduler.start()
             self.election.start()
             self.history.start()
@@ -140,8 +151,7 @@ class Controller:
 
     def _pass(self) -> None:
         leading = self.election.is_leader
-        if leading:
-            self._ensure_watch()
+        self.cache.ensure_started()  # a standby's too: its dashboard reads it
         # A standby's pass returns at once; the first one after losing leadership also
         # drops the fleet gauges this controller reported while it led.
         self.reconciler.reconcile()
@@ -155,7 +165,9 @@ class Controller:
         standby when the leader key itself keeps anybody from leading."""
         snap = self.reconciler.last_snapshot
         if leading and snap is not None:
-            self.problems.publish(snap.bad_values, snap.revision)
+            # bad_values_revision moves only when a bad value appears, changes or goes: a pass
+            # that changed none costs nothing here
+            self.problems.publish(snap.bad_values, snap.bad_values_revision)
             return
         self.problems.clear_gauges()
         orphan = self.election.orphaned_leader_key
@@ -174,19 +186,6 @@ class Controller:
             return
         self._scheduler.add_job(self.wake, "date", run_date=max(when, schema.utc_now()), id="scheduled-action", replace_existing=True)
 
-    def _ensure_watch(self) -> None:
-        if self._watch is not None:
-            return
-        try:
-            revision = self.store.list_prefix(self.keyspace.leader()).revision
-        except StoreError:
-            return
-        self._watch = self.store.watch_prefix(
-            self.keyspace.prefix + "/", revision + 1,
-            on_events=lambda events: self.wake(), on_reset=lambda snapshot: self.wake(),
-            on_error=lambda error: self.wake(),
-        )
-
     def _on_elected(self) -> None:
         self.metrics.leadership_changes.labels("won").inc()
         self.log.info("leadership_won")
@@ -203,8 +202,7 @@ class Controller:
         self.log.info("controller_stopping")
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        if self._watch is not None:
-            self._watch.cancel()
+        self.cache.stop()
         self.history.stop()
         self.election.resign()
         if self.dashboard is not None:

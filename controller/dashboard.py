@@ -1,13 +1,14 @@
 """The read-only web dashboard every controller serves (leader or standby).
 
-It reads etcd itself, so a standby's dashboard is as live as the leader's:
+It reads the process's fleet cache (controller/fleetcache.py), which runs on a standby as
+on the leader, so a standby's dashboard is as live as the leader's:
 
-* one etcd watch of the whole prefix per dashboard keeps a mirror of the keys (history
-  values are not kept: only which entries exist; the page asks for a model's history when
-  it shows it);
-* a thread named ``dashboard-state`` turns the mirror into a JSON state of the fleet at most
-  once per coalescing window (100 ms) after a change (``StateBuilder``: only the models whose
-  keys changed are rebuilt; ``build_state`` is the pure one-shot form), and pushes a patch to
+* the cache's one watch of the prefix keeps the keys of every section but history/; the page
+  asks for a model's history when it shows it (a bounded read of its newest entries);
+* a thread named ``dashboard-state``, woken by the cache, takes the keys changed since its
+  last build from its own cursor of the cache, and turns them into a JSON state of the fleet
+  at most once per coalescing window (100 ms) (``StateBuilder``: only the models whose keys
+  changed are rebuilt; ``build_state`` is the pure one-shot form), and pushes a patch to
   every connected browser over server-sent events: the models that changed and the top-level
   parts that changed. A browser gets the whole state when its stream opens; while it lags,
   its patches are merged, so a slow browser never holds up the others;
@@ -39,12 +40,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tfleet import health, schema
-from tfleet.controller.snapshot import FleetSnapshot, SnapshotReader
+from tfleet.controller.fleetcache import FleetCache
+from tfleet.controller.snapshot import FleetBuilder, FleetSnapshot, SnapshotReader
 from tfleet.keyspace import InvalidName, Keyspace
-from tfleet.registry import diff_values
-from tfleet.schema import HistoryEntry, LeaderRecord, ModelIntent, ModelStatus, ModelStatusReport, SchemaError
 from tfleet.passguard import PassGuard
-from tfleet.store import Backoff, KeyValue, Snapshot, StoreError, WatchEvent
+from tfleet.registry import diff_values
+from tfleet.schema import HistoryEntry, ModelIntent, ModelStatus, ModelStatusReport, SchemaError
+from tfleet.store import Backoff, Snapshot, StoreError
 
 COALESCE_SECONDS = 0.1
 KEEPALIVE_SECONDS = 15.0
@@ -124,29 +126,14 @@ def _intent_summary(intent: ModelIntent) -> dict[str, Any]:
     }
 
 
-def _scan_extra_keys(snapshot: Snapshot, ks: Keyspace) -> tuple[dict[str, Any] | None, dict[str, dict[str, int]], list[str]]:
-    """What the controller's snapshot reader does not parse: the leader and the history heads."""
-    leader: dict[str, Any] | None = None
-    heads: dict[str, dict[str, int]] = {}
-    problems: list[str] = []
-    history_prefix = ks.history_prefix()
-    leader_kv = snapshot.get(ks.leader())
-    if leader_kv is not None:
-        try:
-            record = schema.parse(LeaderRecord, leader_kv.value, leader_kv.key)
-            leader = {"id": record.id, "since": _iso(record.since), "version": record.version, "dashboard_address": record.dashboard_address}
-        except SchemaError as exc:
-            problems.append(str(exc))
-    for kv in snapshot.items:
-        if not kv.key.startswith(history_prefix):
-            continue
-        model, _, sequence = kv.key[len(history_prefix):].partition("/")
-        if not sequence.isdigit():
-            continue
-        head = heads.setdefault(model, {"sequence": 0, "entries": 0})
-        head["sequence"] = max(head["sequence"], int(sequence))
-        head["entries"] += 1
-    return leader, heads, problems
+def _leader(fleet: FleetSnapshot) -> tuple[dict[str, Any] | None, list[str]]:
+    parsed = fleet.leader
+    if parsed is None:
+        return None, []
+    if parsed.value is None:
+        return None, [parsed.error or "leader record unreadable"]
+    record = parsed.value
+    return {"id": record.id, "since": _iso(record.since), "version": record.version, "dashboard_address": record.dashboard_address}, []
 
 
 def _cell(fleet: FleetSnapshot, host: str, model: str, report: ModelStatusReport | None) -> dict[str, Any]:
@@ -188,10 +175,9 @@ class ModelPart:
     """What the page shows about one model: its entry, its row of cells, its errors.
 
     It depends only on the model's own keys (intent, modelstatus, versions, assignments and
-    status keys of the model) and its history head, so it is rebuilt only when one changed.
+    status keys of the model), so it is rebuilt only when one changed.
     """
 
-    head: dict[str, int] | None
     entry: dict[str, Any]
     row: dict[str, dict[str, Any]]
     errors: tuple[dict[str, Any], ...]
@@ -202,7 +188,7 @@ def _problem(kind: str, message: str, model: str | None = None, host: str | None
     return {"kind": kind, "model": model, "host": host, "message": message}
 
 
-def _model_part(fleet: FleetSnapshot, name: str, head: dict[str, int] | None, reporters: set[str]) -> ModelPart:
+def _model_part(fleet: FleetSnapshot, name: str, reporters: set[str]) -> ModelPart:
     parsed = fleet.intents.get(name)
     intent = parsed.value if parsed is not None else None
     report = fleet.modelstatus.get(name)
@@ -263,11 +249,9 @@ def _model_part(fleet: FleetSnapshot, name: str, head: dict[str, int] | None, re
         "failures": failures,
         "replicas": [r.model_dump(mode="json") for r in report.replicas] if report is not None else [],
         "status_updated_at": _iso(report.updated_at) if report is not None else None,
-        "history_sequence": head["sequence"] if head else None,
-        "history_entries": head["entries"] if head else 0,
         "versions_registered": sorted(fleet.versions.get(name, {})),
     }
-    return ModelPart(head, entry, row, tuple(errors), states)
+    return ModelPart(entry, row, tuple(errors), states)
 
 
 def _hosts(fleet: FleetSnapshot, host_names: Iterable[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -295,7 +279,8 @@ def _hosts(fleet: FleetSnapshot, host_names: Iterable[str]) -> tuple[list[dict[s
 
 
 class StateBuilder:
-    """Builds states one snapshot after another, rebuilding only the models whose keys changed.
+    """Builds states one fleet snapshot after another, rebuilding only the models whose keys
+    changed (the snapshot's ``changed_models``; None: all).
 
     ``build`` gives exactly what ``build_state`` gives for the same snapshot (a unit test
     pins it); ``changed`` then names the models whose part differs from the previous build
@@ -304,14 +289,19 @@ class StateBuilder:
 
     def __init__(self, keyspace: Keyspace) -> None:
         self._ks = keyspace
-        self._reader = SnapshotReader(keyspace)
+        self._reader: SnapshotReader | None = None
         self._parts: dict[str, ModelPart] = {}
         self.parts: dict[str, ModelPart] = {}
         self.changed: frozenset[str] = frozenset()
 
     def build(self, snapshot: Snapshot) -> dict[str, Any]:
-        fleet = self._reader.read(snapshot)
-        leader, history_heads, extra_problems = _scan_extra_keys(snapshot, self._ks)
+        """From whole snapshots one after another (tests, one-shot use)."""
+        if self._reader is None:
+            self._reader = SnapshotReader(self._ks)
+        return self.build_fleet(self._reader.read(snapshot))
+
+    def build_fleet(self, fleet: FleetSnapshot) -> dict[str, Any]:
+        leader, extra_problems = _leader(fleet)
         model_names = set(fleet.intents) | set(fleet.modelstatus) | set(fleet.holders) | {m for _, m in fleet.statuses}
         host_names = set(fleet.hosts) | set(fleet.hostctl) | set(fleet.held_by) | {h for h, _ in fleet.statuses}
         reporters: dict[str, set[str]] = {}  # model -> hosts with a status key of it
@@ -320,10 +310,9 @@ class StateBuilder:
         everything = fleet.changed_models is None
         previous, parts = self._parts, {}
         for name in sorted(model_names):
-            head = history_heads.get(name)
             part = previous.get(name)
-            if part is None or everything or name in fleet.changed_models or part.head != head:  # type: ignore[operator]
-                part = _model_part(fleet, name, head, reporters.get(name, set()))
+            if part is None or everything or name in fleet.changed_models:  # type: ignore[operator]
+                part = _model_part(fleet, name, reporters.get(name, set()))
             parts[name] = part
         self.changed = frozenset(name for name in parts.keys() | previous.keys() if parts.get(name) is not previous.get(name))
         self._parts = self.parts = parts
@@ -340,7 +329,7 @@ class StateBuilder:
         errors.extend(_problem("key", message) for message in [*fleet.problems, *extra_problems])
         return {
             "prefix": self._ks.prefix,
-            "revision": snapshot.revision,
+            "revision": fleet.revision,
             "leader": leader,
             "hosts": hosts,
             "models": [part.entry for part in parts.values()],
@@ -367,8 +356,11 @@ def build_state(snapshot: Snapshot, keyspace: Keyspace) -> dict[str, Any]:
     return StateBuilder(keyspace).build(snapshot)
 
 
-def build_history(snapshot: Snapshot, keyspace: Keyspace, model: str, limit: int = HISTORY_LIMIT) -> dict[str, Any]:
-    """The newest ``limit`` history entries of a model (newest first), each with its changes."""
+def build_history(snapshot: Snapshot, keyspace: Keyspace, model: str, limit: int = HISTORY_LIMIT, total: int | None = None) -> dict[str, Any]:
+    """The newest ``limit`` history entries of a model (newest first), each with its changes.
+
+    total: how many entries the model has, when the read that gave ``snapshot`` knows it
+    (default: the entries in ``snapshot``)."""
     prefix = keyspace.history_prefix(model)
     entries = []
     for kv in reversed(snapshot.items):
@@ -392,45 +384,35 @@ def build_history(snapshot: Snapshot, keyspace: Keyspace, model: str, limit: int
             "source": entry.source,
             "changes": changes,
         })
-    total = sum(1 for kv in snapshot.items if kv.key.startswith(prefix))
+    if total is None:
+        total = sum(1 for kv in snapshot.items if kv.key.startswith(prefix))
     return {"model": model, "revision": snapshot.revision, "total": total, "entries": entries}
 
 
 # ---------------------------------------------------------------------------------------
-# The mirror of the prefix, kept by the watch
+# A model's history: a bounded read, never the cache
 
 
-class _Mirror:
-    """Every key under the prefix as last seen; history values are dropped (keys suffice)."""
+class PagedHistoryReader:
+    """The newest entries of one model's history in ONE bounded, descending range read of its
+    well-formed sequence keys (Keyspace.history_range), and their count (count_prefix): the
+    response never grows with the history."""
 
-    def __init__(self, keyspace: Keyspace) -> None:
-        self._history = keyspace.history_prefix()
-        self._lock = threading.Lock()
-        self._items: dict[str, KeyValue] = {}
-        self.revision = 0
+    def __init__(self, store: Any, keyspace: Keyspace) -> None:
+        self._store = store
+        self._ks = keyspace
 
-    def _slim(self, kv: KeyValue) -> KeyValue:
-        if kv.key.startswith(self._history) and kv.value:
-            return KeyValue(kv.key, b"", kv.create_revision, kv.mod_revision, kv.version, kv.lease)
-        return kv
+    def newest(self, model: str, limit: int) -> tuple[Snapshot, int | None]:
+        """(a snapshot holding the newest ``limit`` entries in key order, how many keys the
+        model's history has)."""
+        start, end = self._ks.history_range(model)
+        page = self._store.list_range(start, end, limit=limit, descending=True)
+        total = self._store.count_prefix(self._ks.history_prefix(model), revision=page.revision)
+        return Snapshot(page.revision, tuple(reversed(page.items))), total
 
-    def reset(self, snapshot: Snapshot) -> None:
-        with self._lock:
-            self._items = {kv.key: self._slim(kv) for kv in snapshot.items}
-            self.revision = snapshot.revision
 
-    def apply(self, events: Iterable[WatchEvent]) -> None:
-        with self._lock:
-            for event in events:
-                if event.kind == "delete":
-                    self._items.pop(event.key, None)
-                else:
-                    self._items[event.key] = self._slim(KeyValue(event.key, event.value, 0, event.mod_revision, 0, 0))
-                self.revision = max(self.revision, event.mod_revision)
-
-    def snapshot(self) -> Snapshot:
-        with self._lock:
-            return Snapshot(self.revision, tuple(self._items.values()))
+def default_history_reader(store: Any, keyspace: Keyspace) -> PagedHistoryReader:
+    return PagedHistoryReader(store, keyspace)
 
 
 # ---------------------------------------------------------------------------------------
@@ -549,7 +531,9 @@ class Dashboard:
     """The dashboard of one controller: one watch, one state thread, one HTTP server thread."""
 
     def __init__(self, store: Any, keyspace: Keyspace, host: str, port: int, *, controller_id: str, log: Any,
-                 coalesce: float = COALESCE_SECONDS, keepalive: float = KEEPALIVE_SECONDS, rng: random.Random | None = None) -> None:
+                 coalesce: float = COALESCE_SECONDS, keepalive: float = KEEPALIVE_SECONDS, rng: random.Random | None = None,
+                 cache: FleetCache | None = None, history: Any = None) -> None:
+        """cache: the process's fleet cache (the controller's); without one the dashboard keeps its own."""
         self._store = store
         self._ks = keyspace
         self._controller_id = controller_id
@@ -558,12 +542,16 @@ class Dashboard:
         self._keepalive = keepalive
         self._rng = rng or random.Random()
         self._backoff = Backoff(initial=0.5, cap=5.0)
-        self._mirror = _Mirror(keyspace)
+        self._cache = cache if cache is not None else FleetCache(store, keyspace, log=log)
+        self._cursor = self._cache.cursor("dashboard")
+        self._fleet = FleetBuilder(keyspace)
+        self._history = history or default_history_reader(store, keyspace)
         self._builder = StateBuilder(keyspace)
         self._broadcaster = _Broadcaster()
         self._dirty = threading.Event()
         self._stopping = threading.Event()
-        self._watch: Any = None
+        self._cache.on_change(self._on_change)
+        self._cache.on_error(self._on_error)
         self._etcd_error: str | None = None
         self._state_lock = threading.Lock()
         self._doc = self._document(None)  # the state served to new pages and /api/state
@@ -620,9 +608,6 @@ class Dashboard:
         for thread in (self._http_thread, self._state_thread):
             if thread.is_alive():
                 thread.join(timeout)
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
         self._socket.close()
 
     def _serve(self) -> None:
@@ -638,13 +623,16 @@ class Dashboard:
             try:
                 self._run_until_stopped()
             except Exception as exc:  # noqa: BLE001 - the state thread never dies (tfleet/passguard.py)
+                # the changes taken from the cache may be half applied: start over from all of it
+                self._cursor.forget()
+                self._fleet.forget()
                 self._stopping.wait(guard.failed(exc))
                 self._dirty.set()
 
     def _run_until_stopped(self) -> None:
         failures = 0
         while not self._stopping.is_set():
-            if self._watch is None:
+            if not self._cache.running:
                 if not self._open():
                     failures += 1
                     self._publish()
@@ -662,26 +650,15 @@ class Dashboard:
                 self._publish()
 
     def _open(self) -> bool:
-        prefix = self._ks.prefix + "/"
-        try:
-            snapshot = self._store.list_prefix(prefix)
-            self._mirror.reset(snapshot)
-            self._watch = self._store.watch_prefix(prefix, snapshot.revision + 1, on_events=self._on_events,
-                                                   on_reset=self._on_reset, on_error=self._on_error)
-        except StoreError as exc:
-            self._set_error(str(exc))
+        """Start the cache unless the controller's loop did (the first one to come does it)."""
+        if not self._cache.ensure_started():
+            self._set_error(self._cache.error or "etcd unavailable")
             return False
         self._etcd_error = None
         self._dirty.set()
         return True
 
-    def _on_events(self, events: list[WatchEvent]) -> None:
-        self._mirror.apply(events)
-        self._etcd_error = None
-        self._dirty.set()
-
-    def _on_reset(self, snapshot: Snapshot) -> None:
-        self._mirror.reset(snapshot)
+    def _on_change(self) -> None:  # the cache's watch thread: be quick
         self._etcd_error = None
         self._dirty.set()
 
@@ -712,7 +689,14 @@ class Dashboard:
 
     def _publish(self) -> None:
         """Rebuild the state (only the models whose keys changed) and push what differs."""
-        state = self._builder.build(self._mirror.snapshot()) if self._watch is not None else None
+        state = None
+        changes = self._cursor.take()
+        if changes is not None:
+            if changes.everything or self._fleet.fleet is None:
+                fleet = self._fleet.rebuild(changes.revision, (f for f in changes.files.values() if f is not None))
+            else:
+                fleet = self._fleet.apply(changes.revision, changes.files)
+            state = self._builder.build_fleet(fleet)
         document = self._document(state)
         parts = self._builder.parts if state is not None else {}
         changed = self._builder.changed if state is not None else frozenset()
@@ -784,11 +768,11 @@ class Dashboard:
         model = request.path_params["model"]
         try:
             limit = min(max(int(request.query_params.get("limit", HISTORY_LIMIT)), 1), HISTORY_LIMIT_MAX)
-            prefix = self._ks.history_prefix(model)
+            self._ks.history_prefix(model)  # validates the name
         except (ValueError, InvalidName) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         try:
-            snapshot = self._store.list_prefix(prefix)
+            snapshot, total = self._history.newest(model, limit)
         except StoreError as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
-        return JSONResponse(build_history(snapshot, self._ks, model, limit), headers={"Cache-Control": "no-store"})
+        return JSONResponse(build_history(snapshot, self._ks, model, limit, total), headers={"Cache-Control": "no-store"})

@@ -1,18 +1,21 @@
 """The controller's planner with memory: the result of ``planner.plan``, in time proportional
 to what changed since the previous pass.
 
-Each pass still reads one full snapshot (level-triggered); what shrinks is the work done on
-it. The SnapshotReader tells which models and hosts had keys added, changed or removed;
-only these are planned again:
+Each pass plans from one snapshot at one revision (level-triggered), kept current from the
+fleet cache (controller/fleetcache.py) by the keys that changed. The snapshot tells which
+models and hosts had keys added, changed or removed (the controller's own modelstatus and
+route writes coming back are not changes); only these are planned again:
 
 * a model whose intent, assignments, agent statuses, report or registered versions changed;
 * a model that placement may now put differently: one with a replica on a changed host,
   or one short of replicas (capacity may have appeared);
-* a model whose failure backoff has just ended.
+* a model whose failure backoff has just ended;
+* the models on a host whose TF Serving has not answered for longer than the grace (its
+  unresponsive flag flips with time alone: only such hosts are looked at).
 
 The returned plan holds the writes and reports of the models planned again; the others'
 were returned by an earlier pass and are in etcd. A snapshot without change sets (the first,
-or after ``SnapshotReader.forget``) plans everything, and so does the pass after ``reset()``,
+or after ``FleetBuilder.forget``) plans everything, and so does the pass after ``reset()``,
 which the reconciler calls when writes failed. tests/unit/test_incremental.py checks the
 results equal the full planner's.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from typing import Any
 
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE, IncrementalPlacer, Placement, PlacementInput
 from tfleet.controller.planner import (
@@ -38,6 +42,8 @@ from tfleet.controller.snapshot import FleetSnapshot
 from tfleet.schema import ModelIntent, ModelStatusReport
 
 _NOTHING = ControllerPlan({}, frozenset(), {}, frozenset())
+# What changed in a placement input: hosts, demands, current, ready (None: removed).
+_InputChanges = tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]
 
 
 class IncrementalPlanner:
@@ -52,6 +58,14 @@ class IncrementalPlanner:
         self._placement: Placement | None = None
         self._intents: dict[str, tuple[ModelIntent | None, str | None, int]] = {}
         self._results: dict[str, ModelPlan] = {}
+        self._wakes: dict[str, dt.datetime] = {}  # model -> when its failure backoff ends
+        # the placement input before the current one, and the changes that lead from it to the
+        # current one (double buffering: see _next_input)
+        self._spare: PlacementInput | None = None
+        self._pending: _InputChanges | None = None
+        # what the last pass planned (models planned again, and whether it was a full plan)
+        self.planned: frozenset[str] = frozenset()
+        self.full = True
         # hosts whose TF Serving does not answer: each plan checks whether the grace ran out
         self._unanswering: set[str] = set()
 
@@ -60,19 +74,25 @@ class IncrementalPlanner:
         """The latest report of every managed model (for gauges and the dashboard)."""
         return {m: r.report for m, r in self._results.items() if r.report is not None}
 
+    def plans_all(self, snap: FleetSnapshot) -> bool:
+        """Whether the next plan() of snap plans every model."""
+        return self._placer is None or snap.changed_models is None or snap.changed_hosts is None
+
     def plan(self, snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.datetime) -> ControllerPlan:
-        if self._placer is None or snap.changed_models is None or snap.changed_hosts is None:
+        if self.plans_all(snap):
             return self._full(snap, last_valid, now)
-        models = set(snap.changed_models) | {m for m, r in self._results.items() if r.wake_at is not None and r.wake_at <= now}
+        models = set(snap.changed_models) | {m for m, at in self._wakes.items() if at <= now}
         hosts = set(snap.changed_hosts) | self._grace_expired(snap, now)
+        self.full = False
         if not models and not hosts:
+            self.planned = frozenset()
             return _NOTHING
         for model in models:
             self._intents.pop(model, None)
         changed_view = FleetSnapshot(snap.revision)
         changed_view.intents = {m: snap.intents[m] for m in models if m in snap.intents}
         self._intents.update(effective_intents(changed_view, last_valid))
-        managed = self._intents.keys() | snap.modelstatus.keys()
+        managed = _Managed(self._intents, snap.modelstatus)  # (not a union: that would cost the fleet)
         previous = self._placement
         assert previous is not None
         self._input = self._next_input(snap, models, hosts, managed, now)
@@ -82,10 +102,14 @@ class IncrementalPlanner:
             candidates |= snap.held_by.get(host, set())
         replan = {m for m in candidates if m in models or self._placement.hosts.get(m) != previous.hosts.get(m)
                   or self._placement.reasons.get(m) != previous.reasons.get(m)}
-        results = {model: self._plan_one(snap, model, now) for model in sorted(replan & managed)}
-        for model in replan - managed:
-            self._results.pop(model, None)
+        results = {model: self._plan_one(snap, model, now) for model in sorted(m for m in replan if m in managed)}
+        for model in replan:
+            if model not in managed:
+                self._results.pop(model, None)
+            self._wakes.pop(model, None)
         self._results.update(results)
+        self._wakes.update((m, r.wake_at) for m, r in results.items() if r.wake_at is not None)
+        self.planned = frozenset(replan)
         return combine(results)
 
     # -- internals ---------------------------------------------------------------------------------
@@ -95,10 +119,17 @@ class IncrementalPlanner:
         current = {model: hosts for model, hosts in snap.holders.items() if model in managed}
         self._input = placement_input(snap, self._intents, current, now, self._grace)
         self._unanswering = {name for name, record in snap.hosts.items() if record.tfs_unresponsive_since is not None}
+        self._spare, self._pending = None, None
         self._placer = IncrementalPlacer(self._input)
         self._placement = self._placer.placement
         self._results = {model: self._plan_one(snap, model, now) for model in sorted(managed)}
+        self._wakes = {m: r.wake_at for m, r in self._results.items() if r.wake_at is not None}
+        self.planned, self.full = frozenset(managed), True
         return combine(self._results)
+
+    def report(self, model: str) -> ModelStatusReport | None:
+        result = self._results.get(model)
+        return result.report if result is not None else None
 
     def _grace_expired(self, snap: FleetSnapshot, now: dt.datetime) -> set[str]:
         """Hosts whose unresponsive flag flips with time alone (the grace ran out): O(hosts
@@ -112,37 +143,62 @@ class IncrementalPlanner:
         return flipped
 
     def _next_input(self, snap: FleetSnapshot, models: set[str], hosts: set[str], managed, now: dt.datetime) -> PlacementInput:
-        """The previous placement input with the changed models and hosts replaced (new mappings:
-        the placer compares old and new)."""
+        """The previous placement input with the changed models and hosts replaced.
+
+        The placer compares the previous input with the new one, so the new one must be other
+        mappings. Copying four fleet-sized maps every pass would cost the fleet, so two inputs
+        take turns (double buffering): the spare one (two passes old) is brought up to date by
+        the previous pass's changes and this pass's, in time proportional to them.
+        """
         assert self._input is not None
-        new_hosts = dict(self._input.hosts)
+        changes: _InputChanges = ({}, {}, {}, {})
+        host_changes, demand_changes, current_changes, ready_changes = changes
         for host in hosts:
             if host in snap.hosts:
-                new_hosts[host] = host_info(snap, host, now, self._grace)
+                host_changes[host] = host_info(snap, host, now, self._grace)
                 if snap.hosts[host].tfs_unresponsive_since is not None:
                     self._unanswering.add(host)
                 else:
                     self._unanswering.discard(host)
             else:
-                new_hosts.pop(host, None)
+                host_changes[host] = None
                 self._unanswering.discard(host)
-        demands, current, ready = dict(self._input.demands), dict(self._input.current), dict(self._input.ready)
         for model in models:
             entry = self._intents.get(model)
-            if entry is not None and entry[0] is not None:
-                demands[model] = demand_of(snap, model, entry[0])
-            else:
-                demands.pop(model, None)
+            demand_changes[model] = demand_of(snap, model, entry[0]) if entry is not None and entry[0] is not None else None
             holders = snap.holders.get(model) if model in managed else None
-            if holders:
-                current[model] = frozenset(holders)
-                ready[model] = frozenset(h for h in holders if replica_ready(snap, h, model))
-            else:
-                current.pop(model, None)
-                ready.pop(model, None)
-        return PlacementInput(new_hosts, demands, current, ready)
+            current_changes[model] = frozenset(holders) if holders else None
+            ready_changes[model] = frozenset(h for h in holders if replica_ready(snap, h, model)) if holders else None
+        spare, pending = self._spare, self._pending
+        if spare is None:  # the first incremental pass after a full one: make the second buffer
+            spare = PlacementInput(dict(self._input.hosts), dict(self._input.demands), dict(self._input.current), dict(self._input.ready))
+            pending = None
+        for batch in (pending, changes):
+            if batch is None:
+                continue
+            for mapping, updates in zip((spare.hosts, spare.demands, spare.current, spare.ready), batch, strict=True):
+                for name, value in updates.items():
+                    if value is None:
+                        mapping.pop(name, None)  # type: ignore[attr-defined]
+                    else:
+                        mapping[name] = value  # type: ignore[index]
+        self._spare, self._pending = self._input, changes
+        return spare
 
     def _plan_one(self, snap: FleetSnapshot, model: str, now: dt.datetime) -> ModelPlan:
         assert self._placement is not None
         return plan_model_safely(snap, model, self._intents.get(model), snap.holders.get(model, set()),
                           self._placement.hosts.get(model, ()), self._placement.reasons.get(model, ()), now)
+
+
+class _Managed:
+    """Whether a model is managed (it has an intent or a modelstatus key), without building
+    the union of both key sets."""
+
+    __slots__ = ("_intents", "_reports")
+
+    def __init__(self, intents: Mapping[str, object], reports: Mapping[str, object]) -> None:
+        self._intents, self._reports = intents, reports
+
+    def __contains__(self, model: object) -> bool:
+        return model in self._intents or model in self._reports

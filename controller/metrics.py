@@ -24,6 +24,15 @@ class ControllerMetrics:
         self.invalid_intents = Gauge("tfleet_controller_invalid_intents", "Intents that fail validation.", registry=r)
         self.rollout_phase = Gauge("tfleet_controller_rollout_phase", "1 for the rollout phase each model is in.", ["model", "phase"], registry=r)
         self.live_hosts = Gauge("tfleet_controller_live_hosts", "Hosts registered in etcd.", registry=r)
+        # the fleet cache (controller/fleetcache.py) and what each pass takes from it
+        self.cache_keys = Gauge("tfleet_controller_cache_keys", "Keys held by the fleet cache (history/ is never cached).", registry=r)
+        self.cache_revision = Gauge("tfleet_controller_cache_revision", "etcd revision the fleet cache has applied.", registry=r)
+        self.cache_relists = Counter("tfleet_controller_cache_relists_total", "Re-reads of the cached sections, by reason.", ["reason"], registry=r)
+        self.cache_divergences = Counter("tfleet_controller_cache_divergences_total",
+                                         "Verifications that found the fleet cache different from etcd (then re-listed).", registry=r)
+        self.cache_events = Counter("tfleet_controller_cache_events_total", "Watch events applied to the fleet cache.", registry=r)
+        self.pass_keys = Counter("tfleet_controller_pass_keys_applied_total", "Changed keys the passes applied to their snapshot.", registry=r)
+        self.models_planned = Counter("tfleet_controller_models_planned_total", "Models the passes planned (all of them on a full plan).", registry=r)
         self.pass_errors = Counter("tfleet_controller_pass_errors_total", "Passes ended by an unexpected error (the loop backs off and goes on).", registry=r)
         self.pass_failing = Gauge("tfleet_controller_pass_failing", "1 while the controller's passes keep failing with an unexpected error.", registry=r)
         self.problems = Gauge("tfleet_controller_problems", "Values in etcd no reader can use, by keyspace section (the leader's <prefix>/problems).", ["section"], registry=r)

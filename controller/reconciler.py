@@ -1,6 +1,8 @@
 """One pass of the leading controller: snapshot -> plan -> fenced writes.
 
-1. Read the whole prefix in one etcd range read (one consistent revision) and parse it.
+1. Take from the fleet cache (controller/fleetcache.py, kept current by a watch) the
+   revision it reached and the keys changed since the previous pass, and apply only those
+   to this pass's snapshot (one revision, never half a watch response; no etcd read).
 2. Let the pure planner decide (placement + rollout).
 3. Write only what differs, in transactions that each carry the leadership fence: a paused
    or partitioned former leader cannot write anything (its fence no longer holds).
@@ -12,7 +14,7 @@ controller/history.py on its own thread, not by the pass.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tfleet import routing, schema
@@ -22,15 +24,21 @@ from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.incremental import IncrementalPlanner
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE
 from tfleet.controller.schedules import ScheduleRunner
-from tfleet.controller.snapshot import FleetSnapshot, SnapshotReader
+from tfleet.controller.fleetcache import FleetCache
+from tfleet.controller.snapshot import FleetBuilder, FleetSnapshot
 from tfleet.keyspace import Keyspace
 from tfleet.schema import ModelIntent, ModelStatusReport
 from tfleet.store import Delete, EtcdStore, Put, StoreError
 
 WRITE_BATCH = 100  # etcd allows 128 operations per transaction by default
 # The incremental planner is checked by a full plan this often (seconds): a safety net for
-# any change it might have missed.
+# any change it might have missed. It plans from the cache too (no etcd read).
 FULL_PLAN_EVERY = 60.0
+# Writes whose echo is not a change worth planning: the planner's reports and the route
+# tables are functions of the snapshot, so writing them back changes no decision. (An
+# assignment's echo is not quiet: its new mod_revision means the agent has not acted on it
+# yet, which changes readiness and the rollout step: tests/unit/test_fleetcache.py.)
+QUIET_ECHOES = ("modelstatus", "routes")
 HISTORY_RECHECK = 30.0
 
 
@@ -52,8 +60,11 @@ class ControllerReconciler:
         log,
         now: Callable = schema.utc_now,
         clock: Callable[[], float] = time.monotonic,
+        cache: FleetCache | None = None,
         tfs_unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE,
     ) -> None:
+        """cache: the process's fleet cache (app.py shares one with the dashboard); without
+        one the reconciler keeps its own."""
         self._store = store
         self._ks = keyspace
         self._election = election
@@ -67,8 +78,12 @@ class ControllerReconciler:
         # after HISTORY_RECHECK seconds (the recorder may still be catching up after a restart)
         self._no_valid_history: dict[str, tuple[int, float]] = {}
         self._schedules = ScheduleRunner(store=store, keyspace=keyspace, registry=registry, election=election, log=log, now=now)
-        self._reader = SnapshotReader(keyspace)
+        self._cache = cache if cache is not None else FleetCache(store, keyspace, log=log, metrics=metrics)
+        self._cursor = self._cache.cursor("controller", echoes=True)
+        self._builder = FleetBuilder(keyspace)
         self._planner = IncrementalPlanner(tfs_unresponsive_grace)
+        self._phases: dict[str, str] = {}  # model -> rollout phase last set in the gauge
+        self._unplaced: set[str] = set()
         self._last_full_plan = float("-inf")
         self._was_leader = False
         self.last_snapshot: FleetSnapshot | None = None
@@ -78,9 +93,14 @@ class ControllerReconciler:
         """Latest report of every managed model, as last planned (for the dashboard)."""
         return self._planner.reports
 
+    @property
+    def planner(self) -> IncrementalPlanner:
+        return self._planner
+
     def _start_over(self) -> None:
-        """Plan everything from a fresh read next time (after failed writes, or a new term)."""
-        self._reader.forget()
+        """Plan everything next time (after failed writes, or a new term), from the cache: it
+        is what etcd holds, kept by the watch."""
+        self._cache.forget_echoes()
         self._planner.reset()
 
     def reconcile(self) -> Outcome:
@@ -96,23 +116,31 @@ class ControllerReconciler:
         if not self._election.is_leader:
             if self._was_leader:
                 self._clear_gauges()  # a standby must not keep reporting the fleet as it last saw it
+                self._cursor.forget()  # nor keep a parsed copy of it: a new term takes everything
+                self._builder.forget()
+                self.last_snapshot = None
             self._was_leader = False
             return Outcome("standby")
         if not self._was_leader or self._clock() - self._last_full_plan >= FULL_PLAN_EVERY:
             self._start_over()  # a new term starts from what etcd holds, not from memory
             self._last_full_plan = self._clock()
             self._was_leader = True
-        try:
-            snap = self._reader.read(self._store.list_prefix(self._ks.prefix + "/"))
-        except StoreError as exc:
-            self._log.warning("reconcile", result="etcd_unavailable", error=str(exc))
+        snap = self._take()
+        if snap is None:
             return Outcome("etcd_unavailable")
+        fence = self._election.fence_revision
+        if fence is not None and snap.revision < fence:
+            # The cache has not yet seen this term's own leader key: it may miss the former
+            # leader's last writes. Its watch wakes the loop when it gets there.
+            self._log.info("reconcile", result="cache_behind", revision=snap.revision, fence=fence)
+            return Outcome("cache_behind")
         self.last_snapshot = snap
         try:
             self._remember_valid_intents(snap)
             plan_started = self._clock()
             plan = self._planner.plan(snap, self._last_valid, self._now())
             self._metrics.plan_seconds.observe(self._clock() - plan_started)
+            self._metrics.models_planned.inc(len(self._planner.planned))
             writes = self._write(snap, plan)
             writes += self._schedules.run_due(snap)
         except NotLeader as exc:
@@ -124,24 +152,63 @@ class ControllerReconciler:
             self._start_over()  # some writes may not have landed: plan everything again
             self._log.warning("reconcile", result="etcd_unavailable", error=str(exc))
             return Outcome("etcd_unavailable")
+        except Exception:
+            # The pass guard (app.py) logs it and backs off; the changes this pass took from
+            # the cache were not planned, so the next pass plans everything.
+            self._start_over()
+            raise
         self._update_gauges(snap)
         log = self._log.info if writes else self._log.debug
         log("reconcile", result="ok", revision=snap.revision, models=len(snap.intents), hosts=len(snap.hosts), writes=writes)
         return Outcome("ok", writes)
 
+    # -- the snapshot -------------------------------------------------------------------------
+    def _take(self) -> FleetSnapshot | None:
+        """This pass's snapshot: the previous one with the keys changed since then applied."""
+        if not self._cache.ensure_started():
+            return None
+        changes = self._cursor.take()
+        if changes is None:
+            return None
+        if changes.everything or self._builder.fleet is None:
+            snap = self._builder.rebuild(changes.revision, (f for f in changes.files.values() if f is not None))
+        else:
+            snap = self._builder.apply(changes.revision, changes.files, changes.quiet)
+        self._metrics.pass_keys.inc(self._builder.applied)
+        return snap
+
     # -- intents and history ------------------------------------------------------------------
     def _remember_valid_intents(self, snap: FleetSnapshot) -> None:
-        for model, parsed in snap.intents.items():
-            if parsed.value is not None:
+        """Keep the last valid intent of each model (only the changed ones, after the first),
+        and of the models whose history held none when last looked at, once HISTORY_RECHECK
+        has passed (the recorder may have caught up; only models with an invalid intent)."""
+        everything = self._planner.plans_all(snap)
+        if everything:
+            models: Iterable[str] = snap.intents.keys()
+        else:
+            now = self._clock()
+            due = {m for m, (_, at) in self._no_valid_history.items() if now - at >= HISTORY_RECHECK}
+            models = set(snap.changed_models or ()) | due
+        restored: set[str] = set()
+        for model in list(models):
+            parsed = snap.intents.get(model)
+            if parsed is None:
+                self._last_valid.pop(model, None)
+            elif parsed.value is not None:
                 self._last_valid[model] = parsed.value
             elif model not in self._last_valid:
-                restored = self._last_valid_from_history(model, parsed.revision)
-                if restored is not None:
-                    self._last_valid[model] = restored
-        for model in list(self._last_valid):
-            if model not in snap.intents:
-                del self._last_valid[model]
-        for model in list(self._no_valid_history):
+                found = self._last_valid_from_history(model, parsed.revision)
+                if found is not None:
+                    self._last_valid[model] = found
+                    restored.add(model)
+        if restored and snap.changed_models is not None:
+            # its effective intent changed though its key did not: the planner plans it again
+            snap.changed_models = snap.changed_models | restored
+        if everything:
+            for model in list(self._last_valid):
+                if model not in snap.intents:
+                    del self._last_valid[model]
+        for model in list(self._no_valid_history):  # (models with an invalid intent only)
             if model not in snap.intents or snap.intents[model].value is not None:
                 del self._no_valid_history[model]
 
@@ -182,6 +249,7 @@ class ControllerReconciler:
         for model in sorted(plan.report_deletes):
             ops.append(("modelstatus", Delete(self._ks.modelstatus(model))))
         ops += [("routes", op) for op in self._route_ops(snap)]
+        self._cache.expect({op.key: op.value if isinstance(op, Put) else None for kind, op in ops if kind in QUIET_ECHOES})
         for start in range(0, len(ops), WRITE_BATCH):
             batch = ops[start : start + WRITE_BATCH]
             # Raises NotLeader when the fence fails; False would mean an extra compare failed,
@@ -192,23 +260,48 @@ class ControllerReconciler:
         return len(ops)
 
     def _clear_gauges(self) -> None:
+        self._phases.clear()
+        self._unplaced.clear()
         for gauge in (self._metrics.rollout_phase, self._metrics.replicas_wanted, self._metrics.replicas_ready):
             gauge.clear()
         for gauge in (self._metrics.live_hosts, self._metrics.invalid_intents, self._metrics.unplaced_models):
             gauge.set(0)
 
     def _update_gauges(self, snap: FleetSnapshot) -> None:
-        reports = self._planner.reports
+        """Per-model gauges of the models this pass planned (all of them on a full plan)."""
         self._metrics.live_hosts.set(len(snap.hosts))
-        self._metrics.invalid_intents.set(sum(1 for p in snap.intents.values() if p.value is None))
-        self._metrics.unplaced_models.set(sum(1 for r in reports.values() if r.reasons))
-        self._metrics.rollout_phase.clear()
-        self._metrics.replicas_wanted.clear()
-        self._metrics.replicas_ready.clear()
-        for model, report in reports.items():
+        self._metrics.invalid_intents.set(len(snap.invalid_intents))
+        if self._planner.full:
+            for gauge in (self._metrics.rollout_phase, self._metrics.replicas_wanted, self._metrics.replicas_ready):
+                gauge.clear()
+            self._phases.clear()
+            self._unplaced.clear()
+        for model in self._planner.planned:
+            report = self._planner.report(model)
+            phase = self._phases.pop(model, None)
+            if phase is not None and (report is None or report.rollout.phase != phase):
+                _remove(self._metrics.rollout_phase, model, phase)
+            if report is None:
+                self._unplaced.discard(model)
+                _remove(self._metrics.replicas_wanted, model)
+                _remove(self._metrics.replicas_ready, model)
+                continue
             self._metrics.replicas_wanted.labels(model).set(report.wanted_replicas)
             self._metrics.replicas_ready.labels(model).set(sum(1 for r in report.replicas if r.ready))
             self._metrics.rollout_phase.labels(model, report.rollout.phase).set(1)
+            self._phases[model] = report.rollout.phase
+            if report.reasons:
+                self._unplaced.add(model)
+            else:
+                self._unplaced.discard(model)
+        self._metrics.unplaced_models.set(len(self._unplaced))
+
+
+def _remove(gauge, *labels: str) -> None:
+    try:
+        gauge.remove(*labels)
+    except KeyError:
+        pass
 
 
 def _same_report(new: ModelStatusReport, old: ModelStatusReport | None) -> bool:

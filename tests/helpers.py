@@ -131,3 +131,25 @@ def make_tls_files(directory: pathlib.Path, client_common_name: str = "tfleet-te
         client_cert=directory / "client.crt",
         client_key=directory / "client.key",
     )
+
+
+def with_kept_hosts(fresh, kept_from, keyspace):
+    """A one-shot read (``fresh``, no memory) given the host records ``kept_from`` (a snapshot
+    kept current from the cache) holds for host keys that now hold an invalid value: the
+    controller keeps a host's last valid record while its key exists (controller/snapshot.py
+    _host_filers). Everything else must still be equal; this patches only those hosts."""
+    from tfleet.keyspace import InvalidName
+
+    prefix = keyspace.hosts_prefix()
+    for key in list(fresh.bad_values):
+        if not key.startswith(prefix):
+            continue
+        try:
+            name = keyspace.name_after(key, prefix)
+        except InvalidName:
+            continue
+        if name in kept_from.hosts:
+            fresh.hosts[name] = kept_from.hosts[name]
+            fresh.bad_values[key] = kept_from.bad_values[key]
+            fresh.problem_keys[key] = kept_from.problem_keys[key]
+    return fresh

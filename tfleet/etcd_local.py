@@ -7,7 +7,8 @@ etcd 3.5.1, which is fine for throwaway clusters but not for production: product
 must run etcd >= 3.5.3, because etcd 3.5.0 to 3.5.2 have a known data-corruption bug
 (an interrupted defragmentation or crash can leave members with inconsistent data).
 
-Everything listens on loopback only. etcd's own log goes to a file (by default
+Everything listens on loopback only, unless a member is placed in a network namespace
+(MemberNetwork: for the partition tests, which cut its links). etcd's own log goes to a file (by default
 `<data_dir>/etcd.log`), never to the terminal, so that test output and `tfleet dev` stay
 readable; the file is appended to across restarts and its tail is quoted when etcd fails
 to start.
@@ -30,6 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
 
 _LOOPBACK = "127.0.0.1"
@@ -86,6 +88,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class MemberNetwork:
+    """Where one member runs when not on loopback: inside network namespace `netns`
+    (it must exist), serving clients and metrics on client_host and its peers on peer_host
+    (two addresses, so that a test can cut a member from its peers and not from clients)."""
+
+    netns: str
+    client_host: str
+    peer_host: str
+
+
 class LocalEtcd:
     """One etcd process with a fixed data dir and fixed ports, so that restart() keeps both.
 
@@ -114,6 +127,7 @@ class LocalEtcd:
         extra_args: Sequence[str] = (),
         initial_cluster: str | None = None,
         cluster_token: str | None = None,
+        network: MemberNetwork | None = None,
     ) -> None:
         if (cert_file is None) != (key_file is None):
             raise ValueError("cert_file and key_file must be given together")
@@ -133,11 +147,13 @@ class LocalEtcd:
         self.extra_args = tuple(extra_args)
         self.initial_cluster = initial_cluster
         self.cluster_token = cluster_token or name
+        self.network = network
+        host = network.client_host if network else _LOOPBACK
         scheme = "https" if cert_file is not None else "http"
-        self.client_url = f"{scheme}://{_LOOPBACK}:{self.client_port}"
-        self.peer_url = f"http://{_LOOPBACK}:{self.peer_port}"
-        self.health_url = f"http://{_LOOPBACK}:{self.metrics_port}/health"
-        self.metrics_url = f"http://{_LOOPBACK}:{self.metrics_port}/metrics"
+        self.client_url = f"{scheme}://{host}:{self.client_port}"
+        self.peer_url = f"http://{network.peer_host if network else _LOOPBACK}:{self.peer_port}"
+        self.health_url = f"http://{host}:{self.metrics_port}/health"
+        self.metrics_url = f"http://{host}:{self.metrics_port}/metrics"
         self._process: subprocess.Popen[bytes] | None = None
         self._paused = False
 
@@ -158,7 +174,9 @@ class LocalEtcd:
 
     def command(self) -> list[str]:
         """The etcd command line; public so that failures can be reproduced by hand."""
-        args = [
+        # `ip netns exec` execs etcd in place: the child's pid is etcd's (pause/kill reach it).
+        args = ["ip", "netns", "exec", self.network.netns] if self.network else []
+        args += [
             str(etcd_binary("etcd")),
             f"--name={self.name}",
             f"--data-dir={self.data_dir}",
@@ -169,7 +187,7 @@ class LocalEtcd:
             f"--initial-cluster={self.initial_cluster or f'{self.name}={self.peer_url}'}",
             "--initial-cluster-state=new",
             f"--initial-cluster-token={self.cluster_token}",
-            f"--listen-metrics-urls=http://{_LOOPBACK}:{self.metrics_port}",
+            f"--listen-metrics-urls={self.health_url.removesuffix('/health')}",
             "--logger=zap",
             "--log-outputs=stderr",
         ]
@@ -354,19 +372,26 @@ class LocalEtcdCluster:
         name: str = "tfleet-test",
         unsafe_no_fsync: bool = True,
         extra_args: Sequence[str] = (),
+        networks: Sequence[MemberNetwork] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"a cluster needs at least one member, not {size}")
+        if networks is not None and len(networks) != size:
+            raise ValueError(f"{len(networks)} member networks for {size} members")
         base = pathlib.Path(base_dir)
         names = [f"{name}-{i}" for i in range(size)]
+        places: list[MemberNetwork | None] = list(networks) if networks is not None else [None] * size
         peer_ports = [free_port() for _ in names]
-        initial = ",".join(f"{n}=http://{_LOOPBACK}:{p}" for n, p in zip(names, peer_ports, strict=True))
+        initial = ",".join(
+            f"{n}=http://{place.peer_host if place else _LOOPBACK}:{p}"
+            for n, p, place in zip(names, peer_ports, places, strict=True)
+        )
         self.members = [
             LocalEtcd(
                 base / n, peer_port=p, name=n, initial_cluster=initial, cluster_token=name,
-                unsafe_no_fsync=unsafe_no_fsync, extra_args=extra_args,
+                unsafe_no_fsync=unsafe_no_fsync, extra_args=extra_args, network=place,
             )
-            for n, p in zip(names, peer_ports, strict=True)
+            for n, p, place in zip(names, peer_ports, places, strict=True)
         ]
 
     def __repr__(self) -> str:

@@ -220,7 +220,7 @@
     if (!history.data) return el("div", { class: "empty", text: "loading…" });
     if (!history.data.entries.length) return el("div", { class: "empty", text: "no history entries" });
     return el("div", {},
-      el("div", { class: "small", text: `newest ${history.data.entries.length} of ${history.data.total} entries` }),
+      el("div", { class: "small", text: history.data.total === null ? `newest ${history.data.entries.length} entries` : `newest ${history.data.entries.length} of ${history.data.total} entries` }),
       el("ul", { class: "hist", id: "history" }, history.data.entries.map((e) => e.error
         ? el("li", { class: "cellerr", text: e.error })
         : el("li", { "data-sequence": e.sequence },
@@ -235,8 +235,9 @@
     const m = s && page.selected ? s.models.find((x) => x.name === page.selected) : null;
     if (!page.selected) { box.hidden = true; box.replaceChildren(); return; }
     box.hidden = false;
-    if (m && history.data === null && history.sequence === null) fetchHistory(m.name, m.history_sequence);
-    else if (m && history.sequence !== m.history_sequence) fetchHistory(m.name, m.history_sequence);
+    // a new intent revision means a new history entry: read the newest entries again
+    if (m && history.data === null && history.sequence === null) fetchHistory(m.name, m.intent_revision);
+    else if (m && history.sequence !== m.intent_revision) fetchHistory(m.name, m.intent_revision);
     const i = m && m.intent;
     const left = [el("h3", { text: "Intent" })];
     if (!m) left.push(el("div", { class: "empty", text: "this model is no longer in etcd" }));

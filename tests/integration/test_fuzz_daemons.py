@@ -7,7 +7,8 @@ characters, huge and negative numbers, wrong types, strings near etcd's 1.5 MiB 
 limit, odd key names) into every key kind the daemons read: models/, assignments/<host>/,
 hosts/, hostctl/, schedules/, versions/, status/, the leader key, modelstatus/, routes/,
 history/ and historycursor (the history recorder), and the agent's own keys (hosts/h1 and
-status/h1/..., which it writes back).
+status/h1/..., which it writes back; an invalid hosts/h1 must not make the controller count
+h1 as gone while the key exists).
 
 Afterwards:
 
@@ -49,15 +50,12 @@ ODD_NAMES = ["bad name", "..", "x" * 200, "\u00fc", "a/b", "-lead", "\u00b2", "t
 pytestmark = pytest.mark.slow
 
 
-VALID_ONLY = "valid only"
-
-
 def _name(rng: random.Random, stem: str, index: int) -> str:
     return rng.choice(ODD_NAMES) if rng.random() < 0.1 else f"{stem}-{index}"
 
 
 def _targets(ks, rng: random.Random, index: int) -> list[tuple[str, type, bool | str]]:
-    """(key, schema model, may it hold a valid value (or VALID_ONLY)) for one example: each section in its own
+    """(key, schema model, may it hold a valid value) for one example: each section in its own
     name space, so that one section's writes never collide with another's (an intent fm-1
     makes the controller assign fm-1, never the fuzzer's fa-1)."""
     fake_host = f"fh-{index % 7}"
@@ -78,9 +76,9 @@ def _targets(ks, rng: random.Random, index: int) -> list[tuple[str, type, bool |
         (ks.history_prefix(f"fm-{index % 13}") + rng.choice([f"{index % 5 + 1:012d}", f"{index:012d}", "x", "-1", "9" * 30]), schema.HistoryEntry, True),
         (ks.history_cursor(), schema.HistoryCursor, True),
         # the agent's own keys: it writes them back (so they are not in <prefix>/problems).
-        # hosts/h1 gets valid records only: with an invalid one the controller counts h1 as
-        # gone until the agent rewrites it, and drops its replicas (placement rule 2).
-        (ks.host("h1"), schema.HostRecord, VALID_ONLY),
+        # hosts/h1 too: while it holds an invalid value the controller keeps h1's last valid
+        # record (the key still exists), so h1's replicas stay where they are.
+        (ks.host("h1"), schema.HostRecord, True),
         (ks.status_prefix("h1") + _name(rng, "fst", index), schema.ModelStatus, True),
         (ks.status_prefix("h1") + "good", schema.ModelStatus, False),
     ]
@@ -139,9 +137,10 @@ def test_no_value_stops_a_daemon_vanishes_or_unloads_a_good_model(fuzz_fleet, mo
             value = adversarial_value(rng, model, huge=False)
         if not may_be_valid and is_valid(model, value):
             continue
-        if may_be_valid == VALID_ONLY and not is_valid(model, value):
-            continue
-        fleet.store.put(key, value)
+        # half the hand-written host records keep the agent's lease (etcdctl put --lease),
+        # half detach the key from it (a plain etcdctl put): neither makes h1 gone
+        lease = agent.agent.lease.lease_id if key == ks.host("h1") and rng.random() < 0.5 else None
+        fleet.store.put(key, value, lease=lease)
         live += len(value) - len(written.get(key, (None, b""))[1])
         written[key] = (model, value)
         if index % 50 == 49:  # the good model stays served all along, not just at the end

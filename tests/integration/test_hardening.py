@@ -197,3 +197,42 @@ def test_values_near_etcds_request_limit_do_not_stop_the_control_plane(fleet, mo
     fleet.wait_ready("m", 1, 1, timeout=40)
     wait_until(lambda: {fleet.keyspace.hostctl(f"big-{i}") for i in range(3)} <= problem_keys(fleet), 20, message="big values listed")
     fleet.wait_status("h1", "big-0", lambda s: s.error is not None, timeout=20, what="to report the big assignment")
+
+
+# -- a host record overwritten by hand -----------------------------------------------------------
+
+
+def test_an_invalid_host_record_keeps_the_host_and_its_replicas_until_the_key_is_deleted(fleet, models_dir) -> None:
+    """Found by the daemon fuzzer: garbage in hosts/h1 made the controller count h1 as gone and
+    delete its assignments at once (no make-before-break), so TF Serving unloaded a good model.
+    While the key exists the controller keeps h1's last valid record; a deleted key (the
+    agent's lease gone) still means the host is gone."""
+    agent = fleet.add("h1")
+    make_model(models_dir, "good", [1])
+    running = fleet.start_controller()
+    wait_until(lambda: running.is_leader, 20, message="c1 leads")
+    fleet.declare("good", {"base_path": str(models_dir / "good"), "model_version_policy": {"specific": {"versions": [1]}}})
+    fleet.wait_ready("good", 1, 1, timeout=40)
+    ks, sim = fleet.keyspace, fleet.sims["h1"]
+    placed = fleet.store.get(ks.assignment("h1", "good"))
+    assert placed is not None
+    def rewritten() -> int | None:
+        kv = fleet.store.get(ks.host("h1"))
+        valid = kv is not None and kv.lease == agent.agent.lease.lease_id and kv.value.startswith(b"{") and b'"grpc_address"' in kv.value
+        return kv.mod_revision if valid else None
+
+    for n in range(16):  # plain puts (detached from the lease) and puts keeping the agent's lease
+        fleet.store.put(ks.host("h1"), b"not json" if n % 2 else b'{"host": "h1"}', lease=agent.agent.lease.lease_id if n % 4 < 2 else None)
+        wait_until(lambda: rewritten() is not None, 20, message="the agent writes its host record back")
+        kv = fleet.store.get(ks.assignment("h1", "good"))
+        assert kv is not None and kv.create_revision == placed.create_revision, f"assignment deleted after {n + 1} bad host records"
+    last = rewritten()
+    wait_until(lambda: running.controller.reconciler.last_snapshot is not None and running.controller.reconciler.last_snapshot.revision >= last,
+               20, message="the controller planned from the last record")
+    assert sim.manager.serving("good", 1) is not None and sim.load_count("good", 1) == 1
+    kv = fleet.store.get(ks.assignment("h1", "good"))
+    assert kv is not None and kv.create_revision == placed.create_revision
+    assert running.controller.metrics.registry.get_sample_value("tfleet_controller_pass_errors_total") == 0
+    # the key deleted (the agent stops and revokes its lease): h1 is gone, its assignment too
+    agent.stop()
+    wait_until(lambda: fleet.store.get(ks.assignment("h1", "good")) is None, 30, message="h1's assignment deleted once its key is gone")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from tfleet.controller.dashboard import StateBuilder, _Mirror, build_history, build_state, merge_patches
+from tfleet.controller.dashboard import StateBuilder, build_history, build_state, merge_patches
 from tfleet.keyspace import Keyspace
 from tfleet.store import KeyValue, Snapshot, WatchEvent
 
@@ -105,7 +105,7 @@ def test_state_of_a_fleet() -> None:
     assert (m["ready_replicas"], m["wanted_replicas"]) == (1, 2)
     assert m["available"] == {"1": 2, "2": 1}
     assert m["rollout"] == {"phase": "adding", "from_versions": [1], "to_versions": [1, 2], "reason": REPORT_M["rollout"]["reason"]}
-    assert m["history_sequence"] == 2 and m["history_entries"] == 2
+    assert m["intent_revision"] == 5  # the page reads the history again when it moves
     assert m["failures"][0]["host"] == "h2" and m["failures"][0]["retry_after"] == "2026-11-27T15:05:00Z"
 
     hand = models["hand"]
@@ -140,16 +140,39 @@ def test_state_is_deterministic() -> None:
     assert build_state(fleet_snapshot(), KS) == build_state(fleet_snapshot(), KS)
 
 
+class _Mirror:
+    """The keys of a prefix kept by watch events (what the fleet cache holds, in a dict)."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, KeyValue] = {}
+        self.revision = 0
+
+    def reset(self, snapshot: Snapshot) -> None:
+        self._items = {kv.key: kv for kv in snapshot.items}
+        self.revision = snapshot.revision
+
+    def apply(self, events) -> None:
+        for event in events:
+            if event.kind == "delete":
+                self._items.pop(event.key, None)
+            else:
+                self._items[event.key] = KeyValue(event.key, event.value, 0, event.mod_revision, 0, 0)
+            self.revision = max(self.revision, event.mod_revision)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.revision, tuple(self._items.values()))
+
+
 def test_incremental_builds_equal_full_builds_and_name_the_changed_models() -> None:
     builder = StateBuilder(KS)
-    mirror = _Mirror(KS)
+    mirror = _Mirror()
     mirror.reset(fleet_snapshot())
     assert builder.build(mirror.snapshot()) == build_state(mirror.snapshot(), KS)
     assert builder.changed == {"big", "broken", "hand", "m", "typo"}  # first build: everything is new
     steps = [
         ([WatchEvent("put", KS.status("h1", "hand"), json.dumps(status(11, {"3": AVAILABLE})).encode(), 43)], {"hand"}),
         ([WatchEvent("put", KS.hostctl("h1"), b'{"cordoned": true}', 44)], set()),  # hosts are not per model
-        ([WatchEvent("put", KS.history("m", 3), b"{}", 45)], {"m"}),  # history head moved
+        ([WatchEvent("put", KS.history("m", 3), b"{}", 45)], set()),  # history is not part of the state
         ([WatchEvent("delete", KS.model("broken"), b"", 46)], {"broken"}),  # gone
         ([WatchEvent("put", KS.model("new"), json.dumps({"base_path": "/n"}).encode(), 47),
           WatchEvent("put", KS.versions_prefix("m") + "1", b"{}", 47)], {"new", "m"}),
@@ -188,24 +211,6 @@ def test_history_newest_first_with_changes() -> None:
     assert build_history(fleet_snapshot(), KS, "hand")["entries"] == []
 
 
-def test_mirror_follows_events_and_drops_history_values() -> None:
-    mirror = _Mirror(KS)
-    mirror.reset(fleet_snapshot())
-    mirror.apply([
-        WatchEvent("delete", KS.assignment("gone", "hand"), b"", 43),
-        WatchEvent("put", KS.history("m", 3), json.dumps(history_entry(3, "update", None, None)).encode(), 44),
-        WatchEvent("put", KS.hostctl("h2"), b'{"cordoned": false}', 45),
-    ])
-    snapshot = mirror.snapshot()
-    assert snapshot.revision == 45
-    assert snapshot.get(KS.assignment("gone", "hand")) is None
-    assert snapshot.get(KS.history("m", 3)).value == b"" and snapshot.get(KS.history("m", 1)).value == b""
-    state = build_state(snapshot, KS)
-    assert by_name(state["models"])["m"]["history_sequence"] == 3
-    assert not by_name(state["hosts"])["h2"]["cordoned"]
-    assert "gone" not in by_name(state["hosts"])
-
-
 def test_page_ships_as_package_data_and_never_parses_html_from_etcd() -> None:
     static = resources.files("tfleet.controller") / "dashboard_static"
     page = (static / "index.html").read_text()
@@ -214,3 +219,21 @@ def test_page_ships_as_package_data_and_never_parses_html_from_etcd() -> None:
     # values come from etcd (anyone with etcdctl): the script builds text nodes only
     assert "innerHTML" not in script and "outerHTML" not in script and "insertAdjacentHTML" not in script
     assert "new EventSource(\"api/events\")" in script
+
+
+def test_the_history_reader_gives_the_newest_entries() -> None:
+    from tests.unit.fakeetcd import FakeEtcd
+    from tfleet.controller.dashboard import PagedHistoryReader
+
+    etcd = FakeEtcd()
+    for sequence in range(1, 31):
+        etcd.put(KS.history("m", sequence), json.dumps(history_entry(sequence, "update", None, None)).encode())
+    etcd.put(KS.history("other", 1), b"{}")
+    etcd.put(KS.history_prefix("m") + "zz-by-hand", b"{}")  # not a sequence key: never an entry
+    reader = PagedHistoryReader(etcd, KS)
+    snapshot, total = reader.newest("m", 5)
+    assert total == 31  # every key under the model's history
+    body = build_history(snapshot, KS, "m", 5, total)
+    assert [e["sequence"] for e in body["entries"]] == [30, 29, 28, 27, 26] and body["total"] == 31
+    assert reader.newest("m", 50)[0].items[0].key == KS.history("m", 1)
+    assert reader.newest("none", 5) == (Snapshot(reader.newest("none", 5)[0].revision, ()), 0)

@@ -78,10 +78,16 @@ class Ops:
         self.store = EtcdStore(settings)
         self.registry = Registry(self.store, self.keyspace, log=CliLog())
 
-    def view(self):
+    def view(self, sections: tuple[str, ...] | None = None):
+        """The fleet: the given sections (default: all the controller plans from; never the
+        history), each read in pages, at one revision where the store can pin one."""
         from tfleet.cli.views import FleetView
+        from tfleet.controller.fleetcache import default_reader, read_sections
+        from tfleet.controller.snapshot import SECTIONS
+        from tfleet.store import Snapshot
 
-        return FleetView.of(self.store.list_prefix(self.keyspace.prefix + "/"), self.keyspace)
+        read = read_sections(default_reader(self.store), self.keyspace, sections or SECTIONS)
+        return FleetView.of(Snapshot(max(read.revisions.values()), read.items), self.keyspace)
 
     def close(self) -> None:
         self.store.close()
@@ -283,7 +289,7 @@ def get_models(ops: Ops, names: tuple[str, ...], output: str) -> None:
     """Models: replicas serving/wanted, versions, labels, rollout phase, health and error."""
     from tfleet.cli.views import labels_text, model_row
 
-    view = ops.view()
+    view = ops.view(("models", "modelstatus"))  # all a row needs: two sections, not the fleet
     for name in names:
         if name not in view.models():
             raise _unknown_model(ops, name, view)

@@ -1,0 +1,440 @@
+"""The fleet cache: one watch-fed, in-memory copy of the keys the controller plans from.
+
+The informer pattern (client-go's Reflector + store, Patroni's etcd3 KVCache), shaped for
+tfleet::
+
+      etcd ──list (paged, per section, one revision)──┐
+        │                                              ▼
+        └──watch <prefix>/ from revision+1──► FleetCache: key -> KeyFile (parsed once)
+             (compacted: paged re-list)          │ one lock; a watch response is applied whole
+                                                 ├── Cursor "controller" ─► FleetBuilder ─► pass
+                                                 └── Cursor "dashboard"  ─► FleetBuilder ─► page
+
+* Filled by a read of exactly the sections a pass needs (models, hosts, hostctl,
+  assignments, status, modelstatus, versions, schedules, routes, leader), never history/,
+  which only grows. Events of history/ and of unknown sections are dropped on arrival.
+* Kept current by one watch of the prefix, resumed from the list's revision + 1 (the
+  store's PrefixWatch resumes after errors by itself). After a compaction the watch calls
+  back for a re-list: the same paged, section-filtered read (keys whose revision did not
+  move keep their parsed value); every consumer then starts over once, since a key may have
+  changed and changed back unseen.
+* Each consumer holds a Cursor: the keys that changed since it last took. ``take`` copies,
+  under the lock, the revision reached and those keys' files: a pass costs the change, and
+  never sees half a watch response (a response's events are applied under one lock hold).
+* ``verify`` (rare, from the app's scheduler) compares the cache with a fresh read of the
+  sections at the cache's revision; a difference is logged, counted and re-listed.
+* Echo suppression (a controller-runtime predicate): the controller announces the values it
+  is about to write (``expect``); when a watch event brings exactly that value back, the
+  controller's cursor records the key as ``quiet``: the snapshot takes the new value, but
+  the model is not planned again for it.
+
+How a section is read is a seam (``PrefixReader``): ``PagedReader`` (the default) uses the
+store's paginated read, every section at one revision; ``RangeReader`` models a store that
+cannot pin a revision (each section at its own revision; the cache then drops, per section,
+the watch events that section's read already holds, and ``verify`` gives no verdict): the
+tests keep that path honest.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tfleet.controller.snapshot import SECTIONS, KeyFile, parse_key
+from tfleet.keyspace import Keyspace
+from tfleet.store import KeyValue, Snapshot, StoreError, WatchEvent
+
+_MISSING = object()
+
+
+class PrefixReader(Protocol):
+    def read(self, prefix: str, revision: int | None) -> Snapshot:
+        """Every key under prefix as of revision (None: now), however many pages that takes.
+
+        The returned snapshot's revision is the revision the keys are as of (an implementation
+        that cannot pin a revision returns the one it read at)."""
+        ...
+
+
+class RangeReader:
+    """A read of each section at whatever revision etcd is at (a store that cannot pin one)."""
+
+    pins = False  # cannot read at a given revision
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def read(self, prefix: str, revision: int | None) -> Snapshot:
+        return self._store.list_prefix(prefix)  # (no revision: read at the current one)
+
+
+class PagedReader:
+    """The store's paginated read at one revision (EtcdStore.list_prefix(prefix, revision=R))."""
+
+    pins = True
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def read(self, prefix: str, revision: int | None) -> Snapshot:
+        return self._store.list_prefix(prefix, revision=revision)
+
+
+def default_reader(store: Any) -> PrefixReader:
+    return PagedReader(store)
+
+
+def section_prefixes(ks: Keyspace, sections: Iterable[str] = SECTIONS) -> dict[str, str]:
+    fixed = {"leader": ks.leader()}
+    return {s: fixed.get(s, f"{ks.prefix}/{s}/") for s in sections}
+
+
+def section_of(ks: Keyspace, key: str) -> str | None:
+    """The cached section a key belongs to; None for history/ and anything unknown."""
+    if key == ks.leader():
+        return "leader"
+    if not key.startswith(ks.prefix + "/"):
+        return None
+    section, slash, _ = key[len(ks.prefix) + 1 :].partition("/")
+    return section if slash and section in SECTIONS and section != "leader" else None
+
+
+class _Pinned:
+    """A pinning reader with its first read pinned too (read_sections pins the later ones)."""
+
+    def __init__(self, reader: PrefixReader, revision: int) -> None:
+        self._reader, self._revision = reader, revision
+
+    def read(self, prefix: str, revision: int | None) -> Snapshot:
+        return self._reader.read(prefix, revision or self._revision)
+
+
+@dataclass(frozen=True)
+class SectionRead:
+    """A read of some sections: the keys, and the revision each section is as of."""
+
+    revisions: Mapping[str, int]
+    items: tuple[KeyValue, ...]
+
+    @property
+    def revision(self) -> int:
+        """The revision every section has reached (the watch resumes after it)."""
+        return min(self.revisions.values())
+
+
+def read_sections(reader: PrefixReader, ks: Keyspace, sections: Iterable[str] = SECTIONS) -> SectionRead:
+    """Read the sections, at one revision when the reader can pin one (the first read's)."""
+    revisions: dict[str, int] = {}
+    items: list[KeyValue] = []
+    pinned: int | None = None
+    for section, prefix in section_prefixes(ks, sections).items():
+        snapshot = reader.read(prefix, pinned)
+        pinned = pinned or snapshot.revision
+        revisions[section] = snapshot.revision
+        items.extend(kv for kv in snapshot.items if section_of(ks, kv.key) == section)
+    return SectionRead(revisions, tuple(items))
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a cursor takes: the state reached and the keys changed since its last take."""
+
+    revision: int
+    files: dict[str, KeyFile | None]  # None: deleted
+    quiet: frozenset[str]  # keys whose change is the taker's own write coming back
+    everything: bool  # files holds every key (first take, or after forget)
+
+
+class Cursor:
+    """One consumer's position in the cache. Threads: the cache writes, the consumer takes."""
+
+    def __init__(self, cache: FleetCache, name: str, echoes: bool) -> None:
+        self._cache = cache
+        self.name = name
+        self.echoes = echoes  # True: this consumer's own writes come back as quiet keys
+        self._changed: dict[str, bool] = {}  # key -> quiet
+        self._everything = True
+
+    def _note(self, key: str, quiet: bool) -> None:
+        if not self._everything:  # (its next take returns every key anyway)
+            self._changed[key] = quiet and self._changed.get(key, True) and self.echoes
+
+    def forget(self) -> None:
+        """The next take returns every key (the consumer starts over)."""
+        with self._cache._lock:
+            self._everything = True
+            self._changed.clear()
+
+    def take(self) -> Changes | None:
+        """The changes since the last take; None while the cache has not been loaded."""
+        return self._cache._take(self)
+
+
+class FleetCache:
+    """The controller process's one cache of the fleet (leader or standby alike)."""
+
+    def __init__(self, store: Any, keyspace: Keyspace, *, log: Any, reader: PrefixReader | None = None,
+                 metrics: Any = None) -> None:
+        self._store = store
+        self._ks = keyspace
+        self._log = log
+        self._reader = reader or default_reader(store)
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._files: dict[str, KeyFile] = {}
+        self._floors: dict[str, int] = {}  # section -> revision its last read is as of
+        self._echoes: dict[str, bytes | None] = {}
+        self._cursors: list[Cursor] = []
+        self._listeners: list[Callable[[], None]] = []
+        self._error_listeners: list[Callable[[Exception], None]] = []
+        self.error: str | None = None  # the last etcd error, until the watch delivers again
+        self._watch: Any = None
+        self._start_lock = threading.Lock()
+        self._pending_read: SectionRead | None = None  # the re-list the watch is about to hand to _on_reset
+        self.revision = 0
+        self.loaded = False
+        self.relists = 0
+        self.events_applied = 0
+
+    # -- consumers ----------------------------------------------------------------------
+    def cursor(self, name: str, *, echoes: bool = False) -> Cursor:
+        cursor = Cursor(self, name, echoes)
+        with self._lock:
+            self._cursors.append(cursor)
+        return cursor
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call listener (from the watch thread; it must be quick) after every applied change."""
+        self._listeners.append(listener)
+
+    def on_error(self, listener: Callable[[Exception], None]) -> None:
+        """Call listener (from the watch thread) when the watch is interrupted (it resumes by itself)."""
+        self._error_listeners.append(listener)
+
+    def expect(self, writes: Mapping[str, bytes | None]) -> None:
+        """The controller is about to write these (None: delete): their echoes are quiet."""
+        with self._lock:
+            self._echoes.update(writes)
+
+    def forget_echoes(self) -> None:
+        """Writes failed or leadership changed: stop treating anything as an echo."""
+        with self._lock:
+            self._echoes.clear()
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def get(self, key: str) -> KeyFile | None:
+        with self._lock:
+            return self._files.get(key)
+
+    # -- life cycle ---------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._watch is not None
+
+    def ensure_started(self) -> bool:
+        """Load the cache and start its watch unless done; False when etcd could not be read
+        (the caller tries again on its next tick)."""
+        with self._start_lock:
+            if self._watch is not None:
+                return True
+            try:
+                read = read_sections(self._reader, self._ks)
+            except StoreError as exc:
+                if str(exc) != self.error:
+                    self._log.warning("fleet_cache_load_failed", error=str(exc))
+                self.error = str(exc)
+                return False
+            self._replace(read, reason="start")
+            try:
+                self._watch = self._store.watch_prefix(self._ks.prefix + "/", read.revision + 1, on_events=self._on_events,
+                                                       on_reset=self._on_reset, on_error=self._on_error,
+                                                       list_prefix=self._relist)
+            except StoreError as exc:
+                self.error = str(exc)
+                self._log.warning("fleet_cache_watch_failed", error=str(exc))
+                return False
+            self.error = None
+            return True
+
+    def stop(self) -> None:
+        with self._start_lock:
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+
+    def restart_watch(self) -> None:
+        """Drop the watch's stream and resume after the last applied revision (a stuck stream)."""
+        watch = self._watch
+        if watch is not None:
+            watch.restart()
+
+    def verify(self) -> bool | None:
+        """Compare the cache with a fresh read of the sections at the cache's revision; on a
+        difference log it, count it and re-list. None when it cannot tell (a reader that
+        cannot pin a revision, the revision compacted, or etcd down): rare by design (it reads
+        every section), run from the app's scheduler."""
+        if not getattr(self._reader, "pins", False) or not self.loaded:
+            return None
+        with self._lock:
+            revision = self.revision
+            held = {key: f.mod_revision for key, f in self._files.items()}
+        try:
+            read = read_sections(_Pinned(self._reader, revision), self._ks)
+        except StoreError:
+            return None
+        fresh = {kv.key: kv.mod_revision for kv in read.items}
+        if fresh == held:
+            return True
+        differ = sorted(k for k in held.keys() | fresh.keys() if held.get(k) != fresh.get(k))
+        self._log.warning("fleet_cache_diverged", revision=revision, keys=len(differ), first=differ[:5], action="re-listing")
+        if self._metrics is not None:
+            self._metrics.cache_divergences.inc()
+        try:
+            self.relist("diverged")
+        except StoreError:
+            pass
+        return False
+
+    def relist(self, reason: str) -> None:
+        """Read the sections again (e.g. a verification found drift), from any thread.
+
+        The lock is held across the read: the watch thread waits, so no event it applies can
+        be older than the read (those it delivers afterwards are filtered by revision)."""
+        with self._lock:
+            first, changed = self._replace_locked(read_sections(self._reader, self._ks))
+        self._after_replace(first, changed, reason)
+
+    # -- the watch thread ---------------------------------------------------------------
+    def _relist(self, prefix: str) -> Snapshot:
+        """What the watch reads after a compaction: the sections, paged; never history/."""
+        read = read_sections(self._reader, self._ks)
+        self._pending_read = read
+        return Snapshot(read.revision, read.items)
+
+    def _on_reset(self, snapshot: Snapshot) -> None:
+        read, self._pending_read = self._pending_read, None
+        if read is None or read.revision != snapshot.revision:  # a store that re-read on its own
+            read = SectionRead({s: snapshot.revision for s in SECTIONS},
+                               tuple(kv for kv in snapshot.items if section_of(self._ks, kv.key) is not None))
+        self._replace(read, reason="compacted")
+
+    def _on_error(self, error: Exception) -> None:
+        if str(error) != self.error:
+            self._log.info("fleet_cache_watch_interrupted", error=str(error), revision=self.revision)
+        self.error = str(error)
+        for listener in self._error_listeners:
+            listener(error)
+
+    def _on_events(self, events: list[WatchEvent]) -> None:
+        try:
+            self._apply_events(events)
+        except Exception as exc:  # never lose events silently (the watch would skip them): re-read
+            self._log.error("fleet_cache_apply_failed", error=f"{type(exc).__name__}: {exc}", action="re-listing")
+            try:
+                self.relist("apply_failed")
+            except StoreError as relist_error:  # the next compaction or verification repairs it
+                self._log.error("fleet_cache_relist_failed", error=str(relist_error))
+
+    def _apply_events(self, events: list[WatchEvent]) -> None:
+        parsed: list[tuple[WatchEvent, str, KeyFile | None]] = []
+        for event in events:
+            section = section_of(self._ks, event.key)
+            if section is None:
+                continue  # history/, unknown sections: never cached
+            keyfile = None
+            if event.kind != "delete" and section != "hosts":  # (a host key is parsed with its previous value, below)
+                keyfile = parse_key(self._ks, event.key, event.value, event.mod_revision)
+            parsed.append((event, section, keyfile))
+        with self._lock:
+            applied = 0
+            for event, section, keyfile in parsed:
+                if event.mod_revision <= self._floors.get(section, 0):
+                    continue  # that section's read already holds it
+                if section == "hosts" and event.kind != "delete":  # rare: keeps its last valid record
+                    keyfile = parse_key(self._ks, event.key, event.value, event.mod_revision, self._files.get(event.key))
+                expected = self._echoes.pop(event.key, _MISSING)
+                quiet = expected is not _MISSING and expected == (None if event.kind == "delete" else event.value)
+                if keyfile is None:
+                    self._files.pop(event.key, None)
+                else:
+                    self._files[event.key] = keyfile
+                for cursor in self._cursors:
+                    cursor._note(event.key, quiet)
+                applied += 1
+            if events:
+                self.revision = max(self.revision, events[-1].mod_revision)
+            self.events_applied += applied
+        self._after_change(applied)
+
+    # -- applying ------------------------------------------------------------------------
+    def _replace(self, read: SectionRead, *, reason: str) -> None:
+        """Make the cache exactly ``read``; consumers take everything next time."""
+        with self._lock:
+            first, changed = self._replace_locked(read)
+        self._after_replace(first, changed, reason)
+
+    def _replace_locked(self, read: SectionRead) -> tuple[bool, int]:
+        fresh = {kv.key: kv for kv in read.items}
+        changed = len(self._files.keys() - fresh.keys())
+        files: dict[str, KeyFile] = {}
+        for key, kv in fresh.items():
+            old = self._files.get(key)
+            if old is None or old.mod_revision != kv.mod_revision:
+                old = parse_key(self._ks, key, kv.value, kv.mod_revision, old)
+                changed += 1
+            files[key] = old  # unchanged keys keep their parsed value
+        self._files = files
+        self._floors = dict(read.revisions)
+        self._echoes.clear()
+        # Events were lost: a key can have changed and changed back (or been written and
+        # deleted) unseen, so "what differs" is not "what changed". Consumers start over
+        # (the controller plans everything once); re-lists are rare.
+        for cursor in self._cursors:
+            cursor._everything = True
+            cursor._changed.clear()
+        self.revision = max(read.revisions.values())
+        first = not self.loaded
+        self.loaded = True
+        if not first:
+            self.relists += 1
+        return first, changed
+
+    def _after_replace(self, first: bool, changed: int, reason: str) -> None:
+        if not first:
+            self._log.info("fleet_cache_relisted", reason=reason, revision=self.revision, keys=len(self._files), changed=changed)
+            if self._metrics is not None:
+                self._metrics.cache_relists.labels(reason).inc()
+        self._after_change(0, notify=True)
+
+    def _after_change(self, applied: int, notify: bool = False) -> None:
+        self.error = None
+        if self._metrics is not None:
+            self._metrics.cache_keys.set(len(self._files))
+            self._metrics.cache_revision.set(self.revision)
+            self._metrics.cache_events.inc(applied)
+        if applied or notify:
+            for listener in self._listeners:
+                listener()
+
+    def _take(self, cursor: Cursor) -> Changes | None:
+        with self._lock:
+            if not self.loaded:
+                return None
+            if cursor._everything:
+                files: dict[str, KeyFile | None] = dict(self._files)
+                quiet: frozenset[str] = frozenset()
+            else:
+                files = {key: self._files.get(key) for key in cursor._changed}
+                quiet = frozenset(key for key, q in cursor._changed.items() if q)
+            changes = Changes(self.revision, files, quiet, cursor._everything)
+            cursor._changed = {}
+            cursor._everything = False
+            return changes
+
+
+__all__ = ["Changes", "Cursor", "FleetCache", "PagedReader", "PrefixReader", "RangeReader", "SectionRead",
+           "default_reader", "read_sections", "section_of", "section_prefixes"]

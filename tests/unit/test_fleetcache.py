@@ -1,0 +1,327 @@
+"""The fleet cache over an in-memory feed (pure): a pass from the cache equals a pass from a
+fresh read, through random writes, watch gaps, compactions and re-lists; history/ never
+enters it; the controller's own report writes coming back plan nothing again."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import with_kept_hosts
+from tests.unit.fakeetcd import FakeEtcd
+from tfleet import schema
+from tfleet.controller.fleetcache import FleetCache, PagedReader, RangeReader, section_of
+from tfleet.controller.incremental import IncrementalPlanner
+from tfleet.controller.planner import plan
+from tfleet.controller.snapshot import FleetBuilder, read
+from tfleet.keyspace import Keyspace
+from tfleet.store import Snapshot
+
+KS = Keyspace("/t")
+NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.timezone.utc)
+class _Log:
+    def __getattr__(self, name):
+        return lambda *args, **kw: None
+
+
+LOG = _Log()
+HOSTS = ("h0", "h1", "h2")
+MODELS = ("m0", "m1", "m2", "m3")
+
+
+def host(name: str, memory: int = 2000) -> bytes:
+    return json.dumps({"host": name, "grpc_address": "x:1", "rest_address": "x:2", "memory_mb": memory, "labels": {"zone": name[-1]},
+                       "agent_version": "t", "started_at": "2026-11-27T12:00:00Z"}).encode()
+
+
+def intent(versions: list[int], replicas: int) -> bytes:
+    return json.dumps({"base_path": "/m", "model_version_policy": {"specific": {"versions": versions}},
+                       "version_labels": {"stable": versions[-1]}, "replicas": replicas, "memory_mb": 300}).encode()
+
+
+def assignment(versions: list[int]) -> bytes:
+    return json.dumps({"base_path": "/m", "model_version_policy": {"specific": {"versions": versions}}}).encode()
+
+
+def status(revision: int, versions: list[int]) -> bytes:
+    return json.dumps({"assignment_revision": revision, "versions": {str(v): {"state": "AVAILABLE"} for v in versions},
+                       "updated_at": "2026-11-27T12:00:00Z"}).encode()
+
+
+GARBAGE = (b"", b"{", b"[]", b'{"unknown": 1}', b"\xff\xfe")
+VALUES = {
+    "hosts": [host("x"), host("x", 500)],  # the name in the record is not checked against the key
+    "hostctl": [b'{"cordoned": true}', b'{"draining": true}', b"{}"],
+    "models": [intent([1], 1), intent([1, 2], 2), intent([2], 3)],
+    "assignments": [assignment([1]), assignment([1, 2])],
+    "status": [status(5, [1]), status(7, [1, 2])],
+    "modelstatus": [b'{"intent_revision": 3, "wanted_replicas": 1, "updated_at": "2026-11-27T12:00:00Z"}'],
+    "versions": [json.dumps({"model": "m0", "version": 1, "path": "/m/1", "checksum": "sha256:0", "size_bytes": 10,
+                             "created_at": "2026-11-27T12:00:00Z", "registered_at": "2026-11-27T12:00:00Z"}).encode()],
+    "schedules": [b'{"at": "2026-11-27T12:00:00Z", "action": "promote"}'],
+    "routes": [b'{"model": "m0", "updated_at": "2026-11-27T12:00:00Z"}'],
+    "leader": [b'{"id": "c1", "since": "2026-11-27T12:00:00Z", "version": "1"}'],
+    "history": [b'{"sequence": 1}'],
+    "zzz": [b"x"],  # a section of a later keyspace version
+}
+
+
+def key_of(section: str, a: str, b: str) -> str:
+    if section in ("assignments", "status"):
+        return f"/t/{section}/{a}/{b}"
+    if section in ("hosts", "hostctl"):
+        return f"/t/{section}/{a}"
+    if section == "versions":
+        return f"/t/versions/{b}/{'1' if a == 'h0' else '2'}"
+    if section in ("schedules", "history"):
+        return f"/t/{section}/{b}/{a}"
+    if section == "leader":
+        return "/t/leader"
+    return f"/t/{section}/{b}"
+
+
+names = st.sampled_from(HOSTS + ("bad name",))
+models = st.sampled_from(MODELS)
+write = st.builds(lambda section, a, b, garbage, pick: ("write", key_of(section, a, b), pick, garbage),
+                  st.sampled_from(sorted(VALUES)), names, models, st.booleans(), st.integers(0, 5))
+operation = st.one_of(
+    write, write, write,
+    st.builds(lambda pick: ("delete", pick), st.integers(0, 1000)),
+    st.builds(lambda n: ("pump", n), st.integers(1, 4)),
+    st.just(("gap",)),
+    st.just(("compact",)),
+    st.just(("pass",)), st.just(("pass",)),
+)
+
+
+def sections_at(etcd: FakeEtcd, revision: int) -> Snapshot:
+    """A fresh read of the cached sections at a revision (what a pass must equal)."""
+    return Snapshot(revision, tuple(kv for kv in etcd.at(revision).values() if section_of(KS, kv.key) is not None))
+
+
+def run(ops, *, pinned: bool) -> None:
+    etcd = FakeEtcd(pinned_reads=pinned)
+    for h in HOSTS:
+        etcd.put(f"/t/hosts/{h}", host(h))
+    etcd.put("/t/models/m0", intent([1], 2))
+    cache = FleetCache(etcd, KS, log=LOG, reader=PagedReader(etcd) if pinned else RangeReader(etcd))
+    cursor = cache.cursor("controller", echoes=True)
+    builder, planner = FleetBuilder(KS), IncrementalPlanner()
+    assert cache.ensure_started()
+    watch = etcd.watches[-1]
+    for op in ops:
+        kind = op[0]
+        if kind == "write":
+            _, key, pick, garbage = op
+            section = key.split("/")[2]
+            values = GARBAGE if garbage else VALUES[section]
+            etcd.put(key, values[pick % len(values)])
+        elif kind == "delete" and etcd.items:
+            keys = sorted(etcd.items)
+            etcd.delete(keys[op[1] % len(keys)])
+        elif kind == "pump":
+            watch.pump(op[1])
+        elif kind == "gap":
+            watch.restart()  # the stream breaks; it resumes after the last delivered revision
+        elif kind == "compact":
+            etcd.compact()  # the next pump re-lists if the watch is more than a revision behind
+        elif kind == "pass":
+            changes = cursor.take()
+            fleet = builder.rebuild(changes.revision, [f for f in changes.files.values() if f]) if changes.everything \
+                else builder.apply(changes.revision, changes.files, changes.quiet)
+            caught_up = watch.revision == etcd.revision
+            if pinned or caught_up:
+                fresh = with_kept_hosts(read(sections_at(etcd, fleet.revision), KS), fleet, KS)
+                assert fleet.content() == fresh.content()
+                assert plan(fleet, {}, NOW) == plan(fresh, {}, NOW)
+            result = planner.plan(fleet, {}, NOW)
+            if caught_up:
+                full = plan(fresh, {}, NOW)
+                assert _needed(result, fleet) == _needed(full, fleet)
+            _write(etcd, cache, result, fleet)
+    assert not any(section_of(KS, key) is None for key in cache._files), "history/ and unknown sections never enter the cache"
+
+
+def _needed(result, fleet):
+    reports = {m: r.model_dump(exclude={"updated_at"}) for m, r in result.reports.items()
+               if m not in fleet.modelstatus or r.model_dump(exclude={"updated_at"}) != fleet.modelstatus[m].model_dump(exclude={"updated_at"})}
+    return dict(result.puts), result.deletes, reports, result.report_deletes
+
+
+def _write(etcd: FakeEtcd, cache: FleetCache, result, fleet) -> None:
+    """What the reconciler writes: assignments, and reports that differ (announced as echoes)."""
+    ops: list[tuple[str, bytes | None]] = [(KS.assignment(h, m), schema.encode(a)) for (h, m), a in sorted(result.puts.items())]
+    ops += [(KS.assignment(h, m), None) for h, m in sorted(result.deletes)]
+    reports = [(KS.modelstatus(m), schema.encode(result.reports[m])) for m in sorted(_needed(result, fleet)[2])]
+    reports += [(KS.modelstatus(m), None) for m in sorted(result.report_deletes)]
+    cache.expect(dict(reports))
+    if ops or reports:
+        etcd.txn(ops + reports)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(operation, min_size=5, max_size=60))
+def test_a_pass_from_the_cache_equals_a_pass_from_a_fresh_read(ops) -> None:
+    run(ops + [("pump", 10**6), ("pass",)], pinned=True)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(operation, min_size=5, max_size=60))
+def test_unpinned_section_reads_catch_up_through_the_watch(ops) -> None:
+    """Today's store reads each section at its own revision; once the watch has delivered
+    past the last of them, the cache is exact."""
+    run(ops + [("pump", 10**6), ("pass",)], pinned=False)
+
+
+def test_unpinned_reads_racing_writes_are_neither_lost_nor_applied_twice() -> None:
+    etcd = FakeEtcd(pinned_reads=False)
+    racing = iter([("/t/models/m1", intent([1], 1)), ("/t/hosts/h0", host("h0")), ("/t/models/m1", None), ("/t/models/m2", intent([2], 1))])
+
+    def race() -> None:
+        write = next(racing, None)
+        if write is not None:
+            etcd.txn([write])
+
+    etcd.before_read = race
+    cache = FleetCache(etcd, KS, log=LOG, reader=RangeReader(etcd))
+    cursor = cache.cursor("c")
+    assert cache.ensure_started()
+    etcd.before_read = None
+    etcd.watches[-1].drain()
+    changes = cursor.take()
+    fleet = FleetBuilder(KS).rebuild(changes.revision, [f for f in changes.files.values() if f])
+    assert fleet.content() == read(sections_at(etcd, etcd.revision), KS).content()
+    assert set(fleet.intents) == {"m2"} and set(fleet.hosts) == {"h0"}
+
+
+def test_history_never_enters_the_cache_nor_its_reads() -> None:
+    etcd = FakeEtcd()
+    for sequence in range(1, 500):
+        etcd.put(KS.history("m0", sequence), b'{"sequence": %d}' % sequence)
+    etcd.put(KS.model("m0"), intent([1], 1))
+    prefixes: list[str] = []
+    reader = PagedReader(etcd)
+    original = reader.read
+    reader.read = lambda prefix, revision: prefixes.append(prefix) or original(prefix, revision)  # type: ignore[method-assign]
+    cache = FleetCache(etcd, KS, log=LOG, reader=reader)
+    assert cache.ensure_started()
+    etcd.put(KS.history("m0", 500), b"{}")
+    etcd.watches[-1].drain()
+    assert len(cache) == 1 and cache.get(KS.model("m0")) is not None
+    assert not any("history" in p for p in prefixes) and "/t/" not in prefixes
+    etcd.put(KS.history("m0", 501), b"{}")
+    etcd.put(KS.model("m1"), intent([1], 1))
+    etcd.compact()
+    etcd.watches[-1].pump(1)  # compacted: the re-list reads the sections again, not the prefix
+    assert cache.relists == 1 and len(cache) == 2 and not any("history" in p for p in prefixes)
+
+
+def _placed_fleet(models: int):
+    etcd = FakeEtcd()
+    for h in range(4):
+        etcd.put(KS.host(f"h{h}"), host(f"h{h}", 100_000))
+    for m in range(models):
+        etcd.put(KS.model(f"m{m}"), intent([1], 1))
+    cache = FleetCache(etcd, KS, log=LOG)
+    cursor = cache.cursor("controller", echoes=True)
+    builder, planner = FleetBuilder(KS), IncrementalPlanner()
+    cache.ensure_started()
+
+    def one_pass(announce: bool = True):
+        etcd.watches[-1].drain()
+        changes = cursor.take()
+        fleet = builder.rebuild(changes.revision, [f for f in changes.files.values() if f]) if changes.everything \
+            else builder.apply(changes.revision, changes.files, changes.quiet)
+        result = planner.plan(fleet, {}, NOW)
+        if announce:
+            _write(etcd, cache, result, fleet)
+        else:
+            _write(etcd, FleetCache(etcd, KS, log=LOG), result, fleet)
+        return planner.planned
+
+    return etcd, one_pass
+
+
+def _agents_report(etcd: FakeEtcd, count: int) -> None:
+    """A burst of agent reports: models m0..m<count-1> become AVAILABLE where they are assigned."""
+    for m in range(count):
+        (key,) = [k for k in etcd.items if k.startswith(KS.assignments_prefix()) and k.endswith(f"/m{m}")]
+        etcd.put(KS.status(key.split("/")[3], f"m{m}"), status(etcd.items[key].mod_revision, [1]))
+
+
+@pytest.mark.parametrize("announce", [True, False])
+def test_own_report_writes_coming_back_plan_nothing_again(announce: bool) -> None:
+    etcd, one_pass = _placed_fleet(50)
+    assert len(one_pass()) == 50  # first pass: everything; writes assignments and reports
+    assert len(one_pass()) == 50  # the new assignments' revisions: the agents have not acted yet (not quiet)
+    assert one_pass() == frozenset()
+    _agents_report(etcd, 20)
+    assert len(one_pass(announce)) == 20  # work for exactly the models that changed; their reports are written
+    if announce:
+        assert one_pass() == frozenset()  # the reports coming back: quiet
+    else:
+        assert len(one_pass()) == 20  # the control: unannounced, the echoes plan the models again
+
+
+def test_verification_finds_a_diverged_cache_and_relists() -> None:
+    from tfleet.controller.metrics import ControllerMetrics
+
+    etcd = FakeEtcd()
+    etcd.put(KS.model("m0"), intent([1], 1))
+    etcd.put(KS.model("m1"), intent([1], 1))
+    metrics = ControllerMetrics()
+    cache = FleetCache(etcd, KS, log=LOG, reader=PagedReader(etcd), metrics=metrics)
+    cursor = cache.cursor("c")
+    assert cache.ensure_started()
+    cursor.take()
+    assert cache.verify() is True and cache.relists == 0
+    del cache._files[KS.model("m1")]  # an event lost without a trace
+    assert cache.verify() is False
+    assert cache.relists == 1 and cache.get(KS.model("m1")) is not None
+    assert metrics.registry.get_sample_value("tfleet_controller_cache_divergences_total") == 1
+    assert cursor.take().everything  # the consumers start over
+    assert cache.verify() is True
+    assert FleetCache(etcd, KS, log=LOG, reader=RangeReader(etcd)).verify() is None  # cannot pin a revision: no verdict
+
+
+def test_an_invalid_host_record_keeps_the_last_valid_one_while_the_key_exists() -> None:
+    """A bad value over hosts/<h> must not make the host gone (its assignments would be
+    deleted at once and TF Serving would unload them): the last valid record stays, the bad
+    value is reported; a deleted key still removes the host, and garbage after the delete
+    does not bring the old record back."""
+    etcd = FakeEtcd()
+    etcd.put(KS.host("h0"), host("h0", 700))
+    cache = FleetCache(etcd, KS, log=LOG, reader=PagedReader(etcd))
+    cursor, builder = cache.cursor("c"), FleetBuilder(KS)
+    assert cache.ensure_started()
+    watch = etcd.watches[-1]
+
+    def take():
+        watch.pump(100)
+        changes = cursor.take()
+        return builder.rebuild(changes.revision, [f for f in changes.files.values() if f]) if changes.everything \
+            else builder.apply(changes.revision, changes.files, changes.quiet)
+
+    assert take().hosts["h0"].memory_mb == 700
+    etcd.put(KS.host("h0"), b"not json")
+    fleet = take()
+    assert fleet.hosts["h0"].memory_mb == 700 and fleet.changed_hosts == {"h0"}
+    assert KS.host("h0") in fleet.bad_values and "last valid record" in fleet.bad_values[KS.host("h0")]
+    assert fleet.bad_values_revision == fleet.revision
+    etcd.put(KS.host("h0"), b'{"host": "h0"}')  # still invalid: still the same record
+    assert take().hosts["h0"].memory_mb == 700
+    cache.relist("test")  # a re-list keeps it too (the key did not go away)
+    assert take().hosts["h0"].memory_mb == 700
+    etcd.put(KS.host("h0"), host("h0", 900))
+    fleet = take()
+    assert fleet.hosts["h0"].memory_mb == 900 and KS.host("h0") not in fleet.bad_values
+    etcd.delete(KS.host("h0"))
+    assert "h0" not in take().hosts  # the key is gone (its lease expired): the host is gone
+    etcd.put(KS.host("h0"), b"not json")
+    fleet = take()
+    assert "h0" not in fleet.hosts and KS.host("h0") in fleet.bad_values
+    assert "h0" not in read(Snapshot(etcd.revision, tuple(etcd.items.values())), KS).hosts  # a one-shot read has no memory
