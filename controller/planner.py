@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from tfleet import health
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE, HostInfo, ModelDemand, PlacementInput, place, unresponsive_past_grace
-from tfleet.controller.rollout import Failure, Memory, Replica, plan_rollout
+from tfleet.controller.rollout import MODEL_NAME, Failure, Memory, Replica, plan_rollout
 from tfleet.controller.snapshot import FleetSnapshot
 from tfleet.schema import Assignment, ModelIntent, ModelStatusReport
 
@@ -216,7 +216,7 @@ def _report(snap, model, intent, error, revision, placed, step, reasons, now) ->
         "wanted_replicas": intent.replicas,
         "ready_replicas": dict(sorted(ready_counts.items())),
         "replicas": replicas,
-        "rollout": {"phase": step.phase, "from_versions": list(step.from_versions), "to_versions": list(step.to_versions), "reason": step.reason,
+        "rollout": {"phase": step.phase, "from_versions": list(step.from_versions), "to_versions": list(step.to_versions), "reason": step.reason.replace(MODEL_NAME, model),
                     "from_labels": dict(step.from_labels)},
         "reasons": list(reasons),
         "error": error,

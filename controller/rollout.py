@@ -49,6 +49,9 @@ from dataclasses import dataclass, field
 from tfleet.schema import Assignment, ModelIntent, ModelStatus
 
 CANARY_LABEL = "canary"
+# Reasons that name a command to run say MODEL_NAME where the model goes: a rollout step
+# is planned from the intent alone, and the fleet planner, which knows the name, fills it in.
+MODEL_NAME = "<model>"
 
 
 @dataclass(frozen=True)
@@ -271,7 +274,7 @@ def _canary_step(intent, hosts, old, old_labels, target, wanted, failed, new_fai
             assignments[host] = intent.assignment(versions, {**old_labels, CANARY_LABEL: newest})
         else:
             assignments[host] = intent.assignment(stable_versions, old_labels)
-    return Step(assignments, "canary", stable_versions, target, f"canary on {', '.join(canary_hosts)}: run `tfleet rollout promote <model>` to roll out everywhere (or `tfleet rollout abort <model>`)", canary_hosts,
+    return Step(assignments, "canary", stable_versions, target, f"canary on {', '.join(canary_hosts)}: run `tfleet rollout promote {MODEL_NAME}` to roll out everywhere (or `tfleet rollout abort {MODEL_NAME}`)", canary_hosts,
                 failures=failed, new_failures=new_failures, from_labels=old_labels)
 
 

@@ -123,3 +123,13 @@ def test_report_carries_health_agent_errors_and_the_versions_before_the_rollout(
     assert [r["errors"] for r in document["replicas"]] == [["version 2 not found under base_path /m (it has 1)"], []]
     assert (adding.serving_replicas, adding.health) == (2, "failing")
     assert adding.health_reason == "h1: version 2 not found under base_path /m (it has 1)"
+
+
+def test_canary_reason_names_the_model_in_its_commands() -> None:
+    stable = intent(replicas=2, version_labels={"stable": 1}).assignment()
+    statuses = {place: ModelStatus(assignment_revision=20, versions={"1": {"state": "AVAILABLE"}}, version_labels={"stable": 1}, updated_at=NOW)
+                for place in (("h1", "mnist"), ("h2", "mnist"))}
+    canary = intent(replicas=2, model_version_policy={"specific": {"versions": [2]}}, version_labels={"stable": 2}, rollout={"strategy": "canary"})
+    snap = fleet(intents={"mnist": canary}, assignments={("h1", "mnist"): stable, ("h2", "mnist"): stable}, statuses=statuses)
+    reason = plan(snap, {}, NOW).reports["mnist"].rollout.reason
+    assert "`tfleet rollout promote mnist`" in reason and "`tfleet rollout abort mnist`" in reason
