@@ -22,7 +22,7 @@ class ControllerSettings(BaseModel):
     lease_ttl: int = 10
     resync_interval: float = Field(default=10.0, ge=0.2)
     coalesce_window: float = Field(default=0.1, ge=0.0, le=5.0)
-    # The read-only web dashboard (controller/dashboard.py): None = not served, 0 = any free port.
+    # The read-only web dashboard (controller/dashboard/): None = not served, 0 = any free port.
     dashboard_port: int | None = Field(default=None, ge=0, le=65535)
     # Loopback by default: the dashboard has no authentication; expose it on purpose.
     dashboard_host: str = "127.0.0.1"

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from tfleet import logs, schema
-from tfleet.jsondiff import FieldChange, diff_values  # Registry.diff returns FieldChange; controller/dashboard.py imports diff_values from here
+from tfleet.jsondiff import FieldChange, diff_values  # Registry.diff returns FieldChange
 from tfleet.keyspace import InvalidName, Keyspace
 from tfleet.modelfs import SAVED_MODEL_FILES, ChecksumError, checksum_version_dir, local_path
 from tfleet.schema import HistoryCursor, HistoryEntry, ModelIntent, SchemaError, VersionRecord, encode, parse, utc_now

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import click
 
-from tfleet.cli.ops import Ops, _check_model_name, fleet_command
+from tfleet.cli.ops.context import Ops, _check_model_name, fleet_command
 from tfleet.cli.output import OpsCommand, bad_input, refused
 from tfleet.health import intent_ready
 

@@ -2,7 +2,7 @@
 
 Pure: every function takes a FleetView (one etcd snapshot of the whole prefix, parsed by the
 controller's own snapshot reader) and plain values, and returns rows, documents or sentences.
-No etcd, no click, no printing: ops.py does those.
+No etcd, no click, no printing: the commands in tfleet/cli/ops/ do those.
 
 One module per subject: fleet.py (FleetView), text.py (how values are written), models.py
 (`get models`, `get versions`, `describe`), hosts.py (`get hosts`), status.py (`status`),
