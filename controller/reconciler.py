@@ -34,7 +34,7 @@ WRITE_BATCH = 100  # etcd allows 128 operations per transaction by default
 # The incremental planner is checked by a full plan this often (seconds, by default: the
 # controller's --full-plan-interval, controller/settings.py): a safety net for any change it
 # might have missed. It plans from the cache too (no etcd read), but costs the whole fleet.
-FULL_PLAN_EVERY = 300.0
+FULL_PLAN_EVERY = 60.0
 # Writes whose echo is not a change worth planning: the planner's reports and the route
 # tables are functions of the snapshot, so writing them back changes no decision. (An
 # assignment's echo is not quiet: its new mod_revision means the agent has not acted on it

@@ -34,7 +34,7 @@ def test_invalid_settings_are_explained(overrides, message) -> None:
 
 
 def test_full_plan_interval_is_bounded() -> None:
-    assert settings().full_plan_interval == 300.0  # docs/operations.md, controller settings
+    assert settings().full_plan_interval == 60.0  # docs/operations.md, controller settings
     for bad, message in ((5.0, "greater than or equal to 10"), (7200.0, "less than or equal to 3600")):
         with pytest.raises(ValidationError) as info:
             settings(full_plan_interval=bad)
