@@ -83,7 +83,7 @@ class Controller:
         self.reconciler = ControllerReconciler(
             store=self.store, keyspace=self.keyspace, election=self.election, registry=self.registry,
             metrics=self.metrics, log=self.log, clock=clock, cache=self.cache,
-            tfs_unresponsive_grace=settings.tfs_unresponsive_grace,
+            tfs_unresponsive_grace=settings.tfs_unresponsive_grace, full_plan_interval=settings.full_plan_interval,
         )
         # Records every change of models/ in the history while leading (its own thread).
         self.history = HistoryRecorder(

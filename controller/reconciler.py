@@ -31,8 +31,9 @@ from tfleet.schema import ModelIntent, ModelStatusReport
 from tfleet.store import Delete, EtcdStore, Put, StoreError
 
 WRITE_BATCH = 100  # etcd allows 128 operations per transaction by default
-# The incremental planner is checked by a full plan this often (seconds): a safety net for
-# any change it might have missed. It plans from the cache too (no etcd read).
+# The incremental planner is checked by a full plan this often (seconds, by default: the
+# controller's --full-plan-interval, controller/settings.py): a safety net for any change it
+# might have missed. It plans from the cache too (no etcd read), but costs the whole fleet.
 FULL_PLAN_EVERY = 60.0
 # Writes whose echo is not a change worth planning: the planner's reports and the route
 # tables are functions of the snapshot, so writing them back changes no decision. (An
@@ -62,6 +63,7 @@ class ControllerReconciler:
         clock: Callable[[], float] = time.monotonic,
         cache: FleetCache | None = None,
         tfs_unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE,
+        full_plan_interval: float = FULL_PLAN_EVERY,
     ) -> None:
         """cache: the process's fleet cache (app.py shares one with the dashboard); without
         one the reconciler keeps its own."""
@@ -84,6 +86,7 @@ class ControllerReconciler:
         self._planner = IncrementalPlanner(tfs_unresponsive_grace)
         self._phases: dict[str, str] = {}  # model -> rollout phase last set in the gauge
         self._unplaced: set[str] = set()
+        self._full_plan_interval = full_plan_interval
         self._last_full_plan = float("-inf")
         self._was_leader = False
         self.last_snapshot: FleetSnapshot | None = None
@@ -121,7 +124,7 @@ class ControllerReconciler:
                 self.last_snapshot = None
             self._was_leader = False
             return Outcome("standby")
-        if not self._was_leader or self._clock() - self._last_full_plan >= FULL_PLAN_EVERY:
+        if not self._was_leader or self._clock() - self._last_full_plan >= self._full_plan_interval:
             self._start_over()  # a new term starts from what etcd holds, not from memory
             self._last_full_plan = self._clock()
             self._was_leader = True

@@ -126,5 +126,5 @@ def test_dry_run_shows_placement_rollout_and_affected_models() -> None:
     assert "model m: update (model_version_policy.specific.versions: [3] -> [4]; version_labels.stable: 3 -> 4)" in text
     assert "  rollout:   adding, 3 -> 4: adding version 4" in text
     assert "model other: affected" in text and "host h2: create, cordoned, draining" in text
-    unchanged = dry_run(fleet, {"m": ModelIntent.model_validate(json.loads(fleet.fleet.intents["m"].raw))}, {}, NOW)
+    unchanged = dry_run(fleet, {"m": fleet.fleet.intents["m"].value}, {}, NOW)
     assert unchanged["models"][0]["action"] == "unchanged" and unchanged["affected"] == []

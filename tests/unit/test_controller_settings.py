@@ -31,3 +31,35 @@ def test_invalid_settings_are_explained(overrides, message) -> None:
     with pytest.raises(ValidationError) as info:
         settings(**overrides)
     assert message in explain(info.value)
+
+
+def test_full_plan_interval_is_bounded() -> None:
+    assert settings().full_plan_interval == 60.0  # docs/operations.md, controller settings
+    for bad, message in ((5.0, "greater than or equal to 10"), (7200.0, "less than or equal to 3600")):
+        with pytest.raises(ValidationError) as info:
+            settings(full_plan_interval=bad)
+        assert message in explain(info.value)
+
+
+def test_the_periodic_full_plan_runs_at_the_configured_interval() -> None:
+    """Between full plans the passes are incremental; once the interval has passed, the next
+    pass plans every model again (the safety net under the incremental planner)."""
+    from bench import cache_pass
+    from bench.controller_plan import KS, NOW, build
+    from tfleet.controller.fleetcache import FleetCache
+    from tfleet.controller.metrics import ControllerMetrics
+    from tfleet.controller.reconciler import ControllerReconciler
+
+    store = cache_pass.MemoryStore(build(20, 4))
+    metrics = ControllerMetrics()
+    now = [0.0]
+    reconciler = ControllerReconciler(
+        store=store, keyspace=KS, election=cache_pass.LeaderElection(store), registry=cache_pass.NoHistory(),  # type: ignore[arg-type]
+        metrics=metrics, log=cache_pass._Log(), now=lambda: NOW, clock=lambda: now[0],
+        cache=FleetCache(store, KS, log=cache_pass._Log(), metrics=metrics), full_plan_interval=120.0)
+    assert reconciler.reconcile().result == "ok" and reconciler.planner.full
+    store.deliver()
+    now[0] = 119.0
+    assert reconciler.reconcile().result == "ok" and not reconciler.planner.full
+    now[0] = 120.0
+    assert reconciler.reconcile().result == "ok" and reconciler.planner.full

@@ -25,6 +25,8 @@ from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, setti
 @click.option("--dashboard-host", default="127.0.0.1", envvar="TFLEET_DASHBOARD_HOST", show_envvar=True, show_default=True,
               help="Address the dashboard listens on. It has no login: expose it (e.g. 0.0.0.0) only behind an authenticating proxy or on a trusted network.")
 @click.option("--tfs-unresponsive-grace", default=60.0, type=float, envvar="TFLEET_TFS_UNRESPONSIVE_GRACE", show_envvar=True, help="Seconds a host's TF Serving may not answer before its replicas are placed elsewhere.")
+@click.option("--full-plan-interval", default=60.0, type=float, envvar="TFLEET_FULL_PLAN_INTERVAL", show_envvar=True, show_default=True,
+              help="Seconds between the leader's periodic full plans (the net under incremental planning; 10-3600).")
 @click.option("--history-keep", default=100, type=int, envvar="TFLEET_HISTORY_KEEP", show_envvar=True,
               help="History entries kept per model (the newest); older ones are pruned as new ones are written.")
 @click.option("--log-level", default="info", type=click.Choice(logs.LEVELS), envvar="TFLEET_LOG_LEVEL", show_envvar=True)
