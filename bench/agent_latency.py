@@ -67,6 +67,7 @@ def measure_floor(store: EtcdStore, samples: int) -> list[float]:
             latencies.append(received - sent)
     finally:
         watch.cancel()
+        store.delete_prefix(prefix)
     return latencies
 
 

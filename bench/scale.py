@@ -56,7 +56,7 @@ import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from bench.agent_latency import percentile, proc_cpu_seconds, proc_rss_mb
+from bench.agent_latency import measure_floor, percentile, proc_cpu_seconds, proc_rss_mb
 from bench.standin import host_names
 from tfleet import logs, schema
 from tfleet.etcd_local import LocalEtcd, free_port
@@ -282,28 +282,6 @@ class Standins:
                 self.process.kill()
                 self.process.wait(5)
         self._log.close()
-
-
-def measure_floor(store: EtcdStore, samples: int) -> list[float]:
-    events: queue.Queue = queue.Queue()
-    prefix = "/bench-floor/"
-    start = store.list_prefix(prefix).revision + 1
-    watch = store.watch_prefix(prefix, start, on_events=lambda evs: [events.put((time.perf_counter(), e.key)) for e in evs], on_reset=lambda s: None)
-    latencies = []
-    try:
-        for i in range(samples):
-            key = f"{prefix}k{i}"
-            sent = time.perf_counter()
-            store.put(key, b"x")
-            while True:
-                received, got = events.get(timeout=10)
-                if got == key:
-                    break
-            latencies.append(received - sent)
-    finally:
-        watch.cancel()
-        store.delete_prefix(prefix)
-    return latencies
 
 
 def write_intents(store: EtcdStore, models: list[str], writer: str) -> None:
