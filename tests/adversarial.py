@@ -45,14 +45,15 @@ BAD_TOKENS = ['"\\ud800"', '"\\udfff x"', '"a\\u0000b"', '"/m\\n"', "NaN", "Infi
               '"\\u00b2"', '""']
 
 
-def _paths(document: object, prefix: tuple = ()) -> list[tuple]:
+def value_paths(document: object, prefix: tuple = ()) -> list[tuple]:
+    """Every path (tuple of keys and indexes) to a value inside a JSON document."""
     found = [prefix] if prefix else []
     if isinstance(document, dict):
         for key, value in document.items():
-            found += _paths(value, (*prefix, key))
+            found += value_paths(value, (*prefix, key))
     elif isinstance(document, list):
         for index, value in enumerate(document):
-            found += _paths(value, (*prefix, index))
+            found += value_paths(value, (*prefix, index))
     return found
 
 
@@ -110,7 +111,7 @@ def adversarial_value(rng: random.Random, model: type, *, huge: bool = True, kin
         depth = rng.choice([65, 200, 1000, 50_000])
         opening, closing = rng.choice([("[", "]"), ('{"a":', "}")])
         return (text[:-1] + ', "x": ' + opening * depth + "1" + closing * depth + "}").encode()
-    paths = _paths(document)
+    paths = value_paths(document)
     if kind == "token":
         return _with_token(document, rng.choice(paths), rng.choice(BAD_TOKENS)).encode("utf-8", "surrogatepass")
     if kind == "replace":

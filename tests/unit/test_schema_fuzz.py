@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.adversarial import VALID, adversarial_value
+from tests.adversarial import VALID, adversarial_value, value_paths
 from tfleet import schema
 from tfleet.schema import SchemaError, encode, parse
 
@@ -45,17 +45,6 @@ def _dumps(value: object) -> str:
     return json.dumps(value, allow_nan=True)  # ensure_ascii: lone surrogates become \ud800 escapes
 
 
-def _paths(document: object, prefix: tuple = ()) -> list[tuple]:
-    found = [prefix] if prefix else []
-    if isinstance(document, dict):
-        for key, value in document.items():
-            found += _paths(value, (*prefix, key))
-    elif isinstance(document, list):
-        for index, value in enumerate(document):
-            found += _paths(value, (*prefix, index))
-    return found
-
-
 def _replace(document: object, path: tuple, value: object) -> object:
     copy = json.loads(json.dumps(document))
     target = copy
@@ -73,7 +62,7 @@ def mutated(draw) -> tuple[type, str]:
     document = VALID[model]
     kind = draw(st.sampled_from(["replace", "replace", "replace", "deep", "duplicate", "token", "add"]))
     if kind == "replace":
-        path = draw(st.sampled_from(_paths(document)))
+        path = draw(st.sampled_from(value_paths(document)))
         return model, _dumps(_replace(document, path, draw(tree)))
     if kind == "add":
         return model, _dumps({**document, draw(nasty_text): draw(tree)})
