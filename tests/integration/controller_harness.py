@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from tests.helpers import wait_until
@@ -107,3 +108,22 @@ def add_host(fleet: ControlledFleet, name: str, sim_factory, etcd_url: str, pref
     fleet.sims[name] = sim
     fleet.agents[name] = agent
     return agent
+
+
+def running_fleet(store, prefix: str, etcd_url: str, sim_factory, tmp_path: pathlib.Path) -> Iterator[ControlledFleet]:
+    """Body of a ``fleet`` fixture: a ControlledFleet whose ``add(name)`` starts a host (its
+    simulator and agent) and ``start_controller(cid)`` a controller; everything started is
+    stopped when the fixture ends."""
+    fleet = ControlledFleet(store, prefix)
+    fleet.etcd_url = etcd_url
+    fleet.prefix_text = prefix
+    fleet.add = lambda name, **kw: add_host(fleet, name, sim_factory, etcd_url, prefix, tmp_path, **kw)
+    controllers: list[RunningController] = []
+    fleet.start_controller = lambda cid="c1", **kw: controllers.append(start_controller(cid, etcd_url, prefix, **kw)) or controllers[-1]
+    yield fleet
+    for c in controllers:
+        if c.thread.is_alive():
+            c.stop()
+    for agent in fleet.agents.values():
+        if agent.thread.is_alive():
+            agent.stop()

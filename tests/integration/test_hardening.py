@@ -17,7 +17,7 @@ import json
 import pytest
 
 from tests.helpers import wait_until
-from tests.integration.controller_harness import ControlledFleet, add_host, start_controller
+from tests.integration.controller_harness import ControlledFleet, running_fleet
 from tfleet import schema
 from tfleet.schema import FleetProblems, LeaderRecord
 from tfleet.sim.fixtures import make_model
@@ -25,17 +25,7 @@ from tfleet.sim.fixtures import make_model
 
 @pytest.fixture
 def fleet(store, prefix, etcd_server, sim_factory, tmp_path):
-    fleet = ControlledFleet(store, prefix)
-    fleet.add = lambda name, **kw: add_host(fleet, name, sim_factory, etcd_server.client_url, prefix, tmp_path, **kw)
-    controllers = []
-    fleet.start_controller = lambda cid="c1", **kw: controllers.append(start_controller(cid, etcd_server.client_url, prefix, **kw)) or controllers[-1]
-    yield fleet
-    for c in controllers:
-        if c.thread.is_alive():
-            c.stop()
-    for agent in fleet.agents.values():
-        if agent.thread.is_alive():
-            agent.stop()
+    yield from running_fleet(store, prefix, etcd_server.client_url, sim_factory, tmp_path)
 
 
 def problems(fleet: ControlledFleet) -> FleetProblems | None:
