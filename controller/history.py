@@ -351,6 +351,7 @@ class HistoryRecorder:
         watch = self._store.watch_prefix(
             self._ks.models_prefix(), (self.cursor or 0) + 1,
             on_events=inbox.put, on_reset=inbox.put, on_error=lambda error: None,
+            resume_at_compaction=True,
         )
         self._log.info("history_recorder", result="started", cursor=self.cursor, head=head, keep=self._keep)
         try:

@@ -204,19 +204,22 @@ def test_compaction_past_the_cursor_writes_one_gap_entry_per_changed_model_then_
     store.put(KEYS.model("quiet"), value(1, "quiet"))
     wait_until(lambda: recorded_up_to(store, start + 1), 30, message="nothing recorded")
     first.stop()
-    lost = [store.put(KEYS.model("m"), value(i)) for i in range(2, 6)]
     store.delete(KEYS.model("doomed"))
+    lost = [store.put(KEYS.model("m"), value(i)) for i in range(2, 6)]
     store.compact(lost[-1])
-    after_compaction = store.put(KEYS.leader() + "x", b"any")  # some later revision
+    kept = store.put(KEYS.model("m"), value(6))  # after the compaction: still in etcd's history
 
     second = controllers("c2")
-    wait_until(lambda: recorded_up_to(store, after_compaction), 30, message="no gap recorded")
+    wait_until(lambda: recorded_up_to(store, kept), 30, message="no gap recorded")
     found = entries(store)
-    assert [e.action for e in found] == ["create", "gap"]
-    gap = found[-1]
-    assert gap.revisions is not None and gap.revisions.first == start + 2 and gap.revisions.last >= lost[-1]
+    assert [e.action for e in found] == ["create", "gap", "update"]
+    gap = found[1]
+    # The gap names exactly the compacted revisions; the edit after the compaction revision
+    # is replayed as its own entry, not folded into the gap.
+    assert gap.revisions is not None and (gap.revisions.first, gap.revisions.last) == (start + 2, lost[-1])
     assert gap.revision == lost[-1] and gap.new is not None and gap.new["description"] == "edit 5"
     assert gap.previous == found[0].new
+    assert (found[2].revision, found[2].previous, found[2].new["description"]) == (kept, gap.new, "edit 6")  # type: ignore[index]
     assert [e.action for e in entries(store, "quiet")] == ["create"]  # unchanged since the cursor: no gap
     deleted = entries(store, "doomed")[-1]  # deleted within the gap: found through its history
     assert (deleted.action, deleted.new, deleted.revisions) == ("gap", None, gap.revisions)
@@ -224,7 +227,7 @@ def test_compaction_past_the_cursor_writes_one_gap_entry_per_changed_model_then_
     assert last_gap is not None and last_gap.models == 2 and last_gap.revisions == gap.revisions
     assert second.controller.metrics.history_gaps._value.get() == 2
 
-    then = store.put(KEYS.model("m"), value(6))
+    then = store.put(KEYS.model("m"), value(7))
     wait_until(lambda: recorded_up_to(store, then), 30, message="recording did not go on after the gap")
     assert [(e.action, e.revision) for e in entries(store)][-1] == ("update", then)
 
@@ -269,8 +272,11 @@ def test_first_recorder_on_a_compacted_etcd_adds_gaps_only_where_the_history_lac
     registry.apply_intent("recorded", ModelIntent(base_path="/models/recorded"), author="alice")
     unrecorded = store.put(KEYS.model("etcdctl"), value(1, "etcdctl"))
     store.compact(unrecorded)
+    later = store.put(KEYS.model("later"), value(1, "later"))  # after the compaction revision
     controllers()
-    wait_until(lambda: cursor(store) is not None, 30, message="the recorder did not start")
+    wait_until(lambda: recorded_up_to(store, later), 30, message="the recorder did not start")
     assert [e.action for e in entries(store, "recorded")] == ["create"]
     [gap] = entries(store, "etcdctl")
-    assert (gap.action, gap.revision, gap.revisions.first) == ("gap", unrecorded, 1)  # type: ignore[union-attr]
+    assert (gap.action, gap.revision, gap.revisions.first, gap.revisions.last) == ("gap", unrecorded, 1, unrecorded)  # type: ignore[union-attr]
+    [created] = entries(store, "later")  # replayed exactly: etcd still holds its revision
+    assert (created.action, created.revision) == ("create", later)

@@ -389,11 +389,16 @@ class EtcdStore(_MemberClients):
         on_reset: Callable[[Snapshot], None],
         on_error: Callable[[Exception], None] | None = None,
         list_prefix: Callable[[str], Snapshot] | None = None,
+        resume_at_compaction: bool = False,
     ) -> PrefixWatch:
         """Start a supervised watch of prefix from start_revision (usually snapshot.revision + 1).
 
         list_prefix: what re-reads the prefix after a compaction (default: list_prefix, every
         key under it); the fleet cache passes its paged read of only the sections it keeps.
+        resume_at_compaction: after a compaction, on_reset gets the prefix as of the
+        compaction revision and every event after it follows, so that only the compacted
+        revisions are lost (the history recorder's "gap" then names exactly those). The
+        default re-reads at the current revision, which is all a cache needs.
         """
         _check_key(prefix, "prefix")
         if isinstance(start_revision, bool) or not isinstance(start_revision, int) or start_revision < 1:
@@ -405,6 +410,7 @@ class EtcdStore(_MemberClients):
             start_revision=start_revision,
             open_stream=self._open_watch_stream,
             list_prefix=list_prefix or self.list_prefix,
+            list_at=(lambda p, r: self.list_prefix(p, revision=r)) if resume_at_compaction else None,
             translate_error=self._translate_watch_error,
             on_events=on_events,
             on_reset=on_reset,

@@ -16,7 +16,7 @@ from typing import Any
 
 from tfleet.store.convert import _watch_event
 from tfleet.store.settings import Backoff
-from tfleet.store.types import Snapshot, StoreError, WatchEvent
+from tfleet.store.types import RevisionCompacted, Snapshot, StoreError, WatchEvent
 
 _log = logging.getLogger("tfleet.store")
 
@@ -50,6 +50,7 @@ class PrefixWatch:
         start_revision: int,
         open_stream: Callable[[str, int, Callable[[object], None]], Callable[[], None]],
         list_prefix: Callable[[str], Snapshot],
+        list_at: Callable[[str, int], Snapshot] | None = None,
         translate_error: Callable[[str, int, object], BaseException],
         on_events: Callable[[list[WatchEvent]], None],
         on_reset: Callable[[Snapshot], None],
@@ -63,6 +64,8 @@ class PrefixWatch:
         self.restarts = 0
         self._open_stream = open_stream
         self._list_prefix = list_prefix
+        self._list_at = list_at
+        self._compacted_at: int | None = None
         self._translate_error = translate_error
         self._on_events = on_events
         self._on_reset = on_reset
@@ -116,6 +119,7 @@ class PrefixWatch:
             except _Compacted as exc:
                 _log.info("watch %r: %s; re-reading the prefix", self.prefix, exc)
                 self._needs_reset = True
+                self._compacted_at = exc.compacted_revision
             except Exception as exc:  # supervised: report, back off, carry on
                 if self._stopping.is_set():
                     break
@@ -176,13 +180,26 @@ class PrefixWatch:
         self.revision = max(self.revision, events[-1].mod_revision)
 
     def _reset(self) -> None:
-        snapshot = self._list_prefix(self.prefix)
+        snapshot = self._reset_snapshot()
         try:
             self._on_reset(snapshot)
         except Exception:
             _log.exception("watch %r: on_reset raised", self.prefix)
         self.revision = snapshot.revision
         self._needs_reset = False
+        self._compacted_at = None
+
+    def _reset_snapshot(self) -> Snapshot:
+        """The prefix at the compaction revision when the owner asked for it (list_at), so
+        that every event after it is still delivered and only the compacted revisions are
+        lost; at the current revision otherwise, or when that revision is gone as well."""
+        at = self._compacted_at
+        if self._list_at is not None and at is not None and at > self.revision:
+            try:
+                return self._list_at(self.prefix, at)
+            except RevisionCompacted:
+                _log.info("watch %r: revision %d was compacted as well; reading the current one", self.prefix, at)
+        return self._list_prefix(self.prefix)
 
     def _report(self, exc: Exception) -> None:
         if not isinstance(exc, StoreError):
