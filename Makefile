@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml
 dev: $(STAMP)
 	$(BIN)/tfleet dev
 
-# What a reviewer would check, in seconds, before the suite: lint (ruff), the import
-# contracts (import-linter), types of the modules made strict so far (mypy). Configured in
+# What a reviewer would check, in seconds, before the suite: lint and layout (ruff check,
+# ruff format --check: run `ruff format .` to fix), the import contracts (import-linter), types of the modules made strict so far (mypy). Configured in
 # pyproject.toml; docs/architecture.md ("Checks") says why.
 check: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	scripts/in-installed-layout $(CURDIR)/$(BIN)/lint-imports --no-cache --config $(CURDIR)/pyproject.toml
 	scripts/in-installed-layout $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml
 

@@ -140,7 +140,13 @@ class HostLease:
                 return False
             self._rewrite_due = True
         self._metrics.foreign_key_writes.labels("host").inc()
-        self._log.warning("host_key_changed_by_another_writer", key=self._key, change=foreign[-1].kind, revision=foreign[-1].mod_revision, action="writing it again under the lease")
+        self._log.warning(
+            "host_key_changed_by_another_writer",
+            key=self._key,
+            change=foreign[-1].kind,
+            revision=foreign[-1].mod_revision,
+            action="writing it again under the lease",
+        )
         return True
 
     @property

@@ -12,12 +12,8 @@ class AgentMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.reconcile_total = Counter(
-            "tfleet_agent_reconcile_total", "Reconcile passes by outcome.", ["result"], registry=r
-        )
-        self.reconcile_seconds = Histogram(
-            "tfleet_agent_reconcile_duration_seconds", "Duration of one reconcile pass.", buckets=_FAST, registry=r
-        )
+        self.reconcile_total = Counter("tfleet_agent_reconcile_total", "Reconcile passes by outcome.", ["result"], registry=r)
+        self.reconcile_seconds = Histogram("tfleet_agent_reconcile_duration_seconds", "Duration of one reconcile pass.", buckets=_FAST, registry=r)
         self.reload_seconds = Histogram(
             "tfleet_agent_reload_duration_seconds",
             "Duration of HandleReloadConfigRequest calls by outcome.",
@@ -25,24 +21,12 @@ class AgentMetrics:
             buckets=_SLOW,
             registry=r,
         )
-        self.versions = Gauge(
-            "tfleet_agent_model_versions", "Assigned model versions by TF Serving state.", ["state"], registry=r
-        )
-        self.models_with_errors = Gauge(
-            "tfleet_agent_models_with_errors", "Assigned models whose status carries an error.", registry=r
-        )
-        self.watch_restarts = Counter(
-            "tfleet_agent_watch_restarts_total", "Times the assignment watch was re-established.", registry=r
-        )
-        self.lease_renew_failures = Counter(
-            "tfleet_agent_lease_renew_failures_total", "Failed lease renewals.", registry=r
-        )
-        self.lease_grants = Counter(
-            "tfleet_agent_lease_grants_total", "Leases granted (1 at start, +1 per lease lost).", registry=r
-        )
-        self.status_writes = Counter(
-            "tfleet_agent_status_writes_total", "Status keys written or deleted.", ["op"], registry=r
-        )
+        self.versions = Gauge("tfleet_agent_model_versions", "Assigned model versions by TF Serving state.", ["state"], registry=r)
+        self.models_with_errors = Gauge("tfleet_agent_models_with_errors", "Assigned models whose status carries an error.", registry=r)
+        self.watch_restarts = Counter("tfleet_agent_watch_restarts_total", "Times the assignment watch was re-established.", registry=r)
+        self.lease_renew_failures = Counter("tfleet_agent_lease_renew_failures_total", "Failed lease renewals.", registry=r)
+        self.lease_grants = Counter("tfleet_agent_lease_grants_total", "Leases granted (1 at start, +1 per lease lost).", registry=r)
+        self.status_writes = Counter("tfleet_agent_status_writes_total", "Status keys written or deleted.", ["op"], registry=r)
         self.assignment_to_available = Histogram(
             "tfleet_agent_assignment_to_available_seconds",
             "Time from an assignment change first seen to all its versions AVAILABLE.",
@@ -62,12 +46,6 @@ class AgentMetrics:
             ["key"],
             registry=r,
         )
-        self.last_reconcile = Gauge(
-            "tfleet_agent_last_reconcile_timestamp_seconds", "Unix time of the last completed reconcile.", registry=r
-        )
-        self.pass_errors = Counter(
-            "tfleet_agent_pass_errors_total", "Passes ended by an unexpected error (the loop backs off and goes on).", registry=r
-        )
-        self.pass_failing = Gauge(
-            "tfleet_agent_pass_failing", "1 while the agent's passes keep failing with an unexpected error.", registry=r
-        )
+        self.last_reconcile = Gauge("tfleet_agent_last_reconcile_timestamp_seconds", "Unix time of the last completed reconcile.", registry=r)
+        self.pass_errors = Counter("tfleet_agent_pass_errors_total", "Passes ended by an unexpected error (the loop backs off and goes on).", registry=r)
+        self.pass_failing = Gauge("tfleet_agent_pass_failing", "1 while the agent's passes keep failing with an unexpected error.", registry=r)

@@ -140,7 +140,9 @@ def _problem_with(model: ModelInput) -> str | None:
     return None
 
 
-def _labels_to_send(spec: ModelConfigSpec, previous: ModelConfigSpec | None, served: tuple[VersionStatus, ...] | None, aspired: tuple[int, ...] | None, refused: bool = False) -> tuple[tuple[tuple[str, int], ...], bool]:
+def _labels_to_send(
+    spec: ModelConfigSpec, previous: ModelConfigSpec | None, served: tuple[VersionStatus, ...] | None, aspired: tuple[int, ...] | None, refused: bool = False
+) -> tuple[tuple[tuple[str, int], ...], bool]:
     """Labels that may be sent now, and whether any label still waits for its version.
 
     refused: TF Serving refused this model's labels lately; send only labels it accepted
@@ -194,10 +196,7 @@ def _settled(versions: Mapping[int, VersionStatus], waiting_labels: bool, aspire
     # An aspired version in END without an error is one TF Serving unloaded earlier and has
     # not started loading again yet (a rollback to it): it will move, so look again. Only a
     # failed load (END with an error) is final for an aspired version.
-    return all(
-        status.state == VersionState.AVAILABLE or (status.state == VersionState.END and status.error_code != 0)
-        for status in versions.values()
-    )
+    return all(status.state == VersionState.AVAILABLE or (status.state == VersionState.END and status.error_code != 0) for status in versions.values())
 
 
 def plan(data: PlanInput) -> Plan:

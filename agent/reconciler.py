@@ -484,9 +484,7 @@ class Reconciler:
                 self._written.clear()
                 self._written_rev.clear()
                 self._written_lease = lease
-            changes: list[tuple[str, ModelReport | None]] = [
-                (name, report) for name, report in reports.items() if report != self._written.get(name)
-            ]
+            changes: list[tuple[str, ModelReport | None]] = [(name, report) for name, report in reports.items() if report != self._written.get(name)]
             changes += [(name, None) for name in self._written if name not in reports]
             changes += [(name, None) for name in self._strays if name not in reports and name not in self._written]
             self._strays.clear()
@@ -494,9 +492,7 @@ class Reconciler:
         for start in range(0, len(changes), STATUS_WRITE_BATCH):
             batch = changes[start : start + STATUS_WRITE_BATCH]
             ops = [
-                Put(self._ks.status(self._host, name), schema.encode(_status_document(doc, now)), lease)
-                if doc
-                else Delete(self._ks.status(self._host, name))
+                Put(self._ks.status(self._host, name), schema.encode(_status_document(doc, now)), lease) if doc else Delete(self._ks.status(self._host, name))
                 for name, doc in batch
             ]
             with self._keys_lock:  # the watch sees this write only once its revision is known
@@ -553,7 +549,5 @@ def _status_document(report: ModelReport, now) -> ModelStatus:
 def _not_serving(report: ModelReport, reason: str) -> ModelReport:
     """A report while TF Serving does not answer: no version is claimed AVAILABLE (or in any
     other state TF Serving did not just say); each one is UNKNOWN with the reason."""
-    versions = {
-        version: VersionStatus(version, VersionState.UNKNOWN, UNAVAILABLE, reason) for version in report.versions
-    }
+    versions = {version: VersionStatus(version, VersionState.UNKNOWN, UNAVAILABLE, reason) for version in report.versions}
     return ModelReport(report.assignment_revision, versions, report.version_labels, reason, settled=False)

@@ -18,7 +18,6 @@ from tfleet.store import EtcdSettings
 from tfleet.timing import check_lease_timing, check_unresponsive_timing
 
 
-
 def default_state_dir() -> pathlib.Path:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return pathlib.Path(base) / "tfleet"

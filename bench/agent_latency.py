@@ -130,11 +130,32 @@ def run(models: int, samples: int, root: pathlib.Path, tfs_poll_wait: float) -> 
         for i in range(samples):
             make_model(models_dir, f"p{i}", [1])
         grpc, rest = free_port(), free_port()
-        daemons.append(Daemon("tfs", ["tfs-sim", "--grpc-port", str(grpc), "--rest-port", str(rest), "--file-system-poll-wait-seconds", str(tfs_poll_wait)], root / "tfs.log").start())
+        daemons.append(
+            Daemon(
+                "tfs", ["tfs-sim", "--grpc-port", str(grpc), "--rest-port", str(rest), "--file-system-poll-wait-seconds", str(tfs_poll_wait)], root / "tfs.log"
+            ).start()
+        )
         agent = Daemon(
             "agent",
-            ["agent", "--host", HOST, "--etcd", etcd.client_url, "--tfs-grpc", f"127.0.0.1:{grpc}", "--tfs-rest", f"127.0.0.1:{rest}",
-             "--http-host", "127.0.0.1", "--http-port", str(free_port()), "--state-dir", str(root / "state"), "--log-level", "warning"],
+            [
+                "agent",
+                "--host",
+                HOST,
+                "--etcd",
+                etcd.client_url,
+                "--tfs-grpc",
+                f"127.0.0.1:{grpc}",
+                "--tfs-rest",
+                f"127.0.0.1:{rest}",
+                "--http-host",
+                "127.0.0.1",
+                "--http-port",
+                str(free_port()),
+                "--state-dir",
+                str(root / "state"),
+                "--log-level",
+                "warning",
+            ],
             root / "agent.log",
         ).start()
         daemons.append(agent)
@@ -169,7 +190,11 @@ def run(models: int, samples: int, root: pathlib.Path, tfs_poll_wait: float) -> 
             "tfs_file_system_poll_wait_s": tfs_poll_wait,
             "samples": samples,
             "floor_put_watch_ms": {"p50": percentile(floor, 50) * 1000, "p99": percentile(floor, 99) * 1000},
-            "assignment_to_available_ms": {"p50": percentile(latencies, 50) * 1000, "p99": percentile(latencies, 99) * 1000, "mean": statistics.mean(latencies) * 1000},
+            "assignment_to_available_ms": {
+                "p50": percentile(latencies, 50) * 1000,
+                "p99": percentile(latencies, 99) * 1000,
+                "mean": statistics.mean(latencies) * 1000,
+            },
             "ratio_p50": percentile(latencies, 50) / percentile(floor, 50),
             "ratio_p99": percentile(latencies, 99) / percentile(floor, 99),
             "initial_convergence_s": initial_convergence,

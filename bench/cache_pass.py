@@ -122,8 +122,11 @@ def timed_pass(reconciler: ControllerReconciler, metrics: ControllerMetrics) -> 
     outcome = reconciler.reconcile()
     elapsed = time.perf_counter() - started
     assert outcome.result == "ok", outcome
-    return (elapsed, int((metrics.registry.get_sample_value("tfleet_controller_pass_keys_applied_total") or 0) - keys),
-            int((metrics.registry.get_sample_value("tfleet_controller_models_planned_total") or 0) - planned))
+    return (
+        elapsed,
+        int((metrics.registry.get_sample_value("tfleet_controller_pass_keys_applied_total") or 0) - keys),
+        int((metrics.registry.get_sample_value("tfleet_controller_models_planned_total") or 0) - planned),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,9 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     store = MemoryStore(items)
     metrics = ControllerMetrics()
     cache = FleetCache(store, KS, log=_Log(), metrics=metrics)
-    reconciler = ControllerReconciler(store=store, keyspace=KS, election=LeaderElection(store), registry=NoHistory(),
-                                      metrics=metrics, log=_Log(), now=lambda: NOW, cache=cache,
-                                      clock=lambda: 0.0)  # no periodic full plan mid-measurement (FULL_PLAN_EVERY)
+    reconciler = ControllerReconciler(
+        store=store,
+        keyspace=KS,
+        election=LeaderElection(store),
+        registry=NoHistory(),
+        metrics=metrics,
+        log=_Log(),
+        now=lambda: NOW,
+        cache=cache,
+        clock=lambda: 0.0,
+    )  # no periodic full plan mid-measurement (FULL_PLAN_EVERY)
     # History recording moves out of the pass into a watch-driven recorder (controller/history.py,
     # another branch); until then the pass still scans every intent for it: not measured here.
     reconciler._record_history = lambda snap: None  # type: ignore[method-assign]
@@ -181,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     echo_burst: list[tuple[float, int, int]] = []
     statuses = sorted(k for k in store.items if k.startswith(KS.status_prefix()))
     for run in range(options.runs):
-        for key in statuses[run * options.burst % len(statuses):][: options.burst]:
+        for key in statuses[run * options.burst % len(statuses) :][: options.burst]:
             status = schema.parse(ModelStatus, store.items[key].value, key)
             store.write(key, schema.encode(status.model_copy(update={"updated_at": NOW + dt.timedelta(seconds=run + 1)})))
         store.deliver()
@@ -206,8 +217,19 @@ def main(argv: list[str] | None = None) -> int:
         "burst": line(f"pass after {options.burst} status changes", burst),
         "burst_echo": line("  next pass (its writes come back)", echo_burst),
     }
-    print(json.dumps({"models": options.models, "hosts": options.hosts, "replicas": replicas, "floor_ms": floor * 1000,
-                      "old_read_ms": old_read * 1000, "first_pass_ms": first * 1000, **results}))
+    print(
+        json.dumps(
+            {
+                "models": options.models,
+                "hosts": options.hosts,
+                "replicas": replicas,
+                "floor_ms": floor * 1000,
+                "old_read_ms": old_read * 1000,
+                "first_pass_ms": first * 1000,
+                **results,
+            }
+        )
+    )
     return 0
 
 

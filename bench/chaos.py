@@ -132,8 +132,9 @@ def _hold(rng: random.Random, kind: str, ttl: int) -> float:
     return round(rng.uniform(low, high), 2)
 
 
-def make_schedule(seed: int, count: int, kinds: Sequence[str], hosts: int, models: int, ttl: int,
-                  gap: tuple[float, float] = (4.0, 12.0), reload_timeout: float = 4.0) -> list[Fault]:
+def make_schedule(
+    seed: int, count: int, kinds: Sequence[str], hosts: int, models: int, ttl: int, gap: tuple[float, float] = (4.0, 12.0), reload_timeout: float = 4.0
+) -> list[Fault]:
     """The first `count` faults of the schedule of `seed` (a pure function of its arguments)."""
     unknown = sorted(set(kinds) - set(FAULT_KINDS))
     if unknown:
@@ -143,11 +144,16 @@ def make_schedule(seed: int, count: int, kinds: Sequence[str], hosts: int, model
     for index in range(count):
         kind = rng.choice(list(kinds))
         target_space = {"tfs_slow_reload": models, "bad_values": 1 << 16}.get(kind, hosts)
-        faults.append(Fault(
-            index=index, kind=kind, gap=round(rng.uniform(*gap), 2), hold=_hold(rng, kind, ttl),
-            target=rng.randrange(target_space),
-            load_seconds=round(rng.uniform(reload_timeout + 1.0, reload_timeout + 4.0), 2) if kind == "tfs_slow_reload" else 0.0,
-        ))
+        faults.append(
+            Fault(
+                index=index,
+                kind=kind,
+                gap=round(rng.uniform(*gap), 2),
+                hold=_hold(rng, kind, ttl),
+                target=rng.randrange(target_space),
+                load_seconds=round(rng.uniform(reload_timeout + 1.0, reload_timeout + 4.0), 2) if kind == "tfs_slow_reload" else 0.0,
+            )
+        )
     return faults
 
 
@@ -286,11 +292,19 @@ def check_unloads(timeline: Timeline, hosts: Sequence[str], *, since: float, gra
         low, high = revision_by(timeline.clock, at - lookback), revision_bound(timeline.clock, at + lag)
         values = [value_at(series, low)] + [v for r, v in series if low < r <= high]
         if all(value is not None and version in value for value in values):
-            found.append(Violation("healthy_unload", at, f"host {host} unloaded version {version} of {model} while assigned it (assignment revisions {low}..{high}: {sorted(values[-1] or ())})"))
+            found.append(
+                Violation(
+                    "healthy_unload",
+                    at,
+                    f"host {host} unloaded version {version} of {model} while assigned it (assignment revisions {low}..{high}: {sorted(values[-1] or ())})",
+                )
+            )
     return found
 
 
-def check_zero_available(timeline: Timeline, hosts: Sequence[str], *, since: float, grace: float, min_samples: int = 2, min_seconds: float = 1.0) -> list[Violation]:
+def check_zero_available(
+    timeline: Timeline, hosts: Sequence[str], *, since: float, grace: float, min_samples: int = 2, min_seconds: float = 1.0
+) -> list[Violation]:
     """Invariant 3. A model m is *covered* at sample time t when its intent wants >= 2 replicas,
     >= 2 hosts are healthy, and at least one of the hosts that served m (had a version
     AVAILABLE) at the last sample where any host did is healthy at t. A violation is an episode
@@ -330,7 +344,13 @@ def check_zero_available(timeline: Timeline, hosts: Sequence[str], *, since: flo
             times.append(at)
             if model not in reported and len(times) >= min_samples and times[-1] - times[0] >= min_seconds:
                 reported.add(model)
-                found.append(Violation("zero_available", times[0], f"model {model} (wanted {wanted}) has no AVAILABLE replica on any simulator; it was last served by {sorted(last_served[model])}; healthy hosts: {sorted(healthy)}"))
+                found.append(
+                    Violation(
+                        "zero_available",
+                        times[0],
+                        f"model {model} (wanted {wanted}) has no AVAILABLE replica on any simulator; it was last served by {sorted(last_served[model])}; healthy hosts: {sorted(healthy)}",
+                    )
+                )
     return found
 
 
@@ -362,7 +382,13 @@ def check_intents(timeline: Timeline, stored: dict[str, tuple[int, Any]], histor
             last = max(ok, key=lambda w: w.revision)
             later_unknown = [w.document for w in writes if w.outcome == "unknown" and w.at > last.at]
             if not ((revision == last.revision and document == last.document) or (revision > last.revision and document in later_unknown)):
-                found.append(Violation("intent_lost", time.time(), f"model {model}: etcd holds revision {revision} {json.dumps(document)}, the writer's last successful write was revision {last.revision} {json.dumps(last.document)}"))
+                found.append(
+                    Violation(
+                        "intent_lost",
+                        time.time(),
+                        f"model {model}: etcd holds revision {revision} {json.dumps(document)}, the writer's last successful write was revision {last.revision} {json.dumps(last.document)}",
+                    )
+                )
         entries = history.get(model, {})
         oldest = min((r for r in entries if r is not None), default=0) if model in pruned else 0
         for write in ok:
@@ -371,7 +397,13 @@ def check_intents(timeline: Timeline, stored: dict[str, tuple[int, Any]], histor
             if write.revision not in entries:
                 found.append(Violation("history_missing", write.at, f"model {model}: no history entry for the write of revision {write.revision}"))
             elif entries[write.revision] != write.document:
-                found.append(Violation("history_missing", write.at, f"model {model}: history entry of revision {write.revision} holds {json.dumps(entries[write.revision])}, not what was written"))
+                found.append(
+                    Violation(
+                        "history_missing",
+                        write.at,
+                        f"model {model}: history entry of revision {write.revision} holds {json.dumps(entries[write.revision])}, not what was written",
+                    )
+                )
         known = {w.revision for w in ok}
         for seen in sorted(timeline.model_revisions.get(model, set()) - known):
             if seen not in entries and seen >= oldest:
@@ -438,18 +470,82 @@ class Fleet:
         for host in self.hosts:
             grpc, rest = free_port(), free_port()
             self.rest[host] = f"127.0.0.1:{rest}"
-            self.sims[host] = Daemon(f"tfs-{host}", ["tfs-sim", "--grpc-port", str(grpc), "--rest-port", str(rest), "--file-system-poll-wait-seconds", "0.2",
-                                                   "--load-retry-interval-seconds", "0.5", "--max-load-retries", "2"], self.logs / f"tfs-{host}.log")
-            self.agents[host] = Daemon(f"agent-{host}", [
-                "agent", "--host", host, "--etcd", self.endpoints, "--tfs-grpc", f"127.0.0.1:{grpc}", "--tfs-rest", f"127.0.0.1:{rest}",
-                "--http-host", "127.0.0.1", "--http-port", str(free_port()), "--lease-ttl", str(ttl), "--etcd-timeout", f"{timeout:g}",
-                "--reload-timeout", f"{settings.reload_timeout:g}", "--status-timeout", f"{min(2.0, ttl / 3):g}", "--resync-interval", "5",
-                "--state-dir", str(root / "state" / host), "--memory-mb", "4096", "--log-level", "info",
-            ], self.logs / f"agent-{host}.log")
+            self.sims[host] = Daemon(
+                f"tfs-{host}",
+                [
+                    "tfs-sim",
+                    "--grpc-port",
+                    str(grpc),
+                    "--rest-port",
+                    str(rest),
+                    "--file-system-poll-wait-seconds",
+                    "0.2",
+                    "--load-retry-interval-seconds",
+                    "0.5",
+                    "--max-load-retries",
+                    "2",
+                ],
+                self.logs / f"tfs-{host}.log",
+            )
+            self.agents[host] = Daemon(
+                f"agent-{host}",
+                [
+                    "agent",
+                    "--host",
+                    host,
+                    "--etcd",
+                    self.endpoints,
+                    "--tfs-grpc",
+                    f"127.0.0.1:{grpc}",
+                    "--tfs-rest",
+                    f"127.0.0.1:{rest}",
+                    "--http-host",
+                    "127.0.0.1",
+                    "--http-port",
+                    str(free_port()),
+                    "--lease-ttl",
+                    str(ttl),
+                    "--etcd-timeout",
+                    f"{timeout:g}",
+                    "--reload-timeout",
+                    f"{settings.reload_timeout:g}",
+                    "--status-timeout",
+                    f"{min(2.0, ttl / 3):g}",
+                    "--resync-interval",
+                    "5",
+                    "--state-dir",
+                    str(root / "state" / host),
+                    "--memory-mb",
+                    "4096",
+                    "--log-level",
+                    "info",
+                ],
+                self.logs / f"agent-{host}.log",
+            )
         self.controllers = {
-            cid: Daemon(f"controller-{cid}", ["controller", "--id", cid, "--etcd", self.endpoints, "--http-host", "127.0.0.1", "--http-port", str(free_port()),
-                                              "--lease-ttl", str(ttl), "--etcd-timeout", f"{timeout:g}", "--resync-interval", "5", "--log-level", "info"],
-                        self.logs / f"controller-{cid}.log")
+            cid: Daemon(
+                f"controller-{cid}",
+                [
+                    "controller",
+                    "--id",
+                    cid,
+                    "--etcd",
+                    self.endpoints,
+                    "--http-host",
+                    "127.0.0.1",
+                    "--http-port",
+                    str(free_port()),
+                    "--lease-ttl",
+                    str(ttl),
+                    "--etcd-timeout",
+                    f"{timeout:g}",
+                    "--resync-interval",
+                    "5",
+                    "--log-level",
+                    "info",
+                ],
+                self.logs / f"controller-{cid}.log",
+            )
             for cid in ("c1", "c2")
         }
         self._store_settings = EtcdSettings(endpoints=self.cluster.client_urls, call_timeout=2.0)
@@ -513,7 +609,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
         time.sleep(interval)
 
 
-_STATE_LINE = re.compile(r'^tensorflow_serving_model_version_state\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)')
+_STATE_LINE = re.compile(r"^tensorflow_serving_model_version_state\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -539,10 +635,16 @@ def intent_document(fleet: Fleet, model: str, version: int, replicas: int, extra
     from tfleet.schema import ModelIntent
 
     labels = {"stable": version, **({EXTRA_LABEL: version} if extra_label else {})}
-    intent = ModelIntent.model_validate({
-        "base_path": str(fleet.models_dir / model), "model_version_policy": {"specific": {"versions": [version]}},
-        "version_labels": labels, "replicas": replicas, "memory_mb": 256, "owner": "chaos",
-    })
+    intent = ModelIntent.model_validate(
+        {
+            "base_path": str(fleet.models_dir / model),
+            "model_version_policy": {"specific": {"versions": [version]}},
+            "version_labels": labels,
+            "replicas": replicas,
+            "memory_mb": 256,
+            "owner": "chaos",
+        }
+    )
     return intent.model_dump(mode="json")
 
 
@@ -612,7 +714,7 @@ class Recorder:
 
         ks, tl = self.fleet.keyspace, self.timeline
         if key.startswith(ks.hosts_prefix()):
-            host = key[len(ks.hosts_prefix()):]
+            host = key[len(ks.hosts_prefix()) :]
             series = tl.host_events[host]
             if not series or series[-1][1] == deleted:
                 series.append((revision, not deleted))
@@ -630,7 +732,7 @@ class Recorder:
                     versions = None
             tl.assignments[(host, model)].append((revision, versions))
         elif key.startswith(ks.models_prefix()):
-            model = key[len(ks.models_prefix()):]
+            model = key[len(ks.models_prefix()) :]
             replicas: int | None = None
             if not deleted and value is not None:
                 try:
@@ -640,7 +742,7 @@ class Recorder:
             tl.intents[model].append((now, replicas))
             tl.model_revisions[model].add(revision)
         elif key.startswith(ks.history_prefix()):
-            model, _, sequence = key[len(ks.history_prefix()):].partition("/")
+            model, _, sequence = key[len(ks.history_prefix()) :].partition("/")
             number = int(sequence) if sequence.isdigit() else -1
             if deleted:
                 tl.history_deletes.append((now, key, model, number, tl.history_newest.get(model, 0)))
@@ -914,7 +1016,7 @@ def converged(fleet: Fleet, store: Any, wanted: dict[str, dict[str, Any]]) -> st
     from tfleet.schema import Assignment, ModelStatus
 
     ks = fleet.keyspace
-    hosts = {kv.key[len(ks.hosts_prefix()):] for kv in store.list_prefix(ks.hosts_prefix()).items}
+    hosts = {kv.key[len(ks.hosts_prefix()) :] for kv in store.list_prefix(ks.hosts_prefix()).items}
     if hosts != set(fleet.hosts):
         return f"hosts registered: {sorted(hosts)}"
     assigned: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -995,10 +1097,16 @@ class Result:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "seed": self.seed, "duration_s": self.duration, "faults": len(self.faults), "faults_by_kind": self.faults_by_kind(),
+            "seed": self.seed,
+            "duration_s": self.duration,
+            "faults": len(self.faults),
+            "faults_by_kind": self.faults_by_kind(),
             "fault_errors": [f"{f.kind}: {f.error}" for f in self.faults if f.error],
-            "violations": len(self.violations), "violations_by_kind": self.violations_by_kind(),
-            "first_violations": [v.text() for v in self.violations[:10]], "convergence_s": self.convergence_s, **self.counts,
+            "violations": len(self.violations),
+            "violations_by_kind": self.violations_by_kind(),
+            "first_violations": [v.text() for v in self.violations[:10]],
+            "convergence_s": self.convergence_s,
+            **self.counts,
         }
 
 
@@ -1007,7 +1115,9 @@ def run(settings: Settings) -> Result:
     root = pathlib.Path(tempfile.mkdtemp(prefix="tfleet-chaos-")) if own_root else pathlib.Path(settings.root)  # type: ignore[arg-type]
     root.mkdir(parents=True, exist_ok=True)
     say = (lambda text: print(f"[{_clock(time.time())}] {text}", flush=True)) if settings.verbose else (lambda text: None)
-    schedule = make_schedule(settings.seed, settings.max_faults, settings.kinds, settings.hosts, settings.models, settings.lease_ttl, settings.gap, settings.reload_timeout)
+    schedule = make_schedule(
+        settings.seed, settings.max_faults, settings.kinds, settings.hosts, settings.models, settings.lease_ttl, settings.gap, settings.reload_timeout
+    )
     timeline = Timeline()
     fleet = Fleet(settings, root)
     stop = threading.Event()
@@ -1038,7 +1148,10 @@ def run(settings: Settings) -> Result:
                 say(f"processes exited on their own: {', '.join(dead)}")
             record = injector.run(fault)
             timeline.faults.append(record)
-            say(f"fault {fault.index + 1} {fault.kind}: {record.detail or record.error}" + (f" [ERROR {record.error}]" if record.error and record.detail else ""))
+            say(
+                f"fault {fault.index + 1} {fault.kind}: {record.detail or record.error}"
+                + (f" [ERROR {record.error}]" if record.error and record.detail else "")
+            )
         stop.wait(max(0.0, chaos_end - time.monotonic()))
         writer.stop()
         last_write = max((w.at for w in timeline.writes), default=since)
@@ -1065,7 +1178,14 @@ def run(settings: Settings) -> Result:
                 break
             time.sleep(0.5)
         if convergence is None or convergence > settings.converge_bound:
-            violations.append(Violation("no_convergence", settled_from, f"not converged {settings.converge_bound:g} s after the last fault/write" + (f" (took {convergence:.1f} s)" if convergence else f"; still: {why}")))
+            violations.append(
+                Violation(
+                    "no_convergence",
+                    settled_from,
+                    f"not converged {settings.converge_bound:g} s after the last fault/write"
+                    + (f" (took {convergence:.1f} s)" if convergence else f"; still: {why}"),
+                )
+            )
         say(f"converged in {convergence:.1f} s" if convergence is not None else f"did not converge: {why}")
         if convergence is None:
             dump_state(fleet, root / "final-state.txt")
@@ -1088,11 +1208,16 @@ def run(settings: Settings) -> Result:
         unhealthy = {h: unhealthy_intervals(timeline, h, settings.health_grace, since) for h in hosts}
         counts = {
             # how much the invariants 2 and 3 had to judge (a check that saw nothing proves nothing)
-            "unloads_by_healthy_hosts": sum(1 for at, h, _, _ in timeline.unloads if at >= since and healthy_over(unhealthy[h], at - settings.unload_lookback, at)),
+            "unloads_by_healthy_hosts": sum(
+                1 for at, h, _, _ in timeline.unloads if at >= since and healthy_over(unhealthy[h], at - settings.unload_lookback, at)
+            ),
             "samples_with_2_healthy_hosts": sum(1 for at, _ in timeline.samples if at >= since and sum(healthy_over(unhealthy[h], at, at) for h in hosts) >= 2),
-
-            "writes_ok": writes["ok"], "writes_unknown": writes["unknown"], "writes_conflict": writes["conflict"],
-            "samples": len(timeline.samples), "loads": timeline.loads, "unloads": len(timeline.unloads),
+            "writes_ok": writes["ok"],
+            "writes_unknown": writes["unknown"],
+            "writes_conflict": writes["conflict"],
+            "samples": len(timeline.samples),
+            "loads": timeline.loads,
+            "unloads": len(timeline.unloads),
             "unanswered_samples": sum(1 for _, s in timeline.samples for v in s.values() if v is None),
             "daemons_exited": len(fleet.dead()),
         }
@@ -1119,7 +1244,9 @@ def print_summary(result: Result, settings: Settings) -> None:
             print(f"    ! {record.kind} at {_clock(record.start)}: {record.error}")
     c = result.counts
     print(f"  intent writes: {c['writes_ok']} ok, {c['writes_unknown']} unknown outcome, {c['writes_conflict']} conflicts")
-    print(f"  simulator samples: {c['samples']} ({c['unanswered_samples']} host samples unanswered, {c['samples_with_2_healthy_hosts']} with >= 2 healthy hosts)")
+    print(
+        f"  simulator samples: {c['samples']} ({c['unanswered_samples']} host samples unanswered, {c['samples_with_2_healthy_hosts']} with >= 2 healthy hosts)"
+    )
     print(f"  loads {c['loads']}, unloads {c['unloads']} ({c['unloads_by_healthy_hosts']} by hosts healthy for the look-back window)")
     conv = f"{result.convergence_s:.1f} s" if result.convergence_s is not None else "never"
     print(f"  convergence after the last fault/write: {conv} (bound {settings.converge_bound:g} s)")
@@ -1139,8 +1266,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hosts", type=int, default=4)
     parser.add_argument("--models", type=int, default=8)
     parser.add_argument("--faults", default=",".join(FAULT_KINDS), help="comma-separated fault kinds to draw from")
-    parser.add_argument("--writer", choices=("any", "forward"), default="any",
-                        help="any: new versions are drawn from 1-4, so removed versions come back (rollbacks); forward: upgrades only")
+    parser.add_argument(
+        "--writer",
+        choices=("any", "forward"),
+        default="any",
+        help="any: new versions are drawn from 1-4, so removed versions come back (rollbacks); forward: upgrades only",
+    )
     parser.add_argument("--lease-ttl", type=int, default=6, help="lease TTL of agents and controllers")
     parser.add_argument("--converge-bound", type=float, default=30.0, help="seconds allowed to converge after the last fault and write")
     parser.add_argument("--health-grace", type=float, default=10.0, help="seconds a recovered host stays 'not healthy'")
@@ -1150,13 +1281,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     options = parser.parse_args(argv)
     kinds = tuple(k.strip() for k in options.faults.split(",") if k.strip())
-    settings = Settings(seed=options.seed, duration=options.duration, hosts=options.hosts, models=options.models, kinds=kinds,
-                        lease_ttl=options.lease_ttl, etcd_timeout=min(1.0, options.lease_ttl / 6), converge_bound=options.converge_bound,
-                        health_grace=options.health_grace, writer_mode=options.writer, root=options.run_dir, keep=options.keep)
+    settings = Settings(
+        seed=options.seed,
+        duration=options.duration,
+        hosts=options.hosts,
+        models=options.models,
+        kinds=kinds,
+        lease_ttl=options.lease_ttl,
+        etcd_timeout=min(1.0, options.lease_ttl / 6),
+        converge_bound=options.converge_bound,
+        health_grace=options.health_grace,
+        writer_mode=options.writer,
+        root=options.run_dir,
+        keep=options.keep,
+    )
     if options.hosts < 2 or options.models < 1:
         parser.error("--hosts must be >= 2 and --models >= 1")
     if options.print_schedule:
-        for fault in make_schedule(settings.seed, options.print_schedule, kinds, settings.hosts, settings.models, settings.lease_ttl, settings.gap, settings.reload_timeout):
+        for fault in make_schedule(
+            settings.seed, options.print_schedule, kinds, settings.hosts, settings.models, settings.lease_ttl, settings.gap, settings.reload_timeout
+        ):
             print(fault)
         return 0
     from tfleet import logs

@@ -48,14 +48,22 @@ def build(models: int, hosts: int) -> dict[str, KeyValue]:
     items: dict[str, KeyValue] = {}
     for i in range(hosts):
         name = f"h{i:04d}"
-        record = HostRecord(host=name, grpc_address="x:1", rest_address="x:2", memory_mb=64_000, labels={"zone": "abc"[i % 3]}, agent_version="b", started_at=NOW)
+        record = HostRecord(
+            host=name, grpc_address="x:1", rest_address="x:2", memory_mb=64_000, labels={"zone": "abc"[i % 3]}, agent_version="b", started_at=NOW
+        )
         items[KS.host(name)] = kv(KS.host(name), record, 1)
     for i in range(models):
-        intent = ModelIntent.model_validate({
-            "base_path": f"/models/m{i}", "model_version_policy": {"specific": {"versions": [1]}},
-            "version_labels": {"stable": 1}, "replicas": 1 + i % 3, "memory_mb": 100 + (i % 7) * 10,
-            **({"spread_by": "zone"} if i % 2 else {}), **({"host_selector": {"zone": "a"}} if i % 11 == 0 else {}),
-        })
+        intent = ModelIntent.model_validate(
+            {
+                "base_path": f"/models/m{i}",
+                "model_version_policy": {"specific": {"versions": [1]}},
+                "version_labels": {"stable": 1},
+                "replicas": 1 + i % 3,
+                "memory_mb": 100 + (i % 7) * 10,
+                **({"spread_by": "zone"} if i % 2 else {}),
+                **({"host_selector": {"zone": "a"}} if i % 11 == 0 else {}),
+            }
+        )
         items[KS.model(f"m{i:05d}")] = kv(KS.model(f"m{i:05d}"), intent, 10)
     first = plan(read(Snapshot(1, tuple(items.values())), KS), {}, NOW)
     for (host, model), assignment in first.puts.items():
@@ -114,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             result = planner.plan(fleet, {}, NOW)
             incremental_times.append(time.perf_counter() - started)
-            changed_reports = sum(1 for m, r in result.reports.items() if m not in fleet.modelstatus or r.model_dump(exclude={"updated_at"}) != fleet.modelstatus[m].model_dump(exclude={"updated_at"}))
+            changed_reports = sum(
+                1
+                for m, r in result.reports.items()
+                if m not in fleet.modelstatus or r.model_dump(exclude={"updated_at"}) != fleet.modelstatus[m].model_dump(exclude={"updated_at"})
+            )
             writes.append(len(result.puts) + len(result.deletes) + changed_reports)
             # the writes land: the next snapshot would hold them; return to the converged keys instead
         items[key] = original
@@ -128,8 +140,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  incremental  after one model changes      p50 {inc_p50 * 1000:9.2f} ms   p99 {inc_p99 * 1000:.2f} ms")
     print(f"  (reading the snapshot, reusing unchanged parsed keys: p50 {statistics.median(read_times) * 1000:.1f} ms)")
     print(f"  writes for a one-model change: min {min(writes)}, max {max(writes)} (assignments + modelstatus)")
-    print(json.dumps({"models": options.models, "hosts": options.hosts, "replicas": replicas, "floor_ms": floor * 1000, "full_plan_ms": full * 1000,
-                      "incremental_p50_ms": inc_p50 * 1000, "read_p50_ms": statistics.median(read_times) * 1000, "incremental_p99_ms": inc_p99 * 1000, "writes_min": min(writes), "writes_max": max(writes)}))
+    print(
+        json.dumps(
+            {
+                "models": options.models,
+                "hosts": options.hosts,
+                "replicas": replicas,
+                "floor_ms": floor * 1000,
+                "full_plan_ms": full * 1000,
+                "incremental_p50_ms": inc_p50 * 1000,
+                "read_p50_ms": statistics.median(read_times) * 1000,
+                "incremental_p99_ms": inc_p99 * 1000,
+                "writes_min": min(writes),
+                "writes_max": max(writes),
+            }
+        )
+    )
     return 0
 
 

@@ -165,7 +165,9 @@ def bench(args: argparse.Namespace) -> None:
         p50 = statistics.median(times)
         print(f"{label}: p50 {p50 * ms:.0f} ms over {len(times)} runs  ({p50 / floor:.0f}x floor)")
     for label, times in (("incremental, one intent changed ", intent_times), ("incremental, fleet caught up   ", catchup_times)):
-        print(f"{label}: p50 {percentile(times, 50) * ms:.2f} ms, p99 {percentile(times, 99) * ms:.2f} ms, max {max(times) * ms:.2f} ms over {len(times)} samples  (p50 {percentile(times, 50) / floor:.2f}x floor)")
+        print(
+            f"{label}: p50 {percentile(times, 50) * ms:.2f} ms, p99 {percentile(times, 99) * ms:.2f} ms, max {max(times) * ms:.2f} ms over {len(times)} samples  (p50 {percentile(times, 50) / floor:.2f}x floor)"
+        )
     print(f"assignment changes per one-model change: mean {statistics.mean(counts):.2f}, max {max(counts)}")
     for kind, values in by_kind.items():
         print(f"  {kind:<11} mean {statistics.mean(values):.2f}, max {max(values)}")

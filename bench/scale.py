@@ -80,9 +80,17 @@ ETCD_SETTINGS = {
 }
 PRESETS = {"small": (50, [500]), "full": (1000, [10_000, 100_000])}
 SIZE_ERRORS = re.compile(r"RESOURCE_EXHAUSTED|larger than max|too large|exceeds|too many operations|database space exceeded|request is too large", re.I)
-ETCD_COUNTERS = ("etcd_mvcc_put_total", "etcd_mvcc_delete_total", "etcd_mvcc_txn_total", "etcd_mvcc_range_total",
-                 "etcd_network_client_grpc_sent_bytes_total", "etcd_network_client_grpc_received_bytes_total",
-                 "etcd_mvcc_db_total_size_in_bytes", "etcd_mvcc_db_total_size_in_use_in_bytes", "etcd_debugging_mvcc_keys_total")
+ETCD_COUNTERS = (
+    "etcd_mvcc_put_total",
+    "etcd_mvcc_delete_total",
+    "etcd_mvcc_txn_total",
+    "etcd_mvcc_range_total",
+    "etcd_network_client_grpc_sent_bytes_total",
+    "etcd_network_client_grpc_received_bytes_total",
+    "etcd_mvcc_db_total_size_in_bytes",
+    "etcd_mvcc_db_total_size_in_use_in_bytes",
+    "etcd_debugging_mvcc_keys_total",
+)
 
 
 class PhaseTimeout(Exception):
@@ -90,10 +98,16 @@ class PhaseTimeout(Exception):
 
 
 def intent(model: int | str, replicas: int = 2, description: str = "") -> ModelIntent:
-    return ModelIntent.model_validate({
-        "base_path": f"/models/{model}", "model_version_policy": {"specific": {"versions": [1]}},
-        "version_labels": {"stable": 1}, "replicas": replicas, "memory_mb": 100, "description": description,
-    })
+    return ModelIntent.model_validate(
+        {
+            "base_path": f"/models/{model}",
+            "model_version_policy": {"specific": {"versions": [1]}},
+            "version_labels": {"stable": 1},
+            "replicas": replicas,
+            "memory_mb": 100,
+            "description": description,
+        }
+    )
 
 
 def model_name(i: int) -> str:
@@ -158,7 +172,7 @@ class ReadyTracker:
         now = time.perf_counter()
         with self._cond:
             for event in events:
-                model = event.key[len(KS.modelstatus_prefix()):]
+                model = event.key[len(KS.modelstatus_prefix()) :]
                 if event.kind == "delete":
                     self._ready.pop(model, None)
                     self._placed.pop(model, None)
@@ -211,8 +225,7 @@ class ReadyTracker:
         shows `replicas` ready replicas on live hosts."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while (self._intent_revision.get(model, 0) < intent_revision
-                   or len(self._ready.get(model, frozenset()) - self.dead) < replicas):
+            while self._intent_revision.get(model, 0) < intent_revision or len(self._ready.get(model, frozenset()) - self.dead) < replicas:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise PhaseTimeout(f"{model}: {replicas} replicas not ready after {timeout:g} s")
@@ -245,7 +258,11 @@ class Standins:
         self._log = open(log_path, "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.standin", "--etcd", etcd_url, "--hosts", str(hosts), "--ttl", str(ttl)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, start_new_session=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            start_new_session=True,
         )
         self._lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -297,8 +314,9 @@ def write_intents(store: EtcdStore, models: list[str], writer: str) -> None:
         compares, ops = [], []
         for m in chunk:
             doc = intent(m)
-            entry = HistoryEntry(sequence=1, model=m, action="create", revision=None, at=now, author="bench", source="cli",
-                                 previous=None, new=json.loads(schema.encode(doc)))
+            entry = HistoryEntry(
+                sequence=1, model=m, action="create", revision=None, at=now, author="bench", source="cli", previous=None, new=json.loads(schema.encode(doc))
+            )
             compares += [Compare(KS.model(m), "version", "==", 0), Compare(KS.history(m, 1), "version", "==", 0)]
             ops += [Put(KS.model(m), schema.encode(doc)), Put(KS.history(m, 1), schema.encode(entry))]
         if not store.txn(compares, ops).succeeded:
@@ -334,8 +352,7 @@ def writes_per_change(store: EtcdStore, registry: Registry, tracker: ReadyTracke
     tracker.wait_ready(model, 3, timeout, revision)
     time.sleep(settle)
     after, revision_after = metrics.read(), store.put("/bench-revision", b"")
-    delta = {name.removeprefix("etcd_mvcc_").removeprefix("etcd_network_client_grpc_"): after.get(name, 0) - before.get(name, 0)
-             for name in ETCD_COUNTERS[:6]}
+    delta = {name.removeprefix("etcd_mvcc_").removeprefix("etcd_network_client_grpc_"): after.get(name, 0) - before.get(name, 0) for name in ETCD_COUNTERS[:6]}
     delta["revisions"] = revision_after - revision_before - 1  # write transactions in between
     delta["put_total"] -= 1  # our own revision marker
     return delta
@@ -371,9 +388,11 @@ def controller_usage(controller: Daemon) -> dict:
 
 def etcd_size(metrics: EtcdMetrics) -> dict:
     m = metrics.read()
-    return {"db_mb": round(m.get("etcd_mvcc_db_total_size_in_bytes", 0) / 1024**2, 1),
-            "db_in_use_mb": round(m.get("etcd_mvcc_db_total_size_in_use_in_bytes", 0) / 1024**2, 1),
-            "keys": int(m.get("etcd_debugging_mvcc_keys_total", 0))}
+    return {
+        "db_mb": round(m.get("etcd_mvcc_db_total_size_in_bytes", 0) / 1024**2, 1),
+        "db_in_use_mb": round(m.get("etcd_mvcc_db_total_size_in_use_in_bytes", 0) / 1024**2, 1),
+        "keys": int(m.get("etcd_debugging_mvcc_keys_total", 0)),
+    }
 
 
 SECTIONS = ("hosts", "assignments", "status", "models", "history", "modelstatus", "routes")
@@ -398,8 +417,15 @@ def ms(samples: list[float]) -> dict:
 
 
 def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path, say: Callable[[str], None]) -> dict:
-    result: dict = {"hosts": hosts, "models": models, "replicas": 2, "intent_writer": options.intent_writer, "lease_ttl": options.ttl,
-                    "etcd_settings": {**ETCD_SETTINGS, "--unsafe-no-fsync": options.unsafe_no_fsync}, "phases": {}}
+    result: dict = {
+        "hosts": hosts,
+        "models": models,
+        "replicas": 2,
+        "intent_writer": options.intent_writer,
+        "lease_ttl": options.ttl,
+        "etcd_settings": {**ETCD_SETTINGS, "--unsafe-no-fsync": options.unsafe_no_fsync},
+        "phases": {},
+    }
     timeout = options.timeout
     rng = random.Random(options.seed)
     with ExitStack() as stack:
@@ -413,7 +439,9 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
 
         floor = measure_floor(store, 200)
         result["floor_put_watch_ms"] = ms(floor)
-        say(f"  floor    etcd put -> watch                 p50 {result['floor_put_watch_ms']['p50']:8.1f} ms  p99 {result['floor_put_watch_ms']['p99']:8.1f} ms")
+        say(
+            f"  floor    etcd put -> watch                 p50 {result['floor_put_watch_ms']['p50']:8.1f} ms  p99 {result['floor_put_watch_ms']['p99']:8.1f} ms"
+        )
 
         tracker = ReadyTracker(store)
         stack.callback(tracker.close)
@@ -424,9 +452,27 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
         say(f"  {hosts} stand-in hosts registered in {time.perf_counter() - started:.1f} s")
 
         controller_log = root / "controller.log"
-        controller = Daemon("controller", ["controller", "--id", "bench-ctl", "--etcd", etcd.client_url, "--http-host", "127.0.0.1",
-                                           "--http-port", str(free_port()), "--lease-ttl", str(options.controller_ttl),
-                                           "--etcd-timeout", str(options.controller_etcd_timeout), "--log-level", "info"], controller_log)
+        controller = Daemon(
+            "controller",
+            [
+                "controller",
+                "--id",
+                "bench-ctl",
+                "--etcd",
+                etcd.client_url,
+                "--http-host",
+                "127.0.0.1",
+                "--http-port",
+                str(free_port()),
+                "--lease-ttl",
+                str(options.controller_ttl),
+                "--etcd-timeout",
+                str(options.controller_etcd_timeout),
+                "--log-level",
+                "info",
+            ],
+            controller_log,
+        )
         controller.start()
         stack.callback(controller.stop)
         result["controller_command"] = "tfleet " + " ".join(controller.args)
@@ -441,7 +487,9 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
             tracker.wait_all_ready(timeout, "10 floor models")
             lat = change_latencies(store, registry, tracker, floor_models, options.changes, timeout)
             phases["change_to_ready_10_models_ms"] = ms(lat)
-            say(f"  floor    change -> ready, 10 models        p50 {phases['change_to_ready_10_models_ms']['p50']:8.1f} ms  p99 {phases['change_to_ready_10_models_ms']['p99']:8.1f} ms")
+            say(
+                f"  floor    change -> ready, 10 models        p50 {phases['change_to_ready_10_models_ms']['p50']:8.1f} ms  p99 {phases['change_to_ready_10_models_ms']['p99']:8.1f} ms"
+            )
             phases["writes_per_change_10_models"] = writes_per_change(store, registry, tracker, metrics, floor_models[0], options.settle, timeout)
             say(f"  floor    one change at 10 models: {phases['writes_per_change_10_models']}")
 
@@ -471,13 +519,15 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
             lat = change_latencies(store, registry, tracker, sample, options.changes, timeout)
             phases["change_to_ready_ms"] = ms(lat)
             ratio = phases["change_to_ready_ms"]["p99"] / max(phases["change_to_ready_10_models_ms"]["p99"], 0.001)
-            say(f"  scale    change -> ready, {models} models  p50 {phases['change_to_ready_ms']['p50']:8.1f} ms  p99 {phases['change_to_ready_ms']['p99']:8.1f} ms"
-                f"  ({ratio:.1f} x the 10-model p99)")
+            say(
+                f"  scale    change -> ready, {models} models  p50 {phases['change_to_ready_ms']['p50']:8.1f} ms  p99 {phases['change_to_ready_ms']['p99']:8.1f} ms"
+                f"  ({ratio:.1f} x the 10-model p99)"
+            )
             phases["writes_per_change"] = writes_per_change(store, registry, tracker, metrics, names[1], options.settle, timeout)
             say(f"  scale    one change at {models} models: {phases['writes_per_change']}")
 
             # -- history grows, then a new model -------------------------------------------------
-            history_models = names[-options.history_models:]
+            history_models = names[-options.history_models :]
             sent = time.perf_counter()
             for i in range(options.history_edits):
                 model = history_models[i % len(history_models)]
@@ -492,10 +542,14 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
             tracker.want({new: 2})
             tracker.wait_ready(new, 2, timeout, revision)
             placed_at, ready_at = tracker.timings(new)
-            phases["new_model_after_history_s"] = {"placed": round(placed_at - sent, 3) if placed_at else None,
-                                                   "ready": round(ready_at - sent, 3) if ready_at else None}
-            say(f"  history  {options.history_edits} edits in {phases['history_edits']['seconds']} s; then a new model placed in "
-                f"{phases['new_model_after_history_s']['placed']} s, ready in {phases['new_model_after_history_s']['ready']} s")
+            phases["new_model_after_history_s"] = {
+                "placed": round(placed_at - sent, 3) if placed_at else None,
+                "ready": round(ready_at - sent, 3) if ready_at else None,
+            }
+            say(
+                f"  history  {options.history_edits} edits in {phases['history_edits']['seconds']} s; then a new model placed in "
+                f"{phases['new_model_after_history_s']['placed']} s, ready in {phases['new_model_after_history_s']['ready']} s"
+            )
 
             # -- silent loss of hosts ------------------------------------------------------------
             victims = sorted(rng.sample(host_names(hosts), max(1, round(hosts * options.loss))))
@@ -506,7 +560,7 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                 now = time.perf_counter()
                 with gone_lock:
                     for e in events:
-                        name = e.key[len(KS.hosts_prefix()):]
+                        name = e.key[len(KS.hosts_prefix()) :]
                         if e.kind == "delete" and name in victim_set:
                             gone.setdefault(name, now)
 
@@ -522,11 +576,17 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                 done = tracker.wait_all_ready(timeout, f"{len(victims)} hosts lost")
             finally:
                 hosts_watch.cancel()
-            phases["host_loss"] = {"hosts_lost": len(victims), "leases_expired_after_s": round(expired_at - killed_at, 1),
-                                   "ready_after_expiry_s": round(done - expired_at, 1), "ready_after_kill_s": round(done - killed_at, 1),
-                                   "target_s": options.ttl + 5}
-            say(f"  loss     {len(victims)} hosts silent: leases expired after {phases['host_loss']['leases_expired_after_s']} s, "
-                f"every model ready again {phases['host_loss']['ready_after_expiry_s']} s later ({phases['host_loss']['ready_after_kill_s']} s after the kill)")
+            phases["host_loss"] = {
+                "hosts_lost": len(victims),
+                "leases_expired_after_s": round(expired_at - killed_at, 1),
+                "ready_after_expiry_s": round(done - expired_at, 1),
+                "ready_after_kill_s": round(done - killed_at, 1),
+                "target_s": options.ttl + 5,
+            }
+            say(
+                f"  loss     {len(victims)} hosts silent: leases expired after {phases['host_loss']['leases_expired_after_s']} s, "
+                f"every model ready again {phases['host_loss']['ready_after_expiry_s']} s later ({phases['host_loss']['ready_after_kill_s']} s after the kill)"
+            )
         except (PhaseTimeout, TimeoutError, StoreError) as exc:
             phases["failed"] = f"{type(exc).__name__}: {exc}"
             say(f"  FAILED   {phases['failed']}")

@@ -52,9 +52,14 @@ def host_names(count: int) -> list[str]:
 
 def host_record(name: str, index: int, memory_mb: int) -> HostRecord:
     return HostRecord(
-        host=name, grpc_address=f"127.0.0.1:{20000 + index}", rest_address=f"127.0.0.1:{40000 + index}",
-        memory_mb=memory_mb, labels={"zone": ZONES[index % len(ZONES)]}, agent_version="standin",
-        started_at=schema.utc_now(), metrics_address=None,
+        host=name,
+        grpc_address=f"127.0.0.1:{20000 + index}",
+        rest_address=f"127.0.0.1:{40000 + index}",
+        memory_mb=memory_mb,
+        labels={"zone": ZONES[index % len(ZONES)]},
+        agent_version="standin",
+        started_at=schema.utc_now(),
+        metrics_address=None,
     )
 
 
@@ -122,15 +127,15 @@ class StandinFleet:
         """Register every host (lease + record), then follow the assignments."""
         grants = list(self._renewer.map(lambda name: (name, self._store.grant_lease(self._ttl)), self._hosts))
         self._leases = dict(grants)
-        puts = [Put(self._ks.host(name), schema.encode(host_record(name, self._index[name], self._memory_mb)), lease)
-                for name, lease in grants]
+        puts = [Put(self._ks.host(name), schema.encode(host_record(name, self._index[name], self._memory_mb)), lease) for name, lease in grants]
         for start in range(0, len(puts), STATUS_WRITE_BATCH):
             self._store.txn([], puts[start : start + STATUS_WRITE_BATCH])
         prefix = self._ks.assignments_prefix()
         snapshot = self._store.list_prefix(prefix)
         self._on_reset(snapshot)
-        self._watch = self._store.watch_prefix(prefix, snapshot.revision + 1, on_events=self._on_events, on_reset=self._on_reset,
-                                               on_error=lambda exc: self._log(f"assignments watch: {exc}"))
+        self._watch = self._store.watch_prefix(
+            prefix, snapshot.revision + 1, on_events=self._on_events, on_reset=self._on_reset, on_error=lambda exc: self._log(f"assignments watch: {exc}")
+        )
         for target, name in ((self._renew_loop, "standin-renew"), (self._write_loop, "standin-write")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -172,9 +177,18 @@ class StandinFleet:
             return frozenset(self._dead)
 
     def stats(self) -> dict:
-        return {"hosts": len(self._hosts), "dead": len(self._dead), "status_puts": self.status_puts, "status_deletes": self.status_deletes,
-                "txns": self.txns, "write_errors": self.write_errors, "renew_errors": self.renew_errors, "renew_rounds": self.renew_rounds,
-                "last_renew_round_s": round(self.last_renew_round_seconds, 3), "last_error": self.last_error}
+        return {
+            "hosts": len(self._hosts),
+            "dead": len(self._dead),
+            "status_puts": self.status_puts,
+            "status_deletes": self.status_deletes,
+            "txns": self.txns,
+            "write_errors": self.write_errors,
+            "renew_errors": self.renew_errors,
+            "renew_rounds": self.renew_rounds,
+            "last_renew_round_s": round(self.last_renew_round_seconds, 3),
+            "last_error": self.last_error,
+        }
 
     # -- leases -------------------------------------------------------------------------------
     def _renew_loop(self) -> None:
@@ -283,8 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--call-timeout", type=float, default=3.0)
     options = parser.parse_args(argv)
     store = EtcdStore(EtcdSettings(endpoints=(options.etcd,), call_timeout=options.call_timeout))
-    fleet = StandinFleet(store, Keyspace(options.prefix), host_names(options.hosts), ttl=options.ttl, memory_mb=options.memory_mb,
-                         log=lambda line: print(json.dumps({"log": line}), file=sys.stderr, flush=True))
+    fleet = StandinFleet(
+        store,
+        Keyspace(options.prefix),
+        host_names(options.hosts),
+        ttl=options.ttl,
+        memory_mb=options.memory_mb,
+        log=lambda line: print(json.dumps({"log": line}), file=sys.stderr, flush=True),
+    )
     started = time.monotonic()
     fleet.start()
     print(json.dumps({"ready": {"hosts": options.hosts, "seconds": round(time.monotonic() - started, 3)}}), flush=True)

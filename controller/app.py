@@ -53,8 +53,14 @@ def tune_gc() -> None:
 
 
 class Controller:
-    def __init__(self, settings: ControllerSettings, *, store: EtcdStore | None = None, metrics: ControllerMetrics | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: ControllerSettings,
+        *,
+        store: EtcdStore | None = None,
+        metrics: ControllerMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.keyspace = Keyspace(settings.prefix)
         self.store = store or EtcdStore(settings.etcd)
@@ -67,28 +73,57 @@ class Controller:
         self._stopped = threading.Event()
         self._since = schema.utc_now()
         # /sd/agents and /sd/tfserving: Prometheus HTTP service discovery of every live host
-        self.ops = OpsServer(settings.http_host, settings.http_port, self.metrics.registry, healthy=self._healthy, ready=self._ready,
-                             routes=discovery_routes(self.store, self.keyspace, self.log))
+        self.ops = OpsServer(
+            settings.http_host,
+            settings.http_port,
+            self.metrics.registry,
+            healthy=self._healthy,
+            ready=self._ready,
+            routes=discovery_routes(self.store, self.keyspace, self.log),
+        )
         # One cache per process (leader or standby): the passes and the dashboard read it.
         self.cache = FleetCache(self.store, self.keyspace, log=self.log, metrics=self.metrics)
         self.cache.on_change(self.wake)
-        self.dashboard = None if settings.dashboard_port is None else Dashboard(
-            self.store, self.keyspace, settings.dashboard_host, settings.dashboard_port, controller_id=settings.id, log=self.log,
-            cache=self.cache)
+        self.dashboard = (
+            None
+            if settings.dashboard_port is None
+            else Dashboard(
+                self.store, self.keyspace, settings.dashboard_host, settings.dashboard_port, controller_id=settings.id, log=self.log, cache=self.cache
+            )
+        )
         self.election = Election(
-            self.store, self.keyspace, settings.id, settings.lease_ttl, self._leader_record, self.log,
-            clock=clock, on_elected=self._on_elected, on_lost=self._on_lost,
+            self.store,
+            self.keyspace,
+            settings.id,
+            settings.lease_ttl,
+            self._leader_record,
+            self.log,
+            clock=clock,
+            on_elected=self._on_elected,
+            on_lost=self._on_lost,
         )
         self.registry = Registry(self.store, self.keyspace)
         self.reconciler = ControllerReconciler(
-            store=self.store, keyspace=self.keyspace, election=self.election, registry=self.registry,
-            metrics=self.metrics, log=self.log, clock=clock, cache=self.cache,
-            tfs_unresponsive_grace=settings.tfs_unresponsive_grace, full_plan_interval=settings.full_plan_interval,
+            store=self.store,
+            keyspace=self.keyspace,
+            election=self.election,
+            registry=self.registry,
+            metrics=self.metrics,
+            log=self.log,
+            clock=clock,
+            cache=self.cache,
+            tfs_unresponsive_grace=settings.tfs_unresponsive_grace,
+            full_plan_interval=settings.full_plan_interval,
         )
         # Records every change of models/ in the history while leading (its own thread).
         self.history = HistoryRecorder(
-            store=self.store, keyspace=self.keyspace, registry=self.registry, election=self.election,
-            metrics=self.metrics, log=self.log.bind(component="history"), keep=settings.history_keep,
+            store=self.store,
+            keyspace=self.keyspace,
+            registry=self.registry,
+            election=self.election,
+            metrics=self.metrics,
+            log=self.log.bind(component="history"),
+            keep=settings.history_keep,
         )
         self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
         self._loop_beat = clock()
@@ -115,8 +150,14 @@ class Controller:
         self.ops.start()
         if self.dashboard is not None:
             self.dashboard.start()
-        self.log.info("controller_started", version=__version__, etcd=list(s.etcd.endpoints), prefix=s.prefix, ops=self.ops.address,
-                      dashboard=self.dashboard.url if self.dashboard else None)
+        self.log.info(
+            "controller_started",
+            version=__version__,
+            etcd=list(s.etcd.endpoints),
+            prefix=s.prefix,
+            ops=self.ops.address,
+            dashboard=self.dashboard.url if self.dashboard else None,
+        )
         try:
             # Election.renew: the leader refreshes its lease, a standby campaigns (it also
             # watches the leader key, so it campaigns at once when the key goes).

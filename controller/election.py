@@ -113,8 +113,7 @@ class ElectionTiming:
         object.__setattr__(self, "margin", float(margin))
         if self.call_timeout is not None and self.call_timeout >= self.renew_interval:
             raise ValueError(
-                f"the etcd call timeout ({self.call_timeout:g} s) must be shorter than the leader "
-                f"renew interval (TTL {ttl} s / 3 = {self.renew_interval:g} s)"
+                f"the etcd call timeout ({self.call_timeout:g} s) must be shorter than the leader renew interval (TTL {ttl} s / 3 = {self.renew_interval:g} s)"
             )
 
     @property
@@ -315,8 +314,10 @@ class Election:
         orphan = self._orphan
         if orphan is None:
             return None
-        return orphan[0], (f"{self.key} is bound to no lease (written by hand?): no controller can lead while it is there; "
-                           f"a standby deletes it {self.timing.ttl} s after it first saw it, unless a leader rewrites it")
+        return orphan[0], (
+            f"{self.key} is bound to no lease (written by hand?): no controller can lead while it is there; "
+            f"a standby deletes it {self.timing.ttl} s after it first saw it, unless a leader rewrites it"
+        )
 
     # -- who leads --------------------------------------------------------------------
 
@@ -403,17 +404,19 @@ class Election:
         fenced on our create_revision and on the value we saw."""
         record = self._record if self._record is not None else record_bytes(self._record_factory())
         try:
-            result = self._store.txn(
-                [*self._fence_of(term), Compare(self.key, "mod", "==", kv.mod_revision)], [Put(self.key, record, term.lease_id)]
-            )
+            result = self._store.txn([*self._fence_of(term), Compare(self.key, "mod", "==", kv.mod_revision)], [Put(self.key, record, term.lease_id)])
         except StoreError as exc:
             self._log.info("leader_key_repair_failed", error=str(exc), retry="next renew")
             return
         if result.succeeded:
             self._record = record
             self.leader_key_repairs += 1
-            self._log.warning("leader_key_repaired", fence=term.fence, found_lease=f"{kv.lease:x}",
-                              detail="the leader key was overwritten; rewritten under the leader's lease")
+            self._log.warning(
+                "leader_key_repaired",
+                fence=term.fence,
+                found_lease=f"{kv.lease:x}",
+                detail="the leader key was overwritten; rewritten under the leader's lease",
+            )
 
     def _campaign(self) -> bool:
         """One attempt (under _ops): create the key if it does not exist, on a new lease."""
@@ -441,9 +444,7 @@ class Election:
             self._log.info("campaign_failed", error=str(exc))
             return False
         try:
-            result = self._store.txn(
-                [Compare(self.key, "create", "==", 0)], [Put(self.key, record, lease_id)]
-            )
+            result = self._store.txn([Compare(self.key, "create", "==", 0)], [Put(self.key, record, lease_id)])
         except StoreError as exc:
             # No answer: the key may or may not be ours. Keep the lease; the next campaign
             # finds the key on it (and adopts it) or not (and revokes it).
@@ -463,8 +464,7 @@ class Election:
         now = self._clock()
         if self._orphan is None or self._orphan[0] != kv.mod_revision:
             self._orphan = (kv.mod_revision, now)
-            self._log.warning("leader_key_orphaned", mod_revision=kv.mod_revision,
-                              action=f"deleting it in {self.timing.ttl} s unless a leader rewrites it")
+            self._log.warning("leader_key_orphaned", mod_revision=kv.mod_revision, action=f"deleting it in {self.timing.ttl} s unless a leader rewrites it")
             return False
         if now - self._orphan[1] < self.timing.ttl:
             return False
@@ -553,9 +553,7 @@ class Election:
             return
         try:
             snapshot = self._store.list_prefix(self.key)
-            watch = self._store.watch_prefix(
-                self.key, snapshot.revision + 1, self._on_events, self._on_reset
-            )
+            watch = self._store.watch_prefix(self.key, snapshot.revision + 1, self._on_events, self._on_reset)
         except StoreError as exc:
             self._log.info("leader_watch_failed", error=str(exc), retry="next renew")
             return
@@ -631,7 +629,6 @@ class Election:
                 try:
                     self._store.revoke_lease(lease_id)
                 except StoreError as exc:
-                    self._log.warning("lease_revoke_failed", lease=f"{lease_id:x}", error=str(exc),
-                                      note="the leader key expires with the TTL")
+                    self._log.warning("lease_revoke_failed", lease=f"{lease_id:x}", error=str(exc), note="the leader key expires with the TTL")
             for term in ended:
                 self._log.info("resigned", fence=term.fence)

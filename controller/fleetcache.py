@@ -175,8 +175,7 @@ class Cursor:
 class FleetCache:
     """The controller process's one cache of the fleet (leader or standby alike)."""
 
-    def __init__(self, store: Any, keyspace: Keyspace, *, log: Any, reader: PrefixReader | None = None,
-                 metrics: Any = None) -> None:
+    def __init__(self, store: Any, keyspace: Keyspace, *, log: Any, reader: PrefixReader | None = None, metrics: Any = None) -> None:
         self._store = store
         self._ks = keyspace
         self._log = log
@@ -250,9 +249,14 @@ class FleetCache:
                 return False
             self._replace(read, reason="start")
             try:
-                self._watch = self._store.watch_prefix(self._ks.prefix + "/", read.revision + 1, on_events=self._on_events,
-                                                       on_reset=self._on_reset, on_error=self._on_error,
-                                                       list_prefix=self._relist)
+                self._watch = self._store.watch_prefix(
+                    self._ks.prefix + "/",
+                    read.revision + 1,
+                    on_events=self._on_events,
+                    on_reset=self._on_reset,
+                    on_error=self._on_error,
+                    list_prefix=self._relist,
+                )
             except StoreError as exc:
                 self.error = str(exc)
                 self._log.warning("fleet_cache_watch_failed", error=str(exc))
@@ -318,8 +322,7 @@ class FleetCache:
     def _on_reset(self, snapshot: Snapshot) -> None:
         read, self._pending_read = self._pending_read, None
         if read is None or read.revision != snapshot.revision:  # a store that re-read on its own
-            read = SectionRead({s: snapshot.revision for s in SECTIONS},
-                               tuple(kv for kv in snapshot.items if section_of(self._ks, kv.key) is not None))
+            read = SectionRead({s: snapshot.revision for s in SECTIONS}, tuple(kv for kv in snapshot.items if section_of(self._ks, kv.key) is not None))
         self._replace(read, reason="compacted")
 
     def _on_error(self, error: Exception) -> None:
@@ -436,5 +439,16 @@ class FleetCache:
             return changes
 
 
-__all__ = ["Changes", "Cursor", "FleetCache", "PagedReader", "PrefixReader", "RangeReader", "SectionRead",
-           "default_reader", "read_sections", "section_of", "section_prefixes"]
+__all__ = [
+    "Changes",
+    "Cursor",
+    "FleetCache",
+    "PagedReader",
+    "PrefixReader",
+    "RangeReader",
+    "SectionRead",
+    "default_reader",
+    "read_sections",
+    "section_of",
+    "section_prefixes",
+]

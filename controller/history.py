@@ -216,8 +216,17 @@ def _entry_for(change: Change, state: ModelState, now: dt.datetime) -> HistoryEn
     else:
         action = "create" if previous is None else "update"
     return HistoryEntry(
-        sequence=state.next_sequence, model=change.model, action=action, revision=change.revision, at=now,
-        author=None, source="etcd", previous=previous, new=new, revisions=change.gap, note=note,
+        sequence=state.next_sequence,
+        model=change.model,
+        action=action,
+        revision=change.revision,
+        at=now,
+        author=None,
+        source="etcd",
+        previous=previous,
+        new=new,
+        revisions=change.gap,
+        note=note,
     )
 
 
@@ -349,8 +358,11 @@ class HistoryRecorder:
         self._update_lag()
         inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
         watch = self._store.watch_prefix(
-            self._ks.models_prefix(), (self.cursor or 0) + 1,
-            on_events=inbox.put, on_reset=inbox.put, on_error=lambda error: None,
+            self._ks.models_prefix(),
+            (self.cursor or 0) + 1,
+            on_events=inbox.put,
+            on_reset=inbox.put,
+            on_error=lambda error: None,
             resume_at_compaction=True,
         )
         self._log.info("history_recorder", result="started", cursor=self.cursor, head=head, keep=self._keep)
@@ -425,7 +437,10 @@ class HistoryRecorder:
         span = RevisionSpan(first=cursor + 1, last=snapshot.revision)
         self._last_gap = HistoryGap(revisions=span, at=self._now(), models=len({c.model for c in changes}))
         self._log.warning(
-            "history_gap", first=span.first, last=span.last, models=self._last_gap.models,
+            "history_gap",
+            first=span.first,
+            last=span.last,
+            models=self._last_gap.models,
             reason="etcd compacted these revisions before the recorder read them",
         )
         self._newest_seen = max(self._newest_seen, snapshot.revision)
@@ -535,7 +550,9 @@ class HistoryRecorder:
             newest = self._registry._newest_sequence(model)
             return ModelState(next_sequence=newest + 1, complete=False, pruned_below=max(1, newest - self._keep + 1))
         return ModelState(
-            next_sequence=newest + 1, known=known, complete=count < STATE_PAGE,
+            next_sequence=newest + 1,
+            known=known,
+            complete=count < STATE_PAGE,
             pruned_below=max(1, newest - self._keep + 1),
         )
 

@@ -100,8 +100,11 @@ class IncrementalPlanner:
         candidates = set(models) | previous.reasons.keys() | self._placement.reasons.keys()
         for host in hosts:
             candidates |= snap.held_by.get(host, set())
-        replan = {m for m in candidates if m in models or self._placement.hosts.get(m) != previous.hosts.get(m)
-                  or self._placement.reasons.get(m) != previous.reasons.get(m)}
+        replan = {
+            m
+            for m in candidates
+            if m in models or self._placement.hosts.get(m) != previous.hosts.get(m) or self._placement.reasons.get(m) != previous.reasons.get(m)
+        }
         results = {model: self._plan_one(snap, model, now) for model in sorted(m for m in replan if m in managed)}
         for model in replan:
             if model not in managed:
@@ -187,8 +190,15 @@ class IncrementalPlanner:
 
     def _plan_one(self, snap: FleetSnapshot, model: str, now: dt.datetime) -> ModelPlan:
         assert self._placement is not None
-        return plan_model_safely(snap, model, self._intents.get(model), snap.holders.get(model, set()),
-                          self._placement.hosts.get(model, ()), self._placement.reasons.get(model, ()), now)
+        return plan_model_safely(
+            snap,
+            model,
+            self._intents.get(model),
+            snap.holders.get(model, set()),
+            self._placement.hosts.get(model, ()),
+            self._placement.reasons.get(model, ()),
+            now,
+        )
 
 
 class _Managed:

@@ -28,19 +28,33 @@ class ControllerMetrics:
         self.cache_keys = Gauge("tfleet_controller_cache_keys", "Keys held by the fleet cache (history/ is never cached).", registry=r)
         self.cache_revision = Gauge("tfleet_controller_cache_revision", "etcd revision the fleet cache has applied.", registry=r)
         self.cache_relists = Counter("tfleet_controller_cache_relists_total", "Re-reads of the cached sections, by reason.", ["reason"], registry=r)
-        self.cache_divergences = Counter("tfleet_controller_cache_divergences_total",
-                                         "Verifications that found the fleet cache different from etcd (then re-listed).", registry=r)
+        self.cache_divergences = Counter(
+            "tfleet_controller_cache_divergences_total", "Verifications that found the fleet cache different from etcd (then re-listed).", registry=r
+        )
         self.cache_events = Counter("tfleet_controller_cache_events_total", "Watch events applied to the fleet cache.", registry=r)
         self.pass_keys = Counter("tfleet_controller_pass_keys_applied_total", "Changed keys the passes applied to their snapshot.", registry=r)
         self.models_planned = Counter("tfleet_controller_models_planned_total", "Models the passes planned (all of them on a full plan).", registry=r)
         self.pass_errors = Counter("tfleet_controller_pass_errors_total", "Passes ended by an unexpected error (the loop backs off and goes on).", registry=r)
         self.pass_failing = Gauge("tfleet_controller_pass_failing", "1 while the controller's passes keep failing with an unexpected error.", registry=r)
-        self.problems = Gauge("tfleet_controller_problems", "Values in etcd no reader can use, by keyspace section (the leader's <prefix>/problems).", ["section"], registry=r)
+        self.problems = Gauge(
+            "tfleet_controller_problems", "Values in etcd no reader can use, by keyspace section (the leader's <prefix>/problems).", ["section"], registry=r
+        )
         # The history recorder (controller/history.py)
-        self.history_entries = Counter("tfleet_controller_history_entries_total",
-                                       "Changes of models/ the history recorder went through, by who wrote their entry: etcd (the recorder), cli (written with the change).",
-                                       ["source"], registry=r)
-        self.history_gaps = Counter("tfleet_controller_history_gaps_total", "Gap entries written: changes etcd compacted before the recorder read them.", registry=r)
-        self.history_pruned = Counter("tfleet_controller_history_pruned_total", "History entries pruned by the recorder's retention (--history-keep).", registry=r)
-        self.history_lag = Gauge("tfleet_controller_history_lag_revisions", "Revisions between the newest change of models/ seen and the recorder's cursor.", registry=r)
-        self.history_errors = Counter("tfleet_controller_history_recorder_errors_total", "Recorder rounds that failed (logged; retried after a backoff).", registry=r)
+        self.history_entries = Counter(
+            "tfleet_controller_history_entries_total",
+            "Changes of models/ the history recorder went through, by who wrote their entry: etcd (the recorder), cli (written with the change).",
+            ["source"],
+            registry=r,
+        )
+        self.history_gaps = Counter(
+            "tfleet_controller_history_gaps_total", "Gap entries written: changes etcd compacted before the recorder read them.", registry=r
+        )
+        self.history_pruned = Counter(
+            "tfleet_controller_history_pruned_total", "History entries pruned by the recorder's retention (--history-keep).", registry=r
+        )
+        self.history_lag = Gauge(
+            "tfleet_controller_history_lag_revisions", "Revisions between the newest change of models/ seen and the recorder's cursor.", registry=r
+        )
+        self.history_errors = Counter(
+            "tfleet_controller_history_recorder_errors_total", "Recorder rounds that failed (logged; retried after a backoff).", registry=r
+        )

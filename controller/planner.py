@@ -99,7 +99,9 @@ def demand_of(snap: FleetSnapshot, model: str, intent: ModelIntent) -> ModelDema
     return ModelDemand(model, intent.replicas, estimate_memory_mb(intent, snap.versions.get(model, {})), intent.host_selector, intent.spread_by)
 
 
-def placement_input(snap: FleetSnapshot, intents, current: dict[str, set[str]], now: dt.datetime | None = None, unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE) -> PlacementInput:
+def placement_input(
+    snap: FleetSnapshot, intents, current: dict[str, set[str]], now: dt.datetime | None = None, unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE
+) -> PlacementInput:
     hosts = {name: host_info(snap, name, now, unresponsive_grace) for name in snap.hosts}
     demands = {model: demand_of(snap, model, intent) for model, (intent, _, _) in intents.items() if intent is not None}
     ready = {model: frozenset(h for h in holders if replica_ready(snap, h, model)) for model, holders in current.items()}
@@ -138,8 +140,9 @@ def plan_model(
     return ModelPlan(puts, deletes, report, wake_at=wake_at)
 
 
-def plan_model_safely(snap: FleetSnapshot, model: str, entry, holders: set[str], placed: tuple[str, ...],
-                      reasons: tuple[str, ...], now: dt.datetime) -> ModelPlan:
+def plan_model_safely(
+    snap: FleetSnapshot, model: str, entry, holders: set[str], placed: tuple[str, ...], reasons: tuple[str, ...], now: dt.datetime
+) -> ModelPlan:
     """plan_model, with a crash on one model turned into that model's error.
 
     A value no validation caught, or a bug, must not fail the whole pass (every other model
@@ -176,7 +179,9 @@ def plan(snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.dat
     current = holders_by_model(snap, managed)
     placement = place(placement_input(snap, intents, current))
     results = {
-        model: plan_model_safely(snap, model, intents.get(model), current.get(model, set()), placement.hosts.get(model, ()), placement.reasons.get(model, ()), now)
+        model: plan_model_safely(
+            snap, model, intents.get(model), current.get(model, set()), placement.hosts.get(model, ()), placement.reasons.get(model, ()), now
+        )
         for model in sorted(managed)
     }
     return combine(results)
@@ -201,14 +206,16 @@ def _report(snap, model, intent, error, revision, placed, step, reasons, now) ->
         for version, state in versions.items():
             if state == "AVAILABLE":
                 ready_counts[version] = ready_counts.get(version, 0) + 1
-        replicas.append({
-            "host": host,
-            "versions": versions,
-            "labels": dict(status.version_labels) if status else {},
-            "ready": replica_ready(snap, host, model),
-            "canary": host in step.canary_hosts,
-            "errors": list(health.replica_errors(status)),
-        })
+        replicas.append(
+            {
+                "host": host,
+                "versions": versions,
+                "labels": dict(status.version_labels) if status else {},
+                "ready": replica_ready(snap, host, model),
+                "canary": host in step.canary_hosts,
+                "errors": list(health.replica_errors(status)),
+            }
+        )
     # One validation of a plain document: measured 100x cheaper than model_construct of
     # the nested models (bench/controller_plan.py).
     document = {
@@ -216,8 +223,13 @@ def _report(snap, model, intent, error, revision, placed, step, reasons, now) ->
         "wanted_replicas": intent.replicas,
         "ready_replicas": dict(sorted(ready_counts.items())),
         "replicas": replicas,
-        "rollout": {"phase": step.phase, "from_versions": list(step.from_versions), "to_versions": list(step.to_versions), "reason": step.reason.replace(MODEL_NAME, model),
-                    "from_labels": dict(step.from_labels)},
+        "rollout": {
+            "phase": step.phase,
+            "from_versions": list(step.from_versions),
+            "to_versions": list(step.to_versions),
+            "reason": step.reason.replace(MODEL_NAME, model),
+            "from_labels": dict(step.from_labels),
+        },
         "reasons": list(reasons),
         "error": error,
         "failures": [{"version": f.version, "host": f.host, "error": f.error, "at": f.at, "retry_after": f.retry_after} for f in step.failures],

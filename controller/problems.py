@@ -90,8 +90,13 @@ class ProblemsPublisher:
             return False
         self._metrics.writes.labels("problems", "put").inc()
         if document.total != (self._written.total if self._written else 0):
-            self._log.warning("fleet_problems", total=document.total, by_section=document.by_section,
-                              first=[p.key for p in document.problems[:5]], action=f"etcdctl get {self._ks.problems()}")
+            self._log.warning(
+                "fleet_problems",
+                total=document.total,
+                by_section=document.by_section,
+                first=[p.key for p in document.problems[:5]],
+                action=f"etcdctl get {self._ks.problems()}",
+            )
         self._written, self._revision = document, revision
         return True
 
@@ -102,8 +107,7 @@ class ProblemsPublisher:
         if same(document, self._posted_without_leader):
             return False
         try:
-            result = self._store.txn([Compare(self._ks.leader(), "mod", "==", leader_mod_revision)],
-                                     [Put(self._ks.problems(), schema.encode(document))])
+            result = self._store.txn([Compare(self._ks.leader(), "mod", "==", leader_mod_revision)], [Put(self._ks.problems(), schema.encode(document))])
         except StoreError:
             return False
         if result.succeeded:

@@ -254,8 +254,14 @@ def _still_removing(replicas: Sequence[Replica], target: tuple[int, ...]) -> boo
 
 def _removing_step(memory: Memory, hosts: Sequence[str], final: Assignment, target: tuple[int, ...]) -> Step:
     removed = ", ".join(map(str, sorted(set(memory.from_versions) - set(target)))) or "the old versions"
-    return Step({h: final for h in hosts}, "removing", memory.from_versions, target, f"waiting for every replica to unload version {removed}",
-                from_labels=dict(memory.from_labels))
+    return Step(
+        {h: final for h in hosts},
+        "removing",
+        memory.from_versions,
+        target,
+        f"waiting for every replica to unload version {removed}",
+        from_labels=dict(memory.from_labels),
+    )
 
 
 def _any_failed(replicas: Sequence[Replica], target: tuple[int, ...]) -> bool:
@@ -274,8 +280,17 @@ def _canary_step(intent, hosts, old, old_labels, target, wanted, failed, new_fai
             assignments[host] = intent.assignment(versions, {**old_labels, CANARY_LABEL: newest})
         else:
             assignments[host] = intent.assignment(stable_versions, old_labels)
-    return Step(assignments, "canary", stable_versions, target, f"canary on {', '.join(canary_hosts)}: run `tfleet rollout promote {MODEL_NAME}` to roll out everywhere (or `tfleet rollout abort {MODEL_NAME}`)", canary_hosts,
-                failures=failed, new_failures=new_failures, from_labels=old_labels)
+    return Step(
+        assignments,
+        "canary",
+        stable_versions,
+        target,
+        f"canary on {', '.join(canary_hosts)}: run `tfleet rollout promote {MODEL_NAME}` to roll out everywhere (or `tfleet rollout abort {MODEL_NAME}`)",
+        canary_hosts,
+        failures=failed,
+        new_failures=new_failures,
+        from_labels=old_labels,
+    )
 
 
 def _versions_everywhere(replicas: Sequence[Replica]) -> set[int]:
@@ -318,7 +333,9 @@ def _rolling_step(intent, replicas, hosts, held, origin, origin_labels, wanted, 
     return Step({h: config for h in hosts}, "stable", (), target, failures=failures, new_failures=new_failures)
 
 
-def _detect_failures(replicas: Sequence[Replica], target: tuple[int, ...], known: Sequence[Failure], intent: ModelIntent, now: dt.datetime) -> tuple[Failure, ...]:
+def _detect_failures(
+    replicas: Sequence[Replica], target: tuple[int, ...], known: Sequence[Failure], intent: ModelIntent, now: dt.datetime
+) -> tuple[Failure, ...]:
     known_versions = {f.version for f in known}
     found: dict[int, Failure] = {}
     for replica in sorted(replicas, key=lambda r: r.host):

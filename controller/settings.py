@@ -9,7 +9,6 @@ from tfleet.store import EtcdSettings
 from tfleet.timing import check_lease_timing
 
 
-
 class ControllerSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 

@@ -105,11 +105,22 @@ class FleetSnapshot:
         """Everything a pass decides from, as plain comparable values (for tests: a snapshot
         kept current from the cache must equal one read afresh)."""
         return {
-            "intents": self.intents, "hosts": self.hosts, "hostctl": self.hostctl, "assignments": self.assignments,
-            "holders": self.holders, "held_by": self.held_by, "statuses": self.statuses,
-            "status_revisions": self.status_revisions, "status_hosts": self.status_hosts, "routes": self.routes,
-            "modelstatus": self.modelstatus, "versions": self.versions, "schedules": self.schedules,
-            "leader": self.leader, "problems": self.problems, "bad_values": self.bad_values,
+            "intents": self.intents,
+            "hosts": self.hosts,
+            "hostctl": self.hostctl,
+            "assignments": self.assignments,
+            "holders": self.holders,
+            "held_by": self.held_by,
+            "statuses": self.statuses,
+            "status_revisions": self.status_revisions,
+            "status_hosts": self.status_hosts,
+            "routes": self.routes,
+            "modelstatus": self.modelstatus,
+            "versions": self.versions,
+            "schedules": self.schedules,
+            "leader": self.leader,
+            "problems": self.problems,
+            "bad_values": self.bad_values,
             "invalid_intents": self.invalid_intents,
         }
 
@@ -187,8 +198,7 @@ class KeyFile:
 
 
 def _in_dict(attr: str, name: Any, value: Any) -> tuple[Filer, Filer]:
-    return (lambda fleet: getattr(fleet, attr).__setitem__(name, value),
-            lambda fleet: getattr(fleet, attr).pop(name, None))
+    return (lambda fleet: getattr(fleet, attr).__setitem__(name, value), lambda fleet: getattr(fleet, attr).pop(name, None))
 
 
 def _filers(ks: Keyspace, key: str, value: bytes, revision: int) -> tuple[Filer, Filer]:
@@ -221,8 +231,7 @@ def _filers(ks: Keyspace, key: str, value: bytes, revision: int) -> tuple[Filer,
     if section == "assignments":
         place = ks.parse_host_model(key, "assignments")
         parsed_assignment = _parse(Assignment, key, value, revision)
-        filers: tuple[Filer, Filer] = (lambda fleet: fleet.add_assignment(place, parsed_assignment),
-                                       lambda fleet: fleet.remove_assignment(place))
+        filers: tuple[Filer, Filer] = (lambda fleet: fleet.add_assignment(place, parsed_assignment), lambda fleet: fleet.remove_assignment(place))
         return filers if parsed_assignment.error is None else _both(filers, _bad(key, parsed_assignment.error, unread=False))
     if section == "status":
         place = ks.parse_host_model(key, "status")

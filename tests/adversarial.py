@@ -17,32 +17,89 @@ from tfleet import schema
 NOW = "2026-12-06T10:00:00Z"
 VALID: dict[type, dict] = {
     schema.Assignment: {"base_path": "/m", "model_version_policy": {"specific": {"versions": [1, 2]}}, "version_labels": {"stable": 1}},
-    schema.ModelIntent: {"base_path": "/m", "replicas": 2, "host_selector": {"zone": "a"}, "memory_mb": 10,
-                         "rollout": {"strategy": "canary", "failure_backoff_seconds": 30.5}, "tags": ["x"],
-                         "alerts": {"latency_p99_ms": 20, "error_rate": 0.5, "for": "5m"}},
-    schema.HostRecord: {"host": "h1", "grpc_address": "a:1", "rest_address": "a:2", "memory_mb": 5, "labels": {"z": "a"},
-                        "agent_version": "1", "started_at": NOW, "metrics_address": "a:3", "tfs_unresponsive_since": NOW},
-    schema.ModelStatus: {"assignment_revision": 3, "versions": {"1": {"state": "AVAILABLE", "error_code": 0}}, "version_labels": {"s": 1},
-                         "error": None, "updated_at": NOW},
+    schema.ModelIntent: {
+        "base_path": "/m",
+        "replicas": 2,
+        "host_selector": {"zone": "a"},
+        "memory_mb": 10,
+        "rollout": {"strategy": "canary", "failure_backoff_seconds": 30.5},
+        "tags": ["x"],
+        "alerts": {"latency_p99_ms": 20, "error_rate": 0.5, "for": "5m"},
+    },
+    schema.HostRecord: {
+        "host": "h1",
+        "grpc_address": "a:1",
+        "rest_address": "a:2",
+        "memory_mb": 5,
+        "labels": {"z": "a"},
+        "agent_version": "1",
+        "started_at": NOW,
+        "metrics_address": "a:3",
+        "tfs_unresponsive_since": NOW,
+    },
+    schema.ModelStatus: {
+        "assignment_revision": 3,
+        "versions": {"1": {"state": "AVAILABLE", "error_code": 0}},
+        "version_labels": {"s": 1},
+        "error": None,
+        "updated_at": NOW,
+    },
     schema.HostControl: {"cordoned": True, "draining": False, "reason": "r"},
     schema.ScheduledAction: {"at": NOW, "action": "rollback", "to_sequence": 3},
     schema.VersionRecord: {"model": "m", "version": 3, "path": "/m/3", "checksum": "sha256:00", "size_bytes": 7, "created_at": NOW, "registered_at": NOW},
     schema.LeaderRecord: {"id": "c1", "since": NOW, "version": "1", "dashboard_address": "127.0.0.1:8080"},
-    schema.ModelStatusReport: {"intent_revision": 2, "wanted_replicas": 1, "ready_replicas": {"1": 1},
-                               "replicas": [{"host": "h1", "versions": {"1": "AVAILABLE"}, "labels": {"s": 1}, "ready": True, "errors": ["e"]}],
-                               "rollout": {"phase": "stable", "from_versions": [1], "to_versions": [2], "from_labels": {"s": 1}}, "reasons": ["x"],
-                               "failures": [{"version": 1, "host": "h1", "error": "e", "at": NOW, "retry_after": NOW}], "updated_at": NOW,
-                               "serving_replicas": 1, "health": "degraded", "health_reason": "r"},
+    schema.ModelStatusReport: {
+        "intent_revision": 2,
+        "wanted_replicas": 1,
+        "ready_replicas": {"1": 1},
+        "replicas": [{"host": "h1", "versions": {"1": "AVAILABLE"}, "labels": {"s": 1}, "ready": True, "errors": ["e"]}],
+        "rollout": {"phase": "stable", "from_versions": [1], "to_versions": [2], "from_labels": {"s": 1}},
+        "reasons": ["x"],
+        "failures": [{"version": 1, "host": "h1", "error": "e", "at": NOW, "retry_after": NOW}],
+        "updated_at": NOW,
+        "serving_replicas": 1,
+        "health": "degraded",
+        "health_reason": "r",
+    },
     schema.RouteTable: {"model": "m", "versions": {"1": [{"host": "h1", "grpc_address": "a:1", "rest_address": "a:2"}]}, "updated_at": NOW},
-    schema.HistoryEntry: {"sequence": 1, "model": "m", "action": "gap", "revision": 3, "at": NOW, "new": {"base_path": "/m"},
-                          "revisions": {"first": 1, "last": 3}, "note": "n"},
+    schema.HistoryEntry: {
+        "sequence": 1,
+        "model": "m",
+        "action": "gap",
+        "revision": 3,
+        "at": NOW,
+        "new": {"base_path": "/m"},
+        "revisions": {"first": 1, "last": 3},
+        "note": "n",
+    },
     schema.HistoryCursor: {"revision": 5, "updated_at": NOW, "keep": 10, "last_gap": {"revisions": {"first": 1, "last": 3}, "at": NOW, "models": 2}},
 }
 
 # Raw JSON tokens that no strict reader may accept where a value belongs.
-BAD_TOKENS = ['"\\ud800"', '"\\udfff x"', '"a\\u0000b"', '"/m\\n"', "NaN", "Infinity", "-Infinity", "1e999", "1e308", "-1",
-              "2.0", "9223372036854775808", "-9223372036854775809", "1" * 40, '"1"', '"yes"', "true", "null", "[]", "{}",
-              '"\\u00b2"', '""']
+BAD_TOKENS = [
+    '"\\ud800"',
+    '"\\udfff x"',
+    '"a\\u0000b"',
+    '"/m\\n"',
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e999",
+    "1e308",
+    "-1",
+    "2.0",
+    "9223372036854775808",
+    "-9223372036854775809",
+    "1" * 40,
+    '"1"',
+    '"yes"',
+    "true",
+    "null",
+    "[]",
+    "{}",
+    '"\\u00b2"',
+    '""',
+]
 
 
 def value_paths(document: object, prefix: tuple = ()) -> list[tuple]:
@@ -93,10 +150,13 @@ def adversarial_value(rng: random.Random, model: type, *, huge: bool = True, kin
     """One value aimed at documents of ``model`` (see the module docstring)."""
     document = VALID[model]
     text = json.dumps(document)
-    kind = kind or rng.choices(
-        ["bytes", "utf8", "bom", "deep", "token", "replace", "duplicate", "add", "valid", "huge", "utf16"],
-        weights=[6, 4, 2, 5, 20, 25, 5, 6, 4, 1 if huge else 0, 2],
-    )[0]
+    kind = (
+        kind
+        or rng.choices(
+            ["bytes", "utf8", "bom", "deep", "token", "replace", "duplicate", "add", "valid", "huge", "utf16"],
+            weights=[6, 4, 2, 5, 20, 25, 5, 6, 4, 1 if huge else 0, 2],
+        )[0]
+    )
     if kind == "bytes":
         return rng.randbytes(rng.randrange(200))
     if kind == "utf8":

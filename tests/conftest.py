@@ -34,7 +34,6 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["TFLEET_CONTEXT"] = "/nonexistent/tfleet-tests-use-no-context-file.json"
 
 
-
 @pytest.fixture
 def context_file(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
     """A context file path of this test's own (TFLEET_CONTEXT), not written yet; no
@@ -43,6 +42,7 @@ def context_file(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pat
     monkeypatch.setenv("TFLEET_CONTEXT", str(path))
     monkeypatch.delenv("TFLEET_ETCD_ENDPOINTS", raising=False)
     return path
+
 
 def _remove_data(server: LocalEtcd) -> None:
     """Delete a stopped etcd's data (its log stays, for failed tests): etcd preallocates a 64 MB

@@ -55,7 +55,6 @@ def wait_until(
     raise AssertionError(f"{message} (not true after {timeout:g}s{detail})")
 
 
-
 class FakeClock:
     """A clock (seconds, like time.monotonic) that moves only when the test moves ``now``.
 
@@ -67,7 +66,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
 
 
 ROUTES_AT = dt.datetime(2026, 11, 27, 15, 0, tzinfo=dt.timezone.utc)
@@ -103,10 +101,40 @@ def _openssl(*args: str, cwd: pathlib.Path) -> None:
 
 def _signed_cert(directory: pathlib.Path, name: str, subject: str, extensions: str) -> None:
     (directory / f"{name}.ext").write_text(extensions)
-    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=directory)
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-days", "2", "-out", f"{name}.crt", "-extfile", f"{name}.ext", cwd=directory)
+    _openssl(
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        subject,
+        cwd=directory,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        f"{name}.crt",
+        "-extfile",
+        f"{name}.ext",
+        cwd=directory,
+    )
 
 
 def make_tls_files(directory: pathlib.Path, client_common_name: str = "tfleet-test-client") -> TlsFiles:
@@ -116,13 +144,29 @@ def make_tls_files(directory: pathlib.Path, client_common_name: str = "tfleet-te
     with it (its HTTP gateway) when client certificates are required.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=tfleet-test-ca",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=directory)
-    _signed_cert(directory, "server", "/CN=127.0.0.1",
-                 "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                 "extendedKeyUsage=serverAuth,clientAuth\n")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tfleet-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=directory,
+    )
+    _signed_cert(directory, "server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
     _signed_cert(directory, "client", f"/CN={client_common_name}", "extendedKeyUsage=clientAuth\n")
     return TlsFiles(
         ca_cert=directory / "ca.crt",

@@ -21,9 +21,15 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
 # Series Prometheus writes for every target, whatever the target exports.
-PROMETHEUS_SERIES = frozenset({
-    "up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_samples_post_metric_relabeling", "scrape_series_added",
-})
+PROMETHEUS_SERIES = frozenset(
+    {
+        "up",
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "scrape_samples_post_metric_relabeling",
+        "scrape_series_added",
+    }
+)
 # The real TensorFlow Serving's names for the simulator's request metrics (its exporter turns
 # "/tensorflow/serving/request_count" into ":tensorflow:serving:request_count"; counters get no
 # _total; latency in microseconds). Labels as in tensorflow_serving/servables/tensorflow/util.cc.
@@ -38,13 +44,40 @@ TF_SERVING_SERIES = {
 # host label deploy/prometheus/prometheus.yml adds to agent and TF Serving targets.
 TARGET_LABELS = frozenset({"job", "instance", "host"})
 
-AGGREGATIONS = frozenset({
-    "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk", "quantile",
-})
-_KEYWORDS = frozenset({
-    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset", "inf", "nan",
-    "atan2",
-})
+AGGREGATIONS = frozenset(
+    {
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+    }
+)
+_KEYWORDS = frozenset(
+    {
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "inf",
+        "nan",
+        "atan2",
+    }
+)
 _LABEL_LIST_KEYWORDS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
 
 _TOKEN = re.compile(

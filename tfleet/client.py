@@ -52,8 +52,7 @@ _CONNECTED = grpc.ChannelConnectivity.READY
 # grpc's connectivity poller thread (behind subscribe) looks at the channel every 0.2 s until it
 # notices that nobody is subscribed; closing the channel before that makes it raise in its thread.
 _POLLER_GRACE = 0.3
-_SETTLED = frozenset({grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE,
-                      grpc.ChannelConnectivity.SHUTDOWN})
+_SETTLED = frozenset({grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN})
 
 
 def default_channel(address: str) -> grpc.Channel:
@@ -222,9 +221,7 @@ class TfleetClient:
         try:
             snapshot = self._store.list_prefix(self._key)
             self._apply_snapshot(snapshot)
-            self._watch = self._store.watch_prefix(
-                self._key, snapshot.revision + 1, on_events=self._on_events, on_reset=self._apply_snapshot
-            )
+            self._watch = self._store.watch_prefix(self._key, snapshot.revision + 1, on_events=self._on_events, on_reset=self._apply_snapshot)
         except BaseException:
             self.close()
             raise
@@ -297,8 +294,7 @@ class TfleetClient:
             for endpoint in self._candidates_locked():
                 connection = self._connections[endpoint.grpc_address]
                 cooling = connection.cooling_until if connection.cooling_until and connection.cooling_until > now else None
-                result.append(EndpointState(endpoint.host, endpoint.grpc_address, cooling is None, cooling,
-                                            connection.requests, connection.failures))
+                result.append(EndpointState(endpoint.host, endpoint.grpc_address, cooling is None, cooling, connection.requests, connection.failures))
             return result
 
     # -- requests --------------------------------------------------------------------------------
@@ -356,9 +352,7 @@ class TfleetClient:
             raise ValueError(f"the request's model_spec asks for another version than this client routes ({self._selection()})")
         return request
 
-    def predict(
-        self, inputs: Mapping[str, Sequence[float]] | predict_pb2.PredictRequest, timeout: float = 5.0
-    ) -> predict_pb2.PredictResponse:
+    def predict(self, inputs: Mapping[str, Sequence[float]] | predict_pb2.PredictRequest, timeout: float = 5.0) -> predict_pb2.PredictResponse:
         """Send one Predict, failing over as the module docstring says; ``timeout`` covers every attempt.
 
         ``inputs`` is {name: [float, ...]} (one 1-D DT_FLOAT tensor each) or a PredictRequest
@@ -377,8 +371,7 @@ class TfleetClient:
                 if remaining <= 0:
                     break
                 if not connection.wait_settled(min(self._connect_timeout, remaining)):
-                    attempts.append(Attempt(endpoint.host, endpoint.grpc_address, None,
-                                            f"no connection within {min(self._connect_timeout, remaining):.3g}s"))
+                    attempts.append(Attempt(endpoint.host, endpoint.grpc_address, None, f"no connection within {min(self._connect_timeout, remaining):.3g}s"))
                     self._mark(connection, healthy=False)
                     continue
                 remaining = deadline - self._clock()
@@ -398,16 +391,14 @@ class TfleetClient:
                     if code == grpc.StatusCode.NOT_FOUND:
                         continue  # stale route: the servable moved away a moment ago
                     raise PredictFailed(
-                        f"Predict of {self._selection()} on host {endpoint.host!r} ({endpoint.grpc_address}) failed: "
-                        f"{code.name}: {details}", attempts,
+                        f"Predict of {self._selection()} on host {endpoint.host!r} ({endpoint.grpc_address}) failed: {code.name}: {details}",
+                        attempts,
                     ) from None
                 self._mark(connection, healthy=True)
                 return reply
         finally:
             self._release(plan)
-        tried = "; ".join(
-            f"{a.host} ({a.address}): {a.code.name if a.code else 'CONNECT'}: {a.details}" for a in attempts
-        ) or "none"
+        tried = "; ".join(f"{a.host} ({a.address}): {a.code.name if a.code else 'CONNECT'}: {a.details}" for a in attempts) or "none"
         untried = len(plan) - len(attempts)
         budget = f"; the {timeout:g}s timeout ran out with {untried} endpoint(s) untried" if untried else ""
         raise PredictFailed(f"Predict of {self._selection()} failed on every endpoint tried: {tried}{budget}", attempts)

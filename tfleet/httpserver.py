@@ -19,8 +19,7 @@ Route = Callable[[], tuple[int, bytes, str]]
 
 
 class OpsServer:
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, *, healthy: Probe, ready: Probe,
-                 routes: dict[str, Route] | None = None) -> None:
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, *, healthy: Probe, ready: Probe, routes: dict[str, Route] | None = None) -> None:
         self._registry = registry
         self._probes = {"/healthz": healthy, "/readyz": ready}
         self._routes = dict(routes or {})

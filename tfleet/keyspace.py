@@ -48,18 +48,14 @@ def validate_name(kind: str, name: str) -> str:
     if len(name) > NAME_MAX_LENGTH:
         raise InvalidName(f"{kind} name {name[:40]!r}... is {len(name)} characters long; the limit is {NAME_MAX_LENGTH}")
     if not _NAME_RE.fullmatch(name) or ".." in name:
-        raise InvalidName(
-            f"{kind} name {name!r} is not allowed: use letters, digits, '.', '_' and '-', "
-            "starting with a letter or digit, without '..'"
-        )
+        raise InvalidName(f"{kind} name {name!r} is not allowed: use letters, digits, '.', '_' and '-', starting with a letter or digit, without '..'")
     return name
 
 
 def validate_prefix(prefix: str) -> str:
     if not _PREFIX_RE.fullmatch(prefix):
         raise InvalidName(
-            f"key prefix {prefix!r} is not allowed: it must start with '/', have no trailing '/', "
-            "and use letters, digits, '.', '_' and '-' in its segments"
+            f"key prefix {prefix!r} is not allowed: it must start with '/', have no trailing '/', and use letters, digits, '.', '_' and '-' in its segments"
         )
     return prefix
 

@@ -51,8 +51,14 @@ class OutageLog:
     bind their own context are limited together.
     """
 
-    def __init__(self, inner: structlog.typing.FilteringBoundLogger, events: frozenset[str], interval: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic, _state: dict[str, list[float]] | None = None) -> None:
+    def __init__(
+        self,
+        inner: structlog.typing.FilteringBoundLogger,
+        events: frozenset[str],
+        interval: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        _state: dict[str, list[float]] | None = None,
+    ) -> None:
         self._inner = inner
         self._events = events
         self._interval = interval
@@ -108,7 +114,13 @@ class OutageLog:
 
 # What a controller logs, every retry, while etcd is unreachable (controller/election.py,
 # controller/reconciler.py).
-CONTROLLER_OUTAGE_EVENTS = frozenset({
-    "campaign_failed", "campaign_unanswered", "leader_renew_failed", "leader_watch_failed", "lease_revoke_failed",
-    "reconcile:etcd_unavailable",
-})
+CONTROLLER_OUTAGE_EVENTS = frozenset(
+    {
+        "campaign_failed",
+        "campaign_unanswered",
+        "leader_renew_failed",
+        "leader_watch_failed",
+        "lease_revoke_failed",
+        "reconcile:etcd_unavailable",
+    }
+)

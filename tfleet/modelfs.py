@@ -75,9 +75,7 @@ def inspect(base_path: str) -> DiskFacts:
         if entry.name.isdigit() and entry.is_dir() and _holds_saved_model(entry.path):
             versions.append(int(entry.name))
     if not versions:
-        return DiskFacts(
-            error=f"base_path {base_path} has no version directory (expected {base_path.rstrip('/')}/<N>/saved_model.pb)"
-        )
+        return DiskFacts(error=f"base_path {base_path} has no version directory (expected {base_path.rstrip('/')}/<N>/saved_model.pb)")
     return DiskFacts(versions=tuple(sorted(versions)))
 
 

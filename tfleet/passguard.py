@@ -24,8 +24,7 @@ DEFAULT_BACKOFF = Backoff(initial=1.0, cap=30.0)
 
 
 class PassGuard:
-    def __init__(self, name: str, log, errors, failing=None, *, backoff: Backoff = DEFAULT_BACKOFF,
-                 rng: random.Random | None = None) -> None:
+    def __init__(self, name: str, log, errors, failing=None, *, backoff: Backoff = DEFAULT_BACKOFF, rng: random.Random | None = None) -> None:
         """errors: a prometheus Counter (or None); failing: a Gauge set to 1 while passes fail."""
         self._name = name
         self._log = log
@@ -55,11 +54,11 @@ class PassGuard:
         delay = self._backoff.delay(self._failures, self._rng)
         if signature != self._last_signature:
             self._last_signature = signature
-            self._log.error("pass_failed", loop=self._name, error=message, retry_in=round(delay, 2),
-                            action="keeps serving; backing off", exc_info=error, **context)
+            self._log.error(
+                "pass_failed", loop=self._name, error=message, retry_in=round(delay, 2), action="keeps serving; backing off", exc_info=error, **context
+            )
         else:
-            self._log.debug("pass_failed", loop=self._name, error=message, retry_in=round(delay, 2),
-                            failures=self._failures, **context)
+            self._log.debug("pass_failed", loop=self._name, error=message, retry_in=round(delay, 2), failures=self._failures, **context)
         return delay
 
     def succeeded(self) -> None:

@@ -120,8 +120,7 @@ def _intent_document(intent: ModelIntent) -> dict[str, Any]:
 class Registry:
     """Reads and writes intents, history and versions of one installation (one keyspace)."""
 
-    def __init__(self, store: Any, keyspace: Keyspace, clock: Callable[[], dt.datetime] = utc_now, *, log: Any = None,
-                 recorder_wait: float = 2.0) -> None:
+    def __init__(self, store: Any, keyspace: Keyspace, clock: Callable[[], dt.datetime] = utc_now, *, log: Any = None, recorder_wait: float = 2.0) -> None:
         """recorder_wait: how long a write waits for the controller to record an etcdctl
         change of the same model first (0: never waits)."""
         self._recorder_wait = recorder_wait
@@ -230,8 +229,7 @@ class Registry:
         oldest, newest = bounds
         if sequence < oldest:
             raise RegistryError(
-                f"entry {sequence} was pruned: model {model} keeps entries {oldest}..{newest} "
-                f"(retention {self.retention()}); pick one of those"
+                f"entry {sequence} was pruned: model {model} keeps entries {oldest}..{newest} (retention {self.retention()}); pick one of those"
             )
         raise RegistryError(f"model {model} has no history entry {sequence} (entries: {oldest}..{newest})")
 
@@ -367,10 +365,18 @@ class Registry:
         except ChecksumError as exc:
             raise RegistryError(str(exc)) from None
         record = VersionRecord(
-            model=model, version=version, path=f"{base_path.rstrip('/')}/{version}",
-            source_uri=source_uri, source_commit=source_commit, checksum=checksum, size_bytes=size,
-            created_at=created, registered_at=self._clock(), registered_by=registered_by,
-            description=description, tags=list(tags),
+            model=model,
+            version=version,
+            path=f"{base_path.rstrip('/')}/{version}",
+            source_uri=source_uri,
+            source_commit=source_commit,
+            checksum=checksum,
+            size_bytes=size,
+            created_at=created,
+            registered_at=self._clock(),
+            registered_by=registered_by,
+            description=description,
+            tags=list(tags),
         )
         result = self._store.txn([Compare(key, "version", "==", 0)], [Put(key, encode(record))])
         if result.succeeded:
@@ -385,7 +391,8 @@ class Registry:
         raise ConflictError(
             f"version {version} of {model} is already registered with checksum {existing.checksum}, "
             f"the directory now has {checksum}: register a new version number",
-            model=model, current_revision=kv.mod_revision,
+            model=model,
+            current_revision=kv.mod_revision,
         )
 
     def versions(self, model: str) -> list[VersionRecord]:
@@ -555,8 +562,15 @@ class Registry:
                 newest, newest_revision = self._newest_with_revision(model)
             sequence = newest + 1
             entry = HistoryEntry(
-                sequence=sequence, model=model, action=kind, revision=None, at=self._clock(),
-                author=author, source=source, previous=previous, new=document,
+                sequence=sequence,
+                model=model,
+                action=kind,
+                revision=None,
+                at=self._clock(),
+                author=author,
+                source=source,
+                previous=previous,
+                new=document,
             )
             entry_key = self._keys.history(model, sequence)
             change: Put | Delete = Delete(key) if intent is None else Put(key, encode(intent))
@@ -578,7 +592,9 @@ class Registry:
             # of another revision in between); the intent is as read, so try again.
         raise ConflictError(
             f"model {model}: the history kept moving while writing ({_SEQUENCE_ATTEMPTS} attempts); try again",
-            model=model, current_revision=now_revision, expected_revision=wanted,
+            model=model,
+            current_revision=now_revision,
+            expected_revision=wanted,
         )
 
     @staticmethod
@@ -608,7 +624,9 @@ class Registry:
         base = "you expected it not to exist" if expected == 0 else f"you read revision {expected}"
         return ConflictError(
             f"model {model} {what}: {base}, {now} ({key}); read it again and re-apply your change on top",
-            model=model, current_revision=revision, expected_revision=expected,
+            model=model,
+            current_revision=revision,
+            expected_revision=expected,
         )
 
 

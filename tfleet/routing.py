@@ -155,8 +155,7 @@ class RoutePlan:
         return ops
 
 
-def plan_routes(snap: ServedFleet, current: Mapping[str, RouteTable | None], now: dt.datetime,
-                models: Collection[str] | None = None) -> RoutePlan:
+def plan_routes(snap: ServedFleet, current: Mapping[str, RouteTable | None], now: dt.datetime, models: Collection[str] | None = None) -> RoutePlan:
     """What to write so that ``<prefix>/routes/`` matches the snapshot.
 
     ``current`` maps every model that has a routes key now to its stored table, or None when

@@ -123,10 +123,7 @@ class ModelVersionPolicy(_OperatorDocument):
     def _exactly_one(self) -> ModelVersionPolicy:
         chosen = [name for name in ("latest", "all", "specific") if getattr(self, name) is not None]
         if len(chosen) != 1:
-            raise ValueError(
-                'must hold exactly one of "latest", "all" or "specific", '
-                f"found {len(chosen)}" + (f" ({', '.join(chosen)})" if chosen else "")
-            )
+            raise ValueError(f'must hold exactly one of "latest", "all" or "specific", found {len(chosen)}' + (f" ({', '.join(chosen)})" if chosen else ""))
         return self
 
     @model_serializer(mode="wrap")

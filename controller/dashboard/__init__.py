@@ -25,7 +25,19 @@ from tfleet.controller.dashboard.server import COALESCE_SECONDS, KEEPALIVE_SECON
 from tfleet.controller.dashboard.state import ModelPart, StateBuilder, build_state
 
 __all__ = [
-    "COALESCE_SECONDS", "FULL", "HISTORY_LIMIT", "HISTORY_LIMIT_MAX", "KEEPALIVE_SECONDS", "SECURITY_HEADERS", "Dashboard",
-    "ModelPart", "PagedHistoryReader", "SecurityHeaders", "StateBuilder", "build_history", "build_state",
-    "default_history_reader", "merge_patches",
+    "COALESCE_SECONDS",
+    "FULL",
+    "HISTORY_LIMIT",
+    "HISTORY_LIMIT_MAX",
+    "KEEPALIVE_SECONDS",
+    "SECURITY_HEADERS",
+    "Dashboard",
+    "ModelPart",
+    "PagedHistoryReader",
+    "SecurityHeaders",
+    "StateBuilder",
+    "build_history",
+    "build_state",
+    "default_history_reader",
+    "merge_patches",
 ]

@@ -34,20 +34,21 @@ def build_history(snapshot: Snapshot, keyspace: Keyspace, model: str, limit: int
             entries.append({"key": kv.key, "error": str(exc)})
             continue
         changes = [{"path": c.path, "old": c.old, "new": c.new} for c in diff_values(entry.previous, entry.new)]
-        entries.append({
-            "sequence": entry.sequence,
-            "action": entry.action,
-            # null in the entry: written with the change, so the entry key has its revision
-            "revision": entry.revision if entry.revision is not None else kv.mod_revision,
-            "at": _iso(entry.at),
-            "author": entry.author,
-            "source": entry.source,
-            "changes": changes,
-        })
+        entries.append(
+            {
+                "sequence": entry.sequence,
+                "action": entry.action,
+                # null in the entry: written with the change, so the entry key has its revision
+                "revision": entry.revision if entry.revision is not None else kv.mod_revision,
+                "at": _iso(entry.at),
+                "author": entry.author,
+                "source": entry.source,
+                "changes": changes,
+            }
+        )
     if total is None:
         total = sum(1 for kv in snapshot.items if kv.key.startswith(prefix))
     return {"model": model, "revision": snapshot.revision, "total": total, "entries": entries}
-
 
 
 class PagedHistoryReader:

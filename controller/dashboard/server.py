@@ -42,8 +42,10 @@ _PAGE_HEADERS = {"Cache-Control": "no-cache"}
 # sniffing, no referrer leaking model or host names to other sites, and a policy that only
 # lets the page run our own script, talk to its own origin and embed nothing.
 SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; "
-                                "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; "
+        "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -87,9 +89,21 @@ def _bind(host: str, port: int) -> socket.socket:
 class Dashboard:
     """The dashboard of one controller: one watch, one state thread, one HTTP server thread."""
 
-    def __init__(self, store: Any, keyspace: Keyspace, host: str, port: int, *, controller_id: str, log: Any,
-                 coalesce: float = COALESCE_SECONDS, keepalive: float = KEEPALIVE_SECONDS, rng: random.Random | None = None,
-                 cache: FleetCache | None = None, history: Any = None) -> None:
+    def __init__(
+        self,
+        store: Any,
+        keyspace: Keyspace,
+        host: str,
+        port: int,
+        *,
+        controller_id: str,
+        log: Any,
+        coalesce: float = COALESCE_SECONDS,
+        keepalive: float = KEEPALIVE_SECONDS,
+        rng: random.Random | None = None,
+        cache: FleetCache | None = None,
+        history: Any = None,
+    ) -> None:
         """cache: the process's fleet cache (the controller's); without one the dashboard keeps its own."""
         self._store = store
         self._ks = keyspace
@@ -120,8 +134,9 @@ class Dashboard:
         self._socket = _bind(host, port)
         self._host = host
         self._bound = self._socket.getsockname()[:2]  # kept: the socket is closed by stop()
-        config = uvicorn.Config(self._app(), log_config=None, access_log=False, lifespan="off", ws="none", http="h11",
-                                loop="asyncio", timeout_graceful_shutdown=2)
+        config = uvicorn.Config(
+            self._app(), log_config=None, access_log=False, lifespan="off", ws="none", http="h11", loop="asyncio", timeout_graceful_shutdown=2
+        )
         self._server = uvicorn.Server(config)
         self._http_thread = threading.Thread(target=self._serve, name="dashboard-http", daemon=True)
         self._state_thread = threading.Thread(target=self._run, name="dashboard-state", daemon=True)
@@ -239,8 +254,20 @@ class Dashboard:
 
     def _document(self, state: dict[str, Any] | None) -> dict[str, Any]:
         return {
-            **(state or {"prefix": self._ks.prefix, "revision": 0, "leader": None, "hosts": [], "models": [], "cells": {},
-                         "rollouts": [], "errors": [], "summary": {}}),
+            **(
+                state
+                or {
+                    "prefix": self._ks.prefix,
+                    "revision": 0,
+                    "leader": None,
+                    "hosts": [],
+                    "models": [],
+                    "cells": {},
+                    "rollouts": [],
+                    "errors": [],
+                    "summary": {},
+                }
+            ),
             "dashboard": {"controller": self._controller_id, "etcd_error": self._etcd_error, "loaded": state is not None},
         }
 
@@ -280,13 +307,16 @@ class Dashboard:
 
     # -- HTTP ---------------------------------------------------------------------------
     def _app(self) -> Starlette:
-        return Starlette(routes=[
-            Route("/", self._page, methods=["GET"]),
-            Route("/dashboard.js", self._js, methods=["GET"]),
-            Route("/api/state", self._api_state, methods=["GET"]),
-            Route("/api/events", self._api_events, methods=["GET"]),
-            Route("/api/history/{model}", self._api_history, methods=["GET"]),
-        ], middleware=[Middleware(SecurityHeaders)])
+        return Starlette(
+            routes=[
+                Route("/", self._page, methods=["GET"]),
+                Route("/dashboard.js", self._js, methods=["GET"]),
+                Route("/api/state", self._api_state, methods=["GET"]),
+                Route("/api/events", self._api_events, methods=["GET"]),
+                Route("/api/history/{model}", self._api_history, methods=["GET"]),
+            ],
+            middleware=[Middleware(SecurityHeaders)],
+        )
 
     async def _page(self, request: Request) -> Response:
         return Response(self._index, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)

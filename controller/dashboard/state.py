@@ -137,8 +137,12 @@ def _model_part(fleet: FleetSnapshot, name: str, reporters: set[str]) -> ModelPa
                     available[version] = available.get(version, 0) + 1
     rollout = None
     if report is not None:
-        rollout = {"phase": report.rollout.phase, "from_versions": list(report.rollout.from_versions),
-                   "to_versions": list(report.rollout.to_versions), "reason": report.rollout.reason}
+        rollout = {
+            "phase": report.rollout.phase,
+            "from_versions": list(report.rollout.from_versions),
+            "to_versions": list(report.rollout.to_versions),
+            "reason": report.rollout.reason,
+        }
     intent_error = parsed.error if parsed is not None else None
     error = report.error if report is not None and report.error else intent_error
     judged = health.model_health(report, intent_exists=parsed is not None, intent_error=intent_error)
@@ -151,7 +155,9 @@ def _model_part(fleet: FleetSnapshot, name: str, reporters: set[str]) -> ModelPa
         for f in (report.failures if report is not None else ())
     ]
     for f in failures:
-        errors.append(_problem("failure", f"version {f['version']} failed to load on {f['host']}: {f['error']} (retry after {f['retry_after']})", name, f["host"]))
+        errors.append(
+            _problem("failure", f"version {f['version']} failed to load on {f['host']}: {f['error']} (retry after {f['retry_after']})", name, f["host"])
+        )
     entry = {
         "name": name,
         "managed": parsed is not None or report is not None,
@@ -179,20 +185,22 @@ def _hosts(fleet: FleetSnapshot, host_names: Iterable[str]) -> tuple[list[dict[s
     for name in sorted(host_names):
         record = fleet.hosts.get(name)
         control = fleet.hostctl.get(name)
-        hosts.append({
-            "name": name,
-            "alive": record is not None,
-            "grpc_address": record.grpc_address if record else None,
-            "rest_address": record.rest_address if record else None,
-            "memory_mb": record.memory_mb if record else None,
-            "labels": dict(sorted(record.labels.items())) if record else {},
-            "agent_version": record.agent_version if record else None,
-            "started_at": _iso(record.started_at) if record else None,
-            "cordoned": bool(control and control.cordoned),
-            "draining": bool(control and control.draining),
-            "control_reason": control.reason if control else "",
-            "models": len(fleet.held_by.get(name, ())),
-        })
+        hosts.append(
+            {
+                "name": name,
+                "alive": record is not None,
+                "grpc_address": record.grpc_address if record else None,
+                "rest_address": record.rest_address if record else None,
+                "memory_mb": record.memory_mb if record else None,
+                "labels": dict(sorted(record.labels.items())) if record else {},
+                "agent_version": record.agent_version if record else None,
+                "started_at": _iso(record.started_at) if record else None,
+                "cordoned": bool(control and control.cordoned),
+                "draining": bool(control and control.draining),
+                "control_reason": control.reason if control else "",
+                "models": len(fleet.held_by.get(name, ())),
+            }
+        )
         if record is None and fleet.held_by.get(name):
             errors.append(_problem("host", f"host {name} holds {len(fleet.held_by[name])} assignment(s) but has no live agent (no host record)", host=name))
     return hosts, errors
@@ -274,4 +282,3 @@ def build_state(snapshot: Snapshot, keyspace: Keyspace) -> dict[str, Any]:
     per model (in name order), then keys that could not be read.
     """
     return StateBuilder(keyspace).build(snapshot)
-

@@ -267,15 +267,9 @@ def predict_response(ns: Namespace) -> message.Message:
     response.model_spec.name = "ranker"
     response.model_spec.version.value = 7
     response.model_spec.signature_name = "serving_default"
-    response.outputs["scores"].CopyFrom(
-        Tensor(dtype=_dtype(ns, "DT_FLOAT"), tensor_shape=_shape(ns, 2, 1), float_val=[0.875, 0.125])
-    )
-    response.outputs["classes"].CopyFrom(
-        Tensor(dtype=_dtype(ns, "DT_INT64"), tensor_shape=_shape(ns, 2), int64_val=[4, 0])
-    )
-    response.outputs["labels"].CopyFrom(
-        Tensor(dtype=_dtype(ns, "DT_STRING"), tensor_shape=_shape(ns, 2), string_val=[b"cat", b"dog"])
-    )
+    response.outputs["scores"].CopyFrom(Tensor(dtype=_dtype(ns, "DT_FLOAT"), tensor_shape=_shape(ns, 2, 1), float_val=[0.875, 0.125]))
+    response.outputs["classes"].CopyFrom(Tensor(dtype=_dtype(ns, "DT_INT64"), tensor_shape=_shape(ns, 2), int64_val=[4, 0]))
+    response.outputs["labels"].CopyFrom(Tensor(dtype=_dtype(ns, "DT_STRING"), tensor_shape=_shape(ns, 2), string_val=[b"cat", b"dog"]))
     return response
 
 
@@ -294,15 +288,9 @@ def get_model_metadata_response(ns: Namespace) -> message.Message:
     """metadata["signature_def"] is an Any packing a SignatureDefMap, as the server sends it."""
     TensorInfo = ns("tensorflow.TensorInfo")
     signature = ns("tensorflow.SignatureDef")(method_name="tensorflow/serving/predict")
-    signature.inputs["x"].CopyFrom(
-        TensorInfo(name="serving_default_x:0", dtype=_dtype(ns, "DT_FLOAT"), tensor_shape=_shape(ns, -1, 3))
-    )
-    signature.inputs["ids"].CopyFrom(
-        TensorInfo(name="serving_default_ids:0", dtype=_dtype(ns, "DT_INT64"), tensor_shape=_shape(ns, (-1, "batch")))
-    )
-    signature.outputs["scores"].CopyFrom(
-        TensorInfo(name="StatefulPartitionedCall:0", dtype=_dtype(ns, "DT_FLOAT"), tensor_shape=_shape(ns, -1, 1))
-    )
+    signature.inputs["x"].CopyFrom(TensorInfo(name="serving_default_x:0", dtype=_dtype(ns, "DT_FLOAT"), tensor_shape=_shape(ns, -1, 3)))
+    signature.inputs["ids"].CopyFrom(TensorInfo(name="serving_default_ids:0", dtype=_dtype(ns, "DT_INT64"), tensor_shape=_shape(ns, (-1, "batch"))))
+    signature.outputs["scores"].CopyFrom(TensorInfo(name="StatefulPartitionedCall:0", dtype=_dtype(ns, "DT_FLOAT"), tensor_shape=_shape(ns, -1, 1)))
     signature.outputs["labels"].CopyFrom(
         TensorInfo(name="StatefulPartitionedCall:1", dtype=_dtype(ns, "DT_STRING"), tensor_shape=ns("tensorflow.TensorShapeProto")(unknown_rank=True))
     )
@@ -321,32 +309,64 @@ def get_model_metadata_response(ns: Namespace) -> message.Message:
 
 
 CASES: tuple[Case, ...] = (
-    Case("reload_config_request_models", "tensorflow.serving.ReloadConfigRequest", reload_config_request_models,
-         "ModelConfig fields, latest/all/specific policies, version_labels map, metric_names"),
-    Case("reload_config_request_empty_list", "tensorflow.serving.ReloadConfigRequest", reload_config_request_empty_list,
-         "an empty model_config_list must stay present (it means: unload everything)"),
-    Case("reload_config_response_ok", "tensorflow.serving.ReloadConfigResponse", reload_config_response_ok,
-         "the OK answer of a reload (empty status)"),
-    Case("reload_config_response_error", "tensorflow.serving.ReloadConfigResponse", reload_config_response_error,
-         "StatusProto.error_code (an enum officially, int32 in the subset) and error_message"),
-    Case("get_model_status_request_latest", "tensorflow.serving.GetModelStatusRequest", get_model_status_request_latest,
-         "ModelSpec with a name only"),
-    Case("get_model_status_request_version", "tensorflow.serving.GetModelStatusRequest", get_model_status_request_version,
-         "ModelSpec.version as google.protobuf.Int64Value in the version_choice oneof"),
-    Case("get_model_status_request_version_zero", "tensorflow.serving.GetModelStatusRequest", get_model_status_request_version_zero,
-         "version 0 is sent as a present, empty Int64Value"),
-    Case("get_model_status_response", "tensorflow.serving.GetModelStatusResponse", get_model_status_response,
-         "ModelVersionStatus versions, every State value, statuses with and without errors"),
-    Case("model_spec_version_label", "tensorflow.serving.ModelSpec", model_spec_version_label,
-         "ModelSpec.version_label (field 4) in the version_choice oneof and signature_name"),
-    Case("predict_request", "tensorflow.serving.PredictRequest", predict_request,
-         "TensorProto dtype/shape/float_val/int64_val/string_val/tensor_content, inputs map, output_filter"),
-    Case("predict_response", "tensorflow.serving.PredictResponse", predict_response,
-         "outputs map and model_spec"),
-    Case("get_model_metadata_request", "tensorflow.serving.GetModelMetadataRequest", get_model_metadata_request,
-         "metadata_field"),
-    Case("get_model_metadata_response", "tensorflow.serving.GetModelMetadataResponse", get_model_metadata_response,
-         "metadata map of Any packing SignatureDefMap / SignatureDef / TensorInfo"),
+    Case(
+        "reload_config_request_models",
+        "tensorflow.serving.ReloadConfigRequest",
+        reload_config_request_models,
+        "ModelConfig fields, latest/all/specific policies, version_labels map, metric_names",
+    ),
+    Case(
+        "reload_config_request_empty_list",
+        "tensorflow.serving.ReloadConfigRequest",
+        reload_config_request_empty_list,
+        "an empty model_config_list must stay present (it means: unload everything)",
+    ),
+    Case("reload_config_response_ok", "tensorflow.serving.ReloadConfigResponse", reload_config_response_ok, "the OK answer of a reload (empty status)"),
+    Case(
+        "reload_config_response_error",
+        "tensorflow.serving.ReloadConfigResponse",
+        reload_config_response_error,
+        "StatusProto.error_code (an enum officially, int32 in the subset) and error_message",
+    ),
+    Case("get_model_status_request_latest", "tensorflow.serving.GetModelStatusRequest", get_model_status_request_latest, "ModelSpec with a name only"),
+    Case(
+        "get_model_status_request_version",
+        "tensorflow.serving.GetModelStatusRequest",
+        get_model_status_request_version,
+        "ModelSpec.version as google.protobuf.Int64Value in the version_choice oneof",
+    ),
+    Case(
+        "get_model_status_request_version_zero",
+        "tensorflow.serving.GetModelStatusRequest",
+        get_model_status_request_version_zero,
+        "version 0 is sent as a present, empty Int64Value",
+    ),
+    Case(
+        "get_model_status_response",
+        "tensorflow.serving.GetModelStatusResponse",
+        get_model_status_response,
+        "ModelVersionStatus versions, every State value, statuses with and without errors",
+    ),
+    Case(
+        "model_spec_version_label",
+        "tensorflow.serving.ModelSpec",
+        model_spec_version_label,
+        "ModelSpec.version_label (field 4) in the version_choice oneof and signature_name",
+    ),
+    Case(
+        "predict_request",
+        "tensorflow.serving.PredictRequest",
+        predict_request,
+        "TensorProto dtype/shape/float_val/int64_val/string_val/tensor_content, inputs map, output_filter",
+    ),
+    Case("predict_response", "tensorflow.serving.PredictResponse", predict_response, "outputs map and model_spec"),
+    Case("get_model_metadata_request", "tensorflow.serving.GetModelMetadataRequest", get_model_metadata_request, "metadata_field"),
+    Case(
+        "get_model_metadata_response",
+        "tensorflow.serving.GetModelMetadataResponse",
+        get_model_metadata_response,
+        "metadata map of Any packing SignatureDefMap / SignatureDef / TensorInfo",
+    ),
 )
 
 

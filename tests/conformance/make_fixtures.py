@@ -90,11 +90,12 @@ def ensure_venv(venv: pathlib.Path) -> pathlib.Path:
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return python
     log(f"creating throwaway venv {venv}")
-    run([sys.executable, "-m", "venv", "--clear", str(venv)], "creating the venv",
-        "Is the venv module (python3-venv) available for this interpreter?")
-    run([str(python), "-m", "pip", "install", "--quiet", *VENV_REQUIREMENTS],
+    run([sys.executable, "-m", "venv", "--clear", str(venv)], "creating the venv", "Is the venv module (python3-venv) available for this interpreter?")
+    run(
+        [str(python), "-m", "pip", "install", "--quiet", *VENV_REQUIREMENTS],
         f"installing {' '.join(VENV_REQUIREMENTS)} into the throwaway venv",
-        "Check network access / the pip index configuration.")
+        "Check network access / the pip index configuration.",
+    )
     stamp.write_text(wanted)
     return python
 
@@ -102,14 +103,14 @@ def ensure_venv(venv: pathlib.Path) -> pathlib.Path:
 def download_one(python: pathlib.Path, requirement: str, dest: pathlib.Path, pattern: str) -> pathlib.Path:
     """`pip download --no-deps` one wheel into dest (pip reuses a file already there)."""
     dest.mkdir(parents=True, exist_ok=True)
-    run([str(python), "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(dest), requirement],
+    run(
+        [str(python), "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(dest), requirement],
         f"downloading {requirement}",
-        "Check network access to the package index, and that a wheel exists for this Python and platform "
-        f"({sys.version.split()[0]}).")
+        f"Check network access to the package index, and that a wheel exists for this Python and platform ({sys.version.split()[0]}).",
+    )
     wheels = sorted(dest.glob(pattern))
     if len(wheels) != 1:
-        raise FixtureError(f"expected one wheel matching {pattern} in {dest}, found {[w.name for w in wheels]}; "
-                           f"delete {dest} and run again")
+        raise FixtureError(f"expected one wheel matching {pattern} in {dest}, found {[w.name for w in wheels]}; delete {dest} and run again")
     return wheels[0]
 
 
@@ -121,14 +122,12 @@ def download_wheels(python: pathlib.Path, cache: pathlib.Path, serving_version: 
     # The small serving wheel is fetched into a fresh folder each time: that resolves the
     # version pattern anew. The tensorflow wheel is cached per exact version.
     with tempfile.TemporaryDirectory(prefix="serving-", dir=cache) as serving_dir:
-        serving = download_one(python, f"tensorflow-serving-api=={serving_version}", pathlib.Path(serving_dir),
-                               "tensorflow_serving_api-*.whl")
+        serving = download_one(python, f"tensorflow-serving-api=={serving_version}", pathlib.Path(serving_dir), "tensorflow_serving_api-*.whl")
         version = wheel_version(serving)
         kept = cache / "wheels" / serving.name
         kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(serving), kept)
-    tensorflow = download_one(python, f"tensorflow=={version}", cache / "wheels" / f"tensorflow-{version}",
-                              f"tensorflow-{version}-*.whl")
+    tensorflow = download_one(python, f"tensorflow=={version}", cache / "wheels" / f"tensorflow-{version}", f"tensorflow-{version}-*.whl")
     return {"tensorflow-serving-api": kept, "tensorflow": tensorflow}
 
 
@@ -173,11 +172,9 @@ def install_fixtures(built: pathlib.Path, wheels: dict[str, pathlib.Path], modul
     descriptors = FIXTURES / "official_descriptors.binpb"
     shutil.copyfile(built / "official_descriptors.binpb", descriptors)
     manifest = {
-        "about": "Serialized with the official TensorFlow Serving classes by tests/conformance/make_fixtures.py; "
-                 "do not edit. See docs/conformance.md.",
+        "about": "Serialized with the official TensorFlow Serving classes by tests/conformance/make_fixtures.py; do not edit. See docs/conformance.md.",
         "official": {
-            package: {"version": wheel_version(wheel), "wheel": wheel.name, "wheel_sha256": sha256(wheel)}
-            for package, wheel in sorted(wheels.items())
+            package: {"version": wheel_version(wheel), "wheel": wheel.name, "wheel_sha256": sha256(wheel)} for package, wheel in sorted(wheels.items())
         },
         "official_generated_modules": module_count,
         "builder_runtime": report["runtime"],
@@ -191,10 +188,8 @@ def install_fixtures(built: pathlib.Path, wheels: dict[str, pathlib.Path], modul
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--serving-version", default=DEFAULT_SERVING_VERSION,
-                        help="version specifier for tensorflow-serving-api (default %(default)s)")
-    parser.add_argument("--cache-dir", type=pathlib.Path, default=default_cache_dir(),
-                        help="venv, wheels and extracted modules (default %(default)s)")
+    parser.add_argument("--serving-version", default=DEFAULT_SERVING_VERSION, help="version specifier for tensorflow-serving-api (default %(default)s)")
+    parser.add_argument("--cache-dir", type=pathlib.Path, default=default_cache_dir(), help="venv, wheels and extracted modules (default %(default)s)")
     options = parser.parse_args(argv)
     if sys.version_info < (3, 10):
         print("make_fixtures.py needs Python >= 3.10 (tensorflow-serving-api 2.21 does)", file=sys.stderr)
@@ -210,9 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="fixtures-", dir=cache) as out:
             # -I: ignore PYTHONPATH, user site-packages and the current directory, so only the
             # extracted modules and cases.py (added by the builder itself) are importable.
-            run([str(python), "-I", str(HERE / "official_builder.py"), "--official", str(official), "--out", out],
+            run(
+                [str(python), "-I", str(HERE / "official_builder.py"), "--official", str(official), "--out", out],
                 "building the cases with the official classes",
-                "A failing case usually means cases.py uses a field the official protos do not have.")
+                "A failing case usually means cases.py uses a field the official protos do not have.",
+            )
             manifest = install_fixtures(pathlib.Path(out), wheels, count)
     except FixtureError as error:
         print(f"make_fixtures.py: {error}", file=sys.stderr)

@@ -40,8 +40,7 @@ ALLOWED_TYPE_DIFFERENCES = {
     ("tensorflow.serving.StatusProto", "error_code"): (
         descriptor.FieldDescriptor.TYPE_INT32,
         descriptor.FieldDescriptor.TYPE_ENUM,
-        "officially tensorflow.error.Code; an open enum and an int32 are the same varint on the wire, "
-        "and the subset does not pull in error_codes.proto",
+        "officially tensorflow.error.Code; an open enum and an int32 are the same varint on the wire, and the subset does not pull in error_codes.proto",
     ),
 }
 
@@ -59,9 +58,7 @@ cases = _load_sibling("cases")
 official_builder = _load_sibling("official_builder")  # for its RecordingChannel / stub_methods
 
 OUR_MODULES = [
-    importlib.import_module(f"tfleet.tfs.pb.{info.name}")
-    for info in pkgutil.iter_modules(tfleet.tfs.pb.__path__)
-    if info.name.endswith(("_pb2", "_pb2_grpc"))
+    importlib.import_module(f"tfleet.tfs.pb.{info.name}") for info in pkgutil.iter_modules(tfleet.tfs.pb.__path__) if info.name.endswith(("_pb2", "_pb2_grpc"))
 ]
 OUR_FILES = [module.DESCRIPTOR for module in OUR_MODULES if module.__name__.endswith("_pb2")]
 NS = cases.Namespace()
@@ -284,8 +281,9 @@ def test_subset_matches_official_descriptors(official_pool):
             for value in ours.values:
                 official_value = official.values_by_name.get(value.name)
                 if official_value is None or official_value.number != value.number:
-                    problems.append(f"enum value {ours.full_name}.{value.name} = {value.number}: officially "
-                                    f"{official_value.number if official_value else 'absent'}")
+                    problems.append(
+                        f"enum value {ours.full_name}.{value.name} = {value.number}: officially {official_value.number if official_value else 'absent'}"
+                    )
         for ours in file_descriptor.services_by_name.values():
             try:
                 official = official_pool.FindServiceByName(ours.full_name)
@@ -295,8 +293,10 @@ def test_subset_matches_official_descriptors(official_pool):
             for method in ours.methods:
                 official_method = official.methods_by_name.get(method.name)
                 if official_method is None or _rpc_signature(method) != _rpc_signature(official_method):
-                    problems.append(f"rpc {ours.full_name}.{method.name}: {_rpc_signature(method)}, officially "
-                                    f"{_rpc_signature(official_method) if official_method else 'absent'}")
+                    problems.append(
+                        f"rpc {ours.full_name}.{method.name}: {_rpc_signature(method)}, officially "
+                        f"{_rpc_signature(official_method) if official_method else 'absent'}"
+                    )
     assert not problems, "our .proto subset differs from the official protos:\n  " + "\n  ".join(problems)
 
 

@@ -23,11 +23,33 @@ TTL = 4
 
 def agent_daemon(tmp_path: pathlib.Path, etcd_url: str, prefix: str, sim, host: str = "h1") -> Daemon:
     args = [
-        "agent", "--host", host, "--etcd", etcd_url, "--prefix", prefix.rstrip("/"),
-        "--tfs-grpc", sim.grpc_address, "--tfs-rest", sim.rest_address,
-        "--http-host", "127.0.0.1", "--http-port", str(free_port()),
-        "--lease-ttl", str(TTL), "--etcd-timeout", "0.5", "--reload-timeout", "3", "--status-timeout", "1",
-        "--resync-interval", "1", "--state-dir", str(tmp_path / "state"),
+        "agent",
+        "--host",
+        host,
+        "--etcd",
+        etcd_url,
+        "--prefix",
+        prefix.rstrip("/"),
+        "--tfs-grpc",
+        sim.grpc_address,
+        "--tfs-rest",
+        sim.rest_address,
+        "--http-host",
+        "127.0.0.1",
+        "--http-port",
+        str(free_port()),
+        "--lease-ttl",
+        str(TTL),
+        "--etcd-timeout",
+        "0.5",
+        "--reload-timeout",
+        "3",
+        "--status-timeout",
+        "1",
+        "--resync-interval",
+        "1",
+        "--state-dir",
+        str(tmp_path / "state"),
     ]
     return Daemon(f"agent-{host}", args, tmp_path / f"agent-{host}.log")
 
@@ -44,8 +66,11 @@ def test_sigkill_keys_vanish_within_ttl_and_restart_does_not_reload(tmp_path, et
 
         daemon.kill()
         killed_at = time.monotonic()
-        wait_until(lambda: store.get(fleet.keyspace.host("h1")) is None and fleet.status("h1", "m") is None, TTL + 3,
-                   message="host and status keys gone after the lease TTL")
+        wait_until(
+            lambda: store.get(fleet.keyspace.host("h1")) is None and fleet.status("h1", "m") is None,
+            TTL + 3,
+            message="host and status keys gone after the lease TTL",
+        )
         assert time.monotonic() - killed_at <= TTL + 3
 
         daemon = agent_daemon(tmp_path, etcd_server.client_url, prefix, sim).start()
@@ -109,13 +134,39 @@ def test_sigstopped_tf_serving_is_reported_unresponsive_then_recovers(tmp_path, 
     models = tmp_path / "models"
     make_model(models, "m", [1])
     grpc_port, rest_port, http_port = free_port(), free_port(), free_port()
-    tfs = Daemon("tfs-h1", ["tfs-sim", "--grpc-port", str(grpc_port), "--rest-port", str(rest_port), "--file-system-poll-wait-seconds", "0.2"], tmp_path / "tfs.log").start()
+    tfs = Daemon(
+        "tfs-h1", ["tfs-sim", "--grpc-port", str(grpc_port), "--rest-port", str(rest_port), "--file-system-poll-wait-seconds", "0.2"], tmp_path / "tfs.log"
+    ).start()
     args = [
-        "agent", "--host", "h1", "--etcd", etcd_server.client_url, "--prefix", prefix.rstrip("/"),
-        "--tfs-grpc", f"127.0.0.1:{grpc_port}", "--tfs-rest", f"127.0.0.1:{rest_port}",
-        "--http-host", "127.0.0.1", "--http-port", str(http_port),
-        "--lease-ttl", str(TTL), "--etcd-timeout", "0.5", "--reload-timeout", "3", "--status-timeout", "0.5",
-        "--tfs-probe-interval", "0.5", "--tfs-unresponsive-after", "2", "--state-dir", str(tmp_path / "state"),
+        "agent",
+        "--host",
+        "h1",
+        "--etcd",
+        etcd_server.client_url,
+        "--prefix",
+        prefix.rstrip("/"),
+        "--tfs-grpc",
+        f"127.0.0.1:{grpc_port}",
+        "--tfs-rest",
+        f"127.0.0.1:{rest_port}",
+        "--http-host",
+        "127.0.0.1",
+        "--http-port",
+        str(http_port),
+        "--lease-ttl",
+        str(TTL),
+        "--etcd-timeout",
+        "0.5",
+        "--reload-timeout",
+        "3",
+        "--status-timeout",
+        "0.5",
+        "--tfs-probe-interval",
+        "0.5",
+        "--tfs-unresponsive-after",
+        "2",
+        "--state-dir",
+        str(tmp_path / "state"),
     ]
     agent = Daemon("agent-h1", args, tmp_path / "agent.log").start()
 
@@ -134,7 +185,13 @@ def test_sigstopped_tf_serving_is_reported_unresponsive_then_recovers(tmp_path, 
         wait_until(lambda: readyz() == 200, 15, message="agent ready")
         tfs.signal(signal.SIGSTOP)
         try:
-            fleet.wait_status("h1", "m", lambda s: s.versions["1"].state == "UNKNOWN" and "unresponsive" in (s.error or ""), timeout=20, what="to report TF Serving unresponsive")
+            fleet.wait_status(
+                "h1",
+                "m",
+                lambda s: s.versions["1"].state == "UNKNOWN" and "unresponsive" in (s.error or ""),
+                timeout=20,
+                what="to report TF Serving unresponsive",
+            )
             assert readyz() == 503
         finally:
             tfs.signal(signal.SIGCONT)

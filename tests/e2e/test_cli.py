@@ -61,8 +61,14 @@ class Cli:
         return json.loads(self.ok(*args, "-o", "json"))
 
     def process(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tfleet", *self.args(*args)], capture_output=True, text=True, timeout=timeout,
-                              cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return subprocess.run(
+            [sys.executable, "-m", "tfleet", *self.args(*args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
 
 @pytest.fixture
@@ -82,8 +88,9 @@ def error_lines(result: Result | subprocess.CompletedProcess[str]) -> list[str]:
 
 
 def put_host(store: EtcdStore, keys: Keyspace, name: str, memory_mb: int = 1024, **labels: str) -> None:
-    record = HostRecord(host=name, grpc_address="127.0.0.1:1", rest_address="127.0.0.1:2", memory_mb=memory_mb, labels=labels,
-                        agent_version="test", started_at=schema.utc_now())
+    record = HostRecord(
+        host=name, grpc_address="127.0.0.1:1", rest_address="127.0.0.1:2", memory_mb=memory_mb, labels=labels, agent_version="test", started_at=schema.utc_now()
+    )
     store.put(keys.host(name), schema.encode(record))
 
 
@@ -147,12 +154,15 @@ def test_apply_schema_error_is_one_line_and_writes_nothing(tf, store, keys, tmp_
     assert store.list_prefix(tf.prefix + "/").items == (), "no document is applied when one is bad"
 
 
-@pytest.mark.parametrize(("files", "expected"), [
-    (["missing.yaml"], "tfleet apply: {dir}/missing.yaml: no such file"),
-    (["syntax.yaml"], "tfleet apply: {dir}/syntax.yaml: invalid YAML at line 2 column 1"),
-    (["twice.yaml"], "tfleet apply: {dir}/twice.yaml: invalid YAML at line 4 column 3: key 'base_path' appears twice in one mapping"),
-    (["bad.json"], "tfleet apply: {dir}/bad.json document 1 (x): model_version_policy: must hold exactly one of"),
-])
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (["missing.yaml"], "tfleet apply: {dir}/missing.yaml: no such file"),
+        (["syntax.yaml"], "tfleet apply: {dir}/syntax.yaml: invalid YAML at line 2 column 1"),
+        (["twice.yaml"], "tfleet apply: {dir}/twice.yaml: invalid YAML at line 4 column 3: key 'base_path' appears twice in one mapping"),
+        (["bad.json"], "tfleet apply: {dir}/bad.json document 1 (x): model_version_policy: must hold exactly one of"),
+    ],
+)
 def test_apply_bad_input_exit_2_one_line(tf, store, tmp_path, files, expected) -> None:
     (tmp_path / "syntax.yaml").write_text("name: x\n- spec\n")
     (tmp_path / "twice.yaml").write_text("name: x\nspec:\n  base_path: /a\n  base_path: /b\n")
@@ -277,18 +287,38 @@ def test_history_diff_rollback_after_pruning_and_a_gap(tf, store, keys, tmp_path
 
     # A gap entry (written by the controller after etcd compaction) reads as such.
     previous = Registry(store, keys).history("m")[-1]
-    gap = previous.model_copy(update={"sequence": 10, "action": "gap", "revisions": schema.RevisionSpan(first=40, last=90), "revision": 80,
-                                      "author": None, "source": "etcd", "previous": previous.new, "new": {**previous.new, "replicas": 3}})
+    gap = previous.model_copy(
+        update={
+            "sequence": 10,
+            "action": "gap",
+            "revisions": schema.RevisionSpan(first=40, last=90),
+            "revision": 80,
+            "author": None,
+            "source": "etcd",
+            "previous": previous.new,
+            "new": {**previous.new, "replicas": 3},
+        }
+    )
     store.put(keys.history("m", 10), schema.encode(schema.HistoryEntry.model_validate(gap.model_dump())))
     row = tf.ok("history", "m").splitlines()[-1]
     assert " gap " in row and "gap: revisions 40..90 not recorded" in row and "replicas: 7 -> 3" in row
 
 
 def test_unknown_names_are_bad_input(tf, store, keys) -> None:
-    for args in (("get", "models", "nope"), ("get", "versions", "nope"), ("describe", "model", "nope"), ("history", "nope"),
-                 ("explain", "nope"), ("rollout", "start", "nope", "--version", "1"), ("rollout", "status", "nope"),
-                 ("get", "hosts", "h9"), ("describe", "host", "h9"), ("predict", "nope", "--input", "[1]"),
-                 ("get", "nothing"), ("rollback", "bad/name")):
+    for args in (
+        ("get", "models", "nope"),
+        ("get", "versions", "nope"),
+        ("describe", "model", "nope"),
+        ("history", "nope"),
+        ("explain", "nope"),
+        ("rollout", "start", "nope", "--version", "1"),
+        ("rollout", "status", "nope"),
+        ("get", "hosts", "h9"),
+        ("describe", "host", "h9"),
+        ("predict", "nope", "--input", "[1]"),
+        ("get", "nothing"),
+        ("rollback", "bad/name"),
+    ):
         result = tf(*args)
         assert result.exit_code == 2, (args, result.stdout, result.stderr)
         [line] = error_lines(result)
@@ -300,8 +330,9 @@ def test_unknown_names_are_bad_input(tf, store, keys) -> None:
 def test_etcd_unreachable_exit_3_one_line(tmp_path) -> None:
     tf = Cli(f"http://127.0.0.1:{free_port()}", "/tfleet")
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "tfleet", "get", "models", "--etcd", tf.etcd_url, "--etcd-timeout", "0.5"],
-                          capture_output=True, text=True, timeout=30, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "tfleet", "get", "models", "--etcd", tf.etcd_url, "--etcd-timeout", "0.5"], capture_output=True, text=True, timeout=30, cwd=ROOT
+    )
     assert done.returncode == 3
     assert time.monotonic() - started < 10
     [line] = error_lines(done)
@@ -363,8 +394,13 @@ def test_cordon_replaces_a_hostctl_value_only_a_lenient_reader_would_accept(tf, 
 
 
 def test_watch_prints_one_line_per_event(tf, store, keys) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "tfleet", *tf.args("watch", "--count", "2", "--duration", "20", "--prefix-only", "models")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfleet", *tf.args("watch", "--count", "2", "--duration", "20", "--prefix-only", "models")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         assert proc.stderr is not None
         header = proc.stderr.readline()  # the watch is open once this is printed
@@ -393,8 +429,7 @@ def test_predict_without_routes_uses_status_keys(tf, store, keys, sim, tmp_path)
     store.put(keys.status("h1", "m"), schema.encode(loading))
     refused = tf("predict", "m", "--input", "[1]")
     assert refused.exit_code == 1 and "no host serves m (any version) AVAILABLE (from the agents status keys)" in refused.stderr
-    available = ModelStatus(assignment_revision=1, versions={"4": VersionReport(state="AVAILABLE")}, version_labels={"stable": 4},
-                            updated_at=schema.utc_now())
+    available = ModelStatus(assignment_revision=1, versions={"4": VersionReport(state="AVAILABLE")}, version_labels={"stable": 4}, updated_at=schema.utc_now())
     store.put(keys.status("h1", "m"), schema.encode(available))
     for args in ((), ("--version", "4"), ("--label", "stable")):
         answer = tf.json("predict", "m", "--input", '{"x": [[1, 2]]}', *args)
@@ -453,8 +488,10 @@ def live(etcd_server, tmp_path_factory) -> Iterator[LiveFleet]:
 def test_predict_describe_explain_on_a_live_fleet(live) -> None:
     fleet, tf = live.fleet, live.tf
     path = live.models / "aff.yaml"
-    path.write_text(f"name: aff\nspec:\n  base_path: {live.models / 'aff'}\n  model_version_policy: {{specific: {{versions: [1]}}}}\n"
-                    "  version_labels: {stable: 1}\n  replicas: 2\n  host_selector: {zone: a}\n")
+    path.write_text(
+        f"name: aff\nspec:\n  base_path: {live.models / 'aff'}\n  model_version_policy: {{specific: {{versions: [1]}}}}\n"
+        "  version_labels: {stable: 1}\n  replicas: 2\n  host_selector: {zone: a}\n"
+    )
     tf.ok("apply", "-f", str(path), "--author", "alice")
     fleet.wait_ready("aff", 1, 2)
     wait_until(lambda: (s := fleet.model_status("aff")) and sum(r.ready for r in s.replicas) == 2, 15, message="controller reports 2 ready")
@@ -501,8 +538,10 @@ def test_rollout_start_promote_abort_change_the_intent(live) -> None:
     fleet, tf = live.fleet, live.tf
     registry = Registry(fleet.store, fleet.keyspace)
     path = live.models / "ro.yaml"
-    path.write_text(f"name: ro\nspec:\n  base_path: {live.models / 'ro'}\n  model_version_policy: {{specific: {{versions: [1]}}}}\n"
-                    "  version_labels: {stable: 1, old: 1}\n  replicas: 2\n  host_selector: {zone: a}\n")
+    path.write_text(
+        f"name: ro\nspec:\n  base_path: {live.models / 'ro'}\n  model_version_policy: {{specific: {{versions: [1]}}}}\n"
+        "  version_labels: {stable: 1, old: 1}\n  replicas: 2\n  host_selector: {zone: a}\n"
+    )
     tf.ok("apply", "-f", str(path))
     for version in (1, 2, 3):
         tf.ok("register", "ro", str(version))
@@ -516,8 +555,7 @@ def test_rollout_start_promote_abort_change_the_intent(live) -> None:
     assert intent.model_version_policy.specific.versions == [2] and intent.version_labels == {"stable": 2}
     assert (intent.rollout.strategy, intent.rollout.canary_replicas, intent.rollout.promote) == ("canary", 1, False)
     assert registry.history("ro")[-1].author == "alice"
-    wait_until(lambda: (s := fleet.model_status("ro")) and s.rollout.phase == "canary" and s.ready_replicas.get("2") == 1, 20,
-               message="canary on one replica")
+    wait_until(lambda: (s := fleet.model_status("ro")) and s.rollout.phase == "canary" and s.ready_replicas.get("2") == 1, 20, message="canary on one replica")
     status = tf.json("rollout", "status", "ro")
     assert (status["phase"], status["from"], status["to"], len(status["canary_hosts"])) == ("canary", [1], [2], 1)
     refused = tf("rollout", "start", "ro", "--version", "3")
@@ -525,8 +563,16 @@ def test_rollout_start_promote_abort_change_the_intent(live) -> None:
 
     assert tf.ok("rollout", "promote", "ro").startswith("ro: canary promoted")
     assert registry.get_intent("ro")[0].rollout.promote is True
-    wait_until(lambda: (s := fleet.model_status("ro")) and s.rollout.phase == "stable" and s.ready_replicas.get("2") == 2
-               and all(assignment_versions(fleet, h, "ro") == [2] for h in fleet.replica_hosts("ro")), 30, message="version 2 everywhere")
+    wait_until(
+        lambda: (
+            (s := fleet.model_status("ro"))
+            and s.rollout.phase == "stable"
+            and s.ready_replicas.get("2") == 2
+            and all(assignment_versions(fleet, h, "ro") == [2] for h in fleet.replica_hosts("ro"))
+        ),
+        30,
+        message="version 2 everywhere",
+    )
 
     tf.ok("rollout", "start", "ro", "--version", "3", "--canary", "1")
     assert registry.get_intent("ro")[0].rollout.promote is False, "a new rollout starts unpromoted"
@@ -545,8 +591,10 @@ def test_rollout_to_a_version_with_no_directory_is_refused_then_aborts_and_every
     fleet, tf = live.fleet, live.tf
     make_model(live.models, "mnist", [1, 2])
     path = live.models / "mnist.yaml"
-    path.write_text(f"name: mnist\nspec:\n  base_path: {live.models / 'mnist'}\n  model_version_policy: {{specific: {{versions: [2]}}}}\n"
-                    "  version_labels: {stable: 2}\n  replicas: 2\n  host_selector: {zone: a}\n")
+    path.write_text(
+        f"name: mnist\nspec:\n  base_path: {live.models / 'mnist'}\n  model_version_policy: {{specific: {{versions: [2]}}}}\n"
+        "  version_labels: {stable: 2}\n  replicas: 2\n  host_selector: {zone: a}\n"
+    )
     tf.ok("apply", "-f", str(path))
     fleet.wait_ready("mnist", 2, 2)
     wait_until(lambda: (s := fleet.model_status("mnist")) and s.health == "ok", 15, message="mnist ok")
@@ -560,16 +608,23 @@ def test_rollout_to_a_version_with_no_directory_is_refused_then_aborts_and_every
 
     def aborted() -> bool:
         s = fleet.model_status("mnist")
-        return (s is not None and s.rollout.phase == "backoff" and bool(s.failures)
-                and all(assignment_versions(fleet, h, "mnist") == [2] for h in fleet.replica_hosts("mnist")))
+        return (
+            s is not None
+            and s.rollout.phase == "backoff"
+            and bool(s.failures)
+            and all(assignment_versions(fleet, h, "mnist") == [2] for h in fleet.replica_hosts("mnist"))
+        )
 
     wait_until(aborted, 30, message=f"automatic abort back to version 2 (report {fleet.model_status('mnist')})")
     # the labels came back with the version, and the agents no longer report an error
     for host in fleet.replica_hosts("mnist"):
         fleet.wait_available(host, "mnist", {2})
         assert fleet.status(host, "mnist").version_labels == {"stable": 2}
-    report = wait_until(lambda: (s := fleet.model_status("mnist")) and sum(r.ready for r in s.replicas) == 2 and s, 15,
-                        message="the controller reports both replicas ready again")
+    report = wait_until(
+        lambda: (s := fleet.model_status("mnist")) and sum(r.ready for r in s.replicas) == 2 and s,
+        15,
+        message="the controller reports both replicas ready again",
+    )
     assert (report.health, report.failures[0].version) == ("failing", 3) and "version 3 not found" in report.failures[0].error
     [row] = tf.json("get", "models", "mnist")
     assert (row["health"], row["error"]) == (report.health, report.health_reason)

@@ -18,8 +18,25 @@ TTL = 4
 
 
 def controller(tmp_path, etcd_url: str, prefix: str, cid: str, ttl: int = TTL) -> Daemon:
-    args = ["controller", "--id", cid, "--etcd", etcd_url, "--prefix", prefix.rstrip("/"), "--http-host", "127.0.0.1",
-            "--http-port", str(free_port()), "--lease-ttl", str(ttl), "--etcd-timeout", "0.5", "--resync-interval", "1"]
+    args = [
+        "controller",
+        "--id",
+        cid,
+        "--etcd",
+        etcd_url,
+        "--prefix",
+        prefix.rstrip("/"),
+        "--http-host",
+        "127.0.0.1",
+        "--http-port",
+        str(free_port()),
+        "--lease-ttl",
+        str(ttl),
+        "--etcd-timeout",
+        "0.5",
+        "--resync-interval",
+        "1",
+    ]
     return Daemon(cid, args, tmp_path / f"{cid}.log")
 
 
@@ -52,7 +69,9 @@ def test_paused_leader_writes_nothing_after_its_lease(tmp_path, etcd_server, sto
     models = tmp_path / "models"
     make_model(models, "m", [1])
     make_model(models, "n", [1])
-    agent = start_agent(host="h1", etcd_url=etcd_server.client_url, prefix=prefix, tfs_grpc=sim.grpc_address, tfs_rest=sim.rest_address, state_dir=tmp_path / "s")
+    agent = start_agent(
+        host="h1", etcd_url=etcd_server.client_url, prefix=prefix, tfs_grpc=sim.grpc_address, tfs_rest=sim.rest_address, state_dir=tmp_path / "s"
+    )
     c1 = controller(tmp_path, etcd_server.client_url, prefix, "c1").start()
     c2 = None
     try:

@@ -14,8 +14,13 @@ from tfleet.procs import Daemon
 
 
 def test_agent_start_up_errors_are_one_line_each(tmp_path) -> None:
-    result = subprocess.run([sys.executable, "-m", "tfleet", "agent", "--http-port", "x"], capture_output=True, text=True, timeout=60,
-                            env={"PATH": "/usr/bin:/bin", "TFLEET_CONTEXT": str(tmp_path / "none.json")})
+    result = subprocess.run(
+        [sys.executable, "-m", "tfleet", "agent", "--http-port", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "TFLEET_CONTEXT": str(tmp_path / "none.json")},
+    )
     assert result.returncode == 2
     assert sorted(result.stderr.splitlines()) == [
         "tfleet agent: invalid --http-port: 'x' is not a valid integer.",
@@ -27,8 +32,27 @@ def test_agent_start_up_errors_are_one_line_each(tmp_path) -> None:
 
 def test_controller_without_etcd_warns_rate_limited(tmp_path) -> None:
     dead_etcd = f"http://127.0.0.1:{free_port()}"
-    daemon = Daemon("c1", ["controller", "--id", "c1", "--etcd", dead_etcd, "--http-host", "127.0.0.1", "--http-port", str(free_port()),
-                           "--lease-ttl", "3", "--etcd-timeout", "0.5", "--resync-interval", "1"], tmp_path / "c1.log").start()
+    daemon = Daemon(
+        "c1",
+        [
+            "controller",
+            "--id",
+            "c1",
+            "--etcd",
+            dead_etcd,
+            "--http-host",
+            "127.0.0.1",
+            "--http-port",
+            str(free_port()),
+            "--lease-ttl",
+            "3",
+            "--etcd-timeout",
+            "0.5",
+            "--resync-interval",
+            "1",
+        ],
+        tmp_path / "c1.log",
+    ).start()
 
     def events(name: str) -> list[dict]:
         lines = [json.loads(line) for line in daemon.log_path.read_text().splitlines() if line.startswith("{")]

@@ -27,8 +27,16 @@ from tfleet.sim.fixtures import make_model
 from tfleet.store import EtcdSettings, EtcdStore
 
 CHROMIUM = pathlib.Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "artifacts"
 
 pytestmark = pytest.mark.slow
@@ -52,9 +60,16 @@ def dashboard_fleet(store, prefix, etcd_server, sim_factory, tmp_path):
     for name, zone in (("h1", "a"), ("h2", "b")):
         add_host(fleet, name, sim_factory, etcd_server.client_url, prefix, tmp_path, labels={"zone": zone})
     settings = ControllerSettings(
-        id="c1", etcd=EtcdSettings(endpoints=(etcd_server.client_url,), call_timeout=0.5), http_port=0, http_host="127.0.0.1",
-        prefix=prefix.rstrip("/"), lease_ttl=4, resync_interval=1.0, coalesce_window=0.05,
-        dashboard_port=free_port(), dashboard_host="127.0.0.1",
+        id="c1",
+        etcd=EtcdSettings(endpoints=(etcd_server.client_url,), call_timeout=0.5),
+        http_port=0,
+        http_host="127.0.0.1",
+        prefix=prefix.rstrip("/"),
+        lease_ttl=4,
+        resync_interval=1.0,
+        coalesce_window=0.05,
+        dashboard_port=free_port(),
+        dashboard_host="127.0.0.1",
     )
     controller = Controller(settings)
     thread = threading.Thread(target=controller.run, name="controller-c1", daemon=True)
@@ -103,16 +118,26 @@ def test_page_shows_an_etcdctl_write_live(dashboard_fleet, etcd_server, sync_pla
             assert page.locator('#grid td[data-model="resnet"]').count() == 0
 
             # operator actions, with etcdctl, while the page stays open
-            etcd_server.etcdctl("put", ks.model("resnet"), json.dumps({
-                "base_path": str(models / "resnet"), "model_version_policy": {"specific": {"versions": [1]}},
-                "version_labels": {"stable": 1}, "replicas": 2, "spread_by": "zone", "owner": "vision-team",
-                "description": "image classifier",
-            }))
+            etcd_server.etcdctl(
+                "put",
+                ks.model("resnet"),
+                json.dumps(
+                    {
+                        "base_path": str(models / "resnet"),
+                        "model_version_policy": {"specific": {"versions": [1]}},
+                        "version_labels": {"stable": 1},
+                        "replicas": 2,
+                        "spread_by": "zone",
+                        "owner": "vision-team",
+                        "description": "image classifier",
+                    }
+                ),
+            )
             etcd_server.etcdctl("put", ks.model("giant"), json.dumps({"base_path": str(models / "resnet"), "memory_mb": 100_000}))
 
             # the model becomes AVAILABLE on both replicas, on the open page
             page.wait_for_function(
-                "() => document.querySelectorAll('#grid td[data-model=\"resnet\"] .chip[data-version=\"1\"][data-state=\"AVAILABLE\"]').length === 2",
+                '() => document.querySelectorAll(\'#grid td[data-model="resnet"] .chip[data-version="1"][data-state="AVAILABLE"]\').length === 2',
                 timeout=30_000,
             )
             page.wait_for_selector('#grid th[data-model="resnet"] [data-ready="2/2"]', timeout=15_000)
@@ -134,10 +159,12 @@ def test_page_shows_an_etcdctl_write_live(dashboard_fleet, etcd_server, sync_pla
             assert page.evaluate("window.tfleetDashboard.patches") > 0  # changes came as patches, not whole states
             assert navigations == [url], navigations
             assert "AVAILABLE" in page.inner_text('#grid tr[data-model="resnet"]')
+
             # the state the page built from patches is the server's state
             def same_as_server() -> bool:
                 mine = page.evaluate("JSON.stringify(window.tfleetDashboard.state)")
                 return json.loads(mine) == api_state(url)
+
             wait_until(same_as_server, 10, interval=0.2, message="page state (full state + patches) equals /api/state")
 
             ARTIFACTS.mkdir(exist_ok=True)

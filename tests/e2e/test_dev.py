@@ -70,8 +70,13 @@ def start_dev(tmp_path: Path, name: str, *args: str) -> DevFleet:
     port = free_port()
     fleet = DevFleet(None, tmp_path / f"{name}.out", tmp_path / name, tmp_path / f"{name}-context.json", port)  # type: ignore[arg-type]
     with open(fleet.log, "w") as out:
-        fleet.proc = subprocess.Popen([sys.executable, "-m", "tfleet", "dev", "--run-dir", str(fleet.run_dir), "--etcd-port", str(port),
-                                       "--lease-ttl", str(TTL), *args], stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=fleet.env())
+        fleet.proc = subprocess.Popen(
+            [sys.executable, "-m", "tfleet", "dev", "--run-dir", str(fleet.run_dir), "--etcd-port", str(port), "--lease-ttl", str(TTL), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=fleet.env(),
+        )
     wait_until(lambda: "Press Ctrl-C" in fleet.out() or fleet.proc.poll() is not None, 120, message=f"tfleet dev {name} printed its guide")
     assert fleet.proc.poll() is None, fleet.out()
     return fleet
@@ -98,8 +103,11 @@ def test_dev_fleet_serves_samples_and_stops_cleanly(dev_fleet: DevFleet) -> None
         return bool(out.strip()) and all(v["state"] == "AVAILABLE" for v in json.loads(out)["versions"].values())
 
     wait_until(lambda: available("/tfleet/status/h1/half_plus_two"), 60, message="hand-made assignment served")
-    wait_until(lambda: '"ready_replicas":{"1":2}' in fleet.etcdctl("get", "--print-value-only", "/tfleet/modelstatus/resnet_lite"), 60,
-               message="controller placed resnet_lite on 2 hosts")
+    wait_until(
+        lambda: '"ready_replicas":{"1":2}' in fleet.etcdctl("get", "--print-value-only", "/tfleet/modelstatus/resnet_lite"),
+        60,
+        message="controller placed resnet_lite on 2 hosts",
+    )
     assert '"id":"c' in fleet.etcdctl("get", "--print-value-only", "/tfleet/leader")
 
     # item 4: the CLI finds the fleet through the context file, no flag, no variable
@@ -131,12 +139,22 @@ def test_second_fleet_never_breaks_the_first_and_a_dead_daemon_stays_down(tmp_pa
     try:
         wait_until(lambda: '"id":"c' in fleet.etcdctl("get", "--print-value-only", "/tfleet/leader"), 30, message="a controller leads")
         # item 5: a second fleet in the same run directory is refused before it touches it
-        second = subprocess.run([sys.executable, "-m", "tfleet", "dev", "--run-dir", str(fleet.run_dir), "--etcd-port", str(free_port())],
-                                capture_output=True, text=True, timeout=60, env={**fleet.env(), "TFLEET_CONTEXT": str(tmp_path / "second.json")})
+        second = subprocess.run(
+            [sys.executable, "-m", "tfleet", "dev", "--run-dir", str(fleet.run_dir), "--etcd-port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**fleet.env(), "TFLEET_CONTEXT": str(tmp_path / "second.json")},
+        )
         assert second.returncode == 1 and "is in use by a running tfleet dev" in second.stderr, second.stderr
         # ... and one on the same port, in its own directory, too
-        third = subprocess.run([sys.executable, "-m", "tfleet", "dev", "--run-dir", str(tmp_path / "third"), "--etcd-port", str(fleet.port)],
-                               capture_output=True, text=True, timeout=60, env={**fleet.env(), "TFLEET_CONTEXT": str(tmp_path / "third.json")})
+        third = subprocess.run(
+            [sys.executable, "-m", "tfleet", "dev", "--run-dir", str(tmp_path / "third"), "--etcd-port", str(fleet.port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**fleet.env(), "TFLEET_CONTEXT": str(tmp_path / "third.json")},
+        )
         assert third.returncode == 1 and "--etcd-port" in third.stderr, third.stderr
         assert (fleet.run_dir / "etcd").is_dir() and (fleet.run_dir / "models" / "mnist").is_dir()
         assert fleet.tfleet("get", "hosts").returncode == 0
@@ -146,16 +164,16 @@ def test_second_fleet_never_breaks_the_first_and_a_dead_daemon_stays_down(tmp_pa
         standby = {"c1": "c2", "c2": "c1"}[leader]
         assert f"killed controller-{leader}" in fleet.tfleet("dev", "kill-leader").stdout
         wait_until(lambda: f"controller-{leader} exited" in fleet.out(), 10, message="the supervisor reported the dead controller")
-        wait_until(lambda: f'"id":"{standby}"' in fleet.etcdctl("get", "--print-value-only", "/tfleet/leader"), TTL + 10,
-                   message="the standby leads")
+        wait_until(lambda: f'"id":"{standby}"' in fleet.etcdctl("get", "--print-value-only", "/tfleet/leader"), TTL + 10, message="the standby leads")
         assert fleet.proc.poll() is None
         assert re.search(rf"controller-{leader}\s+\d+\s+down", fleet.tfleet("dev", "ps").stdout)
 
         # the host-loss drill: h2's agent and TF Serving die, its host key expires, the fleet runs on
         killed = fleet.tfleet("dev", "kill-host", "h2").stdout
         assert "killed agent-h2" in killed and "killed tfs-h2" in killed
-        wait_until(lambda: "/tfleet/hosts/h2" not in fleet.etcdctl("get", "--prefix", "--keys-only", "/tfleet/hosts/"), TTL + 10,
-                   message="h2's host key expired")
+        wait_until(
+            lambda: "/tfleet/hosts/h2" not in fleet.etcdctl("get", "--prefix", "--keys-only", "/tfleet/hosts/"), TTL + 10, message="h2's host key expired"
+        )
         wait_until(lambda: "agent-h2 exited" in fleet.out() and "tfs-h2 exited" in fleet.out(), 10, message="both reported")
         assert fleet.proc.poll() is None
 

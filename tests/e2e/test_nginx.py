@@ -109,8 +109,9 @@ http {{
         self.write_conf()
         checked = subprocess.run(self.command("-t"), capture_output=True, text=True, timeout=30)
         assert checked.returncode == 0, checked.stderr
-        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=open(self.root / "stderr.log", "ab"), start_new_session=True)  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.root / "stderr.log", "ab"), start_new_session=True
+        )  # noqa: SIM115
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -141,8 +142,9 @@ class Load:
             assert result.outputs["y"] == [3.0, 5.0], result.outputs
             return
         path = f"/v1/models/{MODEL}/labels/stable:predict" if kind == "rest-label" else f"/v1/models/{MODEL}:predict"
-        request = urllib.request.Request(f"http://127.0.0.1:{self.nginx.rest_port}{path}", data=b'{"instances": [1.0, 2.0]}',
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.nginx.rest_port}{path}", data=b'{"instances": [1.0, 2.0]}', headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=5) as reply:
             assert json.loads(reply.read())["predictions"] == [3.0, 5.0]
 
@@ -205,29 +207,99 @@ def test_nginx_keeps_serving_through_a_host_loss(tmp_path, etcd_server, store, p
     hosts = {}
     for name in ("h1", "h2"):
         grpc, rest = free_port(), free_port()
-        tfs = Daemon(f"tfs-{name}", ["tfs-sim", "--grpc-port", str(grpc), "--rest-port", str(rest), "--file-system-poll-wait-seconds", "0.2"],
-                     tmp_path / f"tfs-{name}.log").start()
+        tfs = Daemon(
+            f"tfs-{name}",
+            ["tfs-sim", "--grpc-port", str(grpc), "--rest-port", str(rest), "--file-system-poll-wait-seconds", "0.2"],
+            tmp_path / f"tfs-{name}.log",
+        ).start()
         daemons.append(tfs)
-        agent = Daemon(f"agent-{name}", ["agent", "--host", name, *common, "--tfs-grpc", f"127.0.0.1:{grpc}", "--tfs-rest", f"127.0.0.1:{rest}",
-                                         "--http-host", "127.0.0.1", "--http-port", str(free_port()), "--lease-ttl", str(TTL),
-                                         "--reload-timeout", "2", "--status-timeout", "1", "--resync-interval", "1",
-                                         "--state-dir", str(tmp_path / "state")], tmp_path / f"agent-{name}.log").start()
+        agent = Daemon(
+            f"agent-{name}",
+            [
+                "agent",
+                "--host",
+                name,
+                *common,
+                "--tfs-grpc",
+                f"127.0.0.1:{grpc}",
+                "--tfs-rest",
+                f"127.0.0.1:{rest}",
+                "--http-host",
+                "127.0.0.1",
+                "--http-port",
+                str(free_port()),
+                "--lease-ttl",
+                str(TTL),
+                "--reload-timeout",
+                "2",
+                "--status-timeout",
+                "1",
+                "--resync-interval",
+                "1",
+                "--state-dir",
+                str(tmp_path / "state"),
+            ],
+            tmp_path / f"agent-{name}.log",
+        ).start()
         daemons.append(agent)
         hosts[name] = (tfs, agent)
-    daemons.append(Daemon("controller", ["controller", "--id", "c1", *common, "--http-host", "127.0.0.1", "--http-port", str(free_port()),
-                                         "--lease-ttl", str(TTL), "--resync-interval", "1"], tmp_path / "controller.log").start())
-    store.put(ks.model(MODEL), json.dumps({"base_path": str(models / MODEL), "model_version_policy": {"specific": {"versions": [1]}},
-                                           "version_labels": {"stable": 1}, "replicas": 2}).encode())
+    daemons.append(
+        Daemon(
+            "controller",
+            [
+                "controller",
+                "--id",
+                "c1",
+                *common,
+                "--http-host",
+                "127.0.0.1",
+                "--http-port",
+                str(free_port()),
+                "--lease-ttl",
+                str(TTL),
+                "--resync-interval",
+                "1",
+            ],
+            tmp_path / "controller.log",
+        ).start()
+    )
+    store.put(
+        ks.model(MODEL),
+        json.dumps(
+            {"base_path": str(models / MODEL), "model_version_policy": {"specific": {"versions": [1]}}, "version_labels": {"stable": 1}, "replicas": 2}
+        ).encode(),
+    )
     wait_until(lambda: route_hosts(store, ks) == {"h1", "h2"}, 60, message="routes list both hosts for the model and its label")
 
     nginx = Nginx(nginx_binary_path, tmp_path / "nginx", tmp_path / "nginx" / "tfleet-routes.conf")
     nginx.root.mkdir()
-    renderer = Daemon("routes", ["routes", "render", "--format", "nginx", "--model", MODEL, "--watch", "--out", str(nginx.routes_file),
-                                 "--reload-cmd", nginx.reload_command(), "--coalesce", "0.05", *common], tmp_path / "routes.log").start()
+    renderer = Daemon(
+        "routes",
+        [
+            "routes",
+            "render",
+            "--format",
+            "nginx",
+            "--model",
+            MODEL,
+            "--watch",
+            "--out",
+            str(nginx.routes_file),
+            "--reload-cmd",
+            nginx.reload_command(),
+            "--coalesce",
+            "0.05",
+            *common,
+        ],
+        tmp_path / "routes.log",
+    ).start()
     daemons.append(renderer)
     h2_grpc = hosts["h2"][0].args[2]
-    wait_until(lambda: nginx.routes_file.exists() and f"127.0.0.1:{h2_grpc}" in nginx.routes_file.read_text(), 30,
-               message=f"the renderer wrote both hosts; log:\n{renderer.log_tail()}")
+    wait_until(
+        lambda: nginx.routes_file.exists() and f"127.0.0.1:{h2_grpc}" in nginx.routes_file.read_text(),
+        30,
+        message=f"the renderer wrote both hosts; log:\n{renderer.log_tail()}",
+    )
     nginx.start()
     try:
         wait_until(lambda: _answers(nginx), 30, message=f"nginx answers; its log:\n{_tail(nginx.root / 'error.log')}")
@@ -242,14 +314,16 @@ def test_nginx_keeps_serving_through_a_host_loss(tmp_path, etcd_server, store, p
             for daemon in hosts["h2"]:  # a host dies: its TF Serving and its agent, without a goodbye
                 daemon.kill()
             wait_until(lambda: route_hosts(store, ks) == {"h1"}, TTL + 20, message="the controller dropped h2 from the routes")
-            wait_until(lambda: f"127.0.0.1:{h2_grpc}" not in nginx.routes_file.read_text() and (nginx.root / "reloaded").exists(), 20,
-                       message=f"the renderer rewrote the upstreams and reloaded nginx; log:\n{renderer.log_tail()}")
+            wait_until(
+                lambda: f"127.0.0.1:{h2_grpc}" not in nginx.routes_file.read_text() and (nginx.root / "reloaded").exists(),
+                20,
+                message=f"the renderer rewrote the upstreams and reloaded nginx; log:\n{renderer.log_tail()}",
+            )
             switched = time.monotonic()
             # nginx finishes reloading (old workers drain) shortly after the command returns:
             # from then on every request must succeed.
             settled = switched + 2.0
-            wait_until(lambda: min(load.ok_since(settled)[k] for k in Load.KINDS) >= 10, 60,
-                       message="requests of every kind succeed after the switch")
+            wait_until(lambda: min(load.ok_since(settled)[k] for k in Load.KINDS) >= 10, 60, message="requests of every kind succeed after the switch")
         finally:
             load.stop()
     finally:
@@ -258,9 +332,11 @@ def test_nginx_keeps_serving_through_a_host_loss(tmp_path, etcd_server, store, p
     during = load.failures(killed, settled)
     after = load.failures(settled)
     total = sum(1 for at, _, _ in load.results if killed <= at < settled)
-    report = (f"nginx host-loss drill: {len(during)} of {total} requests failed between the kill and the reload "
-              f"({switched - killed:.1f} s; by kind {dict(Counter(k for _, k, _ in during))}); "
-              f"{len(after)} failed after it")
+    report = (
+        f"nginx host-loss drill: {len(during)} of {total} requests failed between the kill and the reload "
+        f"({switched - killed:.1f} s; by kind {dict(Counter(k for _, k, _ in during))}); "
+        f"{len(after)} failed after it"
+    )
     print(report + "".join(f"\n  {kind}: {error}" for _, kind, error in during[:5]))
     record_property("failed_during_switch", len(during))
     record_property("requests_during_switch", total)

@@ -26,8 +26,7 @@ def readme_block(name: str) -> str:
 
 
 def run_block(name: str, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", readme_block(name)], cwd=ROOT, capture_output=True, text=True, timeout=90,
-                            env=env)
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", readme_block(name)], cwd=ROOT, capture_output=True, text=True, timeout=90, env=env)
     assert result.returncode == 0, f"README block {name} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -48,8 +47,9 @@ def test_readme_commands_work_verbatim(tmp_path) -> None:
     env = {**os.environ, "TFLEET_CONTEXT": str(tmp_path / "context.json")}
     env.pop("TFLEET_ETCD_ENDPOINTS", None)
     with open(log, "w") as out:
-        dev = subprocess.Popen([sys.executable, "-m", "tfleet", "dev", "--lease-ttl", "4"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                               env=env)
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "tfleet", "dev", "--lease-ttl", "4"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
     try:
         wait_until(lambda: "Press Ctrl-C" in log.read_text() or dev.poll() is not None, 90, message="tfleet dev is up")
         assert dev.poll() is None, log.read_text()
@@ -60,13 +60,15 @@ def test_readme_commands_work_verbatim(tmp_path) -> None:
         assert "mnist ready: version 2: 2/2 replicas ready" in out
         report = json.loads(etcdctl("get", "/tfleet/modelstatus/mnist", "--print-value-only"))
         assert report["ready_replicas"].get("2") == 2 and report["rollout"]["phase"] == "stable" and report["error"] is None
-        routes = wait_until(lambda: (raw := etcdctl("get", "/tfleet/routes/mnist", "--print-value-only").strip()) and json.loads(raw), 30,
-                            message="routes for the model")
+        routes = wait_until(
+            lambda: (raw := etcdctl("get", "/tfleet/routes/mnist", "--print-value-only").strip()) and json.loads(raw), 30, message="routes for the model"
+        )
         assert len(routes["labels"]["stable"]) == 2
 
         run_block("delete", env)
-        wait_until(lambda: "/mnist" not in etcdctl("get", "--prefix", "/tfleet/assignments/", "--keys-only"), 30,
-                   message="every replica unassigned after the delete")
+        wait_until(
+            lambda: "/mnist" not in etcdctl("get", "--prefix", "/tfleet/assignments/", "--keys-only"), 30, message="every replica unassigned after the delete"
+        )
     finally:
         os.killpg(dev.pid, signal.SIGINT)
         dev.wait(60)

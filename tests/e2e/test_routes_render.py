@@ -31,8 +31,14 @@ def put_table(store, ks: Keyspace, model: str, endpoints: list[dict], labels: di
 
 
 def run_tfleet(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tfleet", *args], capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "tfleet", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def nginx_binary() -> str | None:
@@ -57,11 +63,33 @@ def test_watch_renders_on_change_and_runs_the_reload_command(tmp_path, etcd_serv
     out = tmp_path / "conf" / "tfleet-routes.conf"
     out.parent.mkdir()
     marker = tmp_path / "reloaded"
-    daemon = Daemon("routes", [
-        "routes", "render", "--format", "nginx", "--watch", "--out", str(out), "--reload-cmd", f"touch {marker}",
-        "--etcd", etcd_server.client_url, "--prefix", ks.prefix, "--model", "m", "--model", "pinned",
-        "--coalesce", "0.05", "--etcd-timeout", "1",
-    ], tmp_path / "routes.log").start()
+    daemon = Daemon(
+        "routes",
+        [
+            "routes",
+            "render",
+            "--format",
+            "nginx",
+            "--watch",
+            "--out",
+            str(out),
+            "--reload-cmd",
+            f"touch {marker}",
+            "--etcd",
+            etcd_server.client_url,
+            "--prefix",
+            ks.prefix,
+            "--model",
+            "m",
+            "--model",
+            "pinned",
+            "--coalesce",
+            "0.05",
+            "--etcd-timeout",
+            "1",
+        ],
+        tmp_path / "routes.log",
+    ).start()
     try:
         wait_until(lambda: out.exists(), 20, message=f"the file is written; log:\n{daemon.log_tail()}")
         first = out.read_text()
@@ -112,8 +140,7 @@ def test_one_shot_envoy_files_and_stdout(tmp_path, etcd_server, store, prefix) -
 
     wrong = run_tfleet("routes", "render", "--format", "nginx", "--watch", *common)
     assert wrong.returncode == 2 and "--out" in wrong.stderr
-    unreachable = run_tfleet("routes", "render", "--format", "nginx", "--etcd", "http://127.0.0.1:1", "--etcd-timeout", "0.5",
-                             "--prefix", ks.prefix)
+    unreachable = run_tfleet("routes", "render", "--format", "nginx", "--etcd", "http://127.0.0.1:1", "--etcd-timeout", "0.5", "--prefix", ks.prefix)
     assert unreachable.returncode == 1 and "127.0.0.1:1" in unreachable.stderr
 
 
@@ -122,12 +149,30 @@ def test_rendered_nginx_passes_nginx_t(tmp_path, etcd_server, store, prefix) -> 
     if nginx is None:
         pytest.skip("nginx is not installed; the rendered text is checked by the other tests, nginx -t is not run")
     ks = Keyspace(prefix.rstrip("/"))
-    put_table(store, ks, "m", [endpoint("h1", "10.0.0.1"), {"host": "h6", "grpc_address": "[fd00::6]:8500",
-                                                             "rest_address": "[fd00::6]:8501"}],
-              labels={"stable": [endpoint("h1", "10.0.0.1")]})
+    put_table(
+        store,
+        ks,
+        "m",
+        [endpoint("h1", "10.0.0.1"), {"host": "h6", "grpc_address": "[fd00::6]:8500", "rest_address": "[fd00::6]:8501"}],
+        labels={"stable": [endpoint("h1", "10.0.0.1")]},
+    )
     out = tmp_path / "tfleet-routes.conf"
-    result = run_tfleet("routes", "render", "--format", "nginx", "--out", str(out), "--model", "m", "--model", "unserved",
-                        "--etcd", etcd_server.client_url, "--prefix", ks.prefix)
+    result = run_tfleet(
+        "routes",
+        "render",
+        "--format",
+        "nginx",
+        "--out",
+        str(out),
+        "--model",
+        "m",
+        "--model",
+        "unserved",
+        "--etcd",
+        etcd_server.client_url,
+        "--prefix",
+        ks.prefix,
+    )
     assert result.returncode == 0, result.stderr
     for upstream in ("tfleet_m_grpc", "tfleet_m_label_stable_rest", "tfleet_unserved_grpc"):
         nginx_test(nginx, tmp_path, out, upstream)

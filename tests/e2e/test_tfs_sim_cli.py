@@ -33,9 +33,22 @@ def sim_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, in
     log = tmp_path / "sim.log"
     with log.open("w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tfleet", "tfs-sim", "--grpc-port", str(grpc_port), "--rest-port", str(rest_port),
-             "--file-system-poll-wait-seconds", "0.05"],
-            env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tfleet",
+                "tfs-sim",
+                "--grpc-port",
+                str(grpc_port),
+                "--rest-port",
+                str(rest_port),
+                "--file-system-poll-wait-seconds",
+                "0.05",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
         )
     try:
         yield process, grpc_port, rest_port, log
@@ -51,16 +64,14 @@ def test_reload_status_and_sigterm(sim_process, tmp_path: Path) -> None:
     make_model(tmp_path, "bad", [1], fail_versions=[1])
     with TfsClient(f"127.0.0.1:{grpc_port}") as tfs:
         # Up when it answers NOT_FOUND for a model it does not know.
-        wait_until(lambda: tfs.get_model_status("m", timeout=1) is None, 30, ignore=(TfsUnavailable,),
-                   message="simulator process answering")
+        wait_until(lambda: tfs.get_model_status("m", timeout=1) is None, 30, ignore=(TfsUnavailable,), message="simulator process answering")
         tfs.reload_config([ModelConfigSpec("m", str(tmp_path / "m"))], timeout=20)
         assert [(s.version, s.state.value) for s in tfs.get_model_status("m", timeout=5) or []] == [(2, "AVAILABLE")]
         both = [ModelConfigSpec("m", str(tmp_path / "m")), ModelConfigSpec("bad", str(tmp_path / "bad"))]
         with pytest.raises(TfsError) as failed:
             tfs.reload_config(both, timeout=20)
         assert failed.value.code == 2, "a new model that ends in END fails the reload with UNKNOWN"
-    request = urllib.request.Request(f"http://127.0.0.1:{rest_port}/v1/models/m:predict",
-                                     data=json.dumps({"instances": [1.5]}).encode(), method="POST")
+    request = urllib.request.Request(f"http://127.0.0.1:{rest_port}/v1/models/m:predict", data=json.dumps({"instances": [1.5]}).encode(), method="POST")
     with urllib.request.urlopen(request, timeout=5) as reply:
         assert json.load(reply) == {"predictions": [3.0]}
 

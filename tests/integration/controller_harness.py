@@ -99,11 +99,28 @@ class ControlledFleet(Fleet):
         )
 
 
-def add_host(fleet: ControlledFleet, name: str, sim_factory, etcd_url: str, prefix: str, tmp_path: pathlib.Path, labels: dict | None = None, memory_mb: int = 1024, **agent_overrides) -> RunningAgent:
+def add_host(
+    fleet: ControlledFleet,
+    name: str,
+    sim_factory,
+    etcd_url: str,
+    prefix: str,
+    tmp_path: pathlib.Path,
+    labels: dict | None = None,
+    memory_mb: int = 1024,
+    **agent_overrides,
+) -> RunningAgent:
     sim = sim_factory()
     agent = start_agent(
-        host=name, etcd_url=etcd_url, prefix=prefix, tfs_grpc=sim.grpc_address, tfs_rest=sim.rest_address,
-        state_dir=tmp_path / f"state-{name}", labels=labels or {}, memory_mb=memory_mb, **agent_overrides,
+        host=name,
+        etcd_url=etcd_url,
+        prefix=prefix,
+        tfs_grpc=sim.grpc_address,
+        tfs_rest=sim.rest_address,
+        state_dir=tmp_path / f"state-{name}",
+        labels=labels or {},
+        memory_mb=memory_mb,
+        **agent_overrides,
     )
     fleet.sims[name] = sim
     fleet.agents[name] = agent

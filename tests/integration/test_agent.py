@@ -200,8 +200,9 @@ def test_etcd_down_nothing_unloaded_changes_after_return_applied(etcd_factory, t
         assert samples >= 20
         etcd.start()
         # this test's own client may still be in gRPC's reconnect backoff: retry the write
-        rev = wait_until(lambda: fleet.assign("h1", "m", specific(models_dir, "m", 2)), 10, ignore=(StoreUnavailable,),
-                         message="operator write after etcd returned")
+        rev = wait_until(
+            lambda: fleet.assign("h1", "m", specific(models_dir, "m", 2)), 10, ignore=(StoreUnavailable,), message="operator write after etcd returned"
+        )
         fleet.wait_available("h1", "m", {2}, revision=rev, timeout=30)
         assert fleet.store.get(fleet.keyspace.host("h1")) is not None
     finally:

@@ -119,6 +119,7 @@ def test_restart_empty_with_labels_serves_everything_again_and_status_never_lies
     try:
         sim.restart()
         restarted = time.monotonic()
+
         def served_again() -> bool:
             return all(
                 served(client, n) == {1: "AVAILABLE", 2: "AVAILABLE"} and sim.core.label_version(n, "stable") == 1 and sim.core.label_version(n, "canary") == 2
@@ -143,7 +144,9 @@ def test_restart_empty_with_labels_serves_everything_again_and_status_never_lies
         print(f"restart: served again with labels after {time.monotonic() - restarted:.2f} s; longest false AVAILABLE {worst:.2f} s")
         # one probe interval, plus the pass that follows it, on a busy machine
         assert worst <= PROBE["tfs_probe_interval"] + 1.5, f"a status claimed AVAILABLE for {worst:.2f} s while TF Serving did not serve the version"
-        assert running.counter("tfleet_agent_reload_duration_seconds_count", result="rejected") == 0, "a reload was refused: labels were sent before their versions were AVAILABLE"
+        assert running.counter("tfleet_agent_reload_duration_seconds_count", result="rejected") == 0, (
+            "a reload was refused: labels were sent before their versions were AVAILABLE"
+        )
     finally:
         client.close()
 
@@ -176,7 +179,9 @@ def test_hang_marks_tf_serving_unresponsive_everywhere_then_recovers(fleet, agen
     sim.faults.thaw()
     fleet.wait_available("h1", "m", {1}, timeout=15)
     wait_until(lambda: readyz(running)[0] == 200, 10, message="agent ready again")
-    wait_until(lambda: host_record(fleet, "h1")[0] is not None and host_record(fleet, "h1")[0].tfs_unresponsive_since is None, 10, message="host record cleared")
+    wait_until(
+        lambda: host_record(fleet, "h1")[0] is not None and host_record(fleet, "h1")[0].tfs_unresponsive_since is None, 10, message="host record cleared"
+    )
     assert running.counter("tfleet_agent_tfs_up") == 1
 
 
@@ -200,7 +205,9 @@ def test_unreachable_tf_serving_stops_claiming_available_at_once(fleet, agents, 
     fleet.assign("h1", "m", {"base_path": str(models_dir / "m")})
     fleet.wait_available("h1", "m", {1})
     server.stop(0)
-    fleet.wait_status("h1", "m", lambda s: s.versions["1"].state == "UNKNOWN" and "unreachable" in (s.error or ""), timeout=10, what="to say TF Serving is unreachable")
+    fleet.wait_status(
+        "h1", "m", lambda s: s.versions["1"].state == "UNKNOWN" and "unreachable" in (s.error or ""), timeout=10, what="to say TF Serving is unreachable"
+    )
     assert readyz(running)[0] == 503
 
 
@@ -310,7 +317,11 @@ def test_hung_host_leaves_routes_then_loses_its_replica_after_the_grace_then_rec
     # before the grace ends nothing moves
     assert cfleet.replica_hosts("m") == {"h1"} or time.monotonic() - frozen >= grace
     # after the grace a replacement is placed on h2 and becomes ready; only then h1's goes
-    wait_until(lambda: cfleet.available_hosts("m", 1) == {"h2"} and cfleet.replica_hosts("m") == {"h2"}, 30, message=f"replica moved to h2 (holders {cfleet.replica_hosts('m')})")
+    wait_until(
+        lambda: cfleet.available_hosts("m", 1) == {"h2"} and cfleet.replica_hosts("m") == {"h2"},
+        30,
+        message=f"replica moved to h2 (holders {cfleet.replica_hosts('m')})",
+    )
     assert time.monotonic() - frozen >= grace
     wait_until(lambda: endpoints() == {"h2"}, 15, message="h2 in the routes")
 
@@ -342,7 +353,10 @@ class StaleStatusTfs:
         versions = self._real.get_model_status(name, timeout)
         if name != self._model or versions is None:
             return versions
-        return [VersionStatus(v.version, VersionState.AVAILABLE) if v.version == self._version and v.state in (VersionState.START, VersionState.LOADING) else v for v in versions]
+        return [
+            VersionStatus(v.version, VersionState.AVAILABLE) if v.version == self._version and v.state in (VersionState.START, VersionState.LOADING) else v
+            for v in versions
+        ]
 
     def reload_config(self, models, timeout: float) -> None:
         self._real.reload_config(models, timeout)
@@ -362,8 +376,14 @@ def test_refused_label_does_not_hold_the_rest_of_the_list_hostage(fleet, sim_fac
     write_version(models_dir / "m", 2, load_seconds=8.0)
     make_model(models_dir, "o", [1])
     settings = AgentSettings(
-        host="h1", etcd=EtcdSettings(endpoints=(etcd_server.client_url,), call_timeout=0.5), tfs_grpc=server.grpc_address,
-        tfs_rest=server.rest_address, http_host="127.0.0.1", http_port=0, prefix=prefix.rstrip("/"), state_dir=tmp_path / "state",
+        host="h1",
+        etcd=EtcdSettings(endpoints=(etcd_server.client_url,), call_timeout=0.5),
+        tfs_grpc=server.grpc_address,
+        tfs_rest=server.rest_address,
+        http_host="127.0.0.1",
+        http_port=0,
+        prefix=prefix.rstrip("/"),
+        state_dir=tmp_path / "state",
         **{"memory_mb": 1024, **TEST_TIMINGS, **PROBE},
     )
     agent = Agent(settings, tfs=StaleStatusTfs(server.grpc_address, "m", 2))
@@ -371,7 +391,11 @@ def test_refused_label_does_not_hold_the_rest_of_the_list_hostage(fleet, sim_fac
     thread.start()
     try:
         fleet.assign("h1", "m", labelled(models_dir, "m"))
-        wait_until(lambda: (agent.metrics.registry.get_sample_value("tfleet_agent_reload_duration_seconds_count", {"result": "rejected"}) or 0) >= 1, 10, message="TF Serving refused the label")
+        wait_until(
+            lambda: (agent.metrics.registry.get_sample_value("tfleet_agent_reload_duration_seconds_count", {"result": "rejected"}) or 0) >= 1,
+            10,
+            message="TF Serving refused the label",
+        )
         assigned = time.monotonic()
         fleet.assign("h1", "o", {"base_path": str(models_dir / "o")})
         fleet.wait_available("h1", "o", {1}, timeout=6)  # not after m's version 2 (8 s) or a 60 s backoff

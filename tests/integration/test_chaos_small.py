@@ -34,8 +34,16 @@ SMALL_FAULTS = (
 
 def test_small_chaos_soak_keeps_every_invariant(tmp_path) -> None:
     settings = Settings(
-        seed=SEED, duration=60, hosts=3, models=4, kinds=SMALL_FAULTS, writer_mode="forward",
-        converge_bound=60, startup_timeout=120, root=tmp_path / "chaos", verbose=False,
+        seed=SEED,
+        duration=60,
+        hosts=3,
+        models=4,
+        kinds=SMALL_FAULTS,
+        writer_mode="forward",
+        converge_bound=60,
+        startup_timeout=120,
+        root=tmp_path / "chaos",
+        verbose=False,
     )
     planned = make_schedule(SEED, 4, SMALL_FAULTS, settings.hosts, settings.models, settings.lease_ttl)
     result = run(settings)

@@ -29,15 +29,15 @@ def load(sim: SimServer, base: pathlib.Path, labels: dict[str, int] | None = Non
     with TfsClient(sim.grpc_address) as tfs:
         tfs.reload_config([spec], timeout=10)
         if labels:  # a label needs its version AVAILABLE first
-            tfs.reload_config([ModelConfigSpec(spec.name, spec.base_path, model_version_policy=spec.model_version_policy,
-                                               version_labels=tuple(sorted(labels.items())))], timeout=10)
+            tfs.reload_config(
+                [ModelConfigSpec(spec.name, spec.base_path, model_version_policy=spec.model_version_policy, version_labels=tuple(sorted(labels.items())))],
+                timeout=10,
+            )
 
 
 def served(sim: SimServer) -> int:
     """Predict requests of model m this simulator answered."""
-    value = sim.metrics.registry.get_sample_value(
-        "tensorflow_serving_request_count_total", {"model_name": "m", "status": "OK", "entrypoint": "GRPC"}
-    )
+    value = sim.metrics.registry.get_sample_value("tensorflow_serving_request_count_total", {"model_name": "m", "status": "OK", "entrypoint": "GRPC"})
     return int(value or 0)
 
 
@@ -53,8 +53,7 @@ class Routes:
         self.ks = Keyspace(prefix.rstrip("/"))
 
     def put(self, endpoints: list[dict], versions: dict | None = None, labels: dict | None = None) -> None:
-        table = RouteTable(model="m", endpoints=endpoints, versions=versions or {"1": endpoints}, labels=labels or {},
-                           updated_at=NOW)
+        table = RouteTable(model="m", endpoints=endpoints, versions=versions or {"1": endpoints}, labels=labels or {}, updated_at=NOW)
         self.store.put(self.ks.routes("m"), schema.encode(table))
 
     def delete(self) -> None:

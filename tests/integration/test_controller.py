@@ -73,8 +73,11 @@ def test_after_a_restart_the_last_valid_intent_comes_from_the_history(fleet, mod
     fleet.declare("m", intent(models_dir, "m", [1], replicas=2))
     fleet.wait_ready("m", 1, 2)
     broken = fleet.declare("m", '{"base_path": "/x", "replicas": "many"}')
-    wait_until(lambda: (kv := fleet.store.get(fleet.keyspace.history_cursor())) and json.loads(kv.value)["revision"] >= broken, 15,
-               message="the invalid intent was not recorded")
+    wait_until(
+        lambda: (kv := fleet.store.get(fleet.keyspace.history_cursor())) and json.loads(kv.value)["revision"] >= broken,
+        15,
+        message="the invalid intent was not recorded",
+    )
     first.stop()
     second = fleet.start_controller("c2")
     passes = second.controller.metrics.reconcile_total.labels("ok")
@@ -149,8 +152,11 @@ def test_rolling_rollout_never_drops_to_zero_available(fleet, models_dir) -> Non
     sampler.start()
     try:
         fleet.declare("m", intent(models_dir, "m", [2], replicas=2, version_labels={"stable": 2}))
-        wait_until(lambda: (s := fleet.model_status("m")) and s.rollout.phase == "stable" and s.ready_replicas.get("2") == 2 and "1" not in s.ready_replicas, 40,
-                   message="rollout to version 2 finished")
+        wait_until(
+            lambda: (s := fleet.model_status("m")) and s.rollout.phase == "stable" and s.ready_replicas.get("2") == 2 and "1" not in s.ready_replicas,
+            40,
+            message="rollout to version 2 finished",
+        )
     finally:
         stop.set()
         sampler.join(5)
@@ -172,8 +178,11 @@ def test_canary_abort_on_load_failure(fleet, models_dir) -> None:
     status = wait_until(lambda: (s := fleet.model_status("m")) and s.failures and s.rollout.phase == "backoff" and s, 30, message="automatic abort recorded")
     (failure,) = status.failures
     assert failure.version == 2 and "simulated load failure" in failure.error
-    wait_until(lambda: all(fleet.status(h, "m") and set(fleet.status(h, "m").versions) == {"1"} for h in fleet.replica_hosts("m")), 20,
-               message="every replica back on version 1 only")
+    wait_until(
+        lambda: all(fleet.status(h, "m") and set(fleet.status(h, "m").versions) == {"1"} for h in fleet.replica_hosts("m")),
+        20,
+        message="every replica back on version 1 only",
+    )
     assert len(fleet.available_hosts("m", 1)) == 3
 
 
@@ -222,8 +231,11 @@ def test_restarting_every_controller_mid_rollout_loses_nothing(fleet, models_dir
     first.stop()  # every controller gone mid-rollout; all state is in etcd
     assert len(fleet.available_hosts("m", 1)) == 2
     fleet.start_controller("c9")  # a brand-new controller with no memory
-    wait_until(lambda: (s := fleet.model_status("m")) and s.rollout.phase == "stable" and s.ready_replicas.get("2") == 2, 40,
-               message="the new controller finished the rollout")
+    wait_until(
+        lambda: (s := fleet.model_status("m")) and s.rollout.phase == "stable" and s.ready_replicas.get("2") == 2,
+        40,
+        message="the new controller finished the rollout",
+    )
     assert fleet.replica_hosts("m") == {"h1", "h2"}
 
 
@@ -273,6 +285,9 @@ def test_controller_that_stops_leading_drops_its_fleet_gauges(fleet, models_dir)
     second = fleet.start_controller("c2")
     first.controller.election.resign()
     wait_until(lambda: second.is_leader, 10, message="c2 took over")
-    wait_until(lambda: registry.get_sample_value("tfleet_controller_replicas_wanted", {"model": "m"}) is None, 10,
-               message="the former leader no longer reports the fleet")
+    wait_until(
+        lambda: registry.get_sample_value("tfleet_controller_replicas_wanted", {"model": "m"}) is None,
+        10,
+        message="the former leader no longer reports the fleet",
+    )
     assert registry.get_sample_value("tfleet_controller_is_leader") == 0

@@ -33,10 +33,18 @@ PROMETHEUS_YML = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
 
 def host_record(host: str, *, metrics: str | None, rest: str = "127.0.0.1:8501", labels: dict[str, str] | None = None) -> bytes:
-    return schema.encode(HostRecord(
-        host=host, grpc_address="127.0.0.1:8500", rest_address=rest, memory_mb=512, labels=labels or {},
-        agent_version="0.1.0", started_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), metrics_address=metrics,
-    ))
+    return schema.encode(
+        HostRecord(
+            host=host,
+            grpc_address="127.0.0.1:8500",
+            rest_address=rest,
+            memory_mb=512,
+            labels=labels or {},
+            agent_version="0.1.0",
+            started_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+            metrics_address=metrics,
+        )
+    )
 
 
 @pytest.fixture
@@ -47,8 +55,9 @@ def keyspace(prefix: str) -> Keyspace:
 @pytest.fixture
 def ops(store, keyspace) -> Iterator[OpsServer]:
     """The routes served as the controller serves them: on an OpsServer."""
-    server = OpsServer("127.0.0.1", 0, AgentMetrics().registry, healthy=lambda: (True, "ok"), ready=lambda: (True, "ok"),
-                       routes=discovery_routes(store, keyspace))
+    server = OpsServer(
+        "127.0.0.1", 0, AgentMetrics().registry, healthy=lambda: (True, "ok"), ready=lambda: (True, "ok"), routes=discovery_routes(store, keyspace)
+    )
     server.start()
     yield server
     server.stop()
@@ -142,9 +151,14 @@ def test_real_prometheus_discovers_and_scrapes_agents_and_tf_serving(store, keys
     agent.start()
     port = free_port()
     process = subprocess.Popen(
-        [prometheus, f"--config.file={_prometheus_config(tmp_path, ops.address)}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("wb"),
+        [
+            prometheus,
+            f"--config.file={_prometheus_config(tmp_path, ops.address)}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "prometheus.log").open("wb"),
     )
     try:
         store.put(keyspace.host("h1"), host_record("h1", metrics=agent.address, rest=sim.rest_address, labels={"zone": "a"}))
@@ -158,8 +172,9 @@ def test_real_prometheus_discovers_and_scrapes_agents_and_tf_serving(store, keys
             targets = active_targets()
             return targets if len(targets) == 2 and all(t["health"] == "up" for t in targets) else None
 
-        targets = wait_until(healthy, 60, interval=0.5, ignore=(OSError,),
-                             message=f"two healthy targets; log: {(tmp_path / 'prometheus.log').read_text()[-2000:]}")
+        targets = wait_until(
+            healthy, 60, interval=0.5, ignore=(OSError,), message=f"two healthy targets; log: {(tmp_path / 'prometheus.log').read_text()[-2000:]}"
+        )
         by_job = {t["labels"]["job"]: t for t in targets}
         assert set(by_job) == {"tfleet-agent", "tensorflow-serving"}
         agent_target, tfs_target = by_job["tfleet-agent"], by_job["tensorflow-serving"]

@@ -112,7 +112,10 @@ def candidates(prefix: str) -> Iterator[Callable[..., Candidate]]:
         elected: list[int] = []
         lost: list[str] = []
         election = Election(
-            store, keyspace, name, TTL,
+            store,
+            keyspace,
+            name,
+            TTL,
             lambda: LeaderRecord(id=name, since=utc_now(), version="test"),
             structlog.get_logger("test_election"),
             clock=clock,
@@ -213,8 +216,7 @@ def test_paused_leader_is_fenced_out_after_a_standby_takes_over(candidates, etcd
         assert a.election.is_leader
         # ... and its write, however it is guarded, fails inside etcd
         with pytest.raises(NotLeader) as caught:
-            a.election.fenced_txn([Put(target, b"A-2"), Put(f"{prefix}models/m2", b"A-2")],
-                                  extra_compares=[Compare(target, "mod", ">", 0)])
+            a.election.fenced_txn([Put(target, b"A-2"), Put(f"{prefix}models/m2", b"A-2")], extra_compares=[Compare(target, "mod", ">", 0)])
         assert caught.value.reason == LOST_FENCE
         assert not a.election.is_leader and a.lost == [LOST_FENCE]
         with pytest.raises(NotLeader):  # and it no longer even tries
@@ -234,11 +236,12 @@ def test_paused_leader_is_fenced_out_after_a_standby_takes_over(candidates, etcd
     assert store.get(target).value == b"B-1" and store.get(f"{prefix}models/m2") is None
     leader_events = [(e.kind, e.mod_revision) for e in events if e.key == leader_key]
     assert leader_events[:3] == [
-        ("put", old_fence), ("delete", leader_events[1][1]), ("put", b.election.fence_revision),
+        ("put", old_fence),
+        ("delete", leader_events[1][1]),
+        ("put", b.election.fence_revision),
     ]
     b_elected_at = b.election.fence_revision
-    assert all(e.value.startswith(b"B") or e.key == leader_key or e.key.endswith("sentinel")
-               for e in events if e.mod_revision >= b_elected_at)
+    assert all(e.value.startswith(b"B") or e.key == leader_key or e.key.endswith("sentinel") for e in events if e.mod_revision >= b_elected_at)
 
 
 def test_renew_after_lease_loss_ends_leadership_once(candidates, etcd_server, store) -> None:
@@ -317,13 +320,14 @@ while True:
 def test_sigkilled_leader_process_is_replaced_within_the_ttl(candidates, etcd_server, prefix) -> None:
     process = subprocess.Popen(
         [sys.executable, "-c", _LEADER_PROCESS, etcd_server.client_url, prefix.rstrip("/"), str(CALL_TIMEOUT), str(TTL)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     b = candidates("ctl-b", etcd_server.client_url)
     ticker: Ticker | None = None
     try:
-        wait_until(lambda: _leader_id(b) == "ctl-proc", 30, interval=0.1, ignore=(StoreError,),
-                   message="the controller process leads")
+        wait_until(lambda: _leader_id(b) == "ctl-proc", 30, interval=0.1, ignore=(StoreError,), message="the controller process leads")
         b.election.start()
         ticker = Ticker(b.election)
         assert not b.election.is_leader
@@ -396,8 +400,7 @@ def test_etcd_restart_and_outage_end_or_keep_leadership_cleanly(candidates, etcd
         # a quick restart: the leader keeps its term or loses it; either way cleanly
         server.restart()
         leader = wait_until(lambda: _one_leader(group), WAIT, ignore=(StoreError,), message="one leader after restart")
-        wait_until(lambda: leader.election.fenced_txn([Put(target, b"after-restart")]), WAIT,
-                   ignore=(StoreError,), message="the leader writes again")
+        wait_until(lambda: leader.election.fenced_txn([Put(target, b"after-restart")]), WAIT, ignore=(StoreError,), message="the leader writes again")
         print(f"restart: leader before {first.name}, after {leader.name}, lost {[c.lost for c in group]}")
 
         # an outage longer than the local deadline: the leader stops acting without etcd
@@ -410,8 +413,7 @@ def test_etcd_restart_and_outage_end_or_keep_leadership_cleanly(candidates, etcd
         back_at = time.monotonic()
         again = wait_until(lambda: _one_leader(group), WAIT, ignore=(StoreError,), message="a leader after the outage")
         report("a leader again after etcd returned", time.monotonic() - back_at)
-        wait_until(lambda: again.election.fenced_txn([Put(target, b"after-outage")]), WAIT,
-                   ignore=(StoreError,), message="the new leader writes")
+        wait_until(lambda: again.election.fenced_txn([Put(target, b"after-outage")]), WAIT, ignore=(StoreError,), message="the new leader writes")
     finally:
         sampler.stop()
         for ticker in tickers:

@@ -89,8 +89,11 @@ class FaultFleet:
     renew_failures_allowed: int = 0  # a renewal may fail only while etcd elects a leader
 
     def intent(self, name: str, replicas: int = 2) -> dict:
-        return {"base_path": str(self.models_dir / name),  # type: ignore[operator]
-                "model_version_policy": {"specific": {"versions": [1]}}, "replicas": replicas}
+        return {
+            "base_path": str(self.models_dir / name),  # type: ignore[operator]
+            "model_version_policy": {"specific": {"versions": [1]}},
+            "replicas": replicas,
+        }
 
     def record_baseline(self) -> None:
         keyspace = self.fleet.keyspace
@@ -122,8 +125,7 @@ class FaultFleet:
     def converge_during_fault(self, model: str, started: float) -> float:
         """Declare a new model now; return seconds until 2 replicas are AVAILABLE."""
         make_model(self.models_dir, model, [1])  # type: ignore[arg-type]
-        wait_until(lambda: self.fleet.declare(model, self.intent(model)), WAIT, ignore=(StoreUnavailable,),
-                   message=f"declare {model}")
+        wait_until(lambda: self.fleet.declare(model, self.intent(model)), WAIT, ignore=(StoreUnavailable,), message=f"declare {model}")
         self.fleet.wait_ready(model, 1, 2, timeout=WAIT)
         return time.monotonic() - started
 
@@ -174,8 +176,7 @@ def fault_fleet(etcd_cluster3: LocalEtcdCluster, first_role: str | None, models_
         store.close()
 
 
-def _through_fault(faults: FaultFleet, inject: Callable[[], None], heal: Callable[[], None], model: str,
-                   hold: float) -> float:
+def _through_fault(faults: FaultFleet, inject: Callable[[], None], heal: Callable[[], None], model: str, hold: float) -> float:
     """Inject, declare a new model and wait for it, hold the fault at least `hold` s, heal; check."""
     watcher = Watcher(faults.controllers)
     watcher.start()
@@ -198,8 +199,7 @@ def test_a_frozen_first_member_costs_nothing(fault_fleet: FaultFleet, first_role
     """Every client prefers the first listed member; SIGSTOP it for longer than the TTLs."""
     cluster, first = fault_fleet.cluster, fault_fleet.first_index
     fault_fleet.renew_failures_allowed = 0 if first_role == "follower" else 2
-    converged = _through_fault(fault_fleet, lambda: cluster.pause(first), lambda: cluster.resume(first), "frozen",
-                               FREEZE)
+    converged = _through_fault(fault_fleet, lambda: cluster.pause(first), lambda: cluster.resume(first), "frozen", FREEZE)
     print(f"frozen first member ({first_role}): a new intent converged in {converged:.2f}s")
     assert converged < 10.0, f"a new intent took {converged:.1f}s to converge with a frozen member"
 
@@ -209,8 +209,7 @@ def test_killing_the_etcd_leader_costs_nothing(fault_fleet: FaultFleet) -> None:
     cluster = fault_fleet.cluster
     leader = cluster.leader()
     fault_fleet.renew_failures_allowed = 2
-    converged = _through_fault(fault_fleet, lambda: cluster.kill(leader), lambda: cluster.start_member(leader),
-                               "killed", FREEZE)
+    converged = _through_fault(fault_fleet, lambda: cluster.kill(leader), lambda: cluster.start_member(leader), "killed", FREEZE)
     print(f"killed etcd leader: a new intent converged in {converged:.2f}s")
     assert converged < 10.0, f"a new intent took {converged:.1f}s to converge without the etcd leader"
 
@@ -246,9 +245,7 @@ def _first(cluster: LocalEtcdCluster, role: str) -> tuple[int, tuple[str, ...]]:
 
 
 @pytest.mark.parametrize("role", ["follower", "leader"])
-def test_reads_and_lease_refresh_fail_over_from_a_frozen_member_well_inside_the_ttl(
-    etcd_cluster3: LocalEtcdCluster, role: str
-) -> None:
+def test_reads_and_lease_refresh_fail_over_from_a_frozen_member_well_inside_the_ttl(etcd_cluster3: LocalEtcdCluster, role: str) -> None:
     frozen, urls = _first(etcd_cluster3, role)
     settings = EtcdSettings(urls, call_timeout=2.0)  # 1 s per attempt
     with EtcdStore(settings) as reader, EtcdStore(settings) as renewer:

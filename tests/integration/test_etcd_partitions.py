@@ -58,12 +58,20 @@ def assert_whole(cluster: LocalEtcdCluster) -> None:
     for writer_url in cluster.client_urls:
         key, value = f"/whole/{writer_url}", str(time.monotonic()).encode()
         with EtcdStore(EtcdSettings((writer_url,), call_timeout=3.0)) as writer:
-            wait_until(lambda: writer.put(key, value), faults.WAIT, ignore=(StoreUnavailable,),  # noqa: B023
-                       message=f"a write through {writer_url}")
+            wait_until(
+                lambda: writer.put(key, value),  # noqa: B023
+                faults.WAIT,
+                ignore=(StoreUnavailable,),
+                message=f"a write through {writer_url}",
+            )
         for reader_url in cluster.client_urls:
             with EtcdStore(EtcdSettings((reader_url,), call_timeout=3.0)) as reader:
-                kv = wait_until(lambda: reader.get(key), faults.WAIT, ignore=(StoreUnavailable,),  # noqa: B023
-                                message=f"{reader_url} reads {key}")
+                kv = wait_until(
+                    lambda: reader.get(key),  # noqa: B023
+                    faults.WAIT,
+                    ignore=(StoreUnavailable,),
+                    message=f"{reader_url} reads {key}",
+                )
                 assert kv.value == value
 
 
@@ -102,8 +110,7 @@ def test_cutting_off_the_etcd_leader_costs_nothing(fault_fleet: faults.FaultFlee
     cluster, first = fault_fleet.cluster, fault_fleet.first_index
     fault_fleet.renew_failures_allowed = 2  # only while the other two elect a leader
     converged = _partition(fault_fleet, net, "cut", "cutleader")
-    print(f"etcd leader (first member) cut off: a new intent converged in {converged:.2f}s; "
-          f"etcd leader now member {cluster.leader()} (was {first})")
+    print(f"etcd leader (first member) cut off: a new intent converged in {converged:.2f}s; etcd leader now member {cluster.leader()} (was {first})")
     assert converged < CONVERGE_BOUND
 
 
@@ -121,9 +128,7 @@ def test_a_member_cut_from_its_peers_only_costs_nothing(fault_fleet: faults.Faul
 
 
 @pytest.mark.parametrize(("how", "role"), [("cut", "follower"), ("cut", "leader"), ("peers", "follower"), ("peers", "leader")])
-def test_reads_and_lease_refresh_fail_over_from_a_partitioned_member(
-    etcd_cluster3: LocalEtcdCluster, net: PrivateNet, how: str, role: str
-) -> None:
+def test_reads_and_lease_refresh_fail_over_from_a_partitioned_member(etcd_cluster3: LocalEtcdCluster, net: PrivateNet, how: str, role: str) -> None:
     index, urls = faults._first(etcd_cluster3, role)
     settings = EtcdSettings(urls, call_timeout=2.0)  # 1 s per attempt
     with EtcdStore(settings) as reader, EtcdStore(settings) as renewer:

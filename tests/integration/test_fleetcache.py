@@ -29,13 +29,21 @@ NOW_DT = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.timezone.utc)
 
 
 def host_record(name: str) -> bytes:
-    return json.dumps({"host": name, "grpc_address": f"{name}:8500", "rest_address": f"{name}:8501", "memory_mb": 100_000,
-                       "labels": {}, "agent_version": "t", "started_at": NOW}).encode()
+    return json.dumps(
+        {
+            "host": name,
+            "grpc_address": f"{name}:8500",
+            "rest_address": f"{name}:8501",
+            "memory_mb": 100_000,
+            "labels": {},
+            "agent_version": "t",
+            "started_at": NOW,
+        }
+    ).encode()
 
 
 def intent(replicas: int = 1) -> bytes:
-    return json.dumps({"base_path": "/m", "model_version_policy": {"specific": {"versions": [1]}}, "replicas": replicas,
-                       "memory_mb": 10}).encode()
+    return json.dumps({"base_path": "/m", "model_version_policy": {"specific": {"versions": [1]}}, "replicas": replicas, "memory_mb": 10}).encode()
 
 
 class Gate:
@@ -87,11 +95,17 @@ def test_compaction_behind_the_watch_relists_the_sections_only(etcd_factory) -> 
     cursor = cache.cursor("test")
     try:
         assert cache.ensure_started()
-        force_relist(cache, gate, store, ks, [
-            lambda: store.put(ks.model("m1"), intent()),
-            lambda: store.put(ks.history("m1", 1), b"{}"),
-            lambda: store.txn([], [Delete(ks.model("m0"))]).revision,
-        ])
+        force_relist(
+            cache,
+            gate,
+            store,
+            ks,
+            [
+                lambda: store.put(ks.model("m1"), intent()),
+                lambda: store.put(ks.history("m1", 1), b"{}"),
+                lambda: store.txn([], [Delete(ks.model("m0"))]).revision,
+            ],
+        )
         wait_until(lambda: cache.relists == 1, 20, message="the cache re-listed after the compaction")
         store.put(ks.model("m2"), intent())  # and the watch goes on after it
         wait_until(lambda: cache.get(ks.model("m2")) is not None, 20, message="the watch resumed after the re-list")
@@ -133,14 +147,24 @@ def test_a_pass_from_the_cache_equals_a_pass_from_a_fresh_read(private_etcd, ops
     store.delete_prefix(ks.prefix + "/")
 
     def key(section: str, n: int) -> str:
-        return {"models": ks.model(f"m{n}"), "hosts": ks.host(f"h{n}"), "hostctl": ks.hostctl(f"h{n}"),
-                "status": ks.status(f"h{n}", "m0"), "history": ks.history("m0", n + 1)}[section]
+        return {
+            "models": ks.model(f"m{n}"),
+            "hosts": ks.host(f"h{n}"),
+            "hostctl": ks.hostctl(f"h{n}"),
+            "status": ks.status(f"h{n}", "m0"),
+            "history": ks.history("m0", n + 1),
+        }[section]
 
     def value(section: str, n: int, garbage: bool) -> bytes:
         if garbage:
             return b"{not json"
-        return {"models": intent(n), "hosts": host_record(f"h{n}"), "hostctl": b'{"cordoned": true}',
-                "status": json.dumps({"assignment_revision": n, "updated_at": NOW}).encode(), "history": b"{}"}[section]
+        return {
+            "models": intent(n),
+            "hosts": host_record(f"h{n}"),
+            "hostctl": b'{"cordoned": true}',
+            "status": json.dumps({"assignment_revision": n, "updated_at": NOW}).encode(),
+            "history": b"{}",
+        }[section]
 
     for n in range(2):
         store.put(ks.host(f"h{n}"), host_record(f"h{n}"))
@@ -166,8 +190,11 @@ def test_a_pass_from_the_cache_equals_a_pass_from_a_fresh_read(private_etcd, ops
             else:
                 wait_until(lambda last=last: cache.revision >= last, 20, message=f"the cache reached revision {last}")
                 changes = cursor.take()
-                fleet = builder.rebuild(changes.revision, [f for f in changes.files.values() if f]) if changes.everything \
+                fleet = (
+                    builder.rebuild(changes.revision, [f for f in changes.files.values() if f])
+                    if changes.everything
                     else builder.apply(changes.revision, changes.files, changes.quiet)
+                )
                 expected = with_kept_hosts(fresh(store, ks), fleet, ks)
                 assert fleet.content() == expected.content()
                 assert plan(fleet, {}, NOW_DT) == plan(expected, {}, NOW_DT)
@@ -228,10 +255,15 @@ def test_own_writes_coming_back_plan_nothing_and_a_status_burst_costs_its_size(s
         for m in range(20):  # the agents of 20 models report their replica AVAILABLE
             kv = assignments[f"m{m}"]
             host = kv.key.split("/")[-2]
-            store.put(ks.status(host, f"m{m}"), json.dumps({"assignment_revision": kv.mod_revision, "updated_at": NOW,
-                                                             "versions": {"1": {"state": "AVAILABLE"}}}).encode())
-        wait_until(lambda: sum(1 for kv in store.list_prefix(ks.modelstatus_prefix()).items if b'"ready":true' in kv.value) == 20,
-                   30, message="the 20 reports say ready")
+            store.put(
+                ks.status(host, f"m{m}"),
+                json.dumps({"assignment_revision": kv.mod_revision, "updated_at": NOW, "versions": {"1": {"state": "AVAILABLE"}}}).encode(),
+            )
+        wait_until(
+            lambda: sum(1 for kv in store.list_prefix(ks.modelstatus_prefix()).items if b'"ready":true' in kv.value) == 20,
+            30,
+            message="the 20 reports say ready",
+        )
         wait_until(settled, 40, message="passes stop planning")
         # each of the 20 models was planned once; its report and route coming back planned nothing
         assert _planned(controller) - baseline == 20

@@ -92,7 +92,7 @@ def _name_is_valid(ks, key: str) -> bool:
         elif section in ("models", "hosts", "hostctl", "modelstatus", "routes"):
             ks.name_after(key, f"{ks.prefix}/{section}/")
         elif section in ("schedules", "versions"):
-            parts = key[len(ks.prefix) + 1:].split("/")
+            parts = key[len(ks.prefix) + 1 :].split("/")
             if len(parts) != 3 or not parts[1] or not parts[2]:
                 return False
             if section == "versions" and not (parts[2].isascii() and parts[2].isdigit() and len(parts[2]) <= 19):
@@ -164,9 +164,13 @@ def test_no_value_stops_a_daemon_vanishes_or_unloads_a_good_model(fuzz_fleet, mo
     # the agent writes its own keys back; one under status/h1/ with an invalid name it leaves
     # alone (it could not have written it): that one is a problem like any other
     owned = (ks.host("h1"), ks.status_prefix("h1"))
-    expected = {key for key, (model, value) in written.items()
-                if ks.section_of(key) in checked_sections and not (key.startswith(owned) and _name_is_valid(ks, key))
-                and (not _name_is_valid(ks, key) or not is_valid(model, value))}
+    expected = {
+        key
+        for key, (model, value) in written.items()
+        if ks.section_of(key) in checked_sections
+        and not (key.startswith(owned) and _name_is_valid(ks, key))
+        and (not _name_is_valid(ks, key) or not is_valid(model, value))
+    }
 
     def reported() -> set[str]:
         kv = fleet.store.get(ks.problems())
@@ -178,8 +182,12 @@ def test_no_value_stops_a_daemon_vanishes_or_unloads_a_good_model(fuzz_fleet, mo
         # the list holds the first 200 by key; a key beyond it is counted in total only
         return {key for key in expected if key in listed or (key > last and document.total >= len(expected))}
 
-    wait_until(lambda: reported() >= expected, 60, interval=0.5,
-               message=f"every bad value in {ks.problems()}; missing {sorted(expected - reported())[:5]} (seed {SEED})")
+    wait_until(
+        lambda: reported() >= expected,
+        60,
+        interval=0.5,
+        message=f"every bad value in {ks.problems()}; missing {sorted(expected - reported())[:5]} (seed {SEED})",
+    )
     for key in expected:
         if ks.section_of(key) == "assignments" and _name_is_valid(ks, key):
             model = ks.model_of_assignment(key, "h1")
@@ -195,8 +203,11 @@ def test_no_value_stops_a_daemon_vanishes_or_unloads_a_good_model(fuzz_fleet, mo
     def keys_not_the_agents() -> list[str]:
         lease = agent.agent.lease.lease_id
         kvs = [fleet.store.get(ks.host("h1")), *(kv for kv in fleet.store.list_prefix(ks.status_prefix("h1")).items if _name_is_valid(ks, kv.key))]
-        return [kv.key if kv is not None else ks.host("h1") for kv in kvs
-                if lease is None or kv is None or kv.lease != lease or not is_valid(schema.HostRecord if kv.key == ks.host("h1") else schema.ModelStatus, kv.value)]
+        return [
+            kv.key if kv is not None else ks.host("h1")
+            for kv in kvs
+            if lease is None or kv is None or kv.lease != lease or not is_valid(schema.HostRecord if kv.key == ks.host("h1") else schema.ModelStatus, kv.value)
+        ]
 
     def agent_owns_its_keys() -> bool:
         return not keys_not_the_agents()

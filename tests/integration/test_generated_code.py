@@ -25,6 +25,4 @@ def test_generated_modules_are_up_to_date():
         text=True,
         timeout=120,
     )
-    assert result.returncode == 0, (
-        f"proto/generate.py --check exited {result.returncode}; run `make proto`\n{result.stdout}{result.stderr}"
-    )
+    assert result.returncode == 0, f"proto/generate.py --check exited {result.returncode}; run `make proto`\n{result.stdout}{result.stderr}"

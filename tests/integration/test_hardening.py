@@ -161,6 +161,7 @@ def test_dashboard_state_thread_survives_an_unexpected_error(store, prefix) -> N
     dashboard._publish = Flaky(dashboard._publish, times=1)  # the state thread's first publish raises
     dashboard.start()
     try:
+
         def hosts() -> list[dict]:
             with urllib.request.urlopen(dashboard.url + "api/state", timeout=5) as response:
                 return json.loads(response.read())["hosts"]
@@ -206,6 +207,7 @@ def test_an_invalid_host_record_keeps_the_host_and_its_replicas_until_the_key_is
     ks, sim = fleet.keyspace, fleet.sims["h1"]
     placed = fleet.store.get(ks.assignment("h1", "good"))
     assert placed is not None
+
     def rewritten() -> int | None:
         kv = fleet.store.get(ks.host("h1"))
         valid = kv is not None and kv.lease == agent.agent.lease.lease_id and kv.value.startswith(b"{") and b'"grpc_address"' in kv.value
@@ -217,8 +219,11 @@ def test_an_invalid_host_record_keeps_the_host_and_its_replicas_until_the_key_is
         kv = fleet.store.get(ks.assignment("h1", "good"))
         assert kv is not None and kv.create_revision == placed.create_revision, f"assignment deleted after {n + 1} bad host records"
     last = rewritten()
-    wait_until(lambda: running.controller.reconciler.last_snapshot is not None and running.controller.reconciler.last_snapshot.revision >= last,
-               20, message="the controller planned from the last record")
+    wait_until(
+        lambda: running.controller.reconciler.last_snapshot is not None and running.controller.reconciler.last_snapshot.revision >= last,
+        20,
+        message="the controller planned from the last record",
+    )
     assert sim.manager.serving("good", 1) is not None and sim.load_count("good", 1) == 1
     kv = fleet.store.get(ks.assignment("h1", "good"))
     assert kv is not None and kv.create_revision == placed.create_revision

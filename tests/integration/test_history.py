@@ -60,8 +60,15 @@ def controllers(etcd: Any) -> Iterator[Any]:
 
     def start(controller_id: str = "c1", keep: int = 100, lease_ttl: int = 4) -> Running:
         settings = ControllerSettings(
-            id=controller_id, etcd=EtcdSettings(endpoints=(etcd.client_url,), call_timeout=0.5), http_port=0, http_host="127.0.0.1",
-            prefix=PREFIX, lease_ttl=lease_ttl, resync_interval=1.0, coalesce_window=0.05, history_keep=keep,
+            id=controller_id,
+            etcd=EtcdSettings(endpoints=(etcd.client_url,), call_timeout=0.5),
+            http_port=0,
+            http_host="127.0.0.1",
+            prefix=PREFIX,
+            lease_ttl=lease_ttl,
+            resync_interval=1.0,
+            coalesce_window=0.05,
+            history_keep=keep,
         )
         running = Running(Controller(settings))
         started.append(running)
@@ -189,7 +196,12 @@ def test_cli_writes_are_not_recorded_twice_and_garbage_is_recorded_as_null(store
     wait_until(lambda: recorded_up_to(store, e), 30, message="the recorder did not catch up")
     found = entries(store)
     assert [(x.revision, x.source, x.author) for x in found] == [
-        (a, "cli", "alice"), (b, "etcd", None), (c, "cli", "bob"), (d, "etcd", None), (e, "etcd", None)]
+        (a, "cli", "alice"),
+        (b, "etcd", None),
+        (c, "cli", "bob"),
+        (d, "etcd", None),
+        (e, "etcd", None),
+    ]
     assert found[3].new is None and found[3].note and "not a JSON object" in found[3].note
     assert found[4].new == {"base_path": "/m", "replicas": -2}  # schema-invalid: recorded as written
     registry.rollback("m", to_sequence=3, author="alice")
@@ -247,8 +259,7 @@ class CountingStore(EtcdStore):
 
 def test_a_cli_write_reads_no_whole_history(etcd: Any, store: EtcdStore) -> None:
     model = "big"
-    entry = HistoryEntry(sequence=0, model=model, action="update", revision=1, at="2026-11-27T15:00:00Z", source="etcd",
-                         new={"base_path": "/models/big"})
+    entry = HistoryEntry(sequence=0, model=model, action="update", revision=1, at="2026-11-27T15:00:00Z", source="etcd", new={"base_path": "/models/big"})
     for start in range(1, 5001, 100):
         store.txn([], [Put(KEYS.history(model, n), encode(entry.model_copy(update={"sequence": n}))) for n in range(start, start + 100)])
     store.put(KEYS.history_cursor(), encode(HistoryCursor(revision=0, updated_at="2026-11-27T15:00:00Z", keep=10_000)))

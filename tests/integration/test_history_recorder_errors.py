@@ -44,8 +44,17 @@ class _BrokenStore:
 
 def test_the_recorder_thread_survives_any_exception_counts_and_backs_off() -> None:
     metrics, log = ControllerMetrics(), _Log()
-    recorder = HistoryRecorder(store=_BrokenStore(), keyspace=KS, registry=None, election=_Leading(), metrics=metrics, log=log,
-                               keep=10, idle_wait=0.01, backoff=Backoff(initial=0.01, cap=0.02))
+    recorder = HistoryRecorder(
+        store=_BrokenStore(),
+        keyspace=KS,
+        registry=None,
+        election=_Leading(),
+        metrics=metrics,
+        log=log,
+        keep=10,
+        idle_wait=0.01,
+        backoff=Backoff(initial=0.01, cap=0.02),
+    )
     recorder.start()
     try:
         wait_until(lambda: metrics.history_errors._value.get() >= 3, 10, message="errors were not counted")

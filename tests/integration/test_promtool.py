@@ -94,41 +94,59 @@ def test_rendered_rules_fire_above_their_thresholds_only(tmp_path: pathlib.Path,
     slow = {0.1: 0, 0.25: 10, 0.5: 100, inf: 100}  # 90% between 250 and 500 ms: p99 = 250 + 250 * 89/90
     fast = {0.1: 100, 0.25: 100, 0.5: 100, inf: 100}
     requests = [
-        ("flaky", "OK", 90), ("flaky", "UNAVAILABLE", 10),  # 10% fail
-        ("fine", "OK", 99), ("fine", "NOT_FOUND", 1),  # 1% fail
+        ("flaky", "OK", 90),
+        ("flaky", "UNAVAILABLE", 10),  # 10% fail
+        ("fine", "OK", 99),
+        ("fine", "NOT_FOUND", 1),  # 1% fail
     ]
-    series = _bucket_series(latency_metric, scale, "slow", slow) + _bucket_series(latency_metric, scale, "fast", fast) + [
-        {"series": f'{requests_metric}{{model_name="{m}", status="{s}"}}', "values": f"0+{n}x30"} for m, s, n in requests
-    ]
+    series = (
+        _bucket_series(latency_metric, scale, "slow", slow)
+        + _bucket_series(latency_metric, scale, "fast", fast)
+        + [{"series": f'{requests_metric}{{model_name="{m}", status="{s}"}}', "values": f"0+{n}x30"} for m, s, n in requests]
+    )
     tests = {
         "rule_files": ["rendered.yml"],
         "evaluation_interval": "1m",
-        "tests": [{
-            "interval": "1m",
-            "input_series": series,
-            "alert_rule_test": [
-                {"eval_time": "1m", "alertname": "TfleetModelLatencyHigh", "exp_alerts": []},  # pending for 2m
-                {"eval_time": "10m", "alertname": "TfleetModelLatencyHigh", "exp_alerts": [{
-                    "exp_labels": {"severity": "warning", "model": "slow", "model_name": "slow"},
-                    "exp_annotations": {
-                        "summary": "p99 latency of slow is 497.2ms, above its threshold of 250 ms",
-                        "description": "The 99th percentile of slow's request latency over all its hosts has been above 250 ms"
-                                       " (alerts.latency_p99_ms of its intent) for 2m.",
-                        "runbook": "docs/monitoring.md#per-model-alerts-tfleet-alerts-render",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    {"eval_time": "1m", "alertname": "TfleetModelLatencyHigh", "exp_alerts": []},  # pending for 2m
+                    {
+                        "eval_time": "10m",
+                        "alertname": "TfleetModelLatencyHigh",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning", "model": "slow", "model_name": "slow"},
+                                "exp_annotations": {
+                                    "summary": "p99 latency of slow is 497.2ms, above its threshold of 250 ms",
+                                    "description": "The 99th percentile of slow's request latency over all its hosts has been above 250 ms"
+                                    " (alerts.latency_p99_ms of its intent) for 2m.",
+                                    "runbook": "docs/monitoring.md#per-model-alerts-tfleet-alerts-render",
+                                },
+                            }
+                        ],
                     },
-                }]},
-                {"eval_time": "4m", "alertname": "TfleetModelErrorRateHigh", "exp_alerts": []},  # pending for 5m
-                {"eval_time": "10m", "alertname": "TfleetModelErrorRateHigh", "exp_alerts": [{
-                    "exp_labels": {"severity": "warning", "model": "flaky", "model_name": "flaky"},
-                    "exp_annotations": {
-                        "summary": "10% of flaky's requests fail, above its threshold of 0.05",
-                        "description": "The share of flaky's requests answered with a status other than OK, over all its hosts,"
-                                       " has been above 0.05 (alerts.error_rate of its intent) for 5m.",
-                        "runbook": "docs/monitoring.md#per-model-alerts-tfleet-alerts-render",
+                    {"eval_time": "4m", "alertname": "TfleetModelErrorRateHigh", "exp_alerts": []},  # pending for 5m
+                    {
+                        "eval_time": "10m",
+                        "alertname": "TfleetModelErrorRateHigh",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning", "model": "flaky", "model_name": "flaky"},
+                                "exp_annotations": {
+                                    "summary": "10% of flaky's requests fail, above its threshold of 0.05",
+                                    "description": "The share of flaky's requests answered with a status other than OK, over all its hosts,"
+                                    " has been above 0.05 (alerts.error_rate of its intent) for 5m.",
+                                    "runbook": "docs/monitoring.md#per-model-alerts-tfleet-alerts-render",
+                                },
+                            }
+                        ],
                     },
-                }]},
-            ],
-        }],
+                ],
+            }
+        ],
     }
     (tmp_path / "test.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
     result = promtool("test", "rules", "test.yml", cwd=tmp_path)

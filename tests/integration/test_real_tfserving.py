@@ -81,15 +81,23 @@ def test_real_tf_serving_loads_labels_and_reports_errors(real_servers, tmp_path)
     store = EtcdStore(EtcdSettings(endpoints=(real_servers["etcd_url"],)))
     fleet = Fleet(store, "/real")
     agent = start_agent(
-        host="real1", etcd_url=real_servers["etcd_url"], prefix="/real",
-        tfs_grpc=real_servers["grpc"], tfs_rest=real_servers["rest"], state_dir=tmp_path / "state",
-        lease_ttl=10, reload_timeout=8.0, status_timeout=3.0,
+        host="real1",
+        etcd_url=real_servers["etcd_url"],
+        prefix="/real",
+        tfs_grpc=real_servers["grpc"],
+        tfs_rest=real_servers["rest"],
+        state_dir=tmp_path / "state",
+        lease_ttl=10,
+        reload_timeout=8.0,
+        status_timeout=3.0,
     )
     base = str(real_servers["models"] / "half_plus_two")
     try:
         fleet.assign("real1", "half_plus_two", {"base_path": base, "model_version_policy": {"specific": {"versions": [1]}}})
         fleet.wait_available("real1", "half_plus_two", {1}, timeout=120)
-        rev = fleet.assign("real1", "half_plus_two", {"base_path": base, "model_version_policy": {"specific": {"versions": [1, 2]}}, "version_labels": {"stable": 2}})
+        rev = fleet.assign(
+            "real1", "half_plus_two", {"base_path": base, "model_version_policy": {"specific": {"versions": [1, 2]}}, "version_labels": {"stable": 2}}
+        )
         fleet.wait_status("real1", "half_plus_two", lambda s: s.assignment_revision == rev and s.version_labels == {"stable": 2}, timeout=120)
         fleet.assign("real1", "missing", {"base_path": str(real_servers["models"] / "nope")})
         status = fleet.wait_status("real1", "missing", lambda s: s.error is not None, timeout=30)

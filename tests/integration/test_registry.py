@@ -318,7 +318,9 @@ def test_register_version(registry: Registry, store: EtcdStore, keys: Keyspace, 
     registry.register_version("resnet", 10)
     registry.register_version("resnet", 2, base_path=f"file://{other}")
     assert [(r.version, r.path) for r in registry.versions("resnet")] == [
-        (2, f"file://{other}/2"), (3, f"{base}/3"), (10, f"{base}/10"),
+        (2, f"file://{other}/2"),
+        (3, f"{base}/3"),
+        (10, f"{base}/10"),
     ]
 
 
@@ -336,7 +338,9 @@ def test_register_version_refuses_what_cannot_be_served(registry: Registry, tmp_
 
 
 def test_a_directory_that_cannot_be_checksummed_is_a_registry_error(
-    registry: Registry, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+    registry: Registry,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The CLI reports RegistryError; a file still being copied must reach it as one, unrecorded."""
     base = tmp_path / "resnet"
@@ -382,7 +386,7 @@ def test_models_with_history_skips_over_each_models_entries(registry: Registry, 
 
 
 def test_a_leniently_equal_stored_intent_is_written_again(registry: Registry, store: EtcdStore, keys: Keyspace) -> None:
-    """"replicas": "1" (an etcdctl put) is invalid for every strict reader; applying the same
+    """ "replicas": "1" (an etcdctl put) is invalid for every strict reader; applying the same
     intent must replace it, not find it "unchanged" by a lenient comparison."""
     stored = doc(intent(1))
     stored["replicas"] = "1"

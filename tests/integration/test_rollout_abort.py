@@ -48,15 +48,13 @@ def fleet(store, prefix, etcd_server, sim_factory, tmp_path) -> Iterator[Control
 
 def tfleet(fleet: ControlledFleet, *args: str) -> str:
     """Run a tfleet command in-process against the fleet's etcd and prefix; its stdout."""
-    result = CliRunner().invoke(cli, [*args, "--etcd", fleet.etcd_url, "--prefix", fleet.keyspace.prefix, "--etcd-timeout", "2"],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(cli, [*args, "--etcd", fleet.etcd_url, "--prefix", fleet.keyspace.prefix, "--etcd-timeout", "2"], catch_exceptions=False)
     assert result.exit_code == 0, f"tfleet {' '.join(args)} exited {result.exit_code}: {result.stderr}"
     return result.stdout
 
 
 def intent(models_dir, versions, labels, **extra) -> dict:
-    return {"base_path": str(models_dir / "m"), "model_version_policy": {"specific": {"versions": versions}},
-            "version_labels": labels, "replicas": 2, **extra}
+    return {"base_path": str(models_dir / "m"), "model_version_policy": {"specific": {"versions": versions}}, "version_labels": labels, "replicas": 2, **extra}
 
 
 def assigned(fleet: ControlledFleet) -> dict[str, tuple[list[int], dict[str, int]]]:
@@ -119,16 +117,18 @@ def start_on_version_1(fleet: ControlledFleet, models_dir, **sim) -> None:
     make_model(models_dir, "m", [1], **sim)
     fleet.declare("m", intent(models_dir, [1], {"stable": 1}))
     fleet.wait_ready("m", 1, 2)
-    wait_until(lambda: (s := fleet.model_status("m")) and s.rollout.phase == "stable" and s.health == "ok", 20,
-               message="version 1 stable and ok")
+    wait_until(lambda: (s := fleet.model_status("m")) and s.rollout.phase == "stable" and s.health == "ok", 20, message="version 1 stable and ok")
 
 
 def test_rollout_to_a_version_with_no_directory_aborts_by_itself(fleet, models_dir) -> None:
     start_on_version_1(fleet, models_dir)
     with serving_sampler(fleet) as samples:
         fleet.declare("m", intent(models_dir, [3], {"stable": 3}))  # no m/3 on any host
-        status = wait_until(lambda: (s := fleet.model_status("m")) and s.rollout.phase == "backoff" and only_old(fleet) and s, ABORT_BOUND,
-                            message=f"automatic abort back to version 1 (assignments {assigned(fleet)}, report {fleet.model_status('m')})")
+        status = wait_until(
+            lambda: (s := fleet.model_status("m")) and s.rollout.phase == "backoff" and only_old(fleet) and s,
+            ABORT_BOUND,
+            message=f"automatic abort back to version 1 (assignments {assigned(fleet)}, report {fleet.model_status('m')})",
+        )
     [failure] = status.failures
     assert failure.version == 3 and "version 3 not found" in failure.error
     assert status.rollout.from_versions == [1] and status.rollout.to_versions == [3]
@@ -143,9 +143,15 @@ def test_rollout_to_a_version_with_no_directory_aborts_by_itself(fleet, models_d
 def hold_adding(fleet: ControlledFleet, models_dir) -> None:
     make_model(models_dir, "m", [2], load_seconds=8.0)  # version 2 stays LOADING
     tfleet(fleet, "rollout", "start", "m", "--version", "2")
-    wait_until(lambda: (s := fleet.model_status("m")) and s.rollout.phase == "adding"
-               and all(fleet.status(h, "m") and "2" in fleet.status(h, "m").versions for h in ("h1", "h2")), 20,
-               message="adding, version 2 loading everywhere")
+    wait_until(
+        lambda: (
+            (s := fleet.model_status("m"))
+            and s.rollout.phase == "adding"
+            and all(fleet.status(h, "m") and "2" in fleet.status(h, "m").versions for h in ("h1", "h2"))
+        ),
+        20,
+        message="adding, version 2 loading everywhere",
+    )
 
 
 def hold_labeling(fleet: ControlledFleet, models_dir) -> None:
@@ -164,7 +170,7 @@ def hold_removing(fleet: ControlledFleet, models_dir) -> None:
 def test_abort_during_each_phase_of_a_rolling_rollout(fleet, models_dir, phase) -> None:
     # version 1 takes 5 s to unload, which holds the rollout in "removing"
     start_on_version_1(fleet, models_dir, unload_seconds=5.0 if phase == "removing" else 0.0)
-    with serving_sampler(fleet) as samples, (paused_agent(fleet, "h2") if phase == "labeling" else _nothing()):
+    with serving_sampler(fleet) as samples, paused_agent(fleet, "h2") if phase == "labeling" else _nothing():
         {"adding": hold_adding, "labeling": hold_labeling, "removing": hold_removing}[phase](fleet, models_dir)
         if phase == "labeling":
             assert all(labels == {"stable": 2} for _, labels in assigned(fleet).values()), assigned(fleet)

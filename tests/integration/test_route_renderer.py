@@ -116,8 +116,7 @@ def test_watch_loop_coalesces_bursts_and_retries_a_failed_reload(tmp_path: pathl
         return next(outcomes)
 
     out = tmp_path / "routes.conf"
-    renderer = RouteRenderer(store=store, keyspace=ks, output=Output("nginx", out), log=Log(), reload_cmd="x",
-                             coalesce=0.3, resync_interval=0.5, reload=reload)
+    renderer = RouteRenderer(store=store, keyspace=ks, output=Output("nginx", out), log=Log(), reload_cmd="x", coalesce=0.3, resync_interval=0.5, reload=reload)
     thread = threading.Thread(target=renderer.run, daemon=True)
     thread.start()
     try:

@@ -45,8 +45,17 @@ def write_history(store: EtcdStore, models: list[str], entries: int) -> None:
         model = models[i % len(models)]
         sequence = 2 + i // len(models)
         doc = intent(model, 2, description=f"edit {sequence}").model_dump(mode="json", by_alias=True)
-        entry = HistoryEntry(sequence=sequence, model=model, action="update", revision=None, at=now - dt.timedelta(days=365) + dt.timedelta(minutes=i),
-                             author="ci", source="cli", previous=doc, new=doc)
+        entry = HistoryEntry(
+            sequence=sequence,
+            model=model,
+            action="update",
+            revision=None,
+            at=now - dt.timedelta(days=365) + dt.timedelta(minutes=i),
+            author="ci",
+            source="cli",
+            previous=doc,
+            new=doc,
+        )
         ops.append(Put(KS.history(model, sequence), schema.encode(entry)))
     for start in range(0, len(ops), 100):
         store.txn([], ops[start : start + 100])
@@ -56,10 +65,17 @@ def test_small_fleet_converges_places_after_history_and_replaces_lost_hosts(etcd
     etcd = etcd_factory(extra_args=[f"{k}={v}" for k, v in ETCD_SETTINGS.items()])
     store = EtcdStore(EtcdSettings(endpoints=(etcd.client_url,), call_timeout=5.0))
     fleet = StandinFleet(store, KS, host_names(HOSTS), ttl=HOST_TTL)
-    controller = Controller(ControllerSettings(
-        id="scale-small", etcd=EtcdSettings(endpoints=(etcd.client_url,), call_timeout=2.0), http_port=0, http_host="127.0.0.1",
-        lease_ttl=9, resync_interval=2.0, coalesce_window=0.05,
-    ))
+    controller = Controller(
+        ControllerSettings(
+            id="scale-small",
+            etcd=EtcdSettings(endpoints=(etcd.client_url,), call_timeout=2.0),
+            http_port=0,
+            http_host="127.0.0.1",
+            lease_ttl=9,
+            resync_interval=2.0,
+            coalesce_window=0.05,
+        )
+    )
     thread = threading.Thread(target=controller.run, name="controller", daemon=True)
     tracker = None
     try:
@@ -94,8 +110,9 @@ def test_small_fleet_converges_places_after_history_and_replaces_lost_hosts(etcd
         killed = time.monotonic()
         fleet.kill(victims)
         tracker.set_dead(frozenset(victims))
-        wait_until(lambda: all(store.get(KS.host(h)) is None for h in victims), HOST_TTL * 3 + 10, interval=0.2,
-                   message="the silent hosts' leases never expired")
+        wait_until(
+            lambda: all(store.get(KS.host(h)) is None for h in victims), HOST_TTL * 3 + 10, interval=0.2, message="the silent hosts' leases never expired"
+        )
         expired = time.monotonic()
         tracker.wait_all_ready(15, f"{len(victims)} hosts lost")
         assert time.monotonic() - killed < HOST_TTL + 15, f"re-placed {time.monotonic() - expired:.1f} s after the leases expired"

@@ -48,8 +48,11 @@ def test_rollback_restores_the_previous_intent(store, prefix, etcd_server) -> No
         fleet.declare("m", intent(description="first"))
         wait_until(lambda: fleet.model_status("m") is not None, 10, message="first intent seen")
         fleet.declare("m", intent(description="second"))
-        wait_until(lambda: (s := fleet.model_status("m")) and s.intent_revision == fleet.store.get(fleet.keyspace.model("m")).mod_revision, 10,
-                   message="second intent seen")
+        wait_until(
+            lambda: (s := fleet.model_status("m")) and s.intent_revision == fleet.store.get(fleet.keyspace.model("m")).mod_revision,
+            10,
+            message="second intent seen",
+        )
         wait_until(lambda: len(Registry(fleet.store, fleet.keyspace).history("m")) == 2, 15, message="both intents recorded in the history")
         schedule(fleet, "m", "undo", "rollback", schema.utc_now())
         done = wait_until(lambda: (a := action(fleet, "m", "undo")).done_at and a, 15, message="rollback ran")

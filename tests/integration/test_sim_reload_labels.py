@@ -36,20 +36,16 @@ def test_labels_need_available_versions_and_a_failed_check_changes_nothing(core_
     core, source, manager = core_parts
     make_model(tmp_path, "m", [1, 2])
     base = str(tmp_path / "m")
-    labelled = ModelConfigSpec("m", base, model_version_policy=VersionPolicy("specific", versions=(1,)),
-                               version_labels=(("stable", 1),))
+    labelled = ModelConfigSpec("m", base, model_version_policy=VersionPolicy("specific", versions=(1,)), version_labels=(("stable", 1),))
     refused = core.reload(reload_request(labelled))
     assert refused.code == FAILED_PRECONDITION
-    assert refused.message == (
-        "Request to assign label to version 1 of model m, which is not currently available for inference"
-    )
+    assert refused.message == ("Request to assign label to version 1 of model m, which is not currently available for inference")
     assert source.names() == set(), "the refused reload did not touch the models"
     plain = ModelConfigSpec("m", base, model_version_policy=VersionPolicy("specific", versions=(1,)))
     assert reload_driven(core, source, manager, reload_request(plain)).ok  # type: ignore[attr-defined]
     assert core.reload(reload_request(labelled)).ok
     assert core.label_version("m", "stable") == 1
-    both = ModelConfigSpec("m", base, model_version_policy=VersionPolicy("specific", versions=(1, 2)),
-                           version_labels=(("stable", 2),))
+    both = ModelConfigSpec("m", base, model_version_policy=VersionPolicy("specific", versions=(1, 2)), version_labels=(("stable", 2),))
     assert core.reload(reload_request(both)).code == FAILED_PRECONDITION
     assert core.label_version("m", "stable") == 1
 
@@ -58,10 +54,8 @@ def test_labels_for_unavailable_models_flag(manager: ModelManager, tmp_path: Pat
     source = FileSystemSource(manager.set_aspired)
     core = SimCore(manager, source, allow_labels_for_unavailable=True)
     make_model(tmp_path, "m", [1, 2])
-    spec = ModelConfigSpec("m", str(tmp_path / "m"), model_version_policy=VersionPolicy("all"),
-                           version_labels=(("stable", 1),))
+    spec = ModelConfigSpec("m", str(tmp_path / "m"), model_version_policy=VersionPolicy("all"), version_labels=(("stable", 1),))
     assert reload_driven(core, source, manager, reload_request(spec)).ok  # type: ignore[attr-defined]
     # Moving an EXISTING label still needs the target to be AVAILABLE: version 7 is not.
-    moved = ModelConfigSpec("m", str(tmp_path / "m"), model_version_policy=VersionPolicy("all"),
-                            version_labels=(("stable", 7),))
+    moved = ModelConfigSpec("m", str(tmp_path / "m"), model_version_policy=VersionPolicy("all"), version_labels=(("stable", 7),))
     assert core.reload(reload_request(moved)).code == FAILED_PRECONDITION

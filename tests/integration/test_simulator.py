@@ -66,8 +66,7 @@ def channel(sim: SimServer) -> Iterator[grpc.Channel]:
 
 def spec(base: Path, name: str, *versions: int, labels: dict[str, int] | None = None) -> ModelConfigSpec:
     policy = VersionPolicy("specific", versions=versions) if versions else VersionPolicy()
-    return ModelConfigSpec(name, str(base / name), model_version_policy=policy,
-                           version_labels=tuple(sorted((labels or {}).items())))
+    return ModelConfigSpec(name, str(base / name), model_version_policy=policy, version_labels=tuple(sorted((labels or {}).items())))
 
 
 def states(client: TfsClient, name: str) -> dict[int, str] | None:
@@ -136,8 +135,7 @@ def test_semantic_2_reload_blocks_until_new_models_are_available(sim, client, tm
     make_model(tmp_path, "slow2", [1], load_seconds=1.0)
     with pytest.raises(TfsDeadlineExceeded):
         client.reload_config([spec(tmp_path, "slow"), spec(tmp_path, "slow2")], timeout=0.2)
-    wait_until(lambda: states(client, "slow2") == {1: "AVAILABLE"}, 15,
-               message="the load goes on after the client deadline")
+    wait_until(lambda: states(client, "slow2") == {1: "AVAILABLE"}, 15, message="the load goes on after the client deadline")
 
 
 # ---------------------------------------------------------------------------- 3
@@ -166,8 +164,7 @@ def test_semantic_4_missing_base_path_hangs_and_later_reloads_queue(sim, client,
     assert states(client, "ok") is None, "the second reload is queued, not applied"
     assert metric(sim, "tensorflow_serving_reload_config_count_total") == 0
     make_model(tmp_path, "late", [1])  # the directory appears: both reloads complete
-    wait_until(lambda: metric(sim, 'tensorflow_serving_reload_config_count_total{status="OK"}') == 2, 15,
-               message="both queued reloads finished")
+    wait_until(lambda: metric(sim, 'tensorflow_serving_reload_config_count_total{status="OK"}') == 2, 15, message="both queued reloads finished")
     assert states(client, "late") == {1: "AVAILABLE"} and states(client, "ok") == {1: "AVAILABLE"}
 
 
@@ -227,9 +224,7 @@ def test_semantic_7_labels_only_point_at_available_versions(sim, client, channel
     with pytest.raises(TfsError) as refused:
         client.reload_config([spec(tmp_path, "m", 1, labels={"stable": 1})], timeout=10)
     assert refused.value.code == 9
-    assert refused.value.message == (
-        "Request to assign label to version 1 of model m, which is not currently available for inference"
-    )
+    assert refused.value.message == ("Request to assign label to version 1 of model m, which is not currently available for inference")
     assert states(client, "m") is None, "a refused reload changes nothing"
     client.reload_config([spec(tmp_path, "m", 1)], timeout=10)
     client.reload_config([spec(tmp_path, "m", 1, labels={"stable": 1})], timeout=10)
@@ -266,14 +261,16 @@ def test_semantic_8_versions_come_from_the_file_system(sim, client, tmp_path) ->
 
     for name in ("all", "two", "specific"):
         make_model(tmp_path, name, [1, 2, 3])
-    client.reload_config([
-        spec(tmp_path, "m"),
-        ModelConfigSpec("all", str(tmp_path / "all"), model_version_policy=VersionPolicy("all")),
-        ModelConfigSpec("two", str(tmp_path / "two"), model_version_policy=VersionPolicy("latest", num_versions=2)),
-        spec(tmp_path, "specific", 1, 3, 7),  # 7 does not exist: simply not aspired
-    ], timeout=10)
-    wait_until(lambda: states(client, "all") == {1: "AVAILABLE", 2: "AVAILABLE", 3: "AVAILABLE"}, 10,
-               message="all versions")
+    client.reload_config(
+        [
+            spec(tmp_path, "m"),
+            ModelConfigSpec("all", str(tmp_path / "all"), model_version_policy=VersionPolicy("all")),
+            ModelConfigSpec("two", str(tmp_path / "two"), model_version_policy=VersionPolicy("latest", num_versions=2)),
+            spec(tmp_path, "specific", 1, 3, 7),  # 7 does not exist: simply not aspired
+        ],
+        timeout=10,
+    )
+    wait_until(lambda: states(client, "all") == {1: "AVAILABLE", 2: "AVAILABLE", 3: "AVAILABLE"}, 10, message="all versions")
     wait_until(lambda: states(client, "two") == {2: "AVAILABLE", 3: "AVAILABLE"}, 10, message="latest 2")
     wait_until(lambda: states(client, "specific") == {1: "AVAILABLE", 3: "AVAILABLE"}, 10, message="specific")
 
@@ -330,8 +327,7 @@ def test_semantic_11_rest_status_predict_and_metrics(sim, client, tmp_path) -> N
     make_model(tmp_path, "m", [3], scale=2.0, bias=1.0, memory_mb=12)
     client.reload_config([spec(tmp_path, "m", 3, labels={})], timeout=10)
     client.reload_config([spec(tmp_path, "m", 3, labels={"stable": 3})], timeout=10)
-    expected = {"model_version_status": [
-        {"version": "3", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+    expected = {"model_version_status": [{"version": "3", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
     assert rest(sim, "/v1/models/m") == (200, expected)
     assert rest(sim, "/v1/models/m/versions/3") == (200, expected)
     assert rest(sim, "/v1/models/m/versions/4")[0] == 404
@@ -367,8 +363,7 @@ def test_predict_tensor_encodings_and_output_filter(sim, client, channel, tmp_pa
     reply = predict(channel, "m", [1.0, 2.0])
     assert list(reply.outputs["y"].float_val) == [2.5, 4.5]
     assert [d.size for d in reply.outputs["y"].tensor_shape.dim] == [2]
-    assert (reply.model_spec.name, reply.model_spec.version.value, reply.model_spec.signature_name) == (
-        "m", 1, "serving_default")
+    assert (reply.model_spec.name, reply.model_spec.version.value, reply.model_spec.signature_name) == ("m", 1, "serving_default")
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "m"
     x = request.inputs["x"]
@@ -431,8 +426,7 @@ def test_client_tolerates_unknown_states_and_reads_status_in_the_reply() -> None
     server.start()
     try:
         with TfsClient(f"127.0.0.1:{port}") as tfs:
-            assert [(s.version, s.state.value) for s in tfs.get_model_status("m", timeout=5) or []] == [
-                (1, "AVAILABLE"), (2, "UNKNOWN")]
+            assert [(s.version, s.state.value) for s in tfs.get_model_status("m", timeout=5) or []] == [(1, "AVAILABLE"), (2, "UNKNOWN")]
             with pytest.raises(TfsError) as refused:
                 tfs.reload_config([], timeout=5)
             assert (refused.value.code, refused.value.message) == (9, "refused in the reply body")

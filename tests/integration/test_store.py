@@ -163,9 +163,7 @@ def _fill(store: EtcdStore, prefix: str, count: int, size: int) -> None:
         store.txn([], puts)
 
 
-def test_list_prefix_pages_a_prefix_larger_than_grpcs_default_limit_at_one_revision(
-    private_etcd: LocalEtcd, private_store: EtcdStore, prefix: str
-) -> None:
+def test_list_prefix_pages_a_prefix_larger_than_grpcs_default_limit_at_one_revision(private_etcd: LocalEtcd, private_store: EtcdStore, prefix: str) -> None:
     """The controller's failure at 2,000 models: one range over 4 MiB. Pages stay bounded."""
     store = private_store
     _fill(store, prefix, 300, 20 * 1024)  # 6 MiB under one prefix
@@ -309,9 +307,9 @@ def test_too_large_writes_are_refused_before_sending(store: EtcdStore, prefix: s
     with pytest.raises(ValueTooLarge, match=rf"{prefix}big' is \d+ bytes, more than etcd accepts \(1572864 bytes, --max-request-bytes\)"):
         store.put(prefix + "big", big)
     with pytest.raises(ValueTooLarge, match=f"{prefix}t1"):
-        store.txn([], [Put(prefix + "t0", b"small"), Put(prefix + "t1", big[: MIB]), Put(prefix + "t2", big[: MIB])])
+        store.txn([], [Put(prefix + "t0", b"small"), Put(prefix + "t1", big[:MIB]), Put(prefix + "t2", big[:MIB])])
     assert store.get(prefix + "big") is None and store.get(prefix + "t0") is None
-    store.put(prefix + "fits", big[: MIB])  # a value just under the limit still goes
+    store.put(prefix + "fits", big[:MIB])  # a value just under the limit still goes
 
 
 def test_etcds_own_request_too_large_is_value_too_large(private_etcd: LocalEtcd, prefix: str) -> None:
@@ -344,8 +342,7 @@ def test_txn_compare_and_swap_takes_each_branch(store: EtcdStore, prefix: str) -
     assert store.get(key).value == b"v1"  # type: ignore[union-attr]
     assert store.get(leader).value == b"lost"  # type: ignore[union-attr]
 
-    swap = store.txn([Compare(key, "mod", "==", create.revision), Compare(key, "value", "==", b"v1")],
-                     [Put(key, b"v2")])
+    swap = store.txn([Compare(key, "mod", "==", create.revision), Compare(key, "value", "==", b"v1")], [Put(key, b"v2")])
     stale = store.txn([Compare(key, "mod", "==", create.revision)], [Put(key, b"v3")])
     assert swap.succeeded and not stale.succeeded
     assert stale.revision == swap.revision  # a failed txn with no ops writes nothing
@@ -401,8 +398,10 @@ def test_watch_delivers_puts_and_deletes_in_order_one_batch_per_response(store: 
         store.delete_prefix(prefix.rstrip("/") + "0/")
 
     assert [(e.kind, e.key, e.value) for e in recorder.events] == [
-        ("put", prefix + "a", b"1"), ("delete", prefix + "a", b""),
-        ("put", prefix + "b", b"2"), ("put", prefix + "c", b"3"),
+        ("put", prefix + "a", b"1"),
+        ("delete", prefix + "a", b""),
+        ("put", prefix + "b", b"2"),
+        ("put", prefix + "c", b"3"),
     ]
     txn_events = [e for e in recorder.events if e.mod_revision == both.revision]
     assert len(txn_events) == 2
@@ -412,8 +411,7 @@ def test_watch_delivers_puts_and_deletes_in_order_one_batch_per_response(store: 
     assert not watch.alive and recorder.errors == []
 
 
-def test_watch_resumes_after_etcd_restart_without_loss_or_duplicates(private_etcd: LocalEtcd, private_store: EtcdStore,
-                                                                     prefix: str) -> None:
+def test_watch_resumes_after_etcd_restart_without_loss_or_duplicates(private_etcd: LocalEtcd, private_store: EtcdStore, prefix: str) -> None:
     store = private_store
     recorder = Recorder(gate=threading.Event())
     watch = recorder.watch(store, prefix, store.list_prefix(prefix).revision + 1)
@@ -425,8 +423,7 @@ def test_watch_resumes_after_etcd_restart_without_loss_or_duplicates(private_etc
         wait_until(recorder.first_error.is_set, WAIT, message="watch noticed etcd stopping")
         private_etcd.start()
         # The watch is held in on_error: these writes happen while it is down.
-        wait_until(lambda: store.put(prefix + "2", b"while down"), WAIT, ignore=(StoreUnavailable,),
-                   message="store usable after restart")
+        wait_until(lambda: store.put(prefix + "2", b"while down"), WAIT, ignore=(StoreUnavailable,), message="store usable after restart")
         store.put(prefix + "3", b"while down")
         recorder.gate.set()  # type: ignore[union-attr]
         wait_until(lambda: len(recorder.events) >= 3, WAIT, message="events written while the watch was down")
@@ -443,8 +440,7 @@ def test_watch_resumes_after_etcd_restart_without_loss_or_duplicates(private_etc
     assert watch.restarts >= 1 and recorder.resets == []
 
 
-def test_compaction_while_watch_is_down_resets_from_a_fresh_snapshot(private_etcd: LocalEtcd,
-                                                                     private_store: EtcdStore, prefix: str) -> None:
+def test_compaction_while_watch_is_down_resets_from_a_fresh_snapshot(private_etcd: LocalEtcd, private_store: EtcdStore, prefix: str) -> None:
     store = private_store
     recorder = Recorder(gate=threading.Event())
     watch = recorder.watch(store, prefix, store.list_prefix(prefix).revision + 1)
@@ -474,8 +470,7 @@ def test_compaction_while_watch_is_down_resets_from_a_fresh_snapshot(private_etc
     assert recorder.keys() == [prefix + "1", prefix + "4"]
 
 
-def test_restart_drops_a_hung_stream_and_resumes(private_etcd: LocalEtcd, private_store: EtcdStore,
-                                                 prefix: str) -> None:
+def test_restart_drops_a_hung_stream_and_resumes(private_etcd: LocalEtcd, private_store: EtcdStore, prefix: str) -> None:
     store = private_store
     recorder = Recorder()
     watch = recorder.watch(store, prefix, store.list_prefix(prefix).revision + 1)
@@ -498,8 +493,7 @@ def test_restart_drops_a_hung_stream_and_resumes(private_etcd: LocalEtcd, privat
     assert watch.restarts >= 1
 
 
-def test_a_watch_on_a_frozen_etcd_fails_by_itself_and_resumes(etcd_factory: Callable[..., LocalEtcd],
-                                                              prefix: str) -> None:
+def test_a_watch_on_a_frozen_etcd_fails_by_itself_and_resumes(etcd_factory: Callable[..., LocalEtcd], prefix: str) -> None:
     # etcd must accept pings this frequent, or it answers them with GOAWAY.
     server = etcd_factory(extra_args=("--grpc-keepalive-min-time=200ms",))
     recorder = Recorder()
@@ -550,9 +544,7 @@ def test_store_close_cancels_its_watches(etcd_server: LocalEtcd, prefix: str) ->
 # -- outages --------------------------------------------------------------------------
 
 
-def test_calls_fail_fast_while_etcd_is_down_and_the_same_store_recovers(private_etcd: LocalEtcd,
-                                                                        private_store: EtcdStore,
-                                                                        prefix: str) -> None:
+def test_calls_fail_fast_while_etcd_is_down_and_the_same_store_recovers(private_etcd: LocalEtcd, private_store: EtcdStore, prefix: str) -> None:
     store = private_store
     store.put(prefix + "k", b"1")
     private_etcd.stop()
@@ -570,8 +562,7 @@ def test_calls_fail_fast_while_etcd_is_down_and_the_same_store_recovers(private_
     assert time.monotonic() - started < 5.0  # not pyetcd's 300 s failed-node quarantine
 
 
-def test_calls_to_a_paused_etcd_end_at_the_call_deadline(private_etcd: LocalEtcd, private_store: EtcdStore,
-                                                         prefix: str) -> None:
+def test_calls_to_a_paused_etcd_end_at_the_call_deadline(private_etcd: LocalEtcd, private_store: EtcdStore, prefix: str) -> None:
     store = private_store
     store.put(prefix + "k", b"1")
     private_etcd.pause()
@@ -601,8 +592,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 
 def test_tls_with_client_certificates(etcd_factory: Callable[..., LocalEtcd], tls, prefix: str) -> None:  # noqa: ANN001
-    server = etcd_factory(cert_file=tls.server_cert, key_file=tls.server_key,
-                          trusted_ca_file=tls.ca_cert, client_cert_auth=True)
+    server = etcd_factory(cert_file=tls.server_cert, key_file=tls.server_key, trusted_ca_file=tls.ca_cert, client_cert_auth=True)
     assert server.client_url.startswith("https://")
 
     with store_on(server, ca_cert=str(tls.ca_cert), cert=str(tls.client_cert), key=str(tls.client_key)) as store:
@@ -615,7 +605,10 @@ def test_tls_with_client_certificates(etcd_factory: Callable[..., LocalEtcd], tl
 
 
 def test_password_auth_over_tls_logs_in_again_after_tokens_are_lost(
-    etcd_factory: Callable[..., LocalEtcd], tls, prefix: str, caplog: pytest.LogCaptureFixture  # noqa: ANN001
+    etcd_factory: Callable[..., LocalEtcd],
+    tls,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,  # noqa: ANN001
 ) -> None:
     server = etcd_factory(cert_file=tls.server_cert, key_file=tls.server_key)  # TLS, no client certs
     cacert = f"--cacert={tls.ca_cert}"
@@ -626,8 +619,7 @@ def test_password_auth_over_tls_logs_in_again_after_tokens_are_lost(
         store.put(prefix + "k", b"1")
         server.restart()  # etcd forgets its simple tokens: the client's token is now invalid
         with caplog.at_level(logging.INFO, logger="tfleet.store"):
-            kv = wait_until(lambda: store.get(prefix + "k"), WAIT, ignore=(StoreUnavailable,),
-                            message="store logs in again")
+            kv = wait_until(lambda: store.get(prefix + "k"), WAIT, ignore=(StoreUnavailable,), message="store logs in again")
         assert kv.value == b"1"
         assert "logging in again" in caplog.text
 

@@ -77,8 +77,7 @@ class FakeEtcd:
                     self.log.append(WatchEvent("delete", key, b"", self.revision))
             else:
                 old = self.items.get(key)
-                self.items[key] = KeyValue(key, value, old.create_revision if old else self.revision, self.revision,
-                                           (old.version if old else 0) + 1, 0)
+                self.items[key] = KeyValue(key, value, old.create_revision if old else self.revision, self.revision, (old.version if old else 0) + 1, 0)
                 self.log.append(WatchEvent("put", key, value, self.revision))
         return self.revision
 

@@ -236,7 +236,10 @@ CASES = [
     ),
     Case(
         "labels refused for one model leave the labels of another alone",
-        {"r": model(disk=(3, 4), **specific(3, 4), version_labels={"stable": 4}), "o": model("o", disk=(3, 4), base_path="/m/o", **specific(3, 4), version_labels={"stable": 4})},
+        {
+            "r": model(disk=(3, 4), **specific(3, 4), version_labels={"stable": 4}),
+            "o": model("o", disk=(3, 4), base_path="/m/o", **specific(3, 4), version_labels={"stable": 4}),
+        },
         applied={"r": SPEC_34, "o": spec("o", base_path="/m/o", policy=VersionPolicy("specific", versions=(3, 4)))},
         served={"r": served((3, A), (4, A)), "o": served((3, A), (4, A))},
         labels_refused=frozenset({"r"}),

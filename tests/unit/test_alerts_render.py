@@ -101,10 +101,14 @@ def test_intents_from_etcd_reports_invalid_ones() -> None:
 
 
 def write_intents(path: pathlib.Path) -> pathlib.Path:
-    path.write_text(yaml.safe_dump({
-        "resnet": {"base_path": "/models/resnet", "replicas": 2, "alerts": {"latency_p99_ms": 250, "for": "10m"}},
-        "plain": {"base_path": "/models/plain"},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "resnet": {"base_path": "/models/resnet", "replicas": 2, "alerts": {"latency_p99_ms": 250, "for": "10m"}},
+                "plain": {"base_path": "/models/plain"},
+            }
+        )
+    )
     return path
 
 
@@ -121,8 +125,7 @@ def test_render_writes_the_output_file_atomically(tmp_path: pathlib.Path) -> Non
     out.parent.mkdir()
     out.write_text("old\n")
     out.chmod(0o640)
-    result = CliRunner().invoke(
-        alerts, ["render", "--from-file", str(write_intents(tmp_path / "intents.yaml")), "-o", str(out)])
+    result = CliRunner().invoke(alerts, ["render", "--from-file", str(write_intents(tmp_path / "intents.yaml")), "-o", str(out)])
     assert result.exit_code == 0, result.stderr
     assert yaml.safe_load(out.read_text())["groups"][0]["name"] == "tfleet-model-resnet"
     assert stat.S_IMODE(out.stat().st_mode) == 0o640  # the old file's mode is kept
@@ -147,11 +150,15 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: pathlib.Pat
 
 def test_invalid_intent_file_is_refused_with_every_problem(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "intents.yaml"
-    path.write_text(yaml.safe_dump({
-        "a": {"base_path": "/m/a", "alerts": {"error_rate": 2}},
-        "b": {"base_path": "/m/b", "alerts": {"latency_p99": 100}},
-        "ok": {"base_path": "/m/ok"},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "a": {"base_path": "/m/a", "alerts": {"error_rate": 2}},
+                "b": {"base_path": "/m/b", "alerts": {"latency_p99": 100}},
+                "ok": {"base_path": "/m/ok"},
+            }
+        )
+    )
     out = tmp_path / "out.yml"
     result = CliRunner().invoke(alerts, ["render", "--from-file", str(path), "-o", str(out)])
     assert result.exit_code == 1
@@ -160,8 +167,7 @@ def test_invalid_intent_file_is_refused_with_every_problem(tmp_path: pathlib.Pat
 
 
 def test_bad_rate_window_is_a_usage_error(tmp_path: pathlib.Path) -> None:
-    result = CliRunner().invoke(
-        alerts, ["render", "--from-file", str(write_intents(tmp_path / "i.yaml")), "--rate-window", "soon"])
+    result = CliRunner().invoke(alerts, ["render", "--from-file", str(write_intents(tmp_path / "i.yaml")), "--rate-window", "soon"])
     assert result.exit_code == 2 and "--rate-window" in result.stderr
 
 

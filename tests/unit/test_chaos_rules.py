@@ -123,7 +123,9 @@ def test_intents_must_be_the_last_write_and_every_change_has_a_history_entry() -
     missing = check_intents(timeline, {"m": (12, doc(2))}, {"m": {10: doc(1)}})
     assert [v.kind for v in missing] == ["history_missing"]
     timeline.model_revisions["m"] |= {10, 12, 13}
-    assert [v.detail for v in check_intents(timeline, {"m": (12, doc(2))}, history)] == ["model m: no history entry for the change at revision 13 seen on the watch"]
+    assert [v.detail for v in check_intents(timeline, {"m": (12, doc(2))}, history)] == [
+        "model m: no history entry for the change at revision 13 seen on the watch"
+    ]
     timeline.model_revisions["m"] = {10, 12}
     timeline.history_deletes.append((4.0, "/tfleet/history/m/000000000001", "m", 1, 2))
     assert [v.kind for v in check_intents(timeline, {"m": (12, doc(2))}, history)] == ["history_deleted"]

@@ -50,8 +50,16 @@ def test_any_bytes_in_the_context_file_give_a_context_or_none(context_file) -> N
     from tfleet.cli.context import read_context
 
     context_file.parent.mkdir(parents=True, exist_ok=True)
-    for text in ["[" * 100_000, '{"endpoints": "x", "pid": 1e400}', '{"endpoints": "x", "pid": -1}', '{"endpoints": "x", "pid": "12"}',
-                 '{"endpoints": "x", "pid": 99999999999}', '{"endpoints": "a\\u0000b"}', b'{"endpoints": "\xff"}', '{"endpoints": "x", "endpoints": "y"}']:
+    for text in [
+        "[" * 100_000,
+        '{"endpoints": "x", "pid": 1e400}',
+        '{"endpoints": "x", "pid": -1}',
+        '{"endpoints": "x", "pid": "12"}',
+        '{"endpoints": "x", "pid": 99999999999}',
+        '{"endpoints": "a\\u0000b"}',
+        b'{"endpoints": "\xff"}',
+        '{"endpoints": "x", "endpoints": "y"}',
+    ]:
         if isinstance(text, bytes):
             context_file.write_bytes(text)
         else:

@@ -24,8 +24,15 @@ def view(keys: dict[str, Any]) -> FleetView:
 
 
 def host(name: str, memory_mb: int = 1024, **labels: str) -> tuple[str, dict]:
-    return KS.host(name), {"host": name, "grpc_address": f"{name}:8500", "rest_address": f"{name}:8501", "memory_mb": memory_mb,
-                           "labels": labels, "agent_version": "0.1.0", "started_at": "2026-11-27T14:00:00Z"}
+    return KS.host(name), {
+        "host": name,
+        "grpc_address": f"{name}:8500",
+        "rest_address": f"{name}:8501",
+        "memory_mb": memory_mb,
+        "labels": labels,
+        "agent_version": "0.1.0",
+        "started_at": "2026-11-27T14:00:00Z",
+    }
 
 
 def intent(name: str, **fields: Any) -> tuple[str, dict]:
@@ -41,16 +48,28 @@ def replica(name: str, **versions: str) -> dict:
 
 
 def test_health_of_models() -> None:
-    fleet = view(dict([
-        intent("ok", replicas=2), report("ok", [replica("h1", v1="AVAILABLE"), replica("h2", v1="AVAILABLE")], 2),
-        intent("short", replicas=3), report("short", [replica("h1", v1="AVAILABLE")], 3, reasons=["2 of 3 replicas not placed: no room"]),
-        intent("down", replicas=1), report("down", [replica("h1", v1="LOADING")], 1),
-        intent("bad", replicas="many"),
-        intent("new", replicas=1),
-        report("gone", [], 0),
-        intent("failed", replicas=1), report("failed", [replica("h1", v1="AVAILABLE")], 1, failures=[
-            {"version": 2, "host": "h1", "error": "boom", "at": "2026-11-27T14:59:00Z", "retry_after": "2026-11-27T15:04:00Z"}]),
-    ]))
+    fleet = view(
+        dict(
+            [
+                intent("ok", replicas=2),
+                report("ok", [replica("h1", v1="AVAILABLE"), replica("h2", v1="AVAILABLE")], 2),
+                intent("short", replicas=3),
+                report("short", [replica("h1", v1="AVAILABLE")], 3, reasons=["2 of 3 replicas not placed: no room"]),
+                intent("down", replicas=1),
+                report("down", [replica("h1", v1="LOADING")], 1),
+                intent("bad", replicas="many"),
+                intent("new", replicas=1),
+                report("gone", [], 0),
+                intent("failed", replicas=1),
+                report(
+                    "failed",
+                    [replica("h1", v1="AVAILABLE")],
+                    1,
+                    failures=[{"version": 2, "host": "h1", "error": "boom", "at": "2026-11-27T14:59:00Z", "retry_after": "2026-11-27T15:04:00Z"}],
+                ),
+            ]
+        )
+    )
     assert health(fleet, "ok") == ("ok", "")
     assert health(fleet, "short") == ("degraded", "2 of 3 replicas not placed: no room")
     assert health(fleet, "down") == ("unavailable", "no replica serves any version yet")
@@ -66,13 +85,21 @@ def test_health_of_models() -> None:
 
 
 def test_host_rows_count_memory_of_assigned_models() -> None:
-    fleet = view(dict([
-        host("h1", 2048, zone="a"), intent("a", memory_mb=300), intent("b", memory_mb=200),
-        (KS.assignment("h1", "a"), {"base_path": "/m/a"}), (KS.assignment("h1", "b"), {"base_path": "/m/b"}),
-        (KS.assignment("h1", "byhand"), {"base_path": "/m/byhand"}),
-        (KS.status("h1", "a"), {"assignment_revision": 5, "versions": {"1": {"state": "AVAILABLE"}}, "updated_at": "2026-11-27T15:00:00Z"}),
-        (KS.hostctl("h1"), {"cordoned": True, "reason": "disk"}), (KS.hostctl("h9"), {"draining": True}),
-    ]))
+    fleet = view(
+        dict(
+            [
+                host("h1", 2048, zone="a"),
+                intent("a", memory_mb=300),
+                intent("b", memory_mb=200),
+                (KS.assignment("h1", "a"), {"base_path": "/m/a"}),
+                (KS.assignment("h1", "b"), {"base_path": "/m/b"}),
+                (KS.assignment("h1", "byhand"), {"base_path": "/m/byhand"}),
+                (KS.status("h1", "a"), {"assignment_revision": 5, "versions": {"1": {"state": "AVAILABLE"}}, "updated_at": "2026-11-27T15:00:00Z"}),
+                (KS.hostctl("h1"), {"cordoned": True, "reason": "disk"}),
+                (KS.hostctl("h9"), {"draining": True}),
+            ]
+        )
+    )
     row = host_row(fleet, "h1")
     assert (row["state"], row["memory_used_mb"], row["memory_mb"], row["models"], row["reason"]) == ("up, cordoned", 500, 2048, ["a"], "disk")
     assert host_row(fleet, "h9")["state"] == "down, draining"
@@ -80,15 +107,29 @@ def test_host_rows_count_memory_of_assigned_models() -> None:
 
 
 def test_explain_names_selector_cordon_memory_and_agent_errors() -> None:
-    fleet = view(dict([
-        host("h1", 1024, zone="a"), host("h2", 1024, zone="a"), host("h3", 1024, zone="b"), host("h4", 100, zone="a"),
-        (KS.hostctl("h2"), {"cordoned": True, "reason": "disk swap"}),
-        intent("m", replicas=3, memory_mb=512, host_selector={"zone": "a"}, model_version_policy={"specific": {"versions": [3]}}),
-        (KS.assignment("h1", "m"), {"base_path": "/m/m", "model_version_policy": {"specific": {"versions": [3]}}}),
-        (KS.status("h1", "m"), {"assignment_revision": 7, "versions": {"3": {"state": "END", "error_code": 5, "error_message": "no SavedModel"}},
-                                "error": "version 3 failed to load: no SavedModel", "updated_at": "2026-11-27T15:00:00Z"}),
-        ("/f/leader", {"id": "c1", "since": "2026-11-27T14:00:00Z", "version": "0.1.0"}),
-    ]))
+    fleet = view(
+        dict(
+            [
+                host("h1", 1024, zone="a"),
+                host("h2", 1024, zone="a"),
+                host("h3", 1024, zone="b"),
+                host("h4", 100, zone="a"),
+                (KS.hostctl("h2"), {"cordoned": True, "reason": "disk swap"}),
+                intent("m", replicas=3, memory_mb=512, host_selector={"zone": "a"}, model_version_policy={"specific": {"versions": [3]}}),
+                (KS.assignment("h1", "m"), {"base_path": "/m/m", "model_version_policy": {"specific": {"versions": [3]}}}),
+                (
+                    KS.status("h1", "m"),
+                    {
+                        "assignment_revision": 7,
+                        "versions": {"3": {"state": "END", "error_code": 5, "error_message": "no SavedModel"}},
+                        "error": "version 3 failed to load: no SavedModel",
+                        "updated_at": "2026-11-27T15:00:00Z",
+                    },
+                ),
+                ("/f/leader", {"id": "c1", "since": "2026-11-27T14:00:00Z", "version": "0.1.0"}),
+            ]
+        )
+    )
     text = explain_model(fleet, "m", NOW)
     assert text[0] == "m wants 3 replicas of version 3, each needing 512 MB (from memory_mb in the intent)."
     assert text[1] == "Its host selector zone=a matches 3 of 4 live hosts (h1, h2, h4); not h3 (zone=b)."
@@ -105,16 +146,22 @@ def test_explain_names_selector_cordon_memory_and_agent_errors() -> None:
 
 def test_dry_run_shows_placement_rollout_and_affected_models() -> None:
     current = [3]
-    fleet = view(dict([
-        host("h1", 1024), host("h2", 1024),
-        intent("m", replicas=2, memory_mb=256, model_version_policy={"specific": {"versions": current}}, version_labels={"stable": 3}),
-        (KS.assignment("h1", "m"), {"base_path": "/m/m", "model_version_policy": {"specific": {"versions": [3]}}, "version_labels": {"stable": 3}}),
-        (KS.assignment("h2", "m"), {"base_path": "/m/m", "model_version_policy": {"specific": {"versions": [3]}}, "version_labels": {"stable": 3}}),
-        intent("other", replicas=1, memory_mb=100),
-        (KS.assignment("h2", "other"), {"base_path": "/m/other"}),
-    ]))
-    new = ModelIntent.model_validate({"base_path": "/m/m", "replicas": 2, "memory_mb": 256,
-                                      "model_version_policy": {"specific": {"versions": [4]}}, "version_labels": {"stable": 4}})
+    fleet = view(
+        dict(
+            [
+                host("h1", 1024),
+                host("h2", 1024),
+                intent("m", replicas=2, memory_mb=256, model_version_policy={"specific": {"versions": current}}, version_labels={"stable": 3}),
+                (KS.assignment("h1", "m"), {"base_path": "/m/m", "model_version_policy": {"specific": {"versions": [3]}}, "version_labels": {"stable": 3}}),
+                (KS.assignment("h2", "m"), {"base_path": "/m/m", "model_version_policy": {"specific": {"versions": [3]}}, "version_labels": {"stable": 3}}),
+                intent("other", replicas=1, memory_mb=100),
+                (KS.assignment("h2", "other"), {"base_path": "/m/other"}),
+            ]
+        )
+    )
+    new = ModelIntent.model_validate(
+        {"base_path": "/m/m", "replicas": 2, "memory_mb": 256, "model_version_policy": {"specific": {"versions": [4]}}, "version_labels": {"stable": 4}}
+    )
     result = dry_run(fleet, {"m": new}, {"h2": HostControl(cordoned=True, draining=True)}, NOW)
     [m] = result["models"]
     assert m["action"] == "update"

@@ -12,8 +12,16 @@ INTENT = ModelIntent.model_validate({"base_path": "/m", "model_version_policy": 
 
 
 def report(revision: int = 7, ready: dict[str, int] | None = None, phase: str = "stable", error: str | None = None) -> ModelStatusReport:
-    return ModelStatusReport.model_validate({"intent_revision": revision, "wanted_replicas": 2, "ready_replicas": ready or {},
-                                             "rollout": {"phase": phase}, "error": error, "updated_at": NOW.isoformat()})
+    return ModelStatusReport.model_validate(
+        {
+            "intent_revision": revision,
+            "wanted_replicas": 2,
+            "ready_replicas": ready or {},
+            "rollout": {"phase": phase},
+            "error": error,
+            "updated_at": NOW.isoformat(),
+        }
+    )
 
 
 def test_ready_only_when_the_report_is_about_this_intent_and_every_replica_serves() -> None:

@@ -45,8 +45,9 @@ def test_new_model_gets_assignments_and_a_report() -> None:
 
 def test_converged_model_writes_nothing() -> None:
     wanted = intent(replicas=2).assignment()
-    snap = fleet(intents={"m": intent(replicas=2)}, assignments={("h1", "m"): wanted, ("h2", "m"): wanted},
-                 statuses=dict([served("h1", "m"), served("h2", "m")]))
+    snap = fleet(
+        intents={"m": intent(replicas=2)}, assignments={("h1", "m"): wanted, ("h2", "m"): wanted}, statuses=dict([served("h1", "m"), served("h2", "m")])
+    )
     result = plan(snap, {}, NOW)
     assert not result.puts and not result.deletes
     assert result.reports["m"].ready_replicas == {"1": 2}
@@ -110,12 +111,17 @@ def test_memory_estimate() -> None:
 def test_report_carries_health_agent_errors_and_the_versions_before_the_rollout() -> None:
     """The modelstatus fields added for health and abort (docs/keyspace.md) are pinned here."""
     old = intent(replicas=2, version_labels={"stable": 1}).assignment()
-    new_intent = ModelIntent.model_validate({"base_path": "/m", "model_version_policy": {"specific": {"versions": [2]}},
-                                             "version_labels": {"stable": 2}, "replicas": 2})
-    broken = ModelStatus(assignment_revision=20, versions={"1": {"state": "AVAILABLE"}}, version_labels={"stable": 1},
-                         error="version 2 not found under base_path /m (it has 1)", updated_at=NOW)
-    snap = fleet(intents={"m": new_intent}, assignments={("h1", "m"): old, ("h2", "m"): old},
-                 statuses={("h1", "m"): broken, ("h2", "m"): served("h2", "m")[1]})
+    new_intent = ModelIntent.model_validate(
+        {"base_path": "/m", "model_version_policy": {"specific": {"versions": [2]}}, "version_labels": {"stable": 2}, "replicas": 2}
+    )
+    broken = ModelStatus(
+        assignment_revision=20,
+        versions={"1": {"state": "AVAILABLE"}},
+        version_labels={"stable": 1},
+        error="version 2 not found under base_path /m (it has 1)",
+        updated_at=NOW,
+    )
+    snap = fleet(intents={"m": new_intent}, assignments={("h1", "m"): old, ("h2", "m"): old}, statuses={("h1", "m"): broken, ("h2", "m"): served("h2", "m")[1]})
     adding = plan(snap, {}, NOW).reports["m"]
     assert (adding.rollout.phase, adding.rollout.from_versions, adding.rollout.from_labels) == ("adding", [1], {"stable": 1})
     document = adding.model_dump(mode="json")
@@ -127,8 +133,10 @@ def test_report_carries_health_agent_errors_and_the_versions_before_the_rollout(
 
 def test_canary_reason_names_the_model_in_its_commands() -> None:
     stable = intent(replicas=2, version_labels={"stable": 1}).assignment()
-    statuses = {place: ModelStatus(assignment_revision=20, versions={"1": {"state": "AVAILABLE"}}, version_labels={"stable": 1}, updated_at=NOW)
-                for place in (("h1", "mnist"), ("h2", "mnist"))}
+    statuses = {
+        place: ModelStatus(assignment_revision=20, versions={"1": {"state": "AVAILABLE"}}, version_labels={"stable": 1}, updated_at=NOW)
+        for place in (("h1", "mnist"), ("h2", "mnist"))
+    }
     canary = intent(replicas=2, model_version_policy={"specific": {"versions": [2]}}, version_labels={"stable": 2}, rollout={"strategy": "canary"})
     snap = fleet(intents={"mnist": canary}, assignments={("h1", "mnist"): stable, ("h2", "mnist"): stable}, statuses=statuses)
     reason = plan(snap, {}, NOW).reports["mnist"].rollout.reason

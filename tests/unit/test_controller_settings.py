@@ -54,9 +54,17 @@ def test_the_periodic_full_plan_runs_at_the_configured_interval() -> None:
     metrics = ControllerMetrics()
     now = [0.0]
     reconciler = ControllerReconciler(
-        store=store, keyspace=KS, election=cache_pass.LeaderElection(store), registry=cache_pass.NoHistory(),  # type: ignore[arg-type]
-        metrics=metrics, log=cache_pass._Log(), now=lambda: NOW, clock=lambda: now[0],
-        cache=FleetCache(store, KS, log=cache_pass._Log(), metrics=metrics), full_plan_interval=120.0)
+        store=store,
+        keyspace=KS,
+        election=cache_pass.LeaderElection(store),
+        registry=cache_pass.NoHistory(),  # type: ignore[arg-type]
+        metrics=metrics,
+        log=cache_pass._Log(),
+        now=lambda: NOW,
+        clock=lambda: now[0],
+        cache=FleetCache(store, KS, log=cache_pass._Log(), metrics=metrics),
+        full_plan_interval=120.0,
+    )
     assert reconciler.reconcile().result == "ok" and reconciler.planner.full
     store.deliver()
     now[0] = 119.0

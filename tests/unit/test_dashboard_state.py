@@ -19,8 +19,15 @@ def kv(key: str, value: dict | str, revision: int = 10) -> KeyValue:
 
 
 def host(name: str, **labels: str) -> dict:
-    return {"host": name, "grpc_address": f"{name}:8500", "rest_address": f"{name}:8501", "memory_mb": 4096,
-            "labels": labels, "agent_version": "0.1.0", "started_at": NOW}
+    return {
+        "host": name,
+        "grpc_address": f"{name}:8500",
+        "rest_address": f"{name}:8501",
+        "memory_mb": 4096,
+        "labels": labels,
+        "agent_version": "0.1.0",
+        "started_at": NOW,
+    }
 
 
 def status(revision: int, versions: dict, labels: dict | None = None, error: str | None = None) -> dict:
@@ -31,10 +38,17 @@ AVAILABLE = {"state": "AVAILABLE", "error_code": 0, "error_message": ""}
 LOADING = {"state": "LOADING", "error_code": 0, "error_message": ""}
 FAILED = {"state": "END", "error_code": 3, "error_message": "Could not find meta graph def"}
 
-INTENT_M = {"base_path": "/models/m", "model_version_policy": {"specific": {"versions": [1, 2]}},
-            "version_labels": {"stable": 1}, "replicas": 2, "spread_by": "zone"}
+INTENT_M = {
+    "base_path": "/models/m",
+    "model_version_policy": {"specific": {"versions": [1, 2]}},
+    "version_labels": {"stable": 1},
+    "replicas": 2,
+    "spread_by": "zone",
+}
 REPORT_M = {
-    "intent_revision": 5, "wanted_replicas": 2, "ready_replicas": {"1": 2, "2": 1},
+    "intent_revision": 5,
+    "wanted_replicas": 2,
+    "ready_replicas": {"1": 2, "2": 1},
     "replicas": [
         {"host": "h1", "versions": {"1": "AVAILABLE", "2": "AVAILABLE"}, "labels": {"stable": 1}, "ready": True, "canary": False},
         {"host": "h2", "versions": {"1": "AVAILABLE", "2": "END"}, "labels": {"stable": 1}, "ready": False, "canary": False},
@@ -45,14 +59,31 @@ REPORT_M = {
     "failures": [{"version": 2, "host": "h2", "error": "Could not find meta graph def", "at": NOW, "retry_after": "2026-11-27T15:05:00Z"}],
     "updated_at": NOW,
 }
-REPORT_BIG = {"intent_revision": 6, "wanted_replicas": 1, "ready_replicas": {}, "replicas": [],
-              "rollout": {"phase": "stable"}, "reasons": ["replica not placed: needs 100000 MB, the largest free host has 4096 MB"],
-              "error": None, "failures": [], "updated_at": NOW}
+REPORT_BIG = {
+    "intent_revision": 6,
+    "wanted_replicas": 1,
+    "ready_replicas": {},
+    "replicas": [],
+    "rollout": {"phase": "stable"},
+    "reasons": ["replica not placed: needs 100000 MB, the largest free host has 4096 MB"],
+    "error": None,
+    "failures": [],
+    "updated_at": NOW,
+}
 
 
 def history_entry(seq: int, action: str, previous: dict | None, new: dict | None, author: str | None = "alice") -> dict:
-    return {"sequence": seq, "model": "m", "action": action, "revision": None, "at": NOW, "author": author,
-            "source": "cli" if author else "etcd", "previous": previous, "new": new}
+    return {
+        "sequence": seq,
+        "model": "m",
+        "action": action,
+        "revision": None,
+        "at": NOW,
+        "author": author,
+        "source": "cli" if author else "etcd",
+        "previous": previous,
+        "new": new,
+    }
 
 
 def fleet_snapshot() -> Snapshot:
@@ -67,7 +98,9 @@ def fleet_snapshot() -> Snapshot:
         kv(KS.model("broken"), '{"base_path": "/x", "replicas": "many"}', 7),
         kv(KS.modelstatus("m"), REPORT_M),
         kv(KS.modelstatus("big"), REPORT_BIG),
-        kv(KS.assignment("h1", "m"), {"base_path": "/models/m", "model_version_policy": {"specific": {"versions": [1, 2]}}, "version_labels": {"stable": 1}}, 8),
+        kv(
+            KS.assignment("h1", "m"), {"base_path": "/models/m", "model_version_policy": {"specific": {"versions": [1, 2]}}, "version_labels": {"stable": 1}}, 8
+        ),
         kv(KS.assignment("h2", "m"), {"base_path": "/models/m", "model_version_policy": {"specific": {"versions": [1, 2]}}}, 9),
         kv(KS.status("h1", "m"), status(8, {"1": AVAILABLE, "2": AVAILABLE}, {"stable": 1})),
         kv(KS.status("h2", "m"), status(8, {"1": AVAILABLE, "2": FAILED}, {"stable": 1})),  # behind: assignment is at 9
@@ -132,8 +165,14 @@ def test_state_of_a_fleet() -> None:
     assert ("assignment", "typo", "h2") in kinds
     assert ("host", None, "gone") in kinds
     assert any(e["kind"] == "key" and "/t/hosts/bogus" in e["message"] for e in state["errors"])
-    assert state["summary"] == {"hosts": 3, "hosts_alive": 2, "models": 5, "versions": {"AVAILABLE": 3, "END": 1, "LOADING": 1},
-                                "rollouts": 1, "errors": len(state["errors"])}
+    assert state["summary"] == {
+        "hosts": 3,
+        "hosts_alive": 2,
+        "models": 5,
+        "versions": {"AVAILABLE": 3, "END": 1, "LOADING": 1},
+        "rollouts": 1,
+        "errors": len(state["errors"]),
+    }
 
 
 def test_state_is_deterministic() -> None:
@@ -174,8 +213,10 @@ def test_incremental_builds_equal_full_builds_and_name_the_changed_models() -> N
         ([WatchEvent("put", KS.hostctl("h1"), b'{"cordoned": true}', 44)], set()),  # hosts are not per model
         ([WatchEvent("put", KS.history("m", 3), b"{}", 45)], set()),  # history is not part of the state
         ([WatchEvent("delete", KS.model("broken"), b"", 46)], {"broken"}),  # gone
-        ([WatchEvent("put", KS.model("new"), json.dumps({"base_path": "/n"}).encode(), 47),
-          WatchEvent("put", KS.versions_prefix("m") + "1", b"{}", 47)], {"new", "m"}),
+        (
+            [WatchEvent("put", KS.model("new"), json.dumps({"base_path": "/n"}).encode(), 47), WatchEvent("put", KS.versions_prefix("m") + "1", b"{}", 47)],
+            {"new", "m"},
+        ),
         ([WatchEvent("put", KS.leader(), b"{}", 48)], set()),
     ]
     for events, changed in steps:
@@ -218,7 +259,7 @@ def test_page_ships_as_package_data_and_never_parses_html_from_etcd() -> None:
     assert '<script src="dashboard.js"></script>' in page and "http://" not in page and "https://" not in page  # no CDN
     # values come from etcd (anyone with etcdctl): the script builds text nodes only
     assert "innerHTML" not in script and "outerHTML" not in script and "insertAdjacentHTML" not in script
-    assert "new EventSource(\"api/events\")" in script
+    assert 'new EventSource("api/events")' in script
 
 
 def test_the_history_reader_gives_the_newest_entries() -> None:

@@ -62,6 +62,7 @@ def rel(path: Path) -> str:
 
 # -- parsing every file ---------------------------------------------------------------------
 
+
 def deploy_files() -> list[Path]:
     return sorted(p for p in DEPLOY.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
 
@@ -73,9 +74,15 @@ def kind_of(path: Path) -> str | None:
     if name.endswith(".dockerignore") or name in {".gitkeep", ".gitignore"}:
         return "text"
     return {
-        ".yml": "yaml", ".yaml": "yaml", ".json": "json",
-        ".service": "systemd", ".timer": "systemd", ".socket": "systemd",
-        ".config": "textproto", ".md": "text", ".txt": "text",
+        ".yml": "yaml",
+        ".yaml": "yaml",
+        ".json": "json",
+        ".service": "systemd",
+        ".timer": "systemd",
+        ".socket": "systemd",
+        ".config": "textproto",
+        ".md": "text",
+        ".txt": "text",
     }.get(path.suffix)
 
 
@@ -85,8 +92,7 @@ def load_yaml(path: Path) -> list[Any]:
 
 def load_unit(path: Path) -> configparser.ConfigParser:
     """A systemd unit as configparser sees it: repeated keys allowed (the last one wins)."""
-    parser = configparser.ConfigParser(strict=False, interpolation=None, comment_prefixes=("#", ";"),
-                                       empty_lines_in_values=False, delimiters=("=",))
+    parser = configparser.ConfigParser(strict=False, interpolation=None, comment_prefixes=("#", ";"), empty_lines_in_values=False, delimiters=("=",))
     parser.optionxform = str  # systemd keys are case-sensitive
     parser.read_string(path.read_text(encoding="utf-8"), source=str(path))
     return parser
@@ -134,17 +140,18 @@ def load_dockerfile(path: Path) -> list[Instruction]:
 def _monitoring_config_class() -> type:
     """TF Serving's MonitoringConfig (monitoring_config.proto), built here: the project's
     generated subset does not include it."""
-    proto = descriptor_pb2.FileDescriptorProto(name="tfleet_tests/monitoring_config.proto", package="tensorflow.serving",
-                                               syntax="proto3")
+    proto = descriptor_pb2.FileDescriptorProto(name="tfleet_tests/monitoring_config.proto", package="tensorflow.serving", syntax="proto3")
     prometheus = proto.message_type.add(name="PrometheusConfig")
-    prometheus.field.add(name="enable", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
-                         label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
-    prometheus.field.add(name="path", number=2, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
-                         label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    prometheus.field.add(name="enable", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_BOOL, label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    prometheus.field.add(name="path", number=2, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING, label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
     monitoring = proto.message_type.add(name="MonitoringConfig")
-    monitoring.field.add(name="prometheus_config", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
-                         type_name=".tensorflow.serving.PrometheusConfig",
-                         label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    monitoring.field.add(
+        name="prometheus_config",
+        number=1,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+        type_name=".tensorflow.serving.PrometheusConfig",
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
@@ -162,10 +169,7 @@ def parse_textproto(path_name: str, text: str) -> Any:
 @pytest.mark.parametrize("path", deploy_files(), ids=rel)
 def test_every_deploy_file_parses(path: Path) -> None:
     kind = kind_of(path)
-    assert kind is not None, (
-        f"{rel(path)}: no parser for this kind of file; teach tests/unit/test_deploy_manifests.py "
-        "(kind_of) how to check it"
-    )
+    assert kind is not None, f"{rel(path)}: no parser for this kind of file; teach tests/unit/test_deploy_manifests.py (kind_of) how to check it"
     if kind == "yaml":
         assert load_yaml(path), f"{rel(path)} holds no YAML document"
     elif kind == "json":
@@ -185,6 +189,7 @@ def test_every_deploy_file_parses(path: Path) -> None:
 
 # -- TFLEET_* variables are real ------------------------------------------------------------
 
+
 def tfleet_variables() -> dict[str, set[str]]:
     """Every TFLEET_* variable a daemon reads, introspected from the click commands."""
     names: dict[str, set[str]] = {}
@@ -198,8 +203,7 @@ def tfleet_variables() -> dict[str, set[str]]:
 
 def test_the_introspected_variable_list_is_the_documented_one() -> None:
     names = tfleet_variables()
-    assert {"TFLEET_HOST", "TFLEET_ETCD_ENDPOINTS", "TFLEET_TFS_GRPC", "TFLEET_TFS_REST", "TFLEET_HTTP_PORT",
-            "TFLEET_CONTROLLER_ID"} <= set(names)
+    assert {"TFLEET_HOST", "TFLEET_ETCD_ENDPOINTS", "TFLEET_TFS_GRPC", "TFLEET_TFS_REST", "TFLEET_HTTP_PORT", "TFLEET_CONTROLLER_ID"} <= set(names)
     assert all(name.startswith("TFLEET_") for name in names)
 
 
@@ -228,6 +232,7 @@ def test_every_tfleet_variable_named_is_one_a_daemon_reads(where: str) -> None:
 
 
 # -- every place that starts a daemon ----------------------------------------------------------
+
 
 @dataclass
 class Invocation:
@@ -336,8 +341,9 @@ def k8s_env(container: dict[str, Any], pod_spec: dict[str, Any], pod_name: str) 
             continue
         source = item["valueFrom"]
         if "fieldRef" in source:
-            env[name] = {"metadata.name": pod_name, "metadata.namespace": "tfleet", "status.podIP": "10.1.2.3",
-                         "spec.nodeName": "node-a"}[source["fieldRef"]["fieldPath"]]
+            env[name] = {"metadata.name": pod_name, "metadata.namespace": "tfleet", "status.podIP": "10.1.2.3", "spec.nodeName": "node-a"}[
+                source["fieldRef"]["fieldPath"]
+            ]
         elif "secretKeyRef" in source:
             ref = source["secretKeyRef"]
             secret = k8s_find("Secret", ref["name"])
@@ -374,9 +380,16 @@ def k8s_invocations() -> Iterator[Invocation]:
                 argv = dockerfile_entrypoint() + argv
             found = split_tfleet(argv)
             if found:
-                yield Invocation("kubernetes", f"{rel(path)}: {workload['kind']} {workload['metadata']['name']}, container {container['name']}",
-                                 found[0], found[1], k8s_env(container, pod["spec"], example_pod_name(workload)),
-                                 container=container, pod=pod, extra={"workload": workload})
+                yield Invocation(
+                    "kubernetes",
+                    f"{rel(path)}: {workload['kind']} {workload['metadata']['name']}, container {container['name']}",
+                    found[0],
+                    found[1],
+                    k8s_env(container, pod["spec"], example_pod_name(workload)),
+                    container=container,
+                    pod=pod,
+                    extra={"workload": workload},
+                )
 
 
 def systemd_invocations() -> Iterator[Invocation]:
@@ -442,9 +455,8 @@ def start_with_stub(inv: Invocation, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr("tfleet.logs.configure", lambda *a, **k: None)
     clean = {key: None for key in os.environ if key.startswith("TFLEET_")}
     result = CliRunner().invoke(command, args, env={**clean, **inv.env}, prog_name=f"tfleet {inv.command}")
-    assert isinstance(result.exception, _Started), (
-        f"{inv}: `tfleet {inv.command}` would not start (exit {result.exit_code}):\n{result.output}"
-        + (f"\n{result.exception!r}" if result.exception and not isinstance(result.exception, SystemExit) else "")
+    assert isinstance(result.exception, _Started), f"{inv}: `tfleet {inv.command}` would not start (exit {result.exit_code}):\n{result.output}" + (
+        f"\n{result.exception!r}" if result.exception and not isinstance(result.exception, SystemExit) else ""
     )
     return captured["settings"]
 
@@ -453,10 +465,7 @@ def start_with_stub(inv: Invocation, monkeypatch: pytest.MonkeyPatch) -> Any:
 def test_every_required_setting_is_given_by_flag_or_variable(inv: Invocation) -> None:
     command = COMMANDS[inv.command]
     required = {p.name for p in command.params if getattr(p, "required", False)} | MUST_SET[inv.command]
-    missing = sorted(
-        f"--{name.replace('_', '-')} / {p.envvar}" for p in command.params for name in [p.name]
-        if name in required and not given(inv, p)
-    )
+    missing = sorted(f"--{name.replace('_', '-')} / {p.envvar}" for p in command.params for name in [p.name] if name in required and not given(inv, p))
     assert not missing, f"{inv}: `tfleet {inv.command}` is not given {missing}"
 
 
@@ -478,6 +487,7 @@ def test_the_agent_in_every_deployment_gets_the_required_five() -> None:
 
 # -- TF Serving under the agent ------------------------------------------------------------------
 
+
 def tfs_flags(argv: list[str]) -> dict[str, str]:
     flags = {}
     for arg in argv:
@@ -491,8 +501,7 @@ def check_tf_serving(where: str, image: str, argv: list[str], read: Any) -> None
     """read(container path) -> the file's text, or None when nothing is mounted there."""
     assert image.split(":")[0] in {"tensorflow/serving", "docker.io/tensorflow/serving"}, f"{where}: {image} is not the official image"
     assert PurePosixPath(argv[0]).name == "tensorflow_model_server", (
-        f"{where}: run tensorflow_model_server directly; the image's entrypoint script adds a single "
-        f"--model_name/--model_base_path model. argv: {argv}"
+        f"{where}: run tensorflow_model_server directly; the image's entrypoint script adds a single --model_name/--model_base_path model. argv: {argv}"
     )
     flags = tfs_flags(argv)
     assert FORBIDDEN_TFS_FLAG not in flags, f"{where}: the file poller would overwrite what the agent pushed"
@@ -566,8 +575,7 @@ def test_compose_services_reference_existing_files(name: str) -> None:
         assert host.exists(), f"compose service {name}: mounts {host} at {target}, which does not exist"
     if name == "prometheus":
         config = next(a.split("=", 1)[1] for a in _as_list(service.get("command")) if a.startswith("--config.file="))
-        host_config = next(h / PurePosixPath(config).relative_to(t) for h, t in compose_mounts(service)
-                           if PurePosixPath(t) in PurePosixPath(config).parents)
+        host_config = next(h / PurePosixPath(config).relative_to(t) for h, t in compose_mounts(service) if PurePosixPath(t) in PurePosixPath(config).parents)
         assert rel(host_config) == "deploy/prometheus/prometheus.yml"
         assert host_config.is_file(), f"compose prometheus: {rel(host_config)} does not exist"
 
@@ -617,6 +625,7 @@ def test_grafana_provisioning_loads_the_shipped_dashboards() -> None:
 
 
 # -- images, tags and flags everywhere ----------------------------------------------------------
+
 
 def parsed_strings(path: Path) -> Iterator[str]:
     """What a file *uses*: parsed values (YAML/JSON) or non-comment lines, comments left out."""
@@ -670,6 +679,7 @@ def test_no_manifest_makes_tf_serving_poll_its_config_file() -> None:
 
 # -- Dockerfile -----------------------------------------------------------------------------
 
+
 def test_the_image_installs_the_project_and_runs_tfleet_unprivileged() -> None:
     instructions = load_dockerfile(DOCKERFILE)
     stages = [i.value.split()[0] for i in instructions if i.keyword == "FROM"]
@@ -694,6 +704,7 @@ def test_the_image_installs_the_project_and_runs_tfleet_unprivileged() -> None:
 
 # -- systemd --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", sorted((DEPLOY / "systemd").glob("*.service")), ids=rel)
 def test_systemd_units_are_hardened_and_stop_cleanly(path: Path) -> None:
     unit = load_unit(path)
@@ -713,8 +724,12 @@ def test_the_controller_unit_runs_the_controller() -> None:
 
 # -- Kubernetes -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path,index", [(p, i) for p in sorted(KUBERNETES.glob("*.yaml")) if p.name != "kustomization.yaml"
-                                        for i, _ in enumerate(load_yaml(p))], ids=lambda v: rel(v) if isinstance(v, Path) else str(v))
+
+@pytest.mark.parametrize(
+    "path,index",
+    [(p, i) for p in sorted(KUBERNETES.glob("*.yaml")) if p.name != "kustomization.yaml" for i, _ in enumerate(load_yaml(p))],
+    ids=lambda v: rel(v) if isinstance(v, Path) else str(v),
+)
 def test_every_kubernetes_document_is_an_object(path: Path, index: int) -> None:
     doc = load_yaml(path)[index]
     assert isinstance(doc.get("apiVersion"), str) and doc["apiVersion"], f"{rel(path)}[{index}]: apiVersion"
@@ -762,9 +777,9 @@ def test_controller_deployment_is_highly_available_and_probed(monkeypatch: pytes
     assert workload["kind"] == "Deployment" and workload["spec"]["replicas"] == 2
     anti = pod["spec"]["affinity"]["podAntiAffinity"]
     terms = anti.get("requiredDuringSchedulingIgnoredDuringExecution", [])
-    assert any(t["topologyKey"] == "kubernetes.io/hostname" and
-               t["labelSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items() for t in terms), \
-        "the two controllers must not share a node"
+    assert any(
+        t["topologyKey"] == "kubernetes.io/hostname" and t["labelSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items() for t in terms
+    ), "the two controllers must not share a node"
     settings = start_with_stub(inv, monkeypatch)
     ready, live = container["readinessProbe"]["httpGet"], container["livenessProbe"]["httpGet"]
     assert ready["path"] == "/readyz" and port_number(container, ready["port"]) == settings.http_port == 9200
@@ -829,6 +844,7 @@ def test_tf_serving_runs_with_the_agent_as_a_sidecar(monkeypatch: pytest.MonkeyP
 
 def volume_files(volume: dict[str, Any]) -> set[str] | None:
     """File names a secret/configMap/projected volume provides (None: not knowable here)."""
+
     def of(source: dict[str, Any], kind: str) -> set[str]:
         obj = k8s_find(kind, source["name"])
         assert obj is not None, f"volume refers to {kind} {source['name']}, which no manifest defines"
@@ -860,8 +876,11 @@ def test_tls_files_named_by_variables_are_mounted(inv: Invocation) -> None:
     pod_spec = inv.pod["spec"]
     volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
     workload = inv.extra["workload"]
-    pod_names = ([f"{workload['metadata']['name']}-{n}" for n in range(workload["spec"]["replicas"])]
-                 if workload["kind"] == "StatefulSet" else [example_pod_name(workload)])
+    pod_names = (
+        [f"{workload['metadata']['name']}-{n}" for n in range(workload["spec"]["replicas"])]
+        if workload["kind"] == "StatefulSet"
+        else [example_pod_name(workload)]
+    )
     checked = 0
     for pod_name in pod_names:
         env = k8s_env(inv.container, pod_spec, pod_name)
@@ -933,6 +952,7 @@ def test_kustomize_builds_the_manifests() -> None:
 
 # -- the production walk-through (docs/operations.md) ---------------------------------------------
 
+
 def etcdctl_grants(text: str) -> dict[str, list[tuple[str, bool, str]]]:
     """role -> [(permission, prefix?, key)] from the `etcdctl role grant-permission` lines."""
     grants: dict[str, list[tuple[str, bool, str]]] = {}
@@ -940,7 +960,7 @@ def etcdctl_grants(text: str) -> dict[str, list[tuple[str, bool, str]]]:
         if "role grant-permission" not in line or "$" in line:
             continue  # shell variables: a template, not the literal example checked here
         words = shlex.split(line.split("#", 1)[0])
-        words = words[words.index("grant-permission") + 1:]
+        words = words[words.index("grant-permission") + 1 :]
         prefix = any(w in {"--prefix", "--prefix=true"} for w in words)
         rest = [w for w in words if not w.startswith("--")]
         role, permission, key = rest[0], rest[1], rest[2]
@@ -959,11 +979,13 @@ def test_the_production_walkthrough_grants_each_agent_only_its_own_keys() -> Non
     for role in agent_roles:
         host = next(key for _, _, key in grants[role] if "/hosts/" in key).rsplit("/", 1)[1]
         ks = Keyspace()
-        assert sorted(grants[role]) == sorted([
-            ("readwrite", False, ks.host(host)),
-            ("readwrite", True, ks.status_prefix(host)),
-            ("read", True, ks.assignments_prefix(host)),
-        ]), f"role {role}: {grants[role]}"
+        assert sorted(grants[role]) == sorted(
+            [
+                ("readwrite", False, ks.host(host)),
+                ("readwrite", True, ks.status_prefix(host)),
+                ("read", True, ks.assignments_prefix(host)),
+            ]
+        ), f"role {role}: {grants[role]}"
     controller = grants.get("tfleet-controller", [])
     assert ("read", True, "/tfleet/") in controller or ("readwrite", True, "/tfleet/") in controller
     for needed in ("snapshot save", "--client-cert-auth", "auth enable", "user grant-role"):

@@ -91,7 +91,10 @@ def test_record_bytes_accepts_records_and_raw_bytes() -> None:
     since = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
     raw = record_bytes(LeaderRecord(id="c1", since=since, version="0.1.0", dashboard_address="10.0.0.1:8080"))
     assert json.loads(raw) == {
-        "id": "c1", "since": "2024-05-01T12:00:00Z", "version": "0.1.0", "dashboard_address": "10.0.0.1:8080",
+        "id": "c1",
+        "since": "2024-05-01T12:00:00Z",
+        "version": "0.1.0",
+        "dashboard_address": "10.0.0.1:8080",
     }
     assert record_bytes(b"{}") == b"{}"
     with pytest.raises(TypeError, match="LeaderRecord or bytes"):

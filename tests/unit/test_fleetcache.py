@@ -23,6 +23,8 @@ from tfleet.store import Snapshot
 
 KS = Keyspace("/t")
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.timezone.utc)
+
+
 class _Log:
     def __getattr__(self, name):
         return lambda *args, **kw: None
@@ -34,13 +36,29 @@ MODELS = ("m0", "m1", "m2", "m3")
 
 
 def host(name: str, memory: int = 2000) -> bytes:
-    return json.dumps({"host": name, "grpc_address": "x:1", "rest_address": "x:2", "memory_mb": memory, "labels": {"zone": name[-1]},
-                       "agent_version": "t", "started_at": "2026-11-27T12:00:00Z"}).encode()
+    return json.dumps(
+        {
+            "host": name,
+            "grpc_address": "x:1",
+            "rest_address": "x:2",
+            "memory_mb": memory,
+            "labels": {"zone": name[-1]},
+            "agent_version": "t",
+            "started_at": "2026-11-27T12:00:00Z",
+        }
+    ).encode()
 
 
 def intent(versions: list[int], replicas: int) -> bytes:
-    return json.dumps({"base_path": "/m", "model_version_policy": {"specific": {"versions": versions}},
-                       "version_labels": {"stable": versions[-1]}, "replicas": replicas, "memory_mb": 300}).encode()
+    return json.dumps(
+        {
+            "base_path": "/m",
+            "model_version_policy": {"specific": {"versions": versions}},
+            "version_labels": {"stable": versions[-1]},
+            "replicas": replicas,
+            "memory_mb": 300,
+        }
+    ).encode()
 
 
 def assignment(versions: list[int]) -> bytes:
@@ -48,8 +66,9 @@ def assignment(versions: list[int]) -> bytes:
 
 
 def status(revision: int, versions: list[int]) -> bytes:
-    return json.dumps({"assignment_revision": revision, "versions": {str(v): {"state": "AVAILABLE"} for v in versions},
-                       "updated_at": "2026-11-27T12:00:00Z"}).encode()
+    return json.dumps(
+        {"assignment_revision": revision, "versions": {str(v): {"state": "AVAILABLE"} for v in versions}, "updated_at": "2026-11-27T12:00:00Z"}
+    ).encode()
 
 
 GARBAGE = (b"", b"{", b"[]", b'{"unknown": 1}', b"\xff\xfe")
@@ -60,8 +79,19 @@ VALUES = {
     "assignments": [assignment([1]), assignment([1, 2])],
     "status": [status(5, [1]), status(7, [1, 2])],
     "modelstatus": [b'{"intent_revision": 3, "wanted_replicas": 1, "updated_at": "2026-11-27T12:00:00Z"}'],
-    "versions": [json.dumps({"model": "m0", "version": 1, "path": "/m/1", "checksum": "sha256:0", "size_bytes": 10,
-                             "created_at": "2026-11-27T12:00:00Z", "registered_at": "2026-11-27T12:00:00Z"}).encode()],
+    "versions": [
+        json.dumps(
+            {
+                "model": "m0",
+                "version": 1,
+                "path": "/m/1",
+                "checksum": "sha256:0",
+                "size_bytes": 10,
+                "created_at": "2026-11-27T12:00:00Z",
+                "registered_at": "2026-11-27T12:00:00Z",
+            }
+        ).encode()
+    ],
     "schedules": [b'{"at": "2026-11-27T12:00:00Z", "action": "promote"}'],
     "routes": [b'{"model": "m0", "updated_at": "2026-11-27T12:00:00Z"}'],
     "leader": [b'{"id": "c1", "since": "2026-11-27T12:00:00Z", "version": "1"}'],
@@ -86,15 +116,24 @@ def key_of(section: str, a: str, b: str) -> str:
 
 names = st.sampled_from(HOSTS + ("bad name",))
 models = st.sampled_from(MODELS)
-write = st.builds(lambda section, a, b, garbage, pick: ("write", key_of(section, a, b), pick, garbage),
-                  st.sampled_from(sorted(VALUES)), names, models, st.booleans(), st.integers(0, 5))
+write = st.builds(
+    lambda section, a, b, garbage, pick: ("write", key_of(section, a, b), pick, garbage),
+    st.sampled_from(sorted(VALUES)),
+    names,
+    models,
+    st.booleans(),
+    st.integers(0, 5),
+)
 operation = st.one_of(
-    write, write, write,
+    write,
+    write,
+    write,
     st.builds(lambda pick: ("delete", pick), st.integers(0, 1000)),
     st.builds(lambda n: ("pump", n), st.integers(1, 4)),
     st.just(("gap",)),
     st.just(("compact",)),
-    st.just(("pass",)), st.just(("pass",)),
+    st.just(("pass",)),
+    st.just(("pass",)),
 )
 
 
@@ -131,8 +170,11 @@ def run(ops, *, pinned: bool) -> None:
             etcd.compact()  # the next pump re-lists if the watch is more than a revision behind
         elif kind == "pass":
             changes = cursor.take()
-            fleet = builder.rebuild(changes.revision, [f for f in changes.files.values() if f]) if changes.everything \
+            fleet = (
+                builder.rebuild(changes.revision, [f for f in changes.files.values() if f])
+                if changes.everything
                 else builder.apply(changes.revision, changes.files, changes.quiet)
+            )
             caught_up = watch.revision == etcd.revision
             if pinned or caught_up:
                 fresh = with_kept_hosts(read(sections_at(etcd, fleet.revision), KS), fleet, KS)
@@ -147,8 +189,11 @@ def run(ops, *, pinned: bool) -> None:
 
 
 def _needed(result, fleet):
-    reports = {m: r.model_dump(exclude={"updated_at"}) for m, r in result.reports.items()
-               if m not in fleet.modelstatus or r.model_dump(exclude={"updated_at"}) != fleet.modelstatus[m].model_dump(exclude={"updated_at"})}
+    reports = {
+        m: r.model_dump(exclude={"updated_at"})
+        for m, r in result.reports.items()
+        if m not in fleet.modelstatus or r.model_dump(exclude={"updated_at"}) != fleet.modelstatus[m].model_dump(exclude={"updated_at"})
+    }
     return dict(result.puts), result.deletes, reports, result.report_deletes
 
 
@@ -234,8 +279,11 @@ def _placed_fleet(models: int):
     def one_pass(announce: bool = True):
         etcd.watches[-1].drain()
         changes = cursor.take()
-        fleet = builder.rebuild(changes.revision, [f for f in changes.files.values() if f]) if changes.everything \
+        fleet = (
+            builder.rebuild(changes.revision, [f for f in changes.files.values() if f])
+            if changes.everything
             else builder.apply(changes.revision, changes.files, changes.quiet)
+        )
         result = planner.plan(fleet, {}, NOW)
         if announce:
             _write(etcd, cache, result, fleet)
@@ -303,8 +351,11 @@ def test_an_invalid_host_record_keeps_the_last_valid_one_while_the_key_exists() 
     def take():
         watch.pump(100)
         changes = cursor.take()
-        return builder.rebuild(changes.revision, [f for f in changes.files.values() if f]) if changes.everything \
+        return (
+            builder.rebuild(changes.revision, [f for f in changes.files.values() if f])
+            if changes.everything
             else builder.apply(changes.revision, changes.files, changes.quiet)
+        )
 
     assert take().hosts["h0"].memory_mb == 700
     etcd.put(KS.host("h0"), b"not json")

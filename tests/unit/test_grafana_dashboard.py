@@ -81,12 +81,16 @@ def test_the_views_operators_asked_for_are_there(dashboard: dict) -> None:
     assert {
         "tensorflow_serving_request_count_total",  # request rate, errors
         "tensorflow_serving_request_latency_bucket",  # latency p50 / p99
-        ":tensorflow:serving:request_count", ":tensorflow:serving:request_latency_bucket",  # the same, real TF Serving
-        "tfleet_controller_replicas_ready", "tfleet_controller_replicas_wanted",
+        ":tensorflow:serving:request_count",
+        ":tensorflow:serving:request_latency_bucket",  # the same, real TF Serving
+        "tfleet_controller_replicas_ready",
+        "tfleet_controller_replicas_wanted",
         "tfleet_agent_assignment_to_available_seconds_bucket",  # convergence
-        "up", "tfleet_controller_live_hosts",  # hosts
+        "up",
+        "tfleet_controller_live_hosts",  # hosts
         "tfleet_controller_is_leader",
-        "tfleet_controller_reconcile_total", "tfleet_agent_reconcile_total",
+        "tfleet_controller_reconcile_total",
+        "tfleet_agent_reconcile_total",
     } <= used
     latency = [expr for _, expr in dashboard_exprs(dashboard) if "tensorflow_serving_request_latency_bucket" in expr]
     assert any("histogram_quantile(0.5," in e for e in latency) and any("histogram_quantile(0.99," in e for e in latency)

@@ -15,21 +15,30 @@ HUNG = {"state": "UNKNOWN", "error_message": "TF Serving does not answer GetMode
 
 
 def status(versions: dict, error: str | None = None, revision: int = 7) -> ModelStatus:
-    return ModelStatus.model_validate({"assignment_revision": revision, "error": error, "updated_at": NOW,
-                                       "versions": {v: s if isinstance(s, dict) else {"state": s} for v, s in versions.items()}})
+    return ModelStatus.model_validate(
+        {
+            "assignment_revision": revision,
+            "error": error,
+            "updated_at": NOW,
+            "versions": {v: s if isinstance(s, dict) else {"state": s} for v, s in versions.items()},
+        }
+    )
 
 
-@pytest.mark.parametrize("versions,error,revision,ready,serving", [
-    ({"1": "AVAILABLE"}, None, 7, True, True),
-    ({"1": "AVAILABLE", "2": "AVAILABLE"}, None, 7, True, True),
-    ({"1": "AVAILABLE"}, None, 6, False, True),  # about an older assignment
-    ({"1": "AVAILABLE", "2": "LOADING"}, None, 7, False, True),  # a rollout adding version 2
-    ({"1": "AVAILABLE"}, "version 2 not found under base_path /m", 7, False, True),  # the issue
-    ({"1": "LOADING"}, None, 7, False, False),
-    ({"1": END_ERROR}, "version 1 failed to load: corrupt saved model", 7, False, False),
-    ({"1": HUNG}, None, 7, False, False),  # TF Serving hung: not AVAILABLE is not ready
-    ({}, None, 7, False, False),
-])
+@pytest.mark.parametrize(
+    "versions,error,revision,ready,serving",
+    [
+        ({"1": "AVAILABLE"}, None, 7, True, True),
+        ({"1": "AVAILABLE", "2": "AVAILABLE"}, None, 7, True, True),
+        ({"1": "AVAILABLE"}, None, 6, False, True),  # about an older assignment
+        ({"1": "AVAILABLE", "2": "LOADING"}, None, 7, False, True),  # a rollout adding version 2
+        ({"1": "AVAILABLE"}, "version 2 not found under base_path /m", 7, False, True),  # the issue
+        ({"1": "LOADING"}, None, 7, False, False),
+        ({"1": END_ERROR}, "version 1 failed to load: corrupt saved model", 7, False, False),
+        ({"1": HUNG}, None, 7, False, False),  # TF Serving hung: not AVAILABLE is not ready
+        ({}, None, 7, False, False),
+    ],
+)
 def test_replica_ready_and_serving(versions, error, revision, ready, serving) -> None:
     s = status(versions, error)
     assert health.replica_ready(s, revision) is ready
@@ -41,9 +50,9 @@ def test_replica_errors_name_the_agent_error_and_failing_versions_once() -> None
     assert health.replica_errors(status({"1": "AVAILABLE", "2": "LOADING"})) == ()
     assert health.replica_errors(status({"1": "AVAILABLE"}, "version 3 not found")) == ("version 3 not found",)
     assert health.replica_errors(status({"1": END_ERROR}, "version 1 failed to load: corrupt saved model")) == (
-        "version 1 failed to load: corrupt saved model",), "the agent's error already quotes the version's message"
-    assert health.replica_errors(status({"1": "AVAILABLE", "2": HUNG})) == (
-        "version 2 is UNKNOWN: TF Serving does not answer GetModelStatus (deadline 1s)",)
+        "version 1 failed to load: corrupt saved model",
+    ), "the agent's error already quotes the version's message"
+    assert health.replica_errors(status({"1": "AVAILABLE", "2": HUNG})) == ("version 2 is UNKNOWN: TF Serving does not answer GetModelStatus (deadline 1s)",)
     assert health.replica_errors(status({"10": {"state": "END", "error_code": 5}, "9": "AVAILABLE"})) == ("version 10 is END (code 5)",)
     assert health.replica_errors(status({"1": {"state": "END"}})) == (), "END without an error is an unloaded version"
 
@@ -60,33 +69,81 @@ FAILURE = {"version": 3, "host": "h1", "error": "version 3 not found", "at": NOW
 MISSING = ("version 3 not found under base_path /m/mnist (it has 1, 2); still serving the last valid assignment",)
 
 
-@pytest.mark.parametrize("case,the_report,kwargs,state,reason", [
-    ("all serve", report([replica("h1", v1="AVAILABLE"), replica("h2", v1="AVAILABLE")]), {}, "ok", ""),
-    ("healthy rollout", report([replica("h1", False, v1="AVAILABLE", v2="LOADING"), replica("h2", False, v1="AVAILABLE", v2="LOADING")],
-                               rollout={"phase": "adding"}), {}, "ok", ""),
-    ("one short", report([replica("h1", v1="AVAILABLE")], reasons=["1 of 2 replicas not placed: no room"]), {}, "degraded",
-     "1 of 2 replicas not placed: no room"),
-    ("one loading", report([replica("h1", v1="AVAILABLE"), replica("h2", False, v1="LOADING")]), {}, "degraded", "1 of 2 replicas serve"),
-    ("the issue: 0/2 ready, agent errors", report([replica("h1", False, MISSING, v2="AVAILABLE"), replica("h2", False, MISSING, v2="AVAILABLE")]),
-     {}, "failing", f"h1: {MISSING[0]} (and 1 more problem)"),
-    ("failure backing off", report([replica("h1", v2="AVAILABLE"), replica("h2", v2="AVAILABLE")], failures=[FAILURE]), {}, "failing",
-     "version 3 failed to load on h1: version 3 not found"),
-    ("nothing serves", report([replica("h1", False, v1="LOADING"), replica("h2", False, v1="START")]), {}, "unavailable",
-     "no replica serves any version yet"),
-    ("nothing serves, with errors", report([replica("h1", False, ("version 1 is END: corrupt (code 13)",), v1="END")], wanted=1), {},
-     "unavailable", "h1: version 1 is END: corrupt (code 13)"),
-    ("nothing placed", report([], wanted=1, reasons=["needs 900 MB"]), {}, "unavailable", "needs 900 MB"),
-    ("zero wanted", report([], wanted=0), {}, "ok", ""),
-    ("controller error", report([replica("h1", v1="AVAILABLE")], wanted=1, error="models/m: bad; the last valid intent keeps being served"), {},
-     "failing", "models/m: bad; the last valid intent keeps being served"),
-    ("invalid intent, old report", report([replica("h1", v1="AVAILABLE")], wanted=1), {"intent_error": "replicas: not a number"}, "failing",
-     "invalid intent: replicas: not a number"),
-    ("intent deleted", report([replica("h1", v1="AVAILABLE")], wanted=1), {"intent_exists": False}, "deleting",
-     "the intent was deleted; its replicas are being removed"),
-    ("no report", None, {}, "unknown", "no report from the controller yet"),
-    ("no report, invalid intent", None, {"intent_error": "bad"}, "failing", "invalid intent: bad"),
-    ("no report, no intent", None, {"intent_exists": False}, "unknown", "not managed by the controller (no intent)"),
-])
+@pytest.mark.parametrize(
+    "case,the_report,kwargs,state,reason",
+    [
+        ("all serve", report([replica("h1", v1="AVAILABLE"), replica("h2", v1="AVAILABLE")]), {}, "ok", ""),
+        (
+            "healthy rollout",
+            report([replica("h1", False, v1="AVAILABLE", v2="LOADING"), replica("h2", False, v1="AVAILABLE", v2="LOADING")], rollout={"phase": "adding"}),
+            {},
+            "ok",
+            "",
+        ),
+        (
+            "one short",
+            report([replica("h1", v1="AVAILABLE")], reasons=["1 of 2 replicas not placed: no room"]),
+            {},
+            "degraded",
+            "1 of 2 replicas not placed: no room",
+        ),
+        ("one loading", report([replica("h1", v1="AVAILABLE"), replica("h2", False, v1="LOADING")]), {}, "degraded", "1 of 2 replicas serve"),
+        (
+            "the issue: 0/2 ready, agent errors",
+            report([replica("h1", False, MISSING, v2="AVAILABLE"), replica("h2", False, MISSING, v2="AVAILABLE")]),
+            {},
+            "failing",
+            f"h1: {MISSING[0]} (and 1 more problem)",
+        ),
+        (
+            "failure backing off",
+            report([replica("h1", v2="AVAILABLE"), replica("h2", v2="AVAILABLE")], failures=[FAILURE]),
+            {},
+            "failing",
+            "version 3 failed to load on h1: version 3 not found",
+        ),
+        (
+            "nothing serves",
+            report([replica("h1", False, v1="LOADING"), replica("h2", False, v1="START")]),
+            {},
+            "unavailable",
+            "no replica serves any version yet",
+        ),
+        (
+            "nothing serves, with errors",
+            report([replica("h1", False, ("version 1 is END: corrupt (code 13)",), v1="END")], wanted=1),
+            {},
+            "unavailable",
+            "h1: version 1 is END: corrupt (code 13)",
+        ),
+        ("nothing placed", report([], wanted=1, reasons=["needs 900 MB"]), {}, "unavailable", "needs 900 MB"),
+        ("zero wanted", report([], wanted=0), {}, "ok", ""),
+        (
+            "controller error",
+            report([replica("h1", v1="AVAILABLE")], wanted=1, error="models/m: bad; the last valid intent keeps being served"),
+            {},
+            "failing",
+            "models/m: bad; the last valid intent keeps being served",
+        ),
+        (
+            "invalid intent, old report",
+            report([replica("h1", v1="AVAILABLE")], wanted=1),
+            {"intent_error": "replicas: not a number"},
+            "failing",
+            "invalid intent: replicas: not a number",
+        ),
+        (
+            "intent deleted",
+            report([replica("h1", v1="AVAILABLE")], wanted=1),
+            {"intent_exists": False},
+            "deleting",
+            "the intent was deleted; its replicas are being removed",
+        ),
+        ("no report", None, {}, "unknown", "no report from the controller yet"),
+        ("no report, invalid intent", None, {"intent_error": "bad"}, "failing", "invalid intent: bad"),
+        ("no report, no intent", None, {"intent_exists": False}, "unknown", "not managed by the controller (no intent)"),
+    ],
+)
 def test_model_health(case, the_report, kwargs, state, reason) -> None:
     judged = health.model_health(the_report, **kwargs)
     assert (judged.state, judged.reason) == (state, reason), case
@@ -124,19 +181,60 @@ NOT_FOUND = "version 3 not found under base_path /m/mnist (it has 1, 2); still s
 def fleet_keys(states: dict[str, dict], errors: dict[str, str | None], versions=(2, 3), wanted=2) -> list[KeyValue]:
     items: list[tuple[str, dict, int]] = []
     for h in ("h1", "h2"):
-        items.append((KS.host(h), {"host": h, "grpc_address": f"{h}:8500", "rest_address": f"{h}:8501", "memory_mb": 4096,
-                                   "agent_version": "t", "started_at": NOW.isoformat()}, 10))
-    items.append((KS.model("mnist"), {"base_path": "/m/mnist", "model_version_policy": {"specific": {"versions": [3]}},
-                                      "version_labels": {"stable": 3}, "replicas": wanted, "memory_mb": 100}, 20))
+        items.append(
+            (
+                KS.host(h),
+                {"host": h, "grpc_address": f"{h}:8500", "rest_address": f"{h}:8501", "memory_mb": 4096, "agent_version": "t", "started_at": NOW.isoformat()},
+                10,
+            )
+        )
+    items.append(
+        (
+            KS.model("mnist"),
+            {
+                "base_path": "/m/mnist",
+                "model_version_policy": {"specific": {"versions": [3]}},
+                "version_labels": {"stable": 3},
+                "replicas": wanted,
+                "memory_mb": 100,
+            },
+            20,
+        )
+    )
     for h in states:
-        items.append((KS.assignment(h, "mnist"), {"base_path": "/m/mnist", "model_version_policy": {"specific": {"versions": list(versions)}},
-                                                  "version_labels": {"stable": 2}}, ASSIGNED_AT))
-        items.append((KS.status(h, "mnist"), {"assignment_revision": ASSIGNED_AT, "error": errors.get(h), "updated_at": NOW.isoformat(),
-                                              "version_labels": {"stable": 2},
-                                              "versions": {v: s if isinstance(s, dict) else {"state": s} for v, s in states[h].items()}}, 60))
+        items.append(
+            (
+                KS.assignment(h, "mnist"),
+                {"base_path": "/m/mnist", "model_version_policy": {"specific": {"versions": list(versions)}}, "version_labels": {"stable": 2}},
+                ASSIGNED_AT,
+            )
+        )
+        items.append(
+            (
+                KS.status(h, "mnist"),
+                {
+                    "assignment_revision": ASSIGNED_AT,
+                    "error": errors.get(h),
+                    "updated_at": NOW.isoformat(),
+                    "version_labels": {"stable": 2},
+                    "versions": {v: s if isinstance(s, dict) else {"state": s} for v, s in states[h].items()},
+                },
+                60,
+            )
+        )
     # the controller's report from the rollout's start: 2 -> 3, adding
-    items.append((KS.modelstatus("mnist"), {"intent_revision": 20, "wanted_replicas": wanted, "updated_at": NOW.isoformat(),
-                                            "rollout": {"phase": "adding", "from_versions": [2], "to_versions": [3], "from_labels": {"stable": 2}}}, 55))
+    items.append(
+        (
+            KS.modelstatus("mnist"),
+            {
+                "intent_revision": 20,
+                "wanted_replicas": wanted,
+                "updated_at": NOW.isoformat(),
+                "rollout": {"phase": "adding", "from_versions": [2], "to_versions": [3], "from_labels": {"stable": 2}},
+            },
+            55,
+        )
+    )
     return [KeyValue(key, json.dumps(value).encode(), rev, rev, 1, 0) for key, value, rev in items]
 
 

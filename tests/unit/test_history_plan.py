@@ -85,11 +85,14 @@ def test_a_model_without_loaded_state_ends_the_batch() -> None:
 
 
 def test_gap_entries_cover_the_revisions_and_move_the_cursor_with_the_last() -> None:
-    snapshot = Snapshot(900, (
-        KeyValue(KS.model("a"), b'{"base_path": "/a"}', 5, 700, 3, 0),
-        KeyValue(KS.model("quiet"), b'{"base_path": "/q"}', 5, 50, 1, 0),
-        KeyValue(KS.model("b"), b"[1]", 5, 650, 2, 0),
-    ))
+    snapshot = Snapshot(
+        900,
+        (
+            KeyValue(KS.model("a"), b'{"base_path": "/a"}', 5, 700, 3, 0),
+            KeyValue(KS.model("quiet"), b'{"base_path": "/q"}', 5, 50, 1, 0),
+            KeyValue(KS.model("b"), b"[1]", 5, 650, 2, 0),
+        ),
+    )
     changes = gap_changes(snapshot, KS, cursor=100)
     assert [(c.model, c.revision, c.gap) for c in changes] == [("b", 650, RevisionSpan(first=101, last=900)), ("a", 700, RevisionSpan(first=101, last=900))]
     states = {"a": ModelState(next_sequence=4, known={90: ("update", {"base_path": "/old"})}), "b": ModelState(next_sequence=1)}

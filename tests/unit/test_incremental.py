@@ -42,25 +42,43 @@ class World:
         return Snapshot(self.revision, tuple(KeyValue(k, v, self.revisions[k], self.revisions[k], 1, 0) for k, v in self.items.items()))
 
     def host(self, name: str, memory: int = 2000) -> None:
-        self.put(KS.host(name), HostRecord(host=name, grpc_address="x:1", rest_address="x:2", memory_mb=memory,
-                                           labels={"zone": "ab"[int(name[1:]) % 2]}, agent_version="t", started_at=NOW))
+        self.put(
+            KS.host(name),
+            HostRecord(
+                host=name, grpc_address="x:1", rest_address="x:2", memory_mb=memory, labels={"zone": "ab"[int(name[1:]) % 2]}, agent_version="t", started_at=NOW
+            ),
+        )
 
     def intent(self, model: str) -> None:
         versions = sorted(self.rng.sample([1, 2, 3], self.rng.randint(1, 2)))
-        self.put(KS.model(model), ModelIntent.model_validate({
-            "base_path": f"/m/{model}", "model_version_policy": {"specific": {"versions": versions}},
-            "version_labels": {"stable": versions[-1]}, "replicas": self.rng.randint(0, 3), "memory_mb": self.rng.choice([300, 600, 900]),
-            **({"spread_by": "zone"} if self.rng.random() < 0.5 else {}),
-        }))
+        self.put(
+            KS.model(model),
+            ModelIntent.model_validate(
+                {
+                    "base_path": f"/m/{model}",
+                    "model_version_policy": {"specific": {"versions": versions}},
+                    "version_labels": {"stable": versions[-1]},
+                    "replicas": self.rng.randint(0, 3),
+                    "memory_mb": self.rng.choice([300, 600, 900]),
+                    **({"spread_by": "zone"} if self.rng.random() < 0.5 else {}),
+                }
+            ),
+        )
 
     def apply(self, result) -> None:
         for (host, model), assignment in result.puts.items():
             self.put(KS.assignment(host, model), assignment)
             if KS.host(host) in self.items and self.rng.random() < 0.8:  # most agents report at once
                 versions = assignment.model_version_policy.specific.versions
-                self.put(KS.status(host, model), ModelStatus(assignment_revision=self.revisions[KS.assignment(host, model)],
-                                                             versions={str(v): {"state": "AVAILABLE"} for v in versions},
-                                                             version_labels=assignment.version_labels, updated_at=NOW))
+                self.put(
+                    KS.status(host, model),
+                    ModelStatus(
+                        assignment_revision=self.revisions[KS.assignment(host, model)],
+                        versions={str(v): {"state": "AVAILABLE"} for v in versions},
+                        version_labels=assignment.version_labels,
+                        updated_at=NOW,
+                    ),
+                )
         for host, model in result.deletes:
             self.delete(KS.assignment(host, model))
             self.delete(KS.status(host, model))
@@ -88,14 +106,24 @@ class World:
                 host, model = KS.parse_host_model(key, "assignments")
                 assignment = schema.parse(schema.Assignment, self.items[key], key)
                 versions = assignment.model_version_policy.specific.versions
-                self.put(KS.status(host, model), ModelStatus(assignment_revision=self.revisions[key], versions={str(v): {"state": "AVAILABLE"} for v in versions},
-                                                             version_labels=assignment.version_labels, updated_at=NOW))
+                self.put(
+                    KS.status(host, model),
+                    ModelStatus(
+                        assignment_revision=self.revisions[key],
+                        versions={str(v): {"state": "AVAILABLE"} for v in versions},
+                        version_labels=assignment.version_labels,
+                        updated_at=NOW,
+                    ),
+                )
 
 
 def _needed(result, fleet) -> tuple[dict, frozenset, dict, frozenset]:
     """The writes a plan asks for that are not already in etcd."""
-    reports = {m: r.model_dump(exclude={"updated_at"}) for m, r in result.reports.items()
-               if m not in fleet.modelstatus or r.model_dump(exclude={"updated_at"}) != fleet.modelstatus[m].model_dump(exclude={"updated_at"})}
+    reports = {
+        m: r.model_dump(exclude={"updated_at"})
+        for m, r in result.reports.items()
+        if m not in fleet.modelstatus or r.model_dump(exclude={"updated_at"}) != fleet.modelstatus[m].model_dump(exclude={"updated_at"})
+    }
     return dict(result.puts), result.deletes, reports, result.report_deletes
 
 
@@ -137,18 +165,32 @@ def test_replica_of_a_dead_host_moves_in_the_incremental_pass() -> None:
 def test_model_is_planned_again_when_its_failure_backoff_ends() -> None:
     world = World(random.Random(0))
     world.host("h0")
-    world.put(KS.model("m"), ModelIntent.model_validate({"base_path": "/m/m", "model_version_policy": {"specific": {"versions": [1]}},
-                                                          "replicas": 1, "rollout": {"failure_backoff_seconds": 60}}))
+    world.put(
+        KS.model("m"),
+        ModelIntent.model_validate(
+            {"base_path": "/m/m", "model_version_policy": {"specific": {"versions": [1]}}, "replicas": 1, "rollout": {"failure_backoff_seconds": 60}}
+        ),
+    )
     reader, planner = SnapshotReader(KS), IncrementalPlanner()
     world.apply(planner.plan(reader.read(world.snapshot()), {}, NOW))
     world.apply(planner.plan(reader.read(world.snapshot()), {}, NOW))
     # roll out version 2, which fails to load
-    world.put(KS.model("m"), ModelIntent.model_validate({"base_path": "/m/m", "model_version_policy": {"specific": {"versions": [2]}},
-                                                          "replicas": 1, "rollout": {"failure_backoff_seconds": 60}}))
+    world.put(
+        KS.model("m"),
+        ModelIntent.model_validate(
+            {"base_path": "/m/m", "model_version_policy": {"specific": {"versions": [2]}}, "replicas": 1, "rollout": {"failure_backoff_seconds": 60}}
+        ),
+    )
     world.apply(planner.plan(reader.read(world.snapshot()), {}, NOW))
     key = KS.assignment("h0", "m")
-    world.put(KS.status("h0", "m"), ModelStatus(assignment_revision=world.revisions[key], updated_at=NOW,
-                                                  versions={"1": {"state": "AVAILABLE"}, "2": {"state": "END", "error_code": 13, "error_message": "bad"}}))
+    world.put(
+        KS.status("h0", "m"),
+        ModelStatus(
+            assignment_revision=world.revisions[key],
+            updated_at=NOW,
+            versions={"1": {"state": "AVAILABLE"}, "2": {"state": "END", "error_code": 13, "error_message": "bad"}},
+        ),
+    )
     backoff = planner.plan(reader.read(world.snapshot()), {}, NOW)
     assert backoff.reports["m"].rollout.phase == "backoff"
     world.apply(backoff)

@@ -32,10 +32,7 @@ def _core_modules() -> list[pathlib.Path]:
 def test_core_modules_do_not_import_upwards() -> None:
     modules = _core_modules()
     assert ROOT / "tfleet" / "routing.py" in modules  # the one that used to
-    wrong = {
-        path.relative_to(ROOT).as_posix(): sorted(name for name in _imports(path) if name.startswith(UPPER))
-        for path in modules
-    }
+    wrong = {path.relative_to(ROOT).as_posix(): sorted(name for name in _imports(path) if name.startswith(UPPER)) for path in modules}
     assert {path: names for path, names in wrong.items() if names} == {}
 
 
@@ -45,16 +42,12 @@ ETCD_CLIENT = ("pyetcd", "etcd3")
 def test_only_the_store_package_imports_the_etcd_client() -> None:
     """tfleet/store/ is the etcd adapter: nothing else may depend on pyetcd's types or quirks."""
     store = ROOT / "tfleet" / "store"
-    sources = sorted(
-        p for top in ("tfleet", "agent", "controller", "bench", "scripts") if (ROOT / top).is_dir()
-        for p in (ROOT / top).rglob("*.py")
-    )
+    sources = sorted(p for top in ("tfleet", "agent", "controller", "bench", "scripts") if (ROOT / top).is_dir() for p in (ROOT / top).rglob("*.py"))
     assert store / "client.py" in sources  # the adapter is scanned, and allowed
     users = {
         path.relative_to(ROOT).as_posix()
         for path in sources
-        if not path.is_relative_to(store)
-        and any(name == root or name.startswith(root + ".") for name in _imports(path) for root in ETCD_CLIENT)
+        if not path.is_relative_to(store) and any(name == root or name.startswith(root + ".") for name in _imports(path) for root in ETCD_CLIENT)
     }
     assert users == set()
     adapter = {path.name for path in store.glob("*.py") if any(n.startswith("pyetcd") for n in _imports(path))}

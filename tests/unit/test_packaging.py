@@ -14,7 +14,7 @@ def _package_of(directory: pathlib.Path, package_dir: dict[str, str]) -> str:
     relative = directory.relative_to(ROOT).as_posix()
     for package, source in sorted(package_dir.items(), key=lambda item: -len(item[1])):
         if relative == source or relative.startswith(source + "/"):
-            return package + relative[len(source):].replace("/", ".")
+            return package + relative[len(source) :].replace("/", ".")
     raise AssertionError(f"{relative} is not under any mapped source directory")
 
 

@@ -17,8 +17,12 @@ from tests.monitoring import ROOT, RULE_TESTS, RULES
 MONITORING_DOC = ROOT / "docs" / "monitoring.md"
 
 REQUIRED_ALERTS = {
-    "TfleetHostDown", "TfleetModelBelowWantedReplicas", "TfleetVersionFailingToLoad", "TfleetRolloutStuck",
-    "TfleetNoControllerLeader", "TfleetConvergenceSlow",
+    "TfleetHostDown",
+    "TfleetModelBelowWantedReplicas",
+    "TfleetVersionFailingToLoad",
+    "TfleetRolloutStuck",
+    "TfleetNoControllerLeader",
+    "TfleetConvergenceSlow",
 }
 
 
@@ -103,9 +107,9 @@ def _anchor(heading: str) -> str:
 
 def test_scanner_finds_selectors_and_ignores_functions_keywords_and_label_lists() -> None:
     expr = (
-        'histogram_quantile(0.99, sum by (le, model_name) (rate(tensorflow_serving_request_latency_bucket'
+        "histogram_quantile(0.99, sum by (le, model_name) (rate(tensorflow_serving_request_latency_bucket"
         '{model_name=~"$model", API="predict"}[$__rate_interval]))) > 0.25'
-        ' and on (instance) (tfleet_controller_is_leader == 1) unless x offset 15m'
+        " and on (instance) (tfleet_controller_is_leader == 1) unless x offset 15m"
     )
     assert [(s.metric, sorted(s.labels)) for s in references(expr)] == [
         ("tensorflow_serving_request_latency_bucket", ["API", "model_name"]),
@@ -121,15 +125,18 @@ def test_scanner_reports_typos() -> None:
     assert problems("tfleet_agent_reconcile", exported) == ["unknown metric 'tfleet_agent_reconcile'"]  # _total forgotten
     assert problems("tensorflow_serving_request_latency_seconds_bucket", exported) != []
     assert "model_name" in problems('tfleet_controller_replicas_ready{model_name="m"}', exported)[0]
-    assert problems("sum by (modle) (tfleet_controller_replicas_ready)", exported) == [
-        "no metric has the label 'modle' it groups or matches by"
-    ]
+    assert problems("sum by (modle) (tfleet_controller_replicas_ready)", exported) == ["no metric has the label 'modle' it groups or matches by"]
     assert problems('{__name__="up"}', exported)[0].startswith("selector without a metric name")
 
 
 def test_exported_series_come_from_the_registries() -> None:
     exported = exported_series()
-    assert {"tfleet_agent_reconcile_total", "tfleet_agent_assignment_to_available_seconds_bucket",
-            "tfleet_controller_is_leader", "tensorflow_serving_request_count_total", "up"} <= set(exported)
+    assert {
+        "tfleet_agent_reconcile_total",
+        "tfleet_agent_assignment_to_available_seconds_bucket",
+        "tfleet_controller_is_leader",
+        "tensorflow_serving_request_count_total",
+        "up",
+    } <= set(exported)
     assert "tfleet_agent_reconcile" not in exported  # a counter is only exposed with _total
     assert exported["tensorflow_serving_request_latency_bucket"] >= {"model_name", "le", "API", "entrypoint", "host"}

@@ -19,7 +19,9 @@ def intent(versions, labels=None, **fields) -> ModelIntent:
 
 
 def replica(host, versions, labels=None, states=None, applied_labels=None, revision=10) -> Replica:
-    assignment = Assignment.model_validate({"base_path": "/m", "model_version_policy": {"specific": {"versions": list(versions)}}, "version_labels": labels or {}})
+    assignment = Assignment.model_validate(
+        {"base_path": "/m", "model_version_policy": {"specific": {"versions": list(versions)}}, "version_labels": labels or {}}
+    )
     status = None
     if states is not None:
         status = ModelStatus.model_validate(
@@ -204,14 +206,23 @@ class World:
         for h in HOSTS:
             versions, labels = self.assigned[h]
             revision, states, applied = self.reports[h]
-            assignment = Assignment.model_validate({"base_path": "/m", "model_version_policy": {"specific": {"versions": list(versions)}}, "version_labels": labels})
+            assignment = Assignment.model_validate(
+                {"base_path": "/m", "model_version_policy": {"specific": {"versions": list(versions)}}, "version_labels": labels}
+            )
             error = None
             if revision == self.revision[h] and set(versions) & self.missing:
-                error = f"version {', '.join(map(str, sorted(set(versions) & self.missing)))} not found under base_path /m; still serving the last valid assignment"
-            status = ModelStatus.model_validate({
-                "assignment_revision": revision,
-                "versions": {str(v): s if isinstance(s, dict) else {"state": s} for v, s in states.items()},
-                "version_labels": applied, "error": error, "updated_at": NOW.isoformat()})
+                error = (
+                    f"version {', '.join(map(str, sorted(set(versions) & self.missing)))} not found under base_path /m; still serving the last valid assignment"
+                )
+            status = ModelStatus.model_validate(
+                {
+                    "assignment_revision": revision,
+                    "versions": {str(v): s if isinstance(s, dict) else {"state": s} for v, s in states.items()},
+                    "version_labels": applied,
+                    "error": error,
+                    "updated_at": NOW.isoformat(),
+                }
+            )
             out.append(Replica(h, assignment, status, self.revision[h]))
         return out
 
@@ -303,7 +314,8 @@ def test_abort_in_every_phase_goes_back_to_the_old_version_and_labels(strategy, 
 
 
 FAILURE_CASES = (
-    [("rolling", p, "load error") for p in ROLLING_PHASES] + [("canary", p, "load error") for p in CANARY_PHASES]
+    [("rolling", p, "load error") for p in ROLLING_PHASES]
+    + [("canary", p, "load error") for p in CANARY_PHASES]
     # a directory that is missing is found when the agents first act on the version
     + [("rolling", "adding", "directory missing"), ("canary", "canary", "directory missing")]
 )
@@ -314,7 +326,11 @@ def test_failure_in_every_phase_aborts_and_backs_off(strategy, phase, how) -> No
     world = phases(strategy)[phase]
     if how == "load error":
         world.broken = {(h, 2) for h in HOSTS}
-        world.reports["h1"] = (world.reports["h1"][0], {**world.reports["h1"][1], 2: {"state": "END", "error_code": 13, "error_message": "corrupt saved model"}}, world.reports["h1"][2])
+        world.reports["h1"] = (
+            world.reports["h1"][0],
+            {**world.reports["h1"][1], 2: {"state": "END", "error_code": 13, "error_message": "corrupt saved model"}},
+            world.reports["h1"][2],
+        )
     else:
         world.missing = {2}
         world.agents()  # the agents act on the step and report the missing directory

@@ -60,8 +60,13 @@ def test_split_address(text, expected) -> None:
 def test_upstreams_order_model_versions_labels() -> None:
     groups, problems = upstreams({"resnet": RESNET, "bert": route_table("bert", [H1], versions={"1": [H1]})})
     assert [g.name for g in groups] == [
-        "tfleet_bert", "tfleet_bert_v1",
-        "tfleet_resnet", "tfleet_resnet_v3", "tfleet_resnet_v4", "tfleet_resnet_label_canary", "tfleet_resnet_label_stable",
+        "tfleet_bert",
+        "tfleet_bert_v1",
+        "tfleet_resnet",
+        "tfleet_resnet_v3",
+        "tfleet_resnet_v4",
+        "tfleet_resnet_label_canary",
+        "tfleet_resnet_label_stable",
     ]
     assert not problems
 
@@ -141,9 +146,7 @@ def test_nginx_with_no_routes_is_only_the_header() -> None:
 def test_envoy_one_cluster_load_assignment_per_file() -> None:
     rendered = render_envoy({"resnet": RESNET})
     assert sorted(rendered.files) == sorted(
-        f"tfleet_resnet{part}{proto}.json"
-        for part in ("", "_v3", "_v4", "_label_canary", "_label_stable")
-        for proto in ("", "_rest")
+        f"tfleet_resnet{part}{proto}.json" for part in ("", "_v3", "_v4", "_label_canary", "_label_stable") for proto in ("", "_rest")
     )
     doc = json.loads(rendered.files["tfleet_resnet.json"])
     assert set(doc) == {"version_info", "resources"}
@@ -151,10 +154,14 @@ def test_envoy_one_cluster_load_assignment_per_file() -> None:
     assert assignment == {
         "@type": ENVOY_TYPE_URL,
         "cluster_name": "tfleet_resnet",
-        "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": {"socket_address": {"address": "10.0.0.1", "port_value": 8500}}}},
-            {"endpoint": {"address": {"socket_address": {"address": "10.0.0.2", "port_value": 8500}}}},
-        ]}],
+        "endpoints": [
+            {
+                "lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {"address": "10.0.0.1", "port_value": 8500}}}},
+                    {"endpoint": {"address": {"socket_address": {"address": "10.0.0.2", "port_value": 8500}}}},
+                ]
+            }
+        ],
     }
     rest = json.loads(rendered.files["tfleet_resnet_label_canary_rest.json"])["resources"][0]
     assert rest["cluster_name"] == "tfleet_resnet_label_canary_rest"

@@ -26,8 +26,7 @@ KS = Keyspace("/tfleet")
 
 def host(name: str) -> HostRecord:
     number = name.removeprefix("h")
-    return HostRecord(host=name, grpc_address=f"10.0.0.{number}:8500", rest_address=f"10.0.0.{number}:8501",
-                      agent_version="0.1.0", started_at=NOW)
+    return HostRecord(host=name, grpc_address=f"10.0.0.{number}:8500", rest_address=f"10.0.0.{number}:8501", agent_version="0.1.0", started_at=NOW)
 
 
 def status(versions: dict[int, str], labels: dict[str, int] | None = None, error: str | None = None) -> ModelStatus:
@@ -87,10 +86,8 @@ CASES = [
     ),
     pytest.param(
         ["h1", "h2"],
-        {("h1", "m"): status({1: "AVAILABLE", 2: "AVAILABLE"}, {"stable": 1, "canary": 2}),
-         ("h2", "m"): status({1: "AVAILABLE"}, {"stable": 1})},
-        {"m": {"versions": {"1": ["h1", "h2"], "2": ["h1"]}, "labels": {"canary": ["h1"], "stable": ["h1", "h2"]},
-               "endpoints": ["h1", "h2"]}},
+        {("h1", "m"): status({1: "AVAILABLE", 2: "AVAILABLE"}, {"stable": 1, "canary": 2}), ("h2", "m"): status({1: "AVAILABLE"}, {"stable": 1})},
+        {"m": {"versions": {"1": ["h1", "h2"], "2": ["h1"]}, "labels": {"canary": ["h1"], "stable": ["h1", "h2"]}, "endpoints": ["h1", "h2"]}},
         id="labels-sorted-where-applied",
     ),
     pytest.param(
@@ -138,8 +135,10 @@ CASES = [
     pytest.param(
         ["h1", "h2"],
         {("h1", "a"): status({1: "AVAILABLE"}), ("h2", "b"): status({3: "AVAILABLE"}, {"stable": 3})},
-        {"a": {"versions": {"1": ["h1"]}, "labels": {}, "endpoints": ["h1"]},
-         "b": {"versions": {"3": ["h2"]}, "labels": {"stable": ["h2"]}, "endpoints": ["h2"]}},
+        {
+            "a": {"versions": {"1": ["h1"]}, "labels": {}, "endpoints": ["h1"]},
+            "b": {"versions": {"3": ["h2"]}, "labels": {"stable": ["h2"]}, "endpoints": ["h2"]},
+        },
         id="several-models",
     ),
     pytest.param([], {}, {}, id="empty-fleet"),
@@ -170,8 +169,10 @@ def test_operator_assigned_models_are_routed_too() -> None:
 
 
 def test_equal_fleets_encode_to_equal_bytes() -> None:
-    statuses = {("h2", "m"): status({2: "AVAILABLE", 1: "AVAILABLE"}, {"b": 2, "a": 1}),
-                ("h1", "m"): status({1: "AVAILABLE", 2: "AVAILABLE"}, {"a": 1, "b": 2})}
+    statuses = {
+        ("h2", "m"): status({2: "AVAILABLE", 1: "AVAILABLE"}, {"b": 2, "a": 1}),
+        ("h1", "m"): status({1: "AVAILABLE", 2: "AVAILABLE"}, {"a": 1, "b": 2}),
+    }
     reordered = dict(reversed(list(statuses.items())))
     one = schema.encode(route_tables(snapshot(["h1", "h2"], statuses), NOW)["m"])
     two = schema.encode(route_tables(snapshot(["h2", "h1"], reordered), NOW)["m"])
@@ -199,8 +200,7 @@ def test_routes_changed(old, new, changed) -> None:
 
 
 def test_plan_routes_puts_changes_and_deletes_models_no_longer_served() -> None:
-    snap = snapshot(["h1"], {("h1", "same"): status({1: "AVAILABLE"}), ("h1", "moved"): status({2: "AVAILABLE"}),
-                             ("h1", "new"): status({1: "AVAILABLE"})})
+    snap = snapshot(["h1"], {("h1", "same"): status({1: "AVAILABLE"}), ("h1", "moved"): status({2: "AVAILABLE"}), ("h1", "new"): status({1: "AVAILABLE"})})
     before = route_tables(snap, EPOCH)
     current = {
         "same": before["same"],
@@ -236,13 +236,16 @@ def kv(key: str, value: bytes) -> KeyValue:
 
 def test_read_route_tables_from_the_whole_prefix() -> None:
     good = schema.encode(table(["a"]))
-    snap = Snapshot(9, (
-        kv("/tfleet/routes/m", good),
-        kv("/tfleet/routes/broken", b"{not json"),
-        kv("/tfleet/routes/other", good),  # names model "m"
-        kv("/tfleet/routes/a/b", good),
-        kv("/tfleet/hosts/h1", schema.encode(host("h1"))),
-    ))
+    snap = Snapshot(
+        9,
+        (
+            kv("/tfleet/routes/m", good),
+            kv("/tfleet/routes/broken", b"{not json"),
+            kv("/tfleet/routes/other", good),  # names model "m"
+            kv("/tfleet/routes/a/b", good),
+            kv("/tfleet/hosts/h1", schema.encode(host("h1"))),
+        ),
+    )
     tables, problems = read_route_tables(snap, KS)
     assert set(tables) == {"m", "broken", "other"}
     assert tables["m"] == table(["a"]) and tables["broken"] is None and tables["other"] is None

@@ -71,7 +71,9 @@ def test_status_json_shape_is_the_contract() -> None:
 def test_intent_defaults_and_replica_assignment() -> None:
     from tfleet.schema import ModelIntent
 
-    intent = parse(ModelIntent, b'{"base_path": "/m", "model_version_policy": {"specific": {"versions": [1, 2]}}, "version_labels": {"stable": 1}}', "/tfleet/models/m")
+    intent = parse(
+        ModelIntent, b'{"base_path": "/m", "model_version_policy": {"specific": {"versions": [1, 2]}}, "version_labels": {"stable": 1}}', "/tfleet/models/m"
+    )
     assert intent.replicas == 1 and intent.rollout.strategy == "rolling"
     step = intent.assignment((1, 2, 3), {"stable": 2})
     assert step.model_version_policy.to_spec() == VersionPolicy("specific", versions=(1, 2, 3))
@@ -99,17 +101,39 @@ def test_history_gap_entry_and_cursor_parse_as_documented() -> None:
     """docs/keyspace.md, "Gaps" and "/tfleet/historycursor": the documented shapes."""
     from tfleet.schema import HistoryCursor, HistoryEntry
 
-    gap = parse(HistoryEntry, json.dumps({
-        "sequence": 12, "model": "resnet", "action": "gap", "revision": 47790, "at": "2026-11-27T15:00:00Z",
-        "revisions": {"first": 1002, "last": 47800}, "source": "etcd", "author": None, "previous": None, "new": None,
-    }), "/tfleet/history/resnet/000000000012")
+    gap = parse(
+        HistoryEntry,
+        json.dumps(
+            {
+                "sequence": 12,
+                "model": "resnet",
+                "action": "gap",
+                "revision": 47790,
+                "at": "2026-11-27T15:00:00Z",
+                "revisions": {"first": 1002, "last": 47800},
+                "source": "etcd",
+                "author": None,
+                "previous": None,
+                "new": None,
+            }
+        ),
+        "/tfleet/history/resnet/000000000012",
+    )
     assert (gap.action, gap.revisions.first, gap.revisions.last, gap.note) == ("gap", 1002, 47800, None)
     # entries written before these fields existed still parse
     old = parse(HistoryEntry, b'{"sequence": 1, "model": "m", "action": "create", "revision": null, "at": "2026-11-27T15:00:00Z"}', "k")
     assert old.revisions is None and old.note is None
-    cursor = parse(HistoryCursor, json.dumps({
-        "revision": 48121, "updated_at": "2026-11-27T15:00:00Z", "keep": 100,
-        "last_gap": {"revisions": {"first": 1002, "last": 47800}, "at": "2026-11-27T14:59:58Z", "models": 3},
-    }), "/tfleet/historycursor")
+    cursor = parse(
+        HistoryCursor,
+        json.dumps(
+            {
+                "revision": 48121,
+                "updated_at": "2026-11-27T15:00:00Z",
+                "keep": 100,
+                "last_gap": {"revisions": {"first": 1002, "last": 47800}, "at": "2026-11-27T14:59:58Z", "models": 3},
+            }
+        ),
+        "/tfleet/historycursor",
+    )
     assert (cursor.revision, cursor.keep, cursor.last_gap.models) == (48121, 100, 3)
     assert set(json.loads(encode(cursor))) == {"revision", "updated_at", "keep", "last_gap"}

@@ -69,13 +69,13 @@ def mutated(draw) -> tuple[type, str]:
     text = _dumps(document)
     if kind == "deep":
         depth = draw(st.sampled_from([63, 64, 65, 100, 1000, 100_000]))
-        bracket = draw(st.sampled_from(["[", "{\"a\":"]))
+        bracket = draw(st.sampled_from(["[", '{"a":']))
         closing = "]" if bracket == "[" else "}"
         return model, text[:-1] + ', "x": ' + bracket * depth + "1" + closing * depth + "}"
     if kind == "duplicate":
         key = draw(st.sampled_from(list(document)))
         return model, text[:-1] + f", {json.dumps(key)}: {_dumps(draw(tree))}" + "}"
-    token = draw(st.sampled_from(["NaN", "Infinity", "-Infinity", "1" * 5000, "-" + "9" * 25, "1e999", "\"\\ud800\"", "\"\\u0000\"", "01", "[]" * 3]))
+    token = draw(st.sampled_from(["NaN", "Infinity", "-Infinity", "1" * 5000, "-" + "9" * 25, "1e999", '"\\ud800"', '"\\u0000"', "01", "[]" * 3]))
     key = draw(st.sampled_from(list(document)))
     return model, text[:-1] + f", {json.dumps(key)}: {token}" + "}"
 
@@ -167,7 +167,9 @@ def test_encode_never_raises_on_text_it_cannot_encode() -> None:
 def test_yaml_documents_are_validated_as_strictly() -> None:
     from tfleet.cli.documents import DocumentError, check_document
 
-    assert check_document({"kind": "Model", "name": "m", "spec": {"base_path": "/m", "replicas": 2, "rollout": {"failure_backoff_seconds": 30}}}, "f").name == "m"
+    assert (
+        check_document({"kind": "Model", "name": "m", "spec": {"base_path": "/m", "replicas": 2, "rollout": {"failure_backoff_seconds": 30}}}, "f").name == "m"
+    )
     with pytest.raises(DocumentError, match="replicas"):
         check_document({"kind": "Model", "name": "m", "spec": {"base_path": "/m", "replicas": "2"}}, "f")
 
@@ -175,6 +177,7 @@ def test_yaml_documents_are_validated_as_strictly() -> None:
 def test_encode_replaces_surrogates_nested_in_free_form_documents() -> None:
     # found by the daemon fuzzer: an etcdctl-written intent holding "\ud800" reached the
     # history recorder as a plain dict, and encoding its entry failed every controller pass
-    entry = schema.HistoryEntry(sequence=1, model="m", action="create", revision=None, at=schema.utc_now(),
-                                new={"base_path": "\ud800", "\udcff": [1, "x\ud800"]})
+    entry = schema.HistoryEntry(
+        sequence=1, model="m", action="create", revision=None, at=schema.utc_now(), new={"base_path": "\ud800", "\udcff": [1, "x\ud800"]}
+    )
     assert parse(schema.HistoryEntry, encode(entry), "k").new == {"base_path": "\ufffd", "\ufffd": [1, "x\ufffd"]}

@@ -100,10 +100,7 @@ def test_missing_base_path_fails_the_whole_poll(tmp_path: Path) -> None:
     problems: list[str] = []
     source = FileSystemSource(lambda name, versions: calls.append((name, dict(versions))), problems.append)
     make_model(tmp_path, "ok", [1])
-    source.update_config(
-        [ServableToMonitor("ok", str(tmp_path / "ok"), VersionPolicy()),
-         ServableToMonitor("late", str(tmp_path / "late"), VersionPolicy())]
-    )
+    source.update_config([ServableToMonitor("ok", str(tmp_path / "ok"), VersionPolicy()), ServableToMonitor("late", str(tmp_path / "late"), VersionPolicy())])
     assert source.poll() is False
     assert calls == [], "one missing base_path: nothing is emitted for any model"
     assert len(problems) == 1 and "late" in problems[0]
@@ -117,8 +114,7 @@ def test_left_out_model_is_unaspired_at_once_and_empty_dir_emits_nothing(tmp_pat
     calls: list[tuple[str, dict]] = []
     source = FileSystemSource(lambda name, versions: calls.append((name, dict(versions))))
     (tmp_path / "empty").mkdir()
-    source.update_config([ServableToMonitor("gone", "/x", VersionPolicy()),
-                          ServableToMonitor("empty", str(tmp_path / "empty"), VersionPolicy())])
+    source.update_config([ServableToMonitor("gone", "/x", VersionPolicy()), ServableToMonitor("empty", str(tmp_path / "empty"), VersionPolicy())])
     source.update_config([ServableToMonitor("empty", str(tmp_path / "empty"), VersionPolicy())])
     assert calls == [("gone", {})]
     assert source.poll() is True
@@ -193,9 +189,7 @@ def test_wait_models_reports_like_the_real_server(manager: ModelManager, tmp_pat
     assert manager.wait_models(["good"], since, timeout=0).ok  # type: ignore[union-attr]
     failed = manager.wait_models(["good", "bad"], since, timeout=0)
     assert failed is not None and failed.code == UNKNOWN
-    assert failed.message == (
-        "1 model(s) did not become available: {{{name: bad version: 3} due to error: UNKNOWN: corrupt}, }"
-    )
+    assert failed.message == ("1 model(s) did not become available: {{{name: bad version: 3} due to error: UNKNOWN: corrupt}, }")
     assert manager.wait_models(["good"], manager.seq(), timeout=0) is None, "only changes after `since` count"
 
 

@@ -257,9 +257,7 @@ UNAVAILABLE, DEADLINE = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EX
         (FakeRpcError(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: permission denied"), False, False),
     ],
 )
-def test_which_errors_fail_over_and_which_writes_may_be_retried(
-    error: FakeRpcError, member_fault: bool, never_sent: bool
-) -> None:
+def test_which_errors_fail_over_and_which_writes_may_be_retried(error: FakeRpcError, member_fault: bool, never_sent: bool) -> None:
     assert _is_member_fault(error) is member_fault
     assert _never_sent(error) is never_sent
 

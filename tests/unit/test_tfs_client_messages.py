@@ -61,9 +61,7 @@ def test_all_and_specific_policies() -> None:
 
 
 def test_fields_names_platform_and_labels() -> None:
-    spec = ModelConfigSpec(
-        "resnet", "/models/resnet", model_platform="tensorflow", version_labels=(("canary", 2), ("stable", 1))
-    )
+    spec = ModelConfigSpec("resnet", "/models/resnet", model_platform="tensorflow", version_labels=(("canary", 2), ("stable", 1)))
     (entry,) = to_model_server_config([spec]).model_config_list.config
     assert (entry.name, entry.base_path, entry.model_platform) == ("resnet", "/models/resnet", "tensorflow")
     assert dict(entry.version_labels) == {"canary": 2, "stable": 1}
@@ -74,9 +72,7 @@ def test_order_is_kept_and_equal_inputs_give_equal_bytes() -> None:
     specs = [ModelConfigSpec(n, f"/{n}", version_labels=(("a", 1), ("b", 2))) for n in ("z", "a", "m")]
     first = to_model_server_config(specs)
     assert [c.name for c in first.model_config_list.config] == ["z", "a", "m"]
-    assert first.SerializeToString(deterministic=True) == to_model_server_config(list(specs)).SerializeToString(
-        deterministic=True
-    )
+    assert first.SerializeToString(deterministic=True) == to_model_server_config(list(specs)).SerializeToString(deterministic=True)
 
 
 def test_unknown_policy_kind_is_refused() -> None:
@@ -87,8 +83,16 @@ def test_unknown_policy_kind_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "state"),
-    [(0, VersionState.UNKNOWN), (10, VersionState.START), (20, VersionState.LOADING), (30, VersionState.AVAILABLE),
-     (40, VersionState.UNLOADING), (50, VersionState.END), (77, VersionState.UNKNOWN), (-1, VersionState.UNKNOWN)],
+    [
+        (0, VersionState.UNKNOWN),
+        (10, VersionState.START),
+        (20, VersionState.LOADING),
+        (30, VersionState.AVAILABLE),
+        (40, VersionState.UNLOADING),
+        (50, VersionState.END),
+        (77, VersionState.UNKNOWN),
+        (-1, VersionState.UNKNOWN),
+    ],
 )
 def test_state_numbers_never_crash(raw: int, state: VersionState) -> None:
     assert client._state_of(raw) is state

@@ -76,46 +76,47 @@ def model_rules(model: str, intent: ModelIntent, window: str = DEFAULT_WINDOW) -
     rules: list[dict[str, Any]] = []
     if thresholds.latency_p99_ms is not None:
         limit = thresholds.latency_p99_ms
-        rules.append({
-            "alert": "TfleetModelLatencyHigh",
-            "expr": (
-                "(\n"
-                f"  {_p99(LATENCY_METRICS[0], name, window)}\n"
-                "  or\n"
-                f"  {_p99(LATENCY_METRICS[1], name, window)} / 1e6\n"
-                f") > {_number(limit / 1000)}"
-            ),
-            "for": thresholds.for_,
-            "labels": dict(labels),
-            "annotations": {
-                "summary": f"p99 latency of {model} is {{{{ $value | humanizeDuration }}}}, above its threshold of {limit:g} ms",
-                "description": (
-                    f"The 99th percentile of {model}'s request latency over all its hosts has been above "
-                    f"{limit:g} ms (alerts.latency_p99_ms of its intent) for {thresholds.for_}."
-                ),
-                "runbook": "docs/monitoring.md#per-model-alerts-tfleet-alerts-render",
-            },
-        })
+        rules.append(
+            {
+                "alert": "TfleetModelLatencyHigh",
+                "expr": (f"(\n  {_p99(LATENCY_METRICS[0], name, window)}\n  or\n  {_p99(LATENCY_METRICS[1], name, window)} / 1e6\n) > {_number(limit / 1000)}"),
+                "for": thresholds.for_,
+                "labels": dict(labels),
+                "annotations": {
+                    "summary": f"p99 latency of {model} is {{{{ $value | humanizeDuration }}}}, above its threshold of {limit:g} ms",
+                    "description": (
+                        f"The 99th percentile of {model}'s request latency over all its hosts has been above "
+                        f"{limit:g} ms (alerts.latency_p99_ms of its intent) for {thresholds.for_}."
+                    ),
+                    "runbook": "docs/monitoring.md#per-model-alerts-tfleet-alerts-render",
+                },
+            }
+        )
     if thresholds.error_rate is not None:
         limit = thresholds.error_rate
-        rules.append({
-            "alert": "TfleetModelErrorRateHigh",
-            "expr": (
-                _requests(f'model_name={name}, status!="OK"', window) + "\n"
-                + "  / " + _requests(f"model_name={name}", window) + "\n"
-                + f"> {_number(limit)}"
-            ),
-            "for": thresholds.for_,
-            "labels": dict(labels),
-            "annotations": {
-                "summary": f"{{{{ $value | humanizePercentage }}}} of {model}'s requests fail, above its threshold of {limit:.4g}",
-                "description": (
-                    f"The share of {model}'s requests answered with a status other than OK, over all its hosts, "
-                    f"has been above {limit:.4g} (alerts.error_rate of its intent) for {thresholds.for_}."
+        rules.append(
+            {
+                "alert": "TfleetModelErrorRateHigh",
+                "expr": (
+                    _requests(f'model_name={name}, status!="OK"', window)
+                    + "\n"
+                    + "  / "
+                    + _requests(f"model_name={name}", window)
+                    + "\n"
+                    + f"> {_number(limit)}"
                 ),
-                "runbook": "docs/monitoring.md#per-model-alerts-tfleet-alerts-render",
-            },
-        })
+                "for": thresholds.for_,
+                "labels": dict(labels),
+                "annotations": {
+                    "summary": f"{{{{ $value | humanizePercentage }}}} of {model}'s requests fail, above its threshold of {limit:.4g}",
+                    "description": (
+                        f"The share of {model}'s requests answered with a status other than OK, over all its hosts, "
+                        f"has been above {limit:.4g} (alerts.error_rate of its intent) for {thresholds.for_}."
+                    ),
+                    "runbook": "docs/monitoring.md#per-model-alerts-tfleet-alerts-render",
+                },
+            }
+        )
     return rules
 
 
@@ -240,13 +241,15 @@ def alerts() -> None:
 @alerts.command("render", context_settings={"show_default": True})
 @etcd_options
 @click.option("--prefix", default=DEFAULT_PREFIX, envvar="TFLEET_PREFIX", show_envvar=True, help="etcd key prefix of this fleet.")
-@click.option("--from-file", "from_file", type=click.Path(dir_okay=False, path_type=pathlib.Path),
-              help="Render offline from a YAML file mapping model names to intents, instead of etcd.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=pathlib.Path),
-              help="Rules file to write (atomically) [default: standard output].")
+@click.option(
+    "--from-file",
+    "from_file",
+    type=click.Path(dir_okay=False, path_type=pathlib.Path),
+    help="Render offline from a YAML file mapping model names to intents, instead of etcd.",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=pathlib.Path), help="Rules file to write (atomically) [default: standard output].")
 @click.option("--rate-window", default=DEFAULT_WINDOW, help="Range of the rate() the thresholds are checked over.")
-@click.option("--skip-invalid", is_flag=True,
-              help="Render the valid intents even when some are invalid (default: refuse, keeping the old file).")
+@click.option("--skip-invalid", is_flag=True, help="Render the valid intents even when some are invalid (default: refuse, keeping the old file).")
 def render(from_file: pathlib.Path | None, output: pathlib.Path | None, rate_window: str, skip_invalid: bool, prefix: str, **etcd: Any) -> None:
     """Render the per-model thresholds of every intent (its `alerts` field) into a Prometheus rules file."""
     if not _DURATION.fullmatch(rate_window):
@@ -265,8 +268,7 @@ def render(from_file: pathlib.Path | None, output: pathlib.Path | None, rate_win
             click.echo(f"invalid intent: {problem}", err=True)
         if not skip_invalid:
             raise click.ClickException(
-                f"{len(problems)} intent(s) are invalid; nothing written (their alerts would be lost). "
-                "Fix them, or pass --skip-invalid to render the others."
+                f"{len(problems)} intent(s) are invalid; nothing written (their alerts would be lost). Fix them, or pass --skip-invalid to render the others."
             )
     text = render_yaml(intents, source, rate_window)
     rules = sum(len(group["rules"]) for group in render_rules(intents, rate_window)["groups"])

@@ -17,18 +17,51 @@ from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, setti
 @click.option("--http-port", required=True, type=int, envvar="TFLEET_HTTP_PORT", show_envvar=True, help="Port of /metrics, /healthz, /readyz.")
 @click.option("--http-host", default="0.0.0.0", envvar="TFLEET_HTTP_HOST", show_envvar=True)
 @click.option("--prefix", default="/tfleet", envvar="TFLEET_PREFIX", show_envvar=True, help="etcd key prefix of this fleet.")
-@click.option("--lease-ttl", default=10, type=int, envvar="TFLEET_LEASE_TTL", show_envvar=True, help="Leadership lease TTL, seconds: a standby takes over within it.")
+@click.option(
+    "--lease-ttl", default=10, type=int, envvar="TFLEET_LEASE_TTL", show_envvar=True, help="Leadership lease TTL, seconds: a standby takes over within it."
+)
 @click.option("--resync-interval", default=10.0, type=float, envvar="TFLEET_RESYNC_INTERVAL", show_envvar=True, help="Seconds between full passes.")
 @click.option("--coalesce-window", default=0.1, type=float, envvar="TFLEET_COALESCE_WINDOW", show_envvar=True)
-@click.option("--dashboard-port", type=int, envvar="TFLEET_DASHBOARD_PORT", show_envvar=True,
-              help="Port of the read-only web dashboard (0: any free port)  [default: no dashboard]")
-@click.option("--dashboard-host", default="127.0.0.1", envvar="TFLEET_DASHBOARD_HOST", show_envvar=True, show_default=True,
-              help="Address the dashboard listens on. It has no login: expose it (e.g. 0.0.0.0) only behind an authenticating proxy or on a trusted network.")
-@click.option("--tfs-unresponsive-grace", default=60.0, type=float, envvar="TFLEET_TFS_UNRESPONSIVE_GRACE", show_envvar=True, help="Seconds a host's TF Serving may not answer before its replicas are placed elsewhere.")
-@click.option("--full-plan-interval", default=60.0, type=float, envvar="TFLEET_FULL_PLAN_INTERVAL", show_envvar=True, show_default=True,
-              help="Seconds between the leader's periodic full plans (the net under incremental planning; 10-3600).")
-@click.option("--history-keep", default=100, type=int, envvar="TFLEET_HISTORY_KEEP", show_envvar=True,
-              help="History entries kept per model (the newest); older ones are pruned as new ones are written.")
+@click.option(
+    "--dashboard-port",
+    type=int,
+    envvar="TFLEET_DASHBOARD_PORT",
+    show_envvar=True,
+    help="Port of the read-only web dashboard (0: any free port)  [default: no dashboard]",
+)
+@click.option(
+    "--dashboard-host",
+    default="127.0.0.1",
+    envvar="TFLEET_DASHBOARD_HOST",
+    show_envvar=True,
+    show_default=True,
+    help="Address the dashboard listens on. It has no login: expose it (e.g. 0.0.0.0) only behind an authenticating proxy or on a trusted network.",
+)
+@click.option(
+    "--tfs-unresponsive-grace",
+    default=60.0,
+    type=float,
+    envvar="TFLEET_TFS_UNRESPONSIVE_GRACE",
+    show_envvar=True,
+    help="Seconds a host's TF Serving may not answer before its replicas are placed elsewhere.",
+)
+@click.option(
+    "--full-plan-interval",
+    default=60.0,
+    type=float,
+    envvar="TFLEET_FULL_PLAN_INTERVAL",
+    show_envvar=True,
+    show_default=True,
+    help="Seconds between the leader's periodic full plans (the net under incremental planning; 10-3600).",
+)
+@click.option(
+    "--history-keep",
+    default=100,
+    type=int,
+    envvar="TFLEET_HISTORY_KEEP",
+    show_envvar=True,
+    help="History entries kept per model (the newest); older ones are pruned as new ones are written.",
+)
 @click.option("--log-level", default="info", type=click.Choice(logs.LEVELS), envvar="TFLEET_LOG_LEVEL", show_envvar=True)
 def controller(**options) -> None:
     """Turn model intents into per-host assignments; one controller leads, the others stand by."""

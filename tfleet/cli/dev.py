@@ -144,8 +144,10 @@ def _lock_run_dir(root: pathlib.Path, etcd_url: str) -> IO[str]:
         handle.seek(0)
         owner = handle.read().strip() or "another process"
         handle.close()
-        raise RunDirBusy(f"run directory {root} is in use by a running tfleet dev ({owner}); stop it first, or start a "
-                         f"second fleet in its own directory: `tfleet dev --etcd-port PORT` (run directory {DEFAULT_RUN_DIR}-PORT)") from None
+        raise RunDirBusy(
+            f"run directory {root} is in use by a running tfleet dev ({owner}); stop it first, or start a "
+            f"second fleet in its own directory: `tfleet dev --etcd-port PORT` (run directory {DEFAULT_RUN_DIR}-PORT)"
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()}, etcd {etcd_url}\n")
@@ -212,11 +214,19 @@ class Supervisor:
 
 @click.group("dev", invoke_without_command=True)
 @click.option("--hosts", default=3, type=click.IntRange(1, 20), show_default=True, help="Simulated serving hosts.")
-@click.option("--run-dir", type=click.Path(file_okay=False),
-              help=f"Data, models, pid files and logs of this fleet, locked while it runs  [default: {DEFAULT_RUN_DIR}, "
-                   f"or {DEFAULT_RUN_DIR}-PORT for another --etcd-port]")
-@click.option("--etcd-port", default=DEFAULT_ETCD_PORT, type=click.IntRange(1, 65535), show_default=True,
-              help="etcd client port on 127.0.0.1 (fixed, so the README's etcdctl commands work as written).")
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False),
+    help=f"Data, models, pid files and logs of this fleet, locked while it runs  [default: {DEFAULT_RUN_DIR}, "
+    f"or {DEFAULT_RUN_DIR}-PORT for another --etcd-port]",
+)
+@click.option(
+    "--etcd-port",
+    default=DEFAULT_ETCD_PORT,
+    type=click.IntRange(1, 65535),
+    show_default=True,
+    help="etcd client port on 127.0.0.1 (fixed, so the README's etcdctl commands work as written).",
+)
 @click.option("--lease-ttl", default=10, type=click.IntRange(min=3), show_default=True, help="Lease TTL of agents and controllers, seconds.")
 @click.option("--restart", is_flag=True, help="Restart a daemon that dies (default: report it and leave it down, so the fleet can be seen healing).")
 @click.option("--keep", is_flag=True, help="Keep etcd data, models and state after a clean stop (default: only the logs are kept).")
@@ -248,7 +258,8 @@ def run_fleet(hosts: int, root: pathlib.Path, etcd_port: int, lease_ttl: int, re
         other = etcd_port + 1 if etcd_port < 65535 else etcd_port - 1
         raise click.ClickException(
             f"127.0.0.1:{etcd_port} is in use: is another tfleet dev running? Stop it, or start a second fleet with "
-            f"`tfleet dev --etcd-port {other}` (its run directory is then {default_run_dir(other)})")
+            f"`tfleet dev --etcd-port {other}` (its run directory is then {default_run_dir(other)})"
+        )
     _remove_data(root)  # a fresh fleet every time; old logs are appended to
     logs_dir, models_dir = root / "logs", root / "models"
     etcd = LocalEtcd(root / "etcd", client_port=etcd_port, log_path=logs_dir / "etcd.log", unsafe_no_fsync=True)
@@ -266,23 +277,62 @@ def run_fleet(hosts: int, root: pathlib.Path, etcd_port: int, lease_ttl: int, re
         _write_sample_models(models_dir)
         fleet = [HostPorts(f"h{i + 1}", free_port(), free_port(), free_port(), "ab"[i % 2]) for i in range(hosts)]
         for host in fleet:
-            fleet_daemons.start(Daemon(f"tfs-{host.name}", ["tfs-sim", "--grpc-port", str(host.grpc), "--rest-port", str(host.rest)],
-                                       logs_dir / f"tfs-{host.name}.log"))
+            fleet_daemons.start(
+                Daemon(f"tfs-{host.name}", ["tfs-sim", "--grpc-port", str(host.grpc), "--rest-port", str(host.rest)], logs_dir / f"tfs-{host.name}.log")
+            )
         for host in fleet:
             args = [
-                "agent", "--host", host.name, "--etcd", etcd.client_url,
-                "--tfs-grpc", f"127.0.0.1:{host.grpc}", "--tfs-rest", f"127.0.0.1:{host.rest}",
-                "--http-host", "127.0.0.1", "--http-port", str(host.http), "--lease-ttl", str(lease_ttl), "--etcd-timeout", etcd_timeout,
-                "--reload-timeout", reload_timeout, "--status-timeout", status_timeout,
-                "--label", f"zone={host.zone}", "--state-dir", str(root / "state"), "--memory-mb", "4096",
+                "agent",
+                "--host",
+                host.name,
+                "--etcd",
+                etcd.client_url,
+                "--tfs-grpc",
+                f"127.0.0.1:{host.grpc}",
+                "--tfs-rest",
+                f"127.0.0.1:{host.rest}",
+                "--http-host",
+                "127.0.0.1",
+                "--http-port",
+                str(host.http),
+                "--lease-ttl",
+                str(lease_ttl),
+                "--etcd-timeout",
+                etcd_timeout,
+                "--reload-timeout",
+                reload_timeout,
+                "--status-timeout",
+                status_timeout,
+                "--label",
+                f"zone={host.zone}",
+                "--state-dir",
+                str(root / "state"),
+                "--memory-mb",
+                "4096",
             ]
             fleet_daemons.start(Daemon(f"agent-{host.name}", args, logs_dir / f"agent-{host.name}.log"))
         controller_ports = [free_port() for _ in range(2)]
         dashboard_ports = [free_port() for _ in controller_ports]  # every controller serves the dashboard
         for index, (port, dashboard_port) in enumerate(zip(controller_ports, dashboard_ports, strict=True)):
-            args = ["controller", "--id", f"c{index + 1}", "--etcd", etcd.client_url, "--http-host", "127.0.0.1",
-                    "--http-port", str(port), "--lease-ttl", str(lease_ttl), "--etcd-timeout", etcd_timeout,
-                    "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port)]
+            args = [
+                "controller",
+                "--id",
+                f"c{index + 1}",
+                "--etcd",
+                etcd.client_url,
+                "--http-host",
+                "127.0.0.1",
+                "--http-port",
+                str(port),
+                "--lease-ttl",
+                str(lease_ttl),
+                "--etcd-timeout",
+                etcd_timeout,
+                "--dashboard-host",
+                "127.0.0.1",
+                "--dashboard-port",
+                str(dashboard_port),
+            ]
             fleet_daemons.start(Daemon(f"controller-c{index + 1}", args, logs_dir / f"controller-c{index + 1}.log"))
         _seed(etcd, models_dir, fleet, fleet_daemons, stop)
         context_note = ""
@@ -291,12 +341,16 @@ def run_fleet(hosts: int, root: pathlib.Path, etcd_port: int, lease_ttl: int, re
             context_note = f"the tfleet CLI finds this fleet by itself (context file {written})"
         except OSError as exc:
             context_note = f"could not write the context file {context_path()} ({exc}): pass --etcd {etcd.client_url} to tfleet"
-        _print_guide(etcd.client_url, str(etcd_binary("etcdctl")), root, models_dir, fleet, logs_dir, controller_ports, dashboard_ports,
-                     lease_ttl, context_note, restart)
+        _print_guide(
+            etcd.client_url, str(etcd_binary("etcdctl")), root, models_dir, fleet, logs_dir, controller_ports, dashboard_ports, lease_ttl, context_note, restart
+        )
         while not stop.wait(1.0):
             if not etcd.running:
-                click.echo(f"etcd exited (code {etcd._process.returncode if etcd._process else None}): the fleet cannot be kept up; "
-                           f"last lines of {etcd.log_path}:\n{etcd.log_tail(1500)}", err=True)
+                click.echo(
+                    f"etcd exited (code {etcd._process.returncode if etcd._process else None}): the fleet cannot be kept up; "
+                    f"last lines of {etcd.log_path}:\n{etcd.log_tail(1500)}",
+                    err=True,
+                )
                 exit_code = 1
                 break
             fleet_daemons.check(time.monotonic())
@@ -330,8 +384,9 @@ def _seed(etcd: Any, models_dir: pathlib.Path, fleet: list[HostPorts], daemons: 
         raise click.ClickException(f"{dead.name} exited during start; its log:\n{dead.log_tail()}")
     replicas = min(2, len(fleet))
     try:
-        wait_for(lambda: _ready(etcd, keyspace, CANARY_MODEL, "1", replicas) or daemons.dead() is not None or stop.is_set(), 60,
-                 f"{CANARY_MODEL} version 1 to serve")
+        wait_for(
+            lambda: _ready(etcd, keyspace, CANARY_MODEL, "1", replicas) or daemons.dead() is not None or stop.is_set(), 60, f"{CANARY_MODEL} version 1 to serve"
+        )
     except TimeoutError as exc:
         click.echo(f"note: no canary of {CANARY_MODEL} ({exc})", err=True)
         return
@@ -363,8 +418,19 @@ def _all_registered(etcd: Any, keyspace: Any, fleet: list[HostPorts]) -> bool:
     return result.returncode == 0 and all(keyspace.host(h.name).encode() in result.stdout for h in fleet)
 
 
-def _print_guide(endpoint: str, etcdctl: str, root: pathlib.Path, models_dir: pathlib.Path, fleet: list[HostPorts], logs_dir: pathlib.Path,
-                 controller_ports: list[int], dashboard_ports: list[int], lease_ttl: int, context_note: str, restart: bool) -> None:
+def _print_guide(
+    endpoint: str,
+    etcdctl: str,
+    root: pathlib.Path,
+    models_dir: pathlib.Path,
+    fleet: list[HostPorts],
+    logs_dir: pathlib.Path,
+    controller_ports: list[int],
+    dashboard_ports: list[int],
+    lease_ttl: int,
+    context_note: str,
+    restart: bool,
+) -> None:
     first = fleet[0]
     second = fleet[1] if len(fleet) > 1 else fleet[0]
     dashboards = ", ".join(f"http://127.0.0.1:{p}/ (c{i + 1})" for i, p in enumerate(dashboard_ports))

@@ -71,8 +71,7 @@ class _StrictLoader(yaml.SafeLoader):
             if isinstance(key, list | dict):
                 continue  # unhashable: let PyYAML report it
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 

@@ -19,16 +19,20 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "controller": ("tfleet.cli.controller", "controller"),
     "dev": ("tfleet.cli.dev", "dev"),
     # operator commands (tfleet/cli/ops/, one module per subject)
-    **{name: (f"tfleet.cli.ops.{module}", name.replace("-", "_")) for module, names in (
-        ("models", ("apply", "get", "describe", "explain")),
-        ("status", ("status",)),
-        ("history", ("history", "diff", "rollback")),
-        ("versions", ("register",)),
-        ("rollout", ("rollout",)),
-        ("hosts", ("cordon", "uncordon", "drain")),
-        ("watch", ("watch",)),
-        ("predict", ("predict",)),
-    ) for name in names},
+    **{
+        name: (f"tfleet.cli.ops.{module}", name.replace("-", "_"))
+        for module, names in (
+            ("models", ("apply", "get", "describe", "explain")),
+            ("status", ("status",)),
+            ("history", ("history", "diff", "rollback")),
+            ("versions", ("register",)),
+            ("rollout", ("rollout",)),
+            ("hosts", ("cordon", "uncordon", "drain")),
+            ("watch", ("watch",)),
+            ("predict", ("predict",)),
+        )
+        for name in names
+    },
     "wait": ("tfleet.cli.wait", "wait"),
     "alerts": ("tfleet.cli.alerts", "alerts"),
     "routes": ("tfleet.cli.routes", "routes"),

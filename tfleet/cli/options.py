@@ -30,24 +30,46 @@ _ORIGIN = "tfleet.etcd_origin"
 def etcd_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add --etcd, the TLS/auth options and --etcd-timeout to a click command."""
     decorators = [
-        click.option("--etcd", "etcd", envvar="TFLEET_ETCD_ENDPOINTS", show_envvar=True,
-                     show_default=f"the running `tfleet dev` (context file), else {DEFAULT_ETCD}",
-                     help="etcd endpoints, URL[,URL...]; https:// for TLS."),
-        click.option("--etcd-ca-cert", envvar="TFLEET_ETCD_CA_CERT", show_envvar=True, type=click.Path(dir_okay=False),
-                     help="CA bundle that signed the etcd server certificates."),
-        click.option("--etcd-cert", envvar="TFLEET_ETCD_CERT", show_envvar=True, type=click.Path(dir_okay=False),
-                     help="Client certificate (the primary way to authenticate)."),
-        click.option("--etcd-key", envvar="TFLEET_ETCD_KEY", show_envvar=True, type=click.Path(dir_okay=False),
-                     help="Private key of the client certificate."),
+        click.option(
+            "--etcd",
+            "etcd",
+            envvar="TFLEET_ETCD_ENDPOINTS",
+            show_envvar=True,
+            show_default=f"the running `tfleet dev` (context file), else {DEFAULT_ETCD}",
+            help="etcd endpoints, URL[,URL...]; https:// for TLS.",
+        ),
+        click.option(
+            "--etcd-ca-cert",
+            envvar="TFLEET_ETCD_CA_CERT",
+            show_envvar=True,
+            type=click.Path(dir_okay=False),
+            help="CA bundle that signed the etcd server certificates.",
+        ),
+        click.option(
+            "--etcd-cert",
+            envvar="TFLEET_ETCD_CERT",
+            show_envvar=True,
+            type=click.Path(dir_okay=False),
+            help="Client certificate (the primary way to authenticate).",
+        ),
+        click.option("--etcd-key", envvar="TFLEET_ETCD_KEY", show_envvar=True, type=click.Path(dir_okay=False), help="Private key of the client certificate."),
         click.option("--etcd-user", envvar="TFLEET_ETCD_USER", show_envvar=True, help="etcd user (password auth needs https)."),
-        click.option("--etcd-password", envvar="TFLEET_ETCD_PASSWORD", show_envvar=True,
-                     help="Password of --etcd-user. Prefer the variable, --etcd-password-file or the systemd credential "
-                          "'etcd-password': a value on the command line is visible to every local user (ps)."),
-        click.option("--etcd-password-file", envvar="TFLEET_ETCD_PASSWORD_FILE", show_envvar=True, type=click.Path(dir_okay=False),
-                     help="File holding the password of --etcd-user (one line). Without any password option, "
-                          "$CREDENTIALS_DIRECTORY/etcd-password (systemd LoadCredential=) is used if it exists."),
-        click.option("--etcd-timeout", envvar="TFLEET_ETCD_TIMEOUT", show_envvar=True, type=float, default=2.0,
-                     help="Deadline of every etcd call, seconds."),
+        click.option(
+            "--etcd-password",
+            envvar="TFLEET_ETCD_PASSWORD",
+            show_envvar=True,
+            help="Password of --etcd-user. Prefer the variable, --etcd-password-file or the systemd credential "
+            "'etcd-password': a value on the command line is visible to every local user (ps).",
+        ),
+        click.option(
+            "--etcd-password-file",
+            envvar="TFLEET_ETCD_PASSWORD_FILE",
+            show_envvar=True,
+            type=click.Path(dir_okay=False),
+            help="File holding the password of --etcd-user (one line). Without any password option, "
+            "$CREDENTIALS_DIRECTORY/etcd-password (systemd LoadCredential=) is used if it exists.",
+        ),
+        click.option("--etcd-timeout", envvar="TFLEET_ETCD_TIMEOUT", show_envvar=True, type=float, default=2.0, help="Deadline of every etcd call, seconds."),
     ]
     return functools.reduce(lambda cmd, decorate: decorate(cmd), reversed(decorators), command)
 
@@ -62,8 +84,10 @@ class EtcdOrigin:
 
     def describe(self) -> str:
         if self.source == "default":
-            return (f"etcd {self.endpoints} (the default: no --etcd, no TFLEET_ETCD_ENDPOINTS, no running `tfleet dev`; "
-                    "start one with `tfleet dev`, or pass --etcd)")
+            return (
+                f"etcd {self.endpoints} (the default: no --etcd, no TFLEET_ETCD_ENDPOINTS, no running `tfleet dev`; "
+                "start one with `tfleet dev`, or pass --etcd)"
+            )
         return f"etcd {self.endpoints} (from {self.source})"
 
 
@@ -82,8 +106,7 @@ def resolve_etcd(value: str | None, *, use_context: bool = True) -> EtcdOrigin:
         context = read_context(path)
         if context is not None:
             state = "" if context.alive else f"; its `tfleet dev` (pid {context.pid}) is no longer running"
-            return EtcdOrigin(context.endpoints, f"context file {path}, written by `tfleet dev` (run dir {context.run_dir}){state}",
-                              context.prefix)
+            return EtcdOrigin(context.endpoints, f"context file {path}, written by `tfleet dev` (run dir {context.run_dir}){state}", context.prefix)
     return EtcdOrigin(DEFAULT_ETCD, "default")
 
 
@@ -94,7 +117,7 @@ def etcd_origin(ctx: click.Context | None = None) -> EtcdOrigin | None:
 
 
 def unreachable_message(exc: BaseException, ctx: click.Context | None = None) -> str:
-    """"etcd unreachable: <what failed> -- talked to etcd URL (from SOURCE)"."""
+    """ "etcd unreachable: <what failed> -- talked to etcd URL (from SOURCE)"."""
     origin = etcd_origin(ctx)
     where = f" -- talked to {origin.describe()}" if origin is not None else ""
     return f"etcd unreachable: {exc}{where}"
@@ -228,8 +251,11 @@ def etcd_password(value: str | None, path: str | None, environ: Mapping[str, str
     if problems:
         raise click.UsageError("\n".join(problems))
     if value is not None and _from_command_line("etcd_password"):
-        click.echo("warning: --etcd-password on the command line is visible to every local user (ps); "
-                   "use TFLEET_ETCD_PASSWORD, --etcd-password-file or a systemd credential", err=True)
+        click.echo(
+            "warning: --etcd-password on the command line is visible to every local user (ps); "
+            "use TFLEET_ETCD_PASSWORD, --etcd-password-file or a systemd credential",
+            err=True,
+        )
     return password
 
 

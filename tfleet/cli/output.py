@@ -217,5 +217,6 @@ def note(message: str) -> None:
 
 
 def output_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("-o", "--output", type=click.Choice(FORMATS), default="table", show_default=True,
-                        help="table for people; json or yaml for scripts.")(command)
+    return click.option("-o", "--output", type=click.Choice(FORMATS), default="table", show_default=True, help="table for people; json or yaml for scripts.")(
+        command
+    )

@@ -60,9 +60,7 @@ class Upstream:
     endpoints: tuple[RouteEndpoint, ...]
 
 
-def upstreams(
-    tables: Mapping[str, RouteTable], pinned: Sequence[str] = ()
-) -> tuple[list[Upstream], list[str]]:
+def upstreams(tables: Mapping[str, RouteTable], pinned: Sequence[str] = ()) -> tuple[list[Upstream], list[str]]:
     """Every upstream of ``tables`` in a stable order, and the problems found on the way.
 
     With ``pinned`` models only those models are rendered, and each of them always gets its
@@ -163,7 +161,7 @@ def render_nginx(tables: Mapping[str, RouteTable], pinned: Sequence[str] = (), s
         "#   tfleet_<model>_grpc / _rest                  any AVAILABLE version",
         "#   tfleet_<model>_v<version>_grpc / _rest        one version",
         "#   tfleet_<model>_label_<label>_grpc / _rest     one version label",
-        f"# nginx rejects an empty upstream, so one with no endpoint holds \"server {NGINX_FALLBACK_SERVER} down;\":",
+        f'# nginx rejects an empty upstream, so one with no endpoint holds "server {NGINX_FALLBACK_SERVER} down;":',
         "# requests sent to it fail at once (502) until an endpoint appears.",
     ]
     model = None
@@ -189,9 +187,7 @@ def _unique(problems: list[str]) -> list[str]:
 
 def envoy_assignment(cluster_name: str, addresses: Sequence[tuple[str, int]]) -> dict[str, Any]:
     """An Envoy v3 ClusterLoadAssignment (proto3 JSON field names)."""
-    lb_endpoints = [
-        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}} for host, port in addresses
-    ]
+    lb_endpoints = [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}} for host, port in addresses]
     return {
         "@type": ENVOY_TYPE_URL,
         "cluster_name": cluster_name,

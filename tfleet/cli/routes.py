@@ -124,7 +124,11 @@ def run_reload(command: str, timeout: float, log: Any) -> bool:
     """
     started = time.monotonic()
     process = subprocess.Popen(
-        command, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        command,
+        shell=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
@@ -135,8 +139,7 @@ def run_reload(command: str, timeout: float, log: Any) -> bool:
         except ProcessLookupError:
             pass
         output, _ = process.communicate()
-        log.warning("reload", command=command, result="timeout", timeout_s=timeout,
-                    output=output.decode(errors="replace")[-_OUTPUT_TAIL:])
+        log.warning("reload", command=command, result="timeout", timeout_s=timeout, output=output.decode(errors="replace")[-_OUTPUT_TAIL:])
         return False
     seconds = round(time.monotonic() - started, 3)
     text = output.decode(errors="replace")[-_OUTPUT_TAIL:]
@@ -201,8 +204,7 @@ class RouteRenderer:
         written = self._output.write(rendered)
         self.passes += 1
         if written:
-            self._log.info("routes_rendered", result="changed", format=self._output.format, models=len(tables),
-                           files=[str(p) for p in written])
+            self._log.info("routes_rendered", result="changed", format=self._output.format, models=len(tables), files=[str(p) for p in written])
             self._reload_pending = self._reload_cmd is not None
         else:
             self._log.debug("routes_rendered", result="unchanged", format=self._output.format, models=len(tables))
@@ -230,7 +232,8 @@ class RouteRenderer:
                 self.render_once(tables)
                 if watch is None:
                     watch = self._store.watch_prefix(
-                        self._ks.routes_prefix(), revision + 1,
+                        self._ks.routes_prefix(),
+                        revision + 1,
                         on_events=lambda events: self._wake.set(),
                         on_reset=lambda snapshot: self._wake.set(),
                     )
@@ -254,29 +257,88 @@ def routes() -> None:
 
 
 @routes.command("render", cls=DaemonCommand, context_settings={"show_default": True})
-@click.option("--format", "fmt", required=True, type=click.Choice(FORMATS), envvar="TFLEET_ROUTES_FORMAT", show_envvar=True,
-              help="nginx: one include file of upstreams; envoy: one ClusterLoadAssignment file per cluster.")
-@click.option("--model", "models", multiple=True, envvar="TFLEET_ROUTES_MODELS", show_envvar=True,
-              help="Render only these models (repeatable); each always gets its model-level upstream, empty if unserved.")
-@click.option("--out", type=click.Path(path_type=pathlib.Path), envvar="TFLEET_ROUTES_OUT", show_envvar=True,
-              help="nginx: the file to write; envoy: the directory of the cluster files. Default: print to stdout.")
-@click.option("--envoy-encoding", type=click.Choice(("json", "yaml")), default="json", envvar="TFLEET_ROUTES_ENVOY_ENCODING",
-              show_envvar=True, help="Encoding (and file extension) of the Envoy files.")
-@click.option("--watch", is_flag=True, envvar="TFLEET_ROUTES_WATCH", show_envvar=True,
-              help="Keep running: re-render on every change of the routes (needs --out).")
-@click.option("--reload-cmd", envvar="TFLEET_ROUTES_RELOAD_CMD", show_envvar=True,
-              help="Shell command run after each change of the files, e.g. 'nginx -s reload' (needs --out).")
-@click.option("--reload-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, envvar="TFLEET_ROUTES_RELOAD_TIMEOUT",
-              show_envvar=True, help="Seconds the reload command may run before it is killed.")
-@click.option("--coalesce", type=click.FloatRange(min=0), default=0.2, envvar="TFLEET_ROUTES_COALESCE", show_envvar=True,
-              help="Seconds to wait after a change for more changes, so that a burst gives one render.")
-@click.option("--resync-interval", type=click.FloatRange(min=0, min_open=True), default=30.0, envvar="TFLEET_ROUTES_RESYNC_INTERVAL",
-              show_envvar=True, help="Seconds between full re-reads when nothing changes (and retries of a failed reload).")
+@click.option(
+    "--format",
+    "fmt",
+    required=True,
+    type=click.Choice(FORMATS),
+    envvar="TFLEET_ROUTES_FORMAT",
+    show_envvar=True,
+    help="nginx: one include file of upstreams; envoy: one ClusterLoadAssignment file per cluster.",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    envvar="TFLEET_ROUTES_MODELS",
+    show_envvar=True,
+    help="Render only these models (repeatable); each always gets its model-level upstream, empty if unserved.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=pathlib.Path),
+    envvar="TFLEET_ROUTES_OUT",
+    show_envvar=True,
+    help="nginx: the file to write; envoy: the directory of the cluster files. Default: print to stdout.",
+)
+@click.option(
+    "--envoy-encoding",
+    type=click.Choice(("json", "yaml")),
+    default="json",
+    envvar="TFLEET_ROUTES_ENVOY_ENCODING",
+    show_envvar=True,
+    help="Encoding (and file extension) of the Envoy files.",
+)
+@click.option(
+    "--watch", is_flag=True, envvar="TFLEET_ROUTES_WATCH", show_envvar=True, help="Keep running: re-render on every change of the routes (needs --out)."
+)
+@click.option(
+    "--reload-cmd",
+    envvar="TFLEET_ROUTES_RELOAD_CMD",
+    show_envvar=True,
+    help="Shell command run after each change of the files, e.g. 'nginx -s reload' (needs --out).",
+)
+@click.option(
+    "--reload-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    envvar="TFLEET_ROUTES_RELOAD_TIMEOUT",
+    show_envvar=True,
+    help="Seconds the reload command may run before it is killed.",
+)
+@click.option(
+    "--coalesce",
+    type=click.FloatRange(min=0),
+    default=0.2,
+    envvar="TFLEET_ROUTES_COALESCE",
+    show_envvar=True,
+    help="Seconds to wait after a change for more changes, so that a burst gives one render.",
+)
+@click.option(
+    "--resync-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    envvar="TFLEET_ROUTES_RESYNC_INTERVAL",
+    show_envvar=True,
+    help="Seconds between full re-reads when nothing changes (and retries of a failed reload).",
+)
 @click.option("--prefix", default="/tfleet", envvar="TFLEET_PREFIX", show_envvar=True, help="etcd key prefix of this fleet.")
 @etcd_options
 @click.option("--log-level", default="info", type=click.Choice(logs.LEVELS), envvar="TFLEET_LOG_LEVEL", show_envvar=True)
-def render(fmt: str, models: Sequence[str], out: pathlib.Path | None, envoy_encoding: str, watch: bool, reload_cmd: str | None,
-           reload_timeout: float, coalesce: float, resync_interval: float, prefix: str, log_level: str, **options: Any) -> None:
+def render(
+    fmt: str,
+    models: Sequence[str],
+    out: pathlib.Path | None,
+    envoy_encoding: str,
+    watch: bool,
+    reload_cmd: str | None,
+    reload_timeout: float,
+    coalesce: float,
+    resync_interval: float,
+    prefix: str,
+    log_level: str,
+    **options: Any,
+) -> None:
     """Write proxy configuration from <prefix>/routes/ (once, or continuously with --watch)."""
     from tfleet.store import EtcdStore, StoreError
 
@@ -298,8 +360,16 @@ def render(fmt: str, models: Sequence[str], out: pathlib.Path | None, envoy_enco
     log = logs.get("routes")
     output = Output(fmt, out, tuple(models), envoy_encoding, keyspace.routes_prefix())
     store = EtcdStore(settings)
-    renderer = RouteRenderer(store=store, keyspace=keyspace, output=output, log=log, reload_cmd=reload_cmd,
-                             reload_timeout=reload_timeout, coalesce=coalesce, resync_interval=resync_interval)
+    renderer = RouteRenderer(
+        store=store,
+        keyspace=keyspace,
+        output=output,
+        log=log,
+        reload_cmd=reload_cmd,
+        reload_timeout=reload_timeout,
+        coalesce=coalesce,
+        resync_interval=resync_interval,
+    )
     try:
         if not watch:
             try:

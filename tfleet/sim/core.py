@@ -65,19 +65,15 @@ class ModelEntry:
             if self.model_platform:
                 raise SimError(
                     INVALID_ARGUMENT,
-                    "Illegal setting both ModelServerConfig::model_type (deprecated) and "
-                    "ModelServerConfig::model_platform.",
+                    "Illegal setting both ModelServerConfig::model_type (deprecated) and ModelServerConfig::model_platform.",
                 )
             if self.model_type != _TENSORFLOW_MODEL_TYPE:
-                raise SimError(
-                    INVALID_ARGUMENT, f"ModelServerConfig::model_type choice {self.model_type} not supported."
-                )
+                raise SimError(INVALID_ARGUMENT, f"ModelServerConfig::model_type choice {self.model_type} not supported.")
             return "tensorflow"
         if not self.model_platform:
             raise SimError(
                 INVALID_ARGUMENT,
-                "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
-                "ModelServerConfig::model_platform.",
+                "Illegal setting neither ModelServerConfig::model_type (deprecated) nor ModelServerConfig::model_platform.",
             )
         return self.model_platform
 
@@ -97,8 +93,7 @@ def decode_models(request: model_management_pb2.ReloadConfigRequest) -> list[Mod
     if not request.HasField("config") or request.config.WhichOneof("config") != "model_config_list":
         raise SimError(
             INVALID_ARGUMENT,
-            "ServerModelConfig type not supported by HandleReloadConfigRequest. "
-            "Only ModelConfigList is currently supported",
+            "ServerModelConfig type not supported by HandleReloadConfigRequest. Only ModelConfigList is currently supported",
         )
     return [
         ModelEntry(c.name, c.base_path, c.model_platform, int(c.model_type), decode_policy(c), dict(c.version_labels))
@@ -163,8 +158,7 @@ class SimCore:
                 if was != now:
                     raise SimError(
                         INVALID_ARGUMENT,
-                        f"Illegal to change a model's platform. For model {model.name} platform was {was} "
-                        f"and new platform requested is {now}",
+                        f"Illegal to change a model's platform. For model {model.name} platform was {was} and new platform requested is {now}",
                     )
         self._config = models
         self._update_labels(models)
@@ -190,8 +184,7 @@ class SimCore:
                 if not allowed and (entry is None or entry.state is not VersionState.AVAILABLE):
                     raise SimError(
                         FAILED_PRECONDITION,
-                        f"Request to assign label to version {version} of model {model.name}, "
-                        "which is not currently available for inference",
+                        f"Request to assign label to version {version} of model {model.name}, which is not currently available for inference",
                     )
                 new_map.setdefault(model.name, {})[label] = version
         with self._labels_lock:

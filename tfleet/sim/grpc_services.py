@@ -113,8 +113,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             if alias != model.OUTPUT:
                 raise SimError(
                     INVALID_ARGUMENT,
-                    f"output tensor alias not found in signature: {alias} "
-                    f"Outputs expected to be in the set {{{model.OUTPUT}}}.",
+                    f"output tensor alias not found in signature: {alias} Outputs expected to be in the set {{{model.OUTPUT}}}.",
                 )
         values, shape = model.tensor_values(request.inputs[model.INPUT])
         reply = predict_pb2.PredictResponse()

@@ -118,10 +118,7 @@ class ModelManager:
                 return False
             self._flush()
             self._apply_pending()
-            snapshots = {
-                name: [Snapshot(h.version, h.state, h.aspired) for h in versions.values()]
-                for name, versions in self._harnesses.items()
-            }
+            snapshots = {name: [Snapshot(h.version, h.state, h.aspired) for h in versions.values()] for name, versions in self._harnesses.items()}
             action = next_action(snapshots)
             if action is None:
                 return False
@@ -274,11 +271,7 @@ class ModelManager:
     def serving(self, model: str, version: int | None = None) -> ServedVersion | None:
         """The READY version asked for (None: the highest READY one), or None."""
         with self._cond:
-            ready = {
-                v: h.spec
-                for v, h in self._harnesses.get(model, {}).items()
-                if h.state is HarnessState.READY and h.spec is not None
-            }
+            ready = {v: h.spec for v, h in self._harnesses.get(model, {}).items() if h.state is HarnessState.READY and h.spec is not None}
             chosen = max(ready, default=None) if version is None else (version if version in ready else None)
             return None if chosen is None else ServedVersion(model, chosen, ready[chosen])
 

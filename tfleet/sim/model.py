@@ -55,8 +55,7 @@ def check_inputs(names: Sequence[str]) -> None:
     if sorted(names) != [INPUT]:
         raise SimError(
             INVALID_ARGUMENT,
-            f"input tensor alias not found in signature: {', '.join(sorted(names)) or '(none)'}. "
-            f"Inputs expected to be in the set {{{INPUT}}}.",
+            f"input tensor alias not found in signature: {', '.join(sorted(names)) or '(none)'}. Inputs expected to be in the set {{{INPUT}}}.",
         )
 
 

@@ -92,9 +92,7 @@ class SimServer:
     def start(self) -> SimServer:
         server = grpc.server(ThreadPoolExecutor(_GRPC_THREADS, "sim-grpc"))
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), server)
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.core, self.metrics), server
-        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.core, self.metrics), server)
         bound = server.add_insecure_port(f"{self.host}:{self._grpc_port}")
         if bound == 0:
             raise OSError(f"cannot bind the gRPC port {self.host}:{self._grpc_port}")

@@ -69,8 +69,7 @@ class FileSystemSource:
                     children = list_children(servable.base_path)
                 except OSError as err:
                     problems.add(
-                        f"Could not find base path {servable.base_path} for servable {servable.name} "
-                        f"with error {err}; file system poll skipped for every model"
+                        f"Could not find base path {servable.base_path} for servable {servable.name} with error {err}; file system poll skipped for every model"
                     )
                     self._report(problems)
                     return False

@@ -86,8 +86,7 @@ class EtcdStore(_MemberClients):
         gRPC's are) are for tests and tuning."""
         if not (isinstance(watch_keepalive, int | float) and 0 < watch_keepalive < math.inf):
             raise ValueError(f"watch_keepalive must be a positive number of seconds, not {watch_keepalive!r}")
-        for name, value in (("page_size", page_size), ("page_bytes", page_bytes),
-                            ("max_receive_bytes", max_receive_bytes)):
+        for name, value in (("page_size", page_size), ("page_bytes", page_bytes), ("max_receive_bytes", max_receive_bytes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive whole number, not {value!r}")
         super().__init__(settings, watch_keepalive=watch_keepalive, max_receive_bytes=max_receive_bytes, clock=clock)
@@ -168,9 +167,7 @@ class EtcdStore(_MemberClients):
         cap = limit
         limit = min(limit, _FIRST_PAGE_SIZE)
         while True:
-            request = etcdrpc.RangeRequest(
-                key=start, range_end=range_end, limit=limit, revision=at, keys_only=keys_only
-            )
+            request = etcdrpc.RangeRequest(key=start, range_end=range_end, limit=limit, revision=at, keys_only=keys_only)
             what = f"list {prefix!r} from {_key_text(start)!r}" + (f" at revision {at}" if at else "")
             try:
                 response = self._call(what, self._unary("kvstub", "Range", request), idempotent=True)
@@ -190,9 +187,7 @@ class EtcdStore(_MemberClients):
             size = sum(len(kv.key) + len(kv.value) for kv in items)
             limit = max(1, min(cap, self._page_bytes * len(items) // max(size, 1)))
 
-    def list_page(
-        self, prefix: str, start_after: str | None = None, limit: int = 100, revision: int | None = None
-    ) -> Page:
+    def list_page(self, prefix: str, start_after: str | None = None, limit: int = 100, revision: int | None = None) -> Page:
         """One page of up to limit keys under prefix after start_after (e.g. a screen of a listing).
 
         Fewer keys come back (with more=True) when limit keys would make too large a
@@ -208,8 +203,7 @@ class EtcdStore(_MemberClients):
         while True:
             request = etcdrpc.RangeRequest(key=start, range_end=range_end, limit=limit, revision=revision or 0)
             try:
-                response = self._call(f"list {prefix!r} from {_key_text(start)!r}",
-                                      self._unary("kvstub", "Range", request), idempotent=True)
+                response = self._call(f"list {prefix!r} from {_key_text(start)!r}", self._unary("kvstub", "Range", request), idempotent=True)
             except StoreError as exc:
                 if limit > 1 and _is_response_too_large(exc.__cause__ or exc):
                     limit = max(1, limit // 4)
@@ -218,9 +212,7 @@ class EtcdStore(_MemberClients):
             items = tuple(_key_value(kv) for kv in response.kvs)
             return Page(revision or int(response.header.revision), items, bool(response.more) and bool(items))
 
-    def list_range(
-        self, start: str, end: str, *, limit: int, descending: bool = False, revision: int | None = None
-    ) -> Page:
+    def list_range(self, start: str, end: str, *, limit: int, descending: bool = False, revision: int | None = None) -> Page:
         """At most limit keys of [start, end), in key order or reversed: ONE range request
         (e.g. the newest entries of a model's history). Fewer keys come back (with more=True)
         when limit keys would make too large a response."""
@@ -230,11 +222,11 @@ class EtcdStore(_MemberClients):
             raise ValueError(f"limit must be a positive whole number, not {limit!r}")
         order = etcdrpc.RangeRequest.DESCEND if descending else etcdrpc.RangeRequest.ASCEND
         while True:
-            request = etcdrpc.RangeRequest(key=_key_bytes(start), range_end=_key_bytes(end), limit=limit, revision=revision or 0,
-                                           sort_order=order, sort_target=etcdrpc.RangeRequest.KEY)
+            request = etcdrpc.RangeRequest(
+                key=_key_bytes(start), range_end=_key_bytes(end), limit=limit, revision=revision or 0, sort_order=order, sort_target=etcdrpc.RangeRequest.KEY
+            )
             try:
-                response = self._call(f"range {start!r}..{end!r} limit {limit}", self._unary("kvstub", "Range", request),
-                                      idempotent=True)
+                response = self._call(f"range {start!r}..{end!r} limit {limit}", self._unary("kvstub", "Range", request), idempotent=True)
             except StoreError as exc:
                 if limit > 1 and _is_response_too_large(exc.__cause__ or exc):
                     limit = max(1, limit // 4)
@@ -251,8 +243,11 @@ class EtcdStore(_MemberClients):
         """
         _check_key(prefix, "prefix")
         request = etcdrpc.RangeRequest(
-            key=_key_bytes(prefix), range_end=pyetcd.utils.prefix_range_end(_key_bytes(prefix)), limit=1,
-            sort_order=etcdrpc.RangeRequest.DESCEND, sort_target=etcdrpc.RangeRequest.KEY,
+            key=_key_bytes(prefix),
+            range_end=pyetcd.utils.prefix_range_end(_key_bytes(prefix)),
+            limit=1,
+            sort_order=etcdrpc.RangeRequest.DESCEND,
+            sort_target=etcdrpc.RangeRequest.KEY,
         )
         response = self._call(f"last key of {prefix!r}", self._unary("kvstub", "Range", request), idempotent=True)
         return _key_value(response.kvs[0]) if response.kvs else None
@@ -261,8 +256,10 @@ class EtcdStore(_MemberClients):
         """How many keys are under prefix (at revision, or now), without transferring them."""
         _check_key(prefix, "prefix")
         request = etcdrpc.RangeRequest(
-            key=_key_bytes(prefix), range_end=pyetcd.utils.prefix_range_end(_key_bytes(prefix)),
-            count_only=True, revision=revision or 0,
+            key=_key_bytes(prefix),
+            range_end=pyetcd.utils.prefix_range_end(_key_bytes(prefix)),
+            count_only=True,
+            revision=revision or 0,
         )
         response = self._call(f"count {prefix!r}", self._unary("kvstub", "Range", request), idempotent=True)
         return int(response.count)
@@ -288,12 +285,8 @@ class EtcdStore(_MemberClients):
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key under prefix; returns how many were deleted."""
         _check_key(prefix, "prefix")
-        request = etcdrpc.DeleteRangeRequest(
-            key=_key_bytes(prefix), range_end=pyetcd.utils.prefix_range_end(_key_bytes(prefix))
-        )
-        response = self._call(
-            f"delete prefix {prefix!r}", self._unary("kvstub", "DeleteRange", request), idempotent=False
-        )
+        request = etcdrpc.DeleteRangeRequest(key=_key_bytes(prefix), range_end=pyetcd.utils.prefix_range_end(_key_bytes(prefix)))
+        response = self._call(f"delete prefix {prefix!r}", self._unary("kvstub", "DeleteRange", request), idempotent=False)
         return int(response.deleted)
 
     def txn(
@@ -328,8 +321,7 @@ class EtcdStore(_MemberClients):
         if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
             raise ValueError(f"lease TTL must be a whole number of seconds >= 1, not {ttl!r}")
         request = etcdrpc.LeaseGrantRequest(TTL=ttl, ID=0)
-        response = self._call(f"grant lease ttl={ttl}s", self._unary("leasestub", "LeaseGrant", request),
-                              idempotent=True)
+        response = self._call(f"grant lease ttl={ttl}s", self._unary("leasestub", "LeaseGrant", request), idempotent=True)
         if response.error:
             raise StoreError(f"etcd grant lease ttl={ttl}s failed ({self._endpoints}): {response.error}")
         return int(response.ID)
@@ -340,9 +332,7 @@ class EtcdStore(_MemberClients):
         request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
 
         def keepalive(client: Any, timeout: float) -> Any:
-            call = client.leasestub.LeaseKeepAlive(
-                iter([request]), timeout, credentials=client.call_credentials, metadata=client.metadata
-            )
+            call = client.leasestub.LeaseKeepAlive(iter([request]), timeout, credentials=client.call_credentials, metadata=client.metadata)
             try:
                 for response in call:
                     return response
@@ -362,8 +352,7 @@ class EtcdStore(_MemberClients):
         """Revoke the lease and delete its keys. Idempotent: an unknown lease is not an error."""
         request = etcdrpc.LeaseRevokeRequest(ID=lease_id)
         try:
-            self._call(f"revoke lease {lease_id:x}", self._unary("leasestub", "LeaseRevoke", request),
-                       idempotent=True)
+            self._call(f"revoke lease {lease_id:x}", self._unary("leasestub", "LeaseRevoke", request), idempotent=True)
         except LeaseLost:
             return
 
@@ -373,8 +362,7 @@ class EtcdStore(_MemberClients):
         """Drop history before revision. Idempotent: an older compaction is not an error."""
         request = etcdrpc.CompactionRequest(revision=revision, physical=False)
         try:
-            self._call(f"compact at revision {revision}", self._unary("kvstub", "Compact", request),
-                       idempotent=True)
+            self._call(f"compact at revision {revision}", self._unary("kvstub", "Compact", request), idempotent=True)
         except StoreError as exc:
             if "has been compacted" not in str(exc):
                 raise
@@ -402,9 +390,7 @@ class EtcdStore(_MemberClients):
         """
         _check_key(prefix, "prefix")
         if isinstance(start_revision, bool) or not isinstance(start_revision, int) or start_revision < 1:
-            raise ValueError(
-                f"start_revision must be >= 1 (use list_prefix(...).revision + 1), not {start_revision!r}"
-            )
+            raise ValueError(f"start_revision must be >= 1 (use list_prefix(...).revision + 1), not {start_revision!r}")
         watch = PrefixWatch(
             prefix=prefix,
             start_revision=start_revision,

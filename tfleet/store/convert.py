@@ -41,12 +41,13 @@ def _watch_event(event: Any) -> WatchEvent:
     )
 
 
-_RESULTS = {"==": etcdrpc.Compare.EQUAL, "!=": etcdrpc.Compare.NOT_EQUAL,
-            "<": etcdrpc.Compare.LESS, ">": etcdrpc.Compare.GREATER}
-_TARGETS = {"mod": (etcdrpc.Compare.MOD, "mod_revision"),
-            "create": (etcdrpc.Compare.CREATE, "create_revision"),
-            "version": (etcdrpc.Compare.VERSION, "version"),
-            "value": (etcdrpc.Compare.VALUE, "value")}
+_RESULTS = {"==": etcdrpc.Compare.EQUAL, "!=": etcdrpc.Compare.NOT_EQUAL, "<": etcdrpc.Compare.LESS, ">": etcdrpc.Compare.GREATER}
+_TARGETS = {
+    "mod": (etcdrpc.Compare.MOD, "mod_revision"),
+    "create": (etcdrpc.Compare.CREATE, "create_revision"),
+    "version": (etcdrpc.Compare.VERSION, "version"),
+    "value": (etcdrpc.Compare.VALUE, "value"),
+}
 
 
 def _compare_message(compare: Compare) -> Any:
@@ -78,5 +79,3 @@ def _txn_subject(compares: Sequence[Compare], ops: Sequence[Put | Delete]) -> st
     keys = sorted({c.key for c in compares} | {op.key for op in ops})
     shown = ", ".join(repr(k) for k in keys[:4])
     return f"txn on {shown}" + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
-
-

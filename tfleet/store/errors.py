@@ -49,11 +49,7 @@ def _needs_new_token(exc: BaseException) -> bool:
     if rpc is None:
         return False
     details = (rpc.details() or "").lower()
-    return (
-        rpc.code() == grpc.StatusCode.UNAUTHENTICATED
-        or "invalid auth token" in details
-        or "auth store is old" in details
-    )
+    return rpc.code() == grpc.StatusCode.UNAUTHENTICATED or "invalid auth token" in details or "auth store is old" in details
 
 
 def _is_lease_not_found(exc: BaseException) -> bool:
@@ -132,17 +128,12 @@ def _never_sent(exc: BaseException) -> bool:
     if _code(exc) != grpc.StatusCode.UNAVAILABLE:
         return False
     details = _details(exc).lower()
-    return any(
-        marker in details
-        for marker in ("failed to connect", "connection refused", "no leader", "connections to all backends failing")
-    )
+    return any(marker in details for marker in ("failed to connect", "connection refused", "no leader", "connections to all backends failing"))
 
 
 def _is_too_large(exc: BaseException) -> bool:
     details = _details(exc).lower()
-    return "request is too large" in details or (
-        _code(exc) == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details
-    )
+    return "request is too large" in details or (_code(exc) == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details)
 
 
 def _is_response_too_large(exc: BaseException) -> bool:
@@ -171,5 +162,3 @@ def _translate(exc: BaseException, what: str, endpoints: str, *, write: bool = F
     if _is_lease_not_found(exc):
         return LeaseLost(message)
     return StoreError(message)
-
-

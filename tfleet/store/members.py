@@ -89,8 +89,7 @@ def _channel_options(keepalive: float | None, max_receive_bytes: int = _MAX_RECE
     return options
 
 
-def _build_client(settings: EtcdSettings, url: str, *, timeout: float, keepalive: float | None = None,
-                  max_receive_bytes: int = _MAX_RECEIVE_BYTES) -> Any:
+def _build_client(settings: EtcdSettings, url: str, *, timeout: float, keepalive: float | None = None, max_receive_bytes: int = _MAX_RECEIVE_BYTES) -> Any:
     """A pyetcd client of ONE member; with user/password this logs in (a network call).
 
     Failover between members is ours (_MemberPicker), so pyetcd never marks this
@@ -101,9 +100,7 @@ def _build_client(settings: EtcdSettings, url: str, *, timeout: float, keepalive
     host, port = _endpoint_host_port(url)
     endpoint = pyetcd.Endpoint(host, port, secure=secure, creds=creds, time_retry=0, opts=_channel_options(keepalive, max_receive_bytes))
     try:
-        client = pyetcd.MultiEndpointEtcd3Client(
-            endpoints=[endpoint], timeout=timeout, user=settings.user, password=settings.password, failover=False
-        )
+        client = pyetcd.MultiEndpointEtcd3Client(endpoints=[endpoint], timeout=timeout, user=settings.user, password=settings.password, failover=False)
     except BaseException:
         endpoint.close()
         raise
@@ -127,8 +124,7 @@ class _MemberPicker:
     failed too (never refuse a call without trying: that was pyetcd's 300 s trap).
     """
 
-    def __init__(self, count: int, *, quarantine: float = _MEMBER_QUARANTINE_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, count: int, *, quarantine: float = _MEMBER_QUARANTINE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self._count = count
         self._quarantine = quarantine
         self._clock = clock
@@ -150,8 +146,7 @@ class _MemberPicker:
             now = self._clock()
             rotation = [(self._preferred + i) % self._count for i in range(self._count)]
             healthy = [i for i in rotation if not self._quarantined(i, now)]
-            failed = sorted((i for i in rotation if self._quarantined(i, now)),
-                            key=lambda i: self._failed_at[i] or 0.0)
+            failed = sorted((i for i in rotation if self._quarantined(i, now)), key=lambda i: self._failed_at[i] or 0.0)
             return healthy + failed
 
     def failed(self, index: int) -> None:
@@ -182,8 +177,6 @@ class _AttemptFailed(Exception):
         self.sent = sent
 
 
-
-
 class _MemberClients:
     """One lazily built client per member, and the failover of one call between them.
 
@@ -192,8 +185,7 @@ class _MemberClients:
     closed flag) under one lock.
     """
 
-    def __init__(self, settings: EtcdSettings, *, watch_keepalive: float, max_receive_bytes: int,
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, settings: EtcdSettings, *, watch_keepalive: float, max_receive_bytes: int, clock: Callable[[], float]) -> None:
         self.settings = settings
         self._watch_keepalive = float(watch_keepalive)
         self._endpoints = ",".join(settings.endpoints)
@@ -222,8 +214,7 @@ class _MemberClients:
             client = self._clients[index]
         if client is not None:
             return client
-        client = _build_client(self.settings, self.settings.endpoints[index], timeout=timeout,
-                               max_receive_bytes=self._max_receive_bytes)
+        client = _build_client(self.settings, self.settings.endpoints[index], timeout=timeout, max_receive_bytes=self._max_receive_bytes)
         with self._lock:
             if self._closed or self._clients[index] is not None:
                 spare, client = client, self._clients[index]
@@ -246,8 +237,7 @@ class _MemberClients:
         self._picker.failed(index)
         with self._lock:
             streams = list(self._streams.get(index, ()))
-        _log.info("etcd member %s failed (%s); %d watch stream(s) move",
-                  self.settings.endpoints[index], _describe(exc), len(streams))
+        _log.info("etcd member %s failed (%s); %d watch stream(s) move", self.settings.endpoints[index], _describe(exc), len(streams))
         for close in streams:
             close()
 
@@ -303,8 +293,7 @@ class _MemberClients:
                     self._discard_client(index, client)
                     continue
                 # A login that did not get through sent nothing: any call may go on.
-                raise _AttemptFailed(exc, what if client is not None else f"{what} (login)",
-                                     sent=client is not None) from exc
+                raise _AttemptFailed(exc, what if client is not None else f"{what} (login)", sent=client is not None) from exc
             self._picker.succeeded(index)
             return result
         raise AssertionError("unreachable")
@@ -316,15 +305,11 @@ class _MemberClients:
     @staticmethod
     def _unary(stub: str, method: str, request: Any) -> Callable[[Any, float], Any]:
         def send(client: Any, timeout: float) -> Any:
-            return getattr(getattr(client, stub), method)(
-                request, timeout, credentials=client.call_credentials, metadata=client.metadata
-            )
+            return getattr(getattr(client, stub), method)(request, timeout, credentials=client.call_credentials, metadata=client.metadata)
 
         return send
 
-    def _open_watch_stream(
-        self, prefix: str, start_revision: int, deliver: Callable[[object], None]
-    ) -> Callable[[], None]:
+    def _open_watch_stream(self, prefix: str, start_revision: int, deliver: Callable[[object], None]) -> Callable[[], None]:
         """Open one watch stream, on its own client of the best member; returns its closer.
 
         A stream error that shows a member fault marks the member failed, so that the
@@ -338,8 +323,9 @@ class _MemberClients:
             if self._closed:
                 raise StoreError(f"etcd {what} failed ({self._endpoints}): the store is closed")
         try:
-            client = _build_client(self.settings, url, timeout=self._attempt_timeout, keepalive=self._watch_keepalive,
-                                   max_receive_bytes=self._max_receive_bytes)
+            client = _build_client(
+                self.settings, url, timeout=self._attempt_timeout, keepalive=self._watch_keepalive, max_receive_bytes=self._max_receive_bytes
+            )
         except _CLIENT_ERRORS as exc:
             if _is_member_fault(exc):
                 self._picker.failed(index)
@@ -370,4 +356,3 @@ class _MemberClients:
         with self._lock:
             self._streams.setdefault(index, set()).add(close)
         return close
-

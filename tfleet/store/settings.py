@@ -49,7 +49,6 @@ _MAX_PING_TIMEOUT = 5.0
 _MAX_DETAIL_CHARS = 300
 
 
-
 @dataclass(frozen=True)
 class EtcdSettings:
     """How to reach etcd. Validated on construction, so a bad flag fails at startup.
@@ -112,10 +111,7 @@ class EtcdSettings:
         if (self.cert is None) != (self.key is None):
             raise ValueError("client certificate needs both cert and key (got only one)")
         if not self.secure and (self.ca_cert or self.cert):
-            raise ValueError(
-                "TLS files (ca_cert/cert/key) given but the endpoints use http://; "
-                "write them as https://HOST:PORT"
-            )
+            raise ValueError("TLS files (ca_cert/cert/key) given but the endpoints use http://; write them as https://HOST:PORT")
 
     def _check_password(self) -> None:
         if (self.user is None) != (self.password is None):
@@ -126,8 +122,7 @@ class EtcdSettings:
             raise ValueError("user and password must not be empty")
         if not self.secure:
             raise ValueError(
-                "password authentication requires https:// endpoints (the token would "
-                "travel in clear); use TLS, preferably with client certificates"
+                "password authentication requires https:// endpoints (the token would travel in clear); use TLS, preferably with client certificates"
             )
 
 
@@ -140,10 +135,7 @@ def _check_timeout(value: object, name: str = "call_timeout") -> None:
 
 def _normalize_endpoints(endpoints: object) -> tuple[str, ...]:
     if isinstance(endpoints, str):
-        raise ValueError(
-            "endpoints must be a tuple of URLs, not a string; "
-            "use EtcdSettings.parse_endpoints('URL[,URL...]')"
-        )
+        raise ValueError("endpoints must be a tuple of URLs, not a string; use EtcdSettings.parse_endpoints('URL[,URL...]')")
     if not isinstance(endpoints, Iterable):
         raise ValueError(f"endpoints must be a tuple of URLs, not {endpoints!r}")
     urls = tuple(_normalize_endpoint(item) for item in endpoints)
@@ -205,5 +197,3 @@ class Backoff:
         """Seconds to wait before attempt number `attempt` (1-based): in [base/2, base]."""
         base = min(self.cap, self.initial * 2.0 ** min(max(attempt, 1) - 1, 32))
         return base / 2 + rng.uniform(0, base / 2)
-
-

@@ -172,5 +172,3 @@ class QuotaExceeded(StoreError):
 
 class RevisionCompacted(StoreError):
     """A read pinned to a revision that etcd has compacted away: read again at a new one."""
-
-

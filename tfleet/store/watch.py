@@ -20,6 +20,7 @@ from tfleet.store.types import RevisionCompacted, Snapshot, StoreError, WatchEve
 
 _log = logging.getLogger("tfleet.store")
 
+
 class _Compacted(Exception):
     """The watch's next revision was compacted away: the owner must re-read the prefix."""
 
@@ -175,8 +176,7 @@ class PrefixWatch:
         try:
             self._on_events(events)
         except Exception:
-            _log.exception("watch %r: on_events raised; events up to revision %d are skipped",
-                           self.prefix, events[-1].mod_revision)
+            _log.exception("watch %r: on_events raised; events up to revision %d are skipped", self.prefix, events[-1].mod_revision)
         self.revision = max(self.revision, events[-1].mod_revision)
 
     def _reset(self) -> None:

@@ -20,6 +20,7 @@ from tfleet.tfs.types import TfsDeadlineExceeded, TfsError, TfsUnavailable
 
 DEFAULT_SIGNATURE = "serving_default"
 
+
 @dataclass(frozen=True)
 class PredictResult:
     model: str

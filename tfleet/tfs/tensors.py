@@ -73,7 +73,7 @@ def reshape(flat: list[Any], shape: list[int]) -> Any:
     if len(shape) == 1:
         return flat
     step = math.prod(shape[1:])
-    return [reshape(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
+    return [reshape(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
 
 
 def flat_values(tensor: tensorflow_types_pb2.TensorProto, where: str) -> tuple[list[Any], list[int]]:
@@ -112,5 +112,3 @@ def decode(tensor: tensorflow_types_pb2.TensorProto, name: str) -> Any:
     """A TensorProto as nested lists (strings as text)."""
     flat, shape = flat_values(tensor, f"output {name}")
     return reshape(flat, shape)
-
-

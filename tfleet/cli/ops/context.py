@@ -77,7 +77,7 @@ class Ops:
         return kv.mod_revision if kv is not None else 0
 
     def who_changed(self, model: str, revision: int) -> str:
-        """" by alice via cli", or " outside tfleet (etcdctl?)" when no entry records revision."""
+        """ " by alice via cli", or " outside tfleet (etcdctl?)" when no entry records revision."""
         from tfleet.cli.views import who
         from tfleet.registry import RegistryError
 
@@ -138,13 +138,18 @@ def fleet_command(function: Callable[..., Any]) -> Callable[..., Any]:
             ops.close()
 
     run = etcd_options(run)
-    return click.option("--prefix", default="/tfleet", envvar="TFLEET_PREFIX", show_envvar=True, show_default=True,
-                        help="etcd key prefix of this fleet.")(run)
+    return click.option("--prefix", default="/tfleet", envvar="TFLEET_PREFIX", show_envvar=True, show_default=True, help="etcd key prefix of this fleet.")(run)
 
 
 def author_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--author", default=_default_author, envvar="TFLEET_AUTHOR", show_envvar=True, show_default="$USER",
-                        help="Who makes the change, as recorded in the history.")(command)
+    return click.option(
+        "--author",
+        default=_default_author,
+        envvar="TFLEET_AUTHOR",
+        show_envvar=True,
+        show_default="$USER",
+        help="Who makes the change, as recorded in the history.",
+    )(command)
 
 
 def _unknown_model(ops: Ops, model: str, view: Any = None) -> CommandError:

@@ -45,9 +45,21 @@ def history(ops: Ops, model: str, limit: int | None, before: int | None, output:
             if before is not None:
                 return f"{model} has no history entry before {before} (older entries are pruned, or there were none)"
             return f"{model} has no history entry yet (written with etcdctl; the controller records it)"
-        return table([[e.sequence, format_time(e.at), e.author or ("etcdctl" if e.source == "etcd" else "-"), e.source, e.action,
-                       e.revision, short(history_summary(e), 80)] for e in entries],
-                     ["seq", "at", "author", "source", "action", "revision", "changes"])
+        return table(
+            [
+                [
+                    e.sequence,
+                    format_time(e.at),
+                    e.author or ("etcdctl" if e.source == "etcd" else "-"),
+                    e.source,
+                    e.action,
+                    e.revision,
+                    short(history_summary(e), 80),
+                ]
+                for e in entries
+            ],
+            ["seq", "at", "author", "source", "action", "revision", "changes"],
+        )
 
     emit(output, entries, human)
 
@@ -94,8 +106,14 @@ def rollback(ops: Ops, model: str, to_sequence: int | None, author: str, output:
         raise refused(ops.conflict(exc, "rollback")) from None
     after = ops.registry.history(model, limit=1)
     written = bool(after) and (not before or after[-1].sequence > before[-1].sequence)
-    data = {"model": model, "to_sequence": target, "revision": revision, "written": written,
-            "sequence": after[-1].sequence if written else None, "changes": history_summary(after[-1]) if written else None}
+    data = {
+        "model": model,
+        "to_sequence": target,
+        "revision": revision,
+        "written": written,
+        "sequence": after[-1].sequence if written else None,
+        "changes": history_summary(after[-1]) if written else None,
+    }
 
     def human() -> str:
         if not written:

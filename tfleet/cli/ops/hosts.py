@@ -37,8 +37,10 @@ def _change_host(ops: Ops, host: str, change: Callable[[Any], Any], force: bool,
         live = ops.store.get(ops.keyspace.host(host)) is not None
         holds = bool(ops.store.list_prefix(ops.keyspace.assignments_prefix(host)).items)
         if not live and not holds:
-            raise bad_input(f"unknown host {host}: no agent registered it (hosts/{host}) and it holds no assignment; "
-                            f"pass --force to set it anyway (e.g. before its agent starts)")
+            raise bad_input(
+                f"unknown host {host}: no agent registered it (hosts/{host}) and it holds no assignment; "
+                f"pass --force to set it anyway (e.g. before its agent starts)"
+            )
     new = change(current)
     control = None if new == HostControl() else new
     action, revision = _write_hostctl(ops, host, control, expected, f"tfleet {verb}")

@@ -26,8 +26,15 @@ from tfleet.cli.output import (
 
 
 @click.command("apply", cls=OpsCommand)
-@click.option("-f", "--filename", "files", multiple=True, required=True, metavar="FILE",
-              help="YAML or JSON file with one or more documents ('---'); '-' reads stdin. Repeatable.")
+@click.option(
+    "-f",
+    "--filename",
+    "files",
+    multiple=True,
+    required=True,
+    metavar="FILE",
+    help="YAML or JSON file with one or more documents ('---'); '-' reads stdin. Repeatable.",
+)
 @click.option("--dry-run", is_flag=True, help="Write nothing: show what the controller would do (placement, rollout step).")
 @author_option
 @output_option
@@ -81,8 +88,7 @@ def apply(ops: Ops, files: tuple[str, ...], dry_run: bool, author: str, output: 
         results.append({"kind": "HostControl", "name": host, "action": action, "revision": revision})
 
     def human() -> str:
-        return "\n".join(
-            f"{'model' if r['kind'] == 'Model' else 'hostctl'} {r['name']} {r['action']} (revision {r['revision']})" for r in results)
+        return "\n".join(f"{'model' if r['kind'] == 'Model' else 'hostctl'} {r['name']} {r['action']} (revision {r['revision']})" for r in results)
 
     emit(output, results, human)
     if conflicts:
@@ -115,9 +121,21 @@ def get_models(ops: Ops, names: tuple[str, ...], output: str) -> None:
         if not rows:
             return "no models (tfleet apply -f models.yaml to declare one)"
         return table(
-            [[r["name"], f"{'-' if r['serving'] is None else r['serving']}/{r['wanted']}", f"{'-' if r['ready'] is None else r['ready']}/{r['wanted']}",
-              r["versions"], labels_text(r["labels"]), r["phase"], r["health"], short(r["error"])] for r in rows],
-            ["name", "serving", "ready", "versions", "labels", "phase", "health", "error"])
+            [
+                [
+                    r["name"],
+                    f"{'-' if r['serving'] is None else r['serving']}/{r['wanted']}",
+                    f"{'-' if r['ready'] is None else r['ready']}/{r['wanted']}",
+                    r["versions"],
+                    labels_text(r["labels"]),
+                    r["phase"],
+                    r["health"],
+                    short(r["error"]),
+                ]
+                for r in rows
+            ],
+            ["name", "serving", "ready", "versions", "labels", "phase", "health", "error"],
+        )
 
     emit(output, rows, human)
 
@@ -141,10 +159,21 @@ def get_hosts(ops: Ops, names: tuple[str, ...], output: str) -> None:
         if not rows:
             return "no hosts (start an agent: tfleet agent --host NAME ...)"
         return table(
-            [[r["name"], r["state"], r["grpc_address"], pairs_text(r["labels"]),
-              f"{r['memory_used_mb']}/{r['memory_mb']}" if r["memory_mb"] is not None else "-",
-              r["agent_version"], short(", ".join(r["models"]), 40), short(r["reason"], 30)] for r in rows],
-            ["name", "state", "address", "labels", "memory mb", "agent", "models", "reason"])
+            [
+                [
+                    r["name"],
+                    r["state"],
+                    r["grpc_address"],
+                    pairs_text(r["labels"]),
+                    f"{r['memory_used_mb']}/{r['memory_mb']}" if r["memory_mb"] is not None else "-",
+                    r["agent_version"],
+                    short(", ".join(r["models"]), 40),
+                    short(r["reason"], 30),
+                ]
+                for r in rows
+            ],
+            ["name", "state", "address", "labels", "memory mb", "agent", "models", "reason"],
+        )
 
     emit(output, rows, human)
 
@@ -168,9 +197,21 @@ def get_versions(ops: Ops, model: str, output: str) -> None:
         if not rows:
             return f"no registered versions of {model} (tfleet register {model} VERSION)"
         return table(
-            [[r["version"], short_checksum(r["checksum"]), format_size(r["size_bytes"]), format_time(r["created_at"]),
-              r["registered_by"], ",".join(r["tags"]), ",".join(r["labels"]), r["available_replicas"]] for r in rows],
-            ["version", "checksum", "size", "created", "registered by", "tags", "labels", "available"])
+            [
+                [
+                    r["version"],
+                    short_checksum(r["checksum"]),
+                    format_size(r["size_bytes"]),
+                    format_time(r["created_at"]),
+                    r["registered_by"],
+                    ",".join(r["tags"]),
+                    ",".join(r["labels"]),
+                    r["available_replicas"],
+                ]
+                for r in rows
+            ],
+            ["version", "checksum", "size", "created", "registered by", "tags", "labels", "available"],
+        )
 
     emit(output, rows, human)
 
@@ -219,8 +260,10 @@ def _describe_text(data: dict[str, Any]) -> str:
             f"Selector:     {pairs_text(intent.host_selector)}",
             f"Spread by:    {intent.spread_by or '-'}",
             f"Memory:       {data['memory_mb']} MB{' (estimated)' if data['memory_estimated'] else ''}",
-            f"Rollout:      {intent.rollout.strategy}" + (f", canary_replicas {intent.rollout.canary_replicas}" if intent.rollout.strategy == "canary" else "")
-            + (", promote" if intent.rollout.promote else "") + (", abort" if intent.rollout.abort else ""),
+            f"Rollout:      {intent.rollout.strategy}"
+            + (f", canary_replicas {intent.rollout.canary_replicas}" if intent.rollout.strategy == "canary" else "")
+            + (", promote" if intent.rollout.promote else "")
+            + (", abort" if intent.rollout.abort else ""),
         ]
         for label, value in (("Description:", intent.description), ("Owner:", intent.owner), ("Tags:", ", ".join(intent.tags))):
             if value:
@@ -232,9 +275,24 @@ def _describe_text(data: dict[str, Any]) -> str:
     lines.append("")
     lines.append("Registered versions:")
     if data["versions"]:
-        lines += _indent(table([[v["version"], short_checksum(v["checksum"]), format_size(v["size_bytes"]), format_time(v["registered_at"]),
-                                 v["registered_by"], ",".join(v["tags"]), ",".join(v["labels"]), v["available_replicas"]] for v in data["versions"]],
-                               ["version", "checksum", "size", "registered", "by", "tags", "labels", "available"]))
+        lines += _indent(
+            table(
+                [
+                    [
+                        v["version"],
+                        short_checksum(v["checksum"]),
+                        format_size(v["size_bytes"]),
+                        format_time(v["registered_at"]),
+                        v["registered_by"],
+                        ",".join(v["tags"]),
+                        ",".join(v["labels"]),
+                        v["available_replicas"],
+                    ]
+                    for v in data["versions"]
+                ],
+                ["version", "checksum", "size", "registered", "by", "tags", "labels", "available"],
+            )
+        )
     else:
         lines.append("  none")
     lines.append("")
@@ -244,8 +302,17 @@ def _describe_text(data: dict[str, Any]) -> str:
         for r in data["replicas"]:
             states = ", ".join(f"{v} {s}" for v, s in sorted(r["versions"].items())) or "-"
             problem = "; ".join(r["errors"])
-            rows.append([r["host"] + ("" if r["up"] else " (down)"), states, labels_text(r["labels"]), "yes" if r["ready"] else "no",
-                         "yes" if r["canary"] else "", pairs_text(r["host_labels"]), short(problem, 50)])
+            rows.append(
+                [
+                    r["host"] + ("" if r["up"] else " (down)"),
+                    states,
+                    labels_text(r["labels"]),
+                    "yes" if r["ready"] else "no",
+                    "yes" if r["canary"] else "",
+                    pairs_text(r["host_labels"]),
+                    short(problem, 50),
+                ]
+            )
         lines += _indent(table(rows, ["host", "versions", "labels", "ready", "canary", "host labels", "error"]))
     else:
         lines.append("  none")
@@ -262,14 +329,29 @@ def _describe_text(data: dict[str, Any]) -> str:
     for reason in data["reasons"]:
         lines.append(f"Reason:       {one_line(reason)}")
     for failure in data["failures"]:
-        lines.append(f"Failure:      version {failure.version} on {failure.host} at {format_time(failure.at)}: {one_line(failure.error)} "
-                     f"(not retried before {format_time(failure.retry_after)})")
+        lines.append(
+            f"Failure:      version {failure.version} on {failure.host} at {format_time(failure.at)}: {one_line(failure.error)} "
+            f"(not retried before {format_time(failure.retry_after)})"
+        )
     lines.append("")
     lines.append(f"History (last {len(data['history'])} of {data['history_total']}):")
     if data["history"]:
-        lines += _indent(table([[e["sequence"], format_time(e["at"]), e["author"] or ("etcdctl" if e["source"] == "etcd" else "-"), e["action"],
-                                 e["revision"], short(e["summary"], 60)] for e in data["history"]],
-                               ["seq", "at", "author", "action", "revision", "changes"]))
+        lines += _indent(
+            table(
+                [
+                    [
+                        e["sequence"],
+                        format_time(e["at"]),
+                        e["author"] or ("etcdctl" if e["source"] == "etcd" else "-"),
+                        e["action"],
+                        e["revision"],
+                        short(e["summary"], 60),
+                    ]
+                    for e in data["history"]
+                ],
+                ["seq", "at", "author", "action", "revision", "changes"],
+            )
+        )
     else:
         lines.append("  none")
     return "\n".join(lines)
@@ -296,15 +378,17 @@ def describe_host(ops: Ops, host: str, output: str) -> None:
     for model in sorted(view.fleet.held_by.get(host, ())):
         parsed = view.fleet.assignments.get((host, model))
         status = view.fleet.statuses.get((host, model))
-        models.append({
-            "model": model,
-            "assigned": versions_text(parsed.value) if parsed and parsed.value else None,
-            "assignment_error": parsed.error if parsed else None,
-            "labels": dict(parsed.value.version_labels) if parsed and parsed.value else {},
-            "states": {v: r.state for v, r in status.versions.items()} if status else {},
-            "error": status.error if status else None,
-            "managed": model in view.fleet.intents or model in view.fleet.modelstatus,
-        })
+        models.append(
+            {
+                "model": model,
+                "assigned": versions_text(parsed.value) if parsed and parsed.value else None,
+                "assignment_error": parsed.error if parsed else None,
+                "labels": dict(parsed.value.version_labels) if parsed and parsed.value else {},
+                "states": {v: r.state for v, r in status.versions.items()} if status else {},
+                "error": status.error if status else None,
+                "managed": model in view.fleet.intents or model in view.fleet.modelstatus,
+            }
+        )
     data = {**row, "record": record, "assignments": models}
 
     def human() -> str:
@@ -319,10 +403,21 @@ def describe_host(ops: Ops, host: str, output: str) -> None:
             "Assignments:",
         ]
         if models:
-            lines += _indent(table([[m["model"] + ("" if m["managed"] else " (by hand)"), m["assigned"] or m["assignment_error"],
-                                     labels_text(m["labels"]), ", ".join(f"{v} {s}" for v, s in sorted(m["states"].items())) or "-",
-                                     short(m["error"], 50)] for m in models],
-                                   ["model", "versions", "labels", "states", "error"]))
+            lines += _indent(
+                table(
+                    [
+                        [
+                            m["model"] + ("" if m["managed"] else " (by hand)"),
+                            m["assigned"] or m["assignment_error"],
+                            labels_text(m["labels"]),
+                            ", ".join(f"{v} {s}" for v, s in sorted(m["states"].items())) or "-",
+                            short(m["error"], 50),
+                        ]
+                        for m in models
+                    ],
+                    ["model", "versions", "labels", "states", "error"],
+                )
+            )
         else:
             lines.append("  none")
         return "\n".join(lines)

@@ -90,15 +90,21 @@ def _known_versions(ops: Ops, view: Any, model: str) -> set[int]:
 @click.argument("model")
 @click.option("--version", "version", type=click.IntRange(min=0), help="Ask this version.")
 @click.option("--label", help="Ask the version under this label (e.g. stable).")
-@click.option("--input", "input_text", required=True, metavar="JSON",
-              help='Inputs as JSON: {"x": [1.0, 2.0]} (name -> nested list of numbers, sent as DT_FLOAT); a bare list is input "x".')
+@click.option(
+    "--input",
+    "input_text",
+    required=True,
+    metavar="JSON",
+    help='Inputs as JSON: {"x": [1.0, 2.0]} (name -> nested list of numbers, sent as DT_FLOAT); a bare list is input "x".',
+)
 @click.option("--host", help="Send to this host (default: the first host serving it).")
 @click.option("--signature", default="serving_default", show_default=True, help="Signature to call.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True, help="Deadline of the Predict call, seconds.")
 @output_option
 @fleet_command
-def predict(ops: Ops, model: str, version: int | None, label: str | None, input_text: str, host: str | None, signature: str,
-            timeout: float, output: str) -> None:
+def predict(
+    ops: Ops, model: str, version: int | None, label: str | None, input_text: str, host: str | None, signature: str, timeout: float, output: str
+) -> None:
     """Send one gRPC Predict to a host serving MODEL and print the outputs."""
     from tfleet.tfs.predict import TensorError
     from tfleet.tfs.predict import predict as send
@@ -130,8 +136,9 @@ def predict(ops: Ops, model: str, version: int | None, label: str | None, input_
             known = _known_versions(ops, view, model)
             if version not in known:
                 raise bad_input(f"unknown version {version} of {model} (known: {', '.join(map(str, sorted(known))) or 'none'})")
-        raise refused(f"no host serves {model} ({wanted}) AVAILABLE (from the {'routes key' if source == 'routes' else 'agents status keys'}); "
-                      f"see tfleet explain {model}")
+        raise refused(
+            f"no host serves {model} ({wanted}) AVAILABLE (from the {'routes key' if source == 'routes' else 'agents status keys'}); see tfleet explain {model}"
+        )
     target_host, address = candidates[0]
     try:
         result = send(address, model, inputs, version=version, label=label, signature=signature, timeout=timeout)
@@ -143,8 +150,7 @@ def predict(ops: Ops, model: str, version: int | None, label: str | None, input_
         # INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION: the request named something that is not there
         code = EXIT_BAD_INPUT if exc.code in (3, 5, 9) else 1
         raise CommandError(f"Predict on {target_host} ({address}) failed: {exc.message}", code) from None
-    data = {"model": result.model, "version": result.version, "signature": result.signature, "host": target_host, "address": address,
-            "outputs": result.outputs}
+    data = {"model": result.model, "version": result.version, "signature": result.signature, "host": target_host, "address": address, "outputs": result.outputs}
 
     def human() -> str:
         lines = [f"{result.model} version {result.version} on {target_host} ({address}):"]

@@ -72,8 +72,9 @@ def _with(intent: Any, **changes: Any) -> Any:
 @author_option
 @output_option
 @fleet_command
-def rollout_start(ops: Ops, model: str, version: int, canary: int | None, rolling: bool, label: str, no_label: bool, force: bool,
-                  author: str, output: str) -> None:
+def rollout_start(
+    ops: Ops, model: str, version: int, canary: int | None, rolling: bool, label: str, no_label: bool, force: bool, author: str, output: str
+) -> None:
     """Serve VERSION of MODEL instead of its current versions, make-before-break.
 
     Sets the intent's versions to [VERSION] and moves the label to it; with --canary N, only
@@ -95,14 +96,18 @@ def rollout_start(ops: Ops, model: str, version: int, canary: int | None, rollin
     if report is not None and not force:
         phase = report.rollout.phase
         if phase in ("adding", "labeling", "removing", "canary") and list(report.rollout.to_versions) != target:
-            raise refused(f"{model} is in the middle of a rollout ({phase}, {_versions(report.rollout.from_versions)} -> "
-                          f"{_versions(report.rollout.to_versions)}); wait for it, abort it (tfleet rollout abort {model}), or pass --force")
+            raise refused(
+                f"{model} is in the middle of a rollout ({phase}, {_versions(report.rollout.from_versions)} -> "
+                f"{_versions(report.rollout.to_versions)}); wait for it, abort it (tfleet rollout abort {model}), or pass --force"
+            )
         now = utc_now()
         blocked = [f for f in report.failures if f.version == version and f.retry_after > now]
         if blocked:
             failure = blocked[0]
-            raise refused(f"version {version} of {model} failed to load on {failure.host} ({one_line(failure.error)}); "
-                          f"the controller does not retry it before {format_time(failure.retry_after)}; fix the files and register a new version")
+            raise refused(
+                f"version {version} of {model} failed to load on {failure.host} ({one_line(failure.error)}); "
+                f"the controller does not retry it before {format_time(failure.retry_after)}; fix the files and register a new version"
+            )
     labels = {name: v for name, v in intent.version_labels.items() if v == version}
     dropped = {name: v for name, v in intent.version_labels.items() if v != version and (no_label or name != label)}
     if not no_label:
@@ -113,18 +118,32 @@ def rollout_start(ops: Ops, model: str, version: int, canary: int | None, rollin
         rollout_changes["canary_replicas"] = canary
     new = _with(intent, model_version_policy={"specific": {"versions": target}}, version_labels=labels, rollout=rollout_changes)
     if new == intent:
-        emit(output, {"model": model, "action": "unchanged", "revision": revision},
-             lambda: f"{model} already rolls out version {version} ({strategy}): nothing written")
+        emit(
+            output,
+            {"model": model, "action": "unchanged", "revision": revision},
+            lambda: f"{model} already rolls out version {version} ({strategy}): nothing written",
+        )
         return
     new_revision = _write_rollout(ops, model, new, revision, author, "tfleet rollout start")
     from_versions = _policy_versions(intent)
-    data = {"model": model, "action": "started", "revision": new_revision, "from": from_versions, "to": target,
-            "strategy": strategy, "canary_replicas": new.rollout.canary_replicas if strategy == "canary" else None,
-            "labels": labels, "dropped_labels": dropped}
+    data = {
+        "model": model,
+        "action": "started",
+        "revision": new_revision,
+        "from": from_versions,
+        "to": target,
+        "strategy": strategy,
+        "canary_replicas": new.rollout.canary_replicas if strategy == "canary" else None,
+        "labels": labels,
+        "dropped_labels": dropped,
+    }
 
     def human() -> str:
-        how = f"canary on {new.rollout.canary_replicas} replica{'s' if new.rollout.canary_replicas != 1 else ''}; then tfleet rollout promote {model} (or abort)" \
-            if strategy == "canary" else "rolling, make-before-break"
+        how = (
+            f"canary on {new.rollout.canary_replicas} replica{'s' if new.rollout.canary_replicas != 1 else ''}; then tfleet rollout promote {model} (or abort)"
+            if strategy == "canary"
+            else "rolling, make-before-break"
+        )
         moving = f"version {from_versions} -> {version}" if intent.model_version_policy.specific is not None else f"{from_versions} -> version {version}"
         text = f"rollout of {model} started: {moving} ({how}); revision {new_revision}"
         if dropped:
@@ -150,21 +169,29 @@ def _check_unregistered_version(model: str, base_path: str, version: int, regist
     visible = path is not None and os.path.isdir(path)
     if visible and version in modelfs.inspect(base_path).versions:
         if registered:
-            note(f"tfleet rollout start: version {version} of {model} is not registered{listed}; "
-                 f"it is on disk, so starting (register it: tfleet register {model} {version})")
+            note(
+                f"tfleet rollout start: version {version} of {model} is not registered{listed}; "
+                f"it is on disk, so starting (register it: tfleet register {model} {version})"
+            )
         return
     if force:
         note(f"tfleet rollout start: version {version} of {model} is neither registered nor found under {base_path}; starting anyway (--force)")
         return
     if visible:
-        raise bad_input(f"version {version} of {model} is neither registered{listed} nor found under its base_path "
-                        f"(no {base_path.rstrip('/')}/{version}/saved_model.pb); copy it there and register it "
-                        f"(tfleet register {model} {version}), or pass --force")
+        raise bad_input(
+            f"version {version} of {model} is neither registered{listed} nor found under its base_path "
+            f"(no {base_path.rstrip('/')}/{version}/saved_model.pb); copy it there and register it "
+            f"(tfleet register {model} {version}), or pass --force"
+        )
     if registered:
-        raise bad_input(f"version {version} of {model} is not registered{listed} and its base_path {base_path} cannot be "
-                        f"looked into from here; register it first (tfleet register {model} {version}) or pass --force")
-    note(f"tfleet rollout start: warning: version {version} of {model} is not registered and its base_path {base_path} cannot be "
-         f"looked into from here; if the agents do not find it, the controller aborts the rollout")
+        raise bad_input(
+            f"version {version} of {model} is not registered{listed} and its base_path {base_path} cannot be "
+            f"looked into from here; register it first (tfleet register {model} {version}) or pass --force"
+        )
+    note(
+        f"tfleet rollout start: warning: version {version} of {model} is not registered and its base_path {base_path} cannot be "
+        f"looked into from here; if the agents do not find it, the controller aborts the rollout"
+    )
 
 
 def _versions(values: Any) -> str:
@@ -252,7 +279,10 @@ def rollout_status(ops: Ops, model: str, output: str) -> None:
     def human() -> str:
         if report is None:
             return f"{model}: no report from the controller yet (intent versions {data['intent_versions']})"
-        lines = [f"Phase:      {data['phase']}" + (f", {_versions(data['from'])} -> {_versions(data['to'])}" if data["phase"] != "stable" else f" (versions {_versions(data['to'])})")]
+        lines = [
+            f"Phase:      {data['phase']}"
+            + (f", {_versions(data['from'])} -> {_versions(data['to'])}" if data["phase"] != "stable" else f" (versions {_versions(data['to'])})")
+        ]
         lines.append(f"Strategy:   {data['strategy']}" + (" (promoted)" if data["promote"] else "") + (" (aborted)" if data["abort"] else ""))
         available = ", ".join(f"version {v}: {n}/{data['wanted']}" for v, n in sorted(data["available"].items(), key=lambda i: int(i[0]))) or "none"
         lines.append(f"Available:  {available}")
@@ -261,7 +291,9 @@ def rollout_status(ops: Ops, model: str, output: str) -> None:
         if data["reason"]:
             lines.append(f"Reason:     {one_line(data['reason'])}")
         for failure in data["failures"]:
-            lines.append(f"Failure:    version {failure.version} on {failure.host}: {one_line(failure.error)} (not retried before {format_time(failure.retry_after)})")
+            lines.append(
+                f"Failure:    version {failure.version} on {failure.host}: {one_line(failure.error)} (not retried before {format_time(failure.retry_after)})"
+            )
         return "\n".join(lines)
 
     emit(output, data, human)

@@ -30,15 +30,18 @@ def status(ops: Ops, output: str) -> None:
         hosts = data["hosts"]
         models = data["models"]
         lines = [
-            "Leader:    " + (f"{leader.id} (since {format_time(leader.since)}, version {leader.version})" if leader else "none: no controller leads, nothing changes"),
+            "Leader:    "
+            + (f"{leader.id} (since {format_time(leader.since)}, version {leader.version})" if leader else "none: no controller leads, nothing changes"),
             f"Hosts:     {hosts['up']} up" + "".join(f", {hosts[k]} {k}" for k in ("down", "cordoned", "draining") if hosts[k]),
             f"Models:    {models['total']}: {models['ok']} ok, {models['degraded']} degraded, {models['failing']} failing"
             + "".join(f", {models[k]} {k}" for k in ("unavailable", "unknown", "deleting") if models[k]),
         ]
         if data["rollouts"]:
             lines.append(f"Rollouts:  {len(data['rollouts'])} in progress")
-            lines += [f"  {r['model']}: {r['phase']}, {numbers(r['from'])} -> {numbers(r['to'])}" + (f": {short(r['reason'], 80)}" if r["reason"] else "")
-                      for r in data["rollouts"]]
+            lines += [
+                f"  {r['model']}: {r['phase']}, {numbers(r['from'])} -> {numbers(r['to'])}" + (f": {short(r['reason'], 80)}" if r["reason"] else "")
+                for r in data["rollouts"]
+            ]
         else:
             lines.append("Rollouts:  none in progress")
         for problem in data["problems"]:

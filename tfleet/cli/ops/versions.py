@@ -27,15 +27,26 @@ from tfleet.cli.output import (
 @author_option
 @output_option
 @fleet_command
-def register(ops: Ops, model: str, version: int, base_path: str | None, source_uri: str, source_commit: str,
-             description: str, tags: tuple[str, ...], author: str, output: str) -> None:
+def register(
+    ops: Ops,
+    model: str,
+    version: int,
+    base_path: str | None,
+    source_uri: str,
+    source_commit: str,
+    description: str,
+    tags: tuple[str, ...],
+    author: str,
+    output: str,
+) -> None:
     """Register VERSION of MODEL: checksum its directory and record where it came from."""
     from tfleet.schema import utc_now
 
     _check_model_name(model)
     started = utc_now()
-    record = ops.registry.register_version(model, version, base_path=base_path, source_uri=source_uri, source_commit=source_commit,
-                                           description=description, tags=tags, registered_by=author)
+    record = ops.registry.register_version(
+        model, version, base_path=base_path, source_uri=source_uri, source_commit=source_commit, description=description, tags=tags, registered_by=author
+    )
     existed = record.registered_at < started
 
     def human() -> str:

@@ -34,7 +34,8 @@ def watch(ops: Ops, section: str | None, count: int | None, duration: float | No
     start = ops.store.list_prefix(prefix).revision + 1
     events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
     handle = ops.store.watch_prefix(
-        prefix, start,
+        prefix,
+        start,
         on_events=lambda batch: events.put(("events", batch)),
         on_reset=lambda snapshot: events.put(("reset", snapshot)),
         on_error=lambda exc: events.put(("error", exc)),
@@ -69,14 +70,13 @@ def watch(ops: Ops, section: str | None, count: int | None, duration: float | No
 
 def _event_line(event: Any, prefix: str, output: str) -> str:
     now = dt.datetime.now(dt.timezone.utc)
-    key = event.key[len(prefix) + 1:] if event.key.startswith(prefix + "/") else event.key
+    key = event.key[len(prefix) + 1 :] if event.key.startswith(prefix + "/") else event.key
     text = event.value.decode("utf-8", "replace")
     if output in ("json", "yaml"):
         try:
             value: Any = json.loads(text) if event.kind == "put" else None
         except (ValueError, RecursionError):  # any bytes may be in etcd: print them as text
             value = text
-        return json.dumps({"time": now.isoformat().replace("+00:00", "Z"), "op": event.kind, "key": event.key,
-                           "revision": event.mod_revision, "value": value})
+        return json.dumps({"time": now.isoformat().replace("+00:00", "Z"), "op": event.kind, "key": event.key, "revision": event.mod_revision, "value": value})
     shown = short(text, 100) if event.kind == "put" else ""
     return f"{now.strftime('%H:%M:%S.%f')[:-3]}Z {event.kind.upper():<6} {key} {shown}".rstrip()

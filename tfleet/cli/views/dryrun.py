@@ -28,8 +28,13 @@ def _assignment_text(assignment: Assignment) -> str:
     return f"versions {versions_text(assignment)}{labels}"
 
 
-def dry_run(view: FleetView, intents: Mapping[str, ModelIntent], controls: Mapping[str, HostControl], now: dt.datetime,
-            last_valid: Mapping[str, ModelIntent] | None = None) -> dict[str, Any]:
+def dry_run(
+    view: FleetView,
+    intents: Mapping[str, ModelIntent],
+    controls: Mapping[str, HostControl],
+    now: dt.datetime,
+    last_valid: Mapping[str, ModelIntent] | None = None,
+) -> dict[str, Any]:
     """What the controller's next pass would do if these intents and host controls were
     written: per model, its placement, the rollout step, the assignment writes and reasons.
     ``last_valid`` stands in for the controller's memory of invalid intents' last valid ones."""
@@ -65,8 +70,9 @@ def dry_run(view: FleetView, intents: Mapping[str, ModelIntent], controls: Mappi
             continue
         if _writes(before, name) != _writes(after, name):
             models_intent = view.intent(name)
-            affected.append({**_model_plan(after, name, "affected", [], models_intent.replicas if models_intent else 0),
-                             "versions": versions_text(models_intent)})
+            affected.append(
+                {**_model_plan(after, name, "affected", [], models_intent.replicas if models_intent else 0), "versions": versions_text(models_intent)}
+            )
     return {"revision": fleet.revision, "models": models, "hosts": hosts, "affected": affected}
 
 
@@ -101,8 +107,12 @@ def dry_run_text(result: Mapping[str, Any]) -> str:
         if item["action"] == "create":
             head += f" (versions {item['versions']}, {item['wanted']} replica{'s' if item['wanted'] != 1 else ''})"
         if item["changes"]:
-            head += " (" + "; ".join(f"{c['path']}: {json_text(c['old'])} -> {json_text(c['new'])}" for c in item["changes"][:6]) + (
-                f"; +{len(item['changes']) - 6} more" if len(item["changes"]) > 6 else "") + ")"
+            head += (
+                " ("
+                + "; ".join(f"{c['path']}: {json_text(c['old'])} -> {json_text(c['new'])}" for c in item["changes"][:6])
+                + (f"; +{len(item['changes']) - 6} more" if len(item["changes"]) > 6 else "")
+                + ")"
+            )
         lines.append(head)
         hosts = item["hosts"]
         lines.append(f"  placement: {', '.join(hosts) if hosts else 'no host'} ({len(hosts)} of {item['wanted']} wanted)")

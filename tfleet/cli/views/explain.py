@@ -37,17 +37,26 @@ def explain_model(view: FleetView, model: str, now: dt.datetime, last_valid: Map
         out.append("No controller leads this fleet (no leader key): nothing changes until one runs (tfleet controller).")
     if parsed is None:
         if holders:
-            out.append(f"{model} has no intent (models/{model} is absent)" + (
-                f": the controller removes its remaining replicas on {', '.join(holders)}." if report is not None
-                else f"; the assignments on {', '.join(holders)} were written by hand and the controller leaves them alone."))
+            out.append(
+                f"{model} has no intent (models/{model} is absent)"
+                + (
+                    f": the controller removes its remaining replicas on {', '.join(holders)}."
+                    if report is not None
+                    else f"; the assignments on {', '.join(holders)} were written by hand and the controller leaves them alone."
+                )
+            )
         else:
             out.append(f"{model} has no intent: nothing of it is placed.")
         return out + _replica_sentences(view, model, holders)
     if parsed.error is not None:
-        out.append(f"The intent in etcd is invalid: {parsed.error}. The controller keeps serving the last valid intent it saw, if any; fix the intent (tfleet history {model}, tfleet rollback {model}).")
+        out.append(
+            f"The intent in etcd is invalid: {parsed.error}. The controller keeps serving the last valid intent it saw, if any; fix the intent (tfleet history {model}, tfleet rollback {model})."
+        )
         previous = (last_valid or {}).get(model)
         if previous is not None:
-            out.append(f"The last valid intent in the history wants {previous.replicas} replica{'s' if previous.replicas != 1 else ''} of {versions_phrase(previous)}.")
+            out.append(
+                f"The last valid intent in the history wants {previous.replicas} replica{'s' if previous.replicas != 1 else ''} of {versions_phrase(previous)}."
+            )
         return out + _replica_sentences(view, model, holders)
 
     intent = parsed.value
@@ -60,8 +69,10 @@ def explain_model(view: FleetView, model: str, now: dt.datetime, last_valid: Map
     else:
         memory_why = "a default: no memory_mb in the intent and no registered version to size it by"
     labels = f" with labels {labels_text(intent.version_labels)}" if intent.version_labels else ""
-    out.append(f"{model} wants {intent.replicas} replica{'s' if intent.replicas != 1 else ''} of {versions_phrase(intent)}{labels}, "
-               f"each needing {memory} MB ({memory_why}).")
+    out.append(
+        f"{model} wants {intent.replicas} replica{'s' if intent.replicas != 1 else ''} of {versions_phrase(intent)}{labels}, "
+        f"each needing {memory} MB ({memory_why})."
+    )
 
     # hosts: selector, controls, memory
     placement = _placement(fleet, last_valid or {})
@@ -119,19 +130,32 @@ def explain_model(view: FleetView, model: str, now: dt.datetime, last_valid: Map
 
     # rollout, as the controller reports it
     if report is None:
-        out.append(f"The controller has not reported on {model} yet (no modelstatus/{model} key)." if view.leader else
-                   f"No controller report on {model} (no modelstatus/{model} key).")
+        out.append(
+            f"The controller has not reported on {model} yet (no modelstatus/{model} key)."
+            if view.leader
+            else f"No controller report on {model} (no modelstatus/{model} key)."
+        )
     else:
         if report.intent_revision is not None and report.intent_revision != parsed.revision:
-            out.append(f"The controller's report is about intent revision {report.intent_revision}; the intent is at revision {parsed.revision}: it has not caught up yet.")
+            out.append(
+                f"The controller's report is about intent revision {report.intent_revision}; the intent is at revision {parsed.revision}: it has not caught up yet."
+            )
         rollout = report.rollout
         if rollout.phase == "stable":
-            out.append(f"No rollout in progress: the replicas serve version{'s' if len(rollout.to_versions) > 1 else ''} {numbers(rollout.to_versions)}." if rollout.to_versions else "No rollout in progress.")
+            out.append(
+                f"No rollout in progress: the replicas serve version{'s' if len(rollout.to_versions) > 1 else ''} {numbers(rollout.to_versions)}."
+                if rollout.to_versions
+                else "No rollout in progress."
+            )
         else:
-            out.append(f"Rollout phase {rollout.phase}, from version {numbers(rollout.from_versions)} to {numbers(rollout.to_versions)}: {rollout.reason or 'no reason given'}.")
+            out.append(
+                f"Rollout phase {rollout.phase}, from version {numbers(rollout.from_versions)} to {numbers(rollout.to_versions)}: {rollout.reason or 'no reason given'}."
+            )
         for failure in report.failures:
             later = "may be tried again" if failure.retry_after <= now else "is not tried again before"
-            out.append(f"Version {failure.version} failed to load on {failure.host} at {_time(failure.at)}: {failure.error}; it {later} {_time(failure.retry_after)}.")
+            out.append(
+                f"Version {failure.version} failed to load on {failure.host} at {_time(failure.at)}: {failure.error}; it {later} {_time(failure.retry_after)}."
+            )
         if report.error:
             out.append(f"The controller reports: {report.error}.")
     routes = view.routes.get(model)
@@ -159,11 +183,17 @@ def _replica_sentences(view: FleetView, model: str, holders: Sequence[str]) -> l
         if parsed is not None and parsed.error:
             out.append(f"{host}'s assignment is invalid: {parsed.error}.")
             continue
-        holds = f"{host} is assigned version {versions_text(assignment)}" + (f" with labels {labels_text(assignment.version_labels)}" if assignment and assignment.version_labels else "")
+        holds = f"{host} is assigned version {versions_text(assignment)}" + (
+            f" with labels {labels_text(assignment.version_labels)}" if assignment and assignment.version_labels else ""
+        )
         if status is None:
             out.append(f"{holds}; its agent has not reported a status yet.")
             continue
-        lag = " (for an older assignment: the agent has not acted on the latest yet)" if parsed is not None and status.assignment_revision != parsed.revision else ""
+        lag = (
+            " (for an older assignment: the agent has not acted on the latest yet)"
+            if parsed is not None and status.assignment_revision != parsed.revision
+            else ""
+        )
         out.append(f"{holds}; its agent reports {_states_text({v: r.state for v, r in status.versions.items()})}{lag}.")
         if status.error:
             out.append(f"{host}'s agent reports an error: {status.error}.")

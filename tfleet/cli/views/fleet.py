@@ -37,11 +37,11 @@ class FleetView:
         for item in snapshot.items:
             if item.key.startswith(routes_prefix):
                 try:
-                    routes[item.key[len(routes_prefix):]] = parse(RouteTable, item.value, item.key)
+                    routes[item.key[len(routes_prefix) :]] = parse(RouteTable, item.value, item.key)
                 except SchemaError:
                     continue
             elif item.key.startswith(hostctl_prefix):
-                hostctl_revisions[item.key[len(hostctl_prefix):]] = item.mod_revision
+                hostctl_revisions[item.key[len(hostctl_prefix) :]] = item.mod_revision
         return cls(keyspace, read(snapshot, keyspace), leader, routes, hostctl_revisions)
 
     @property
@@ -56,8 +56,14 @@ class FleetView:
         """Anything in etcd names the model: an intent, a report, an assignment, a status,
         a registered version or a route table."""
         fleet = self.fleet
-        return (model in fleet.intents or model in fleet.modelstatus or bool(fleet.holders.get(model)) or model in fleet.versions
-                or model in self.routes or any(name == model for _, name in fleet.statuses))
+        return (
+            model in fleet.intents
+            or model in fleet.modelstatus
+            or bool(fleet.holders.get(model))
+            or model in fleet.versions
+            or model in self.routes
+            or any(name == model for _, name in fleet.statuses)
+        )
 
     def hosts(self) -> list[str]:
         """Live hosts, hosts with operator controls, and hosts still holding assignments."""

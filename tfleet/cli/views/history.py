@@ -21,7 +21,9 @@ def changes_text(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, l
 def history_summary(entry: HistoryEntry) -> str:
     if entry.action == "gap":
         span = f"revisions {entry.revisions.first}..{entry.revisions.last}" if entry.revisions else "some revisions"
-        now = "no intent now" if entry.new is None else (changes_text(entry.previous, entry.new, limit=3) or "no change") if entry.previous else "intent as found"
+        now = (
+            "no intent now" if entry.new is None else (changes_text(entry.previous, entry.new, limit=3) or "no change") if entry.previous else "intent as found"
+        )
         return f"gap: {span} not recorded (etcd compacted them); {now}"
     if entry.note:
         return entry.note

@@ -24,8 +24,9 @@ def model_health(view: FleetView, model: str) -> fleet_health.ModelHealth:
     """tfleet/health.py's judgement, from the controller's report and the intent in etcd: the
     same as the modelstatus key's ``health`` and the dashboard's."""
     parsed = view.fleet.intents.get(model)
-    return fleet_health.model_health(view.fleet.modelstatus.get(model), intent_exists=parsed is not None,
-                                     intent_error=parsed.error if parsed is not None else None)
+    return fleet_health.model_health(
+        view.fleet.modelstatus.get(model), intent_exists=parsed is not None, intent_error=parsed.error if parsed is not None else None
+    )
 
 
 def health(view: FleetView, model: str) -> tuple[str, str]:
@@ -68,21 +69,23 @@ def version_rows(view: FleetView, model: str, records: Sequence[VersionRecord]) 
     rows = []
     for record in records:
         labels = sorted(label for label, v in (intent.version_labels.items() if intent else ()) if v == record.version)
-        rows.append({
-            "version": record.version,
-            "checksum": record.checksum,
-            "size_bytes": record.size_bytes,
-            "created_at": record.created_at,
-            "registered_at": record.registered_at,
-            "registered_by": record.registered_by,
-            "tags": list(record.tags),
-            "labels": labels,
-            "available_replicas": report.ready_replicas.get(str(record.version), 0) if report else 0,
-            "path": record.path,
-            "source_uri": record.source_uri,
-            "source_commit": record.source_commit,
-            "description": record.description,
-        })
+        rows.append(
+            {
+                "version": record.version,
+                "checksum": record.checksum,
+                "size_bytes": record.size_bytes,
+                "created_at": record.created_at,
+                "registered_at": record.registered_at,
+                "registered_by": record.registered_by,
+                "tags": list(record.tags),
+                "labels": labels,
+                "available_replicas": report.ready_replicas.get(str(record.version), 0) if report else 0,
+                "path": record.path,
+                "source_uri": record.source_uri,
+                "source_commit": record.source_commit,
+                "description": record.description,
+            }
+        )
     return rows
 
 
@@ -98,29 +101,40 @@ def replicas_of(view: FleetView, model: str) -> list[dict[str, Any]]:
     report = fleet.modelstatus.get(model)
     rows: dict[str, dict[str, Any]] = {}
     for replica in report.replicas if report else []:
-        rows[replica.host] = {"host": replica.host, "versions": dict(replica.versions), "labels": dict(replica.labels),
-                              "ready": replica.ready, "canary": replica.canary}
+        rows[replica.host] = {
+            "host": replica.host,
+            "versions": dict(replica.versions),
+            "labels": dict(replica.labels),
+            "ready": replica.ready,
+            "canary": replica.canary,
+        }
     for host in sorted(fleet.holders.get(model, ())):
         if host not in rows:
             status = fleet.statuses.get((host, model))
             parsed = fleet.assignments.get((host, model))
-            rows[host] = {"host": host, "versions": {v: r.state for v, r in status.versions.items()} if status else {},
-                          "labels": dict(status.version_labels) if status else {}, "canary": False,
-                          "ready": parsed is not None and parsed.value is not None and fleet_health.replica_ready(status, parsed.revision)}
+            rows[host] = {
+                "host": host,
+                "versions": {v: r.state for v, r in status.versions.items()} if status else {},
+                "labels": dict(status.version_labels) if status else {},
+                "canary": False,
+                "ready": parsed is not None and parsed.value is not None and fleet_health.replica_ready(status, parsed.revision),
+            }
     result = []
     for host in sorted(rows):
         row = rows[host]
         record = fleet.hosts.get(host)
         status = fleet.statuses.get((host, model))
         assignment = fleet.assignments.get((host, model))
-        row.update({
-            "up": record is not None,
-            "host_labels": dict(record.labels) if record else {},
-            "assigned_versions": versions_text(assignment.value) if assignment and assignment.value else None,
-            "error": status.error if status else None,
-            "version_errors": {v: r.error_message for v, r in status.versions.items() if r.error_message} if status else {},
-            "errors": list(fleet_health.replica_errors(status)),
-        })
+        row.update(
+            {
+                "up": record is not None,
+                "host_labels": dict(record.labels) if record else {},
+                "assigned_versions": versions_text(assignment.value) if assignment and assignment.value else None,
+                "error": status.error if status else None,
+                "version_errors": {v: r.error_message for v, r in status.versions.items() if r.error_message} if status else {},
+                "errors": list(fleet_health.replica_errors(status)),
+            }
+        )
         result.append(row)
     return result
 
@@ -153,6 +167,16 @@ def describe_model(view: FleetView, model: str, versions: Sequence[VersionRecord
         "status_updated_at": report.updated_at if report else None,
         "routes": view.routes.get(model),
         "history_total": len(history),
-        "history": [{"sequence": e.sequence, "at": e.at, "author": e.author, "source": e.source, "action": e.action,
-                     "revision": e.revision, "summary": history_summary(e)} for e in list(history)[-5:]],
+        "history": [
+            {
+                "sequence": e.sequence,
+                "at": e.at,
+                "author": e.author,
+                "source": e.source,
+                "action": e.action,
+                "revision": e.revision,
+                "summary": history_summary(e),
+            }
+            for e in list(history)[-5:]
+        ],
     }

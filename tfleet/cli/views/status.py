@@ -22,8 +22,15 @@ def fleet_status(view: FleetView) -> dict[str, Any]:
             problems.append({"model": model, "health": state, "problem": why, "agent_errors": agent_errors(judged)})
         report = fleet.modelstatus.get(model)
         if report is not None and report.rollout.phase != "stable" and model in fleet.intents:
-            rollouts.append({"model": model, "phase": report.rollout.phase, "from": report.rollout.from_versions,
-                             "to": report.rollout.to_versions, "reason": report.rollout.reason})
+            rollouts.append(
+                {
+                    "model": model,
+                    "phase": report.rollout.phase,
+                    "from": report.rollout.from_versions,
+                    "to": report.rollout.to_versions,
+                    "reason": report.rollout.reason,
+                }
+            )
     return {
         "revision": fleet.revision,
         "leader": view.leader,

@@ -21,7 +21,7 @@ def versions_text(intent: ModelIntent | Assignment | None) -> str:
 
 
 def versions_phrase(intent: ModelIntent) -> str:
-    """"version 3", "versions 3, 4", "the latest version", "all versions"."""
+    """ "version 3", "versions 3, 4", "the latest version", "all versions"."""
     policy = intent.model_version_policy
     if policy.specific is not None:
         versions = sorted(set(policy.specific.versions))
