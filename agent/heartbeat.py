@@ -76,9 +76,7 @@ class HostLease:
                 if self._rewrite_due:
                     self._put()
             except LeaseLost:
-                self._log.warning("lease_lost", lease=self._lease_id, action="registering again")
-                self._lease_id = None
-                self._renew_after_loss()
+                self._register_again()
             except StoreError as exc:
                 self._metrics.lease_renew_failures.inc()
                 if self._lease_id is not None and self._clock() - self._last_renewed >= self._ttl:
@@ -87,7 +85,11 @@ class HostLease:
                 else:
                     self._log.info("lease_renew_failed", lease=self._lease_id, error=str(exc))
 
-    def _renew_after_loss(self) -> None:
+    def _register_again(self) -> None:
+        """etcd says the lease is gone (expired or revoked): register on a new one now, so that
+        the owner rewrites every status key on it (a failure is retried at the next renewal)."""
+        self._log.warning("lease_lost", lease=self._lease_id, action="registering again")
+        self._lease_id = None
         try:
             self._register()
         except StoreError as exc:
@@ -123,9 +125,7 @@ class HostLease:
             try:
                 self._put()
             except LeaseLost:
-                self._log.warning("lease_lost", lease=self._lease_id, action="registering again")
-                self._lease_id = None
-                self._renew_after_loss()
+                self._register_again()
             except StoreError as exc:
                 self._log.info("host_record_write_failed", error=str(exc), action="retrying at the next renewal")
 

@@ -68,6 +68,28 @@ class FakeClock:
         return self.now
 
 
+class RecordingLog:
+    """A structlog-like logger that records ``(level, event, fields)`` in ``lines``: pass it
+    where the code under test takes ``log=``. Any level method works; ``bind`` returns a
+    logger that records into the same list with its context added to every line's fields."""
+
+    def __init__(self, lines: list[tuple[str, str, dict[str, object]]] | None = None, context: dict[str, object] | None = None) -> None:
+        self.lines: list[tuple[str, str, dict[str, object]]] = lines if lines is not None else []
+        self.context = dict(context or {})
+
+    def bind(self, **context: object) -> RecordingLog:
+        return RecordingLog(self.lines, {**self.context, **context})
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        if level.startswith("_"):
+            raise AttributeError(level)
+        return lambda event, **fields: self.lines.append((level, event, {**self.context, **fields}))
+
+    def events(self, level: str | None = None) -> list[str]:
+        """The events logged (at level), in order."""
+        return [event for lvl, event, _ in self.lines if level is None or lvl == level]
+
+
 ROUTES_AT = dt.datetime(2026, 11, 27, 15, 0, tzinfo=dt.timezone.utc)
 
 
