@@ -21,6 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from structlog.typing import FilteringBoundLogger
+
 from tfleet.agent.metrics import AgentMetrics
 from tfleet.store import EtcdStore, LeaseLost, StoreError, WatchEvent
 
@@ -33,7 +35,7 @@ class HostLease:
         record: Callable[[], bytes],
         ttl: int,
         metrics: AgentMetrics,
-        log,  # structlog bound logger
+        log: FilteringBoundLogger,
         on_new_lease: Callable[[int], None] = lambda lease_id: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
