@@ -13,13 +13,14 @@ import json
 import os
 import pathlib
 import tempfile
+from typing import Any
 
 from tfleet.tfs.types import ModelConfigSpec, VersionPolicy
 
 FORMAT_VERSION = 1
 
 
-def _to_json(spec: ModelConfigSpec) -> dict:
+def _to_json(spec: ModelConfigSpec) -> dict[str, object]:
     policy = spec.model_version_policy
     return {
         "name": spec.name,
@@ -30,7 +31,9 @@ def _to_json(spec: ModelConfigSpec) -> dict:
     }
 
 
-def _from_json(data: dict) -> ModelConfigSpec:
+def _from_json(data: Any) -> ModelConfigSpec:
+    """data: one decoded JSON value of the file, of any shape (json.loads); a wrong shape
+    raises KeyError, TypeError or ValueError, which load() reports."""
     policy = data["model_version_policy"]
     return ModelConfigSpec(
         name=data["name"],

@@ -21,6 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from structlog.typing import FilteringBoundLogger
+
 from tfleet.agent.metrics import AgentMetrics
 from tfleet.store import EtcdStore, LeaseLost, StoreError, WatchEvent
 
@@ -33,7 +35,7 @@ class HostLease:
         record: Callable[[], bytes],
         ttl: int,
         metrics: AgentMetrics,
-        log,  # structlog bound logger
+        log: FilteringBoundLogger,
         on_new_lease: Callable[[int], None] = lambda lease_id: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -76,9 +78,7 @@ class HostLease:
                 if self._rewrite_due:
                     self._put()
             except LeaseLost:
-                self._log.warning("lease_lost", lease=self._lease_id, action="registering again")
-                self._lease_id = None
-                self._renew_after_loss()
+                self._register_again()
             except StoreError as exc:
                 self._metrics.lease_renew_failures.inc()
                 if self._lease_id is not None and self._clock() - self._last_renewed >= self._ttl:
@@ -87,7 +87,11 @@ class HostLease:
                 else:
                     self._log.info("lease_renew_failed", lease=self._lease_id, error=str(exc))
 
-    def _renew_after_loss(self) -> None:
+    def _register_again(self) -> None:
+        """etcd says the lease is gone (expired or revoked): register on a new one now, so that
+        the owner rewrites every status key on it (a failure is retried at the next renewal)."""
+        self._log.warning("lease_lost", lease=self._lease_id, action="registering again")
+        self._lease_id = None
         try:
             self._register()
         except StoreError as exc:
@@ -123,9 +127,7 @@ class HostLease:
             try:
                 self._put()
             except LeaseLost:
-                self._log.warning("lease_lost", lease=self._lease_id, action="registering again")
-                self._lease_id = None
-                self._renew_after_loss()
+                self._register_again()
             except StoreError as exc:
                 self._log.info("host_record_write_failed", error=str(exc), action="retrying at the next renewal")
 

@@ -214,7 +214,7 @@ def plan(data: PlanInput) -> Plan:
     return Plan(tuple(config[name] for name in sorted(config)), reload_needed, reports)
 
 
-def _keep_previous(data: PlanInput, name: str, config: dict, reports: dict, problem: str) -> None:
+def _keep_previous(data: PlanInput, name: str, config: dict[str, ModelConfigSpec], reports: dict[str, ModelReport], problem: str) -> None:
     """Rule 1 for a model that cannot be planned: keep what TF Serving was given, report why."""
     previous = data.applied.get(name)
     config.pop(name, None)
@@ -238,8 +238,8 @@ def _plan_model(data: PlanInput, name: str, config: dict[str, ModelConfigSpec], 
             problem += "; still serving the last valid assignment"
         aspired = aspired_versions(previous, None) if previous is not None else ()
         versions = _versions_to_report(aspired, served) if previous is not None else {}
-        labels = dict(previous.version_labels) if previous is not None else {}
-        reports[name] = ModelReport(model.revision, versions, labels, problem, settled=True)
+        kept_labels = dict(previous.version_labels) if previous is not None else {}
+        reports[name] = ModelReport(model.revision, versions, kept_labels, problem, settled=True)
         return
     wanted = model.spec
     assert wanted is not None

@@ -182,9 +182,9 @@ class IncrementalPlacer:
         for name, host in data.hosts.items():
             self._index_host(name, host)
             self._base_free[name] = host.memory_mb
-        for model, hosts in data.current.items():
-            for host in hosts:
-                self._holders.setdefault(host, set()).add(model)
+        for model, holders in data.current.items():
+            for holder in holders:
+                self._holders.setdefault(holder, set()).add(model)
         for model in data.demands:
             self._account(model)
         self.placement = self._plan()

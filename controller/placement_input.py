@@ -76,7 +76,7 @@ def changed_between(old: PlacementInput, new: PlacementInput) -> tuple[set[str],
 
     O(models + hosts): for callers that do not track their changes (tests, resyncs).
     """
-    models = set()
+    models: set[str] = set()
     for old_map, new_map in ((old.demands, new.demands), (old.current, new.current), (old.ready, new.ready)):
         models.update(name for name in old_map.keys() | new_map.keys() if old_map.get(name) != new_map.get(name))
     hosts = {name for name in old.hosts.keys() | new.hosts.keys() if old.hosts.get(name) != new.hosts.get(name)}

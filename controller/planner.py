@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 
 from tfleet import health
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE, HostInfo, ModelDemand, PlacementInput, place, unresponsive_past_grace
-from tfleet.controller.rollout import MODEL_NAME, Failure, Memory, Replica, plan_rollout
+from tfleet.controller.rollout import MODEL_NAME, Failure, Memory, Replica, Step, plan_rollout
 from tfleet.controller.snapshot import FleetSnapshot
 from tfleet.schema import Assignment, ModelIntent, ModelStatusReport
 
@@ -84,7 +84,7 @@ class ModelPlan:
     wake_at: dt.datetime | None = None
 
 
-def holders_by_model(snap: FleetSnapshot, managed) -> dict[str, set[str]]:
+def holders_by_model(snap: FleetSnapshot, managed: Container[str]) -> dict[str, set[str]]:
     return {model: hosts for model, hosts in snap.holders.items() if model in managed and hosts}
 
 
@@ -100,7 +100,11 @@ def demand_of(snap: FleetSnapshot, model: str, intent: ModelIntent) -> ModelDema
 
 
 def placement_input(
-    snap: FleetSnapshot, intents, current: dict[str, set[str]], now: dt.datetime | None = None, unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE
+    snap: FleetSnapshot,
+    intents: Mapping[str, tuple[ModelIntent | None, str | None, int]],
+    current: dict[str, set[str]],
+    now: dt.datetime | None = None,
+    unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE,
 ) -> PlacementInput:
     hosts = {name: host_info(snap, name, now, unresponsive_grace) for name in snap.hosts}
     demands = {model: demand_of(snap, model, intent) for model, (intent, _, _) in intents.items() if intent is not None}
@@ -141,7 +145,13 @@ def plan_model(
 
 
 def plan_model_safely(
-    snap: FleetSnapshot, model: str, entry, holders: set[str], placed: tuple[str, ...], reasons: tuple[str, ...], now: dt.datetime
+    snap: FleetSnapshot,
+    model: str,
+    entry: tuple[ModelIntent | None, str | None, int] | None,
+    holders: set[str],
+    placed: tuple[str, ...],
+    reasons: tuple[str, ...],
+    now: dt.datetime,
 ) -> ModelPlan:
     """plan_model, with a crash on one model turned into that model's error.
 
@@ -197,8 +207,18 @@ def _revision(snap: FleetSnapshot, host: str, model: str) -> int | None:
     return parsed.revision if parsed is not None else None
 
 
-def _report(snap, model, intent, error, revision, placed, step, reasons, now) -> ModelStatusReport:
-    replicas = []
+def _report(
+    snap: FleetSnapshot,
+    model: str,
+    intent: ModelIntent,
+    error: str | None,
+    revision: int,
+    placed: tuple[str, ...],
+    step: Step,
+    reasons: tuple[str, ...],
+    now: dt.datetime,
+) -> ModelStatusReport:
+    replicas: list[dict[str, object]] = []
     ready_counts: dict[str, int] = {}
     for host in placed:
         status = snap.statuses.get((host, model))

@@ -45,8 +45,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict
 
-from tfleet.schema import Assignment, ModelIntent, ModelStatus
+from tfleet.schema import Assignment, ModelIntent, ModelStatus, RolloutReport
 
 CANARY_LABEL = "canary"
 # Reasons that name a command to run say MODEL_NAME where the model goes: a rollout step
@@ -113,7 +114,7 @@ class Memory:
     from_labels: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, report) -> Memory:  # a schema.RolloutReport
+    def of(cls, report: RolloutReport) -> Memory:
         return cls(report.phase, tuple(report.from_versions), tuple(report.to_versions), dict(report.from_labels))
 
 
@@ -130,6 +131,16 @@ class Step:
     new_failures: tuple[Failure, ...] = ()
     failures: tuple[Failure, ...] = field(default_factory=tuple)  # still backing off
     from_labels: Mapping[str, int] = field(default_factory=dict)  # the labels before the rollout
+
+
+class _Course(TypedDict):
+    """The Step fields every step of an abort or a rolling rollout shares (passed as **kwargs)."""
+
+    from_versions: tuple[int, ...]
+    to_versions: tuple[int, ...]
+    from_labels: Mapping[str, int]
+    failures: tuple[Failure, ...]
+    new_failures: tuple[Failure, ...]
 
 
 def _versions_of(assignment: Assignment | None) -> tuple[int, ...] | None:
@@ -221,7 +232,19 @@ def _origin(memory: Memory | None, held: set[int], target: tuple[int, ...], repl
     return old, _current_labels(replicas, old)
 
 
-def _abort_step(intent, replicas, hosts, held, old, old_labels, target, phase, reason, failed, new_failures) -> Step:
+def _abort_step(
+    intent: ModelIntent,
+    replicas: Sequence[Replica],
+    hosts: Sequence[str],
+    held: set[int],
+    old: set[int],
+    old_labels: dict[str, int],
+    target: tuple[int, ...],
+    phase: str,
+    reason: str,
+    failed: tuple[Failure, ...],
+    new_failures: tuple[Failure, ...],
+) -> Step:
     """Back to the old versions and labels, make-before-break in reverse.
 
     While every replica's assignment still holds the old versions (adding, labeling, a
@@ -232,7 +255,7 @@ def _abort_step(intent, replicas, hosts, held, old, old_labels, target, phase, r
     """
     existing = [r for r in replicas if r.assignment is not None]
     back = intent.assignment(tuple(sorted(old)), old_labels)
-    common = dict(from_versions=tuple(sorted(old)), to_versions=target, from_labels=old_labels, failures=failed, new_failures=new_failures)
+    common = _Course(from_versions=tuple(sorted(old)), to_versions=target, from_labels=old_labels, failures=failed, new_failures=new_failures)
     everywhere = all(old <= set(_versions_of(r.assignment) or ()) for r in existing)
     reported = [r for r in existing if r.reported()]
     old_available = bool(reported) and all(r.available(v) for r in reported for v in old)
@@ -268,12 +291,21 @@ def _any_failed(replicas: Sequence[Replica], target: tuple[int, ...]) -> bool:
     return any(r.failed(v) is not None for r in replicas for v in target)
 
 
-def _canary_step(intent, hosts, old, old_labels, target, wanted, failed, new_failures) -> Step:
+def _canary_step(
+    intent: ModelIntent,
+    hosts: Sequence[str],
+    old: set[int],
+    old_labels: dict[str, int],
+    target: tuple[int, ...],
+    wanted: tuple[int, ...],
+    failed: tuple[Failure, ...],
+    new_failures: tuple[Failure, ...],
+) -> Step:
     k = intent.rollout.canary_replicas
     canary_hosts = tuple(hosts[:k])
     stable_versions = tuple(sorted(old))
     newest = max(set(wanted) - old, default=None)
-    assignments = {}
+    assignments: dict[str, Assignment] = {}
     for host in hosts:
         if host in canary_hosts and newest is not None:
             versions = tuple(sorted(old | set(wanted)))
@@ -299,14 +331,25 @@ def _versions_everywhere(replicas: Sequence[Replica]) -> set[int]:
     return set.intersection(*sets) if sets else set()
 
 
-def _rolling_step(intent, replicas, hosts, held, origin, origin_labels, wanted, target, new_failures, failures) -> Step:
+def _rolling_step(
+    intent: ModelIntent,
+    replicas: Sequence[Replica],
+    hosts: Sequence[str],
+    held: set[int],
+    origin: set[int],
+    origin_labels: dict[str, int],
+    wanted: tuple[int, ...],
+    target: tuple[int, ...],
+    new_failures: tuple[Failure, ...],
+    failures: tuple[Failure, ...],
+) -> Step:
     wanted_set = set(wanted)
     union = tuple(sorted(held | wanted_set))
     missing = wanted_set - held
     existing = [r for r in replicas if r.assignment is not None]
     all_hold_union = all(set(_versions_of(r.assignment) or ()) >= wanted_set for r in existing)
     target_labels = {k: v for k, v in intent.version_labels.items() if v in wanted_set}
-    common = dict(from_versions=tuple(sorted(origin)), to_versions=target, from_labels=origin_labels, failures=failures, new_failures=new_failures)
+    common = _Course(from_versions=tuple(sorted(origin)), to_versions=target, from_labels=origin_labels, failures=failures, new_failures=new_failures)
     if missing or not all_hold_union:
         labels = _current_labels(replicas, held | wanted_set)
         config = intent.assignment(union, labels)
@@ -323,7 +366,7 @@ def _rolling_step(intent, replicas, hosts, held, origin, origin_labels, wanted, 
         config = intent.assignment(union, target_labels)
         return Step({h: config for h in hosts}, "labeling", reason="moving labels to the new versions", **common)
     if old:
-        labels_applied = all(r.reported() and dict(r.status.version_labels) == target_labels for r in existing)  # type: ignore[union-attr]
+        labels_applied = all(r.reported() and r.status is not None and dict(r.status.version_labels) == target_labels for r in existing)
         if not (labels_applied and new_available):
             config = intent.assignment(union, target_labels)
             return Step({h: config for h in hosts}, "labeling", reason="waiting for every replica to apply the new labels", **common)

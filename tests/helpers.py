@@ -7,12 +7,16 @@ any fixed sleep is either too long everywhere or too short somewhere.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import pathlib
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
+
+import grpc
 
 if TYPE_CHECKING:
     from tfleet.schema import RouteTable
@@ -68,6 +72,41 @@ class FakeClock:
         return self.now
 
 
+class RecordingLog:
+    """A structlog-like logger that records ``(level, event, fields)`` in ``lines``: pass it
+    where the code under test takes ``log=``. Any level method works; ``bind`` returns a
+    logger that records into the same list with its context added to every line's fields."""
+
+    def __init__(self, lines: list[tuple[str, str, dict[str, object]]] | None = None, context: dict[str, object] | None = None) -> None:
+        self.lines: list[tuple[str, str, dict[str, object]]] = lines if lines is not None else []
+        self.context = dict(context or {})
+
+    def bind(self, **context: object) -> RecordingLog:
+        return RecordingLog(self.lines, {**self.context, **context})
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        if level.startswith("_"):
+            raise AttributeError(level)
+        return lambda event, **fields: self.lines.append((level, event, {**self.context, **fields}))
+
+    def events(self, level: str | None = None) -> list[str]:
+        """The events logged (at level), in order."""
+        return [event for lvl, event, _ in self.lines if level is None or lvl == level]
+
+
+class FakeRpcError(grpc.RpcError):
+    """What a gRPC stub raises for a failed call: a status code and its details."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
 ROUTES_AT = dt.datetime(2026, 11, 27, 15, 0, tzinfo=dt.timezone.utc)
 
 
@@ -95,6 +134,15 @@ class TlsFiles:
     client_key: pathlib.Path
 
 
+# A new P-256 key, unencrypted, for `openssl req`.
+_NEW_EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+
+
+def nginx_binary() -> str | None:
+    """Where nginx is installed (Debian puts it in /usr/sbin, often not on a user's PATH), or None."""
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+
+
 def _openssl(*args: str, cwd: pathlib.Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
@@ -104,11 +152,7 @@ def _signed_cert(directory: pathlib.Path, name: str, subject: str, extensions: s
     _openssl(
         "req",
         "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
+        *_NEW_EC_KEY,
         "-keyout",
         f"{name}.key",
         "-out",
@@ -147,11 +191,7 @@ def make_tls_files(directory: pathlib.Path, client_common_name: str = "tfleet-te
     _openssl(
         "req",
         "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
+        *_NEW_EC_KEY,
         "-keyout",
         "ca.key",
         "-out",

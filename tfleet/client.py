@@ -266,11 +266,11 @@ class TfleetClient:
                     if connection.users == 0:
                         connection.close_later()
             for address, endpoint in wanted.items():
-                connection = self._connections.get(address)
-                if connection is None:
+                existing = self._connections.get(address)
+                if existing is None:
                     self._connections[address] = _Connection(endpoint, self._channel_factory(address))
                 else:
-                    connection.endpoint = endpoint  # the host name may change with the address kept
+                    existing.endpoint = endpoint  # the host name may change with the address kept
         self._log.info("routes of %s: %s", self._selection(), ", ".join(sorted(wanted)) or "no endpoint")
 
     def _candidates_locked(self) -> list[RouteEndpoint]:
@@ -307,7 +307,7 @@ class TfleetClient:
                 where = "has no route table (no live host serves it)" if self._table is None else "has no endpoint in its route table"
                 raise NoRoute(f"{self._selection()} {where}: {self._key}")
             healthy = [c for c in connections if not c.cooling_until or c.cooling_until <= now]
-            cooling = sorted((c for c in connections if c.cooling_until and c.cooling_until > now), key=lambda c: c.cooling_until)
+            cooling = sorted((c for c in connections if c.cooling_until and c.cooling_until > now), key=lambda c: c.cooling_until or 0.0)
             if healthy:
                 start = self._turn % len(healthy)
                 healthy = healthy[start:] + healthy[:start]
@@ -380,7 +380,7 @@ class TfleetClient:
                 with self._lock:
                     connection.requests += 1
                 try:
-                    reply = connection.stub.Predict(request, timeout=remaining)
+                    reply: predict_pb2.PredictResponse = connection.stub.Predict(request, timeout=remaining)
                 except grpc.RpcError as err:
                     code = err.code() if callable(getattr(err, "code", None)) else grpc.StatusCode.UNKNOWN
                     details = (err.details() if callable(getattr(err, "details", None)) else None) or str(err)

@@ -65,6 +65,18 @@ def etcd_binary(name: str = "etcd") -> pathlib.Path:
     return path
 
 
+def _etcdctl(endpoints: str, args: Sequence[str], *, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """Run etcdctl (v3 API) against endpoints (comma-separated client URLs); it never waits
+    on the terminal. Raises EtcdctlError when check and it fails."""
+    command = [str(etcd_binary("etcdctl")), f"--endpoints={endpoints}", *args]
+    env = {**os.environ, "ETCDCTL_API": "3"}
+    stdin = None if input is not None else subprocess.DEVNULL
+    result = subprocess.run(command, input=input, stdin=stdin, capture_output=True, env=env, timeout=60, check=False)
+    if check and result.returncode != 0:
+        raise EtcdctlError(result.returncode, command, result.stdout, result.stderr)
+    return result
+
+
 def _wait_stopped(pid: int, timeout: float = 5.0) -> None:
     """Wait until every thread of pid is stopped (Linux /proc; elsewhere: return at once)."""
     tasks = pathlib.Path(f"/proc/{pid}/task")
@@ -319,16 +331,8 @@ class LocalEtcd:
 
     def etcdctl(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         """Run etcdctl (v3 API) against this etcd; TLS client certs go in args (--cert/--key)."""
-        command = [str(etcd_binary("etcdctl")), f"--endpoints={self.client_url}"]
-        if self.trusted_ca_file is not None:
-            command.append(f"--cacert={self.trusted_ca_file}")
-        command += list(args)
-        env = {**os.environ, "ETCDCTL_API": "3"}
-        stdin = None if input is not None else subprocess.DEVNULL  # never wait on the terminal
-        result = subprocess.run(command, input=input, stdin=stdin, capture_output=True, env=env, timeout=60, check=False)
-        if check and result.returncode != 0:
-            raise EtcdctlError(result.returncode, command, result.stdout, result.stderr)
-        return result
+        ca = [f"--cacert={self.trusted_ca_file}"] if self.trusted_ca_file is not None else []
+        return _etcdctl(self.client_url, [*ca, *args], input=input, check=check)
 
     def __enter__(self) -> LocalEtcd:
         self.start()
@@ -432,12 +436,7 @@ class LocalEtcdCluster:
 
     def etcdctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         """etcdctl against the whole cluster (every member's client URL)."""
-        command = [str(etcd_binary("etcdctl")), f"--endpoints={','.join(self.client_urls)}", *args]
-        env = {**os.environ, "ETCDCTL_API": "3"}
-        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=60, check=False)
-        if check and result.returncode != 0:
-            raise EtcdctlError(result.returncode, command, result.stdout, result.stderr)
-        return result
+        return _etcdctl(",".join(self.client_urls), args, check=check)
 
     def stop(self) -> None:
         """Stop every member (resuming paused ones first); safe to call twice."""

@@ -30,6 +30,7 @@ class OpsServer:
     @property
     def address(self) -> str:
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)  # what an AF_INET socket reports (typeshed also allows bytes)
         return f"{host}:{port}"
 
     @property

@@ -36,7 +36,9 @@ def configure(level: str = "info", *, json: bool = True) -> None:
 
 
 def get(name: str, **context: object) -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger(name).bind(component=name, **context)
+    # structlog.get_logger is typed Any: what it returns is the wrapper_class configure() set.
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)
+    return logger.bind(component=name, **context)
 
 
 class OutageLog:

@@ -119,9 +119,9 @@ def checksum_version_dir(path: Path) -> tuple[str, int, dt.datetime]:
     digest = hashlib.sha256()
     total = 0
     for relative, full in files:
-        name = relative.encode()
-        digest.update(len(name).to_bytes(8, "big"))
-        digest.update(name)
+        encoded = relative.encode()
+        digest.update(len(encoded).to_bytes(8, "big"))
+        digest.update(encoded)
         total += _hash_file(digest, full, relative, root)
     created = dt.datetime.fromtimestamp(root_stat.st_mtime, tz=dt.timezone.utc)
     return f"sha256:{digest.hexdigest()}", total, created

@@ -22,7 +22,7 @@ class Daemon:
     args: Sequence[str]
     log_path: pathlib.Path
     env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

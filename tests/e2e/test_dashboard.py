@@ -16,7 +16,8 @@ import urllib.request
 import pytest
 
 from tests.helpers import wait_until
-from tests.integration.controller_harness import ControlledFleet, RunningController, add_host
+from tests.integration.agent_harness import stop_running
+from tests.integration.controller_harness import ControlledFleet, add_host, start_controller
 from tfleet import logs
 from tfleet.controller.app import Controller
 from tfleet.controller.dashboard import Dashboard
@@ -56,33 +57,12 @@ def sync_playwright():
 @pytest.fixture
 def dashboard_fleet(store, prefix, etcd_server, sim_factory, tmp_path):
     fleet = ControlledFleet(store, prefix)
-    started: list[RunningController] = []
     for name, zone in (("h1", "a"), ("h2", "b")):
         add_host(fleet, name, sim_factory, etcd_server.client_url, prefix, tmp_path, labels={"zone": zone})
-    settings = ControllerSettings(
-        id="c1",
-        etcd=EtcdSettings(endpoints=(etcd_server.client_url,), call_timeout=0.5),
-        http_port=0,
-        http_host="127.0.0.1",
-        prefix=prefix.rstrip("/"),
-        lease_ttl=4,
-        resync_interval=1.0,
-        coalesce_window=0.05,
-        dashboard_port=free_port(),
-        dashboard_host="127.0.0.1",
-    )
-    controller = Controller(settings)
-    thread = threading.Thread(target=controller.run, name="controller-c1", daemon=True)
-    thread.start()
-    started.append(RunningController(controller, thread))
-    fleet.controller = controller
+    running = start_controller("c1", etcd_server.client_url, prefix, dashboard_port=free_port(), dashboard_host="127.0.0.1")
+    fleet.controller = running.controller
     yield fleet
-    for running in started:
-        if running.thread.is_alive():
-            running.stop()
-    for agent in fleet.agents.values():
-        if agent.thread.is_alive():
-            agent.stop()
+    stop_running(running, *fleet.agents.values())
 
 
 def api_state(url: str) -> dict:

@@ -18,7 +18,6 @@ import getpass
 import json
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
 import threading
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import nginx_binary, wait_until
 from tfleet import schema
 from tfleet.etcd_local import free_port
 from tfleet.keyspace import Keyspace
@@ -41,10 +40,6 @@ from tfleet.tfs.predict import predict
 
 TTL = 4
 MODEL = "m"
-
-
-def nginx_binary() -> str | None:
-    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 
 
 @dataclass

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import nginx_binary, wait_until
 from tfleet import schema
 from tfleet.keyspace import Keyspace
 from tfleet.procs import Daemon
@@ -39,10 +38,6 @@ def run_tfleet(*args: str) -> subprocess.CompletedProcess:
         stdin=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-
-
-def nginx_binary() -> str | None:
-    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 
 
 def nginx_test(nginx: str, tmp_path: pathlib.Path, include: pathlib.Path, upstream: str) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import pathlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from tests.helpers import wait_until
 from tfleet import schema
@@ -18,6 +19,7 @@ from tfleet.agent.app import Agent
 from tfleet.agent.settings import AgentSettings
 from tfleet.keyspace import Keyspace
 from tfleet.schema import ModelStatus
+from tfleet.sim.server import SimServer
 from tfleet.store import EtcdSettings, EtcdStore
 
 # Short but safe timings for tests on 2 busy cores: renew every 4/3 s with 0.5 s call deadlines.
@@ -29,6 +31,27 @@ TEST_TIMINGS = {
     "status_timeout": 1.0,
     "coalesce_window": 0.02,
 }
+
+
+def endpoints_of(etcd_url: str | tuple[str, ...]) -> tuple[str, ...]:
+    """One URL, or a cluster's member URLs (LocalEtcdCluster.client_urls)."""
+    return (etcd_url,) if isinstance(etcd_url, str) else tuple(etcd_url)
+
+
+class Running(Protocol):
+    """A daemon run in a thread of the test (RunningAgent, RunningController)."""
+
+    @property
+    def thread(self) -> threading.Thread: ...
+
+    def stop(self) -> None: ...
+
+
+def stop_running(*daemons: Running) -> None:
+    """A fixture's teardown: stop, in the order given, every daemon whose thread still runs."""
+    for daemon in daemons:
+        if daemon.thread.is_alive():
+            daemon.stop()
 
 
 @dataclass
@@ -101,11 +124,12 @@ def start_agent(
     tfs_rest: str,
     state_dir: pathlib.Path,
     call_timeout: float = 0.5,
+    tfs: object | None = None,
     **overrides,
 ) -> RunningAgent:
-    """etcd_url: one URL, or a tuple of a cluster's member URLs."""
-    endpoints = (etcd_url,) if isinstance(etcd_url, str) else tuple(etcd_url)
-    etcd = EtcdSettings(endpoints=endpoints, call_timeout=call_timeout)
+    """etcd_url: one URL, or a tuple of a cluster's member URLs; tfs: the agent's TF Serving
+    client (default: a real one for tfs_grpc)."""
+    etcd = EtcdSettings(endpoints=endpoints_of(etcd_url), call_timeout=call_timeout)
     settings = AgentSettings(
         host=host,
         etcd=etcd,
@@ -117,7 +141,32 @@ def start_agent(
         state_dir=state_dir,
         **{"memory_mb": 1024, **TEST_TIMINGS, **overrides},
     )
-    agent = Agent(settings)
+    agent = Agent(settings, tfs=tfs)
     thread = threading.Thread(target=agent.run, name=f"agent-{host}", daemon=True)
     thread.start()
     return RunningAgent(agent, thread)
+
+
+def started_agents(tmp_path: pathlib.Path, etcd_url: str, prefix: str, sim: SimServer, **defaults: object) -> Iterator[Callable[..., RunningAgent]]:
+    """Body of an ``agents`` fixture: ``start(host="h1", server=None, **overrides)`` runs an
+    agent for the simulator ``server`` (default: sim), its state in tmp_path/state-<host>,
+    with the settings ``defaults`` then ``overrides``; every agent started is stopped when
+    the fixture ends."""
+    started: list[RunningAgent] = []
+
+    def start(host: str = "h1", server: SimServer | None = None, **overrides: object) -> RunningAgent:
+        served = server or sim
+        running = start_agent(
+            host=host,
+            etcd_url=etcd_url,
+            prefix=prefix,
+            tfs_grpc=served.grpc_address,
+            tfs_rest=served.rest_address,
+            state_dir=tmp_path / f"state-{host}",
+            **{**defaults, **overrides},
+        )
+        started.append(running)
+        return running
+
+    yield start
+    stop_running(*started)

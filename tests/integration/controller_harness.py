@@ -9,18 +9,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from tests.helpers import wait_until
-from tests.integration.agent_harness import Fleet, RunningAgent, start_agent
+from tests.integration.agent_harness import Fleet, RunningAgent, endpoints_of, start_agent, stop_running
 from tfleet import schema
 from tfleet.controller.app import Controller
 from tfleet.controller.settings import ControllerSettings
 from tfleet.schema import ModelStatusReport
 from tfleet.sim.server import SimServer
 from tfleet.store import EtcdSettings
-
-
-def endpoints_of(etcd_url: str | tuple[str, ...]) -> tuple[str, ...]:
-    """One URL, or a cluster's member URLs (LocalEtcdCluster.client_urls)."""
-    return (etcd_url,) if isinstance(etcd_url, str) else tuple(etcd_url)
 
 
 @dataclass
@@ -127,20 +122,20 @@ def add_host(
     return agent
 
 
-def running_fleet(store, prefix: str, etcd_url: str, sim_factory, tmp_path: pathlib.Path) -> Iterator[ControlledFleet]:
+def running_fleet(
+    store, prefix: str, etcd_url: str, sim_factory, tmp_path: pathlib.Path, agent_defaults: dict[str, object] | None = None
+) -> Iterator[ControlledFleet]:
     """Body of a ``fleet`` fixture: a ControlledFleet whose ``add(name)`` starts a host (its
-    simulator and agent) and ``start_controller(cid)`` a controller; everything started is
-    stopped when the fixture ends."""
+    simulator and an agent with the settings agent_defaults, then add's) and
+    ``start_controller(cid)`` a controller; everything started is stopped when the fixture
+    ends (a simulator a test froze is thawed first, so that its agent stops at once)."""
     fleet = ControlledFleet(store, prefix)
     fleet.etcd_url = etcd_url
     fleet.prefix_text = prefix
-    fleet.add = lambda name, **kw: add_host(fleet, name, sim_factory, etcd_url, prefix, tmp_path, **kw)
+    fleet.add = lambda name, **kw: add_host(fleet, name, sim_factory, etcd_url, prefix, tmp_path, **{**(agent_defaults or {}), **kw})
     controllers: list[RunningController] = []
     fleet.start_controller = lambda cid="c1", **kw: controllers.append(start_controller(cid, etcd_url, prefix, **kw)) or controllers[-1]
     yield fleet
-    for c in controllers:
-        if c.thread.is_alive():
-            c.stop()
-    for agent in fleet.agents.values():
-        if agent.thread.is_alive():
-            agent.stop()
+    for sim in fleet.sims.values():
+        sim.faults.thaw()
+    stop_running(*controllers, *fleet.agents.values())

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.helpers import wait_until
-from tests.integration.agent_harness import Fleet, start_agent
+from tests.integration.agent_harness import Fleet, start_agent, started_agents
 from tests.netproxy import TcpProxy
 from tfleet.sim.fixtures import make_model
 from tfleet.store import EtcdSettings, EtcdStore, StoreUnavailable
@@ -26,26 +26,7 @@ def fleet(store: EtcdStore, prefix: str) -> Fleet:
 
 @pytest.fixture
 def agents(tmp_path, etcd_server, prefix, sim):
-    started = []
-
-    def start(host: str = "h1", etcd_url: str | None = None, server=None, **overrides):
-        server = server or sim
-        running = start_agent(
-            host=host,
-            etcd_url=etcd_url or etcd_server.client_url,
-            prefix=prefix,
-            tfs_grpc=server.grpc_address,
-            tfs_rest=server.rest_address,
-            state_dir=tmp_path / "state",
-            **overrides,
-        )
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        if running.thread.is_alive():
-            running.stop()
+    yield from started_agents(tmp_path, etcd_server.client_url, prefix, sim)
 
 
 @pytest.fixture

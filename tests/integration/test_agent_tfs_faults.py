@@ -8,7 +8,6 @@ docs/operations.md ("What the agent does when things break").
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +15,7 @@ import urllib.request
 import pytest
 
 from tests.helpers import wait_until
-from tests.integration.agent_harness import TEST_TIMINGS, Fleet, start_agent
+from tests.integration.agent_harness import Fleet, start_agent, started_agents
 from tfleet import schema
 from tfleet.schema import HostRecord
 from tfleet.sim.fixtures import make_model
@@ -35,26 +34,7 @@ def fleet(store: EtcdStore, prefix: str) -> Fleet:
 
 @pytest.fixture
 def agents(tmp_path, etcd_server, prefix, sim):
-    started = []
-
-    def start(host: str = "h1", server=None, **overrides):
-        server = server or sim
-        running = start_agent(
-            host=host,
-            etcd_url=etcd_server.client_url,
-            prefix=prefix,
-            tfs_grpc=server.grpc_address,
-            tfs_rest=server.rest_address,
-            state_dir=tmp_path / f"state-{host}",
-            **{**PROBE, **overrides},
-        )
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        if running.thread.is_alive():
-            running.stop()
+    yield from started_agents(tmp_path, etcd_server.client_url, prefix, sim, **PROBE)
 
 
 def readyz(running) -> tuple[int, str]:
@@ -276,21 +256,9 @@ def test_stray_status_key_for_a_model_the_host_does_not_have_is_removed(fleet, a
 
 @pytest.fixture
 def cfleet(store, prefix, etcd_server, sim_factory, tmp_path):
-    from tests.integration.controller_harness import ControlledFleet, add_host, start_controller
+    from tests.integration.controller_harness import running_fleet
 
-    fleet = ControlledFleet(store, prefix)
-    fleet.add = lambda name, **kw: add_host(fleet, name, sim_factory, etcd_server.client_url, prefix, tmp_path, **{**PROBE, **kw})
-    controllers = []
-    fleet.start_controller = lambda **kw: controllers.append(start_controller("c1", etcd_server.client_url, prefix, **kw)) or controllers[-1]
-    yield fleet
-    for sim in fleet.sims.values():
-        sim.faults.thaw()
-    for c in controllers:
-        if c.thread.is_alive():
-            c.stop()
-    for agent in fleet.agents.values():
-        if agent.thread.is_alive():
-            agent.stop()
+    yield from running_fleet(store, prefix, etcd_server.client_url, sim_factory, tmp_path, agent_defaults=PROBE)
 
 
 def test_hung_host_leaves_routes_then_loses_its_replica_after_the_grace_then_recovers(cfleet, models_dir) -> None:
@@ -366,29 +334,23 @@ class StaleStatusTfs:
 
 
 def test_refused_label_does_not_hold_the_rest_of_the_list_hostage(fleet, sim_factory, models_dir, tmp_path, etcd_server, prefix) -> None:
-    from tfleet.agent.app import Agent
-    from tfleet.agent.settings import AgentSettings
     from tfleet.sim.fixtures import write_version
-    from tfleet.store import EtcdSettings
 
     server = sim_factory(num_load_threads=2)
     make_model(models_dir, "m", [1])
     write_version(models_dir / "m", 2, load_seconds=8.0)
     make_model(models_dir, "o", [1])
-    settings = AgentSettings(
+    running = start_agent(
         host="h1",
-        etcd=EtcdSettings(endpoints=(etcd_server.client_url,), call_timeout=0.5),
+        etcd_url=etcd_server.client_url,
+        prefix=prefix,
         tfs_grpc=server.grpc_address,
         tfs_rest=server.rest_address,
-        http_host="127.0.0.1",
-        http_port=0,
-        prefix=prefix.rstrip("/"),
         state_dir=tmp_path / "state",
-        **{"memory_mb": 1024, **TEST_TIMINGS, **PROBE},
+        tfs=StaleStatusTfs(server.grpc_address, "m", 2),
+        **PROBE,
     )
-    agent = Agent(settings, tfs=StaleStatusTfs(server.grpc_address, "m", 2))
-    thread = threading.Thread(target=agent.run, name="agent-h1-stale", daemon=True)
-    thread.start()
+    agent = running.agent
     try:
         fleet.assign("h1", "m", labelled(models_dir, "m"))
         wait_until(
@@ -403,5 +365,4 @@ def test_refused_label_does_not_hold_the_rest_of_the_list_hostage(fleet, sim_fac
         wait_until(lambda: all_labelled_available(fleet, ["m"]), 30, message="m labelled once version 2 loaded")
         assert server.core.label_version("m", "canary") == 2
     finally:
-        agent.stop()
-        thread.join(10)
+        running.stop()

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.helpers import wait_until
+from tests.integration.agent_harness import stop_running
 from tests.integration.controller_harness import ControlledFleet, RunningController, add_host, start_controller
 from tests.simfixtures import FAST
 from tfleet.cli.main import cli
@@ -165,12 +166,7 @@ def fault_fleet(etcd_cluster3: LocalEtcdCluster, first_role: str | None, models_
         faults.record_baseline()
         yield faults
     finally:
-        for controller in controllers:
-            if controller.thread.is_alive():
-                controller.stop()
-        for agent in fleet.agents.values():
-            if agent.thread.is_alive():
-                agent.stop()
+        stop_running(*controllers, *fleet.agents.values())
         for sim in sims.values():
             sim.stop(0)
         store.close()

@@ -36,6 +36,7 @@ import pytest
 
 from tests.adversarial import adversarial_value, is_valid
 from tests.helpers import wait_until
+from tests.integration.agent_harness import stop_running
 from tests.integration.controller_harness import ControlledFleet, add_host, start_controller
 from tfleet import schema
 from tfleet.keyspace import InvalidName
@@ -110,10 +111,7 @@ def fuzz_fleet(store, prefix, etcd_server, sim_factory, tmp_path):
     agent = add_host(fleet, "h1", sim_factory, etcd_server.client_url, prefix, tmp_path)
     controller = start_controller("c1", etcd_server.client_url, prefix)
     yield fleet, agent, controller
-    if controller.thread.is_alive():
-        controller.stop()
-    if agent.thread.is_alive():
-        agent.stop()
+    stop_running(controller, agent)
 
 
 def test_no_value_stops_a_daemon_vanishes_or_unloads_a_good_model(fuzz_fleet, models_dir) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from tests.helpers import wait_until
-from tfleet.controller.app import Controller
-from tfleet.controller.settings import ControllerSettings
+from tests.integration.agent_harness import stop_running
+from tests.integration.controller_harness import RunningController, start_controller
 from tfleet.keyspace import Keyspace
 from tfleet.registry import Registry, RegistryError
 from tfleet.schema import HistoryCursor, HistoryEntry, ModelIntent, encode, parse
@@ -24,22 +24,6 @@ from tfleet.store import EtcdSettings, EtcdStore, Put
 
 PREFIX = "/hist"
 KEYS = Keyspace(PREFIX)
-
-
-class Running:
-    def __init__(self, controller: Controller) -> None:
-        self.controller = controller
-        self.thread = threading.Thread(target=controller.run, name=f"controller-{controller.settings.id}", daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.controller.stop()
-        self.thread.join(15)
-        assert not self.thread.is_alive(), "controller did not stop in time"
-
-    @property
-    def leads(self) -> bool:
-        return self.controller.election.is_leader
 
 
 @pytest.fixture
@@ -56,28 +40,14 @@ def store(etcd: Any) -> Iterator[EtcdStore]:
 
 @pytest.fixture
 def controllers(etcd: Any) -> Iterator[Any]:
-    started: list[Running] = []
+    started: list[RunningController] = []
 
-    def start(controller_id: str = "c1", keep: int = 100, lease_ttl: int = 4) -> Running:
-        settings = ControllerSettings(
-            id=controller_id,
-            etcd=EtcdSettings(endpoints=(etcd.client_url,), call_timeout=0.5),
-            http_port=0,
-            http_host="127.0.0.1",
-            prefix=PREFIX,
-            lease_ttl=lease_ttl,
-            resync_interval=1.0,
-            coalesce_window=0.05,
-            history_keep=keep,
-        )
-        running = Running(Controller(settings))
-        started.append(running)
-        return running
+    def start(controller_id: str = "c1", keep: int = 100, lease_ttl: int = 4) -> RunningController:
+        started.append(start_controller(controller_id, etcd.client_url, PREFIX, lease_ttl=lease_ttl, history_keep=keep))
+        return started[-1]
 
     yield start
-    for running in started:
-        if running.thread.is_alive():
-            running.stop()
+    stop_running(*started)
 
 
 def value(i: int, model: str = "m") -> bytes:
@@ -100,7 +70,7 @@ def recorded_up_to(store: EtcdStore, revision: int) -> bool:
 
 def test_quick_etcdctl_edits_each_get_their_entry_in_order(store: EtcdStore, controllers: Any) -> None:
     leader = controllers(keep=5000)
-    wait_until(lambda: leader.leads, 15, message="controller did not lead")
+    wait_until(lambda: leader.is_leader, 15, message="controller did not lead")
     revisions = [store.put(KEYS.model("m"), value(i)) for i in range(2000)]
     started = time.monotonic()
     wait_until(lambda: recorded_up_to(store, revisions[-1]), 60, message="the recorder did not catch up")
@@ -118,7 +88,7 @@ def test_quick_etcdctl_edits_each_get_their_entry_in_order(store: EtcdStore, con
 
 def test_retention_keeps_the_newest_n_and_counts_the_pruned(store: EtcdStore, controllers: Any) -> None:
     leader = controllers(keep=50)
-    wait_until(lambda: leader.leads, 15, message="controller did not lead")
+    wait_until(lambda: leader.is_leader, 15, message="controller did not lead")
     revisions = [store.put(KEYS.model("m"), value(i)) for i in range(300)]
     wait_until(lambda: recorded_up_to(store, revisions[-1]), 60, message="the recorder did not catch up")
     found = entries(store)
@@ -151,7 +121,7 @@ def test_edits_while_no_controller_leads_are_replayed(store: EtcdStore, controll
     assert [e.revision for e in found[-3:]] == meanwhile
     assert found[-3].action == "create" and found[-3].previous is None  # after the delete
     assert [e.sequence for e in found] == list(range(1, 10))
-    assert second.leads
+    assert second.is_leader
 
 
 @pytest.mark.parametrize("how", ["resign", "leader_key_deleted"])
@@ -159,7 +129,7 @@ def test_leader_failover_mid_stream_loses_and_duplicates_nothing(store: EtcdStor
     """resign: the leader stops cleanly; leader_key_deleted: its term ends under it (as when its
     lease expires), so its next fenced transaction fails and whoever wins next continues."""
     first = controllers("c1", keep=1000)
-    wait_until(lambda: first.leads, 15, message="c1 did not lead")
+    wait_until(lambda: first.is_leader, 15, message="c1 did not lead")
     second = controllers("c2", keep=1000)
     revisions: list[int] = []
 
@@ -177,7 +147,7 @@ def test_leader_failover_mid_stream_loses_and_duplicates_nothing(store: EtcdStor
     else:
         store.delete(KEYS.leader())  # c1's fence no longer holds; c1 or c2 wins the next campaign
     writer.join(60)
-    wait_until(lambda: second.leads or first.leads, 15, message="nobody took over")
+    wait_until(lambda: second.is_leader or first.is_leader, 15, message="nobody took over")
     wait_until(lambda: recorded_up_to(store, revisions[-1]), 60, message="the new leader did not catch up")
     found = entries(store)
     assert [e.revision for e in found] == revisions
@@ -186,7 +156,7 @@ def test_leader_failover_mid_stream_loses_and_duplicates_nothing(store: EtcdStor
 
 def test_cli_writes_are_not_recorded_twice_and_garbage_is_recorded_as_null(store: EtcdStore, controllers: Any) -> None:
     leader = controllers()
-    wait_until(lambda: leader.leads, 15, message="controller did not lead")
+    wait_until(lambda: leader.is_leader, 15, message="controller did not lead")
     registry = Registry(store, KEYS)
     a = registry.apply_intent("m", ModelIntent(base_path="/models/m", replicas=1), author="alice")
     b = store.put(KEYS.model("m"), value(2))

@@ -20,6 +20,7 @@ import structlog
 from click.testing import CliRunner
 
 from tests.helpers import wait_until
+from tests.integration.agent_harness import stop_running
 from tests.integration.controller_harness import ControlledFleet, add_host, start_controller
 from tfleet import schema
 from tfleet.cli.main import cli
@@ -40,9 +41,7 @@ def fleet(store, prefix, etcd_server, sim_factory, tmp_path) -> Iterator[Control
     controller = start_controller("c1", etcd_server.client_url, prefix)
     fleet.etcd_url = etcd_server.client_url
     yield fleet
-    controller.stop()
-    for agent in fleet.agents.values():
-        agent.stop()
+    stop_running(controller, *fleet.agents.values())
     structlog.configure(**logging_config)
 
 

@@ -10,7 +10,7 @@ import pathlib
 import threading
 import time
 
-from tests.helpers import route_endpoint, route_table, wait_until
+from tests.helpers import RecordingLog, route_endpoint, route_table, wait_until
 from tfleet import schema
 from tfleet.cli.routes import Output, RouteRenderer, run_reload
 from tfleet.keyspace import Keyspace
@@ -22,39 +22,22 @@ H1 = route_endpoint("h1", "10.0.0.1")
 # -- the reload hook -----------------------------------------------------------------------------------------
 
 
-class Log:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict]] = []
-
-    def _add(self, level: str, event: str, **fields) -> None:
-        self.events.append((level, event, fields))
-
-    def info(self, event: str, **fields) -> None:
-        self._add("info", event, **fields)
-
-    def warning(self, event: str, **fields) -> None:
-        self._add("warning", event, **fields)
-
-    def debug(self, event: str, **fields) -> None:
-        self._add("debug", event, **fields)
-
-
 def test_run_reload_logs_the_exit_code(tmp_path: pathlib.Path) -> None:
-    log = Log()
+    log = RecordingLog()
     assert run_reload(f"touch {tmp_path / 'ok'}", 10, log) is True
     assert (tmp_path / "ok").exists()
     assert run_reload("echo nope; exit 3", 10, log) is False
-    (_, _, ok), (level, _, failed) = log.events
+    (_, _, ok), (level, _, failed) = log.lines
     assert ok["exit_code"] == 0 and level == "warning"
     assert failed["exit_code"] == 3 and "nope" in failed["output"]
 
 
 def test_run_reload_kills_a_command_past_its_deadline(tmp_path: pathlib.Path) -> None:
-    log = Log()
+    log = RecordingLog()
     started = time.monotonic()
     assert run_reload(f"sleep 30; touch {tmp_path / 'late'}", 0.3, log) is False
     assert time.monotonic() - started < 10
-    assert log.events[-1][2]["result"] == "timeout"
+    assert log.lines[-1][2]["result"] == "timeout"
     time.sleep(0.2)
     assert not (tmp_path / "late").exists()
 
@@ -116,7 +99,9 @@ def test_watch_loop_coalesces_bursts_and_retries_a_failed_reload(tmp_path: pathl
         return next(outcomes)
 
     out = tmp_path / "routes.conf"
-    renderer = RouteRenderer(store=store, keyspace=ks, output=Output("nginx", out), log=Log(), reload_cmd="x", coalesce=0.3, resync_interval=0.5, reload=reload)
+    renderer = RouteRenderer(
+        store=store, keyspace=ks, output=Output("nginx", out), log=RecordingLog(), reload_cmd="x", coalesce=0.3, resync_interval=0.5, reload=reload
+    )
     thread = threading.Thread(target=renderer.run, daemon=True)
     thread.start()
     try:

@@ -227,7 +227,11 @@ def test_a_page_too_large_for_the_client_shrinks_until_it_fits(private_etcd: Loc
     _fill(store_on(private_etcd), prefix, 40, 100 * 1024)
     with EtcdStore(EtcdSettings((private_etcd.client_url,)), page_bytes=64 * MIB, max_receive_bytes=MIB) as store:
         snapshot = store.list_prefix(prefix)
+        # one-request reads shrink the same way: fewer keys, and more=True
+        page, newest = store.list_page(prefix, limit=40), store.list_range(prefix, prefix + "~", limit=40, descending=True)
     assert [kv.key for kv in snapshot.items] == [f"{prefix}{i:05d}" for i in range(40)]
+    assert page.more and 0 < len(page.items) < 40 and [kv.key for kv in page.items] == [f"{prefix}{i:05d}" for i in range(len(page.items))]
+    assert newest.more and 0 < len(newest.items) < 40 and [kv.key for kv in newest.items] == [f"{prefix}{39 - i:05d}" for i in range(len(newest.items))]
 
 
 def test_compaction_in_the_middle_of_a_paged_read(private_store: EtcdStore, prefix: str) -> None:

@@ -3,25 +3,14 @@
 
 from __future__ import annotations
 
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, RecordingLog
 from tfleet.logs import CONTROLLER_OUTAGE_EVENTS, OutageLog
-
-
-class Recorder:
-    def __init__(self, lines: list, context: dict | None = None) -> None:
-        self.lines, self.context = lines, context or {}
-
-    def bind(self, **context):
-        return Recorder(self.lines, {**self.context, **context})
-
-    def __getattr__(self, level):
-        return lambda event, **fields: self.lines.append((level, event, {**self.context, **fields}))
 
 
 def test_outage_retries_are_warnings_at_most_once_per_interval() -> None:
     lines: list = []
     clock = FakeClock(0.0)
-    log = OutageLog(Recorder(lines), CONTROLLER_OUTAGE_EVENTS, interval=30, clock=clock).bind(candidate="c1")
+    log = OutageLog(RecordingLog(lines), CONTROLLER_OUTAGE_EVENTS, interval=30, clock=clock).bind(candidate="c1")
     for second in range(0, 70, 2):  # a retry every 2 s for 70 s
         clock.now = float(second)
         log.info("campaign_failed", error="unavailable")
@@ -35,7 +24,7 @@ def test_outage_retries_are_warnings_at_most_once_per_interval() -> None:
 
 def test_other_events_pass_through_at_their_level() -> None:
     lines: list = []
-    log = OutageLog(Recorder(lines), CONTROLLER_OUTAGE_EVENTS, clock=FakeClock(0.0))
+    log = OutageLog(RecordingLog(lines), CONTROLLER_OUTAGE_EVENTS, clock=FakeClock(0.0))
     for _ in range(3):
         log.info("leadership_won")
         log.warning("reconcile", result="lost_leadership")

@@ -7,7 +7,7 @@ import random
 import grpc
 import pytest
 
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, FakeRpcError
 from tfleet.store import (
     DEFAULT_MAX_REQUEST_BYTES,
     Backoff,
@@ -228,17 +228,6 @@ def test_member_picker_with_one_member() -> None:
 
 
 # -- error classification (what fails over, what may be retried, what the caller sees) -----
-
-
-class FakeRpcError(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        self._code, self._details = code, details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
 
 
 UNAVAILABLE, DEADLINE = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED

@@ -9,6 +9,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from tests.helpers import FakeRpcError
 from tfleet.tfs import client
 from tfleet.tfs.client import to_model_server_config
 from tfleet.tfs.pb import model_management_pb2, model_server_config_pb2
@@ -98,17 +99,6 @@ def test_state_numbers_never_crash(raw: int, state: VersionState) -> None:
     assert client._state_of(raw) is state
 
 
-class _FakeRpcError(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        self._code, self._details = code, details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
-
-
 @pytest.mark.parametrize(
     ("code", "kind", "number"),
     [
@@ -121,7 +111,7 @@ class _FakeRpcError(grpc.RpcError):
     ],
 )
 def test_grpc_errors_map_to_tensorflow_codes(code: grpc.StatusCode, kind: type, number: int) -> None:
-    error = client._error_from_rpc(_FakeRpcError(code, "details here"), "call")
+    error = client._error_from_rpc(FakeRpcError(code, "details here"), "call")
     assert type(error) is kind
     assert error.code == number
     assert "details here" in error.message

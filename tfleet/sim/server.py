@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -32,6 +33,17 @@ from tfleet.tfs.types import VersionState
 _GRPC_THREADS = 128
 
 
+@dataclass(frozen=True)
+class _Options:
+    """The flags of one server process, kept to build its parts again on a restart."""
+
+    max_load_retries: int
+    load_retry_interval: float
+    num_load_threads: int
+    poll_wait_seconds: float
+    allow_labels_for_unavailable: bool
+
+
 class SimServer:
     def __init__(
         self,
@@ -49,13 +61,7 @@ class SimServer:
         self.host = host
         self._grpc_port, self._rest_port = grpc_port, rest_port
         self._log = logger if logger is not None else structlog.get_logger("tfleet.sim").bind(component="tfs-sim")
-        self._options = {
-            "max_load_retries": max_load_retries,
-            "load_retry_interval": load_retry_interval,
-            "num_load_threads": num_load_threads,
-            "poll_wait_seconds": poll_wait_seconds,
-            "allow_labels_for_unavailable": allow_labels_for_unavailable,
-        }
+        self._options = _Options(max_load_retries, load_retry_interval, num_load_threads, poll_wait_seconds, allow_labels_for_unavailable)
         self._stop_lock = threading.Lock()
         self._loads: dict[tuple[str, int], int] = {}
         self._loads_lock = threading.Lock()
@@ -67,9 +73,9 @@ class SimServer:
         self.metrics = SimMetrics()
         self.faults = Faults()
         self.manager = ModelManager(
-            max_load_retries=o["max_load_retries"],
-            load_retry_interval=o["load_retry_interval"],
-            num_load_threads=o["num_load_threads"],
+            max_load_retries=o.max_load_retries,
+            load_retry_interval=o.load_retry_interval,
+            num_load_threads=o.num_load_threads,
             on_event=self._on_version_event,
             on_attempt=self._on_attempt,
         )
@@ -77,13 +83,13 @@ class SimServer:
         self.core = SimCore(
             self.manager,
             self.source,
-            allow_labels_for_unavailable=o["allow_labels_for_unavailable"],
+            allow_labels_for_unavailable=o.allow_labels_for_unavailable,
             on_reload=self._on_reload,
             faults=self.faults,
         )
         self.metrics.watch(self.manager.all_states, self.manager.served_versions)
         self._loop = ManagerLoop(self.manager)
-        self._poller = Poller(self.source, o["poll_wait_seconds"])
+        self._poller = Poller(self.source, o.poll_wait_seconds)
         self._grpc: grpc.Server | None = None
         self._rest: RestServer | None = None
         self._stopped = threading.Event()

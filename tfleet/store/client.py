@@ -163,29 +163,21 @@ class EtcdStore(_MemberClients):
         start = _key_bytes(prefix) if start_after is None else _key_bytes(start_after) + b"\0"
         if start_after is not None and not start_after.startswith(prefix):
             raise ValueError(f"start_after {start_after!r} is not under prefix {prefix!r}")
-        at = revision or 0
+        at = revision
         cap = limit
         limit = min(limit, _FIRST_PAGE_SIZE)
         while True:
-            request = etcdrpc.RangeRequest(key=start, range_end=range_end, limit=limit, revision=at, keys_only=keys_only)
             what = f"list {prefix!r} from {_key_text(start)!r}" + (f" at revision {at}" if at else "")
-            try:
-                response = self._call(what, self._unary("kvstub", "Range", request), idempotent=True)
-            except StoreError as exc:
-                if limit > 1 and _is_response_too_large(exc.__cause__ or exc):
-                    limit = max(1, limit // 4)
-                    cap = limit
-                    continue
-                raise
-            items = tuple(_key_value(kv) for kv in response.kvs)
-            if not at:
-                at = int(response.header.revision)
-            yield Page(at, items, bool(response.more) and bool(items))
-            if not response.more or not items:
+            page, sent = self._range_page(what, limit, at, key=start, range_end=range_end, keys_only=keys_only)
+            if sent < limit:
+                cap = sent  # a response of limit keys was too large: no later page asks for more
+            at = page.revision
+            yield page
+            if not page.more:
                 return
-            start = _key_bytes(items[-1].key) + b"\0"
-            size = sum(len(kv.key) + len(kv.value) for kv in items)
-            limit = max(1, min(cap, self._page_bytes * len(items) // max(size, 1)))
+            start = _key_bytes(page.items[-1].key) + b"\0"
+            size = sum(len(kv.key) + len(kv.value) for kv in page.items)
+            limit = max(1, min(cap, self._page_bytes * len(page.items) // max(size, 1)))
 
     def list_page(self, prefix: str, start_after: str | None = None, limit: int = 100, revision: int | None = None) -> Page:
         """One page of up to limit keys under prefix after start_after (e.g. a screen of a listing).
@@ -200,17 +192,8 @@ class EtcdStore(_MemberClients):
         if start_after is not None and not start_after.startswith(prefix):
             raise ValueError(f"start_after {start_after!r} is not under prefix {prefix!r}")
         range_end = pyetcd.utils.prefix_range_end(_key_bytes(prefix))
-        while True:
-            request = etcdrpc.RangeRequest(key=start, range_end=range_end, limit=limit, revision=revision or 0)
-            try:
-                response = self._call(f"list {prefix!r} from {_key_text(start)!r}", self._unary("kvstub", "Range", request), idempotent=True)
-            except StoreError as exc:
-                if limit > 1 and _is_response_too_large(exc.__cause__ or exc):
-                    limit = max(1, limit // 4)
-                    continue
-                raise
-            items = tuple(_key_value(kv) for kv in response.kvs)
-            return Page(revision or int(response.header.revision), items, bool(response.more) and bool(items))
+        page, _ = self._range_page(f"list {prefix!r} from {_key_text(start)!r}", limit, revision, key=start, range_end=range_end)
+        return page
 
     def list_range(self, start: str, end: str, *, limit: int, descending: bool = False, revision: int | None = None) -> Page:
         """At most limit keys of [start, end), in key order or reversed: ONE range request
@@ -221,19 +204,35 @@ class EtcdStore(_MemberClients):
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive whole number, not {limit!r}")
         order = etcdrpc.RangeRequest.DESCEND if descending else etcdrpc.RangeRequest.ASCEND
+        page, _ = self._range_page(
+            f"range {start!r}..{end!r} limit {limit}",
+            limit,
+            revision,
+            key=_key_bytes(start),
+            range_end=_key_bytes(end),
+            sort_order=order,
+            sort_target=etcdrpc.RangeRequest.KEY,
+        )
+        return page
+
+    def _range_page(self, what: str, limit: int, revision: int | None, **request: Any) -> tuple[Page, int]:
+        """One Range request (the fields of etcd's RangeRequest in request) of at most limit
+        keys at revision (None: now), and the limit that was sent at last.
+
+        The one place a read shrinks: when gRPC refuses a response as too large (many big
+        values), the same request is sent again for a quarter as many keys, down to one.
+        """
         while True:
-            request = etcdrpc.RangeRequest(
-                key=_key_bytes(start), range_end=_key_bytes(end), limit=limit, revision=revision or 0, sort_order=order, sort_target=etcdrpc.RangeRequest.KEY
-            )
+            message = etcdrpc.RangeRequest(limit=limit, revision=revision or 0, **request)
             try:
-                response = self._call(f"range {start!r}..{end!r} limit {limit}", self._unary("kvstub", "Range", request), idempotent=True)
+                response = self._call(what, self._unary("kvstub", "Range", message), idempotent=True)
             except StoreError as exc:
                 if limit > 1 and _is_response_too_large(exc.__cause__ or exc):
                     limit = max(1, limit // 4)
                     continue
                 raise
             items = tuple(_key_value(kv) for kv in response.kvs)
-            return Page(revision or int(response.header.revision), items, bool(response.more) and bool(items))
+            return Page(revision or int(response.header.revision), items, bool(response.more) and bool(items)), limit
 
     def last_key(self, prefix: str) -> KeyValue | None:
         """The greatest key under prefix with its value (None when the prefix is empty).
