@@ -51,7 +51,7 @@ class Outcome:
     writes: int = 0
     # seconds until the next scheduled action falls due (None: none pending): the loop runs then
     requeue_after: float | None = None
-    retry: bool = False  # never set: an unreachable etcd wakes the loop through the cache's watch
+    retry: bool = False  # never set: after etcd_unavailable the loop waits for the cache to wake it, or the resync
     # the snapshot this term last decided from (None: standby, or none read yet this term);
     # after a pass that could not read one, the previous one
     snapshot: FleetSnapshot | None = None
