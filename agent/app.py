@@ -2,8 +2,9 @@
 
 Threads, each named and owned here:
 
-* ``agent-loop`` (the caller of ``run``): waits to be woken, coalesces bursts for a short
-  window, then runs one reconcile pass; a pass that is not settled asks to run again soon.
+* ``agent-loop`` (the caller of ``run``): the one supervised loop (tfleet/loop.py) waits to be
+  woken, coalesces bursts for a short window, then runs one reconcile pass; a pass that is not
+  settled asks to run again soon (its Outcome's requeue_after).
 * APScheduler jobs: ``lease-renew`` every TTL/3 with jitter, ``resync`` (a full pass) every
   ``resync_interval`` as the safety net for anything a watch missed.
 * ``watch:<prefix>`` (the store's): wakes the loop on any change under assignments/<host>/.
@@ -26,11 +27,11 @@ from tfleet import __version__, logs, schema
 from tfleet.agent.applied import AppliedStateFile
 from tfleet.agent.heartbeat import HostLease
 from tfleet.agent.metrics import AgentMetrics
-from tfleet.agent.reconciler import Outcome, Reconciler
+from tfleet.agent.reconciler import Reconciler
 from tfleet.agent.settings import AgentSettings
 from tfleet.httpserver import OpsServer
 from tfleet.keyspace import Keyspace
-from tfleet.passguard import PassGuard
+from tfleet.loop import Loop, Outcome
 from tfleet.schema import HostRecord
 from tfleet.store import EtcdStore
 
@@ -56,13 +57,10 @@ class Agent:
         self.metrics = metrics or AgentMetrics()
         self.log = logs.get("agent", host=settings.host)
         self._clock = clock
-        self._wake = threading.Event()
         self._full = threading.Event()
         self._pass = threading.Event()  # a reconcile pass is wanted (not just a probe)
         self._probe = threading.Event()
-        self._stop = threading.Event()
         self._stopped = threading.Event()
-        self._loop_beat = clock()
         self._started_at = schema.utc_now()
         self._watch = None
         self._status_watch = None
@@ -91,23 +89,32 @@ class Agent:
             on_tfs_change=self.lease.rewrite,
         )
         self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
-        self._guard = PassGuard("agent-loop", self.log, self.metrics.pass_errors, self.metrics.pass_failing)
+        # A failed pass may have left caches half-updated: the one after its backoff is full.
+        self.loop = Loop(
+            "agent-loop",
+            self._step,
+            log=self.log,
+            errors=self.metrics.pass_errors,
+            failing=self.metrics.pass_failing,
+            coalesce=settings.coalesce_window,
+            on_failure=lambda: self.wake(full=True),
+            clock=clock,
+        )
 
     # -- control ---------------------------------------------------------------------------
     def wake(self, full: bool = False) -> None:
         if full:
             self._full.set()
         self._pass.set()
-        self._wake.set()
+        self.loop.wake()
 
     def _wake_probe(self) -> None:
         self._probe.set()
-        self._wake.set()
+        self.loop.wake()
 
     def stop(self) -> None:
         """Ask run() to finish; safe from a signal handler or another thread."""
-        self._stop.set()
-        self._wake.set()
+        self.loop.stop()
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
@@ -123,40 +130,15 @@ class Agent:
             self._scheduler.add_job(lambda: self.wake(full=True), "interval", seconds=s.resync_interval, jitter=s.resync_interval / 10, id="resync")
             self._scheduler.add_job(self._wake_probe, "interval", seconds=s.tfs_probe_interval, id="tfs-probe")
             self._scheduler.start()
-            self._loop()
+            self._full.set()  # the first pass is full, and runs at once
+            self.loop.run()
         finally:
             self._shutdown()
-
-    def _loop(self) -> None:
-        requeue: float | None = 0.0
-        self._full.set()
-        self.wake()
-        while not self._stop.is_set():
-            woke = self._wake.wait(timeout=requeue)
-            if self._stop.is_set():
-                break
-            if self.settings.coalesce_window:
-                self._stop.wait(self.settings.coalesce_window)  # let a burst of changes land together
-            self._wake.clear()
-            self._loop_beat = self._clock()
-            try:
-                outcome = self._step(woke)
-            except Exception as exc:  # noqa: BLE001 - a pass never stops the agent (tfleet/passguard.py)
-                # Back off even if watch events keep waking the loop; then a full pass, since the
-                # failed one may have left caches half-updated.
-                self._stop.wait(self._guard.failed(exc))
-                self._full.set()
-                requeue = 0.0
-                continue
-            if outcome is None:
-                continue  # no pass was due: keep the requeue asked for by the last pass
-            self._guard.succeeded()
-            requeue = outcome.requeue_after
 
     def _step(self, woke: bool) -> Outcome | None:
         """One turn of the loop after a wake: the host record's rewrite when due, then a probe
         of TF Serving or a pass (None: neither asked for a pass). Everything in here runs
-        under the loop's PassGuard, so a surprise anywhere cannot stop the agent."""
+        under the loop's pass guard, so a surprise anywhere cannot stop the agent."""
         if self.lease.rewrite_due:
             self.lease.rewrite()
         wanted = not woke or self._pass.is_set()  # a requeue that came due, or a wake
@@ -221,11 +203,11 @@ class Agent:
 
     def _on_host_events(self, events) -> None:
         if self.lease.on_host_events(events):
-            self._wake.set()  # the loop rewrites the record; no pass needed
+            self.loop.wake()  # the loop rewrites the record; no pass needed
 
     def _on_host_reset(self, snapshot) -> None:
         self.lease.request_rewrite()
-        self._wake.set()
+        self.loop.wake()
 
     def _on_watch_error(self, error: Exception) -> None:
         self.metrics.watch_restarts.inc()
@@ -269,7 +251,7 @@ class Agent:
     def _healthy(self) -> tuple[bool, str]:
         # The loop wakes at least every resync_interval; a reload may hold it for reload_timeout.
         limit = 2 * self.settings.resync_interval + self.settings.reload_timeout + 10
-        idle = self._clock() - self._loop_beat
+        idle = self._clock() - self.loop.beat
         if idle > limit:
             return False, f"reconcile loop has not run for {idle:.0f} s"
         return True, "ok"

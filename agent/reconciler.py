@@ -17,7 +17,8 @@ is not serving: every status key stops claiming AVAILABLE (state UNKNOWN with th
 until TF Serving answers again, and the host record says since when.
 
 The agent owns its status keys: a change or delete of one by anybody else (seen through the
-watch of ``status/<host>/``, ``on_status_events``) makes the next pass write it again.
+watch of ``status/<host>/``, ``on_status_events``) makes the next pass write it again
+(agent/status_keys.py writes them and tells its own writes from others').
 
 The reconciler keeps only caches that can be rebuilt (parsed assignments by revision, last
 observed TF Serving status, last written status) plus the list TF Serving last accepted,
@@ -27,10 +28,9 @@ which is also saved to a local file (see applied.py).
 from __future__ import annotations
 
 import datetime as dt
-import threading
+import random
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 
 from tfleet import modelfs, schema
 from tfleet.agent.applied import AppliedStateFile
@@ -38,30 +38,26 @@ from tfleet.agent.heartbeat import HostLease
 from tfleet.agent.metrics import AgentMetrics
 from tfleet.agent.planner import ModelInput, ModelReport, Plan, PlanInput, plan
 from tfleet.agent.settings import AgentSettings
+from tfleet.agent.status_keys import STATUS_WRITE_BATCH, StatusKeys, not_serving
+from tfleet.backoff import Backoff
 from tfleet.keyspace import InvalidName, Keyspace
-from tfleet.schema import Assignment, ModelStatus, SchemaError, VersionReport
-from tfleet.store import Delete, EtcdStore, Put, Snapshot, StoreError, WatchEvent
+from tfleet.loop import Outcome
+from tfleet.schema import Assignment, SchemaError
+from tfleet.store import EtcdStore, Snapshot, StoreError, WatchEvent
 from tfleet.tfs.types import (
     FAILED_PRECONDITION,
-    UNAVAILABLE,
     ModelConfigSpec,
     TfsDeadlineExceeded,
     TfsError,
     TfsUnavailable,
     VersionState,
-    VersionStatus,
 )
 
-STATUS_WRITE_BATCH = 64  # well under etcd's default limit of 128 operations per transaction
+# Outcome.result: ok | pending | etcd_unavailable | tfs_unavailable | tfs_unresponsive | reload_failed
+__all__ = ["MAX_RELOADS_PER_PASS", "Outcome", "Reconciler", "STATUS_WRITE_BATCH"]
 MAX_RELOADS_PER_PASS = 3  # the config, then the labels that waited for it (+1: a refused label dropped)
 # The model a probe asks about when TF Serving was given none: any answer (NOT_FOUND) shows it alive.
 PROBE_NOTHING = "tfleet-probe"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    result: str  # ok | pending | etcd_unavailable | tfs_unavailable | tfs_unresponsive | reload_failed
-    requeue_after: float | None  # None: wait for the next watch event or resync
 
 
 class Reconciler:
@@ -101,12 +97,7 @@ class Reconciler:
         self._applied: dict[str, ModelConfigSpec] = applied
         self._inputs: dict[str, ModelInput] = {}
         self._served: dict[str, tuple | None] = {}
-        # What this agent last wrote per status key, and the revision of that write: a watch
-        # event for the key at another revision is somebody else's change (on_status_events).
-        self._keys_lock = threading.Lock()
-        self._written: dict[str, ModelReport] = {}
-        self._written_rev: dict[str, int] = {}
-        self._written_lease: int | None = None
+        self._status = StatusKeys(store=store, keyspace=keyspace, host=settings.host, lease_id=lambda: lease.lease_id, metrics=metrics, log=log)
         self._reports: dict[str, ModelReport] = {}  # the reports of the last completed pass
         self._labels_refused: frozenset[str] = frozenset()
         self._labels_refused_until = 0.0
@@ -119,11 +110,13 @@ class Reconciler:
         self._unsettled: set[str] = set()
         self._pending_since: dict[str, tuple[int, float]] = {}
         self._bad_keys_logged: set[tuple[str, int]] = set()
-        self._strays: set[str] = set()  # status keys somebody else created: deleted by the next pass
         self._last_rejection: TfsError | None = None  # the error of the last refused reload
         self._tfs_forgot = False  # set by _observe: a model TF Serving knew answered NOT_FOUND
         self._reload_retry_at = 0.0
         self._reload_failures = 0
+        # a refused reload is tried again after poll_interval * 2, 4, 8... (at most a minute);
+        # not jittered: the agent's TF Serving is its own, no fleet retries in step with it
+        self._reload_backoff = Backoff(initial=min(settings.poll_interval * 2, 60.0), cap=60.0, jitter=0)
         self._need_sweep = True
         self._last_sweep = clock()
         self._applied_dirty = False
@@ -132,47 +125,17 @@ class Reconciler:
 
     def forget_written_status(self) -> None:
         """A new lease carries none of the old keys: write every status again."""
-        with self._keys_lock:
-            self._written.clear()
-            self._written_rev.clear()
+        self._status.forget()
 
-    # -- owning the status keys ------------------------------------------------------------
+    # -- owning the status keys (agent/status_keys.py) ----------------------------------
     def on_status_events(self, events: list[WatchEvent]) -> bool:
-        """Events under status/<host>/ (the store's watch thread). True when one of them is
-        somebody else's change, so a pass must write the key again.
-
-        An event at (or before) the revision of this agent's last write of the key is its own;
-        a later put, and a later delete of a key it means to have, is foreign: the key is
-        forgotten as written, so the next pass puts it back (under the lease) or deletes a
-        key it never wrote.
-        """
-        foreign: list[str] = []
-        with self._keys_lock:
-            for event in events:
-                try:
-                    name = self._ks.name_after(event.key, self._ks.status_prefix(self._host))
-                except InvalidName:
-                    continue
-                mine = self._written_rev.get(name)
-                if mine is not None and event.mod_revision <= mine:
-                    # this agent's own write, or one its later write already replaced
-                    if event.kind == "delete" and event.mod_revision == mine and name not in self._written:
-                        del self._written_rev[name]  # its own delete, seen: nothing left to track
-                    continue
-                if name not in self._written:
-                    if event.kind == "delete":
-                        continue  # a key this agent does not want anyway
-                    self._strays.add(name)  # created by somebody else: the next pass deletes it
-                self._written.pop(name, None)
-                foreign.append(name)
-        if foreign:
-            self._metrics.foreign_key_writes.labels("status").inc(len(foreign))
-            self._log.warning("status_key_changed_by_another_writer", models=sorted(foreign)[:10], count=len(foreign), action="writing it again")
-        return bool(foreign)
+        """Events under status/<host>/ (the store's watch thread); True when somebody else
+        changed one of this agent's keys, so a pass must write it again."""
+        return self._status.on_events(events)
 
     def on_status_reset(self) -> None:
         """The status watch lost its history (compaction): check every key by writing it again."""
-        self.forget_written_status()
+        self._status.forget()
 
     # -- the pass --------------------------------------------------------------------------
     def reconcile(self, full: bool = False) -> Outcome:
@@ -220,7 +183,7 @@ class Reconciler:
         if sweep:
             self._need_sweep = False
         self._reports = dict(current.reports)
-        written = self._publish(current.reports)
+        written = self._status.publish(current.reports)
         if self._applied_dirty:
             self._save_applied()  # after the status writes: it is a restart aid, not on the hot path
         self._unsettled = {name for name, report in current.reports.items() if not report.settled}
@@ -295,8 +258,8 @@ class Reconciler:
             self._log.warning("tfs_not_serving", reason=self.unresponsive_reason, failures=self._tfs_failures, action="status keys stop claiming AVAILABLE")
             self._on_tfs_change()
         if self.unresponsive_since is not None:
-            degraded = {name: _not_serving(report, self.unresponsive_reason) for name, report in self._reports.items()}
-            self._publish(degraded)
+            degraded = {name: not_serving(report, self.unresponsive_reason) for name, report in self._reports.items()}
+            self._status.publish(degraded)
             self._update_gauges(degraded)
         result = "tfs_unavailable" if unreachable else "tfs_unresponsive"
         self._log.warning("reconcile", result=result, error=exc.message, failures=self._tfs_failures, revision=revision)
@@ -439,7 +402,7 @@ class Reconciler:
             self._last_rejection = exc
             self._metrics.reload_seconds.labels("rejected").observe(self._clock() - started)
             self._reload_failures += 1
-            backoff = min(60.0, self._settings.poll_interval * 2**self._reload_failures)
+            backoff = self._reload_backoff.delay(self._reload_failures, _NO_JITTER)
             self._reload_retry_at = self._clock() + backoff
             for name in touched & set(new):
                 self._reload_errors[name] = f"TF Serving rejected the reload (code {exc.code}): {exc.message}"
@@ -468,48 +431,7 @@ class Reconciler:
         except OSError as exc:
             self._log.warning("applied_state_not_saved", path=str(self._applied_file.path), error=str(exc))
 
-    # -- step 4: publish ---------------------------------------------------------------------------
-    def _publish(self, reports: Mapping[str, ModelReport]) -> int | None:
-        """Write changed status keys; the number of keys written, or None when etcd failed.
-
-        A key is written when its content differs from what this agent last wrote, or when
-        somebody else changed it meanwhile (on_status_events forgot it as written); a status
-        key somebody else created for a model this host does not report is deleted.
-        """
-        lease = self._lease.lease_id
-        if lease is None:
-            return 0  # not registered yet: status keys need the lease; written after it
-        with self._keys_lock:
-            if lease != self._written_lease:
-                self._written.clear()
-                self._written_rev.clear()
-                self._written_lease = lease
-            changes: list[tuple[str, ModelReport | None]] = [(name, report) for name, report in reports.items() if report != self._written.get(name)]
-            changes += [(name, None) for name in self._written if name not in reports]
-            changes += [(name, None) for name in self._strays if name not in reports and name not in self._written]
-            self._strays.clear()
-        now = schema.utc_now()
-        for start in range(0, len(changes), STATUS_WRITE_BATCH):
-            batch = changes[start : start + STATUS_WRITE_BATCH]
-            ops = [
-                Put(self._ks.status(self._host, name), schema.encode(_status_document(doc, now)), lease) if doc else Delete(self._ks.status(self._host, name))
-                for name, doc in batch
-            ]
-            with self._keys_lock:  # the watch sees this write only once its revision is known
-                try:
-                    result = self._store.txn([], ops)
-                except StoreError as exc:
-                    self._log.warning("status_write_failed", error=str(exc), pending=len(changes) - start)
-                    return None
-                for name, doc in batch:
-                    self._metrics.status_writes.labels("put" if doc else "delete").inc()
-                    self._written_rev[name] = result.revision
-                    if doc is None:
-                        self._written.pop(name, None)
-                    else:
-                        self._written[name] = doc
-        return len(changes)
-
+    # -- step 4: publish (the status keys: agent/status_keys.py) and measure ---------------
     def _record_convergence(self, reports: dict[str, ModelReport]) -> None:
         now = self._clock()
         for name, (revision, since) in list(self._pending_since.items()):
@@ -533,21 +455,4 @@ class Reconciler:
         self._metrics.last_reconcile.set(time.time())
 
 
-def _status_document(report: ModelReport, now) -> ModelStatus:
-    return ModelStatus(
-        assignment_revision=report.assignment_revision,
-        versions={
-            str(version): VersionReport(state=status.state, error_code=status.error_code, error_message=status.error_message)
-            for version, status in report.versions.items()
-        },
-        version_labels=dict(report.version_labels),
-        error=report.error,
-        updated_at=now,
-    )
-
-
-def _not_serving(report: ModelReport, reason: str) -> ModelReport:
-    """A report while TF Serving does not answer: no version is claimed AVAILABLE (or in any
-    other state TF Serving did not just say); each one is UNKNOWN with the reason."""
-    versions = {version: VersionStatus(version, VersionState.UNKNOWN, UNAVAILABLE, reason) for version in report.versions}
-    return ModelReport(report.assignment_revision, versions, report.version_labels, reason, settled=False)
+_NO_JITTER = random.Random(0)  # the reload backoff has no jitter: never drawn from

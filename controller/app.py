@@ -1,6 +1,7 @@
 """The controller process: election, reconcile loop, watch, ops endpoint.
 
-Threads: ``controller-loop`` (runs passes while leading; a standby's pass does nothing),
+Threads: ``controller-loop`` (the one supervised loop, tfleet/loop.py: runs passes while
+leading, a standby's pass does nothing; a pending scheduled action is the pass's requeue_after),
 APScheduler jobs ``election-renew`` (every TTL/3, jittered: the leader refreshes its lease, a
 standby campaigns; the election also watches the leader key) and ``resync`` (a pass every resync_interval
 as the safety net), the fleet cache's watch of the prefix (controller/fleetcache.py: leader or
@@ -28,12 +29,13 @@ from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.history import HistoryRecorder
 from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.problems import ProblemsPublisher
-from tfleet.controller.reconciler import ControllerReconciler
+from tfleet.controller.reconciler import ControllerReconciler, Outcome
 from tfleet.controller.settings import ControllerSettings
 from tfleet.httpserver import OpsServer
 from tfleet.keyspace import Keyspace
-from tfleet.passguard import PassGuard
+from tfleet.loop import Loop
 from tfleet.registry import Registry
+from tfleet.controller.snapshot import FleetSnapshot
 from tfleet.schema import LeaderRecord
 from tfleet.store import EtcdStore
 
@@ -68,8 +70,6 @@ class Controller:
         # etcd-outage retries: warning, rate-limited (tfleet/logs.py OutageLog)
         self.log = logs.OutageLog(logs.get("controller", id=settings.id), logs.CONTROLLER_OUTAGE_EVENTS)
         self._clock = clock
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         self._stopped = threading.Event()
         self._since = schema.utc_now()
         # /sd/agents and /sd/tfserving: Prometheus HTTP service discovery of every live host
@@ -126,20 +126,28 @@ class Controller:
             keep=settings.history_keep,
         )
         self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
-        self._loop_beat = clock()
         self.problems = ProblemsPublisher(store=self.store, keyspace=self.keyspace, election=self.election, metrics=self.metrics, log=self.log)
-        self._guard = PassGuard("controller-loop", self.log, self.metrics.pass_errors, self.metrics.pass_failing)
+        self._snapshot: FleetSnapshot | None = None  # the snapshot of the last pass that had one (leading)
+        self.loop = Loop(
+            "controller-loop",
+            self._pass,
+            log=self.log,
+            errors=self.metrics.pass_errors,
+            failing=self.metrics.pass_failing,
+            coalesce=settings.coalesce_window,
+            idle=settings.resync_interval,
+            clock=clock,
+        )
 
     def _leader_record(self) -> LeaderRecord:
         dashboard = self.dashboard.advertised_address if self.dashboard else None
         return LeaderRecord(id=self.settings.id, since=schema.utc_now(), version=__version__, dashboard_address=dashboard)
 
     def wake(self) -> None:
-        self._wake.set()
+        self.loop.wake()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+        self.loop.stop()
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
@@ -168,43 +176,31 @@ class Controller:
             self._scheduler.start()
             self.election.start()
             self.history.start()
-            self._loop()
+            self.loop.run()
         finally:
             self._shutdown()
 
-    def _loop(self) -> None:
-        self._wake.set()
-        while not self._stop.is_set():
-            self._wake.wait(timeout=self.settings.resync_interval)
-            if self._stop.is_set():
-                break
-            if self.settings.coalesce_window:
-                self._stop.wait(self.settings.coalesce_window)
-            self._wake.clear()
-            self._loop_beat = self._clock()
-            try:
-                self._pass()
-            except Exception as exc:  # noqa: BLE001 - a pass never stops the controller (tfleet/passguard.py)
-                self._stop.wait(self._guard.failed(exc))
-                self._wake.set()
-            else:
-                self._guard.succeeded()
-
-    def _pass(self) -> None:
+    def _pass(self, woke: bool) -> Outcome:
+        """One turn of the loop (its pass guard catches any surprise). The outcome's
+        requeue_after wakes the loop when the next scheduled action falls due (the action
+        itself is in etcd, so whichever controller leads then runs it)."""
         leading = self.election.is_leader
         self.cache.ensure_started()  # a standby's too: its dashboard reads it
         # A standby's pass returns at once; the first one after losing leadership also
         # drops the fleet gauges this controller reported while it led.
-        self.reconciler.reconcile()
-        if leading:
-            self._schedule_next_action()
+        outcome = self.reconciler.reconcile()
+        if outcome.result == "standby":
+            self._snapshot = None
+        elif outcome.snapshot is not None:
+            self._snapshot = outcome.snapshot
         self._publish_problems(leading)
         self.metrics.is_leader.set(1 if self.election.is_leader else 0)
+        return outcome
 
     def _publish_problems(self, leading: bool) -> None:
         """<prefix>/problems (controller/problems.py): from the leader's snapshot, or from a
         standby when the leader key itself keeps anybody from leading."""
-        snap = self.reconciler.last_snapshot
+        snap = self._snapshot
         if leading and snap is not None:
             # bad_values_revision moves only when a bad value appears, changes or goes: a pass
             # that changed none costs nothing here
@@ -214,18 +210,6 @@ class Controller:
         orphan = self.election.orphaned_leader_key
         if orphan is not None:
             self.problems.publish_without_leader(orphan[1], orphan[0])
-
-    def _schedule_next_action(self) -> None:
-        """Wake the loop when the next scheduled action falls due (the action itself is in etcd)."""
-        from tfleet.controller.schedules import next_due
-
-        snap = self.reconciler.last_snapshot
-        when = next_due(snap) if snap is not None else None
-        if when is None:
-            if self._scheduler.get_job("scheduled-action") is not None:
-                self._scheduler.remove_job("scheduled-action")
-            return
-        self._scheduler.add_job(self.wake, "date", run_date=max(when, schema.utc_now()), id="scheduled-action", replace_existing=True)
 
     def _on_elected(self) -> None:
         self.metrics.leadership_changes.labels("won").inc()
@@ -253,7 +237,7 @@ class Controller:
         self._stopped.set()
 
     def _healthy(self) -> tuple[bool, str]:
-        idle = self._clock() - self._loop_beat
+        idle = self._clock() - self.loop.beat
         limit = 3 * self.settings.resync_interval + 30
         return (idle <= limit, "ok" if idle <= limit else f"loop has not run for {idle:.0f} s")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tfleet import routing, schema
 from tfleet.controller import planner
@@ -23,7 +23,7 @@ from tfleet.controller.election import NotLeader
 from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.incremental import IncrementalPlanner
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE
-from tfleet.controller.schedules import ScheduleRunner
+from tfleet.controller.schedules import ScheduleRunner, next_due
 from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.snapshot import FleetBuilder, FleetSnapshot
 from tfleet.keyspace import Keyspace
@@ -45,8 +45,16 @@ HISTORY_RECHECK = 30.0
 
 @dataclass(frozen=True)
 class Outcome:
-    result: str  # ok | standby | etcd_unavailable | lost_leadership
+    """What a pass tells the loop (tfleet/loop.py) and the process, controller-runtime style."""
+
+    result: str  # ok | standby | etcd_unavailable | cache_behind | lost_leadership
     writes: int = 0
+    # seconds until the next scheduled action falls due (None: none pending): the loop runs then
+    requeue_after: float | None = None
+    retry: bool = False  # never set: after etcd_unavailable the loop waits for the cache to wake it, or the resync
+    # the snapshot this term last decided from (None: standby, or none read yet this term);
+    # after a pass that could not read one, the previous one
+    snapshot: FleetSnapshot | None = None
 
 
 class ControllerReconciler:
@@ -113,7 +121,16 @@ class ControllerReconciler:
         finally:
             self._metrics.reconcile_seconds.observe(self._clock() - started)
         self._metrics.reconcile_total.labels(outcome.result).inc()
-        return outcome
+        return self._completed(outcome)
+
+    def _completed(self, outcome: Outcome) -> Outcome:
+        """The outcome with what the process acts on: the snapshot, and when to run again."""
+        snap = self.last_snapshot
+        if snap is None or outcome.result in ("standby", "lost_leadership"):
+            return outcome
+        when = next_due(snap)
+        requeue = None if when is None else max(0.0, (when - self._now()).total_seconds())
+        return replace(outcome, requeue_after=requeue, snapshot=snap)
 
     def _reconcile(self) -> Outcome:
         if not self._election.is_leader:

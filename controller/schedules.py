@@ -1,7 +1,8 @@
 """Scheduled actions: promote a canary, abort a rollout, or roll a model back at a given time.
 
 The actions live in etcd (``<prefix>/schedules/<model>/<id>``), so whichever controller
-leads when one falls due runs it; APScheduler only wakes the leader at the right moment.
+leads when one falls due runs it; the pass only tells the loop when the next one is due
+(Outcome.requeue_after, tfleet/loop.py), so the leader wakes at the right moment.
 
 Running one action is three steps, each safe to repeat after a crash or a failover:
 

@@ -2,7 +2,8 @@
 
 A pass never dies (the team's rule): whatever a value in etcd, a TF Serving reply or a bug
 makes a pass raise, the loop that runs it must go on serving everything else. Every loop
-(agent-loop, controller-loop, dashboard-state) therefore runs its pass under a PassGuard:
+(tfleet/loop.py: agent-loop, controller-loop, dashboard-state, history-recorder, routes-watch)
+therefore runs its pass under a PassGuard:
 
 * the error is logged once with its traceback (the same error again, pass after pass, is
   logged at debug level until a pass succeeds, so a stuck value does not flood the log);
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import random
 
-from tfleet.store import Backoff
+from tfleet.backoff import Backoff
 
 DEFAULT_BACKOFF = Backoff(initial=1.0, cap=30.0)
 

@@ -5,13 +5,14 @@ on the leader, so a standby's dashboard is as live as the leader's:
 
 * the cache's one watch of the prefix keeps the keys of every section but history/; the page
   asks for a model's history when it shows it (a bounded read of its newest entries);
-* a thread named ``dashboard-state``, woken by the cache, takes the keys changed since its
-  last build from its own cursor of the cache, and turns them into a JSON state of the fleet
-  at most once per coalescing window (100 ms) (``StateBuilder``: only the models whose keys
-  changed are rebuilt; ``build_state`` is the pure one-shot form), and pushes a patch to
-  every connected browser over server-sent events: the models that changed and the top-level
-  parts that changed. A browser gets the whole state when its stream opens; while it lags,
-  its patches are merged, so a slow browser never holds up the others;
+* a thread named ``dashboard-state`` (the one supervised loop, tfleet/loop.py), woken by the
+  cache, takes the keys changed since its last build from its own cursor of the cache, and
+  turns them into a JSON state of the fleet at most once per coalescing window (100 ms)
+  (``StateBuilder``: only the models whose keys changed are rebuilt; ``build_state`` is the
+  pure one-shot form), and pushes a patch to every connected browser over server-sent
+  events: the models that changed and the top-level parts that changed. A browser gets the
+  whole state when its stream opens; while it lags, its patches are merged, so a slow
+  browser never holds up the others;
 * uvicorn serves the Starlette app in a thread named ``dashboard-http`` with its own event
   loop: ``/`` (a static page, vanilla JS, no build step), ``/api/state`` (the same JSON, for
   scripts), ``/api/events`` (the live stream) and ``/api/history/<model>``.

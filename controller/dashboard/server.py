@@ -27,10 +27,13 @@ from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.snapshot import FleetBuilder
 
 from tfleet.keyspace import InvalidName, Keyspace
-from tfleet.passguard import PassGuard
-from tfleet.store import Backoff, StoreError
+from tfleet.backoff import Backoff
+from tfleet.loop import Loop, Outcome
+from tfleet.store import StoreError
 
 COALESCE_SECONDS = 0.1
+# While the cache's watch reports trouble, etcd is probed this often (the watch resumes by itself).
+PROBE_SECONDS = 2.0
 KEEPALIVE_SECONDS = 15.0
 # Top-level parts of the state a patch carries when they changed (models travel one by one).
 _PATCH_KEYS = ("prefix", "leader", "hosts", "rollouts", "errors", "summary", "dashboard")
@@ -109,18 +112,25 @@ class Dashboard:
         self._ks = keyspace
         self._controller_id = controller_id
         self._log = log
-        self._coalesce = coalesce
         self._keepalive = keepalive
         self._rng = rng or random.Random()
-        self._backoff = Backoff(initial=0.5, cap=5.0)
         self._cache = cache if cache is not None else FleetCache(store, keyspace, log=log)
         self._cursor = self._cache.cursor("dashboard")
         self._fleet = FleetBuilder(keyspace)
         self._history = history or default_history_reader(store, keyspace)
         self._builder = StateBuilder(keyspace)
         self._broadcaster = _Broadcaster()
-        self._dirty = threading.Event()
-        self._stopping = threading.Event()
+        # The state thread: woken by the cache; a pass that cannot start the cache retries
+        # after a backoff; one that raised forgets what it took from the cache (half applied).
+        self._loop = Loop(
+            "dashboard-state",
+            self._step,
+            log=log,
+            coalesce=coalesce,
+            retry_backoff=Backoff(initial=0.5, cap=5.0),
+            on_failure=self._forget,
+            rng=self._rng,
+        )
         self._cache.on_change(self._on_change)
         self._cache.on_error(self._on_error)
         self._etcd_error: str | None = None
@@ -139,7 +149,7 @@ class Dashboard:
         )
         self._server = uvicorn.Server(config)
         self._http_thread = threading.Thread(target=self._serve, name="dashboard-http", daemon=True)
-        self._state_thread = threading.Thread(target=self._run, name="dashboard-state", daemon=True)
+        self._state_thread = threading.Thread(target=self._loop.run, name="dashboard-state", daemon=True)
 
     # -- addresses ----------------------------------------------------------------------
     @property
@@ -173,8 +183,7 @@ class Dashboard:
             raise RuntimeError(f"dashboard on {self.address} did not start within {timeout:g} s")
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        self._dirty.set()
+        self._loop.stop()
         self._broadcaster.close()  # open streams end, so the server can finish them
         self._server.should_exit = True
         for thread in (self._http_thread, self._state_thread):
@@ -189,37 +198,26 @@ class Dashboard:
             self._log.error("dashboard_failed", error=f"{type(exc).__name__}: {exc}")
 
     # -- keeping the state --------------------------------------------------------------
-    def _run(self) -> None:
-        guard = PassGuard("dashboard-state", self._log, None)
-        while not self._stopping.is_set():
-            try:
-                self._run_until_stopped()
-            except Exception as exc:  # noqa: BLE001 - the state thread never dies (tfleet/passguard.py)
-                # the changes taken from the cache may be half applied: start over from all of it
-                self._cursor.forget()
-                self._fleet.forget()
-                self._stopping.wait(guard.failed(exc))
-                self._dirty.set()
+    def _step(self, woke: bool) -> Outcome:
+        """One turn of the state thread (tfleet/loop.py): start the cache if nobody did, then
+        rebuild and push the state after a change, or probe etcd while the watch reports trouble."""
+        if not self._cache.running:
+            if not self._open():
+                self._publish()  # the page says why it shows nothing new
+                return Outcome("etcd_unavailable", retry=True)
+            woke = True
+        elif self._etcd_error and not woke:
+            woke = self._probe()
+        if woke:
+            self._publish()
+        return Outcome("ok", requeue_after=PROBE_SECONDS if self._etcd_error else None)
 
-    def _run_until_stopped(self) -> None:
-        failures = 0
-        while not self._stopping.is_set():
-            if not self._cache.running:
-                if not self._open():
-                    failures += 1
-                    self._publish()
-                    self._stopping.wait(self._backoff.delay(failures, self._rng))
-                    continue
-                failures = 0
-            self._dirty.wait(timeout=2.0 if self._etcd_error else None)
-            if self._stopping.is_set():
-                break
-            if self._etcd_error and not self._dirty.is_set():
-                self._probe()
-            if self._dirty.is_set():
-                self._stopping.wait(self._coalesce)  # gather a burst of changes into one push
-                self._dirty.clear()
-                self._publish()
+    def _forget(self) -> None:
+        """After a pass raised: the changes taken from the cache may be half applied, so the
+        next one starts over from all of it."""
+        self._cursor.forget()
+        self._fleet.forget()
+        self._loop.wake()
 
     def _open(self) -> bool:
         """Start the cache unless the controller's loop did (the first one to come does it)."""
@@ -227,30 +225,29 @@ class Dashboard:
             self._set_error(self._cache.error or "etcd unavailable")
             return False
         self._etcd_error = None
-        self._dirty.set()
         return True
 
     def _on_change(self) -> None:  # the cache's watch thread: be quick
         self._etcd_error = None
-        self._dirty.set()
+        self._loop.wake()
 
     def _on_error(self, error: Exception) -> None:
         self._set_error(str(error))
-        self._dirty.set()
+        self._loop.wake()
 
     def _set_error(self, message: str) -> None:
         if message != self._etcd_error:
             self._log.info("dashboard_etcd_unavailable", error=message)
         self._etcd_error = message
 
-    def _probe(self) -> None:
+    def _probe(self) -> bool:
         """While the watch reports trouble: is etcd back? (The watch resumes by itself.)"""
         try:
             self._store.get(self._ks.leader())
         except StoreError:
-            return
+            return False
         self._etcd_error = None
-        self._dirty.set()
+        return True
 
     def _document(self, state: dict[str, Any] | None) -> dict[str, Any]:
         return {

@@ -147,8 +147,8 @@ def test_no_value_stops_a_daemon_vanishes_or_unloads_a_good_model(fuzz_fleet, mo
 
     # -- both daemons run, their loops too ------------------------------------------------------
     assert agent.thread.is_alive() and controller.thread.is_alive(), f"a daemon exited (seed {SEED})"
-    beat = agent.agent._loop_beat
-    wait_until(lambda: agent.agent._loop_beat > beat, 20, message="the agent's loop still runs")
+    beat = agent.agent.loop.beat
+    wait_until(lambda: agent.agent.loop.beat > beat, 20, message="the agent's loop still runs")
     wait_until(lambda: controller.is_leader, 30, message=f"a controller leads (seed {SEED})")
 
     def leader_key_leased():

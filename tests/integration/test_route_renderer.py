@@ -120,3 +120,34 @@ def test_watch_loop_coalesces_bursts_and_retries_a_failed_reload(tmp_path: pathl
         thread.join(5)
     assert not thread.is_alive()
     assert store.watch is not None and store.watch.cancelled
+
+
+def test_watch_loop_survives_an_unexpected_error_and_renders_again(tmp_path: pathlib.Path) -> None:
+    """The one loop's pass guard (tfleet/loop.py): a pass that raises is logged once and
+    retried after a backoff; the command does not exit."""
+    ks = Keyspace("/tfleet")
+    store = FakeStore()
+    store.put(ks.routes("m"), schema.encode(route_table("m", [H1])))
+    calls: list[int] = []
+
+    def reload(command, timeout, log) -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("hook exploded")
+        return True
+
+    log = RecordingLog()
+    out = tmp_path / "routes.conf"
+    renderer = RouteRenderer(store=store, keyspace=ks, output=Output("nginx", out), log=log, reload_cmd="x", coalesce=0.05, resync_interval=60.0, reload=reload)
+    thread = threading.Thread(target=renderer.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: len(calls) >= 2, 10.0, 0.01, message="the pass after the failure did not run")
+        assert thread.is_alive()
+        failed = [fields for level, event, fields in log.lines if event == "pass_failed"]
+        assert len(failed) == 1 and failed[0]["loop"] == "routes-watch" and "hook exploded" in failed[0]["error"]
+        assert "server 10.0.0.1:8500;" in out.read_text()
+    finally:
+        renderer.stop()
+        thread.join(5)
+    assert not thread.is_alive()

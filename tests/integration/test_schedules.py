@@ -41,6 +41,22 @@ def test_promote_runs_when_due_and_is_recorded(store, prefix, etcd_server) -> No
         controller.stop()
 
 
+def test_a_scheduled_action_wakes_the_loop_when_due_long_before_the_resync(store, prefix, etcd_server) -> None:
+    """The pass's Outcome.requeue_after (tfleet/loop.py) is what wakes the leader: nothing else
+    changes after the schedule is written, and the resync is a minute away."""
+    fleet = ControlledFleet(store, prefix)
+    controller = start_controller("c1", etcd_server.client_url, prefix, resync_interval=60.0)
+    try:
+        fleet.declare("m", intent(rollout={"strategy": "canary"}))
+        wait_until(lambda: fleet.model_status("m") is not None, 15, message="intent seen")
+        at = schema.utc_now() + dt.timedelta(seconds=3)
+        schedule(fleet, "m", "promote-1", "promote", at)
+        done = wait_until(lambda: (a := action(fleet, "m", "promote-1")).done_at and a, 20, message="promote ran")
+        assert at <= done.done_at <= at + dt.timedelta(seconds=15)
+    finally:
+        controller.stop()
+
+
 def test_rollback_restores_the_previous_intent(store, prefix, etcd_server) -> None:
     fleet = ControlledFleet(store, prefix)
     controller = start_controller("c1", etcd_server.client_url, prefix)

@@ -113,3 +113,35 @@ def test_events_outside_models_or_already_seen_are_not_changes() -> None:
     ]
     assert changes_of_events(events, KS, after=0) == [Change("m", b"{}", 5), Change("m", None, 7)]
     assert changes_of_events(events, KS, after=5) == [Change("m", None, 7)]
+
+
+# -- the recorder's bounded inbox (controller/history.py WatchInbox) ---------------------------
+
+
+def _events(n: int, start: int = 1) -> list[WatchEvent]:
+    return [WatchEvent("put", f"/tfleet/models/m{i}", b"{}", i) for i in range(start, start + n)]
+
+
+def test_the_watch_inbox_holds_at_most_its_limit_and_takes_in_rounds() -> None:
+    from tfleet.controller.history import WatchInbox
+
+    inbox = WatchInbox(limit=10)
+    assert inbox.put(_events(6), timeout=0)
+    assert not inbox.put(_events(6, 7), timeout=0)  # full: the watch's thread would wait here
+    assert inbox.events == 6
+    assert inbox.take(0, max_events=100) == [_events(6)]
+    assert inbox.put(_events(6, 7), timeout=0) and inbox.put(_events(4, 13), timeout=0)  # room again, nothing lost
+    assert [len(item) for item in inbox.take(0, max_events=5)] == [6]  # at least one delivery a round
+    assert [len(item) for item in inbox.take(0, max_events=5)] == [4]
+    assert inbox.take(0, max_events=5) == []
+
+
+def test_the_watch_inbox_lets_a_huge_delivery_into_an_empty_inbox_and_close_releases_a_waiting_put() -> None:
+    from tfleet.controller.history import WatchInbox
+
+    inbox = WatchInbox(limit=10)
+    assert inbox.put(_events(50), timeout=0)  # already in memory: waiting would never end
+    assert not inbox.put(_events(1, 51), timeout=0)
+    inbox.close()
+    assert not inbox.put(_events(1, 51))  # would block forever without close: returns at once, dropped
+    assert inbox.events == 0 and inbox.take(0, max_events=5) == []

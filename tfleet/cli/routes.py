@@ -15,7 +15,6 @@ import pathlib
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,9 @@ import click
 from tfleet import logs
 from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, fleet_prefix, unreachable_message
 from tfleet.cli.route_render import Rendered, envoy_bundle, render_envoy, render_nginx
+from tfleet.backoff import Backoff
 from tfleet.keyspace import InvalidName, Keyspace, validate_name
+from tfleet.loop import Loop, Outcome
 from tfleet.routing import read_route_tables
 from tfleet.schema import RouteTable
 
@@ -178,15 +179,24 @@ class RouteRenderer:
         self._coalesce = coalesce
         self._resync = resync_interval
         self._reload = reload
-        self._stop = threading.Event()
-        self._wake = threading.Event()
         self._reload_pending = False
+        self._watch: Any = None
         self.passes = 0
+        # --watch: the one supervised loop (tfleet/loop.py): a change wakes it, a burst is one
+        # render, every resync_interval a render anyway, and an etcd outage is retried after
+        # a jittered backoff (0.4 s doubling up to 5 s) while the files stay as they are.
+        self._loop = Loop(
+            "routes-watch",
+            self._step,
+            log=log,
+            coalesce=coalesce,
+            idle=resync_interval,
+            retry_backoff=Backoff(initial=0.4, cap=5.0),
+        )
 
     def stop(self) -> None:
         """Ask run() to return (safe from a signal handler or another thread)."""
-        self._stop.set()
-        self._wake.set()
+        self._loop.stop()
 
     def read(self) -> tuple[dict[str, RouteTable], int]:
         """The readable route tables and the revision they were read at (raises StoreError)."""
@@ -215,37 +225,31 @@ class RouteRenderer:
 
     def run(self) -> None:
         """Watch ``<prefix>/routes/`` until stop(); etcd outages keep the files as they are."""
+        try:
+            self._loop.run()
+        finally:
+            if self._watch is not None:
+                self._watch.cancel()
+
+    def _step(self, woke: bool) -> Outcome:
+        """One pass of --watch: read, render, write what changed; the watch starts after the
+        first read, from its revision, so no change after it is missed."""
         from tfleet.store import StoreError
 
-        watch = None
-        failures = 0
         try:
-            while not self._stop.is_set():
-                try:
-                    tables, revision = self.read()
-                except StoreError as exc:
-                    failures += 1
-                    self._log.warning("routes_read", result="etcd_unavailable", error=str(exc))
-                    self._stop.wait(min(5.0, 0.2 * 2 ** min(failures, 5)))
-                    continue
-                failures = 0
-                self.render_once(tables)
-                if watch is None:
-                    watch = self._store.watch_prefix(
-                        self._ks.routes_prefix(),
-                        revision + 1,
-                        on_events=lambda events: self._wake.set(),
-                        on_reset=lambda snapshot: self._wake.set(),
-                    )
-                self._wake.wait(self._resync)
-                if self._stop.is_set():
-                    break
-                if self._wake.is_set():
-                    self._stop.wait(self._coalesce)  # let a burst of writes land: one render for all
-                self._wake.clear()
-        finally:
-            if watch is not None:
-                watch.cancel()
+            tables, revision = self.read()
+        except StoreError as exc:
+            self._log.warning("routes_read", result="etcd_unavailable", error=str(exc))
+            return Outcome("etcd_unavailable", retry=True)
+        self.render_once(tables)
+        if self._watch is None:
+            self._watch = self._store.watch_prefix(
+                self._ks.routes_prefix(),
+                revision + 1,
+                on_events=lambda events: self._loop.wake(),
+                on_reset=lambda snapshot: self._loop.wake(),
+            )
+        return Outcome("ok")
 
 
 # -- the command ------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ client can be replaced or patched here alone.
 
 Layout (each module one job; import from tfleet.store, not from the modules):
 * types.py     the plain values and StoreError and its subclasses (pure);
-* settings.py  EtcdSettings (endpoints, TLS, password), Backoff, the adapter's limits (pure);
+* settings.py  EtcdSettings (endpoints, TLS, password), the adapter's limits (pure); it re-exports
+               Backoff (tfleet/backoff.py, the code base's one) for the watch's reconnections;
 * errors.py    what a client error means: member fault, never sent, -> which StoreError;
 * convert.py   plain values <-> etcd protocol messages;
 * members.py   one client per member, _MemberPicker, one call's failover (EtcdStore's base);

@@ -7,10 +7,11 @@ Pure: validated on construction, so that a bad flag fails at startup, not at fir
 from __future__ import annotations
 
 import math
-import random
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from tfleet.backoff import Backoff as Backoff  # re-exported: the watch's reconnection backoff
 
 _DEFAULT_PORT = 2379
 _MIB = 1024 * 1024
@@ -172,28 +173,3 @@ def _normalize_endpoint(text: object) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"{parts.scheme.lower()}://{host}:{port or _DEFAULT_PORT}"
-
-
-# ---------------------------------------------------------------------------------------
-# Backoff
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Jittered exponential backoff between watch reconnection attempts.
-
-    Jitter keeps a fleet of agents that lost etcd together from reconnecting in lockstep;
-    the cap bounds how long a watch stays down after etcd returns.
-    """
-
-    initial: float = 0.2
-    cap: float = 5.0
-
-    def __post_init__(self) -> None:
-        if not (0 < self.initial <= self.cap):
-            raise ValueError(f"backoff needs 0 < initial <= cap, got {self.initial}, {self.cap}")
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait before attempt number `attempt` (1-based): in [base/2, base]."""
-        base = min(self.cap, self.initial * 2.0 ** min(max(attempt, 1) - 1, 32))
-        return base / 2 + rng.uniform(0, base / 2)

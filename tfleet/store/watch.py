@@ -31,6 +31,11 @@ class _Compacted(Exception):
 
 _RESTART = object()
 _STOP = object()
+# Responses of the stream queued for the watch's thread: beyond them the client's thread waits
+# (and with it the gRPC stream and etcd's sending), so a slow consumer (the history recorder
+# replaying a long history) holds a bounded amount of it in memory, and nothing is dropped.
+STREAM_BUFFER = 16
+_SLOT_WAIT = 0.5  # seconds between looks, while waiting for room, at whether the stream was dropped
 
 
 class PrefixWatch:
@@ -75,6 +80,7 @@ class PrefixWatch:
         self._rng = rng
         self._join_timeout = join_timeout
         self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._slots = threading.Semaphore(STREAM_BUFFER)  # stream items in _inbox (control items take none)
         self._stopping = threading.Event()
         self._generation = 0
         self._opened_once = False
@@ -138,6 +144,10 @@ class PrefixWatch:
         generation = self._generation
 
         def deliver(item: object) -> None:
+            # the client's thread: wait for room, unless the stream was dropped meanwhile
+            while not self._slots.acquire(timeout=_SLOT_WAIT):
+                if self._stopping.is_set() or generation != self._generation:
+                    return
             self._inbox.put((generation, item))
 
         close = self._open_stream(self.prefix, self.revision + 1, deliver)
@@ -161,6 +171,7 @@ class PrefixWatch:
             if item is _STOP or item is _RESTART:
                 return
             assert isinstance(item, tuple)
+            self._slots.release()
             item_generation, payload = item
             if item_generation != generation:
                 continue  # left over from a dropped stream
@@ -227,6 +238,7 @@ class PrefixWatch:
                 return
             if item is _RESTART:
                 return
+            self._slots.release()  # a stale stream item, dropped
 
     def _close_current_stream(self) -> None:
         with self._close_lock:
