@@ -4,7 +4,7 @@ Every controller write is ONE transaction that also compares the leader key's
 create_revision with the term's fence (fenced_txn). The local deadline is only the fast
 path: once the leader key has expired or been deleted, no key can ever have that
 create_revision again, so every write of a former leader fails inside etcd however late it
-arrives. The term changes only through _win and _lose, under the _state lock, never across
+arrives. The term changes only in _win, _lose and resign, under the _state lock, never across
 a network call, so is_leader never waits for etcd.
 """
 

@@ -10,8 +10,11 @@ from tfleet.store import Snapshot, StoreError, WatchEvent
 
 
 class LeaderWatch(LeaderKeyCare):
-    """Watch callbacks of the Election (they run on the watch's thread); campaign() is the
-    Campaign part's."""
+    """Watch callbacks of the Election (they run on the watch's thread)."""
+
+    def campaign(self) -> bool:
+        """Try to become leader now: Campaign.campaign (campaign.py), which the Election uses."""
+        raise NotImplementedError
 
     def _ensure_watch(self) -> None:
         if self._watch is not None or self._closed:
