@@ -11,7 +11,7 @@ from typing import Any
 from bench.chaos.fleet import VERSIONS, Fleet, wait_until
 from bench.chaos.invariants import Timeline, WriteRecord
 
-EXTRA_LABEL = "prod"
+EXTRA_LABEL = "prod"  # the second label a "labels" change toggles on and off
 
 
 def intent_document(fleet: Fleet, model: str, version: int, replicas: int, extra_label: bool) -> dict[str, Any]:
