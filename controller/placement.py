@@ -1,7 +1,7 @@
 """The controller's placement decision: which hosts must hold a replica of which model.
 
 Pure: no I/O, no clock, no randomness. The same input gives the same Placement, whatever the
-order of its mappings. Table and property tests: tests/unit/test_placement.py; timing:
+order of its mappings. Table and property tests: tests/unit/test_placement_*.py; timing:
 ``python -m bench.placement``.
 
 Three modules: controller/placement_input.py holds the input and result types and the host

@@ -114,7 +114,7 @@ class OutageLog:
         return getattr(self._inner, name)
 
 
-# What a controller logs, every retry, while etcd is unreachable (controller/election.py,
+# What a controller logs, every retry, while etcd is unreachable (controller/election/,
 # controller/reconciler.py).
 CONTROLLER_OUTAGE_EVENTS = frozenset(
     {

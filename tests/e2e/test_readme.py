@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from tests.helpers import wait_until
-from tfleet.cli.dev import DEFAULT_ETCD_PORT, DEFAULT_RUN_DIR, _port_free
+from tfleet.cli.dev import DEFAULT_ETCD_PORT, DEFAULT_RUN_DIR, port_free
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def etcdctl(*args: str) -> str:
 
 
 def test_readme_commands_work_verbatim(tmp_path) -> None:
-    if not _port_free(DEFAULT_ETCD_PORT):
+    if not port_free(DEFAULT_ETCD_PORT):
         pytest.skip(f"port {DEFAULT_ETCD_PORT} is in use (a `make dev` running?): the README commands need tfleet dev's defaults")
     if not (ROOT / ".venv" / "bin" / "python").exists():
         pytest.skip("scripts/etcdctl needs the repository's .venv (make test creates it)")

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.integration.store_support import private_etcd, private_store  # noqa: F401 (pytest fixtures of test_store_*.py)
 from tests.simfixtures import models_dir, sim, sim_factory  # noqa: F401 (pytest fixtures)
 from tfleet.etcd_local import LocalEtcdCluster
 

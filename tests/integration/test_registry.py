@@ -349,7 +349,7 @@ def test_a_directory_that_cannot_be_checksummed_is_a_registry_error(
     def copying(path: pathlib.Path) -> Any:
         raise ChecksumError(f"saved_model.pb in {path} changed while it was being checksummed (5 bytes, then 9); wait until the copy is complete")
 
-    monkeypatch.setattr("tfleet.registry.checksum_version_dir", copying)
+    monkeypatch.setattr("tfleet.registry.versions.checksum_version_dir", copying)
     with pytest.raises(RegistryError, match="changed while it was being checksummed"):
         registry.register_version("resnet", 1, base_path=str(base))
     assert registry.versions("resnet") == []

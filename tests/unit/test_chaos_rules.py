@@ -1,4 +1,4 @@
-"""The chaos soak's schedule and invariant rules (bench/chaos.py), on hand-made timelines."""
+"""The chaos soak's schedule and invariant rules (bench/chaos/schedule.py, invariants.py), on hand-made timelines."""
 
 from __future__ import annotations
 

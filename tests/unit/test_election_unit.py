@@ -1,4 +1,4 @@
-"""The pure parts of controller/election.py: timing rules and the local deadline of a term.
+"""The pure parts of controller/election/ (term.py): timing rules and the local deadline of a term.
 
 Nothing here talks to etcd; the behaviour against a real etcd is in
 tests/integration/test_election.py.

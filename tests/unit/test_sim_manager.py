@@ -4,7 +4,7 @@ The manager gets a fake clock and a fake sleep (which only records and advances 
 the file-system source is polled explicitly, and `drive()` runs the manage-state loop until
 it has nothing left to do (tests/simhand.py). What is checked here is the decision logic;
 reloads that wait for their versions are tests/integration/test_sim_reload_labels.py, the
-threads and the wire tests/integration/test_simulator.py.
+threads and the wire tests/integration/simulator/.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ class FleetContext:
 
 
 class _ContextDocument(BaseModel):
-    """The file's JSON, read as strictly as a value in etcd (tfleet/schema.py's parse): any
+    """The file's JSON, read as strictly as a value in etcd (tfleet.schema's parse): any
     bytes in the file give a context or None, never a traceback; "pid": "12" is not a pid."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
