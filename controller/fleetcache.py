@@ -93,12 +93,8 @@ def section_prefixes(ks: Keyspace, sections: Iterable[str] = SECTIONS) -> dict[s
 
 def section_of(ks: Keyspace, key: str) -> str | None:
     """The cached section a key belongs to; None for history/ and anything unknown."""
-    if key == ks.leader():
-        return "leader"
-    if not key.startswith(ks.prefix + "/"):
-        return None
-    section, slash, _ = key[len(ks.prefix) + 1 :].partition("/")
-    return section if slash and section in SECTIONS and section != "leader" else None
+    section = ks.classify(key).section
+    return section if section in SECTIONS else None
 
 
 class _Pinned:

@@ -454,8 +454,7 @@ class HistoryRecorder:
         history says they had an intent. Found by a skip scan of history/ (one one-key read per
         model with a history, done only after a gap), then the newest entries of those without
         a key now."""
-        prefix = self._ks.models_prefix()
-        present = {kv.key[len(prefix) :] for kv in snapshot.items}
+        present = {k.model for kv in snapshot.items if (k := self._ks.classify(kv.key)).ok}
         span = RevisionSpan(first=cursor + 1, last=snapshot.revision)
         found = []
         for model in self._registry.models_with_history():

@@ -47,7 +47,7 @@ from typing import Any
 
 from tfleet import logs, schema
 from tfleet.jsondiff import FieldChange, diff_values  # Registry.diff returns FieldChange
-from tfleet.keyspace import InvalidName, Keyspace
+from tfleet.keyspace import InvalidName, Keyspace, Section
 from tfleet.modelfs import SAVED_MODEL_FILES, ChecksumError, checksum_version_dir, local_path
 from tfleet.schema import HistoryCursor, HistoryEntry, ModelIntent, SchemaError, VersionRecord, encode, parse, utc_now
 from tfleet.store import Compare, Delete, KeyValue, Put
@@ -271,7 +271,7 @@ class Registry:
             found = _range(self._store, start, end, limit=1, descending=False)
             if not found:
                 return
-            name = found[0].key[len(prefix) :].split("/", 1)[0]
+            name = self._keys.first_segment(found[0].key, Section.HISTORY)
             try:
                 self._keys.history_prefix(name)
             except InvalidName:
@@ -403,8 +403,7 @@ class Registry:
             raise RegistryError(str(exc)) from None
         records = []
         for kv in self._store.list_prefix(prefix).items:
-            segment = kv.key[len(prefix) :]
-            if not segment.isdigit():
+            if not self._keys.classify(kv.key).ok:
                 self._log.warning("version_key_ignored", key=kv.key, error="not a version number")
                 continue
             records.append(self._parse_version(kv))
