@@ -22,13 +22,14 @@ import time
 from collections.abc import Callable
 
 from tfleet.agent.metrics import AgentMetrics
-from tfleet.store import EtcdStore, LeaseLost, StoreError, WatchEvent
+from tfleet.store import LeaseLost, StoreError, WatchEvent
+from tfleet.ports import Store
 
 
 class HostLease:
     def __init__(
         self,
-        store: EtcdStore,
+        store: Store,
         host_key: str,
         record: Callable[[], bytes],
         ttl: int,

@@ -39,8 +39,9 @@ from tfleet.agent.metrics import AgentMetrics
 from tfleet.agent.planner import ModelInput, ModelReport, Plan, PlanInput, plan
 from tfleet.agent.settings import AgentSettings
 from tfleet.keyspace import InvalidName, Keyspace
+from tfleet.ports import Store
 from tfleet.schema import Assignment, ModelStatus, SchemaError, VersionReport
-from tfleet.store import Delete, EtcdStore, Put, Snapshot, StoreError, WatchEvent
+from tfleet.store import Delete, Put, Snapshot, StoreError, WatchEvent
 from tfleet.tfs.types import (
     FAILED_PRECONDITION,
     UNAVAILABLE,
@@ -68,7 +69,7 @@ class Reconciler:
     def __init__(
         self,
         *,
-        store: EtcdStore,
+        store: Store,
         tfs,  # tfleet.tfs.client.TfsClient or a test double with the same two methods
         keyspace: Keyspace,
         settings: AgentSettings,

@@ -44,6 +44,7 @@ from typing import Any, Protocol
 
 from tfleet.controller.snapshot import SECTIONS, KeyFile, parse_key
 from tfleet.keyspace import Keyspace
+from tfleet.ports import KeyReader, Store
 from tfleet.store import KeyValue, Snapshot, StoreError, WatchEvent
 
 _MISSING = object()
@@ -63,7 +64,7 @@ class RangeReader:
 
     pins = False  # cannot read at a given revision
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: KeyReader) -> None:
         self._store = store
 
     def read(self, prefix: str, revision: int | None) -> Snapshot:
@@ -75,14 +76,14 @@ class PagedReader:
 
     pins = True
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: KeyReader) -> None:
         self._store = store
 
     def read(self, prefix: str, revision: int | None) -> Snapshot:
         return self._store.list_prefix(prefix, revision=revision)
 
 
-def default_reader(store: Any) -> PrefixReader:
+def default_reader(store: KeyReader) -> PrefixReader:
     return PagedReader(store)
 
 
@@ -171,7 +172,7 @@ class Cursor:
 class FleetCache:
     """The controller process's one cache of the fleet (leader or standby alike)."""
 
-    def __init__(self, store: Any, keyspace: Keyspace, *, log: Any, reader: PrefixReader | None = None, metrics: Any = None) -> None:
+    def __init__(self, store: Store, keyspace: Keyspace, *, log: Any, reader: PrefixReader | None = None, metrics: Any = None) -> None:
         self._store = store
         self._ks = keyspace
         self._log = log

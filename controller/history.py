@@ -39,6 +39,7 @@ from typing import Any
 from tfleet import schema
 from tfleet.controller.election import NotLeader
 from tfleet.keyspace import InvalidName, Keyspace
+from tfleet.ports import Fence, Store
 from tfleet.registry import Registry, RegistryError, normal_form
 from tfleet.schema import HistoryCursor, HistoryEntry, HistoryGap, RevisionSpan, SchemaError
 from tfleet.store import Backoff, Compare, Delete, Put, Snapshot, WatchEvent
@@ -277,10 +278,10 @@ class HistoryRecorder:
     def __init__(
         self,
         *,
-        store: Any,
+        store: Store,
         keyspace: Keyspace,
         registry: Registry,
-        election: Any,
+        election: Fence,
         metrics: Any,
         log: Any,
         keep: int,

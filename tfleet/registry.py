@@ -48,6 +48,7 @@ from typing import Any
 from tfleet import logs, schema
 from tfleet.jsondiff import FieldChange, diff_values  # Registry.diff returns FieldChange
 from tfleet.keyspace import InvalidName, Keyspace, Section
+from tfleet.ports import KeyReader, Store
 from tfleet.modelfs import SAVED_MODEL_FILES, ChecksumError, checksum_version_dir, local_path
 from tfleet.schema import HistoryCursor, HistoryEntry, ModelIntent, SchemaError, VersionRecord, encode, parse, utc_now
 from tfleet.store import Compare, Delete, KeyValue, Put
@@ -120,7 +121,7 @@ def _intent_document(intent: ModelIntent) -> dict[str, Any]:
 class Registry:
     """Reads and writes intents, history and versions of one installation (one keyspace)."""
 
-    def __init__(self, store: Any, keyspace: Keyspace, clock: Callable[[], dt.datetime] = utc_now, *, log: Any = None, recorder_wait: float = 2.0) -> None:
+    def __init__(self, store: Store, keyspace: Keyspace, clock: Callable[[], dt.datetime] = utc_now, *, log: Any = None, recorder_wait: float = 2.0) -> None:
         """recorder_wait: how long a write waits for the controller to record an etcdctl
         change of the same model first (0: never waits)."""
         self._recorder_wait = recorder_wait
@@ -635,7 +636,7 @@ def _who(entry: HistoryEntry) -> str:
     return "etcdctl" if entry.source == "etcd" else f"an unnamed {entry.source} user"
 
 
-def _range(store: Any, start: str, end: str, *, limit: int, descending: bool) -> list[KeyValue]:
+def _range(store: KeyReader, start: str, end: str, *, limit: int, descending: bool) -> list[KeyValue]:
     """At most ``limit`` keys of [start, end), in key order or reversed: ONE etcd range request
     (the store's ``list_range``). The one place the registry reads a bounded range."""
     return list(store.list_range(start, end, limit=limit, descending=descending).items)

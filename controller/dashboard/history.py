@@ -9,6 +9,7 @@ from tfleet.controller.dashboard.state import _iso
 from tfleet import schema
 from tfleet.jsondiff import diff_values
 from tfleet.keyspace import Keyspace, Section
+from tfleet.ports import KeyReader
 from tfleet.schema import HistoryEntry, SchemaError
 from tfleet.store import Snapshot
 
@@ -62,7 +63,7 @@ class PagedHistoryReader:
     well-formed sequence keys (Keyspace.history_range), and their count (count_prefix): the
     response never grows with the history."""
 
-    def __init__(self, store: Any, keyspace: Keyspace) -> None:
+    def __init__(self, store: KeyReader, keyspace: Keyspace) -> None:
         self._store = store
         self._ks = keyspace
 
@@ -75,5 +76,5 @@ class PagedHistoryReader:
         return Snapshot(page.revision, tuple(reversed(page.items))), total
 
 
-def default_history_reader(store: Any, keyspace: Keyspace) -> PagedHistoryReader:
+def default_history_reader(store: KeyReader, keyspace: Keyspace) -> PagedHistoryReader:
     return PagedHistoryReader(store, keyspace)

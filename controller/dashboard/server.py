@@ -27,6 +27,7 @@ from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.snapshot import FleetBuilder
 
 from tfleet.keyspace import InvalidName, Keyspace
+from tfleet.ports import Store
 from tfleet.passguard import PassGuard
 from tfleet.store import Backoff, StoreError
 
@@ -91,7 +92,7 @@ class Dashboard:
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         keyspace: Keyspace,
         host: str,
         port: int,

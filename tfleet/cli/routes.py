@@ -27,6 +27,7 @@ from tfleet import logs
 from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, fleet_prefix, unreachable_message
 from tfleet.cli.route_render import Rendered, envoy_bundle, render_envoy, render_nginx
 from tfleet.keyspace import InvalidName, Keyspace, validate_name
+from tfleet.ports import Store
 from tfleet.routing import read_route_tables
 from tfleet.schema import RouteTable
 
@@ -159,7 +160,7 @@ class RouteRenderer:
     def __init__(
         self,
         *,
-        store: Any,  # tfleet.store.EtcdStore
+        store: Store,
         keyspace: Keyspace,
         output: Output,
         log: Any,
