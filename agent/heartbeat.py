@@ -31,6 +31,7 @@ class HostLease:
         self,
         store: Store,
         host_key: str,
+        *,
         record: Callable[[], bytes],
         ttl: int,
         metrics: AgentMetrics,

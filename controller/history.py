@@ -539,7 +539,7 @@ class HistoryRecorder:
         known: dict[int, tuple[str, dict[str, Any] | None]] = {}
         count = 0
         try:
-            for sequence, entry in self._registry.newest(model, limit=STATE_PAGE):
+            for sequence, entry in ((n.sequence, n.entry) for n in self._registry.newest(model, limit=STATE_PAGE)):
                 newest = max(newest, sequence)
                 count += 1
                 if entry.revision is not None:

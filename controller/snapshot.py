@@ -390,7 +390,7 @@ class FleetBuilder:
         hosts: set[str] = set()
         for key in changes:
             if key not in quiet:
-                classify(self._ks, key, models, hosts)
+                note_change(self._ks, key, models, hosts)
         fleet.revision = revision
         fleet.changed_models = frozenset(models)
         fleet.changed_hosts = frozenset(hosts)
@@ -427,7 +427,7 @@ class SnapshotReader:
         return self._builder.apply(snapshot.revision, changes)
 
 
-def classify(ks: Keyspace, key: str, models: set[str], hosts: set[str]) -> None:
+def note_change(ks: Keyspace, key: str, models: set[str], hosts: set[str]) -> None:
     """Which model or host a key is about (keys that are not planning input are skipped)."""
     parsed = ks.classify(key)
     if parsed.section in (Section.HOSTS, Section.HOSTCTL):

@@ -18,6 +18,7 @@ its Protocol. This module is pure: it imports only plain value types.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from tfleet.schema import HistoryEntry, ModelIntent
@@ -103,6 +104,17 @@ class Fence(Protocol):
     def fenced_txn(self, ops: Sequence[Put | Delete], extra_compares: Sequence[Compare] = ()) -> bool: ...
 
 
+@dataclass(frozen=True, slots=True)
+class NumberedEntry:
+    """A history entry with the sequence number its key names (IntentRegistry.newest).
+
+    The key's number, not the entry's own ``sequence`` field: the key is what orders the
+    history and what the recorder numbers on from, whatever a hand-edited value says."""
+
+    sequence: int
+    entry: HistoryEntry
+
+
 class IntentRegistry(Protocol):
     """The intent and history calls of the controller (reconciler, schedules, history recorder)."""
 
@@ -114,7 +126,7 @@ class IntentRegistry(Protocol):
 
     def history(self, model: str, *, limit: int | None = None, before: int | None = None) -> list[HistoryEntry]: ...
 
-    def newest(self, model: str, *, limit: int | None = None, before: int | None = None) -> Iterable[tuple[int, HistoryEntry]]: ...
+    def newest(self, model: str, *, limit: int | None = None, before: int | None = None) -> Iterable[NumberedEntry]: ...
 
     def last_valid_intent(self, model: str, *, max_entries: int = 50, page: int = 5) -> ModelIntent | None: ...
 

@@ -48,7 +48,7 @@ from typing import Any
 from tfleet import logs, schema
 from tfleet.jsondiff import FieldChange, diff_values  # Registry.diff returns FieldChange
 from tfleet.keyspace import InvalidName, Keyspace, Section
-from tfleet.ports import KeyReader, Store
+from tfleet.ports import KeyReader, NumberedEntry, Store
 from tfleet.modelfs import SAVED_MODEL_FILES, ChecksumError, checksum_version_dir, local_path
 from tfleet.schema import HistoryCursor, HistoryEntry, ModelIntent, SchemaError, VersionRecord, encode, parse, utc_now
 from tfleet.store import Compare, Delete, KeyValue, Put
@@ -199,18 +199,16 @@ class Registry:
         """
         if limit is not None and limit < 1:
             raise RegistryError(f"limit must be at least 1, not {limit}")
-        found: list[HistoryEntry] = []
-        for _, entry in self.newest(model, limit=limit, before=before):
-            found.append(entry)
+        found = [numbered.entry for numbered in self.newest(model, limit=limit, before=before)]
         found.reverse()
         return found
 
-    def newest(self, model: str, *, limit: int | None = None, before: int | None = None) -> Iterable[tuple[int, HistoryEntry]]:
+    def newest(self, model: str, *, limit: int | None = None, before: int | None = None) -> Iterable[NumberedEntry]:
         """(sequence, entry) newest first, read page by page only as far as the caller
         iterates; ``revision`` is filled in for entries written with their change."""
         page = min(limit, HISTORY_PAGE) if limit is not None else HISTORY_PAGE
         for count, (sequence, kv) in enumerate(self._scan(model, descending=True, before=before, page=page), start=1):
-            yield sequence, self._entry_of(kv)
+            yield NumberedEntry(sequence, self._entry_of(kv))
             if limit is not None and count >= limit:
                 return  # before the scan asks etcd for another page
 
@@ -609,7 +607,7 @@ class Registry:
         revision, else "outside tfleet" (etcdctl, not yet recorded by the controller)."""
         revision = current.mod_revision if current is not None else 0
         try:
-            last = next((entry for _, entry in self.newest(model, limit=1)), None)
+            last = next((numbered.entry for numbered in self.newest(model, limit=1)), None)
         except RegistryError:
             last = None
         if current is None:
