@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     burst: list[tuple[float, int, int]] = []
     echo_burst: list[tuple[float, int, int]] = []
-    statuses = sorted(k for k in store.items if KS.classify(k).section is Section.STATUS)
+    statuses = sorted(k for k in store.items if KS.in_section(k, Section.STATUS))
     for run in range(options.runs):
         for key in statuses[run * options.burst % len(statuses) :][: options.burst]:
             status = schema.parse(ModelStatus, store.items[key].value, key)

@@ -94,7 +94,7 @@ def section_prefixes(ks: Keyspace, sections: Iterable[str] = SECTIONS) -> dict[s
 
 def section_of(ks: Keyspace, key: str) -> str | None:
     """The cached section a key belongs to; None for history/ and anything unknown."""
-    section = ks.classify(key).section
+    section = ks.section(key)
     return section if section in SECTIONS else None
 
 

@@ -310,7 +310,7 @@ def _host_filers(ks: Keyspace, key: str, value: bytes, revision: int, previous: 
 
 
 def is_host_key(ks: Keyspace, key: str) -> bool:
-    return ks.classify(key).section is Section.HOSTS
+    return ks.in_section(key, Section.HOSTS)
 
 
 def parse_key(ks: Keyspace, key: str, value: bytes, revision: int, previous: KeyFile | None = None) -> KeyFile:

@@ -184,29 +184,53 @@ class Keyspace:
         with whatever parts were valid, so that a stray key written by hand is reported rather
         than acted upon.
         """
+        section, tail = self._locate(key)
+        shape = _SHAPES.get(section)
+        if shape is None:  # FOREIGN, UNKNOWN, or a single key: nothing more to parse
+            return ParsedKey(section)
         head = self.prefix + "/"
-        if not key.startswith(head):
-            return ParsedKey(Section.FOREIGN)
-        rest = key[len(head) :]
-        if rest in _SINGLE_KEYS:
-            return ParsedKey(Section(rest))
-        segment, slash, tail = rest.partition("/")
-        shape = _SHAPES.get(segment) if slash else None
-        if shape is None:
-            return ParsedKey(Section.UNKNOWN)
-        section = Section(segment)
         parts = tail.split("/")
         if len(parts) != len(shape):
-            form = "/".join(f"<{_FIELD_WORDS[field]}>" for field in shape)
+            form = "/".join(f"<{field}>" for field in shape)
             return ParsedKey(section, error=f"key {key!r} must have the form {head}{section}/{form}")
-        found: dict[str, str | int] = {}
+        host = model = schedule = None
+        version = sequence = None
         errors: list[str] = []
         for field, text in zip(shape, parts, strict=True):
             try:
-                found[field] = _parse_field(field, text, key, head + section)
+                if field == "host":
+                    host = validate_name("host", text)
+                elif field == "model":
+                    model = validate_name("model", text)
+                elif field == "schedule":
+                    schedule = validate_name("schedule", text)
+                elif field == "version":
+                    version = _parse_version(text, key, head + section)
+                else:
+                    sequence = _parse_sequence(text, key, head + section)
             except InvalidName as e:
                 errors.append(str(e))
-        return ParsedKey(section, error="; ".join(errors) or None, **found)  # type: ignore[arg-type]
+        return ParsedKey(section, host, model, version, schedule, sequence, "; ".join(errors) or None)
+
+    def section(self, key: str) -> Section:
+        """classify(key).section, without parsing the names (the fleet cache files every key
+        and watch event by section; the snapshot classifies the keys it keeps)."""
+        return self._locate(key)[0]
+
+    def _locate(self, key: str) -> tuple[Section, str]:
+        """(the key's section, the rest of the key after <prefix>/<section>/)."""
+        head = self.prefix + "/"
+        if not key.startswith(head):
+            return Section.FOREIGN, ""
+        rest = key[len(head) :]
+        single = _SINGLE_KEYS.get(rest)
+        if single is not None:
+            return single, ""
+        segment, slash, tail = rest.partition("/")
+        section = _DIRECTORIES.get(segment) if slash else None
+        if section is None:
+            return Section.UNKNOWN, ""
+        return section, tail
 
     def build(self, parsed: ParsedKey) -> str:
         """The key ``parsed`` describes (the inverse of classify for every well-formed key).
@@ -224,7 +248,7 @@ class Keyspace:
         if parsed.section is Section.VERSIONS:
             return self.version(parsed.model or "", parsed.version or 0)
         shape = _SHAPES[parsed.section]
-        return f"{self.prefix}/{parsed.section}/" + "/".join(validate_name(_FIELD_WORDS[f], str(p)) for f, p in zip(shape, parts, strict=True))
+        return f"{self.prefix}/{parsed.section}/" + "/".join(validate_name(f, str(p)) for f, p in zip(shape, parts, strict=True))
 
     def expect(self, key: str, section: Section) -> ParsedKey:
         """classify(key), or InvalidName unless it is a well-formed key of ``section``."""
@@ -238,7 +262,7 @@ class Keyspace:
     def section_of(self, key: str) -> str:
         """The keyspace section a key is in ("models", "hosts", "leader", ...; "" if outside
         the prefix, "unknown" if in no section of this version)."""
-        section = self.classify(key).section
+        section = self.section(key)
         return "" if section is Section.FOREIGN else str(section)
 
     def first_segment(self, key: str, section: Section) -> str:
@@ -248,6 +272,13 @@ class Keyspace:
         if parsed.section is not section or section in _SINGLE_KEYS:
             return ""
         return key.removeprefix(f"{self.prefix}/{section}/").partition("/")[0]
+
+    def in_section(self, key: str, section: Section) -> bool:
+        """Whether ``key`` is in ``section`` (well-formed or not), without parsing its names: the
+        cheap test for a hot path that files keys by section before classify parses them."""
+        if section in _SINGLE_KEYS:
+            return key == f"{self.prefix}/{section}"
+        return key.startswith(f"{self.prefix}/{section}/")
 
     def relative(self, key: str) -> str:
         """The key as an operator reads it under this prefix ("models/m"); a foreign key whole."""
@@ -268,9 +299,10 @@ class Keyspace:
             raise InvalidName(f"key {key!r} is not under {section_prefix!r}")
         if parsed.error is not None:
             raise InvalidName(parsed.error)
-        if self.parent_prefix(parsed) != section_prefix:
+        parent, _, leaf = key.rpartition("/")
+        if parent + "/" != section_prefix:
             raise InvalidName(f"key {key!r} must have the form {section_prefix}<name>")
-        return parsed.leaf
+        return leaf
 
     def parse_host_model(self, key: str, section: str) -> tuple[str, str]:
         """(host, model) of a well-formed ``<prefix>/<section>/<host>/<model>`` key (section:
@@ -353,7 +385,7 @@ class ParsedKey:
 
 
 # The parts of each directory section, in key order (the field names of ParsedKey).
-_SHAPES: dict[str, tuple[str, ...]] = {
+_SHAPES: dict[Section, tuple[str, ...]] = {
     Section.HOSTS: ("host",),
     Section.ASSIGNMENTS: ("host", "model"),
     Section.STATUS: ("host", "model"),
@@ -365,22 +397,23 @@ _SHAPES: dict[str, tuple[str, ...]] = {
     Section.SCHEDULES: ("model", "schedule"),
     Section.ROUTES: ("model",),
 }
-_SINGLE_KEYS = frozenset({Section.HISTORYCURSOR, Section.LEADER, Section.PROBLEMS})
-_FIELD_WORDS = {"host": "host", "model": "model", "version": "version", "schedule": "schedule", "sequence": "sequence"}
+_SINGLE_KEYS = {str(s): s for s in (Section.HISTORYCURSOR, Section.LEADER, Section.PROBLEMS)}
+# (dict lookups: classify runs for every key the controller files, and Section(text) is slow)
+_DIRECTORIES = {str(section): section for section in _SHAPES}
 _VERSION_RE = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() accepts "²", which int() refuses
 _SEQUENCE_RE = re.compile(r"[0-9]{12}")
 
 
-def _parse_field(field: str, text: str, key: str, section_prefix: str) -> str | int:
-    if field == "version":
-        if not _VERSION_RE.fullmatch(text):
-            raise InvalidName(f"key {key!r} must have the form {section_prefix}/<model>/<version>, the version in decimal digits")
-        number = int(text)
-        if str(number) != text:  # "01" and "1" must not share a slot
-            raise InvalidName(f"key {key!r}: version {text!r} must be written without leading zeros ({number})")
-        return number
-    if field == "sequence":
-        if not _SEQUENCE_RE.fullmatch(text):
-            raise InvalidName(f"key {key!r} must have the form {section_prefix}/<model>/<12-digit sequence>")
-        return int(text)
-    return validate_name(field, text)
+def _parse_version(text: str, key: str, section_prefix: str) -> int:
+    if not _VERSION_RE.fullmatch(text):
+        raise InvalidName(f"key {key!r} must have the form {section_prefix}/<model>/<version>, the version in decimal digits")
+    number = int(text)
+    if str(number) != text:  # "01" and "1" must not share a slot
+        raise InvalidName(f"key {key!r}: version {text!r} must be written without leading zeros ({number})")
+    return number
+
+
+def _parse_sequence(text: str, key: str, section_prefix: str) -> int:
+    if not _SEQUENCE_RE.fullmatch(text):
+        raise InvalidName(f"key {key!r} must have the form {section_prefix}/<model>/<12-digit sequence>")
+    return int(text)

@@ -194,7 +194,7 @@ def read_route_tables(snapshot: Snapshot, keyspace: Keyspace) -> tuple[dict[str,
     tables: dict[str, RouteTable | None] = {}
     problems: list[str] = []
     for kv in snapshot.items:
-        if keyspace.classify(kv.key).section is not Section.ROUTES:
+        if not keyspace.in_section(kv.key, Section.ROUTES):
             continue
         try:
             model = keyspace.name_after(kv.key, section)
