@@ -1,8 +1,9 @@
 """Every etcd key tfleet reads or writes, built and parsed in one place.
 
 The keyspace is a public, versioned contract (docs/keyspace.md): operators read and write it
-with etcdctl. Nothing else in the project formats a key by hand, so a change to the layout is
-a change to this module, its tests and the document together.
+with etcdctl. Nothing else in the project formats or parses a key by hand (Keyspace.classify
+is the one parser, tests/unit/test_keyspace_classify.py greps for others), so a change to the
+layout is a change to this module, its tests and the document together.
 
 Version 1 layout under a prefix (default ``/tfleet``)::
 

@@ -130,6 +130,16 @@ def test_any_string_is_classified_without_raising(key: str) -> None:
         assert parsed.error
 
 
+@given(st.one_of(st.text(), st.text().map(lambda t: "/tfleet/" + t), st.sampled_from(["/tfleet/models", "/tfleet/models/", "/tfleet/leader", "/tfleet/leader/"])))
+def test_the_cheap_section_tests_agree_with_classify(key: str) -> None:
+    section = KS.classify(key).section
+    assert KS.section(key) is section
+    assert KS.section_of(key) == ("" if section is Section.FOREIGN else str(section))
+    for candidate in Section:
+        if candidate not in (Section.FOREIGN, Section.UNKNOWN):
+            assert KS.in_section(key, candidate) == (section is candidate)
+
+
 # Slicing or splitting a key by hand outside tfleet/keyspace.py: the shapes the parses had
 # before classify took them over. A new one is a second parser of the contract.
 _HAND_PARSES = re.compile(
