@@ -130,7 +130,9 @@ def test_any_string_is_classified_without_raising(key: str) -> None:
         assert parsed.error
 
 
-@given(st.one_of(st.text(), st.text().map(lambda t: "/tfleet/" + t), st.sampled_from(["/tfleet/models", "/tfleet/models/", "/tfleet/leader", "/tfleet/leader/"])))
+@given(
+    st.one_of(st.text(), st.text().map(lambda t: "/tfleet/" + t), st.sampled_from(["/tfleet/models", "/tfleet/models/", "/tfleet/leader", "/tfleet/leader/"]))
+)
 def test_the_cheap_section_tests_agree_with_classify(key: str) -> None:
     section = KS.classify(key).section
     assert KS.section(key) is section
