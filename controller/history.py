@@ -539,7 +539,8 @@ class HistoryRecorder:
         known: dict[int, tuple[str, dict[str, Any] | None]] = {}
         count = 0
         try:
-            for sequence, entry in ((n.sequence, n.entry) for n in self._registry.newest(model, limit=STATE_PAGE)):
+            for numbered in self._registry.newest(model, limit=STATE_PAGE):
+                sequence, entry = numbered.sequence, numbered.entry
                 newest = max(newest, sequence)
                 count += 1
                 if entry.revision is not None:

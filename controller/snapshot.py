@@ -276,7 +276,7 @@ def _filers(ks: Keyspace, key: str, value: bytes, revision: int) -> tuple[Filer,
         name = parsed_key.model
         table = _parse(RouteTable, key, value, revision).value
         return _in_dict("routes", name, table if table is not None and table.model == name else None)
-    if key == ks.leader():
+    if section == "leader":
         leader = _parse(LeaderRecord, key, value, revision)
         filed_leader: tuple[Filer, Filer] = (lambda fleet: setattr(fleet, "leader", leader), lambda fleet: setattr(fleet, "leader", None))
         return filed_leader if leader.error is None else _both(filed_leader, _bad(key, leader.error, unread=False))
