@@ -69,10 +69,10 @@ class Agent:
         self.lease = HostLease(
             self.store,
             self.keyspace.host(settings.host),
-            self._host_record,
-            settings.lease_ttl,
-            self.metrics,
-            self.log,
+            record=self._host_record,
+            ttl=settings.lease_ttl,
+            metrics=self.metrics,
+            log=self.log,
             on_new_lease=self._on_new_lease,
             clock=clock,
         )

@@ -24,14 +24,16 @@ from collections.abc import Callable
 from structlog.typing import FilteringBoundLogger
 
 from tfleet.agent.metrics import AgentMetrics
-from tfleet.store import EtcdStore, LeaseLost, StoreError, WatchEvent
+from tfleet.store import LeaseLost, StoreError, WatchEvent
+from tfleet.ports import Store
 
 
 class HostLease:
     def __init__(
         self,
-        store: EtcdStore,
+        store: Store,
         host_key: str,
+        *,
         record: Callable[[], bytes],
         ttl: int,
         metrics: AgentMetrics,

@@ -43,7 +43,8 @@ from tfleet.backoff import Backoff
 from tfleet.keyspace import InvalidName, Keyspace
 from tfleet.loop import Outcome
 from tfleet.schema import Assignment, SchemaError
-from tfleet.store import EtcdStore, Snapshot, StoreError, WatchEvent
+from tfleet.store import Snapshot, StoreError, WatchEvent
+from tfleet.ports import Store
 from tfleet.tfs.types import (
     FAILED_PRECONDITION,
     ModelConfigSpec,
@@ -64,7 +65,7 @@ class Reconciler:
     def __init__(
         self,
         *,
-        store: EtcdStore,
+        store: Store,
         tfs,  # tfleet.tfs.client.TfsClient or a test double with the same two methods
         keyspace: Keyspace,
         settings: AgentSettings,

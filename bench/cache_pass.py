@@ -35,6 +35,7 @@ from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.reconciler import ControllerReconciler
 from tfleet.controller.snapshot import SnapshotReader, read
+from tfleet.keyspace import Section
 from tfleet.schema import ModelIntent, ModelStatus
 from tfleet.store import KeyValue, Put, Snapshot, TxnResult, WatchEvent
 
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     burst: list[tuple[float, int, int]] = []
     echo_burst: list[tuple[float, int, int]] = []
-    statuses = sorted(k for k in store.items if k.startswith(KS.status_prefix()))
+    statuses = sorted(k for k in store.items if KS.in_section(k, Section.STATUS))
     for run in range(options.runs):
         for key in statuses[run * options.burst % len(statuses) :][: options.burst]:
             status = schema.parse(ModelStatus, store.items[key].value, key)

@@ -172,7 +172,7 @@ class ReadyTracker:
         now = time.perf_counter()
         with self._cond:
             for event in events:
-                model = event.key[len(KS.modelstatus_prefix()) :]
+                model = KS.classify(event.key).leaf
                 if event.kind == "delete":
                     self._ready.pop(model, None)
                     self._placed.pop(model, None)
@@ -560,7 +560,7 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                 now = time.perf_counter()
                 with gone_lock:
                     for e in events:
-                        name = e.key[len(KS.hosts_prefix()) :]
+                        name = KS.classify(e.key).leaf
                         if e.kind == "delete" and name in victim_set:
                             gone.setdefault(name, now)
 

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from tfleet.httpserver import Route
 from tfleet.keyspace import InvalidName, Keyspace
+from tfleet.ports import KeyReader
 from tfleet.schema import HostRecord, SchemaError, parse
 from tfleet.store import StoreError
 
@@ -85,7 +86,7 @@ def build_targets(records: Iterable[HostRecord], kind: Kind) -> list[dict[str, A
     return groups
 
 
-def read_host_records(store: Any, keyspace: Keyspace, on_invalid: Callable[[str, str], None] | None = None) -> list[HostRecord]:
+def read_host_records(store: KeyReader, keyspace: Keyspace, on_invalid: Callable[[str, str], None] | None = None) -> list[HostRecord]:
     """Every valid host record under ``<prefix>/hosts/`` (one etcd read). A record that does not
     parse is skipped and reported through ``on_invalid(key, reason)``."""
     prefix = keyspace.hosts_prefix()
@@ -100,7 +101,7 @@ def read_host_records(store: Any, keyspace: Keyspace, on_invalid: Callable[[str,
     return records
 
 
-def discovery_routes(store: Any, keyspace: Keyspace, log: Any = None) -> dict[str, Route]:
+def discovery_routes(store: KeyReader, keyspace: Keyspace, log: Any = None) -> dict[str, Route]:
     """OpsServer routes ``/sd/agents`` and ``/sd/tfserving``.
 
     Each request reads the host records from etcd; when etcd cannot be reached the answer is

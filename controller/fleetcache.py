@@ -44,6 +44,7 @@ from typing import Any, Protocol
 
 from tfleet.controller.snapshot import SECTIONS, KeyFile, parse_key
 from tfleet.keyspace import Keyspace
+from tfleet.ports import KeyReader, Store
 from tfleet.store import KeyValue, Snapshot, StoreError, WatchEvent
 
 _MISSING = object()
@@ -63,7 +64,7 @@ class RangeReader:
 
     pins = False  # cannot read at a given revision
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: KeyReader) -> None:
         self._store = store
 
     def read(self, prefix: str, revision: int | None) -> Snapshot:
@@ -75,14 +76,14 @@ class PagedReader:
 
     pins = True
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: KeyReader) -> None:
         self._store = store
 
     def read(self, prefix: str, revision: int | None) -> Snapshot:
         return self._store.list_prefix(prefix, revision=revision)
 
 
-def default_reader(store: Any) -> PrefixReader:
+def default_reader(store: KeyReader) -> PrefixReader:
     return PagedReader(store)
 
 
@@ -93,12 +94,8 @@ def section_prefixes(ks: Keyspace, sections: Iterable[str] = SECTIONS) -> dict[s
 
 def section_of(ks: Keyspace, key: str) -> str | None:
     """The cached section a key belongs to; None for history/ and anything unknown."""
-    if key == ks.leader():
-        return "leader"
-    if not key.startswith(ks.prefix + "/"):
-        return None
-    section, slash, _ = key[len(ks.prefix) + 1 :].partition("/")
-    return section if slash and section in SECTIONS and section != "leader" else None
+    section = ks.section(key)
+    return section if section in SECTIONS else None
 
 
 class _Pinned:
@@ -175,7 +172,7 @@ class Cursor:
 class FleetCache:
     """The controller process's one cache of the fleet (leader or standby alike)."""
 
-    def __init__(self, store: Any, keyspace: Keyspace, *, log: Any, reader: PrefixReader | None = None, metrics: Any = None) -> None:
+    def __init__(self, store: Store, keyspace: Keyspace, *, log: Any, reader: PrefixReader | None = None, metrics: Any = None) -> None:
         self._store = store
         self._ks = keyspace
         self._log = log

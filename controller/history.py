@@ -62,6 +62,7 @@ from tfleet.loop import Loop, Outcome
 from tfleet.registry import Registry, RegistryError
 from tfleet.schema import HistoryCursor, HistoryGap, RevisionSpan, SchemaError
 from tfleet.store import Compare, Delete, Put, Snapshot
+from tfleet.ports import Fence, Store
 
 # Models whose state a term keeps in memory (least recently used are read again if needed).
 STATE_CACHE = 4096
@@ -142,10 +143,10 @@ class HistoryRecorder:
     def __init__(
         self,
         *,
-        store: Any,
+        store: Store,
         keyspace: Keyspace,
         registry: Registry,
-        election: Any,
+        election: Fence,
         metrics: Any,
         log: Any,
         keep: int,
@@ -299,8 +300,7 @@ class HistoryRecorder:
         history says they had an intent. Found by a skip scan of history/ (one one-key read per
         model with a history, done only after a gap), then the newest entries of those without
         a key now."""
-        prefix = self._ks.models_prefix()
-        present = {kv.key[len(prefix) :] for kv in snapshot.items}
+        present = {k.model for kv in snapshot.items if (k := self._ks.classify(kv.key)).ok}
         span = RevisionSpan(first=cursor + 1, last=snapshot.revision)
         found = []
         for model in self._registry.models_with_history():
@@ -384,7 +384,8 @@ class HistoryRecorder:
         known: dict[int, tuple[str, dict[str, Any] | None]] = {}
         count = 0
         try:
-            for sequence, entry in self._registry.newest(model, limit=STATE_PAGE):
+            for numbered in self._registry.newest(model, limit=STATE_PAGE):
+                sequence, entry = numbered.sequence, numbered.entry
                 newest = max(newest, sequence)
                 count += 1
                 if entry.revision is not None:

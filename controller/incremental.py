@@ -33,9 +33,11 @@ from tfleet.controller.planner import (
     replica_ready,
     combine,
     demand_of,
+    EffectiveIntent,
     effective_intents,
     host_info,
     placement_input,
+    ModelCase,
     plan_model_safely,
 )
 from tfleet.controller.snapshot import FleetSnapshot
@@ -56,7 +58,7 @@ class IncrementalPlanner:
         self._placer: IncrementalPlacer | None = None
         self._input: PlacementInput | None = None
         self._placement: Placement | None = None
-        self._intents: dict[str, tuple[ModelIntent | None, str | None, int]] = {}
+        self._intents: dict[str, EffectiveIntent] = {}
         self._results: dict[str, ModelPlan] = {}
         self._wakes: dict[str, dt.datetime] = {}  # model -> when its failure backoff ends
         # the placement input before the current one, and the changes that lead from it to the
@@ -168,7 +170,7 @@ class IncrementalPlanner:
                 self._unanswering.discard(host)
         for model in models:
             entry = self._intents.get(model)
-            demand_changes[model] = demand_of(snap, model, entry[0]) if entry is not None and entry[0] is not None else None
+            demand_changes[model] = demand_of(snap, model, entry.intent) if entry is not None and entry.intent is not None else None
             holders = snap.holders.get(model) if model in managed else None
             current_changes[model] = frozenset(holders) if holders else None
             ready_changes[model] = frozenset(h for h in holders if replica_ready(snap, h, model)) if holders else None
@@ -190,15 +192,7 @@ class IncrementalPlanner:
 
     def _plan_one(self, snap: FleetSnapshot, model: str, now: dt.datetime) -> ModelPlan:
         assert self._placement is not None
-        return plan_model_safely(
-            snap,
-            model,
-            self._intents.get(model),
-            snap.holders.get(model, set()),
-            self._placement.hosts.get(model, ()),
-            self._placement.reasons.get(model, ()),
-            now,
-        )
+        return plan_model_safely(snap, ModelCase.of(model, self._intents.get(model), snap.holders.get(model, set()), self._placement), now)
 
 
 class _Managed:

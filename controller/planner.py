@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from tfleet import health
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE, HostInfo, ModelDemand, PlacementInput, place, unresponsive_past_grace
+from collections.abc import Set as AbstractSet
+from tfleet.controller.placement import Placement
 from tfleet.controller.rollout import MODEL_NAME, Failure, Memory, Replica, Step, plan_rollout
 from tfleet.controller.snapshot import FleetSnapshot
 from tfleet.schema import Assignment, ModelIntent, ModelStatusReport
@@ -50,17 +52,41 @@ def estimate_memory_mb(intent: ModelIntent, versions: Mapping[int, object]) -> i
     return max(1, math.ceil(max(sizes) * MEMORY_ESTIMATE_FACTOR / (1024 * 1024)))
 
 
-def effective_intents(snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent]) -> dict[str, tuple[ModelIntent | None, str | None, int]]:
-    """model -> (intent to serve, error to report, intent revision)."""
-    result: dict[str, tuple[ModelIntent | None, str | None, int]] = {}
+@dataclass(frozen=True, slots=True)
+class EffectiveIntent:
+    """A model's intent as the planner serves it."""
+
+    intent: ModelIntent | None  # the stored intent, or the last valid one while it is invalid (None: nothing to serve)
+    error: str | None  # why the stored intent is invalid (reported in modelstatus.error)
+    revision: int  # mod_revision of models/<model>
+
+
+def effective_intents(snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent]) -> dict[str, EffectiveIntent]:
+    """model -> the intent to serve, the error to report, the intent's revision."""
+    result: dict[str, EffectiveIntent] = {}
     for model, parsed in snap.intents.items():
         if parsed.value is not None:
-            result[model] = (parsed.value, None, parsed.revision)
+            result[model] = EffectiveIntent(parsed.value, None, parsed.revision)
         else:
             fallback = last_valid.get(model)
             note = "; the last valid intent keeps being served" if fallback else "; nothing is placed until it is fixed"
-            result[model] = (fallback, f"{parsed.error}{note}", parsed.revision)
+            result[model] = EffectiveIntent(fallback, f"{parsed.error}{note}", parsed.revision)
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCase:
+    """Everything plan_model decides one model from, besides the snapshot and the time."""
+
+    model: str
+    entry: EffectiveIntent | None  # None: the model has no intent key
+    holders: AbstractSet[str]  # the hosts with an assignment of the model now
+    placed: tuple[str, ...]  # the hosts placement chose
+    reasons: tuple[str, ...]  # placement's reasons, reported
+
+    @classmethod
+    def of(cls, model: str, entry: EffectiveIntent | None, holders: AbstractSet[str], placement: Placement) -> ModelCase:
+        return cls(model, entry, holders, placement.hosts.get(model, ()), placement.reasons.get(model, ()))
 
 
 def replica_ready(snap: FleetSnapshot, host: str, model: str) -> bool:
@@ -101,32 +127,25 @@ def demand_of(snap: FleetSnapshot, model: str, intent: ModelIntent) -> ModelDema
 
 def placement_input(
     snap: FleetSnapshot,
-    intents: Mapping[str, tuple[ModelIntent | None, str | None, int]],
+    intents: Mapping[str, EffectiveIntent],
     current: dict[str, set[str]],
     now: dt.datetime | None = None,
     unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE,
 ) -> PlacementInput:
     hosts = {name: host_info(snap, name, now, unresponsive_grace) for name in snap.hosts}
-    demands = {model: demand_of(snap, model, intent) for model, (intent, _, _) in intents.items() if intent is not None}
+    demands = {model: demand_of(snap, model, entry.intent) for model, entry in intents.items() if entry.intent is not None}
     ready = {model: frozenset(h for h in holders if replica_ready(snap, h, model)) for model, holders in current.items()}
     return PlacementInput(hosts, demands, {m: frozenset(h) for m, h in current.items()}, ready)
 
 
-def plan_model(
-    snap: FleetSnapshot,
-    model: str,
-    entry: tuple[ModelIntent | None, str | None, int] | None,
-    holders: set[str],
-    placed: tuple[str, ...],
-    reasons: tuple[str, ...],
-    now: dt.datetime,
-) -> ModelPlan:
+def plan_model(snap: FleetSnapshot, case: ModelCase, now: dt.datetime) -> ModelPlan:
     """One managed model: which of its assignments to write or delete, and its report."""
-    intent, error, revision = entry if entry is not None else (None, None, 0)
+    model, entry, holders, placed = case.model, case.entry, case.holders, case.placed
+    intent = entry.intent if entry is not None else None
     if intent is None:
         deletes = frozenset((h, model) for h in holders)
         if entry is not None:  # invalid and never valid: report, touch nothing else
-            return ModelPlan({}, deletes, ModelStatusReport(intent_revision=revision, error=error, updated_at=now))
+            return ModelPlan({}, deletes, ModelStatusReport(intent_revision=entry.revision, error=entry.error, updated_at=now))
         return ModelPlan({}, deletes, None, delete_report=not holders and model in snap.modelstatus)
     previous = snap.modelstatus.get(model)
     failures = [Failure(f.version, f.host, f.error, f.at, f.retry_after) for f in (previous.failures if previous else [])]
@@ -139,20 +158,12 @@ def plan_model(
         if parsed is None or parsed.value != wanted:
             puts[(host, model)] = wanted
     deletes = frozenset((h, model) for h in holders if h not in step.assignments)
-    report = _report(snap, model, intent, error, revision, placed, step, reasons, now)
+    report = _report(snap, case, step, now)
     wake_at = min((f.retry_after for f in step.failures), default=None)
     return ModelPlan(puts, deletes, report, wake_at=wake_at)
 
 
-def plan_model_safely(
-    snap: FleetSnapshot,
-    model: str,
-    entry: tuple[ModelIntent | None, str | None, int] | None,
-    holders: set[str],
-    placed: tuple[str, ...],
-    reasons: tuple[str, ...],
-    now: dt.datetime,
-) -> ModelPlan:
+def plan_model_safely(snap: FleetSnapshot, case: ModelCase, now: dt.datetime) -> ModelPlan:
     """plan_model, with a crash on one model turned into that model's error.
 
     A value no validation caught, or a bug, must not fail the whole pass (every other model
@@ -160,9 +171,9 @@ def plan_model_safely(
     unloaded or moved because of it) and its modelstatus says what went wrong.
     """
     try:
-        return plan_model(snap, model, entry, holders, placed, reasons, now)
+        return plan_model(snap, case, now)
     except Exception as exc:  # noqa: BLE001 - isolate one model; the others go on
-        revision = entry[2] if entry is not None else 0
+        revision = case.entry.revision if case.entry is not None else 0
         error = f"internal error while planning this model ({type(exc).__name__}: {exc}); nothing is changed for it until it is fixed"
         return ModelPlan({}, frozenset(), ModelStatusReport(intent_revision=revision, error=error[:2000], updated_at=now))
 
@@ -188,12 +199,7 @@ def plan(snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.dat
     managed = set(intents) | set(snap.modelstatus)
     current = holders_by_model(snap, managed)
     placement = place(placement_input(snap, intents, current))
-    results = {
-        model: plan_model_safely(
-            snap, model, intents.get(model), current.get(model, set()), placement.hosts.get(model, ()), placement.reasons.get(model, ()), now
-        )
-        for model in sorted(managed)
-    }
+    results = {model: plan_model_safely(snap, ModelCase.of(model, intents.get(model), current.get(model, set()), placement), now) for model in sorted(managed)}
     return combine(results)
 
 
@@ -207,20 +213,12 @@ def _revision(snap: FleetSnapshot, host: str, model: str) -> int | None:
     return parsed.revision if parsed is not None else None
 
 
-def _report(
-    snap: FleetSnapshot,
-    model: str,
-    intent: ModelIntent,
-    error: str | None,
-    revision: int,
-    placed: tuple[str, ...],
-    step: Step,
-    reasons: tuple[str, ...],
-    now: dt.datetime,
-) -> ModelStatusReport:
-    replicas: list[dict[str, object]] = []
+def _report(snap: FleetSnapshot, case: ModelCase, step: Step, now: dt.datetime) -> ModelStatusReport:
+    model, entry = case.model, case.entry
+    assert entry is not None and entry.intent is not None  # (plan_model: a model with an intent to serve)
+    replicas = []
     ready_counts: dict[str, int] = {}
-    for host in placed:
+    for host in case.placed:
         status = snap.statuses.get((host, model))
         versions = {v: r.state for v, r in status.versions.items()} if status else {}
         for version, state in versions.items():
@@ -239,8 +237,8 @@ def _report(
     # One validation of a plain document: measured 100x cheaper than model_construct of
     # the nested models (bench/controller_plan.py).
     document = {
-        "intent_revision": revision,
-        "wanted_replicas": intent.replicas,
+        "intent_revision": entry.revision,
+        "wanted_replicas": entry.intent.replicas,
         "ready_replicas": dict(sorted(ready_counts.items())),
         "replicas": replicas,
         "rollout": {
@@ -250,8 +248,8 @@ def _report(
             "reason": step.reason.replace(MODEL_NAME, model),
             "from_labels": dict(step.from_labels),
         },
-        "reasons": list(reasons),
-        "error": error,
+        "reasons": list(case.reasons),
+        "error": entry.error,
         "failures": [{"version": f.version, "host": f.host, "error": f.error, "at": f.at, "retry_after": f.retry_after} for f in step.failures],
         "updated_at": now,
     }

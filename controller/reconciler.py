@@ -27,8 +27,9 @@ from tfleet.controller.schedules import ScheduleRunner, next_due
 from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.snapshot import FleetBuilder, FleetSnapshot
 from tfleet.keyspace import Keyspace
+from tfleet.ports import Fence, IntentRegistry, Store
 from tfleet.schema import ModelIntent, ModelStatusReport
-from tfleet.store import Delete, EtcdStore, Put, StoreError
+from tfleet.store import Delete, Put, StoreError
 
 WRITE_BATCH = 100  # etcd allows 128 operations per transaction by default
 # The incremental planner is checked by a full plan this often (seconds, by default: the
@@ -61,10 +62,10 @@ class ControllerReconciler:
     def __init__(
         self,
         *,
-        store: EtcdStore,
+        store: Store,
         keyspace: Keyspace,
-        election,  # tfleet.controller.election.Election
-        registry,  # tfleet.registry.Registry
+        election: Fence,
+        registry: IntentRegistry,
         metrics: ControllerMetrics,
         log,
         now: Callable = schema.utc_now,

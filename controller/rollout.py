@@ -45,7 +45,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypedDict
+from collections.abc import Set
+from dataclasses import replace
 
 from tfleet.schema import Assignment, ModelIntent, ModelStatus, RolloutReport
 
@@ -133,14 +134,33 @@ class Step:
     from_labels: Mapping[str, int] = field(default_factory=dict)  # the labels before the rollout
 
 
-class _Course(TypedDict):
-    """The Step fields every step of an abort or a rolling rollout shares (passed as **kwargs)."""
+@dataclass(frozen=True)
+class _Rollout:
+    """What every step of a rollout in progress is decided from (plan_rollout works it out
+    once; _abort_step, _canary_step and _rolling_step take it first, then what only they need)."""
 
-    from_versions: tuple[int, ...]
-    to_versions: tuple[int, ...]
-    from_labels: Mapping[str, int]
-    failures: tuple[Failure, ...]
-    new_failures: tuple[Failure, ...]
+    intent: ModelIntent
+    replicas: Sequence[Replica]
+    hosts: Sequence[str]  # sorted
+    held: frozenset[int]  # every version some replica's assignment holds now
+    origin: frozenset[int]  # the versions served before this rollout (what an abort goes back to)
+    origin_labels: Mapping[str, int]  # and their labels
+    target: tuple[int, ...]  # the versions the intent wants
+    failures: tuple[Failure, ...]  # every failure still backing off
+    new_failures: tuple[Failure, ...]  # those found in this pass
+
+    def step(self, assignments: Mapping[str, Assignment], phase: str, reason: str) -> Step:
+        """A step of this rollout (from the origin to the target, with its failures)."""
+        return Step(
+            assignments,
+            phase,
+            tuple(sorted(self.origin)),
+            self.target,
+            reason,
+            failures=self.failures,
+            new_failures=self.new_failures,
+            from_labels=dict(self.origin_labels),
+        )
 
 
 def _versions_of(assignment: Assignment | None) -> tuple[int, ...] | None:
@@ -159,7 +179,7 @@ def _current_versions(replicas: Sequence[Replica]) -> set[int]:
     return held
 
 
-def _current_labels(replicas: Sequence[Replica], keep: set[int]) -> dict[str, int]:
+def _current_labels(replicas: Sequence[Replica], keep: Set[int]) -> dict[str, int]:
     """Labels the replicas hold now (the first replica that has any), limited to kept versions."""
     for replica in sorted(replicas, key=lambda r: r.host):
         if replica.assignment is not None and replica.assignment.version_labels:
@@ -199,20 +219,21 @@ def plan_rollout(intent: ModelIntent, replicas: Sequence[Replica], failures: Seq
         config = intent.assignment(versions, labels)
         return Step({h: config for h in hosts}, "stable", (), versions, failures=failed, new_failures=new_failures)
 
+    rollout = _Rollout(intent, replicas, hosts, frozenset(held), frozenset(old), old_labels, target, failed, new_failures)
     if blocked & set(introduced):
         # Automatic abort: back to what was served before, until the backoff has passed.
         reason = "; ".join(f"version {f.version} failed to load on {f.host}: {f.error}; retrying after {f.retry_after.isoformat()}" for f in failed)
-        return _abort_step(intent, replicas, hosts, held, old, old_labels, target, "backoff", reason, failed, new_failures)
+        return _abort_step(rollout, "backoff", reason)
 
     if intent.rollout.abort and (held | set(target)) - old:
         listed = ", ".join(map(str, sorted((held | set(target)) - old)))
         reason = f"rollout.abort is set: version {listed} taken away; start a rollout again to clear it"
-        return _abort_step(intent, replicas, hosts, held, old, old_labels, target, "aborting", reason, failed, new_failures)
+        return _abort_step(rollout, "aborting", reason)
 
     wanted = tuple(v for v in target if v not in blocked)
     if intent.rollout.strategy == "canary" and not intent.rollout.promote and introduced:
-        return _canary_step(intent, hosts, old, old_labels, target, wanted, failed, new_failures)
-    return _rolling_step(intent, replicas, hosts, held, old, old_labels, wanted, target, new_failures, failed)
+        return _canary_step(rollout, wanted)
+    return _rolling_step(rollout, wanted)
 
 
 def _origin(memory: Memory | None, held: set[int], target: tuple[int, ...], replicas: Sequence[Replica]) -> tuple[set[int], dict[str, int]]:
@@ -232,19 +253,7 @@ def _origin(memory: Memory | None, held: set[int], target: tuple[int, ...], repl
     return old, _current_labels(replicas, old)
 
 
-def _abort_step(
-    intent: ModelIntent,
-    replicas: Sequence[Replica],
-    hosts: Sequence[str],
-    held: set[int],
-    old: set[int],
-    old_labels: dict[str, int],
-    target: tuple[int, ...],
-    phase: str,
-    reason: str,
-    failed: tuple[Failure, ...],
-    new_failures: tuple[Failure, ...],
-) -> Step:
+def _abort_step(rollout: _Rollout, phase: str, reason: str) -> Step:
     """Back to the old versions and labels, make-before-break in reverse.
 
     While every replica's assignment still holds the old versions (adding, labeling, a
@@ -253,19 +262,19 @@ def _abort_step(
     are AVAILABLE on every replica that has reported on its assignment (at least one), as a
     forward rollout waits for the new ones.
     """
+    intent, replicas, hosts, held, old = rollout.intent, rollout.replicas, rollout.hosts, rollout.held, rollout.origin
     existing = [r for r in replicas if r.assignment is not None]
-    back = intent.assignment(tuple(sorted(old)), old_labels)
-    common = _Course(from_versions=tuple(sorted(old)), to_versions=target, from_labels=old_labels, failures=failed, new_failures=new_failures)
+    back = intent.assignment(tuple(sorted(old)), dict(rollout.origin_labels))
     everywhere = all(old <= set(_versions_of(r.assignment) or ()) for r in existing)
     reported = [r for r in existing if r.reported()]
     old_available = bool(reported) and all(r.available(v) for r in reported for v in old)
     if everywhere and (old_available or held == old):
-        return Step({h: back for h in hosts}, phase, reason=reason, **common)
+        return rollout.step({h: back for h in hosts}, phase, reason)
     union = tuple(sorted(held | old))
     labels = _current_labels(replicas, held | old)
     config = intent.assignment(union, labels)
     waiting = f"adding version {', '.join(map(str, sorted(old)))} back before taking version {', '.join(map(str, sorted(held - old)))} away"
-    return Step({h: config for h in hosts}, phase, reason=f"{reason}; {waiting}", **common)
+    return rollout.step({h: config for h in hosts}, phase, f"{reason}; {waiting}")
 
 
 def _still_removing(replicas: Sequence[Replica], target: tuple[int, ...]) -> bool:
@@ -291,16 +300,8 @@ def _any_failed(replicas: Sequence[Replica], target: tuple[int, ...]) -> bool:
     return any(r.failed(v) is not None for r in replicas for v in target)
 
 
-def _canary_step(
-    intent: ModelIntent,
-    hosts: Sequence[str],
-    old: set[int],
-    old_labels: dict[str, int],
-    target: tuple[int, ...],
-    wanted: tuple[int, ...],
-    failed: tuple[Failure, ...],
-    new_failures: tuple[Failure, ...],
-) -> Step:
+def _canary_step(rollout: _Rollout, wanted: tuple[int, ...]) -> Step:
+    intent, hosts, old, old_labels = rollout.intent, rollout.hosts, rollout.origin, dict(rollout.origin_labels)
     k = intent.rollout.canary_replicas
     canary_hosts = tuple(hosts[:k])
     stable_versions = tuple(sorted(old))
@@ -312,17 +313,8 @@ def _canary_step(
             assignments[host] = intent.assignment(versions, {**old_labels, CANARY_LABEL: newest})
         else:
             assignments[host] = intent.assignment(stable_versions, old_labels)
-    return Step(
-        assignments,
-        "canary",
-        stable_versions,
-        target,
-        f"canary on {', '.join(canary_hosts)}: run `tfleet rollout promote {MODEL_NAME}` to roll out everywhere (or `tfleet rollout abort {MODEL_NAME}`)",
-        canary_hosts,
-        failures=failed,
-        new_failures=new_failures,
-        from_labels=old_labels,
-    )
+    reason = f"canary on {', '.join(canary_hosts)}: run `tfleet rollout promote {MODEL_NAME}` to roll out everywhere (or `tfleet rollout abort {MODEL_NAME}`)"
+    return replace(rollout.step(assignments, "canary", reason), canary_hosts=canary_hosts)
 
 
 def _versions_everywhere(replicas: Sequence[Replica]) -> set[int]:
@@ -331,30 +323,19 @@ def _versions_everywhere(replicas: Sequence[Replica]) -> set[int]:
     return set.intersection(*sets) if sets else set()
 
 
-def _rolling_step(
-    intent: ModelIntent,
-    replicas: Sequence[Replica],
-    hosts: Sequence[str],
-    held: set[int],
-    origin: set[int],
-    origin_labels: dict[str, int],
-    wanted: tuple[int, ...],
-    target: tuple[int, ...],
-    new_failures: tuple[Failure, ...],
-    failures: tuple[Failure, ...],
-) -> Step:
+def _rolling_step(rollout: _Rollout, wanted: tuple[int, ...]) -> Step:
+    intent, replicas, hosts, held = rollout.intent, rollout.replicas, rollout.hosts, rollout.held
     wanted_set = set(wanted)
     union = tuple(sorted(held | wanted_set))
     missing = wanted_set - held
     existing = [r for r in replicas if r.assignment is not None]
     all_hold_union = all(set(_versions_of(r.assignment) or ()) >= wanted_set for r in existing)
     target_labels = {k: v for k, v in intent.version_labels.items() if v in wanted_set}
-    common = _Course(from_versions=tuple(sorted(origin)), to_versions=target, from_labels=origin_labels, failures=failures, new_failures=new_failures)
     if missing or not all_hold_union:
         labels = _current_labels(replicas, held | wanted_set)
         config = intent.assignment(union, labels)
         adding = ", ".join(map(str, sorted(wanted_set - _versions_everywhere(replicas)) or sorted(missing)))
-        return Step({h: config for h in hosts}, "adding", reason=f"adding version {adding}", **common)
+        return rollout.step({h: config for h in hosts}, "adding", f"adding version {adding}")
     ready = [r for r in existing if r.reported()]
     new_available = all(r.available(v) for r in ready for v in wanted_set) and bool(ready)
     labels_now = _current_labels(replicas, held)
@@ -362,18 +343,18 @@ def _rolling_step(
     if labels_now != target_labels:
         if not new_available:
             config = intent.assignment(union, labels_now)
-            return Step({h: config for h in hosts}, "adding", reason="waiting for the new versions to be AVAILABLE on every replica", **common)
+            return rollout.step({h: config for h in hosts}, "adding", "waiting for the new versions to be AVAILABLE on every replica")
         config = intent.assignment(union, target_labels)
-        return Step({h: config for h in hosts}, "labeling", reason="moving labels to the new versions", **common)
+        return rollout.step({h: config for h in hosts}, "labeling", "moving labels to the new versions")
     if old:
         labels_applied = all(r.reported() and r.status is not None and dict(r.status.version_labels) == target_labels for r in existing)
         if not (labels_applied and new_available):
             config = intent.assignment(union, target_labels)
-            return Step({h: config for h in hosts}, "labeling", reason="waiting for every replica to apply the new labels", **common)
+            return rollout.step({h: config for h in hosts}, "labeling", "waiting for every replica to apply the new labels")
         config = intent.assignment(tuple(sorted(wanted_set)), target_labels)
-        return Step({h: config for h in hosts}, "removing", reason=f"removing version {', '.join(map(str, sorted(old)))}", **common)
+        return rollout.step({h: config for h in hosts}, "removing", f"removing version {', '.join(map(str, sorted(old)))}")
     config = intent.assignment(tuple(sorted(wanted_set)), target_labels)
-    return Step({h: config for h in hosts}, "stable", (), target, failures=failures, new_failures=new_failures)
+    return Step({h: config for h in hosts}, "stable", (), rollout.target, failures=rollout.failures, new_failures=rollout.new_failures)
 
 
 def _detect_failures(

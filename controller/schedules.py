@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from tfleet import schema
 from tfleet.controller.snapshot import FleetSnapshot
 from tfleet.keyspace import Keyspace
-from tfleet.registry import ConflictError, Registry, RegistryError
+from tfleet.ports import Fence, IntentRegistry, Store
+from tfleet.registry import ConflictError, RegistryError
 from tfleet.schema import ScheduledAction
 from tfleet.store import Compare, Put
 
@@ -55,7 +56,9 @@ def next_due(snap: FleetSnapshot) -> dt.datetime | None:
 
 
 class ScheduleRunner:
-    def __init__(self, *, store, keyspace: Keyspace, registry: Registry, election, log, now: Callable[[], dt.datetime] = schema.utc_now) -> None:
+    def __init__(
+        self, *, store: Store, keyspace: Keyspace, registry: IntentRegistry, election: Fence, log, now: Callable[[], dt.datetime] = schema.utc_now
+    ) -> None:
         self._store = store
         self._ks = keyspace
         self._registry = registry

@@ -14,13 +14,12 @@ form (the CLI, tests); both file through the same KeyFiles, so they cannot disag
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from tfleet import schema
-from tfleet.keyspace import InvalidName, Keyspace, validate_name
+from tfleet.keyspace import InvalidName, Keyspace, Section
 from tfleet.schema import (
     Assignment,
     HostControl,
@@ -37,7 +36,7 @@ from tfleet.schema import (
 from tfleet.store.types import Snapshot
 
 T = TypeVar("T")
-_VERSION_RE = re.compile(r"[0-9]{1,19}")
+_MODEL_SECTIONS = (Section.MODELS, Section.MODELSTATUS, Section.VERSIONS, Section.ASSIGNMENTS, Section.STATUS, Section.ROUTES)
 
 # The sections of the keyspace a FleetSnapshot is made of (history/ is not: no pass reads it).
 SECTIONS = ("models", "hosts", "hostctl", "assignments", "status", "modelstatus", "versions", "schedules", "routes", "leader")
@@ -202,10 +201,12 @@ def _in_dict(attr: str, name: Any, value: Any) -> tuple[Filer, Filer]:
 
 
 def _filers(ks: Keyspace, key: str, value: bytes, revision: int) -> tuple[Filer, Filer]:
-    rest = key[len(ks.prefix) + 1 :]
-    section, _, tail = rest.partition("/")
+    parsed_key = ks.classify(key)
+    section = parsed_key.section
+    if parsed_key.error is not None and section in SECTIONS:
+        raise InvalidName(parsed_key.error)  # (parse_key reports it)
     if section == "models":
-        name = ks.name_after(key, ks.models_prefix())
+        name = parsed_key.model
         parsed = _parse(ModelIntent, key, value, revision)
 
         def file_intent(fleet: FleetSnapshot) -> None:
@@ -221,20 +222,19 @@ def _filers(ks: Keyspace, key: str, value: bytes, revision: int) -> tuple[Filer,
             return file_intent, unfile_intent
         return _both((file_intent, unfile_intent), _bad(key, parsed.error, unread=False))
     if section in ("hostctl", "modelstatus"):  # (hosts/: _host_filers)
-        prefix = {"hostctl": ks.hostctl_prefix(), "modelstatus": ks.modelstatus_prefix()}[section]
-        name = ks.name_after(key, prefix)
+        name = parsed_key.host if section == "hostctl" else parsed_key.model
         kind: type[Any] = {"hostctl": HostControl, "modelstatus": ModelStatusReport}[section]
         parsed_doc = _parse(kind, key, value, revision)
         if parsed_doc.value is None:
             return _bad(key, parsed_doc.error or key)
         return _in_dict(section, name, parsed_doc.value)
     if section == "assignments":
-        place = ks.parse_host_model(key, "assignments")
+        place = (parsed_key.host, parsed_key.model)
         parsed_assignment = _parse(Assignment, key, value, revision)
         filers: tuple[Filer, Filer] = (lambda fleet: fleet.add_assignment(place, parsed_assignment), lambda fleet: fleet.remove_assignment(place))
         return filers if parsed_assignment.error is None else _both(filers, _bad(key, parsed_assignment.error, unread=False))
     if section == "status":
-        place = ks.parse_host_model(key, "status")
+        place = (parsed_key.host, parsed_key.model)
         status = _parse(ModelStatus, key, value, revision)
         if status.value is None:
             return _bad(key, status.error or key)
@@ -251,16 +251,10 @@ def _filers(ks: Keyspace, key: str, value: bytes, revision: int) -> tuple[Filer,
 
         return file_status, unfile_status
     if section == "versions":
-        model, _, version = tail.partition("/")
-        if not _VERSION_RE.fullmatch(version):  # str.isdigit() accepts "²", which int() refuses
-            raise InvalidName(f"key {key!r} must have the form {ks.versions_prefix()}<model>/<version>, the version in decimal digits")
-        validate_name("model", model)
+        model, number = parsed_key.model, parsed_key.version  # (classify: ASCII digits, no leading zeros)
         record = _parse(VersionRecord, key, value, revision)
         if record.value is None:
             return _bad(key, record.error or key)
-        number = int(version)
-        if str(number) != version:  # "01" and "1" must not share a slot
-            raise InvalidName(f"key {key!r}: version {version!r} must be written without leading zeros ({number})")
 
         def file_version(fleet: FleetSnapshot) -> None:
             fleet.versions.setdefault(model, {})[number] = record.value  # type: ignore[assignment]
@@ -274,17 +268,15 @@ def _filers(ks: Keyspace, key: str, value: bytes, revision: int) -> tuple[Filer,
 
         return file_version, unfile_version
     if section == "schedules":
-        model, _, schedule_id = tail.partition("/")
-        validate_name("model", model)
-        validate_name("schedule", schedule_id)
+        model, schedule_id = parsed_key.model, parsed_key.schedule
         parsed_action = _parse(ScheduledAction, key, value, revision)
         filed = _in_dict("schedules", (model, schedule_id), parsed_action)
         return filed if parsed_action.error is None else _both(filed, _bad(key, parsed_action.error, unread=False))
     if section == "routes":
-        name = ks.name_after(key, ks.routes_prefix())
+        name = parsed_key.model
         table = _parse(RouteTable, key, value, revision).value
         return _in_dict("routes", name, table if table is not None and table.model == name else None)
-    if key == ks.leader():
+    if section == "leader":
         leader = _parse(LeaderRecord, key, value, revision)
         filed_leader: tuple[Filer, Filer] = (lambda fleet: setattr(fleet, "leader", leader), lambda fleet: setattr(fleet, "leader", None))
         return filed_leader if leader.error is None else _both(filed_leader, _bad(key, leader.error, unread=False))
@@ -318,7 +310,7 @@ def _host_filers(ks: Keyspace, key: str, value: bytes, revision: int, previous: 
 
 
 def is_host_key(ks: Keyspace, key: str) -> bool:
-    return key.startswith(ks.hosts_prefix())
+    return ks.in_section(key, Section.HOSTS)
 
 
 def parse_key(ks: Keyspace, key: str, value: bytes, revision: int, previous: KeyFile | None = None) -> KeyFile:
@@ -398,7 +390,7 @@ class FleetBuilder:
         hosts: set[str] = set()
         for key in changes:
             if key not in quiet:
-                classify(self._ks, key, models, hosts)
+                note_change(self._ks, key, models, hosts)
         fleet.revision = revision
         fleet.changed_models = frozenset(models)
         fleet.changed_hosts = frozenset(hosts)
@@ -435,15 +427,11 @@ class SnapshotReader:
         return self._builder.apply(snapshot.revision, changes)
 
 
-def classify(ks: Keyspace, key: str, models: set[str], hosts: set[str]) -> None:
+def note_change(ks: Keyspace, key: str, models: set[str], hosts: set[str]) -> None:
     """Which model or host a key is about (keys that are not planning input are skipped)."""
-    parts = key[len(ks.prefix) + 1 :].split("/")
-    section = parts[0]
-    if section in ("models", "modelstatus", "versions") and len(parts) >= 2:
-        models.add(parts[1])
-    elif section in ("assignments", "status") and len(parts) == 3:
-        models.add(parts[2])
-    elif section in ("hosts", "hostctl") and len(parts) == 2:
-        hosts.add(parts[1])
-    elif section == "routes" and len(parts) == 2:
-        models.add(parts[1])
+    parsed = ks.classify(key)
+    if parsed.section in (Section.HOSTS, Section.HOSTCTL):
+        if parsed.host is not None:
+            hosts.add(parsed.host)
+    elif parsed.section in _MODEL_SECTIONS and parsed.model is not None:
+        models.add(parsed.model)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from tfleet import schema
-from tfleet.keyspace import InvalidName, Keyspace
+from tfleet.keyspace import InvalidName, Keyspace, Section
 from tfleet.schema import HostRecord, ModelStatus, RouteEndpoint, RouteTable, SchemaError
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ def read_route_tables(snapshot: Snapshot, keyspace: Keyspace) -> tuple[dict[str,
     tables: dict[str, RouteTable | None] = {}
     problems: list[str] = []
     for kv in snapshot.items:
-        if not kv.key.startswith(section):
+        if not keyspace.in_section(kv.key, Section.ROUTES):
             continue
         try:
             model = keyspace.name_after(kv.key, section)

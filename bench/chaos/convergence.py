@@ -18,7 +18,7 @@ def converged(fleet: Fleet, store: Any, wanted: dict[str, dict[str, Any]]) -> st
     from tfleet.schema import Assignment, ModelStatus
 
     ks = fleet.keyspace
-    hosts = {kv.key[len(ks.hosts_prefix()) :] for kv in store.list_prefix(ks.hosts_prefix()).items}
+    hosts = {ks.classify(kv.key).leaf for kv in store.list_prefix(ks.hosts_prefix()).items}
     if hosts != set(fleet.hosts):
         return f"hosts registered: {sorted(hosts)}"
     assigned: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -27,7 +27,7 @@ def converged(fleet: Fleet, store: Any, wanted: dict[str, dict[str, Any]]) -> st
         assigned[model][host] = kv
     if JUNK_MODEL in assigned or store.get(ks.model(JUNK_MODEL)) is not None:
         return "chaos-junk is still assigned or has an intent"
-    statuses = {(kv.key.split("/")[-2], kv.key.split("/")[-1]): kv for kv in store.list_prefix(ks.status_prefix()).items}
+    statuses = {ks.parse_host_model(kv.key, "status"): kv for kv in store.list_prefix(ks.status_prefix()).items}
     states = {h: sim_state(fleet.rest[h]) for h in fleet.hosts}
     for model in fleet.models:
         intent = wanted[model]

@@ -73,15 +73,17 @@ class Recorder:
                 self._apply(now, event.key, event.value, event.mod_revision, deleted=event.kind != "put")
 
     def _apply(self, now: float, key: str, value: bytes | None, revision: int, *, deleted: bool) -> None:
+        from tfleet.keyspace import Section
         from tfleet.schema import Assignment, ModelIntent
 
         ks, tl = self.fleet.keyspace, self.timeline
-        if key.startswith(ks.hosts_prefix()):
-            host = key[len(ks.hosts_prefix()) :]
+        parsed = ks.classify(key)
+        if parsed.section is Section.HOSTS:
+            host = parsed.leaf
             series = tl.host_events[host]
             if not series or series[-1][1] == deleted:
                 series.append((revision, not deleted))
-        elif key.startswith(ks.assignments_prefix()):
+        elif parsed.section is Section.ASSIGNMENTS:
             try:
                 host, model = ks.parse_host_model(key, "assignments")
             except ValueError:
@@ -94,8 +96,8 @@ class Recorder:
                 except ValueError:
                     versions = None
             tl.assignments[(host, model)].append((revision, versions))
-        elif key.startswith(ks.models_prefix()):
-            model = key[len(ks.models_prefix()) :]
+        elif parsed.section is Section.MODELS:
+            model = parsed.leaf
             replicas: int | None = None
             if not deleted and value is not None:
                 try:
@@ -104,9 +106,8 @@ class Recorder:
                     replicas = None
             tl.intents[model].append((now, replicas))
             tl.model_revisions[model].add(revision)
-        elif key.startswith(ks.history_prefix()):
-            model, _, sequence = key[len(ks.history_prefix()) :].partition("/")
-            number = int(sequence) if sequence.isdigit() else -1
+        elif parsed.section is Section.HISTORY:
+            model, number = parsed.model or "", -1 if parsed.sequence is None else parsed.sequence
             if deleted:
                 tl.history_deletes.append((now, key, model, number, tl.history_newest.get(model, 0)))
             else:

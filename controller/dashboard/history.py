@@ -8,7 +8,8 @@ from tfleet.controller.dashboard.state import _iso
 
 from tfleet import schema
 from tfleet.jsondiff import diff_values
-from tfleet.keyspace import Keyspace
+from tfleet.keyspace import Keyspace, Section
+from tfleet.ports import KeyReader
 from tfleet.schema import HistoryEntry, SchemaError
 from tfleet.store import Snapshot
 
@@ -21,12 +22,12 @@ def build_history(snapshot: Snapshot, keyspace: Keyspace, model: str, limit: int
 
     total: how many entries the model has, when the read that gave ``snapshot`` knows it
     (default: the entries in ``snapshot``)."""
-    prefix = keyspace.history_prefix(model)
+    keyspace.history_prefix(model)  # InvalidName for a name no key can have
     entries = []
     for kv in reversed(snapshot.items):
         if len(entries) >= limit:
             break
-        if not kv.key.startswith(prefix):
+        if not _of_model(keyspace, kv.key, model):
             continue
         try:
             entry = schema.parse(HistoryEntry, kv.value, kv.key)
@@ -47,8 +48,14 @@ def build_history(snapshot: Snapshot, keyspace: Keyspace, model: str, limit: int
             }
         )
     if total is None:
-        total = sum(1 for kv in snapshot.items if kv.key.startswith(prefix))
+        total = sum(1 for kv in snapshot.items if _of_model(keyspace, kv.key, model))
     return {"model": model, "revision": snapshot.revision, "total": total, "entries": entries}
+
+
+def _of_model(keyspace: Keyspace, key: str, model: str) -> bool:
+    """A key under history/<model>/ (a malformed sequence too: it is shown with its error)."""
+    parsed = keyspace.classify(key)
+    return parsed.section is Section.HISTORY and parsed.model == model
 
 
 class PagedHistoryReader:
@@ -56,7 +63,7 @@ class PagedHistoryReader:
     well-formed sequence keys (Keyspace.history_range), and their count (count_prefix): the
     response never grows with the history."""
 
-    def __init__(self, store: Any, keyspace: Keyspace) -> None:
+    def __init__(self, store: KeyReader, keyspace: Keyspace) -> None:
         self._store = store
         self._ks = keyspace
 
@@ -69,5 +76,5 @@ class PagedHistoryReader:
         return Snapshot(page.revision, tuple(reversed(page.items))), total
 
 
-def default_history_reader(store: Any, keyspace: Keyspace) -> PagedHistoryReader:
+def default_history_reader(store: KeyReader, keyspace: Keyspace) -> PagedHistoryReader:
     return PagedHistoryReader(store, keyspace)

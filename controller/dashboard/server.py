@@ -30,6 +30,7 @@ from tfleet.keyspace import InvalidName, Keyspace
 from tfleet.backoff import Backoff
 from tfleet.loop import Loop, Outcome
 from tfleet.store import StoreError
+from tfleet.ports import Store
 
 COALESCE_SECONDS = 0.1
 # While the cache's watch reports trouble, etcd is probed this often (the watch resumes by itself).
@@ -94,7 +95,7 @@ class Dashboard:
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         keyspace: Keyspace,
         host: str,
         port: int,

@@ -39,7 +39,6 @@ from tests.helpers import wait_until
 from tests.integration.agent_harness import stop_running
 from tests.integration.controller_harness import ControlledFleet, add_host, start_controller
 from tfleet import schema
-from tfleet.keyspace import InvalidName
 from tfleet.schema import FleetProblems, LeaderRecord
 from tfleet.sim.fixtures import make_model
 
@@ -86,23 +85,7 @@ def _targets(ks, rng: random.Random, index: int) -> list[tuple[str, type, bool |
 
 
 def _name_is_valid(ks, key: str) -> bool:
-    section = ks.section_of(key)
-    try:
-        if section in ("assignments", "status"):
-            ks.parse_host_model(key, section)
-        elif section in ("models", "hosts", "hostctl", "modelstatus", "routes"):
-            ks.name_after(key, f"{ks.prefix}/{section}/")
-        elif section in ("schedules", "versions"):
-            parts = key[len(ks.prefix) + 1 :].split("/")
-            if len(parts) != 3 or not parts[1] or not parts[2]:
-                return False
-            if section == "versions" and not (parts[2].isascii() and parts[2].isdigit() and len(parts[2]) <= 19):
-                return False
-            ks.name_after(f"{ks.prefix}/x/{parts[1]}", f"{ks.prefix}/x/")
-            ks.name_after(f"{ks.prefix}/x/{parts[2]}", f"{ks.prefix}/x/")
-    except InvalidName:
-        return False
-    return True
+    return ks.classify(key).ok  # the one parser of keys: what the controller files
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from tfleet.cli.options import etcd_options, etcd_settings, fleet_prefix, unreachable_message
 from tfleet.keyspace import DEFAULT_PREFIX, InvalidName, Keyspace, validate_name
+from tfleet.ports import KeyReader
 from tfleet.schema import ModelIntent, SchemaError, explain, parse
 
 # (simulator's name, real TF Serving's name); the real latency is in microseconds.
@@ -189,7 +190,7 @@ def intents_from_file(path: pathlib.Path) -> dict[str, ModelIntent]:
     return intents_from_documents(documents, str(path))
 
 
-def intents_from_etcd(store: Any, keyspace: Keyspace) -> tuple[dict[str, ModelIntent], list[str]]:
+def intents_from_etcd(store: KeyReader, keyspace: Keyspace) -> tuple[dict[str, ModelIntent], list[str]]:
     """Every intent under ``<prefix>/models/`` (one read): (valid intents, problems)."""
     prefix = keyspace.models_prefix()
     intents, problems = {}, []

@@ -28,6 +28,7 @@ from tfleet.cli.route_render import Rendered, envoy_bundle, render_envoy, render
 from tfleet.backoff import Backoff
 from tfleet.keyspace import InvalidName, Keyspace, validate_name
 from tfleet.loop import Loop, Outcome
+from tfleet.ports import Store
 from tfleet.routing import read_route_tables
 from tfleet.schema import RouteTable
 
@@ -160,7 +161,7 @@ class RouteRenderer:
     def __init__(
         self,
         *,
-        store: Any,  # tfleet.store.EtcdStore
+        store: Store,
         keyspace: Keyspace,
         output: Output,
         log: Any,

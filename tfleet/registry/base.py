@@ -9,6 +9,7 @@ from typing import Any
 
 from tfleet import logs
 from tfleet.keyspace import InvalidName, Keyspace
+from tfleet.ports import Store
 from tfleet.registry.errors import RegistryError
 from tfleet.schema import ModelIntent, SchemaError, parse, utc_now
 from tfleet.store import KeyValue
@@ -17,7 +18,7 @@ from tfleet.store import KeyValue
 class RegistryBase:
     """Reads and writes of one installation (one keyspace): the Registry's shared state."""
 
-    def __init__(self, store: Any, keyspace: Keyspace, clock: Callable[[], dt.datetime] = utc_now, *, log: Any = None, recorder_wait: float = 2.0) -> None:
+    def __init__(self, store: Store, keyspace: Keyspace, clock: Callable[[], dt.datetime] = utc_now, *, log: Any = None, recorder_wait: float = 2.0) -> None:
         """recorder_wait: how long a write waits for the controller to record an etcdctl
         change of the same model first (0: never waits)."""
         self._recorder_wait = recorder_wait

@@ -19,7 +19,8 @@ from typing import Any
 
 from tfleet import schema
 from tfleet.jsondiff import FieldChange, diff_values  # Registry.diff returns FieldChange
-from tfleet.keyspace import InvalidName
+from tfleet.keyspace import InvalidName, Section
+from tfleet.ports import KeyReader, NumberedEntry
 from tfleet.registry.base import RegistryBase
 from tfleet.registry.errors import RegistryError
 from tfleet.schema import HistoryCursor, HistoryEntry, ModelIntent, SchemaError, parse
@@ -65,18 +66,16 @@ class HistoryReads(RegistryBase):
         """
         if limit is not None and limit < 1:
             raise RegistryError(f"limit must be at least 1, not {limit}")
-        found: list[HistoryEntry] = []
-        for _, entry in self.newest(model, limit=limit, before=before):
-            found.append(entry)
+        found = [numbered.entry for numbered in self.newest(model, limit=limit, before=before)]
         found.reverse()
         return found
 
-    def newest(self, model: str, *, limit: int | None = None, before: int | None = None) -> Iterable[tuple[int, HistoryEntry]]:
+    def newest(self, model: str, *, limit: int | None = None, before: int | None = None) -> Iterable[NumberedEntry]:
         """(sequence, entry) newest first, read page by page only as far as the caller
         iterates; ``revision`` is filled in for entries written with their change."""
         page = min(limit, HISTORY_PAGE) if limit is not None else HISTORY_PAGE
         for count, (sequence, kv) in enumerate(self._scan(model, descending=True, before=before, page=page), start=1):
-            yield sequence, self._entry_of(kv)
+            yield NumberedEntry(sequence, self._entry_of(kv))
             if limit is not None and count >= limit:
                 return  # before the scan asks etcd for another page
 
@@ -138,7 +137,7 @@ class HistoryReads(RegistryBase):
             found = _range(self._store, start, end, limit=1, descending=False)
             if not found:
                 return
-            name = found[0].key[len(prefix) :].split("/", 1)[0]
+            name = self._keys.first_segment(found[0].key, Section.HISTORY)
             try:
                 self._keys.history_prefix(name)
             except InvalidName:
@@ -247,7 +246,7 @@ class HistoryReads(RegistryBase):
                 start = kvs[-1].key + "\0"
 
 
-def _range(store: Any, start: str, end: str, *, limit: int, descending: bool) -> list[KeyValue]:
+def _range(store: KeyReader, start: str, end: str, *, limit: int, descending: bool) -> list[KeyValue]:
     """At most ``limit`` keys of [start, end), in key order or reversed: ONE etcd range request
     (the store's ``list_range``). The one place the registry reads a bounded range."""
     return list(store.list_range(start, end, limit=limit, descending=descending).items)

@@ -193,7 +193,7 @@ class IntentWrites(HistoryReads):
         revision, else "outside tfleet" (etcdctl, not yet recorded by the controller)."""
         revision = current.mod_revision if current is not None else 0
         try:
-            last = next((entry for _, entry in self.newest(model, limit=1)), None)
+            last = next((numbered.entry for numbered in self.newest(model, limit=1)), None)
         except RegistryError:
             last = None
         if current is None:

@@ -95,8 +95,7 @@ class VersionRegistration(RegistryBase):
             raise RegistryError(str(exc)) from None
         records = []
         for kv in self._store.list_prefix(prefix).items:
-            segment = kv.key[len(prefix) :]
-            if not segment.isdigit():
+            if not self._keys.classify(kv.key).ok:
                 self._log.warning("version_key_ignored", key=kv.key, error="not a version number")
                 continue
             records.append(self._parse_version(kv))

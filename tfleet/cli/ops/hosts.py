@@ -44,7 +44,9 @@ def _change_host(ops: Ops, host: str, change: Callable[[Any], Any], force: bool,
     new = change(current)
     control = None if new == HostControl() else new
     action, revision = _write_hostctl(ops, host, control, expected, f"tfleet {verb}")
-    assigned = sorted(kv.key.rsplit("/", 1)[-1] for kv in ops.store.list_prefix(ops.keyspace.assignments_prefix(host)).items)
+    assigned = sorted(
+        m for kv in ops.store.list_prefix(ops.keyspace.assignments_prefix(host)).items if (k := ops.keyspace.classify(kv.key)).ok and (m := k.model)
+    )
     data = {"host": host, "action": action, "revision": revision, "control": control or HostControl(), "assigned": assigned}
 
     def human() -> str:

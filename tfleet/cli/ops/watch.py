@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from tfleet.cli.ops.context import SECTIONS, Ops, fleet_command
+from tfleet.keyspace import Keyspace
 from tfleet.cli.output import (
     OpsCommand,
     note,
@@ -58,7 +59,7 @@ def watch(ops: Ops, section: str | None, count: int | None, duration: float | No
                 note(f"tfleet watch: etcd compacted the revisions to resume from; re-read {len(payload.items)} keys at revision {payload.revision}, continuing")
             else:
                 for event in payload:
-                    click.echo(_event_line(event, ops.keyspace.prefix, output))
+                    click.echo(_event_line(event, ops.keyspace, output))
                     seen += 1
                     if count is not None and seen >= count:
                         break
@@ -68,9 +69,9 @@ def watch(ops: Ops, section: str | None, count: int | None, duration: float | No
         handle.cancel()
 
 
-def _event_line(event: Any, prefix: str, output: str) -> str:
+def _event_line(event: Any, keyspace: Keyspace, output: str) -> str:
     now = dt.datetime.now(dt.timezone.utc)
-    key = event.key[len(prefix) + 1 :] if event.key.startswith(prefix + "/") else event.key
+    key = keyspace.relative(event.key)
     text = event.value.decode("utf-8", "replace")
     if output in ("json", "yaml"):
         try:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from tfleet.controller.planner import estimate_memory_mb
 from tfleet.controller.snapshot import FleetSnapshot, read
-from tfleet.keyspace import Keyspace
+from tfleet.keyspace import Keyspace, Section
 from tfleet.schema import LeaderRecord, ModelIntent, RouteTable, SchemaError, parse
 from tfleet.store import Snapshot
 
@@ -33,15 +33,15 @@ class FleetView:
                 leader = None
         routes: dict[str, RouteTable] = {}
         hostctl_revisions: dict[str, int] = {}
-        routes_prefix, hostctl_prefix = keyspace.routes_prefix(), keyspace.hostctl_prefix()
         for item in snapshot.items:
-            if item.key.startswith(routes_prefix):
+            key = keyspace.classify(item.key)
+            if key.ok and key.section is Section.ROUTES and key.model is not None:
                 try:
-                    routes[item.key[len(routes_prefix) :]] = parse(RouteTable, item.value, item.key)
+                    routes[key.model] = parse(RouteTable, item.value, item.key)
                 except SchemaError:
                     continue
-            elif item.key.startswith(hostctl_prefix):
-                hostctl_revisions[item.key[len(hostctl_prefix) :]] = item.mod_revision
+            elif key.ok and key.section is Section.HOSTCTL and key.host is not None:
+                hostctl_revisions[key.host] = item.mod_revision
         return cls(keyspace, read(snapshot, keyspace), leader, routes, hostctl_revisions)
 
     @property
