@@ -51,7 +51,7 @@ class LeaseStore:
 @pytest.fixture
 def world() -> tuple[LeaseStore, HostLease, RecordingLog, AgentMetrics, list[int]]:
     store, log, metrics, told = LeaseStore(), RecordingLog(), AgentMetrics(), []
-    lease = HostLease(store, KEY, lambda: b'{"host": "h1"}', 6, metrics, log, on_new_lease=told.append, clock=FakeClock())
+    lease = HostLease(store, KEY, record=lambda: b'{"host": "h1"}', ttl=6, metrics=metrics, log=log, on_new_lease=told.append, clock=FakeClock())
     lease.renew()
     assert lease.lease_id is not None and store.keys[KEY][1] == lease.lease_id
     return store, lease, log, metrics, told
