@@ -10,7 +10,7 @@ import functools
 import getpass
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,10 @@ from tfleet.cli.output import (
     note,
     refused,
 )
+
+if TYPE_CHECKING:
+    from tfleet.cli.views import FleetView
+    from tfleet.store import EtcdSettings
 
 # -- shared plumbing ------------------------------------------------------------------------------
 
@@ -49,7 +53,7 @@ class CliLog:
 class Ops:
     """What a command works with: the store, the keyspace and the registry of one fleet."""
 
-    def __init__(self, settings: Any, prefix: str) -> None:
+    def __init__(self, settings: EtcdSettings, prefix: str) -> None:
         from tfleet.keyspace import Keyspace
         from tfleet.registry import Registry
         from tfleet.store import EtcdStore
@@ -58,7 +62,7 @@ class Ops:
         self.store = EtcdStore(settings)
         self.registry = Registry(self.store, self.keyspace, log=CliLog())
 
-    def view(self, sections: tuple[str, ...] | None = None):
+    def view(self, sections: tuple[str, ...] | None = None) -> FleetView:
         """The fleet: the given sections (default: all the controller plans from; never the
         history), each read in pages, at one revision where the store can pin one."""
         from tfleet.cli.views import FleetView
@@ -137,8 +141,10 @@ def fleet_command(function: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             ops.close()
 
-    run = etcd_options(run)
-    return click.option("--prefix", default="/tfleet", envvar="TFLEET_PREFIX", show_envvar=True, show_default=True, help="etcd key prefix of this fleet.")(run)
+    with_etcd = etcd_options(run)
+    return click.option("--prefix", default="/tfleet", envvar="TFLEET_PREFIX", show_envvar=True, show_default=True, help="etcd key prefix of this fleet.")(
+        with_etcd
+    )
 
 
 def author_option(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -106,8 +106,8 @@ def predict(
     ops: Ops, model: str, version: int | None, label: str | None, input_text: str, host: str | None, signature: str, timeout: float, output: str
 ) -> None:
     """Send one gRPC Predict to a host serving MODEL and print the outputs."""
-    from tfleet.tfs.predict import TensorError
     from tfleet.tfs.predict import predict as send
+    from tfleet.tfs.tensors import TensorError
     from tfleet.tfs.types import TfsDeadlineExceeded, TfsError, TfsUnavailable
 
     _check_model_name(model)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import click
 
@@ -18,6 +18,9 @@ from tfleet.cli.output import (
     output_option,
     refused,
 )
+
+if TYPE_CHECKING:
+    from tfleet.schema import VersionFailure
 
 # -- rollout --------------------------------------------------------------------------------------
 
@@ -246,6 +249,27 @@ def rollout_abort(ops: Ops, model: str, author: str, output: str) -> None:
     _set_rollout_flag(ops, model, "abort", author, output, "rollout aborted, the new version is taken away again")
 
 
+# What `rollout status -o json` prints (keys in this order); "from" is a keyword, hence the call form.
+_RolloutStatus = TypedDict(
+    "_RolloutStatus",
+    {
+        "model": str,
+        "intent_versions": str,
+        "strategy": Literal["rolling", "canary"] | None,
+        "promote": bool | None,
+        "abort": bool | None,
+        "phase": str | None,
+        "from": list[int],
+        "to": list[int],
+        "reason": str | None,
+        "available": dict[str, int],
+        "canary_hosts": list[str],
+        "wanted": int,
+        "failures": "list[VersionFailure]",
+    },
+)
+
+
 @rollout.command("status")
 @click.argument("model")
 @output_option
@@ -260,7 +284,7 @@ def rollout_status(ops: Ops, model: str, output: str) -> None:
         raise _unknown_model(ops, model, view)
     intent = view.intent(model)
     report = view.fleet.modelstatus.get(model)
-    data = {
+    data: _RolloutStatus = {
         "model": model,
         "intent_versions": versions_text(intent),
         "strategy": intent.rollout.strategy if intent else None,
