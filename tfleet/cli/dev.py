@@ -80,7 +80,7 @@ def _write_sample_models(models_dir: pathlib.Path) -> None:
         make_model(models_dir, name, versions, load_seconds=load_seconds, scale=scale, bias=bias)
 
 
-def _initial_intents(models_dir: pathlib.Path) -> dict[str, dict[str, object]]:
+def _initial_intents(models_dir: pathlib.Path) -> dict[str, dict]:
     """Models the controller places (the assignments below are an operator's, by hand)."""
     return {
         "resnet_lite": {
@@ -98,7 +98,7 @@ def _initial_intents(models_dir: pathlib.Path) -> dict[str, dict[str, object]]:
     }
 
 
-def _canary_intent(models_dir: pathlib.Path, version: int) -> dict[str, object]:
+def _canary_intent(models_dir: pathlib.Path, version: int) -> dict:
     return {
         "base_path": str(models_dir / CANARY_MODEL),
         "model_version_policy": {"specific": {"versions": [version]}},
@@ -112,9 +112,9 @@ def _canary_intent(models_dir: pathlib.Path, version: int) -> dict[str, object]:
     }
 
 
-def _initial_assignments(models_dir: pathlib.Path, hosts: list[HostPorts]) -> dict[tuple[str, str], dict[str, object]]:
+def _initial_assignments(models_dir: pathlib.Path, hosts: list[HostPorts]) -> dict[tuple[str, str], dict]:
     first, *rest = hosts
-    assignments: dict[tuple[str, str], dict[str, object]] = {
+    assignments = {
         (first.name, "half_plus_two"): {"base_path": str(models_dir / "half_plus_two")},
     }
     for host in rest[:2]:
@@ -398,7 +398,7 @@ def _seed(etcd: Any, models_dir: pathlib.Path, fleet: list[HostPorts], daemons: 
 def _ready(etcd: Any, keyspace: Any, model: str, version: str, replicas: int) -> bool:
     result = etcd.etcdctl("get", "--print-value-only", keyspace.modelstatus(model), check=False)
     try:
-        return bool(result.returncode == 0 and json.loads(result.stdout or b"{}").get("ready_replicas", {}).get(version, 0) >= replicas)
+        return result.returncode == 0 and json.loads(result.stdout or b"{}").get("ready_replicas", {}).get(version, 0) >= replicas
     except ValueError:
         return False
 
