@@ -24,6 +24,8 @@ from tfleet.cli.output import (
 
 if TYPE_CHECKING:
     from tfleet.cli.views import FleetView
+    from tfleet.registry import ConflictError
+    from tfleet.schema import HostControl, ModelIntent
     from tfleet.store import EtcdSettings
 
 # -- shared plumbing ------------------------------------------------------------------------------
@@ -94,12 +96,12 @@ class Ops:
                 return f" by {who(entry)}"
         return " outside tfleet (etcdctl?)"
 
-    def last_valid(self, view: Any) -> dict[str, Any]:
+    def last_valid(self, view: FleetView) -> dict[str, ModelIntent]:
         """For models whose intent in etcd is invalid: the newest valid intent in their history,
         which is what the controller keeps serving (it remembers the last valid one it saw)."""
         from tfleet.registry import RegistryError
 
-        found = {}
+        found: dict[str, ModelIntent] = {}
         for model in view.invalid_intents():
             try:
                 intent = self.registry.last_valid_intent(model)  # the newest entries, a few at a time
@@ -109,7 +111,7 @@ class Ops:
                 found[model] = intent
         return found
 
-    def conflict(self, exc: Any, rerun: str) -> str:
+    def conflict(self, exc: ConflictError, rerun: str) -> str:
         """The one line for a failed compare-and-swap on an intent."""
         expected = exc.expected_revision if exc.expected_revision is not None else 0
         current = exc.current_revision
@@ -158,7 +160,7 @@ def author_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def _unknown_model(ops: Ops, model: str, view: Any = None) -> CommandError:
+def _unknown_model(ops: Ops, model: str, view: FleetView | None = None) -> CommandError:
     view = view or ops.view()
     known = view.models()
     hint = f"known models: {', '.join(known[:10])}{' ...' if len(known) > 10 else ''}" if known else "no model has an intent yet"
@@ -171,7 +173,7 @@ def _check_model_name(model: str) -> None:
     validate_name("model", model)
 
 
-def _write_hostctl(ops: Ops, host: str, control: Any, expected: int, rerun: str) -> tuple[str, int]:
+def _write_hostctl(ops: Ops, host: str, control: HostControl | None, expected: int, rerun: str) -> tuple[str, int]:
     """Write (or delete, for None) hostctl/<host> if it is still at revision ``expected``."""
     from tfleet.schema import HostControl, SchemaError, encode, parse
     from tfleet.store import Compare, Delete, Put

@@ -20,7 +20,9 @@ from tfleet.cli.output import (
 )
 
 if TYPE_CHECKING:
-    from tfleet.schema import VersionFailure
+    from collections.abc import Iterable
+
+    from tfleet.schema import ModelIntent, VersionFailure
 
 # -- rollout --------------------------------------------------------------------------------------
 
@@ -30,7 +32,7 @@ def rollout() -> None:
     """Start, promote, abort and follow a version rollout of a model."""
 
 
-def _intent_for_rollout(ops: Ops, model: str) -> tuple[Any, int]:
+def _intent_for_rollout(ops: Ops, model: str) -> tuple[ModelIntent, int]:
     from tfleet.registry import RegistryError
 
     _check_model_name(model)
@@ -43,7 +45,7 @@ def _intent_for_rollout(ops: Ops, model: str) -> tuple[Any, int]:
     return intent, revision
 
 
-def _write_rollout(ops: Ops, model: str, intent: Any, revision: int, author: str, rerun: str) -> int:
+def _write_rollout(ops: Ops, model: str, intent: ModelIntent, revision: int, author: str, rerun: str) -> int:
     from tfleet.registry import ConflictError
 
     try:
@@ -52,7 +54,7 @@ def _write_rollout(ops: Ops, model: str, intent: Any, revision: int, author: str
         raise refused(ops.conflict(exc, rerun)) from None
 
 
-def _with(intent: Any, **changes: Any) -> Any:
+def _with(intent: ModelIntent, **changes: Any) -> ModelIntent:
     """A copy of the intent with changes, validated again (labels must point at served versions)."""
     from tfleet.schema import ModelIntent
 
@@ -197,11 +199,11 @@ def _check_unregistered_version(model: str, base_path: str, version: int, regist
     )
 
 
-def _versions(values: Any) -> str:
+def _versions(values: Iterable[int]) -> str:
     return ",".join(str(v) for v in values) or "none"
 
 
-def _policy_versions(intent: Any) -> str:
+def _policy_versions(intent: ModelIntent | None) -> str:
     from tfleet.cli.views import versions_text
 
     return versions_text(intent)
