@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -82,7 +83,7 @@ from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, parse
     help="Probes in a row past their deadline before TF Serving counts as hung.",
 )
 @click.option("--log-level", default="info", type=click.Choice(logs.LEVELS), envvar="TFLEET_LOG_LEVEL", show_envvar=True)
-def agent(**options) -> None:
+def agent(**options: Any) -> None:
     """Keep this host's TF Serving in line with its assignments in etcd."""
     from tfleet.agent.app import Agent
     from tfleet.agent.settings import AgentSettings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -63,7 +64,7 @@ from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, setti
     help="History entries kept per model (the newest); older ones are pruned as new ones are written.",
 )
 @click.option("--log-level", default="info", type=click.Choice(logs.LEVELS), envvar="TFLEET_LOG_LEVEL", show_envvar=True)
-def controller(**options) -> None:
+def controller(**options: Any) -> None:
     """Turn model intents into per-host assignments; one controller leads, the others stand by."""
     from tfleet.controller.app import Controller
     from tfleet.controller.settings import ControllerSettings

@@ -47,8 +47,10 @@ class LazyGroup(click.Group):
         target = _COMMANDS.get(name)
         if target is None:
             return None
-        module = importlib.import_module(target[0])
-        return getattr(module, target[1])
+        command = getattr(importlib.import_module(target[0]), target[1])
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target[0]}.{target[1]} is not a click command")
+        return command
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})

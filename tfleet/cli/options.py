@@ -16,11 +16,14 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from tfleet.store import EtcdSettings
 
 DEFAULT_ETCD = "http://127.0.0.1:2379"
 DEFAULT_PREFIX = "/tfleet"
@@ -123,7 +126,7 @@ def unreachable_message(exc: BaseException, ctx: click.Context | None = None) ->
     return f"etcd unreachable: {exc}{where}"
 
 
-def etcd_settings(options: dict[str, Any], *, use_context: bool = True):
+def etcd_settings(options: dict[str, Any], *, use_context: bool = True) -> EtcdSettings:
     """Build EtcdSettings from the etcd_options values, or exit with one clear line.
 
     use_context=False for daemons: they never read the context file of `tfleet dev`.

@@ -49,7 +49,9 @@ class CommandError(click.ClickException):
         lines = [message] if isinstance(message, str) else list(message)
         self.lines = [one_line(line) for line in lines if str(line).strip()] or ["failed"]
         super().__init__("; ".join(self.lines))
-        self.exit_code = exit_code
+        # click declares exit_code a ClassVar (one code per exception class); a CommandError
+        # carries the code of what went wrong, so it is set per instance (click reads e.exit_code).
+        self.exit_code = exit_code  # type: ignore[misc]
         self.command_path = "tfleet"
 
     def show(self, file: IO[Any] | None = None) -> None:
@@ -113,12 +115,12 @@ def translate(exc: BaseException, path: str, ctx: click.Context | None = None) -
     return error
 
 
-class _Translating:
+class _Translating(click.Command):
     """Mixin: errors in argument parsing and in the command body become one-line errors."""
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any) -> click.Context:
         try:
-            return super().make_context(info_name, args, parent=parent, **extra)  # type: ignore[misc]
+            return super().make_context(info_name, args, parent=parent, **extra)
         except Exception as exc:
             error = translate(exc, command_path(parent, info_name))
             if error is None or error is exc:
@@ -127,7 +129,7 @@ class _Translating:
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)  # type: ignore[misc]
+            return super().invoke(ctx)
         except Exception as exc:
             if isinstance(exc, CommandError) and exc.command_path != "tfleet":
                 raise  # already translated by a subcommand

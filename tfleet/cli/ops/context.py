@@ -10,7 +10,7 @@ import functools
 import getpass
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,12 @@ from tfleet.cli.output import (
     note,
     refused,
 )
+
+if TYPE_CHECKING:
+    from tfleet.cli.views import FleetView
+    from tfleet.registry import ConflictError
+    from tfleet.schema import HostControl, ModelIntent
+    from tfleet.store import EtcdSettings
 
 # -- shared plumbing ------------------------------------------------------------------------------
 
@@ -49,7 +55,7 @@ class CliLog:
 class Ops:
     """What a command works with: the store, the keyspace and the registry of one fleet."""
 
-    def __init__(self, settings: Any, prefix: str) -> None:
+    def __init__(self, settings: EtcdSettings, prefix: str) -> None:
         from tfleet.keyspace import Keyspace
         from tfleet.registry import Registry
         from tfleet.store import EtcdStore
@@ -58,7 +64,7 @@ class Ops:
         self.store = EtcdStore(settings)
         self.registry = Registry(self.store, self.keyspace, log=CliLog())
 
-    def view(self, sections: tuple[str, ...] | None = None):
+    def view(self, sections: tuple[str, ...] | None = None) -> FleetView:
         """The fleet: the given sections (default: all the controller plans from; never the
         history), each read in pages, at one revision where the store can pin one."""
         from tfleet.cli.views import FleetView
@@ -90,12 +96,12 @@ class Ops:
                 return f" by {who(entry)}"
         return " outside tfleet (etcdctl?)"
 
-    def last_valid(self, view: Any) -> dict[str, Any]:
+    def last_valid(self, view: FleetView) -> dict[str, ModelIntent]:
         """For models whose intent in etcd is invalid: the newest valid intent in their history,
         which is what the controller keeps serving (it remembers the last valid one it saw)."""
         from tfleet.registry import RegistryError
 
-        found = {}
+        found: dict[str, ModelIntent] = {}
         for model in view.invalid_intents():
             try:
                 intent = self.registry.last_valid_intent(model)  # the newest entries, a few at a time
@@ -105,7 +111,7 @@ class Ops:
                 found[model] = intent
         return found
 
-    def conflict(self, exc: Any, rerun: str) -> str:
+    def conflict(self, exc: ConflictError, rerun: str) -> str:
         """The one line for a failed compare-and-swap on an intent."""
         expected = exc.expected_revision if exc.expected_revision is not None else 0
         current = exc.current_revision
@@ -137,8 +143,10 @@ def fleet_command(function: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             ops.close()
 
-    run = etcd_options(run)
-    return click.option("--prefix", default="/tfleet", envvar="TFLEET_PREFIX", show_envvar=True, show_default=True, help="etcd key prefix of this fleet.")(run)
+    with_etcd = etcd_options(run)
+    return click.option("--prefix", default="/tfleet", envvar="TFLEET_PREFIX", show_envvar=True, show_default=True, help="etcd key prefix of this fleet.")(
+        with_etcd
+    )
 
 
 def author_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -152,7 +160,7 @@ def author_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def _unknown_model(ops: Ops, model: str, view: Any = None) -> CommandError:
+def _unknown_model(ops: Ops, model: str, view: FleetView | None = None) -> CommandError:
     view = view or ops.view()
     known = view.models()
     hint = f"known models: {', '.join(known[:10])}{' ...' if len(known) > 10 else ''}" if known else "no model has an intent yet"
@@ -165,7 +173,7 @@ def _check_model_name(model: str) -> None:
     validate_name("model", model)
 
 
-def _write_hostctl(ops: Ops, host: str, control: Any, expected: int, rerun: str) -> tuple[str, int]:
+def _write_hostctl(ops: Ops, host: str, control: HostControl | None, expected: int, rerun: str) -> tuple[str, int]:
     """Write (or delete, for None) hostctl/<host> if it is still at revision ``expected``."""
     from tfleet.schema import HostControl, SchemaError, encode, parse
     from tfleet.store import Compare, Delete, Put

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,10 +16,13 @@ from tfleet.cli.output import (
     output_option,
 )
 
+if TYPE_CHECKING:
+    from tfleet.schema import HostControl
+
 # -- cordon, uncordon, drain ----------------------------------------------------------------------
 
 
-def _change_host(ops: Ops, host: str, change: Callable[[Any], Any], force: bool, verb: str, output: str) -> None:
+def _change_host(ops: Ops, host: str, change: Callable[[HostControl], HostControl], force: bool, verb: str, output: str) -> None:
     from tfleet.keyspace import validate_name
     from tfleet.schema import HostControl, SchemaError, parse
 
@@ -63,7 +66,7 @@ def _change_host(ops: Ops, host: str, change: Callable[[Any], Any], force: bool,
     emit(output, data, human)
 
 
-def _host_state(control: Any) -> str:
+def _host_state(control: HostControl) -> str:
     if control.draining:
         return "draining"
     if control.cordoned:
@@ -71,7 +74,7 @@ def _host_state(control: Any) -> str:
     return "schedulable (no cordon, no drain)"
 
 
-def _host_command(name: str, help_text: str, change: Callable[[Any, str | None], Any], with_reason: bool) -> click.Command:
+def _host_command(name: str, help_text: str, change: Callable[[HostControl, str | None], HostControl], with_reason: bool) -> click.Command:
     def run(ops: Ops, host: str, force: bool, output: str, reason: str | None = None) -> None:
         _change_host(ops, host, lambda current: change(current, reason), force, name, output)
 
@@ -85,15 +88,15 @@ def _host_command(name: str, help_text: str, change: Callable[[Any, str | None],
     return click.command(name, cls=OpsCommand, help=help_text)(command)
 
 
-def _cordoned(current: Any, reason: str | None) -> Any:
+def _cordoned(current: HostControl, reason: str | None) -> HostControl:
     return current.model_copy(update={"cordoned": True, **({"reason": reason} if reason is not None else {})})
 
 
-def _drained(current: Any, reason: str | None) -> Any:
+def _drained(current: HostControl, reason: str | None) -> HostControl:
     return current.model_copy(update={"cordoned": True, "draining": True, **({"reason": reason} if reason is not None else {})})
 
 
-def _uncordoned(current: Any, reason: str | None) -> Any:
+def _uncordoned(current: HostControl, reason: str | None) -> HostControl:
     return current.model_copy(update={"cordoned": False, "draining": False, "reason": ""})
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import click
 
@@ -21,6 +21,9 @@ from tfleet.cli.output import (
     short,
     table,
 )
+
+if TYPE_CHECKING:
+    from tfleet.tfs.types import VersionState
 
 # -- apply ----------------------------------------------------------------------------------------
 
@@ -361,6 +364,18 @@ def _indent(text: str) -> list[str]:
     return ["  " + line for line in text.splitlines()]
 
 
+class _HostModel(TypedDict):
+    """A model assigned to the host in `describe host -o json` (keys in this order)."""
+
+    model: str
+    assigned: str | None
+    assignment_error: str | None
+    labels: dict[str, int]
+    states: dict[str, VersionState]
+    error: str | None
+    managed: bool
+
+
 @describe.command("host")
 @click.argument("host")
 @output_option
@@ -374,7 +389,7 @@ def describe_host(ops: Ops, host: str, output: str) -> None:
         raise bad_input(f"unknown host {host} (known hosts: {', '.join(view.hosts()) or 'none'})")
     row = host_row(view, host)
     record = view.fleet.hosts.get(host)
-    models = []
+    models: list[_HostModel] = []
     for model in sorted(view.fleet.held_by.get(host, ())):
         parsed = view.fleet.assignments.get((host, model))
         status = view.fleet.statuses.get((host, model))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +18,9 @@ from tfleet.cli.output import (
     output_option,
     refused,
 )
+
+if TYPE_CHECKING:
+    from tfleet.cli.views import FleetView
 
 # -- predict --------------------------------------------------------------------------------------
 
@@ -34,7 +37,7 @@ def _inputs(text: str) -> dict[str, Any]:
     return {"x": data}  # a bare list or number: the default input name
 
 
-def _candidates(ops: Ops, model: str, version: int | None, label: str | None) -> tuple[list[tuple[str, str]], str, Any]:
+def _candidates(ops: Ops, model: str, version: int | None, label: str | None) -> tuple[list[tuple[str, str]], str, FleetView | None]:
     """(host, grpc address) pairs serving what is asked, where they came from, and the view
     (None when the routes key answered)."""
     from tfleet.schema import RouteTable, SchemaError, parse
@@ -71,7 +74,7 @@ def _candidates(ops: Ops, model: str, version: int | None, label: str | None) ->
     return sorted(found), "status", view
 
 
-def _known_versions(ops: Ops, view: Any, model: str) -> set[int]:
+def _known_versions(ops: Ops, view: FleetView, model: str) -> set[int]:
     """Versions anything in etcd mentions: registered, in the intent, reported by agents, routed."""
     known = {record.version for record in ops.registry.versions(model)}
     intent = view.intent(model)
@@ -106,8 +109,8 @@ def predict(
     ops: Ops, model: str, version: int | None, label: str | None, input_text: str, host: str | None, signature: str, timeout: float, output: str
 ) -> None:
     """Send one gRPC Predict to a host serving MODEL and print the outputs."""
-    from tfleet.tfs.predict import TensorError
     from tfleet.tfs.predict import predict as send
+    from tfleet.tfs.tensors import TensorError
     from tfleet.tfs.types import TfsDeadlineExceeded, TfsError, TfsUnavailable
 
     _check_model_name(model)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import click
 
@@ -19,6 +19,11 @@ from tfleet.cli.output import (
     refused,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from tfleet.schema import ModelIntent, VersionFailure
+
 # -- rollout --------------------------------------------------------------------------------------
 
 
@@ -27,7 +32,7 @@ def rollout() -> None:
     """Start, promote, abort and follow a version rollout of a model."""
 
 
-def _intent_for_rollout(ops: Ops, model: str) -> tuple[Any, int]:
+def _intent_for_rollout(ops: Ops, model: str) -> tuple[ModelIntent, int]:
     from tfleet.registry import RegistryError
 
     _check_model_name(model)
@@ -40,7 +45,7 @@ def _intent_for_rollout(ops: Ops, model: str) -> tuple[Any, int]:
     return intent, revision
 
 
-def _write_rollout(ops: Ops, model: str, intent: Any, revision: int, author: str, rerun: str) -> int:
+def _write_rollout(ops: Ops, model: str, intent: ModelIntent, revision: int, author: str, rerun: str) -> int:
     from tfleet.registry import ConflictError
 
     try:
@@ -49,7 +54,7 @@ def _write_rollout(ops: Ops, model: str, intent: Any, revision: int, author: str
         raise refused(ops.conflict(exc, rerun)) from None
 
 
-def _with(intent: Any, **changes: Any) -> Any:
+def _with(intent: ModelIntent, **changes: Any) -> ModelIntent:
     """A copy of the intent with changes, validated again (labels must point at served versions)."""
     from tfleet.schema import ModelIntent
 
@@ -194,11 +199,11 @@ def _check_unregistered_version(model: str, base_path: str, version: int, regist
     )
 
 
-def _versions(values: Any) -> str:
+def _versions(values: Iterable[int]) -> str:
     return ",".join(str(v) for v in values) or "none"
 
 
-def _policy_versions(intent: Any) -> str:
+def _policy_versions(intent: ModelIntent | None) -> str:
     from tfleet.cli.views import versions_text
 
     return versions_text(intent)
@@ -246,6 +251,27 @@ def rollout_abort(ops: Ops, model: str, author: str, output: str) -> None:
     _set_rollout_flag(ops, model, "abort", author, output, "rollout aborted, the new version is taken away again")
 
 
+# What `rollout status -o json` prints (keys in this order); "from" is a keyword, hence the call form.
+_RolloutStatus = TypedDict(
+    "_RolloutStatus",
+    {
+        "model": str,
+        "intent_versions": str,
+        "strategy": Literal["rolling", "canary"] | None,
+        "promote": bool | None,
+        "abort": bool | None,
+        "phase": str | None,
+        "from": list[int],
+        "to": list[int],
+        "reason": str | None,
+        "available": dict[str, int],
+        "canary_hosts": list[str],
+        "wanted": int,
+        "failures": "list[VersionFailure]",
+    },
+)
+
+
 @rollout.command("status")
 @click.argument("model")
 @output_option
@@ -260,7 +286,7 @@ def rollout_status(ops: Ops, model: str, output: str) -> None:
         raise _unknown_model(ops, model, view)
     intent = view.intent(model)
     report = view.fleet.modelstatus.get(model)
-    data = {
+    data: _RolloutStatus = {
         "model": model,
         "intent_versions": versions_text(intent),
         "strategy": intent.rollout.strategy if intent else None,

@@ -114,8 +114,8 @@ def explain_model(view: FleetView, model: str, now: dt.datetime, last_valid: Map
     if intent.spread_by:
         groups: dict[str, list[str]] = {}
         for host in placed:
-            record = fleet.hosts.get(host)
-            groups.setdefault(record.labels.get(intent.spread_by, "") if record else "", []).append(host)
+            holder = fleet.hosts.get(host)
+            groups.setdefault(holder.labels.get(intent.spread_by, "") if holder else "", []).append(host)
         spread = "; ".join(f"{value or '(no label)'}: {', '.join(hosts)}" for value, hosts in sorted(groups.items()))
         out.append(f"Replicas spread over host label {intent.spread_by}: {spread or 'none placed'}.")
     if placed:
