@@ -43,7 +43,7 @@ def write_sample_models(models_dir: pathlib.Path) -> None:
         make_model(models_dir, name, versions, load_seconds=load_seconds, scale=scale, bias=bias)
 
 
-def initial_intents(models_dir: pathlib.Path) -> dict[str, dict]:
+def initial_intents(models_dir: pathlib.Path) -> dict[str, dict[str, object]]:
     """Models the controller places (the assignments below are an operator's, by hand)."""
     return {
         "resnet_lite": {
@@ -61,7 +61,7 @@ def initial_intents(models_dir: pathlib.Path) -> dict[str, dict]:
     }
 
 
-def canary_intent(models_dir: pathlib.Path, version: int) -> dict:
+def canary_intent(models_dir: pathlib.Path, version: int) -> dict[str, object]:
     return {
         "base_path": str(models_dir / CANARY_MODEL),
         "model_version_policy": {"specific": {"versions": [version]}},
@@ -75,9 +75,9 @@ def canary_intent(models_dir: pathlib.Path, version: int) -> dict:
     }
 
 
-def initial_assignments(models_dir: pathlib.Path, hosts: list[HostPorts]) -> dict[tuple[str, str], dict]:
+def initial_assignments(models_dir: pathlib.Path, hosts: list[HostPorts]) -> dict[tuple[str, str], dict[str, object]]:
     first, *rest = hosts
-    assignments = {
+    assignments: dict[tuple[str, str], dict[str, object]] = {
         (first.name, "half_plus_two"): {"base_path": str(models_dir / "half_plus_two")},
     }
     for host in rest[:2]:
@@ -118,7 +118,7 @@ def seed_fleet(etcd: Any, models_dir: pathlib.Path, fleet: list[HostPorts], daem
 def _ready(etcd: Any, keyspace: Any, model: str, version: str, replicas: int) -> bool:
     result = etcd.etcdctl("get", "--print-value-only", keyspace.modelstatus(model), check=False)
     try:
-        return result.returncode == 0 and json.loads(result.stdout or b"{}").get("ready_replicas", {}).get(version, 0) >= replicas
+        return bool(result.returncode == 0 and json.loads(result.stdout or b"{}").get("ready_replicas", {}).get(version, 0) >= replicas)
     except ValueError:
         return False
 
