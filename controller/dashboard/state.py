@@ -150,7 +150,7 @@ def _model_part(fleet: FleetSnapshot, name: str, reporters: set[str]) -> ModelPa
         errors.append(_problem("intent", error, name))
     for reason in report.reasons if report is not None else ():
         errors.append(_problem("placement", reason, name))
-    failures = [
+    failures: list[dict[str, Any]] = [
         {"version": f.version, "host": f.host, "error": f.error, "at": _iso(f.at), "retry_after": _iso(f.retry_after)}
         for f in (report.failures if report is not None else ())
     ]
@@ -246,7 +246,8 @@ class StateBuilder:
         self._parts = self.parts = parts
 
         hosts, errors = _hosts(fleet, host_names)
-        rollouts, states = [], {}
+        rollouts: list[dict[str, Any]] = []
+        states: dict[str, int] = {}
         for name, part in parts.items():
             errors.extend(part.errors)
             for state, count in part.states.items():
