@@ -235,11 +235,11 @@ class StateBuilder:
         reporters: dict[str, set[str]] = {}  # model -> hosts with a status key of it
         for host, model in fleet.statuses:
             reporters.setdefault(model, set()).add(host)
-        everything = fleet.changed_models is None
+        changed_models = fleet.changed_models  # None: everything changed
         previous, parts = self._parts, {}
         for name in sorted(model_names):
             part = previous.get(name)
-            if part is None or everything or name in fleet.changed_models:  # type: ignore[operator]
+            if part is None or changed_models is None or name in changed_models:
                 part = _model_part(fleet, name, reporters.get(name, set()))
             parts[name] = part
         self.changed = frozenset(name for name in parts.keys() | previous.keys() if parts.get(name) is not previous.get(name))

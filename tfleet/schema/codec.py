@@ -88,8 +88,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     document = dict(pairs)
     if len(document) != len(pairs):
         seen: set[str] = set()
-        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
-        raise _Rejected(f"duplicate key {duplicate!r} (JSON readers disagree on which one wins)")
+        for key, _ in pairs:
+            if key in seen:
+                raise _Rejected(f"duplicate key {key!r} (JSON readers disagree on which one wins)")
+            seen.add(key)
     return document
 
 
