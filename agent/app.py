@@ -32,8 +32,9 @@ from tfleet.agent.settings import AgentSettings
 from tfleet.httpserver import OpsServer
 from tfleet.keyspace import Keyspace
 from tfleet.loop import Loop, Outcome
+from tfleet.ports import ModelServer, Store, WatchHandle
 from tfleet.schema import HostRecord
-from tfleet.store import EtcdStore
+from tfleet.store import EtcdStore, Snapshot, WatchEvent
 
 
 class Agent:
@@ -41,8 +42,8 @@ class Agent:
         self,
         settings: AgentSettings,
         *,
-        store: EtcdStore | None = None,
-        tfs=None,
+        store: Store | None = None,
+        tfs: ModelServer | None = None,
         metrics: AgentMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -52,7 +53,7 @@ class Agent:
             tfs = TfsClient(settings.tfs_grpc)
         self.settings = settings
         self.keyspace = Keyspace(settings.prefix)
-        self.store = store or EtcdStore(settings.etcd)
+        self.store: Store = store or EtcdStore(settings.etcd)
         self.tfs = tfs
         self.metrics = metrics or AgentMetrics()
         self.log = logs.get("agent", host=settings.host)
@@ -62,9 +63,9 @@ class Agent:
         self._probe = threading.Event()
         self._stopped = threading.Event()
         self._started_at = schema.utc_now()
-        self._watch = None
-        self._status_watch = None
-        self._host_watch = None
+        self._watch: WatchHandle | None = None
+        self._status_watch: WatchHandle | None = None
+        self._host_watch: WatchHandle | None = None
         self.ops = OpsServer(settings.http_host, settings.http_port, self.metrics.registry, healthy=self._healthy, ready=self._ready)
         self.lease = HostLease(
             self.store,
@@ -193,19 +194,19 @@ class Agent:
                 on_error=self._on_watch_error,
             )
 
-    def _on_status_events(self, events) -> None:
+    def _on_status_events(self, events: list[WatchEvent]) -> None:
         if self.reconciler.on_status_events(events):
             self.wake()
 
-    def _on_status_reset(self, snapshot) -> None:
+    def _on_status_reset(self, snapshot: Snapshot) -> None:
         self.reconciler.on_status_reset()
         self.wake()
 
-    def _on_host_events(self, events) -> None:
+    def _on_host_events(self, events: list[WatchEvent]) -> None:
         if self.lease.on_host_events(events):
             self.loop.wake()  # the loop rewrites the record; no pass needed
 
-    def _on_host_reset(self, snapshot) -> None:
+    def _on_host_reset(self, snapshot: Snapshot) -> None:
         self.lease.request_rewrite()
         self.loop.wake()
 

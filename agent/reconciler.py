@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from tfleet import modelfs, schema
 from tfleet.agent.applied import AppliedStateFile
@@ -41,10 +41,11 @@ from tfleet.agent.settings import AgentSettings
 from tfleet.agent.status_keys import STATUS_WRITE_BATCH, StatusKeys, not_serving
 from tfleet.backoff import Backoff
 from tfleet.keyspace import InvalidName, Keyspace
+from tfleet.logs import Logger
 from tfleet.loop import Outcome
 from tfleet.schema import Assignment, SchemaError
 from tfleet.store import Snapshot, StoreError, WatchEvent
-from tfleet.ports import Store
+from tfleet.ports import ModelServer, Store
 from tfleet.tfs.types import (
     FAILED_PRECONDITION,
     ModelConfigSpec,
@@ -52,6 +53,7 @@ from tfleet.tfs.types import (
     TfsError,
     TfsUnavailable,
     VersionState,
+    VersionStatus,
 )
 
 # Outcome.result: ok | pending | etcd_unavailable | tfs_unavailable | tfs_unresponsive | reload_failed
@@ -66,12 +68,12 @@ class Reconciler:
         self,
         *,
         store: Store,
-        tfs,  # tfleet.tfs.client.TfsClient or a test double with the same two methods
+        tfs: ModelServer,
         keyspace: Keyspace,
         settings: AgentSettings,
         lease: HostLease,
         metrics: AgentMetrics,
-        log,
+        log: Logger,
         applied_file: AppliedStateFile,
         clock: Callable[[], float] = time.monotonic,
         inspect: Callable[[str], modelfs.DiskFacts] = modelfs.inspect,
@@ -97,7 +99,7 @@ class Reconciler:
             log.warning("applied_state_unusable", detail=warning)
         self._applied: dict[str, ModelConfigSpec] = applied
         self._inputs: dict[str, ModelInput] = {}
-        self._served: dict[str, tuple | None] = {}
+        self._served: dict[str, tuple[VersionStatus, ...] | None] = {}
         self._status = StatusKeys(store=store, keyspace=keyspace, host=settings.host, lease_id=lambda: lease.lease_id, metrics=metrics, log=log)
         self._reports: dict[str, ModelReport] = {}  # the reports of the last completed pass
         self._labels_refused: frozenset[str] = frozenset()
@@ -433,7 +435,7 @@ class Reconciler:
             self._log.warning("applied_state_not_saved", path=str(self._applied_file.path), error=str(exc))
 
     # -- step 4: publish (the status keys: agent/status_keys.py) and measure ---------------
-    def _record_convergence(self, reports: dict[str, ModelReport]) -> None:
+    def _record_convergence(self, reports: Mapping[str, ModelReport]) -> None:
         now = self._clock()
         for name, (revision, since) in list(self._pending_since.items()):
             report = reports.get(name)
@@ -445,7 +447,7 @@ class Reconciler:
                 self._metrics.assignment_to_available.observe(now - since)
                 del self._pending_since[name]
 
-    def _update_gauges(self, reports: dict[str, ModelReport]) -> None:
+    def _update_gauges(self, reports: Mapping[str, ModelReport]) -> None:
         counts = {state: 0 for state in VersionState}
         for report in reports.values():
             for status in report.versions.values():

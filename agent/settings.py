@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pathlib
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tfleet.keyspace import DEFAULT_PREFIX, validate_name, validate_prefix
 from tfleet.store import EtcdSettings
@@ -81,8 +81,8 @@ class AgentSettings(BaseModel):
 
     @field_validator("tfs_grpc", "tfs_rest")
     @classmethod
-    def _address(cls, value: str, info) -> str:  # type: ignore[no-untyped-def]
-        return _check_address(value, "--" + info.field_name.replace("_", "-"))
+    def _address(cls, value: str, info: ValidationInfo) -> str:
+        return _check_address(value, "--" + (info.field_name or "address").replace("_", "-"))
 
     @field_validator("labels")
     @classmethod

@@ -19,8 +19,10 @@ from tfleet import schema
 from tfleet.agent.metrics import AgentMetrics
 from tfleet.agent.planner import ModelReport
 from tfleet.keyspace import InvalidName, Keyspace
+from tfleet.logs import Logger
 from tfleet.schema import ModelStatus, VersionReport
-from tfleet.store import Delete, EtcdStore, Put, StoreError, WatchEvent
+from tfleet.ports import KeyWriter
+from tfleet.store import Delete, Put, StoreError, WatchEvent
 from tfleet.tfs.types import UNAVAILABLE, VersionState, VersionStatus
 
 STATUS_WRITE_BATCH = 64  # well under etcd's default limit of 128 operations per transaction
@@ -33,12 +35,12 @@ class StatusKeys:
     def __init__(
         self,
         *,
-        store: EtcdStore,
+        store: KeyWriter,
         keyspace: Keyspace,
         host: str,
         lease_id: Callable[[], int | None],
         metrics: AgentMetrics,
-        log,
+        log: Logger,
         now: Callable[[], dt.datetime] = schema.utc_now,
     ) -> None:
         self._store = store

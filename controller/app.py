@@ -34,6 +34,7 @@ from tfleet.controller.settings import ControllerSettings
 from tfleet.httpserver import OpsServer
 from tfleet.keyspace import Keyspace
 from tfleet.loop import Loop
+from tfleet.ports import Store
 from tfleet.registry import Registry
 from tfleet.controller.snapshot import FleetSnapshot
 from tfleet.schema import LeaderRecord
@@ -59,13 +60,13 @@ class Controller:
         self,
         settings: ControllerSettings,
         *,
-        store: EtcdStore | None = None,
+        store: Store | None = None,
         metrics: ControllerMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.keyspace = Keyspace(settings.prefix)
-        self.store = store or EtcdStore(settings.etcd)
+        self.store: Store = store or EtcdStore(settings.etcd)
         self.metrics = metrics or ControllerMetrics()
         # etcd-outage retries: warning, rate-limited (tfleet/logs.py OutageLog)
         self.log = logs.OutageLog(logs.get("controller", id=settings.id), logs.CONTROLLER_OUTAGE_EVENTS)

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from tfleet.httpserver import Route
 from tfleet.keyspace import InvalidName, Keyspace
+from tfleet.logs import Logger
 from tfleet.ports import KeyReader
 from tfleet.schema import HostRecord, SchemaError, parse
 from tfleet.store import StoreError
@@ -101,7 +102,7 @@ def read_host_records(store: KeyReader, keyspace: Keyspace, on_invalid: Callable
     return records
 
 
-def discovery_routes(store: KeyReader, keyspace: Keyspace, log: Any = None) -> dict[str, Route]:
+def discovery_routes(store: KeyReader, keyspace: Keyspace, log: Logger | None = None) -> dict[str, Route]:
     """OpsServer routes ``/sd/agents`` and ``/sd/tfserving``.
 
     Each request reads the host records from etcd; when etcd cannot be reached the answer is

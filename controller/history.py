@@ -57,11 +57,13 @@ from tfleet.controller.history_plan import (
     gap_changes,
     plan_batch,
 )
+from tfleet.controller.metrics import ControllerMetrics
 from tfleet.keyspace import Keyspace
+from tfleet.logs import Logger
 from tfleet.loop import Loop, Outcome
 from tfleet.registry import Registry, RegistryError
-from tfleet.schema import HistoryCursor, HistoryGap, RevisionSpan, SchemaError
-from tfleet.store import Compare, Delete, Put, Snapshot
+from tfleet.schema import HistoryAction, HistoryCursor, HistoryGap, RevisionSpan, SchemaError
+from tfleet.store import Compare, Delete, Put, Snapshot, WatchEvent
 from tfleet.ports import Fence, Store
 
 # Models whose state a term keeps in memory (least recently used are read again if needed).
@@ -72,6 +74,9 @@ ROUND_CHANGES = 2000
 INBOX_EVENTS = 2 * ROUND_CHANGES
 # Attempts of one batch whose entry keys were taken meanwhile (a concurrent CLI write).
 BATCH_ATTEMPTS = 5
+
+# What the watch delivers: a list of events, or a fresh read after a compaction.
+Delivery = list[WatchEvent] | Snapshot
 
 
 class WatchInbox:
@@ -87,7 +92,7 @@ class WatchInbox:
             raise ValueError(f"limit must be at least 1, not {limit}")
         self._limit = limit
         self._cond = threading.Condition()
-        self._items: deque[tuple[object, int]] = deque()
+        self._items: deque[tuple[Delivery, int]] = deque()
         self._events = 0
         self._closed = False
 
@@ -96,7 +101,7 @@ class WatchInbox:
         with self._cond:
             return self._events
 
-    def put(self, item: object, timeout: float | None = None) -> bool:
+    def put(self, item: Delivery, timeout: float | None = None) -> bool:
         """Queue one delivery, waiting while the inbox is full; False when it was closed (or
         ``timeout`` passed) first, and the delivery is dropped."""
         size = len(item) if isinstance(item, list) else 1
@@ -109,12 +114,16 @@ class WatchInbox:
             self._cond.notify_all()
             return True
 
-    def take(self, timeout: float, max_events: int) -> list[object]:
+    def deliver(self, item: Delivery) -> None:
+        """The watch's callback (on_events and on_reset): ``put`` without a timeout."""
+        self.put(item)
+
+    def take(self, timeout: float, max_events: int) -> list[Delivery]:
         """The deliveries queued now, up to about ``max_events`` events (at least one delivery),
         after waiting up to ``timeout`` seconds for the first."""
         with self._cond:
             self._cond.wait_for(lambda: self._closed or bool(self._items), timeout)
-            taken: list[object] = []
+            taken: list[Delivery] = []
             count = 0
             while self._items and (not taken or count < max_events):
                 item, size = self._items.popleft()
@@ -147,8 +156,8 @@ class HistoryRecorder:
         keyspace: Keyspace,
         registry: Registry,
         election: Fence,
-        metrics: Any,
-        log: Any,
+        metrics: ControllerMetrics,
+        log: Logger,
         keep: int,
         now: Callable[[], dt.datetime] = schema.utc_now,
         idle_wait: float = 0.5,
@@ -223,8 +232,8 @@ class HistoryRecorder:
         watch = self._store.watch_prefix(
             self._ks.models_prefix(),
             (self.cursor or 0) + 1,
-            on_events=inbox.put,
-            on_reset=inbox.put,
+            on_events=inbox.deliver,
+            on_reset=inbox.deliver,
             on_error=lambda error: None,
             resume_at_compaction=True,
         )
@@ -381,7 +390,7 @@ class HistoryRecorder:
     def _load(self, model: str) -> ModelState:
         """The model's newest STATE_PAGE entries (one range read)."""
         newest = 0
-        known: dict[int, tuple[str, dict[str, Any] | None]] = {}
+        known: dict[int, tuple[HistoryAction, dict[str, Any] | None]] = {}
         count = 0
         try:
             for numbered in self._registry.newest(model, limit=STATE_PAGE):

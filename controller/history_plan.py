@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tfleet.keyspace import InvalidName, Keyspace
+from tfleet.logs import Logger
 from tfleet.registry import normal_form
-from tfleet.schema import HistoryEntry, RevisionSpan
+from tfleet.schema import HistoryAction, HistoryEntry, RevisionSpan
 from tfleet.store import Delete, Snapshot, WatchEvent
 
 # etcd refuses a transaction with more than --max-txn-ops (128 by default) operations in one
@@ -47,7 +48,7 @@ class ModelState:
 
     next_sequence: int
     # revision -> (action, new) of the newest entries known, by revision
-    known: dict[int, tuple[str, dict[str, Any] | None]] = field(default_factory=dict)
+    known: dict[int, tuple[HistoryAction, dict[str, Any] | None]] = field(default_factory=dict)
     complete: bool = True  # False: older entries exist beyond `known`
     pruned_below: int = 1  # sequence numbers below this are known to be pruned already
 
@@ -56,7 +57,7 @@ class ModelState:
         earlier = [r for r in self.known if r < revision]
         return self.known[max(earlier)][1] if earlier else None
 
-    def remember(self, revision: int, action: str, new: dict[str, Any] | None) -> None:
+    def remember(self, revision: int, action: HistoryAction, new: dict[str, Any] | None) -> None:
         self.known[revision] = (action, new)
         if len(self.known) > STATE_PAGE:
             del self.known[min(self.known)]
@@ -179,6 +180,7 @@ def _entry_for(change: Change, state: ModelState, now: dt.datetime) -> HistoryEn
         new = normal_form(change.value)
         if new is None:
             note = NOT_AN_OBJECT
+    action: HistoryAction
     if change.gap is not None:
         action = "gap"
     elif change.value is None:
@@ -200,7 +202,7 @@ def _entry_for(change: Change, state: ModelState, now: dt.datetime) -> HistoryEn
     )
 
 
-def changes_of_events(events: Sequence[WatchEvent], keyspace: Keyspace, after: int, log: Any = None) -> list[Change]:
+def changes_of_events(events: Sequence[WatchEvent], keyspace: Keyspace, after: int, log: Logger | None = None) -> list[Change]:
     """The changes of intents among watch events newer than ``after``; keys that are not
     ``models/<name>`` are skipped (reported: the controller marks them invalid anyway)."""
     prefix = keyspace.models_prefix()

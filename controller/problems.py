@@ -20,7 +20,9 @@ from collections.abc import Callable, Mapping
 
 from tfleet import schema
 from tfleet.controller.election import NotLeader
+from tfleet.controller.metrics import ControllerMetrics
 from tfleet.keyspace import Keyspace
+from tfleet.logs import Logger
 from tfleet.ports import Fence, Store
 from tfleet.schema import FleetProblem, FleetProblems, SchemaError
 from tfleet.store import Compare, Put, StoreError
@@ -57,7 +59,9 @@ def same(a: FleetProblems | None, b: FleetProblems | None) -> bool:
 class ProblemsPublisher:
     """Keeps ``<prefix>/problems`` equal to ``compute`` of the latest snapshot."""
 
-    def __init__(self, *, store: Store, keyspace: Keyspace, election: Fence, metrics, log, now: Callable[[], dt.datetime] = schema.utc_now) -> None:
+    def __init__(
+        self, *, store: Store, keyspace: Keyspace, election: Fence, metrics: ControllerMetrics, log: Logger, now: Callable[[], dt.datetime] = schema.utc_now
+    ) -> None:
         self._store = store
         self._ks = keyspace
         self._election = election

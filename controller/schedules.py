@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from tfleet import schema
 from tfleet.controller.snapshot import FleetSnapshot
 from tfleet.keyspace import Keyspace
+from tfleet.logs import Logger
 from tfleet.ports import Fence, IntentRegistry, Store
 from tfleet.registry import ConflictError, RegistryError
 from tfleet.schema import ScheduledAction
@@ -57,7 +58,7 @@ def next_due(snap: FleetSnapshot) -> dt.datetime | None:
 
 class ScheduleRunner:
     def __init__(
-        self, *, store: Store, keyspace: Keyspace, registry: IntentRegistry, election: Fence, log, now: Callable[[], dt.datetime] = schema.utc_now
+        self, *, store: Store, keyspace: Keyspace, registry: IntentRegistry, election: Fence, log: Logger, now: Callable[[], dt.datetime] = schema.utc_now
     ) -> None:
         self._store = store
         self._ks = keyspace

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -42,6 +42,10 @@ from tfleet.keyspace import Keyspace, validate_name
 from tfleet.routing import parse_route_table
 from tfleet.schema import RouteEndpoint, RouteTable, SchemaError
 from tfleet.tfs.pb import predict_pb2, prediction_service_pb2_grpc, tensorflow_types_pb2
+
+if TYPE_CHECKING:  # the store is imported when a client is made (below), not with this module
+    from tfleet.ports import Store, WatchHandle
+    from tfleet.store import EtcdSettings, Snapshot, WatchEvent
 
 # Reconnect quickly after a host restarts (gRPC's default backoff grows to 120 s).
 _CHANNEL_OPTIONS = (
@@ -180,7 +184,7 @@ class TfleetClient:
 
     def __init__(
         self,
-        etcd: Any,  # tfleet.store.EtcdSettings, or a store (EtcdStore) the caller keeps and closes
+        etcd: EtcdSettings | Store,  # settings, or a store (EtcdStore) the caller keeps and closes
         *,
         prefix: str = "/tfleet",
         model: str,
@@ -211,13 +215,13 @@ class TfleetClient:
         self._channel_factory = channel_factory
         self._log = logger or logging.getLogger("tfleet.client")
         self._owns_store = isinstance(etcd, EtcdSettings)
-        self._store = EtcdStore(etcd) if isinstance(etcd, EtcdSettings) else etcd
+        self._store: Store = EtcdStore(etcd) if isinstance(etcd, EtcdSettings) else etcd
         self._lock = threading.Lock()
         self._table: RouteTable | None = None
         self._connections: dict[str, _Connection] = {}  # grpc_address -> connection
         self._turn = 0
         self._closed = False
-        self._watch = None
+        self._watch: WatchHandle | None = None
         try:
             snapshot = self._store.list_prefix(self._key)
             self._apply_snapshot(snapshot)
@@ -234,11 +238,11 @@ class TfleetClient:
             return f"model {self.model!r} label {self.label!r}"
         return f"model {self.model!r}"
 
-    def _apply_snapshot(self, snapshot: Any) -> None:
+    def _apply_snapshot(self, snapshot: Snapshot) -> None:
         kv = snapshot.get(self._key)
         self._apply(kv.value if kv is not None else None)
 
-    def _on_events(self, events: Sequence[Any]) -> None:
+    def _on_events(self, events: Sequence[WatchEvent]) -> None:
         mine = [event for event in events if event.key == self._key]  # a prefix watch also sees <model>2
         if mine:
             last = mine[-1]

@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -33,6 +33,24 @@ def configure(level: str = "info", *, json: bool = True) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+class Logger(Protocol):
+    """What a component calls on the logger it is given: a structlog bound logger (``get``)
+    or an OutageLog around one (the controller's), so a signature takes either; a unit test
+    passes a recorder of the same shape. One event name, then the line's fields."""
+
+    def bind(self, **context: object) -> Logger: ...
+
+    def debug(self, event: str, **fields: object) -> None: ...
+
+    def info(self, event: str, **fields: object) -> None: ...
+
+    def warning(self, event: str, **fields: object) -> None: ...
+
+    def error(self, event: str, **fields: object) -> None: ...
+
+    def exception(self, event: str, **fields: object) -> None: ...
 
 
 def get(name: str, **context: object) -> structlog.typing.FilteringBoundLogger:

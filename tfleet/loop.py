@@ -34,9 +34,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
+
+from prometheus_client import Counter, Gauge
 
 from tfleet.backoff import Backoff
+from tfleet.logs import Logger
 from tfleet.passguard import DEFAULT_BACKOFF, PassGuard
 
 # Backoff of passes that ask to retry (etcd unreachable): quick at first, a few seconds at most.
@@ -79,9 +82,9 @@ class Loop:
         name: str,
         step: Callable[[bool], Result | None],
         *,
-        log: Any,
-        errors: Any = None,
-        failing: Any = None,
+        log: Logger,
+        errors: Counter | None = None,
+        failing: Gauge | None = None,
         coalesce: float = 0.0,
         idle: float | None = None,
         failure_backoff: Backoff = DEFAULT_BACKOFF,

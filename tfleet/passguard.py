@@ -19,13 +19,25 @@ from __future__ import annotations
 
 import random
 
+from prometheus_client import Counter, Gauge
+
 from tfleet.backoff import Backoff
+from tfleet.logs import Logger
 
 DEFAULT_BACKOFF = Backoff(initial=1.0, cap=30.0)
 
 
 class PassGuard:
-    def __init__(self, name: str, log, errors, failing=None, *, backoff: Backoff = DEFAULT_BACKOFF, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        log: Logger,
+        errors: Counter | None,
+        failing: Gauge | None = None,
+        *,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        rng: random.Random | None = None,
+    ) -> None:
         """errors: a prometheus Counter (or None); failing: a Gauge set to 1 while passes fail."""
         self._name = name
         self._log = log

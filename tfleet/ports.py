@@ -9,7 +9,9 @@ classes satisfy them structurally (nothing inherits from them):
 * the election: ``tfleet.controller.election.Election`` (Fence), what the reconciler, the
   history recorder, the schedules and the problems publisher need to write while leading;
 * the registry: ``tfleet.registry.Registry`` (IntentRegistry), the intent and history calls
-  the controller's reconciler and schedules make.
+  the controller's reconciler and schedules make;
+* TF Serving: ``tfleet.tfs.client.TfsClient`` (ModelServer), the two calls the agent makes
+  (a test passes a double of the same shape).
 
 controller/seams.py (checked by mypy in make check) asserts that each concrete class satisfies
 its Protocol. This module is pure: it imports only plain value types.
@@ -23,16 +25,20 @@ from typing import Protocol
 
 from tfleet.schema import HistoryEntry, ModelIntent
 from tfleet.store.types import Compare, Delete, KeyValue, Page, Put, Snapshot, TxnResult, WatchEvent
+from tfleet.tfs.types import ModelConfigSpec, VersionStatus
 
 
 class KeyReader(Protocol):
-    """Reads: one key, a whole prefix at one revision (paged underneath), one bounded window."""
+    """Reads: one key, a whole prefix at one revision (paged underneath), one bounded window,
+    how many keys a prefix holds (without reading them)."""
 
     def get(self, key: str) -> KeyValue | None: ...
 
     def list_prefix(self, prefix: str, revision: int | None = None) -> Snapshot: ...
 
     def list_range(self, start: str, end: str, *, limit: int, descending: bool = False, revision: int | None = None) -> Page: ...
+
+    def count_prefix(self, prefix: str, revision: int | None = None) -> int: ...
 
 
 class KeyWriter(Protocol):
@@ -133,3 +139,16 @@ class IntentRegistry(Protocol):
     def models_with_history(self) -> Iterator[str]: ...
 
     def await_recorded(self, model: str, revision: int) -> None: ...
+
+
+class ModelServer(Protocol):
+    """What the agent needs of its TF Serving: send the whole model list, ask about one model.
+
+    Both raise TfsError (TfsUnavailable, TfsDeadlineExceeded, or TF Serving's own refusal);
+    get_model_status answers None for a model TF Serving does not know (NOT_FOUND)."""
+
+    def reload_config(self, models: Sequence[ModelConfigSpec], timeout: float) -> None: ...
+
+    def get_model_status(self, name: str, timeout: float) -> list[VersionStatus] | None: ...
+
+    def close(self) -> None: ...

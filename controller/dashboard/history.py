@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from tfleet.controller.dashboard.state import _iso
+from typing import Any, Protocol
 
 from tfleet import schema
+from tfleet.controller.dashboard.state import _iso
 from tfleet.jsondiff import diff_values
 from tfleet.keyspace import Keyspace, Section
 from tfleet.ports import KeyReader
@@ -23,7 +22,7 @@ def build_history(snapshot: Snapshot, keyspace: Keyspace, model: str, limit: int
     total: how many entries the model has, when the read that gave ``snapshot`` knows it
     (default: the entries in ``snapshot``)."""
     keyspace.history_prefix(model)  # InvalidName for a name no key can have
-    entries = []
+    entries: list[dict[str, Any]] = []
     for kv in reversed(snapshot.items):
         if len(entries) >= limit:
             break
@@ -56,6 +55,12 @@ def _of_model(keyspace: Keyspace, key: str, model: str) -> bool:
     """A key under history/<model>/ (a malformed sequence too: it is shown with its error)."""
     parsed = keyspace.classify(key)
     return parsed.section is Section.HISTORY and parsed.model == model
+
+
+class HistoryReader(Protocol):
+    """What the dashboard's history endpoint reads (PagedHistoryReader; a test passes its own)."""
+
+    def newest(self, model: str, limit: int) -> tuple[Snapshot, int | None]: ...
 
 
 class PagedHistoryReader:

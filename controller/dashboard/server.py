@@ -20,14 +20,16 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tfleet.backoff import Backoff
 from tfleet.controller.dashboard.feed import _Broadcaster
-from tfleet.controller.dashboard.history import HISTORY_LIMIT, HISTORY_LIMIT_MAX, build_history, default_history_reader
+from tfleet.controller.dashboard.history import HISTORY_LIMIT, HISTORY_LIMIT_MAX, HistoryReader, build_history, default_history_reader
 from tfleet.controller.dashboard.state import StateBuilder
 from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.snapshot import FleetBuilder
-
 from tfleet.keyspace import InvalidName, Keyspace
-from tfleet.backoff import Backoff
+from tfleet.logs import Logger
 from tfleet.loop import Loop, Outcome
 from tfleet.store import StoreError
 from tfleet.ports import Store
@@ -59,16 +61,16 @@ SECURITY_HEADERS = {
 class SecurityHeaders:
     """ASGI middleware adding SECURITY_HEADERS to every HTTP response (streams included)."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self._app = app
         self._headers = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
 
-        async def send_with_headers(message) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 names = {name for name, _ in self._headers}
                 message = {**message, "headers": [*(h for h in message.get("headers", []) if h[0].lower() not in names), *self._headers]}
@@ -101,12 +103,12 @@ class Dashboard:
         port: int,
         *,
         controller_id: str,
-        log: Any,
+        log: Logger,
         coalesce: float = COALESCE_SECONDS,
         keepalive: float = KEEPALIVE_SECONDS,
         rng: random.Random | None = None,
         cache: FleetCache | None = None,
-        history: Any = None,
+        history: HistoryReader | None = None,
     ) -> None:
         """cache: the process's fleet cache (the controller's); without one the dashboard keeps its own."""
         self._store = store

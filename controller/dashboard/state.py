@@ -150,7 +150,7 @@ def _model_part(fleet: FleetSnapshot, name: str, reporters: set[str]) -> ModelPa
         errors.append(_problem("intent", error, name))
     for reason in report.reasons if report is not None else ():
         errors.append(_problem("placement", reason, name))
-    failures = [
+    failures: list[dict[str, Any]] = [
         {"version": f.version, "host": f.host, "error": f.error, "at": _iso(f.at), "retry_after": _iso(f.retry_after)}
         for f in (report.failures if report is not None else ())
     ]
@@ -235,18 +235,19 @@ class StateBuilder:
         reporters: dict[str, set[str]] = {}  # model -> hosts with a status key of it
         for host, model in fleet.statuses:
             reporters.setdefault(model, set()).add(host)
-        everything = fleet.changed_models is None
+        changed_models = fleet.changed_models  # None: everything changed
         previous, parts = self._parts, {}
         for name in sorted(model_names):
             part = previous.get(name)
-            if part is None or everything or name in fleet.changed_models:  # type: ignore[operator]
+            if part is None or changed_models is None or name in changed_models:
                 part = _model_part(fleet, name, reporters.get(name, set()))
             parts[name] = part
         self.changed = frozenset(name for name in parts.keys() | previous.keys() if parts.get(name) is not previous.get(name))
         self._parts = self.parts = parts
 
         hosts, errors = _hosts(fleet, host_names)
-        rollouts, states = [], {}
+        rollouts: list[dict[str, Any]] = []
+        states: dict[str, int] = {}
         for name, part in parts.items():
             errors.extend(part.errors)
             for state, count in part.states.items():

@@ -16,8 +16,10 @@ from collections.abc import Callable, Sequence
 
 from tfleet.controller.election.term import LOST_DEADLINE, LOST_FENCE, ElectionTiming, NotLeader, Term
 from tfleet.keyspace import Keyspace
+from tfleet.logs import Logger
+from tfleet.ports import Store, WatchHandle
 from tfleet.schema import LeaderRecord
-from tfleet.store import Compare, Delete, EtcdStore, PrefixWatch, Put
+from tfleet.store import Compare, Delete, Put
 
 
 def _nothing(*_args: object) -> None:
@@ -33,12 +35,12 @@ class FencedLeadership:
 
     def __init__(
         self,
-        store: EtcdStore,
+        store: Store,
         keyspace: Keyspace,
         candidate_id: str,
         ttl: int,
         record_factory: Callable[[], LeaderRecord | bytes],
-        log,  # structlog bound logger
+        log: Logger,
         clock: Callable[[], float] = time.monotonic,
         on_elected: Callable[[], None] = _nothing,
         on_lost: Callable[[], None] = _nothing,
@@ -64,7 +66,7 @@ class FencedLeadership:
         self._term: Term | None = None
         self._closed = False
         self._watch_wanted = False
-        self._watch: PrefixWatch | None = None
+        self._watch: WatchHandle | None = None
         # A lease of a campaign whose transaction had no answer: it may hold the key.
         self._spare_lease: int | None = None
         # Leases of ended terms, revoked on the next renew() so that their key goes at once.

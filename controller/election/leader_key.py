@@ -13,7 +13,7 @@ from __future__ import annotations
 from tfleet.controller.election.fencing import FencedLeadership
 from tfleet.controller.election.term import LOST_KEY, Term
 from tfleet.schema import LeaderRecord, encode, parse
-from tfleet.store import Compare, Delete, Put, StoreError
+from tfleet.store import Compare, Delete, KeyValue, Put, StoreError
 
 
 def record_bytes(record: LeaderRecord | bytes) -> bytes:
@@ -60,7 +60,7 @@ class LeaderKeyCare(FencedLeadership):
         elif kv.lease != term.lease_id or (self._record is not None and kv.value != self._record):
             self._repair(term, kv)
 
-    def _repair(self, term: Term, kv) -> None:
+    def _repair(self, term: Term, kv: KeyValue) -> None:
         """Someone overwrote our key (etcdctl put without --lease detaches it from the lease:
         it would outlive us and nobody could lead after us). Write it back under our lease,
         fenced on our create_revision and on the value we saw."""
@@ -80,7 +80,7 @@ class LeaderKeyCare(FencedLeadership):
                 detail="the leader key was overwritten; rewritten under the leader's lease",
             )
 
-    def _remove_orphan(self, kv) -> bool:
+    def _remove_orphan(self, kv: KeyValue) -> bool:
         """A leader key with no lease: wait one TTL (a live leader rewrites it under its lease
         within a renew interval), then delete it if it is still the same; True when gone."""
         now = self._clock()

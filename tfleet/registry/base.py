@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
 
 from tfleet import logs
 from tfleet.keyspace import InvalidName, Keyspace
@@ -18,7 +17,15 @@ from tfleet.store import KeyValue
 class RegistryBase:
     """Reads and writes of one installation (one keyspace): the Registry's shared state."""
 
-    def __init__(self, store: Store, keyspace: Keyspace, clock: Callable[[], dt.datetime] = utc_now, *, log: Any = None, recorder_wait: float = 2.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        keyspace: Keyspace,
+        clock: Callable[[], dt.datetime] = utc_now,
+        *,
+        log: logs.Logger | None = None,
+        recorder_wait: float = 2.0,
+    ) -> None:
         """recorder_wait: how long a write waits for the controller to record an etcdctl
         change of the same model first (0: never waits)."""
         self._recorder_wait = recorder_wait

@@ -22,14 +22,14 @@ from typing import Any
 from tfleet import schema
 from tfleet.registry.errors import ConflictError, RegistryError
 from tfleet.registry.history import HistoryReads, normal_form
-from tfleet.schema import HistoryCursor, HistoryEntry, ModelIntent, SchemaError, encode, parse
+from tfleet.schema import HistoryAction, HistoryCursor, HistoryEntry, HistorySource, ModelIntent, SchemaError, encode, parse
 from tfleet.store import Compare, Delete, KeyValue, Put
 
 # How many times a write is retried when only the history sequence number it wanted was
 # taken (by the controller recording an etcdctl change): the intent itself did not change,
 # so retrying loses nothing. A real conflict on the intent is never retried.
 _SEQUENCE_ATTEMPTS = 5
-_SOURCES = ("cli", "etcd")
+_SOURCES: dict[str, HistorySource] = {"cli": "cli", "etcd": "etcd"}  # what apply_intent accepts as source
 
 
 def _intent_document(intent: ModelIntent) -> dict[str, Any]:
@@ -57,9 +57,10 @@ class IntentWrites(HistoryReads):
         noise) and returns the current revision, even when expected_revision is stale:
         nothing would be lost. ``source`` is "cli" or "etcd" (the history's two sources).
         """
-        if source not in _SOURCES:
+        checked = _SOURCES.get(source)
+        if checked is None:
             raise RegistryError(f"source must be one of {', '.join(_SOURCES)}, not {source!r}")
-        return self._write(model, _intent_document(intent), intent, author=author, expected=expected_revision, source=source, action=None)
+        return self._write(model, _intent_document(intent), intent, author=author, expected=expected_revision, source=checked, action=None)
 
     def delete_intent(self, model: str, *, author: str | None, expected_revision: int | None = None) -> None:
         """Delete models/<model> (the controller then unloads it everywhere), with a "delete"
@@ -119,8 +120,8 @@ class IntentWrites(HistoryReads):
         *,
         author: str | None,
         expected: int | None,
-        source: str,
-        action: str | None,
+        source: HistorySource,
+        action: HistoryAction | None,
     ) -> int:
         """The one write path of intents: CAS on the intent, create-only on the history key.
 
@@ -139,7 +140,7 @@ class IntentWrites(HistoryReads):
             if current_revision != wanted:
                 raise self._conflict(model, key, current, wanted)
             previous = normal_form(current.value) if current is not None else None
-            kind = action or ("update" if current is not None else "create")
+            kind: HistoryAction = action or ("update" if current is not None else "create")
             newest, newest_revision = self._newest_with_revision(model)
             if current is not None and newest_revision is not None and newest_revision < current_revision and self._recorder_wait > 0:
                 self._await_recorder(model, current_revision)  # an etcdctl change is not recorded yet

@@ -52,7 +52,7 @@ from tfleet.schema.fields import (
     UInt32Positive,
     VersionKey,
 )
-from tfleet.schema.history import HistoryCursor, HistoryEntry, HistoryGap, RevisionSpan
+from tfleet.schema.history import HistoryAction, HistoryCursor, HistoryEntry, HistoryGap, HistorySource, RevisionSpan
 from tfleet.schema.hosts import HostControl, HostRecord, ModelStatus, VersionReport
 from tfleet.schema.intent import AlertThresholds, ModelIntent, RolloutSpec, ScheduledAction
 from tfleet.schema.reports import (
@@ -86,9 +86,11 @@ __all__ = [
     "FleetProblem",
     "FleetProblems",
     "HealthState",
+    "HistoryAction",
     "HistoryCursor",
     "HistoryEntry",
     "HistoryGap",
+    "HistorySource",
     "HostControl",
     "HostRecord",
     "Int32",

@@ -88,8 +88,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     document = dict(pairs)
     if len(document) != len(pairs):
         seen: set[str] = set()
-        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
-        raise _Rejected(f"duplicate key {duplicate!r} (JSON readers disagree on which one wins)")
+        for key, _ in pairs:
+            if key in seen:
+                raise _Rejected(f"duplicate key {key!r} (JSON readers disagree on which one wins)")
+            seen.add(key)
     return document
 
 
@@ -145,9 +147,16 @@ def _decode(raw: bytes | str) -> tuple[str, Any]:
     if _too_deep(text):
         raise _Rejected(f"invalid JSON: nests arrays or objects more than {MAX_DEPTH} levels deep")
     # The per-number hooks cost a Python call per number: only when a number could be huge.
-    numbers = {"parse_int": _bounded_int, "parse_float": _finite_float} if _LONG_NUMBER_RE.search(text) else {}
+    # (None: json's own int and float, the C scanner's fast path)
+    long_numbers = _LONG_NUMBER_RE.search(text) is not None
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, **numbers)
+        data = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+            parse_int=_bounded_int if long_numbers else None,
+            parse_float=_finite_float if long_numbers else None,
+        )
     except json.JSONDecodeError as exc:
         raise _Rejected(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     # Decoded UTF-8 holds no surrogates and JSON strings no raw control characters: only an

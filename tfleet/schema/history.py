@@ -9,6 +9,10 @@ from typing import Any, Literal
 from tfleet.schema.base import DaemonRecord
 from tfleet.schema.fields import NonNegativeInt, PositiveInt
 
+# What a history entry records, and who wrote the change (the CLI, or etcdctl seen by the recorder).
+HistoryAction = Literal["create", "update", "delete", "rollback", "gap"]
+HistorySource = Literal["cli", "etcd"]
+
 
 class RevisionSpan(DaemonRecord):
     """An inclusive range of etcd revisions, e.g. the ones a history gap could not record."""
@@ -27,13 +31,13 @@ class HistoryEntry(DaemonRecord):
 
     sequence: NonNegativeInt
     model: str
-    action: Literal["create", "update", "delete", "rollback", "gap"]
+    action: HistoryAction
     # None: written in the same transaction as the change, so the entry key's mod_revision is
     # the change's revision (Registry.history fills it in); otherwise the recorded revision.
     revision: NonNegativeInt | None
     at: dt.datetime
     author: str | None = None
-    source: Literal["cli", "etcd"] = "etcd"
+    source: HistorySource = "etcd"
     previous: dict[str, Any] | None = None
     new: dict[str, Any] | None = None
     # Only on gap entries: the revisions whose changes could not be recorded one by one.

@@ -11,11 +11,11 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 import structlog
 
+from tfleet.logs import Logger
 from tfleet.sim.core import SimCore
 from tfleet.sim.faults import Faults
 from tfleet.sim.grpc_services import ModelService, PredictionService
@@ -56,11 +56,11 @@ class SimServer:
         *,
         host: str = "127.0.0.1",
         num_load_threads: int = 0,
-        logger: Any = None,
+        logger: Logger | None = None,
     ) -> None:
         self.host = host
         self._grpc_port, self._rest_port = grpc_port, rest_port
-        self._log = logger if logger is not None else structlog.get_logger("tfleet.sim").bind(component="tfs-sim")
+        self._log: Logger = logger if logger is not None else structlog.get_logger("tfleet.sim").bind(component="tfs-sim")
         self._options = _Options(max_load_retries, load_retry_interval, num_load_threads, poll_wait_seconds, allow_labels_for_unavailable)
         self._stop_lock = threading.Lock()
         self._loads: dict[tuple[str, int], int] = {}

@@ -75,11 +75,12 @@ class EtcdSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "endpoints", _normalize_endpoints(self.endpoints))
         _check_timeout(self.call_timeout)
-        if self.attempt_timeout is None:
-            default = self.call_timeout if len(self.endpoints) == 1 else self.call_timeout / 2
-            object.__setattr__(self, "attempt_timeout", default)
-        _check_timeout(self.attempt_timeout, "attempt_timeout")
-        if self.attempt_timeout > self.call_timeout:  # type: ignore[operator]
+        attempt = self.attempt_timeout
+        if attempt is None:
+            attempt = self.call_timeout if len(self.endpoints) == 1 else self.call_timeout / 2
+            object.__setattr__(self, "attempt_timeout", attempt)
+        _check_timeout(attempt, "attempt_timeout")
+        if attempt > self.call_timeout:
             raise ValueError(
                 f"attempt_timeout ({self.attempt_timeout:g} s) must not exceed call_timeout "
                 f"({self.call_timeout:g} s): one attempt cannot outlast the whole call"

@@ -50,6 +50,7 @@ class CliLog:
         note(f"warning: {event} {details}".rstrip())
 
     error = warning
+    exception = warning  # (tfleet.logs.Logger's whole shape; the registry logs no exception)
 
 
 class Ops:
