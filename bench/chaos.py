@@ -1051,6 +1051,20 @@ def converged(fleet: Fleet, store: Any, wanted: dict[str, dict[str, Any]]) -> st
     return None
 
 
+class NotPlaced(Exception):
+    """What the fleet still lacks (wait_until names the last one if it times out)."""
+
+
+def placed(fleet: Fleet, wanted: dict[str, dict[str, Any]]) -> bool:
+    """True once converged; otherwise raises NotPlaced saying what is missing and which
+    daemons exited, so that a start that times out says why (it used to say only "timed out")."""
+    missing = converged(fleet, fleet.store, wanted)
+    if missing is None:
+        return True
+    dead = fleet.dead()
+    raise NotPlaced(missing + (f"; exited: {', '.join(dead)} (logs in {fleet.logs})" if dead else ""))
+
+
 def history_keep(fleet: Fleet) -> int:
     """The history retention the controllers apply (historycursor's `keep`; 100 by default)."""
     cursor = getattr(fleet.keyspace, "history_cursor", None)
@@ -1133,7 +1147,7 @@ def run(settings: Settings) -> Result:
         writer = Writer(fleet, timeline, settings.seed, settings.write_interval)
         writer.create_all()
         started = time.monotonic()
-        wait_until(lambda: converged(fleet, fleet.store, writer.wanted) is None, settings.startup_timeout, "the initial placement to converge", interval=0.5)
+        wait_until(lambda: placed(fleet, writer.wanted), settings.startup_timeout, "the initial placement to converge", interval=0.5)
         since = time.time()
         say(f"initial placement converged in {time.monotonic() - started:.1f} s; chaos for {settings.duration:g} s (seed {settings.seed})")
 
