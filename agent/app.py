@@ -259,7 +259,9 @@ class Agent:
 
     def _ready(self) -> tuple[bool, str]:
         if not self.lease.registered_recently():
-            return False, "not registered in etcd (lease not held)"
+            if self.lease.lease_id is None:
+                return False, "not registered in etcd (no lease)"
+            return False, "lease not confirmed: no renewal reached etcd within the lease TTL"
         if self.reconciler.unresponsive_since is not None:
             return False, self.reconciler.unresponsive_reason
         if self.reconciler.completed == 0:

@@ -4,9 +4,15 @@ Everything the agent writes about itself (host record, status keys) is bound to 
 so a dead host disappears by itself within the TTL. pyetcd has no background keepalive, so
 renewal is driven from outside (an APScheduler job with jitter) through ``renew()``.
 
-A lease whose renewals failed for a whole TTL is presumed gone (etcd has expired it, or will
-have by the time it is reachable again): the next call grants a new lease, registers again
-and tells the owner, which rewrites every status key on the new lease.
+Only etcd decides that the lease is gone: when a renewal or a write says so (LeaseLost), the
+same call grants a new lease, registers again and tells the owner, which rewrites every
+status key on the new lease. Renewals that fail for a whole TTL do NOT give the lease up:
+etcd may well still honour it, because a new etcd leader extends every lease by the TTL
+plus an election timeout when it takes over (lessor.Promote), so a lease outlives a frozen
+or killed etcd leader even when no renewal got through for longer than the TTL. Granting a
+new lease then would rewrite every status key of the host for nothing. The agent only
+reports it (``lease_unconfirmed``, /readyz) and goes on renewing the same lease until etcd
+answers either way.
 
 The agent owns the host key: a put or delete of it by anybody else (``on_host_events``, fed by
 a watch of the key; an event after this agent's own last write is somebody else's) makes the
@@ -52,6 +58,7 @@ class HostLease:
         self._lock = threading.Lock()
         self._lease_id: int | None = None
         self._last_renewed = 0.0
+        self._unconfirmed_reported = False  # lease_unconfirmed logged since the last renewal
         self._written_rev = 0  # revision of this agent's last write of the host key
         self._rewrite_due = False
 
@@ -65,7 +72,8 @@ class HostLease:
         return self._lease_id
 
     def registered_recently(self) -> bool:
-        """True while the lease is believed alive (renewed within the TTL)."""
+        """True while the lease is confirmed: granted or renewed within the TTL. False while
+        renewals fail for longer (the lease is kept and renewed, but unconfirmed)."""
         return self._lease_id is not None and self._clock() - self._last_renewed < self._ttl
 
     def renew(self) -> None:
@@ -76,18 +84,30 @@ class HostLease:
                     self._register()
                     return
                 self._store.refresh_lease(self._lease_id)
-                self._last_renewed = self._clock()
+                self._renewed()
                 if self._rewrite_due:
                     self._put()
             except LeaseLost:
                 self._register_again()
             except StoreError as exc:
                 self._metrics.lease_renew_failures.inc()
-                if self._lease_id is not None and self._clock() - self._last_renewed >= self._ttl:
-                    self._log.warning("lease_presumed_lost", lease=self._lease_id, error=str(exc))
-                    self._lease_id = None
+                if self._lease_id is not None and not self._unconfirmed_reported and self._clock() - self._last_renewed >= self._ttl:
+                    # Not "lost": a new etcd leader extends the lease (see the module docstring).
+                    self._unconfirmed_reported = True
+                    self._log.warning(
+                        "lease_unconfirmed",
+                        lease=self._lease_id,
+                        error=str(exc),
+                        action="renewing the same lease until etcd answers; a new one only if etcd says it is gone",
+                    )
                 else:
                     self._log.info("lease_renew_failed", lease=self._lease_id, error=str(exc))
+
+    def _renewed(self) -> None:
+        if self._unconfirmed_reported:
+            self._log.info("lease_confirmed", lease=self._lease_id, unconfirmed_s=round(self._clock() - self._last_renewed, 1))
+        self._last_renewed = self._clock()
+        self._unconfirmed_reported = False
 
     def _register_again(self) -> None:
         """etcd says the lease is gone (expired or revoked): register on a new one now, so that
@@ -109,6 +129,7 @@ class HostLease:
             self._lease_id = None
             raise
         self._last_renewed = self._clock()
+        self._unconfirmed_reported = False
         self._metrics.lease_grants.inc()
         self._log.info("registered", key=self._key, lease=lease_id, ttl=self._ttl)
         self._on_new_lease(lease_id)

@@ -75,3 +75,17 @@ def dump_state(fleet: Fleet, path: pathlib.Path) -> None:
     lines = [f"{kv.key} (mod {kv.mod_revision}) {kv.value.decode(errors='replace')}" for kv in items if "/history/" not in kv.key]
     lines += [f"simulator {h}: {json.dumps({m: sorted(v) for m, v in (sim_state(fleet.rest[h]) or {}).items()})}" for h in fleet.hosts]
     path.write_text("\n".join(lines) + "\n")
+
+
+class NotPlaced(Exception):
+    """What the fleet still lacks (wait_until names the last one if it times out)."""
+
+
+def placed(fleet: Fleet, wanted: dict[str, dict[str, Any]]) -> bool:
+    """True once converged; otherwise raises NotPlaced saying what is missing and which
+    daemons exited, so that a start that times out says why (it used to say only "timed out")."""
+    missing = converged(fleet, fleet.store, wanted)
+    if missing is None:
+        return True
+    dead = fleet.dead()
+    raise NotPlaced(missing + (f"; exited: {', '.join(dead)} (logs in {fleet.logs})" if dead else ""))

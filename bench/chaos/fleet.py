@@ -79,7 +79,7 @@ class Fleet:
                     "--http-host",
                     "127.0.0.1",
                     "--http-port",
-                    str(free_port()),
+                    "0",  # ephemeral: a port picked ahead could be taken by the time the daemon starts
                     "--lease-ttl",
                     str(ttl),
                     "--etcd-timeout",
@@ -111,7 +111,7 @@ class Fleet:
                     "--http-host",
                     "127.0.0.1",
                     "--http-port",
-                    str(free_port()),
+                    "0",  # ephemeral: a port picked ahead could be taken by the time the daemon starts
                     "--lease-ttl",
                     str(ttl),
                     "--etcd-timeout",

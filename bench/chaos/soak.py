@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from bench.chaos.convergence import converged, dump_state, history_keep
+from bench.chaos.convergence import converged, dump_state, history_keep, placed
 from bench.chaos.faults import Injector
 from bench.chaos.fleet import Fleet, wait_until
 from bench.chaos.invariants import (
@@ -84,7 +84,7 @@ def run(settings: Settings) -> Result:
         writer = Writer(fleet, timeline, settings.seed, settings.write_interval)
         writer.create_all()
         started = time.monotonic()
-        wait_until(lambda: converged(fleet, fleet.store, writer.wanted) is None, settings.startup_timeout, "the initial placement to converge", interval=0.5)
+        wait_until(lambda: placed(fleet, writer.wanted), settings.startup_timeout, "the initial placement to converge", interval=0.5)
         since = time.time()
         say(f"initial placement converged in {time.monotonic() - started:.1f} s; chaos for {settings.duration:g} s (seed {settings.seed})")
 

@@ -1,5 +1,7 @@
 """The host's lease (agent/heartbeat.py) when etcd says the lease is gone: one path, whether the
-renewal or a rewrite of the host record finds out, registers again on a new lease."""
+renewal or a rewrite of the host record finds out, registers again on a new lease. And only
+etcd says so: renewals failing for longer than the TTL (an etcd leader election on a busy
+machine) keep the lease, which the new etcd leader has extended."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from tfleet.agent.metrics import AgentMetrics
 from tfleet.store import LeaseLost, StoreUnavailable
 
 KEY = "/t/hosts/h1"
+TTL = 6
 
 
 class LeaseStore:
@@ -21,7 +24,8 @@ class LeaseStore:
         self.keys: dict[str, tuple[bytes, int | None]] = {}
         self.revision = 0
         self.grants = 0
-        self.down = False
+        self.down = False  # grants fail
+        self.electing = False  # renewals fail
 
     def grant_lease(self, ttl: int) -> int:
         if self.down:
@@ -32,6 +36,8 @@ class LeaseStore:
         return lease_id
 
     def refresh_lease(self, lease_id: int) -> int:
+        if self.electing:
+            raise StoreUnavailable(f"etcd refresh lease {lease_id:x} failed (fake): no leader")
         if lease_id not in self.alive:
             raise LeaseLost(f"etcd refresh lease {lease_id:x} failed (fake): the lease expired or was revoked")
         return 6
@@ -51,7 +57,7 @@ class LeaseStore:
 @pytest.fixture
 def world() -> tuple[LeaseStore, HostLease, RecordingLog, AgentMetrics, list[int]]:
     store, log, metrics, told = LeaseStore(), RecordingLog(), AgentMetrics(), []
-    lease = HostLease(store, KEY, record=lambda: b'{"host": "h1"}', ttl=6, metrics=metrics, log=log, on_new_lease=told.append, clock=FakeClock())
+    lease = HostLease(store, KEY, record=lambda: b'{"host": "h1"}', ttl=TTL, metrics=metrics, log=log, on_new_lease=told.append, clock=FakeClock())
     lease.renew()
     assert lease.lease_id is not None and store.keys[KEY][1] == lease.lease_id
     return store, lease, log, metrics, told
@@ -80,3 +86,42 @@ def test_registering_again_while_etcd_is_unreachable_is_retried_at_the_next_rene
     store.down = False
     lease.renew()
     assert lease.lease_id is not None and store.keys[KEY][1] == lease.lease_id and len(told) == 2
+
+
+def _renew_while_down(store: LeaseStore, lease: HostLease, clock: FakeClock, seconds: float) -> None:
+    """etcd answers nothing (electing a leader) for `seconds`; the agent renews every TTL/3."""
+    store.electing = True
+    for _ in range(round(seconds / (TTL / 3))):
+        clock.now += TTL / 3
+        lease.renew()
+    store.electing = False
+
+
+def test_renewals_failing_for_longer_than_the_ttl_keep_the_lease_until_etcd_answers(world) -> None:
+    """A frozen etcd leader on a loaded machine: no renewal gets through for more than the
+    TTL, yet the new etcd leader extended the lease (by TTL + an election timeout when it took
+    over). The agent must not grant a new lease: it renews the same one when etcd is back."""
+    store, lease, log, metrics, told = world
+    first, clock = lease.lease_id, lease._clock
+    assert isinstance(clock, FakeClock)
+    _renew_while_down(store, lease, clock, TTL + TTL / 3)
+    assert lease.lease_id == first
+    assert not lease.registered_recently()  # /readyz says so meanwhile
+    assert log.events("warning") == ["lease_unconfirmed"]  # once, not at every failed renewal
+    clock.now += TTL / 3
+    lease.renew()
+    assert lease.lease_id == first and store.grants == 1 and told == [first]
+    assert lease.registered_recently() and "lease_confirmed" in log.events("info")
+    assert metrics.registry.get_sample_value("tfleet_agent_lease_grants_total") == 1.0
+    assert metrics.registry.get_sample_value("tfleet_agent_lease_renew_failures_total") == 4.0
+
+
+def test_a_lease_etcd_did_expire_meanwhile_is_replaced_at_the_first_answer(world) -> None:
+    store, lease, log, _, told = world
+    first, clock = lease.lease_id, lease._clock
+    assert isinstance(clock, FakeClock)
+    _renew_while_down(store, lease, clock, 3 * TTL)
+    store.expire()
+    lease.renew()  # the first call etcd answers says "gone": a new lease within that call
+    assert lease.lease_id not in (None, first) and store.keys[KEY][1] == lease.lease_id
+    assert told == [first, lease.lease_id] and lease.registered_recently()
