@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tfleet import health
+from tfleet.controller.compact import compact
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE, HostInfo, ModelDemand, PlacementInput, place, unresponsive_past_grace
 from tfleet.controller.rollout import MODEL_NAME, Failure, Memory, Replica, plan_rollout
 from tfleet.controller.snapshot import FleetSnapshot
@@ -238,4 +239,6 @@ def _report(snap, model, intent, error, revision, placed, step, reasons, now) ->
     # Health is judged on the report itself, exactly as the CLI and the dashboard judge it.
     # (model_copy: no second validation, the fields are plain values.)
     report = ModelStatusReport.model_validate(document)
-    return report.model_copy(update=dict(health.health_fields(health.model_health(report))))
+    # The incremental planner keeps every model's report: its parts share the equal parts
+    # of the reports already held (controller/compact.py; no change to its value).
+    return compact(report.model_copy(update=dict(health.health_fields(health.model_health(report)))), whole=False)
