@@ -26,7 +26,9 @@ tfleet::
 * Echo suppression (a controller-runtime predicate): the controller announces the values it
   is about to write (``expect``); when a watch event brings exactly that value back, the
   controller's cursor records the key as ``quiet``: the snapshot takes the new value, but
-  the model is not planned again for it.
+  the model is not planned again for it. A report announced with its parsed value (the
+  planner's own ModelStatusReport) is filed as that very object when it comes back: not
+  parsed again, and held once (the planner keeps it too).
 
 How a section is read is a seam (``PrefixReader``): ``PagedReader`` (the default) uses the
 store's paginated read, every section at one revision; ``RangeReader`` models a store that
@@ -42,7 +44,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tfleet.controller.snapshot import SECTIONS, KeyFile, parse_key
+from tfleet.controller.snapshot import SECTIONS, KeyFile, known_report, parse_key
 from tfleet.keyspace import Keyspace
 from tfleet.store import KeyValue, Snapshot, StoreError, WatchEvent
 
@@ -185,6 +187,7 @@ class FleetCache:
         self._files: dict[str, KeyFile] = {}
         self._floors: dict[str, int] = {}  # section -> revision its last read is as of
         self._echoes: dict[str, bytes | None] = {}
+        self._echo_values: dict[str, tuple[bytes, Any]] = {}  # modelstatus key -> (bytes, the value they encode)
         self._cursors: list[Cursor] = []
         self._listeners: list[Callable[[], None]] = []
         self._error_listeners: list[Callable[[Exception], None]] = []
@@ -212,15 +215,24 @@ class FleetCache:
         """Call listener (from the watch thread) when the watch is interrupted (it resumes by itself)."""
         self._error_listeners.append(listener)
 
-    def expect(self, writes: Mapping[str, bytes | None]) -> None:
-        """The controller is about to write these (None: delete): their echoes are quiet."""
+    def expect(self, writes: Mapping[str, bytes | None], values: Mapping[str, Any] | None = None) -> None:
+        """The controller is about to write these (None: delete): their echoes are quiet.
+
+        values: modelstatus key -> the report its bytes encode (schema.encode of it): filed
+        as it is when the echo comes back, instead of a parsed copy."""
+        prefix = self._ks.modelstatus_prefix()
         with self._lock:
             self._echoes.update(writes)
+            for key, value in (values or {}).items():
+                written = writes.get(key)
+                if written is not None and key.startswith(prefix):
+                    self._echo_values[key] = (written, value)
 
     def forget_echoes(self) -> None:
         """Writes failed or leadership changed: stop treating anything as an echo."""
         with self._lock:
             self._echoes.clear()
+            self._echo_values.clear()
 
     def __len__(self) -> int:
         return len(self._files)
@@ -349,7 +361,10 @@ class FleetCache:
             if section is None:
                 continue  # history/, unknown sections: never cached
             keyfile = None
-            if event.kind != "delete" and section != "hosts":  # (a host key is parsed with its previous value, below)
+            known = self._echo_values.get(event.key)  # (one read of a (bytes, value) pair: no lock needed)
+            if event.kind != "delete" and known is not None and known[0] == event.value:
+                keyfile = known_report(self._ks, event.key, known[1], event.mod_revision)
+            elif event.kind != "delete" and section != "hosts":  # (a host key is parsed with its previous value, below)
                 keyfile = parse_key(self._ks, event.key, event.value, event.mod_revision)
             parsed.append((event, section, keyfile))
         with self._lock:
@@ -360,6 +375,7 @@ class FleetCache:
                 if section == "hosts" and event.kind != "delete":  # rare: keeps its last valid record
                     keyfile = parse_key(self._ks, event.key, event.value, event.mod_revision, self._files.get(event.key))
                 expected = self._echoes.pop(event.key, _MISSING)
+                self._echo_values.pop(event.key, None)
                 quiet = expected is not _MISSING and expected == (None if event.kind == "delete" else event.value)
                 if keyfile is None:
                     self._files.pop(event.key, None)
@@ -393,6 +409,7 @@ class FleetCache:
         self._files = files
         self._floors = dict(read.revisions)
         self._echoes.clear()
+        self._echo_values.clear()
         # Events were lost: a key can have changed and changed back (or been written and
         # deleted) unseen, so "what differs" is not "what changed". Consumers start over
         # (the controller plans everything once); re-lists are rare.

@@ -252,7 +252,8 @@ class ControllerReconciler:
         for model in sorted(plan.report_deletes):
             ops.append(("modelstatus", Delete(self._ks.modelstatus(model))))
         ops += [("routes", op) for op in self._route_ops(snap)]
-        self._cache.expect({op.key: op.value if isinstance(op, Put) else None for kind, op in ops if kind in QUIET_ECHOES})
+        reports = {self._ks.modelstatus(model): report for model, report in plan.reports.items()}  # (echoes filed as these objects)
+        self._cache.expect({op.key: op.value if isinstance(op, Put) else None for kind, op in ops if kind in QUIET_ECHOES}, reports)
         for start in range(0, len(ops), WRITE_BATCH):
             batch = ops[start : start + WRITE_BATCH]
             # Raises NotLeader when the fence fails; False would mean an extra compare failed,

@@ -379,6 +379,13 @@ def parse_key(ks: Keyspace, key: str, value: bytes, revision: int, previous: Key
     return KeyFile(key, revision, *filing, host_record=record)
 
 
+def known_report(ks: Keyspace, key: str, report: ModelStatusReport, revision: int) -> KeyFile:
+    """modelstatus/<m> holding exactly ``schema.encode(report)``: the controller's own write
+    coming back (fleetcache.py), filed as the planner's object instead of a parsed copy
+    (parse_key of those bytes gives an equal value: tests/unit/test_fleetcache.py)."""
+    return KeyFile(key, revision, "modelstatus", _name(ks.name_after(key, ks.modelstatus_prefix())), report)
+
+
 def read(snapshot: Snapshot, ks: Keyspace) -> FleetSnapshot:
     """Parse every key of one snapshot (no memory of earlier reads)."""
     fleet = FleetSnapshot(snapshot.revision, bad_values_revision=snapshot.revision)

@@ -17,7 +17,7 @@ from tfleet import schema
 from tfleet.controller.fleetcache import FleetCache, PagedReader, RangeReader, section_of
 from tfleet.controller.incremental import IncrementalPlanner
 from tfleet.controller.planner import plan
-from tfleet.controller.snapshot import FleetBuilder, read
+from tfleet.controller.snapshot import FleetBuilder, parse_key, read
 from tfleet.keyspace import Keyspace
 from tfleet.store import Snapshot
 
@@ -201,9 +201,11 @@ def _write(etcd: FakeEtcd, cache: FleetCache, result, fleet) -> None:
     """What the reconciler writes: assignments, and reports that differ (announced as echoes)."""
     ops: list[tuple[str, bytes | None]] = [(KS.assignment(h, m), schema.encode(a)) for (h, m), a in sorted(result.puts.items())]
     ops += [(KS.assignment(h, m), None) for h, m in sorted(result.deletes)]
-    reports = [(KS.modelstatus(m), schema.encode(result.reports[m])) for m in sorted(_needed(result, fleet)[2])]
+    written = sorted(_needed(result, fleet)[2])
+    reports = [(KS.modelstatus(m), schema.encode(result.reports[m])) for m in written]
     reports += [(KS.modelstatus(m), None) for m in sorted(result.report_deletes)]
-    cache.expect(dict(reports))
+    # as the reconciler does: the echoes are filed as the planner's own report objects
+    cache.expect(dict(reports), {KS.modelstatus(m): result.reports[m] for m in written})
     if ops or reports:
         etcd.txn(ops + reports)
 
@@ -376,3 +378,25 @@ def test_an_invalid_host_record_keeps_the_last_valid_one_while_the_key_exists() 
     fleet = take()
     assert "h0" not in fleet.hosts and KS.host("h0") in fleet.bad_values
     assert "h0" not in read(Snapshot(etcd.revision, tuple(etcd.items.values())), KS).hosts  # a one-shot read has no memory
+
+
+def test_an_echoed_report_is_filed_as_the_object_written_and_equals_a_parsed_one() -> None:
+    etcd = FakeEtcd()
+    cache = FleetCache(etcd, KS, log=LOG)
+    assert cache.ensure_started()
+    key = KS.modelstatus("m0")
+    report = schema.parse(schema.ModelStatusReport, VALUES["modelstatus"][0], key)
+    cache.expect({key: schema.encode(report)}, {key: report})
+    etcd.txn([(key, schema.encode(report))])
+    etcd.watches[-1].drain()
+    filed = cache.get(key)
+    assert filed is not None and filed.value is report  # not parsed again: the very object
+    parsed = parse_key(KS, key, schema.encode(report), filed.mod_revision)
+    assert (filed.kind, filed.slot, filed.value, filed.error) == (parsed.kind, parsed.slot, parsed.value, parsed.error)
+    # another value than the one announced is parsed
+    cache.expect({key: schema.encode(report)}, {key: report})
+    changed = schema.encode(report.model_copy(update={"wanted_replicas": 7}))
+    etcd.txn([(key, changed)])
+    etcd.watches[-1].drain()
+    again = cache.get(key)
+    assert again is not None and again.value is not report and again.value.wanted_replicas == 7
