@@ -137,8 +137,19 @@ def plan_model(
             puts[(host, model)] = wanted
     deletes = frozenset((h, model) for h in holders if h not in step.assignments)
     report = _report(snap, model, intent, error, revision, placed, step, reasons, now)
+    # Unchanged but for updated_at: the stored report itself (nothing to write; one object
+    # held, not two). Otherwise its parts share the equal parts of the reports held
+    # (controller/compact.py); the fleet cache files this object when its write comes back.
+    report = previous if previous is not None and same_report(report, previous) else compact(report, whole=False)
     wake_at = min((f.retry_after for f in step.failures), default=None)
     return ModelPlan(puts, deletes, report, wake_at=wake_at)
+
+
+def same_report(new: ModelStatusReport, old: ModelStatusReport | None) -> bool:
+    """Whether old says what new says (updated_at aside): then it is not written again."""
+    if old is None:
+        return False
+    return new is old or new.model_dump(exclude={"updated_at"}) == old.model_dump(exclude={"updated_at"})
 
 
 def plan_model_safely(
@@ -239,6 +250,4 @@ def _report(snap, model, intent, error, revision, placed, step, reasons, now) ->
     # Health is judged on the report itself, exactly as the CLI and the dashboard judge it.
     # (model_copy: no second validation, the fields are plain values.)
     report = ModelStatusReport.model_validate(document)
-    # The incremental planner keeps every model's report: its parts share the equal parts
-    # of the reports already held (controller/compact.py; no change to its value).
-    return compact(report.model_copy(update=dict(health.health_fields(health.model_health(report)))), whole=False)
+    return report.model_copy(update=dict(health.health_fields(health.model_health(report))))

@@ -27,7 +27,7 @@ from tfleet.controller.schedules import ScheduleRunner
 from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.snapshot import FleetBuilder, FleetSnapshot
 from tfleet.keyspace import Keyspace
-from tfleet.schema import ModelIntent, ModelStatusReport
+from tfleet.schema import ModelIntent
 from tfleet.store import Delete, EtcdStore, Put, StoreError
 
 WRITE_BATCH = 100  # etcd allows 128 operations per transaction by default
@@ -247,7 +247,7 @@ class ControllerReconciler:
         for host, model in sorted(plan.deletes):
             ops.append(("assignment", Delete(self._ks.assignment(host, model))))
         for model, report in sorted(plan.reports.items()):
-            if not _same_report(report, snap.modelstatus.get(model)):
+            if not planner.same_report(report, snap.modelstatus.get(model)):
                 ops.append(("modelstatus", Put(self._ks.modelstatus(model), schema.encode(report))))
         for model in sorted(plan.report_deletes):
             ops.append(("modelstatus", Delete(self._ks.modelstatus(model))))
@@ -306,12 +306,6 @@ def _remove(gauge, *labels: str) -> None:
         gauge.remove(*labels)
     except KeyError:
         pass
-
-
-def _same_report(new: ModelStatusReport, old: ModelStatusReport | None) -> bool:
-    if old is None:
-        return False
-    return new.model_dump(exclude={"updated_at"}) == old.model_dump(exclude={"updated_at"})
 
 
 __all__ = ["ControllerReconciler", "Outcome"]
