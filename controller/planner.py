@@ -134,7 +134,7 @@ def plan_model(
     for host, wanted in step.assignments.items():
         parsed = snap.assignments.get((host, model))
         if parsed is None or parsed.value != wanted:
-            puts[(host, model)] = wanted
+            puts[(host, model)] = compact(wanted)  # (kept until replanned: a model's replicas share one)
     deletes = frozenset((h, model) for h in holders if h not in step.assignments)
     report = _report(snap, model, intent, error, revision, placed, step, reasons, now)
     # Unchanged but for updated_at: the stored report itself (nothing to write; one object
