@@ -28,7 +28,8 @@ tfleet::
   controller's cursor records the key as ``quiet``: the snapshot takes the new value, but
   the model is not planned again for it. A report announced with its parsed value (the
   planner's own ModelStatusReport) is filed as that very object when it comes back: not
-  parsed again, and held once (the planner keeps it too).
+  parsed again, and held once (the planner keeps it too); a route table coming back is kept
+  as the digest of its JSON, without a second validation.
 
 How a section is read is a seam (``PrefixReader``): ``PagedReader`` (the default) uses the
 store's paginated read, every section at one revision; ``RangeReader`` models a store that
@@ -44,7 +45,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tfleet.controller.snapshot import SECTIONS, KeyFile, known_report, parse_key
+from tfleet.controller.snapshot import SECTIONS, KeyFile, known_report, known_route, parse_key
 from tfleet.keyspace import Keyspace
 from tfleet.store import KeyValue, Snapshot, StoreError, WatchEvent
 
@@ -364,6 +365,8 @@ class FleetCache:
             known = self._echo_values.get(event.key)  # (one read of a (bytes, value) pair: no lock needed)
             if event.kind != "delete" and known is not None and known[0] == event.value:
                 keyfile = known_report(self._ks, event.key, known[1], event.mod_revision)
+            elif event.kind != "delete" and section == "routes" and self._echoes.get(event.key) == event.value:
+                keyfile = known_route(self._ks, event.key, event.value, event.mod_revision)  # (our own table: valid)
             elif event.kind != "delete" and section != "hosts":  # (a host key is parsed with its previous value, below)
                 keyfile = parse_key(self._ks, event.key, event.value, event.mod_revision)
             parsed.append((event, section, keyfile))

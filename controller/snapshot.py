@@ -14,6 +14,7 @@ form (the CLI, tests); both file through the same KeyFiles, so they cannot disag
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -384,6 +385,13 @@ def known_report(ks: Keyspace, key: str, report: ModelStatusReport, revision: in
     coming back (fleetcache.py), filed as the planner's object instead of a parsed copy
     (parse_key of those bytes gives an equal value: tests/unit/test_fleetcache.py)."""
     return KeyFile(key, revision, "modelstatus", _name(ks.name_after(key, ks.modelstatus_prefix())), report)
+
+
+def known_route(ks: Keyspace, key: str, value: bytes, revision: int) -> KeyFile:
+    """routes/<m> holding exactly the bytes the controller encoded from a table it built (its
+    own write coming back, fleetcache.py): the digest of its JSON, without a second validation
+    (equal to parse_key's: tests/unit/test_fleetcache.py)."""
+    return KeyFile(key, revision, "routes", _name(ks.name_after(key, ks.routes_prefix())), routing.document_digest(json.loads(value)))
 
 
 def read(snapshot: Snapshot, ks: Keyspace) -> FleetSnapshot:

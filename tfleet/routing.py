@@ -137,8 +137,14 @@ def content_digest(table: RouteTable) -> bytes:
     What the controller keeps of each stored table (controller/snapshot.py): it only needs
     to know whether a table it computes differs, and at 100,000 models the parsed tables
     cost ~200 MB. Canonical JSON (keys sorted, as dict equality ignores their order)."""
-    document = table.model_dump(mode="json", exclude={"updated_at"})
-    return hashlib.blake2b(json.dumps(document, sort_keys=True, separators=(",", ":")).encode(), digest_size=16).digest()
+    return document_digest(table.model_dump(mode="json"))
+
+
+def document_digest(document: Mapping[str, object]) -> bytes:
+    """content_digest of a table given as its JSON document (as ``schema.encode`` writes it:
+    the controller's own writes coming back need no second validation)."""
+    content = {key: value for key, value in document.items() if key != "updated_at"}
+    return hashlib.blake2b(json.dumps(content, sort_keys=True, separators=(",", ":")).encode(), digest_size=16).digest()
 
 
 def routes_changed(old: RouteTable | bytes | None, new: RouteTable) -> bool:
@@ -232,6 +238,7 @@ __all__ = [
     "ServedFleet",
     "build_table",
     "content_digest",
+    "document_digest",
     "parse_route_table",
     "plan_routes",
     "read_route_tables",

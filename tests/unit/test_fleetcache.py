@@ -400,3 +400,23 @@ def test_an_echoed_report_is_filed_as_the_object_written_and_equals_a_parsed_one
     etcd.watches[-1].drain()
     again = cache.get(key)
     assert again is not None and again.value is not report and again.value.wanted_replicas == 7
+
+
+def test_an_echoed_route_table_is_kept_as_the_digest_a_parse_gives(monkeypatch) -> None:
+    """...without parsing it again (its bytes are the controller's own encoding of a table)."""
+    from tfleet.controller import snapshot
+    from tfleet.routing import build_table
+
+    etcd = FakeEtcd()
+    cache = FleetCache(etcd, KS, log=LOG)
+    assert cache.ensure_started()
+    key = KS.routes("m0")
+    hosts = {"h0": schema.parse(schema.HostRecord, host("h0"), "h"), "h1": schema.parse(schema.HostRecord, host("h1"), "h")}
+    served = {h: schema.parse(schema.ModelStatus, status(5, [1, 2]), "s") for h in hosts}
+    value = schema.encode(build_table("m0", served, hosts, NOW))
+    expected = parse_key(KS, key, value, etcd.revision + 1)
+    cache.expect({key: value})
+    etcd.txn([(key, value)])
+    monkeypatch.setattr(snapshot, "_parse", lambda *args: pytest.fail("an echoed route table was parsed again"))
+    etcd.watches[-1].drain()
+    assert cache.get(key) == expected
