@@ -32,6 +32,8 @@ from pydantic import BaseModel
 T = TypeVar("T")
 _SCALARS = (int, bool, type(None))
 _MIN_PRUNE = 8192
+# one key object each for the scalars most documents hold (keys are kept as long as the values)
+_SCALAR_KEYS = {key: key for key in [(type(None), None), (bool, True), (bool, False), *((int, i) for i in range(-1, 1025))]}
 
 
 class Interner:
@@ -70,7 +72,8 @@ class Interner:
         if kind is float:
             return value, (kind, repr(value))  # (-0.0 == 0.0, yet they are written apart)
         if kind in _SCALARS:
-            return value, (kind, value)
+            scalar = (kind, value)
+            return value, _SCALAR_KEYS.get(scalar, scalar)
         if kind is dict:
             parts = []
             for k, v in value.items():
@@ -78,7 +81,7 @@ class Interner:
                 v2, vk = self._node(v)
                 if k2 is not k or v2 is not v:
                     value[k2] = v2
-                parts.append((kk, vk))
+                parts += (kk, vk)
             key: Any = (dict, tuple(parts))
         elif kind is list:
             keys = []
@@ -104,11 +107,13 @@ class Interner:
                 object.__setattr__(value, "__pydantic_fields_set__", shared_set)
             key = (kind, id(shared_set), tuple(parts))
         else:  # anything else is kept as it is, unshared
-            return value, (id(value),)
+            return value, id(value)
+        # A shared node's key is its id (an int: other keys are strings and tuples), valid as
+        # long as the entries whose keys hold it: they hold the node itself.
         if not whole:
-            return value, (id(value),)
+            return value, id(value)
         shared = self._share(key, value)
-        return shared, (id(shared),)
+        return shared, id(shared)
 
     def _prune(self) -> None:
         """Forget the values only the table holds (their parents first: repeated until none).
