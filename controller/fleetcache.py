@@ -26,10 +26,10 @@ tfleet::
 * Echo suppression (a controller-runtime predicate): the controller announces the values it
   is about to write (``expect``); when a watch event brings exactly that value back, the
   controller's cursor records the key as ``quiet``: the snapshot takes the new value, but
-  the model is not planned again for it. A report announced with its parsed value (the
-  planner's own ModelStatusReport) is filed as that very object when it comes back: not
-  parsed again, and held once (the planner keeps it too); a route table coming back is kept
-  as the digest of its JSON, without a second validation.
+  the model is not planned again for it. A report or assignment announced with its value
+  (the planner's own object) is filed as that very object when it comes back: not parsed
+  again, and held once (the planner keeps it too); a route table coming back is kept as the
+  digest of its JSON, without a second validation.
 
 How a section is read is a seam (``PrefixReader``): ``PagedReader`` (the default) uses the
 store's paginated read, every section at one revision; ``RangeReader`` models a store that
@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tfleet.controller.snapshot import SECTIONS, KeyFile, known_report, known_route, parse_key
+from tfleet.controller.snapshot import SECTIONS, KeyFile, known_route, known_value, parse_key
 from tfleet.keyspace import Keyspace
 from tfleet.store import KeyValue, Snapshot, StoreError, WatchEvent
 
@@ -196,7 +196,7 @@ class FleetCache:
         # key -> digest of the value announced (None: a delete); digests, not the values: a first
         # pass at 100,000 models announces ~300,000 writes before their echoes come back
         self._echoes: dict[str, bytes | None] = {}
-        self._echo_values: dict[str, tuple[bytes, Any]] = {}  # modelstatus key -> (digest, the value its bytes encode)
+        self._echo_values: dict[str, tuple[bytes, Any]] = {}  # modelstatus/assignment key -> (digest, the value its bytes encode)
         self._cursors: list[Cursor] = []
         self._listeners: list[Callable[[], None]] = []
         self._error_listeners: list[Callable[[Exception], None]] = []
@@ -224,19 +224,18 @@ class FleetCache:
         """Call listener (from the watch thread) when the watch is interrupted (it resumes by itself)."""
         self._error_listeners.append(listener)
 
-    def expect(self, writes: Mapping[str, bytes | None], values: Mapping[str, Any] | None = None) -> None:
+    def expect(self, writes: Mapping[str, bytes | None], values: Mapping[str, tuple[bytes, Any]] | None = None) -> None:
         """The controller is about to write these (None: delete): their echoes are quiet.
 
-        values: modelstatus key -> the report its bytes encode (schema.encode of it): filed
-        as it is when the echo comes back, instead of a parsed copy."""
-        prefix = self._ks.modelstatus_prefix()
+        values: modelstatus or assignment key -> (the bytes written, the report or assignment
+        they encode: schema.encode of it): filed as it is when the echo comes back, instead
+        of a parsed copy (an assignment's echo is not quiet: it is planned again)."""
+        prefixes = (self._ks.modelstatus_prefix(), self._ks.assignments_prefix())
         digests = {key: None if value is None else _digest(value) for key, value in writes.items()}
+        known = {key: (_digest(written), value) for key, (written, value) in (values or {}).items() if key.startswith(prefixes)}
         with self._lock:
             self._echoes.update(digests)
-            for key, value in (values or {}).items():
-                written = digests.get(key)
-                if written is not None and key.startswith(prefix):
-                    self._echo_values[key] = (written, value)
+            self._echo_values.update(known)
 
     def forget_echoes(self) -> None:
         """Writes failed or leadership changed: stop treating anything as an echo."""
@@ -373,9 +372,9 @@ class FleetCache:
             keyfile = None
             # (each a single read, no lock needed: a digest, or a (digest, value) pair)
             expected, known = self._echoes.get(event.key), self._echo_values.get(event.key)
-            digest = _digest(event.value) if expected is not None and event.kind != "delete" else None
+            digest = _digest(event.value) if (expected is not None or known is not None) and event.kind != "delete" else None
             if known is not None and digest == known[0]:
-                keyfile = known_report(self._ks, event.key, known[1], event.mod_revision)
+                keyfile = known_value(self._ks, event.key, section, known[1], event.mod_revision)
             elif section == "routes" and digest is not None and digest == expected:
                 keyfile = known_route(self._ks, event.key, event.value, event.mod_revision)  # (our own table: valid)
             elif event.kind != "delete" and section != "hosts":  # (a host key is parsed with its previous value, below)

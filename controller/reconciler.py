@@ -252,8 +252,10 @@ class ControllerReconciler:
         for model in sorted(plan.report_deletes):
             ops.append(("modelstatus", Delete(self._ks.modelstatus(model))))
         ops += [("routes", op) for op in self._route_ops(snap)]
-        reports = {self._ks.modelstatus(model): report for model, report in plan.reports.items()}  # (echoes filed as these objects)
-        self._cache.expect({op.key: op.value if isinstance(op, Put) else None for kind, op in ops if kind in QUIET_ECHOES}, reports)
+        # reports and assignments written come back filed as these objects (not parsed again)
+        values = {self._ks.modelstatus(m): r for m, r in plan.reports.items()} | {self._ks.assignment(h, m): a for (h, m), a in plan.puts.items()}
+        known = {op.key: (op.value, values[op.key]) for _, op in ops if isinstance(op, Put) and op.key in values}
+        self._cache.expect({op.key: op.value if isinstance(op, Put) else None for kind, op in ops if kind in QUIET_ECHOES}, known)
         for start in range(0, len(ops), WRITE_BATCH):
             batch = ops[start : start + WRITE_BATCH]
             # Raises NotLeader when the fence fails; False would mean an extra compare failed,

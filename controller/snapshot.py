@@ -380,11 +380,14 @@ def parse_key(ks: Keyspace, key: str, value: bytes, revision: int, previous: Key
     return KeyFile(key, revision, *filing, host_record=record)
 
 
-def known_report(ks: Keyspace, key: str, report: ModelStatusReport, revision: int) -> KeyFile:
-    """modelstatus/<m> holding exactly ``schema.encode(report)``: the controller's own write
-    coming back (fleetcache.py), filed as the planner's object instead of a parsed copy
-    (parse_key of those bytes gives an equal value: tests/unit/test_fleetcache.py)."""
-    return KeyFile(key, revision, "modelstatus", _name(ks.name_after(key, ks.modelstatus_prefix())), report)
+def known_value(ks: Keyspace, key: str, section: str, value: ModelStatusReport | Assignment, revision: int) -> KeyFile:
+    """modelstatus/<m> or assignments/<h>/<m> holding exactly ``schema.encode(value)``: the
+    controller's own write coming back (fleetcache.py), filed as the planner's object instead
+    of a parsed copy (parse_key of those bytes gives an equal KeyFile: tests/unit/test_fleetcache.py)."""
+    if section == "assignments":
+        host, model = ks.parse_host_model(key, section)
+        return KeyFile(key, revision, "assignment", (_name(host), _name(model)), Parsed(value, None, revision))
+    return KeyFile(key, revision, "modelstatus", _name(ks.name_after(key, ks.modelstatus_prefix())), value)
 
 
 def known_route(ks: Keyspace, key: str, value: bytes, revision: int) -> KeyFile:

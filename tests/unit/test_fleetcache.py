@@ -204,8 +204,10 @@ def _write(etcd: FakeEtcd, cache: FleetCache, result, fleet) -> None:
     written = sorted(_needed(result, fleet)[2])
     reports = [(KS.modelstatus(m), schema.encode(result.reports[m])) for m in written]
     reports += [(KS.modelstatus(m), None) for m in sorted(result.report_deletes)]
-    # as the reconciler does: the echoes are filed as the planner's own report objects
-    cache.expect(dict(reports), {KS.modelstatus(m): result.reports[m] for m in written})
+    # as the reconciler does: the echoes are filed as the planner's own objects
+    values = {KS.modelstatus(m): (value, result.reports[m]) for (_, value), m in zip(reports, written, strict=False)}
+    values.update({key: (value, result.puts[place]) for (key, value), place in zip(ops, sorted(result.puts), strict=False)})
+    cache.expect(dict(reports), values)
     if ops or reports:
         etcd.txn(ops + reports)
 
@@ -380,21 +382,27 @@ def test_an_invalid_host_record_keeps_the_last_valid_one_while_the_key_exists() 
     assert "h0" not in read(Snapshot(etcd.revision, tuple(etcd.items.values())), KS).hosts  # a one-shot read has no memory
 
 
-def test_an_echoed_report_is_filed_as_the_object_written_and_equals_a_parsed_one() -> None:
+def test_an_echoed_report_or_assignment_is_filed_as_the_object_written_and_equals_a_parsed_one() -> None:
     etcd = FakeEtcd()
     cache = FleetCache(etcd, KS, log=LOG)
+    cursor = cache.cursor("c", echoes=True)
     assert cache.ensure_started()
-    key = KS.modelstatus("m0")
+    cursor.take()
+    key, place = KS.modelstatus("m0"), KS.assignment("h0", "m0")
     report = schema.parse(schema.ModelStatusReport, VALUES["modelstatus"][0], key)
-    cache.expect({key: schema.encode(report)}, {key: report})
-    etcd.txn([(key, schema.encode(report))])
+    wanted = schema.parse(schema.Assignment, assignment([1, 2]), place)
+    written = {key: schema.encode(report), place: schema.encode(wanted)}
+    cache.expect({key: written[key]}, {key: (written[key], report), place: (written[place], wanted)})
+    etcd.txn(list(written.items()))
     etcd.watches[-1].drain()
-    filed = cache.get(key)
-    assert filed is not None and filed.value is report  # not parsed again: the very object
-    parsed = parse_key(KS, key, schema.encode(report), filed.mod_revision)
-    assert (filed.kind, filed.slot, filed.value, filed.error) == (parsed.kind, parsed.slot, parsed.value, parsed.error)
+    for name, value in ((key, report), (place, wanted)):
+        filed = cache.get(name)
+        assert filed is not None and (filed.value is value or filed.value.value is value)  # not parsed again: the very object
+        assert filed == parse_key(KS, name, written[name], filed.mod_revision)
+    changes = cursor.take()
+    assert changes is not None and changes.quiet == {key}  # (an assignment's echo is planned again)
     # another value than the one announced is parsed
-    cache.expect({key: schema.encode(report)}, {key: report})
+    cache.expect({key: schema.encode(report)}, {key: (schema.encode(report), report)})
     changed = schema.encode(report.model_copy(update={"wanted_replicas": 7}))
     etcd.txn([(key, changed)])
     etcd.watches[-1].drain()
