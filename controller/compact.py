@@ -121,25 +121,26 @@ class Interner:
         No lock (pure planners use the table too, and may not import threading): the GIL
         makes each table operation atomic, and a value shared by another thread just while
         its entry goes stays correct (it is only no longer shared with later equal ones)."""
+        table = self._table
         while True:
-            dead = [key for key, count in _refcounts(self._table) if count <= _DEAD]
+            # (keys only, a list of pointers: a copy of the items would cost the table again)
+            dead = [key for key in list(table) if _refcount(table, key) <= _DEAD]
             for key in dead:
-                del self._table[key]
+                table.pop(key, None)  # (another thread may be pruning too)
             self.pruned += len(dead)
             if not dead:
                 break
-        self._prune_at = max(_MIN_PRUNE, 2 * len(self._table))
+        self._prune_at = max(_MIN_PRUNE, 2 * len(table))
 
 
-def _refcounts(table: dict[Any, Any]) -> list[tuple[Any, int]]:
-    items = list(table.items())  # (one C call: other threads may insert meanwhile)
-    return [(key, sys.getrefcount(value) - 1) for key, value in items]
+def _refcount(table: dict[Any, Any], key: Any) -> int:
+    return sys.getrefcount(table.get(key))
 
 
 def _dead_refcount() -> int:
     """The reference count _prune sees for a value only the table holds (CPython's count
-    includes the table's reference, the loop's and the call's: measured, not assumed)."""
-    return _refcounts({0: object()})[0][1]
+    includes the table's reference and the call's: measured, not assumed)."""
+    return _refcount({0: object()}, 0)
 
 
 _DEAD = _dead_refcount()
