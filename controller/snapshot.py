@@ -224,39 +224,30 @@ def _unfile_version(fleet: FleetSnapshot, f: KeyFile) -> None:
             del fleet.versions[model]
 
 
-def _set_leader(fleet: FleetSnapshot, f: KeyFile) -> None:
-    fleet.leader = f.value
+Filer = Callable[[FleetSnapshot, KeyFile], None]
 
 
-def _clear_leader(fleet: FleetSnapshot, f: KeyFile) -> None:
-    fleet.leader = None
-
-
-def _nothing(fleet: FleetSnapshot, f: KeyFile) -> None:
-    return None
-
-
-def _in_dict(attr: str) -> tuple[Callable[[FleetSnapshot, KeyFile], None], Callable[[FleetSnapshot, KeyFile], None]]:
+def _in_dict(attr: str) -> tuple[Filer, Filer]:
     return (lambda fleet, f: getattr(fleet, attr).__setitem__(f.slot, f.value), lambda fleet, f: getattr(fleet, attr).pop(f.slot, None))
 
 
 _DICTS = {attr: _in_dict(attr) for attr in ("hosts", "hostctl", "modelstatus", "routes", "schedules")}
-_FILE: dict[str, Callable[[FleetSnapshot, KeyFile], None]] = {
-    "none": _nothing,
+_FILE: dict[str, Filer] = {
+    "none": lambda fleet, f: None,
     "intent": _file_intent,
     "assignment": lambda fleet, f: fleet.add_assignment(f.slot, f.value),
     "status": _file_status,
     "version": _file_version,
-    "leader": _set_leader,
+    "leader": lambda fleet, f: setattr(fleet, "leader", f.value),
     **{attr: filers[0] for attr, filers in _DICTS.items()},
 }
-_UNFILE: dict[str, Callable[[FleetSnapshot, KeyFile], None]] = {
-    "none": _nothing,
+_UNFILE: dict[str, Filer] = {
+    "none": lambda fleet, f: None,
     "intent": _unfile_intent,
     "assignment": lambda fleet, f: fleet.remove_assignment(f.slot),
     "status": _unfile_status,
     "version": _unfile_version,
-    "leader": _clear_leader,
+    "leader": lambda fleet, f: setattr(fleet, "leader", None),
     **{attr: filers[1] for attr, filers in _DICTS.items()},
 }
 
@@ -391,9 +382,8 @@ def known_value(ks: Keyspace, key: str, section: str, value: ModelStatusReport |
 
 
 def known_route(ks: Keyspace, key: str, value: bytes, revision: int) -> KeyFile:
-    """routes/<m> holding exactly the bytes the controller encoded from a table it built (its
-    own write coming back, fleetcache.py): the digest of its JSON, without a second validation
-    (equal to parse_key's: tests/unit/test_fleetcache.py)."""
+    """routes/<m> holding the bytes the controller encoded from a table it built (its echo):
+    the digest of its JSON, not validated again (= parse_key's: tests/unit/test_fleetcache.py)."""
     return KeyFile(key, revision, "routes", _name(ks.name_after(key, ks.routes_prefix())), routing.document_digest(json.loads(value)))
 
 
