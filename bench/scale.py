@@ -42,31 +42,40 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import queue
 import random
-import re
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from bench.agent_latency import measure_floor, percentile, proc_cpu_seconds, proc_rss_mb
+from bench.agent_latency import measure_floor
+from bench.scale_parts import (
+    KS,
+    EtcdMetrics,
+    PhaseTimeout,
+    ReadyTracker,
+    Standins,
+    change_latencies,
+    controller_usage,
+    etcd_size,
+    intent,
+    model_name,
+    ms,
+    scan_log,
+    section_sizes,
+    write_intents,
+    writes_per_change,
+)
 from bench.standin import host_names
-from tfleet import logs, schema
+from tfleet import logs
 from tfleet.etcd_local import LocalEtcd, free_port
-from tfleet.keyspace import Keyspace
 from tfleet.procs import Daemon, wait_for
 from tfleet.registry import Registry
-from tfleet.schema import HistoryEntry, ModelIntent
-from tfleet.store import Compare, EtcdSettings, EtcdStore, Put, StoreError, WatchEvent
+from tfleet.store import EtcdSettings, EtcdStore, StoreError, WatchEvent
 
-KS = Keyspace()
 GIB = 1024**3
 # etcd settings of the run (recorded in the output): a large fleet needs a bigger quota than
 # the 2 GiB default, and compaction, or the MVCC history of status writes fills it.
@@ -79,338 +88,6 @@ ETCD_SETTINGS = {
     "--snapshot-count": "100000",  # etcd 3.5's default, stated
 }
 PRESETS = {"small": (50, [500]), "full": (1000, [10_000, 100_000])}
-SIZE_ERRORS = re.compile(r"RESOURCE_EXHAUSTED|larger than max|too large|exceeds|too many operations|database space exceeded|request is too large", re.I)
-ETCD_COUNTERS = (
-    "etcd_mvcc_put_total",
-    "etcd_mvcc_delete_total",
-    "etcd_mvcc_txn_total",
-    "etcd_mvcc_range_total",
-    "etcd_network_client_grpc_sent_bytes_total",
-    "etcd_network_client_grpc_received_bytes_total",
-    "etcd_mvcc_db_total_size_in_bytes",
-    "etcd_mvcc_db_total_size_in_use_in_bytes",
-    "etcd_debugging_mvcc_keys_total",
-)
-
-
-class PhaseTimeout(Exception):
-    pass
-
-
-def intent(model: int | str, replicas: int = 2, description: str = "") -> ModelIntent:
-    return ModelIntent.model_validate(
-        {
-            "base_path": f"/models/{model}",
-            "model_version_policy": {"specific": {"versions": [1]}},
-            "version_labels": {"stable": 1},
-            "replicas": replicas,
-            "memory_mb": 100,
-            "description": description,
-        }
-    )
-
-
-def model_name(i: int) -> str:
-    return f"m{i:06d}"
-
-
-# -- observing -----------------------------------------------------------------------------------
-
-
-class ReadyTracker:
-    """The controller's account of every model (modelstatus), from one watch: which hosts hold
-    a replica and which of them are ready. ``pending()`` = models short of their wanted ready
-    replicas on live hosts."""
-
-    def __init__(self, store: EtcdStore) -> None:
-        self._cond = threading.Condition()
-        self.wanted: dict[str, int] = {}
-        self.dead: frozenset[str] = frozenset()
-        self._ready: dict[str, frozenset[str]] = {}
-        self._placed: dict[str, frozenset[str]] = {}
-        self._intent_revision: dict[str, int] = {}
-        self._first_seen: dict[str, tuple[float, float | None]] = {}  # model -> (placed at, ready at) for watched models
-        self._watched: dict[str, int] = {}
-        self._pending: set[str] = set()
-        prefix = KS.modelstatus_prefix()
-        start = store.list_prefix(prefix).revision + 1  # empty at start
-        self._watch = store.watch_prefix(prefix, start, on_events=self._on_events, on_reset=lambda s: None)
-
-    def close(self) -> None:
-        self._watch.cancel()
-
-    def want(self, models: dict[str, int]) -> None:
-        with self._cond:
-            self.wanted.update(models)
-            for model in models:
-                self._check(model)
-
-    def set_dead(self, hosts: frozenset[str]) -> None:
-        with self._cond:
-            self.dead = hosts
-            for model in self.wanted:
-                self._check(model)
-
-    def watch_model(self, model: str, replicas: int) -> None:
-        """Record when the model first has `replicas` placed, and ready (see timings())."""
-        with self._cond:
-            self._watched[model] = replicas
-            self._first_seen.pop(model, None)
-
-    def timings(self, model: str) -> tuple[float | None, float | None]:
-        with self._cond:
-            return self._first_seen.get(model, (None, None))
-
-    def _check(self, model: str) -> None:
-        ready = self._ready.get(model, frozenset())
-        if len(ready - self.dead) >= self.wanted.get(model, 0):
-            self._pending.discard(model)
-        else:
-            self._pending.add(model)
-
-    def _on_events(self, events: list[WatchEvent]) -> None:
-        now = time.perf_counter()
-        with self._cond:
-            for event in events:
-                model = KS.classify(event.key).leaf
-                if event.kind == "delete":
-                    self._ready.pop(model, None)
-                    self._placed.pop(model, None)
-                    self._intent_revision.pop(model, None)
-                else:
-                    try:
-                        doc = json.loads(event.value)
-                        replicas = doc.get("replicas") or []
-                        self._placed[model] = frozenset(r["host"] for r in replicas)
-                        self._ready[model] = frozenset(r["host"] for r in replicas if r.get("ready"))
-                        self._intent_revision[model] = int(doc.get("intent_revision") or 0)
-                    except (ValueError, KeyError, TypeError, AttributeError):
-                        continue
-                if model in self._watched:
-                    want = self._watched[model]
-                    placed_at, ready_at = self._first_seen.get(model, (None, None))
-                    if placed_at is None and len(self._placed.get(model, ())) >= want:
-                        placed_at = now
-                    if ready_at is None and len(self._ready.get(model, ())) >= want:
-                        ready_at = now
-                    if placed_at is not None:
-                        self._first_seen[model] = (placed_at, ready_at)
-                if model in self.wanted:
-                    self._check(model)
-            self._cond.notify_all()
-
-    def placed_on(self, hosts) -> int:
-        """Replicas the controller reports on these hosts."""
-        wanted = set(hosts)
-        with self._cond:
-            return sum(len(placed & wanted) for placed in self._placed.values())
-
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._pending)
-
-    def wait_all_ready(self, timeout: float, what: str) -> float:
-        """perf_counter() when no wanted model is short of ready replicas; PhaseTimeout otherwise."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise PhaseTimeout(f"{what}: {len(self._pending)} of {len(self.wanted)} models not ready after {timeout:g} s")
-                self._cond.wait(min(left, 1.0))
-            return time.perf_counter()
-
-    def wait_ready(self, model: str, replicas: int, timeout: float, intent_revision: int = 0) -> float:
-        """perf_counter() when modelstatus, planned from the intent at `intent_revision` or later,
-        shows `replicas` ready replicas on live hosts."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._intent_revision.get(model, 0) < intent_revision or len(self._ready.get(model, frozenset()) - self.dead) < replicas:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise PhaseTimeout(f"{model}: {replicas} replicas not ready after {timeout:g} s")
-                self._cond.wait(min(left, 1.0))
-            return time.perf_counter()
-
-
-class EtcdMetrics:
-    def __init__(self, etcd: LocalEtcd) -> None:
-        self.url = f"http://127.0.0.1:{etcd.metrics_port}/metrics"
-
-    def read(self) -> dict[str, float]:
-        with urllib.request.urlopen(self.url, timeout=10) as response:
-            text = response.read().decode()
-        values: dict[str, float] = {}
-        for line in text.splitlines():
-            if line.startswith("#"):
-                continue
-            name, _, rest = line.partition(" ")
-            base = name.split("{", 1)[0]
-            if base in ETCD_COUNTERS:
-                values[base] = values.get(base, 0.0) + float(rest.split()[0])
-        return values
-
-
-class Standins:
-    """The stand-in hosts' process (bench/standin.py), driven through its stdin."""
-
-    def __init__(self, etcd_url: str, hosts: int, ttl: int, log_path: pathlib.Path) -> None:
-        self._log = open(log_path, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.standin", "--etcd", etcd_url, "--hosts", str(hosts), "--ttl", str(ttl)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            start_new_session=True,
-        )
-        self._lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(json.loads(line))
-        self._lines.put(None)
-
-    def expect(self, key: str, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                message = self._lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                raise PhaseTimeout(f"stand-ins: no {key!r} after {timeout:g} s") from None
-            if message is None:
-                raise RuntimeError(f"stand-ins exited (code {self.process.poll()})")
-            if key in message:
-                return message[key]
-
-    def command(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            try:
-                self.command("stop")
-                self.process.wait(20)
-            except (OSError, subprocess.TimeoutExpired):
-                self.process.kill()
-                self.process.wait(5)
-        self._log.close()
-
-
-def write_intents(store: EtcdStore, models: list[str], writer: str) -> None:
-    """M intents, 2 replicas each: etcdctl-style puts (100 per txn), or registry-style (intent +
-    its first history entry, create-only, 50 models per txn)."""
-    if writer == "etcdctl":
-        for start in range(0, len(models), 100):
-            store.txn([], [Put(KS.model(m), schema.encode(intent(m))) for m in models[start : start + 100]])
-        return
-    now = schema.utc_now()
-    for start in range(0, len(models), 50):
-        chunk = models[start : start + 50]
-        compares, ops = [], []
-        for m in chunk:
-            doc = intent(m)
-            entry = HistoryEntry(
-                sequence=1, model=m, action="create", revision=None, at=now, author="bench", source="cli", previous=None, new=json.loads(schema.encode(doc))
-            )
-            compares += [Compare(KS.model(m), "version", "==", 0), Compare(KS.history(m, 1), "version", "==", 0)]
-            ops += [Put(KS.model(m), schema.encode(doc)), Put(KS.history(m, 1), schema.encode(entry))]
-        if not store.txn(compares, ops).succeeded:
-            raise RuntimeError(f"intents {chunk[0]}..{chunk[-1]} already exist")
-
-
-def change_latencies(store: EtcdStore, registry: Registry, tracker: ReadyTracker, models: list[str], count: int, timeout: float) -> list[float]:
-    """Replicas 2 -> 3 on `count` models (round robin; back to 2 first when already at 3)."""
-    latencies = []
-    for i in range(count):
-        model = models[i % len(models)]
-        if tracker.wanted.get(model) == 3:
-            revision = registry.apply_intent(model, intent(model, 2), author="bench")
-            tracker.want({model: 2})
-            tracker.wait_ready(model, 2, timeout, revision)
-        sent = time.perf_counter()
-        revision = registry.apply_intent(model, intent(model, 3), author="bench")
-        tracker.want({model: 3})
-        latencies.append(tracker.wait_ready(model, 3, timeout, revision) - sent)
-    return latencies
-
-
-def writes_per_change(store: EtcdStore, registry: Registry, tracker: ReadyTracker, metrics: EtcdMetrics, model: str, settle: float, timeout: float) -> dict:
-    """etcd's counters over one change (replicas 2 -> 3) and a quiet `settle` after it is ready."""
-    if tracker.wanted.get(model) != 2:
-        revision = registry.apply_intent(model, intent(model, 2), author="bench")
-        tracker.want({model: 2})
-        tracker.wait_ready(model, 2, timeout, revision)
-        time.sleep(settle)
-    before, revision_before = metrics.read(), store.put("/bench-revision", b"")
-    revision = registry.apply_intent(model, intent(model, 3), author="bench")
-    tracker.want({model: 3})
-    tracker.wait_ready(model, 3, timeout, revision)
-    time.sleep(settle)
-    after, revision_after = metrics.read(), store.put("/bench-revision", b"")
-    delta = {name.removeprefix("etcd_mvcc_").removeprefix("etcd_network_client_grpc_"): after.get(name, 0) - before.get(name, 0) for name in ETCD_COUNTERS[:6]}
-    delta["revisions"] = revision_after - revision_before - 1  # write transactions in between
-    delta["put_total"] -= 1  # our own revision marker
-    return delta
-
-
-def scan_log(path: pathlib.Path) -> dict:
-    counts: dict[str, int] = {}
-    size, examples = 0, []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            doc = {"level": "raw", "event": line[:80]}
-        level = str(doc.get("level", "?"))
-        if level in ("warning", "error", "critical", "raw"):
-            key = f"{level}:{doc.get('event', '?')}:{doc.get('result', '')}".rstrip(":")
-            counts[key] = counts.get(key, 0) + 1
-            if SIZE_ERRORS.search(line):
-                size += 1
-                if len(examples) < 3:
-                    examples.append(line[:400])
-    return {"warnings_errors": counts, "size_errors": size, "size_error_examples": examples}
-
-
-def controller_usage(controller: Daemon) -> dict:
-    assert controller.process is not None
-    pid = controller.process.pid
-    try:
-        return {"rss_mb": round(proc_rss_mb(pid), 1), "cpu_s": round(proc_cpu_seconds(pid), 2)}
-    except OSError:
-        return {"rss_mb": None, "cpu_s": None, "note": "controller not running"}
-
-
-def etcd_size(metrics: EtcdMetrics) -> dict:
-    m = metrics.read()
-    return {
-        "db_mb": round(m.get("etcd_mvcc_db_total_size_in_bytes", 0) / 1024**2, 1),
-        "db_in_use_mb": round(m.get("etcd_mvcc_db_total_size_in_use_in_bytes", 0) / 1024**2, 1),
-        "keys": int(m.get("etcd_debugging_mvcc_keys_total", 0)),
-    }
-
-
-SECTIONS = ("hosts", "assignments", "status", "models", "history", "modelstatus", "routes")
-
-
-def section_sizes(store: EtcdStore, sample: int = 200) -> dict:
-    """Keys per section and mean bytes per key (key + value, from the first `sample` keys)."""
-    sizes = {}
-    for section in SECTIONS:
-        prefix = f"{KS.prefix}/{section}/"
-        items = store.list_page(prefix, limit=sample).items
-        lengths = [len(kv.key.encode()) + len(kv.value) for kv in items]
-        sizes[section] = {"keys": store.count_prefix(prefix), "bytes_per_key": round(statistics.mean(lengths)) if lengths else 0}
-    return sizes
-
-
-def ms(samples: list[float]) -> dict:
-    return {"p50": round(percentile(samples, 50) * 1000, 1), "p99": round(percentile(samples, 99) * 1000, 1), "n": len(samples)}
 
 
 # -- one run -------------------------------------------------------------------------------------

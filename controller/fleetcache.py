@@ -26,7 +26,10 @@ tfleet::
 * Echo suppression (a controller-runtime predicate): the controller announces the values it
   is about to write (``expect``); when a watch event brings exactly that value back, the
   controller's cursor records the key as ``quiet``: the snapshot takes the new value, but
-  the model is not planned again for it.
+  the model is not planned again for it. A report or assignment announced with its value
+  (the planner's own object) is filed as that very object when it comes back: not parsed
+  again, and held once (the planner keeps it too); a route table coming back is kept as the
+  digest of its JSON, without a second validation.
 
 How a section is read is a seam (``PrefixReader``): ``PagedReader`` (the default) uses the
 store's paginated read, every section at one revision; ``RangeReader`` models a store that
@@ -37,12 +40,13 @@ tests keep that path honest.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tfleet.controller.snapshot import SECTIONS, KeyFile, parse_key
+from tfleet.controller.snapshot import SECTIONS, KeyFile, known_route, known_value, parse_key
 from tfleet.keyspace import Keyspace
 from tfleet.ports import KeyReader, Store
 from tfleet.store import KeyValue, Snapshot, StoreError, WatchEvent
@@ -81,6 +85,11 @@ class PagedReader:
 
     def read(self, prefix: str, revision: int | None) -> Snapshot:
         return self._store.list_prefix(prefix, revision=revision)
+
+
+def _digest(value: bytes) -> bytes:
+    """What an echo is compared by: equal values, equal digests (and 16 bytes, not ~500)."""
+    return hashlib.blake2b(value, digest_size=16).digest()
 
 
 def default_reader(store: KeyReader) -> PrefixReader:
@@ -181,7 +190,10 @@ class FleetCache:
         self._lock = threading.Lock()
         self._files: dict[str, KeyFile] = {}
         self._floors: dict[str, int] = {}  # section -> revision its last read is as of
+        # key -> digest of the value announced (None: a delete); digests, not the values: a first
+        # pass at 100,000 models announces ~300,000 writes before their echoes come back
         self._echoes: dict[str, bytes | None] = {}
+        self._echo_values: dict[str, tuple[bytes, Any]] = {}  # modelstatus/assignment key -> (digest, the value its bytes encode)
         self._cursors: list[Cursor] = []
         self._listeners: list[Callable[[], None]] = []
         self._error_listeners: list[Callable[[Exception], None]] = []
@@ -209,15 +221,24 @@ class FleetCache:
         """Call listener (from the watch thread) when the watch is interrupted (it resumes by itself)."""
         self._error_listeners.append(listener)
 
-    def expect(self, writes: Mapping[str, bytes | None]) -> None:
-        """The controller is about to write these (None: delete): their echoes are quiet."""
+    def expect(self, writes: Mapping[str, bytes | None], values: Mapping[str, tuple[bytes, Any]] | None = None) -> None:
+        """The controller is about to write these (None: delete): their echoes are quiet.
+
+        values: modelstatus or assignment key -> (the bytes written, the report or assignment
+        they encode: schema.encode of it): filed as it is when the echo comes back, instead
+        of a parsed copy (an assignment's echo is not quiet: it is planned again)."""
+        prefixes = (self._ks.modelstatus_prefix(), self._ks.assignments_prefix())
+        digests = {key: None if value is None else _digest(value) for key, value in writes.items()}
+        known = {key: (_digest(written), value) for key, (written, value) in (values or {}).items() if key.startswith(prefixes)}
         with self._lock:
-            self._echoes.update(writes)
+            self._echoes.update(digests)
+            self._echo_values.update(known)
 
     def forget_echoes(self) -> None:
         """Writes failed or leadership changed: stop treating anything as an echo."""
         with self._lock:
             self._echoes.clear()
+            self._echo_values.clear()
 
     def __len__(self) -> int:
         return len(self._files)
@@ -346,7 +367,14 @@ class FleetCache:
             if section is None:
                 continue  # history/, unknown sections: never cached
             keyfile = None
-            if event.kind != "delete" and section != "hosts":  # (a host key is parsed with its previous value, below)
+            # (each a single read, no lock needed: a digest, or a (digest, value) pair)
+            expected, known = self._echoes.get(event.key), self._echo_values.get(event.key)
+            digest = _digest(event.value) if (expected is not None or known is not None) and event.kind != "delete" else None
+            if known is not None and digest == known[0]:
+                keyfile = known_value(self._ks, event.key, section, known[1], event.mod_revision)
+            elif section == "routes" and digest is not None and digest == expected:
+                keyfile = known_route(self._ks, event.key, event.value, event.mod_revision)  # (our own table: valid)
+            elif event.kind != "delete" and section != "hosts":  # (a host key is parsed with its previous value, below)
                 keyfile = parse_key(self._ks, event.key, event.value, event.mod_revision)
             parsed.append((event, section, keyfile))
         with self._lock:
@@ -357,7 +385,8 @@ class FleetCache:
                 if section == "hosts" and event.kind != "delete":  # rare: keeps its last valid record
                     keyfile = parse_key(self._ks, event.key, event.value, event.mod_revision, self._files.get(event.key))
                 expected = self._echoes.pop(event.key, _MISSING)
-                quiet = expected is not _MISSING and expected == (None if event.kind == "delete" else event.value)
+                self._echo_values.pop(event.key, None)
+                quiet = expected is not _MISSING and expected == (None if event.kind == "delete" else _digest(event.value))
                 if keyfile is None:
                     self._files.pop(event.key, None)
                 else:
@@ -390,6 +419,7 @@ class FleetCache:
         self._files = files
         self._floors = dict(read.revisions)
         self._echoes.clear()
+        self._echo_values.clear()
         # Events were lost: a key can have changed and changed back (or been written and
         # deleted) unseen, so "what differs" is not "what changed". Consumers start over
         # (the controller plans everything once); re-lists are rare.

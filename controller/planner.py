@@ -21,6 +21,7 @@ from collections.abc import Container, Mapping
 from dataclasses import dataclass
 
 from tfleet import health
+from tfleet.controller.compact import compact
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE, HostInfo, ModelDemand, PlacementInput, place, unresponsive_past_grace
 from collections.abc import Set as AbstractSet
 from tfleet.controller.placement import Placement
@@ -156,11 +157,22 @@ def plan_model(snap: FleetSnapshot, case: ModelCase, now: dt.datetime) -> ModelP
     for host, wanted in step.assignments.items():
         parsed = snap.assignments.get((host, model))
         if parsed is None or parsed.value != wanted:
-            puts[(host, model)] = wanted
+            puts[(host, model)] = compact(wanted)  # (kept until replanned: a model's replicas share one)
     deletes = frozenset((h, model) for h in holders if h not in step.assignments)
     report = _report(snap, case, step, now)
+    # Unchanged but for updated_at: the stored report itself (nothing to write; one object
+    # held, not two). Otherwise its parts share the equal parts of the reports held
+    # (controller/compact.py); the fleet cache files this object when its write comes back.
+    report = previous if previous is not None and same_report(report, previous) else compact(report, whole=False)
     wake_at = min((f.retry_after for f in step.failures), default=None)
     return ModelPlan(puts, deletes, report, wake_at=wake_at)
+
+
+def same_report(new: ModelStatusReport, old: ModelStatusReport | None) -> bool:
+    """Whether old says what new says (updated_at aside): then it is not written again."""
+    if old is None:
+        return False
+    return new is old or new.model_dump(exclude={"updated_at"}) == old.model_dump(exclude={"updated_at"})
 
 
 def plan_model_safely(snap: FleetSnapshot, case: ModelCase, now: dt.datetime) -> ModelPlan:

@@ -13,9 +13,12 @@ controller/history.py on its own thread, not by the pass.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from typing import Any
 
 from tfleet import routing, schema
 from tfleet.controller import planner
@@ -28,7 +31,7 @@ from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.snapshot import FleetBuilder, FleetSnapshot
 from tfleet.keyspace import Keyspace
 from tfleet.ports import Fence, IntentRegistry, Store
-from tfleet.schema import ModelIntent, ModelStatusReport
+from tfleet.schema import ModelIntent
 from tfleet.store import Delete, Put, StoreError
 
 WRITE_BATCH = 100  # etcd allows 128 operations per transaction by default
@@ -258,27 +261,39 @@ class ControllerReconciler:
                 models |= snap.held_by.get(host, set())
         return list(routing.plan_routes(snap, snap.routes, self._now(), models).operations(self._ks))
 
-    def _write(self, snap: FleetSnapshot, plan: planner.ControllerPlan) -> int:
-        ops: list[tuple[str, Put | Delete]] = []
+    def _operations(self, snap: FleetSnapshot, plan: planner.ControllerPlan) -> Iterator[tuple[str, Put | Delete, Any]]:
+        """(kind, operation, the report or assignment a Put encodes) in write order, encoded one
+        at a time: a first pass at 100,000 models writes ~300,000 keys, which must not all be
+        held encoded at once (it was the peak of the controller's memory)."""
         for (host, model), assignment in sorted(plan.puts.items()):
-            ops.append(("assignment", Put(self._ks.assignment(host, model), schema.encode(assignment))))
+            yield "assignment", Put(self._ks.assignment(host, model), schema.encode(assignment)), assignment
         for host, model in sorted(plan.deletes):
-            ops.append(("assignment", Delete(self._ks.assignment(host, model))))
+            yield "assignment", Delete(self._ks.assignment(host, model)), None
         for model, report in sorted(plan.reports.items()):
-            if not _same_report(report, snap.modelstatus.get(model)):
-                ops.append(("modelstatus", Put(self._ks.modelstatus(model), schema.encode(report))))
+            if not planner.same_report(report, snap.modelstatus.get(model)):
+                yield "modelstatus", Put(self._ks.modelstatus(model), schema.encode(report)), report
         for model in sorted(plan.report_deletes):
-            ops.append(("modelstatus", Delete(self._ks.modelstatus(model))))
-        ops += [("routes", op) for op in self._route_ops(snap)]
-        self._cache.expect({op.key: op.value if isinstance(op, Put) else None for kind, op in ops if kind in QUIET_ECHOES})
-        for start in range(0, len(ops), WRITE_BATCH):
-            batch = ops[start : start + WRITE_BATCH]
+            yield "modelstatus", Delete(self._ks.modelstatus(model)), None
+        for op in self._route_ops(snap):
+            yield "routes", op, None
+
+    def _write(self, snap: FleetSnapshot, plan: planner.ControllerPlan) -> int:
+        operations = self._operations(snap, plan)
+        written = 0
+        while batch := list(itertools.islice(operations, WRITE_BATCH)):
+            # Announced to the cache before they are written: the report and route echoes are
+            # quiet, and reports and assignments come back filed as these objects.
+            self._cache.expect(
+                {op.key: op.value if isinstance(op, Put) else None for kind, op, _ in batch if kind in QUIET_ECHOES},
+                {op.key: (op.value, value) for _, op, value in batch if isinstance(op, Put) and value is not None},
+            )
             # Raises NotLeader when the fence fails; False would mean an extra compare failed,
             # and these writes carry none.
-            self._election.fenced_txn([op for _, op in batch])
-            for kind, op in batch:
+            self._election.fenced_txn([op for _, op, _ in batch])
+            for kind, op, _ in batch:
                 self._metrics.writes.labels(kind, "put" if isinstance(op, Put) else "delete").inc()
-        return len(ops)
+            written += len(batch)
+        return written
 
     def _clear_gauges(self) -> None:
         self._phases.clear()
@@ -323,12 +338,6 @@ def _remove(gauge, *labels: str) -> None:
         gauge.remove(*labels)
     except KeyError:
         pass
-
-
-def _same_report(new: ModelStatusReport, old: ModelStatusReport | None) -> bool:
-    if old is None:
-        return False
-    return new.model_dump(exclude={"updated_at"}) == old.model_dump(exclude={"updated_at"})
 
 
 __all__ = ["ControllerReconciler", "Outcome"]

@@ -14,12 +14,16 @@ form (the CLI, tests); both file through the same KeyFiles, so they cannot disag
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from tfleet import schema
 from tfleet.keyspace import InvalidName, Keyspace, Section
+from tfleet import routing
+from tfleet.controller.compact import compact
 from tfleet.schema import (
     Assignment,
     HostControl,
@@ -65,8 +69,9 @@ class FleetSnapshot:
     status_revisions: dict[tuple[str, str], int] = field(default_factory=dict)
     # model -> hosts that have a status key for it
     status_hosts: dict[str, set[str]] = field(default_factory=dict)
-    # stored route tables (None: unreadable, rewritten by the controller)
-    routes: dict[str, RouteTable | None] = field(default_factory=dict)
+    # stored route tables, as their routing.content_digest (None: unreadable, rewritten by
+    # the controller)
+    routes: dict[str, bytes | None] = field(default_factory=dict)
     modelstatus: dict[str, ModelStatusReport] = field(default_factory=dict)
     versions: dict[str, dict[int, VersionRecord]] = field(default_factory=dict)
     schedules: dict[tuple[str, str], Parsed[ScheduledAction]] = field(default_factory=dict)
@@ -132,158 +137,194 @@ def _discard(index: dict[str, set[str]], name: str, member: str) -> None:
             del index[name]
 
 
-def _bad(key: str, error: str, *, unread: bool = True) -> tuple[Filer, Filer]:
-    """File a value nobody can use where operators look for it (never drop it silently).
-
-    unread=False: the value is also filed where it belongs (an intent, assignment or
-    schedule with its error, reported on its model), so it is not repeated in ``problems``.
-    """
-
-    def file(fleet: FleetSnapshot) -> None:
-        if unread:
-            fleet.problem_keys[key] = error
-        fleet.bad_values[key] = error
-
-    def unfile(fleet: FleetSnapshot) -> None:
-        fleet.problem_keys.pop(key, None)
-        fleet.bad_values.pop(key, None)
-
-    return file, unfile
-
-
-def _both(first: tuple[Filer, Filer], second: tuple[Filer, Filer]) -> tuple[Filer, Filer]:
-    def file(fleet: FleetSnapshot) -> None:
-        first[0](fleet)
-        second[0](fleet)
-
-    def unfile(fleet: FleetSnapshot) -> None:
-        second[1](fleet)
-        first[1](fleet)
-
-    return file, unfile
-
-
 def _parse(model: type[T], key: str, value: bytes, revision: int) -> Parsed[T]:
     try:
         # The raw bytes are kept only when they do not parse (the CLI's dry run shows them):
         # a parsed value needs none, and at 100,000 models they were ~6% of the memory.
-        return Parsed(schema.parse(model, value, key), None, revision)  # type: ignore[arg-type]
+        # Equal parts of documents share one object (controller/compact.py: at 100,000 models
+        # the parsed documents were most of the controller's memory). Only assignments are
+        # often equal as a whole (a model's replicas): the others share their parts.
+        return Parsed(compact(schema.parse(model, value, key), whole=model is Assignment), None, revision)  # type: ignore[arg-type]
     except SchemaError as exc:
         return Parsed(None, str(exc), revision, value)
 
 
-Filer = Callable[["FleetSnapshot"], None]
-
-
-def _nothing(fleet: FleetSnapshot) -> None:
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class KeyFile:
-    """One key parsed once: how to file it into a snapshot, and how to take it out again.
+    """One key parsed once: where it files into a snapshot (``file``), and out again (``unfile``).
 
     Every key files into slots no other key uses, so unfiling one key never disturbs another.
+    Plain data (what, where, the value): at 100,000 models a pair of closures per key cost
+    about as much as the parsed values themselves (bench/cache_memory.py).
     """
 
     key: str
     mod_revision: int
     # (no raw value bytes: nothing reads them once parsed, and at 100,000 models they were
     # about 6% of the controller's memory; echoes are compared against FleetCache._echoes)
-    file: Filer
-    unfile: Filer
+    kind: str = "none"  # where the value goes: a key of _FILE ("none": nowhere)
+    slot: Any = None  # under which name: a model or host, (host, model), (model, version), ...
+    value: Any = None
+    error: str | None = None  # filed in bad_values: a value nobody can use (never dropped silently)
+    # True: the error is also listed in ``problems`` (the value is filed nowhere else); False:
+    # the value is filed where it belongs, with its error (an intent, assignment or schedule
+    # reported on its model), so it is not repeated there.
+    unread: bool = False
     # hosts/<h> only: the last valid host record this key held (kept across invalid values)
     host_record: HostRecord | None = None
 
+    def file(self, fleet: FleetSnapshot) -> None:
+        if self.error is not None:
+            if self.unread:
+                fleet.problem_keys[self.key] = self.error
+            fleet.bad_values[self.key] = self.error
+        _FILE[self.kind](fleet, self)
 
-def _in_dict(attr: str, name: Any, value: Any) -> tuple[Filer, Filer]:
-    return (lambda fleet: getattr(fleet, attr).__setitem__(name, value), lambda fleet: getattr(fleet, attr).pop(name, None))
+    def unfile(self, fleet: FleetSnapshot) -> None:
+        _UNFILE[self.kind](fleet, self)
+        if self.error is not None:
+            fleet.problem_keys.pop(self.key, None)
+            fleet.bad_values.pop(self.key, None)
 
 
-def _filers(ks: Keyspace, key: str, value: bytes, revision: int) -> tuple[Filer, Filer]:
+def _file_intent(fleet: FleetSnapshot, f: KeyFile) -> None:
+    fleet.intents[f.slot] = f.value
+    if f.value.value is None:
+        fleet.invalid_intents.add(f.slot)
+
+
+def _unfile_intent(fleet: FleetSnapshot, f: KeyFile) -> None:
+    fleet.intents.pop(f.slot, None)
+    fleet.invalid_intents.discard(f.slot)
+
+
+def _file_status(fleet: FleetSnapshot, f: KeyFile) -> None:
+    fleet.statuses[f.slot] = f.value
+    fleet.status_revisions[f.slot] = f.mod_revision
+    fleet.status_hosts.setdefault(f.slot[1], set()).add(f.slot[0])
+
+
+def _unfile_status(fleet: FleetSnapshot, f: KeyFile) -> None:
+    fleet.statuses.pop(f.slot, None)
+    fleet.status_revisions.pop(f.slot, None)
+    _discard(fleet.status_hosts, f.slot[1], f.slot[0])
+
+
+def _file_version(fleet: FleetSnapshot, f: KeyFile) -> None:
+    model, number = f.slot
+    fleet.versions.setdefault(model, {})[number] = f.value
+
+
+def _unfile_version(fleet: FleetSnapshot, f: KeyFile) -> None:
+    model, number = f.slot
+    known = fleet.versions.get(model)
+    if known is not None:
+        known.pop(number, None)
+        if not known:
+            del fleet.versions[model]
+
+
+Filer = Callable[[FleetSnapshot, KeyFile], None]
+
+
+def _in_dict(attr: str) -> tuple[Filer, Filer]:
+    return (lambda fleet, f: getattr(fleet, attr).__setitem__(f.slot, f.value), lambda fleet, f: getattr(fleet, attr).pop(f.slot, None))
+
+
+_DICTS = {attr: _in_dict(attr) for attr in ("hosts", "hostctl", "modelstatus", "routes", "schedules")}
+_FILE: dict[str, Filer] = {
+    "none": lambda fleet, f: None,
+    "intent": _file_intent,
+    "assignment": lambda fleet, f: fleet.add_assignment(f.slot, f.value),
+    "status": _file_status,
+    "version": _file_version,
+    "leader": lambda fleet, f: setattr(fleet, "leader", f.value),
+    **{attr: filers[0] for attr, filers in _DICTS.items()},
+}
+_UNFILE: dict[str, Filer] = {
+    "none": lambda fleet, f: None,
+    "intent": _unfile_intent,
+    "assignment": lambda fleet, f: fleet.remove_assignment(f.slot),
+    "status": _unfile_status,
+    "version": _unfile_version,
+    "leader": lambda fleet, f: setattr(fleet, "leader", None),
+    **{attr: filers[1] for attr, filers in _DICTS.items()},
+}
+
+
+class _Filing(NamedTuple):
+    """What parse_key files for one key (KeyFile's fields after key and revision)."""
+
+    kind: str = "none"
+    slot: Any = None
+    value: Any = None
+    error: str | None = None
+    unread: bool = False
+
+
+def _bad(error: str) -> _Filing:
+    """A value nobody can use, filed nowhere but where operators look (never dropped silently)."""
+    return _Filing(error=error, unread=True)
+
+
+def _with_error(kind: str, slot: Any, parsed: Parsed[Any]) -> _Filing:
+    """A value filed where it belongs, with its error (if any) reported on it."""
+    return _Filing(kind, slot, parsed, parsed.error)
+
+
+def _name(text: str) -> str:
+    """Host and model names recur in many keys: one string each (sys.intern)."""
+    return sys.intern(text)
+
+
+def _filing(ks: Keyspace, key: str, value: bytes, revision: int) -> _Filing:
     parsed_key = ks.classify(key)
     section = parsed_key.section
     if parsed_key.error is not None and section in SECTIONS:
         raise InvalidName(parsed_key.error)  # (parse_key reports it)
     if section == "models":
-        name = parsed_key.model
-        parsed = _parse(ModelIntent, key, value, revision)
-
-        def file_intent(fleet: FleetSnapshot) -> None:
-            fleet.intents[name] = parsed
-            if parsed.value is None:
-                fleet.invalid_intents.add(name)
-
-        def unfile_intent(fleet: FleetSnapshot) -> None:
-            fleet.intents.pop(name, None)
-            fleet.invalid_intents.discard(name)
-
-        if parsed.error is None:
-            return file_intent, unfile_intent
-        return _both((file_intent, unfile_intent), _bad(key, parsed.error, unread=False))
-    if section in ("hostctl", "modelstatus"):  # (hosts/: _host_filers)
+        assert parsed_key.model is not None
+        return _with_error("intent", _name(parsed_key.model), _parse(ModelIntent, key, value, revision))
+    if section in ("hostctl", "modelstatus"):  # (hosts/: _host_filing)
         name = parsed_key.host if section == "hostctl" else parsed_key.model
+        assert name is not None
         kind: type[Any] = {"hostctl": HostControl, "modelstatus": ModelStatusReport}[section]
         parsed_doc = _parse(kind, key, value, revision)
         if parsed_doc.value is None:
-            return _bad(key, parsed_doc.error or key)
-        return _in_dict(section, name, parsed_doc.value)
-    if section == "assignments":
-        place = (parsed_key.host, parsed_key.model)
-        parsed_assignment = _parse(Assignment, key, value, revision)
-        filers: tuple[Filer, Filer] = (lambda fleet: fleet.add_assignment(place, parsed_assignment), lambda fleet: fleet.remove_assignment(place))
-        return filers if parsed_assignment.error is None else _both(filers, _bad(key, parsed_assignment.error, unread=False))
-    if section == "status":
-        place = (parsed_key.host, parsed_key.model)
+            return _bad(parsed_doc.error or key)
+        return _Filing(section, _name(name), parsed_doc.value)
+    if section in ("assignments", "status"):
+        assert parsed_key.host is not None and parsed_key.model is not None
+        place = (_name(parsed_key.host), _name(parsed_key.model))
+        if section == "assignments":
+            return _with_error("assignment", place, _parse(Assignment, key, value, revision))
         status = _parse(ModelStatus, key, value, revision)
         if status.value is None:
-            return _bad(key, status.error or key)
-
-        def file_status(fleet: FleetSnapshot) -> None:
-            fleet.statuses[place] = status.value  # type: ignore[assignment]
-            fleet.status_revisions[place] = revision
-            fleet.status_hosts.setdefault(place[1], set()).add(place[0])
-
-        def unfile_status(fleet: FleetSnapshot) -> None:
-            fleet.statuses.pop(place, None)
-            fleet.status_revisions.pop(place, None)
-            _discard(fleet.status_hosts, place[1], place[0])
-
-        return file_status, unfile_status
+            return _bad(status.error or key)
+        return _Filing("status", place, status.value)
     if section == "versions":
         model, number = parsed_key.model, parsed_key.version  # (classify: ASCII digits, no leading zeros)
+        assert model is not None and number is not None
         record = _parse(VersionRecord, key, value, revision)
         if record.value is None:
-            return _bad(key, record.error or key)
-
-        def file_version(fleet: FleetSnapshot) -> None:
-            fleet.versions.setdefault(model, {})[number] = record.value  # type: ignore[assignment]
-
-        def unfile_version(fleet: FleetSnapshot) -> None:
-            known = fleet.versions.get(model)
-            if known is not None:
-                known.pop(number, None)
-                if not known:
-                    del fleet.versions[model]
-
-        return file_version, unfile_version
+            return _bad(record.error or key)
+        return _Filing("version", (_name(model), number), record.value)
     if section == "schedules":
-        model, schedule_id = parsed_key.model, parsed_key.schedule
-        parsed_action = _parse(ScheduledAction, key, value, revision)
-        filed = _in_dict("schedules", (model, schedule_id), parsed_action)
-        return filed if parsed_action.error is None else _both(filed, _bad(key, parsed_action.error, unread=False))
+        assert parsed_key.model is not None and parsed_key.schedule is not None
+        return _with_error("schedules", (_name(parsed_key.model), parsed_key.schedule), _parse(ScheduledAction, key, value, revision))
     if section == "routes":
-        name = parsed_key.model
+        assert parsed_key.model is not None
+        name = _name(parsed_key.model)
         table = _parse(RouteTable, key, value, revision).value
-        return _in_dict("routes", name, table if table is not None and table.model == name else None)
+        # Only the digest of a valid table is kept: the controller writes the tables and only
+        # asks whether one it computes differs (routing.routes_changed).
+        return _Filing("routes", name, routing.content_digest(table) if table is not None and table.model == name else None)
     if section == "leader":
-        leader = _parse(LeaderRecord, key, value, revision)
-        filed_leader: tuple[Filer, Filer] = (lambda fleet: setattr(fleet, "leader", leader), lambda fleet: setattr(fleet, "leader", None))
-        return filed_leader if leader.error is None else _both(filed_leader, _bad(key, leader.error, unread=False))
-    return _nothing, _nothing  # history, problems, and keys of later versions: not planning input
+        return _with_error("leader", None, _parse(LeaderRecord, key, value, revision))
+    return _Filing()  # history, problems, and keys of later versions: not planning input
 
 
-def _host_filers(ks: Keyspace, key: str, value: bytes, revision: int, previous: KeyFile | None) -> tuple[Filer, Filer, HostRecord | None]:
+def _host_filing(ks: Keyspace, key: str, value: bytes, revision: int, previous: KeyFile | None) -> tuple[_Filing, HostRecord | None]:
     """hosts/<h>: a valid record is filed; an invalid one keeps the key's last valid record.
 
     The agent writes its record bound to its lease, so the key exists exactly while the host
@@ -294,19 +335,16 @@ def _host_filers(ks: Keyspace, key: str, value: bytes, revision: int, previous: 
     value is reported (<prefix>/problems), and the agent writes its key back within a probe
     interval. A host whose key never held a valid value in this process is not filed.
     """
-    name = ks.name_after(key, ks.hosts_prefix())
+    name = _name(ks.name_after(key, ks.hosts_prefix()))
     parsed = _parse(HostRecord, key, value, revision)
     if parsed.value is not None:
-        file, unfile = _in_dict("hosts", name, parsed.value)
-        return file, unfile, parsed.value
+        return _Filing("hosts", name, parsed.value), parsed.value
     kept = previous.host_record if previous is not None else None
     error = parsed.error or key
     if kept is None:
-        file, unfile = _bad(key, error)
-        return file, unfile, None
+        return _bad(error), None
     error = schema.safe_text(f"{error} (the controller keeps host {name}'s last valid record while the key exists)")
-    file, unfile = _both(_in_dict("hosts", name, kept), _bad(key, error))
-    return file, unfile, kept
+    return _Filing("hosts", name, kept, error, unread=True), kept
 
 
 def is_host_key(ks: Keyspace, key: str) -> bool:
@@ -320,14 +358,30 @@ def parse_key(ks: Keyspace, key: str, value: bytes, revision: int, previous: Key
     record: HostRecord | None = None
     try:
         if is_host_key(ks, key):
-            file, unfile, record = _host_filers(ks, key, value, revision, previous)
+            filing, record = _host_filing(ks, key, value, revision, previous)
         else:
-            file, unfile = _filers(ks, key, value, revision)
+            filing = _filing(ks, key, value, revision)
     except InvalidName as exc:
-        file, unfile = _bad(key, schema.safe_text(f"{key}: {exc}"))
+        filing = _bad(schema.safe_text(f"{key}: {exc}"))
     except Exception as exc:  # noqa: BLE001 - one key must never fail the whole snapshot
-        file, unfile = _bad(key, schema.safe_text(f"{key}: could not be read ({type(exc).__name__}: {exc})")[:2000])
-    return KeyFile(key, revision, file, unfile, record)
+        filing = _bad(schema.safe_text(f"{key}: could not be read ({type(exc).__name__}: {exc})")[:2000])
+    return KeyFile(key, revision, *filing, host_record=record)
+
+
+def known_value(ks: Keyspace, key: str, section: str, value: ModelStatusReport | Assignment, revision: int) -> KeyFile:
+    """modelstatus/<m> or assignments/<h>/<m> holding exactly ``schema.encode(value)``: the
+    controller's own write coming back (fleetcache.py), filed as the planner's object instead
+    of a parsed copy (parse_key of those bytes gives an equal KeyFile: tests/unit/test_fleetcache.py)."""
+    if section == "assignments":
+        host, model = ks.parse_host_model(key, section)
+        return KeyFile(key, revision, "assignment", (_name(host), _name(model)), Parsed(value, None, revision))
+    return KeyFile(key, revision, "modelstatus", _name(ks.name_after(key, ks.modelstatus_prefix())), value)
+
+
+def known_route(ks: Keyspace, key: str, value: bytes, revision: int) -> KeyFile:
+    """routes/<m> holding the bytes the controller encoded from a table it built (its echo):
+    the digest of its JSON, not validated again (= parse_key's: tests/unit/test_fleetcache.py)."""
+    return KeyFile(key, revision, "routes", _name(ks.name_after(key, ks.routes_prefix())), routing.document_digest(json.loads(value)))
 
 
 def read(snapshot: Snapshot, ks: Keyspace) -> FleetSnapshot:

@@ -93,8 +93,10 @@ _TOKEN = re.compile(
 
 def _instrument(metrics: object) -> None:
     """Create one child of every labelled metric, so that the exposition shows its series."""
+    from tfleet.controller.metrics import ModelGauge
+
     for value in vars(metrics).values():
-        if isinstance(value, MetricWrapperBase) and value._labelnames:
+        if isinstance(value, (MetricWrapperBase, ModelGauge)) and value._labelnames:
             value.labels(*("x" for _ in value._labelnames))
 
 

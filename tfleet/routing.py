@@ -32,6 +32,8 @@ Rules:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -129,10 +131,30 @@ def route_tables(snap: ServedFleet, now: dt.datetime = EPOCH, models: Collection
     return {model: build_table(model, by_model[model], snap.hosts, now) for model in sorted(by_model)}
 
 
-def routes_changed(old: RouteTable | None, new: RouteTable) -> bool:
-    """True when ``new`` must be written over ``old`` (anything but updated_at differs)."""
+def content_digest(table: RouteTable) -> bytes:
+    """A digest of everything in a table but updated_at: equal digests, equal content.
+
+    What the controller keeps of each stored table (controller/snapshot.py): it only needs
+    to know whether a table it computes differs, and at 100,000 models the parsed tables
+    cost ~200 MB. Canonical JSON (keys sorted, as dict equality ignores their order)."""
+    return document_digest(table.model_dump(mode="json"))
+
+
+def document_digest(document: Mapping[str, object]) -> bytes:
+    """content_digest of a table given as its JSON document (as ``schema.encode`` writes it:
+    the controller's own writes coming back need no second validation)."""
+    content = {key: value for key, value in document.items() if key != "updated_at"}
+    return hashlib.blake2b(json.dumps(content, sort_keys=True, separators=(",", ":")).encode(), digest_size=16).digest()
+
+
+def routes_changed(old: RouteTable | bytes | None, new: RouteTable) -> bool:
+    """True when ``new`` must be written over ``old`` (anything but updated_at differs).
+
+    old: the stored table, its ``content_digest``, or None (none, or unreadable)."""
     if old is None:
         return True
+    if isinstance(old, bytes):
+        return old != content_digest(new)
     return old.model_dump(exclude={"updated_at"}) != new.model_dump(exclude={"updated_at"})
 
 
@@ -155,11 +177,12 @@ class RoutePlan:
         return ops
 
 
-def plan_routes(snap: ServedFleet, current: Mapping[str, RouteTable | None], now: dt.datetime, models: Collection[str] | None = None) -> RoutePlan:
+def plan_routes(snap: ServedFleet, current: Mapping[str, RouteTable | bytes | None], now: dt.datetime, models: Collection[str] | None = None) -> RoutePlan:
     """What to write so that ``<prefix>/routes/`` matches the snapshot.
 
-    ``current`` maps every model that has a routes key now to its stored table, or None when
-    the stored value is unreadable (``read_route_tables``). A table is put only when its
+    ``current`` maps every model that has a routes key now to its stored table (or that
+    table's ``content_digest``), or None when the stored value is unreadable
+    (``read_route_tables``). A table is put only when its
     content differs (an unreadable one is always rewritten); the key of a model no longer
     served by any live host is deleted. ``models`` limits the plan to those models (the
     controller passes the ones whose keys changed); None plans every model.
@@ -214,6 +237,8 @@ __all__ = [
     "RoutePlan",
     "ServedFleet",
     "build_table",
+    "content_digest",
+    "document_digest",
     "parse_route_table",
     "plan_routes",
     "read_route_tables",

@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from bench.scale import ETCD_SETTINGS, ReadyTracker, intent, model_name, write_intents
+from bench.scale import ETCD_SETTINGS
+from bench.scale_parts import ReadyTracker, intent, model_name, write_intents
 from bench.standin import StandinFleet, host_names
 from tests.helpers import wait_until
 from tfleet import schema

@@ -17,7 +17,7 @@ from tfleet import schema
 from tfleet.controller.fleetcache import FleetCache, PagedReader, RangeReader, section_of
 from tfleet.controller.incremental import IncrementalPlanner
 from tfleet.controller.planner import plan
-from tfleet.controller.snapshot import FleetBuilder, read
+from tfleet.controller.snapshot import FleetBuilder, parse_key, read
 from tfleet.keyspace import Keyspace
 from tfleet.store import Snapshot
 
@@ -201,9 +201,13 @@ def _write(etcd: FakeEtcd, cache: FleetCache, result, fleet) -> None:
     """What the reconciler writes: assignments, and reports that differ (announced as echoes)."""
     ops: list[tuple[str, bytes | None]] = [(KS.assignment(h, m), schema.encode(a)) for (h, m), a in sorted(result.puts.items())]
     ops += [(KS.assignment(h, m), None) for h, m in sorted(result.deletes)]
-    reports = [(KS.modelstatus(m), schema.encode(result.reports[m])) for m in sorted(_needed(result, fleet)[2])]
+    written = sorted(_needed(result, fleet)[2])
+    reports = [(KS.modelstatus(m), schema.encode(result.reports[m])) for m in written]
     reports += [(KS.modelstatus(m), None) for m in sorted(result.report_deletes)]
-    cache.expect(dict(reports))
+    # as the reconciler does: the echoes are filed as the planner's own objects
+    values = {KS.modelstatus(m): (value, result.reports[m]) for (_, value), m in zip(reports, written, strict=False)}
+    values.update({key: (value, result.puts[place]) for (key, value), place in zip(ops, sorted(result.puts), strict=False)})
+    cache.expect(dict(reports), values)
     if ops or reports:
         etcd.txn(ops + reports)
 
@@ -376,3 +380,51 @@ def test_an_invalid_host_record_keeps_the_last_valid_one_while_the_key_exists() 
     fleet = take()
     assert "h0" not in fleet.hosts and KS.host("h0") in fleet.bad_values
     assert "h0" not in read(Snapshot(etcd.revision, tuple(etcd.items.values())), KS).hosts  # a one-shot read has no memory
+
+
+def test_an_echoed_report_or_assignment_is_filed_as_the_object_written_and_equals_a_parsed_one() -> None:
+    etcd = FakeEtcd()
+    cache = FleetCache(etcd, KS, log=LOG)
+    cursor = cache.cursor("c", echoes=True)
+    assert cache.ensure_started()
+    cursor.take()
+    key, place = KS.modelstatus("m0"), KS.assignment("h0", "m0")
+    report = schema.parse(schema.ModelStatusReport, VALUES["modelstatus"][0], key)
+    wanted = schema.parse(schema.Assignment, assignment([1, 2]), place)
+    written = {key: schema.encode(report), place: schema.encode(wanted)}
+    cache.expect({key: written[key]}, {key: (written[key], report), place: (written[place], wanted)})
+    etcd.txn(list(written.items()))
+    etcd.watches[-1].drain()
+    for name, value in ((key, report), (place, wanted)):
+        filed = cache.get(name)
+        assert filed is not None and (filed.value is value or filed.value.value is value)  # not parsed again: the very object
+        assert filed == parse_key(KS, name, written[name], filed.mod_revision)
+    changes = cursor.take()
+    assert changes is not None and changes.quiet == {key}  # (an assignment's echo is planned again)
+    # another value than the one announced is parsed
+    cache.expect({key: schema.encode(report)}, {key: (schema.encode(report), report)})
+    changed = schema.encode(report.model_copy(update={"wanted_replicas": 7}))
+    etcd.txn([(key, changed)])
+    etcd.watches[-1].drain()
+    again = cache.get(key)
+    assert again is not None and again.value is not report and again.value.wanted_replicas == 7
+
+
+def test_an_echoed_route_table_is_kept_as_the_digest_a_parse_gives(monkeypatch) -> None:
+    """...without parsing it again (its bytes are the controller's own encoding of a table)."""
+    from tfleet.controller import snapshot
+    from tfleet.routing import build_table
+
+    etcd = FakeEtcd()
+    cache = FleetCache(etcd, KS, log=LOG)
+    assert cache.ensure_started()
+    key = KS.routes("m0")
+    hosts = {"h0": schema.parse(schema.HostRecord, host("h0"), "h"), "h1": schema.parse(schema.HostRecord, host("h1"), "h")}
+    served = {h: schema.parse(schema.ModelStatus, status(5, [1, 2]), "s") for h in hosts}
+    value = schema.encode(build_table("m0", served, hosts, NOW))
+    expected = parse_key(KS, key, value, etcd.revision + 1)
+    cache.expect({key: value})
+    etcd.txn([(key, value)])
+    monkeypatch.setattr(snapshot, "_parse", lambda *args: pytest.fail("an echoed route table was parsed again"))
+    etcd.watches[-1].drain()
+    assert cache.get(key) == expected

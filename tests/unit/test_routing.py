@@ -16,6 +16,7 @@ from tfleet.routing import (
     read_route_tables,
     route_tables,
     routes_changed,
+    content_digest,
 )
 from tfleet.schema import HostRecord, ModelStatus, RouteTable, SchemaError
 from tfleet.store import Delete, KeyValue, Put, Snapshot
@@ -197,6 +198,16 @@ def table(endpoints: list[str], updated_at: dt.datetime = NOW, **extra) -> Route
 )
 def test_routes_changed(old, new, changed) -> None:
     assert routes_changed(old, new) is changed
+    # the controller keeps only the stored table's digest: it must decide the same
+    assert routes_changed(content_digest(old) if old is not None else None, new) is changed
+
+
+def test_the_digest_ignores_the_order_of_keys_as_table_equality_does() -> None:
+    eps = [{"host": "a", "grpc_address": "a:8500", "rest_address": "a:8501"}]
+    one = RouteTable(model="m", versions={"1": eps, "2": eps}, labels={"x": eps, "y": []}, endpoints=eps, updated_at=NOW)
+    two = RouteTable(model="m", versions={"2": eps, "1": eps}, labels={"y": [], "x": eps}, endpoints=eps, updated_at=NOW)
+    assert one == two and content_digest(one) == content_digest(two)
+    assert content_digest(one) != content_digest(one.model_copy(update={"model": "n"}))
 
 
 def test_plan_routes_puts_changes_and_deletes_models_no_longer_served() -> None:

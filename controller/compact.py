@@ -1,0 +1,156 @@
+"""Equal parsed values share one object: the controller's memory at 100,000 models.
+
+A parsed pydantic document costs 5 to 12 times its JSON bytes (measured with
+bench/cache_memory.py: a 180-byte agent status held 2 KB, a 460-byte route table 4.6 KB), and
+most of it repeats: the same ``{"1": {"state": "AVAILABLE", ...}}`` in 200,000 statuses, the
+same version policy and rollout defaults in every intent, the same two assignments per model,
+the same replica entries and endpoints per host in reports and route tables, and every
+pydantic object's own set of the fields it was given (728 bytes from 5 fields on).
+
+``Interner.compact`` makes a freshly parsed value share what it has in common with the values
+already held: equal sub-documents (models, dicts, lists, timestamps) become one object, equal
+strings one string, equal field sets one set. The value is still an instance of its pydantic
+class and equal to what was parsed (tests/unit/test_compact.py): readers see no difference.
+
+Why sharing is safe: parsed documents are frozen models, and tfleet never changes a parsed
+value in place (it builds new documents: planner.py, routing.py); the cache already shares
+each parsed value between the controller's snapshot and the dashboard's. A shared dict or
+list inside a document is as read-only as the document.
+
+The table forgets what nothing else holds any more (a count of references, checked when the
+table has doubled since the last check), so it grows with what is held, never with history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+T = TypeVar("T")
+_SCALARS = (int, bool, type(None))
+_MIN_PRUNE = 8192
+# one key object each for the scalars most documents hold (keys are kept as long as the values)
+_SCALAR_KEYS = {key: key for key in [(type(None), None), (bool, True), (bool, False), *((int, i) for i in range(-1, 1025))]}
+
+
+class Interner:
+    """One table of shared values (a process needs one: ``compact`` below)."""
+
+    def __init__(self) -> None:
+        self._table: dict[Any, Any] = {}
+        self._prune_at = _MIN_PRUNE
+        self.pruned = 0
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def compact(self, value: T, *, whole: bool = True) -> T:
+        """value, or an equal value that shares its parts with the values held already.
+
+        ``value`` must be freshly parsed (nobody else holds it yet): its own sub-documents
+        may be replaced by equal shared ones in place. whole=False: share only its parts (a
+        document that is rarely equal to another as a whole, e.g. a model's report, would
+        only cost its table entry)."""
+        shared, _ = self._node(value, whole)
+        if len(self._table) >= self._prune_at:
+            self._prune()
+        return shared  # type: ignore[no-any-return]
+
+    # -- internals ---------------------------------------------------------------------------
+    def _share(self, key: Any, value: Any) -> Any:
+        return self._table.setdefault(key, value)
+
+    def _node(self, value: Any, whole: bool = True) -> tuple[Any, Any]:
+        """(the shared form of value, its key: equal keys mean equal values)."""
+        kind = type(value)
+        if kind is str:
+            shared = sys.intern(value)
+            return shared, shared
+        if kind is float:
+            return value, (kind, repr(value))  # (-0.0 == 0.0, yet they are written apart)
+        if kind in _SCALARS:
+            scalar = (kind, value)
+            return value, _SCALAR_KEYS.get(scalar, scalar)
+        if kind is dict:
+            parts: list[Any] = []
+            for k, v in value.items():
+                k2, kk = self._node(k)
+                v2, vk = self._node(v)
+                if k2 is not k or v2 is not v:
+                    value[k2] = v2
+                parts += (kk, vk)
+            key: Any = (dict, tuple(parts))
+        elif kind is list:
+            keys: list[Any] = []
+            for i, item in enumerate(value):
+                shared_item, item_key = self._node(item)
+                if shared_item is not item:
+                    value[i] = shared_item
+                keys.append(item_key)
+            key = (list, tuple(keys))
+        elif kind is dt.datetime:
+            key = (kind, value.isoformat())  # (not the value itself: the key must not hold it)
+        elif isinstance(value, BaseModel) and value.__pydantic_extra__ is None and value.__pydantic_private__ is None:
+            fields = value.__dict__
+            parts = []
+            for name, item in fields.items():
+                shared_item, item_key = self._node(item)
+                if shared_item is not item:
+                    fields[name] = shared_item
+                parts.append(item_key)
+            fields_set = value.__pydantic_fields_set__
+            shared_set = self._share((set, frozenset(fields_set)), fields_set)
+            if shared_set is not fields_set:
+                object.__setattr__(value, "__pydantic_fields_set__", shared_set)
+            key = (kind, id(shared_set), tuple(parts))
+        else:  # anything else is kept as it is, unshared
+            return value, id(value)
+        # A shared node's key is its id (an int: other keys are strings and tuples), valid as
+        # long as the entries whose keys hold it: they hold the node itself.
+        if not whole:
+            return value, id(value)
+        shared = self._share(key, value)
+        return shared, id(shared)
+
+    def _prune(self) -> None:
+        """Forget the values only the table holds (their parents first: repeated until none).
+
+        No lock (pure planners use the table too, and may not import threading): the GIL
+        makes each table operation atomic, and a value shared by another thread just while
+        its entry goes stays correct (it is only no longer shared with later equal ones)."""
+        table = self._table
+        while True:
+            # (keys only, a list of pointers: a copy of the items would cost the table again)
+            dead = [key for key in list(table) if _refcount(table, key) <= _DEAD]
+            for key in dead:
+                table.pop(key, None)  # (another thread may be pruning too)
+            self.pruned += len(dead)
+            if not dead:
+                break
+        self._prune_at = max(_MIN_PRUNE, 2 * len(table))
+
+
+def _refcount(table: dict[Any, Any], key: Any) -> int:
+    return sys.getrefcount(table.get(key))
+
+
+def _dead_refcount() -> int:
+    """The reference count _prune sees for a value only the table holds (CPython's count
+    includes the table's reference and the call's: measured, not assumed)."""
+    return _refcount({0: object()}, 0)
+
+
+_DEAD = _dead_refcount()
+
+# The process's one table: the fleet cache's parsed values share it (controller/snapshot.py).
+INTERNER = Interner()
+
+
+def compact(value: T, *, whole: bool = True) -> T:
+    return INTERNER.compact(value, whole=whole)
+
+
+__all__ = ["INTERNER", "Interner", "compact"]

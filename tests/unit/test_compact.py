@@ -1,0 +1,69 @@
+"""Equal parsed values share one object (controller/compact.py) without changing any value."""
+
+from __future__ import annotations
+
+import gc
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tfleet import schema
+from tfleet.controller.compact import Interner
+from tfleet.schema import Assignment, ModelStatus, ModelStatusReport
+
+STATUS = b'{"assignment_revision":%d,"versions":{"1":{"state":"AVAILABLE","error_code":0,"error_message":""}},"version_labels":{"stable":1},"error":null,"updated_at":"2026-11-27T12:00:00Z"}'
+REPORT = (
+    b'{"intent_revision":%d,"wanted_replicas":2,"ready_replicas":{"1":2},"replicas":[{"host":"h1","versions":{"1":"AVAILABLE"},"labels":{},"ready":true,'
+    b'"canary":false,"errors":[]}],"rollout":{"phase":"stable","from_versions":[],"to_versions":[1],"reason":"","from_labels":{}},"reasons":[],"error":null,'
+    b'"failures":[],"updated_at":"2026-11-27T12:00:00Z","serving_replicas":2,"health":"ok","health_reason":""}'
+)
+
+
+def test_equal_parts_are_one_object_and_values_do_not_change() -> None:
+    interner = Interner()
+    first, second = (interner.compact(schema.parse(ModelStatus, STATUS % n, "k"), whole=False) for n in (1, 2))
+    assert first is not second  # whole=False: the documents themselves stay apart
+    assert first.versions is second.versions and first.version_labels is second.version_labels
+    assert first.__pydantic_fields_set__ is second.__pydantic_fields_set__
+    assert schema.encode(first) == STATUS % 1 and first == schema.parse(ModelStatus, STATUS % 1, "k")
+    reports = [interner.compact(schema.parse(ModelStatusReport, REPORT % n, "k"), whole=False) for n in (3, 4)]
+    assert reports[0].replicas is reports[1].replicas and reports[0].rollout is reports[1].rollout
+    assert [schema.encode(r) for r in reports] == [REPORT % 3, REPORT % 4]
+
+
+def test_equal_documents_are_one_object_when_shared_whole() -> None:
+    interner = Interner()
+    raw = b'{"base_path":"/m","model_version_policy":{"specific":{"versions":[1]}},"version_labels":{"stable":1}}'
+    first, second = (interner.compact(schema.parse(Assignment, raw, "k")) for _ in range(2))
+    assert first is second
+    other = interner.compact(schema.parse(Assignment, raw.replace(b"[1]", b"[2]"), "k"))
+    assert other != first and other.version_labels is first.version_labels
+
+
+def test_values_nothing_holds_are_forgotten() -> None:
+    interner = Interner()
+    held = [interner.compact(schema.parse(ModelStatus, STATUS % n, "k"), whole=False) for n in range(3)]
+    size = len(interner)
+    assert size > 0
+    del held
+    gc.collect()
+    interner._prune()
+    assert len(interner) == 0
+
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from([0.0, -0.0, 1.0, 1]), st.text(max_size=5)
+)
+_trees = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=12)
+
+
+@settings(max_examples=200)
+@given(st.lists(_trees, max_size=6))
+def test_sharing_never_conflates_values_that_differ(trees: list[object]) -> None:
+    """1, 1.0 and True are equal in Python but not the same JSON: they must stay apart."""
+    import json
+
+    interner = Interner()
+    before = [json.dumps(tree) for tree in trees]
+    shared = [interner.compact(json.loads(text)) for text in before]
+    assert [json.dumps(tree) for tree in shared] == before
