@@ -51,8 +51,6 @@ from tfleet.keyspace import Keyspace
 from tfleet.ports import KeyReader, Store
 from tfleet.store import KeyValue, Snapshot, StoreError, WatchEvent
 
-_MISSING = object()
-
 
 class PrefixReader(Protocol):
     def read(self, prefix: str, revision: int | None) -> Snapshot:
@@ -384,9 +382,10 @@ class FleetCache:
                     continue  # that section's read already holds it
                 if section == "hosts" and event.kind != "delete":  # rare: keeps its last valid record
                     keyfile = parse_key(self._ks, event.key, event.value, event.mod_revision, self._files.get(event.key))
-                expected = self._echoes.pop(event.key, _MISSING)
+                echoed = event.key in self._echoes
+                expected = self._echoes.pop(event.key, None)
                 self._echo_values.pop(event.key, None)
-                quiet = expected is not _MISSING and expected == (None if event.kind == "delete" else _digest(event.value))
+                quiet = echoed and expected == (None if event.kind == "delete" else _digest(event.value))
                 if keyfile is None:
                     self._files.pop(event.key, None)
                 else:

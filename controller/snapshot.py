@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from pydantic import BaseModel
+
 from tfleet import schema
 from tfleet.keyspace import InvalidName, Keyspace, Section
 from tfleet import routing
@@ -40,6 +42,7 @@ from tfleet.schema import (
 from tfleet.store.types import Snapshot
 
 T = TypeVar("T")
+_Doc = TypeVar("_Doc", bound=BaseModel)
 _MODEL_SECTIONS = (Section.MODELS, Section.MODELSTATUS, Section.VERSIONS, Section.ASSIGNMENTS, Section.STATUS, Section.ROUTES)
 
 # The sections of the keyspace a FleetSnapshot is made of (history/ is not: no pass reads it).
@@ -137,14 +140,14 @@ def _discard(index: dict[str, set[str]], name: str, member: str) -> None:
             del index[name]
 
 
-def _parse(model: type[T], key: str, value: bytes, revision: int) -> Parsed[T]:
+def _parse(model: type[_Doc], key: str, value: bytes, revision: int) -> Parsed[_Doc]:
     try:
         # The raw bytes are kept only when they do not parse (the CLI's dry run shows them):
         # a parsed value needs none, and at 100,000 models they were ~6% of the memory.
         # Equal parts of documents share one object (controller/compact.py: at 100,000 models
         # the parsed documents were most of the controller's memory). Only assignments are
         # often equal as a whole (a model's replicas): the others share their parts.
-        return Parsed(compact(schema.parse(model, value, key), whole=model is Assignment), None, revision)  # type: ignore[arg-type]
+        return Parsed(compact(schema.parse(model, value, key), whole=model is Assignment), None, revision)
     except SchemaError as exc:
         return Parsed(None, str(exc), revision, value)
 
