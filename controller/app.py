@@ -69,6 +69,7 @@ class Controller:
         self.log = logs.OutageLog(logs.get("controller", id=settings.id), logs.CONTROLLER_OUTAGE_EVENTS)
         self._clock = clock
         self._wake = threading.Event()
+        self._requeue_after: float | None = None
         self._stop = threading.Event()
         self._stopped = threading.Event()
         self._since = schema.utc_now()
@@ -175,7 +176,7 @@ class Controller:
     def _loop(self) -> None:
         self._wake.set()
         while not self._stop.is_set():
-            self._wake.wait(timeout=self.settings.resync_interval)
+            self._wake.wait(timeout=min(self.settings.resync_interval, self._requeue_after or self.settings.resync_interval))
             if self._stop.is_set():
                 break
             if self.settings.coalesce_window:
@@ -195,7 +196,8 @@ class Controller:
         self.cache.ensure_started()  # a standby's too: its dashboard reads it
         # A standby's pass returns at once; the first one after losing leadership also
         # drops the fleet gauges this controller reported while it led.
-        self.reconciler.reconcile()
+        # requeue_after: a rolling-resync slice is owed by then (controller/resync.py)
+        self._requeue_after = self.reconciler.reconcile().requeue_after
         if leading:
             self._schedule_next_action()
         self._publish_problems(leading)

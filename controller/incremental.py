@@ -23,7 +23,7 @@ results equal the full planner's.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE, IncrementalPlacer, Placement, PlacementInput
@@ -73,6 +73,11 @@ class IncrementalPlanner:
     def reports(self) -> Mapping[str, ModelStatusReport]:
         """The latest report of every managed model (for gauges and the dashboard)."""
         return {m: r.report for m, r in self._results.items() if r.report is not None}
+
+    @property
+    def known_models(self) -> Iterable[str]:
+        """The models the planner keeps a result of (a view, not a copy)."""
+        return self._results.keys()
 
     def plans_all(self, snap: FleetSnapshot) -> bool:
         """Whether the next plan() of snap plans every model."""

@@ -23,6 +23,7 @@ from tfleet.controller.election import NotLeader
 from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.incremental import IncrementalPlanner
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE
+from tfleet.controller.resync import SLICE_MAX, RollingResync
 from tfleet.controller.schedules import ScheduleRunner
 from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.snapshot import FleetBuilder, FleetSnapshot
@@ -31,9 +32,11 @@ from tfleet.schema import ModelIntent, ModelStatusReport
 from tfleet.store import Delete, EtcdStore, Put, StoreError
 
 WRITE_BATCH = 100  # etcd allows 128 operations per transaction by default
-# The incremental planner is checked by a full plan this often (seconds, by default: the
-# controller's --full-plan-interval, controller/settings.py): a safety net for any change it
-# might have missed. It plans from the cache too (no etcd read), but costs the whole fleet.
+# Every model (and host) is planned again this often (seconds, by default: the controller's
+# --full-plan-interval, controller/settings.py): the net under the incremental planner, for
+# any change it might have missed. A rolling resync (controller/resync.py): each pass plans a
+# bounded slice besides what changed, so no pass costs the whole fleet. A new term, failed
+# writes and re-lists still plan everything at once.
 FULL_PLAN_EVERY = 60.0
 # Writes whose echo is not a change worth planning: the planner's reports and the route
 # tables are functions of the snapshot, so writing them back changes no decision. (An
@@ -47,6 +50,8 @@ HISTORY_RECHECK = 30.0
 class Outcome:
     result: str  # ok | standby | etcd_unavailable | lost_leadership
     writes: int = 0
+    # run a pass again after this many seconds (a resync slice is owed), None: when woken
+    requeue_after: float | None = None
 
 
 class ControllerReconciler:
@@ -64,9 +69,11 @@ class ControllerReconciler:
         cache: FleetCache | None = None,
         tfs_unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE,
         full_plan_interval: float = FULL_PLAN_EVERY,
+        resync_slice: int = SLICE_MAX,
     ) -> None:
         """cache: the process's fleet cache (app.py shares one with the dashboard); without
-        one the reconciler keeps its own."""
+        one the reconciler keeps its own. full_plan_interval: every model and host is planned
+        again this often, at most resync_slice of each per pass (controller/resync.py)."""
         self._store = store
         self._ks = keyspace
         self._election = election
@@ -86,8 +93,9 @@ class ControllerReconciler:
         self._planner = IncrementalPlanner(tfs_unresponsive_grace)
         self._phases: dict[str, str] = {}  # model -> rollout phase last set in the gauge
         self._unplaced: set[str] = set()
-        self._full_plan_interval = full_plan_interval
-        self._last_full_plan = float("-inf")
+        # the net under the incremental planner: every model and host planned again per interval
+        self._resync_models = RollingResync(full_plan_interval, resync_slice)
+        self._resync_hosts = RollingResync(full_plan_interval, resync_slice)
         self._was_leader = False
         self.last_snapshot: FleetSnapshot | None = None
 
@@ -124,9 +132,8 @@ class ControllerReconciler:
                 self.last_snapshot = None
             self._was_leader = False
             return Outcome("standby")
-        if not self._was_leader or self._clock() - self._last_full_plan >= self._full_plan_interval:
+        if not self._was_leader:
             self._start_over()  # a new term starts from what etcd holds, not from memory
-            self._last_full_plan = self._clock()
             self._was_leader = True
         snap = self._take()
         if snap is None:
@@ -139,6 +146,7 @@ class ControllerReconciler:
             return Outcome("cache_behind")
         self.last_snapshot = snap
         try:
+            resynced = self._add_resync_slice(snap)
             self._remember_valid_intents(snap)
             plan_started = self._clock()
             plan = self._planner.plan(snap, self._last_valid, self._now())
@@ -160,10 +168,36 @@ class ControllerReconciler:
             # the cache were not planned, so the next pass plans everything.
             self._start_over()
             raise
+        if self._planner.full:  # everything was just planned: the next resync cycle starts now
+            self._resync_models.restart(self._clock())
+            self._resync_hosts.restart(self._clock())
         self._update_gauges(snap)
         log = self._log.info if writes else self._log.debug
-        log("reconcile", result="ok", revision=snap.revision, models=len(snap.intents), hosts=len(snap.hosts), writes=writes)
-        return Outcome("ok", writes)
+        log("reconcile", result="ok", revision=snap.revision, models=len(snap.intents), hosts=len(snap.hosts), writes=writes, resynced=resynced)
+        return Outcome("ok", writes, self.resync_due_in())
+
+    # -- the rolling resync ---------------------------------------------------------------------
+    def _add_resync_slice(self, snap: FleetSnapshot) -> int:
+        """Add the models and hosts the rolling resync owes by now to the pass's changes (they
+        are planned as if they had changed: the incremental planner then re-derives them from
+        the snapshot). Nothing on a pass that plans everything anyway."""
+        if self._planner.plans_all(snap):
+            return 0
+        assert snap.changed_models is not None and snap.changed_hosts is not None
+        now = self._clock()
+        models = self._resync_models.take(now, lambda: _managed_names(snap, self._planner))
+        hosts = self._resync_hosts.take(now, lambda: snap.hosts.keys())
+        if models:
+            snap.changed_models = snap.changed_models | frozenset(models)
+        if hosts:
+            snap.changed_hosts = snap.changed_hosts | frozenset(hosts)
+        return len(models) + len(hosts)
+
+    def resync_due_in(self) -> float | None:
+        """Seconds until the rolling resync owes the next slice (None: nothing owed this cycle)."""
+        now = self._clock()
+        due = [d for d in (self._resync_models.due_in(now), self._resync_hosts.due_in(now)) if d is not None]
+        return min(due) if due else None
 
     # -- the snapshot -------------------------------------------------------------------------
     def _take(self) -> FleetSnapshot | None:
@@ -298,6 +332,12 @@ class ControllerReconciler:
             else:
                 self._unplaced.discard(model)
         self._metrics.unplaced_models.set(len(self._unplaced))
+
+
+def _managed_names(snap: FleetSnapshot, planner: IncrementalPlanner) -> list[str]:
+    """Every model a resync cycle covers: with an intent, a report, or a result kept by the
+    planner (one list of names per cycle)."""
+    return list(dict.fromkeys([*snap.intents.keys(), *snap.modelstatus.keys(), *planner.known_models]))
 
 
 def _remove(gauge, *labels: str) -> None:
