@@ -98,18 +98,10 @@ class IncrementalPlanner:
         changed_view.intents = {m: snap.intents[m] for m in models if m in snap.intents}
         self._intents.update(effective_intents(changed_view, last_valid))
         managed = _Managed(self._intents, snap.modelstatus)  # (not a union: that would cost the fleet)
-        previous = self._placement
-        assert previous is not None
         self._input = self._next_input(snap, models, hosts, managed, now)
         self._placement = self._placer.update(self._input, models, hosts)
-        candidates = set(models) | previous.reasons.keys() | self._placement.reasons.keys()
-        for host in hosts:
-            candidates |= snap.held_by.get(host, set())
-        replan = {
-            m
-            for m in candidates
-            if m in models or self._placement.hosts.get(m) != previous.hosts.get(m) or self._placement.reasons.get(m) != previous.reasons.get(m)
-        }
+        # the changed models, and those whose placement (hosts or reasons) moved with them
+        replan = models | self._placer.changed
         results = {model: self._plan_one(snap, model, now) for model in sorted(m for m in replan if m in managed)}
         for model in replan:
             if model not in managed:
