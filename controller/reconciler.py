@@ -21,7 +21,7 @@ from tfleet import routing, schema
 from tfleet.controller import planner
 from tfleet.controller.election import NotLeader
 from tfleet.controller.metrics import ControllerMetrics
-from tfleet.controller.incremental import IncrementalPlanner
+from tfleet.controller.incremental import EchoLedger, IncrementalPlanner, quiet_assignment
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE
 from tfleet.controller.resync import SLICE_MAX, RollingResync
 from tfleet.controller.schedules import ScheduleRunner
@@ -39,10 +39,12 @@ WRITE_BATCH = 100  # etcd allows 128 operations per transaction by default
 # writes and re-lists still plan everything at once.
 FULL_PLAN_EVERY = 60.0
 # Writes whose echo is not a change worth planning: the planner's reports and the route
-# tables are functions of the snapshot, so writing them back changes no decision. (An
-# assignment's echo is not quiet: its new mod_revision means the agent has not acted on it
-# yet, which changes readiness and the rollout step: tests/unit/test_fleetcache.py.)
-QUIET_ECHOES = ("modelstatus", "routes")
+# tables are functions of the snapshot, so writing them back changes no decision; so are
+# the assignments of new replicas (incremental.quiet_assignment; their models' placement
+# input still takes them). A changed assignment's echo is not quiet: its new mod_revision
+# means the agent has not acted on it yet, which changes readiness and the rollout step
+# (tests/unit/test_fleetcache.py).
+QUIET_ECHOES = ("modelstatus", "routes", "new replica")
 HISTORY_RECHECK = 30.0
 
 
@@ -97,6 +99,8 @@ class ControllerReconciler:
         self._resync_models = RollingResync(full_plan_interval, resync_slice)
         self._resync_hosts = RollingResync(full_plan_interval, resync_slice)
         self._was_leader = False
+        self._echoed: set[str] = set()  # models whose new replicas' assignments came back this pass
+        self._ledger = EchoLedger(keyspace)
         self.last_snapshot: FleetSnapshot | None = None
 
     @property
@@ -112,6 +116,7 @@ class ControllerReconciler:
         """Plan everything next time (after failed writes, or a new term), from the cache: it
         is what etcd holds, kept by the watch."""
         self._cache.forget_echoes()
+        self._ledger.reset()
         self._planner.reset()
 
     def reconcile(self) -> Outcome:
@@ -149,8 +154,9 @@ class ControllerReconciler:
             resynced = self._add_resync_slice(snap)
             self._remember_valid_intents(snap)
             plan_started = self._clock()
-            plan = self._planner.plan(snap, self._last_valid, self._now())
+            plan = self._planner.plan(snap, self._last_valid, self._now(), self._echoed)
             self._metrics.plan_seconds.observe(self._clock() - plan_started)
+            self._ledger.planned(self._planner.planned)
             self._metrics.models_planned.inc(len(self._planner.planned))
             writes = self._write(snap, plan)
             writes += self._schedules.run_due(snap)
@@ -209,8 +215,13 @@ class ControllerReconciler:
             return None
         if changes.everything or self._builder.fleet is None:
             snap = self._builder.rebuild(changes.revision, (f for f in changes.files.values() if f is not None))
+            self._echoed = set()
+            self._ledger.reset()
         else:
             snap = self._builder.apply(changes.revision, changes.files, changes.quiet)
+            stale, self._echoed = self._ledger.arrived(changes.files.keys(), changes.quiet)
+            if stale:  # echoes of writes whose model was planned again before they came back
+                snap.changed_models = (snap.changed_models or frozenset()) | stale
         self._metrics.pass_keys.inc(self._builder.applied)
         return snap
 
@@ -277,7 +288,8 @@ class ControllerReconciler:
     def _write(self, snap: FleetSnapshot, plan: planner.ControllerPlan) -> int:
         ops: list[tuple[str, Put | Delete]] = []
         for (host, model), assignment in sorted(plan.puts.items()):
-            ops.append(("assignment", Put(self._ks.assignment(host, model), schema.encode(assignment))))
+            kind = "new replica" if quiet_assignment(snap, host, model) else "assignment"
+            ops.append((kind, Put(self._ks.assignment(host, model), schema.encode(assignment))))
         for host, model in sorted(plan.deletes):
             ops.append(("assignment", Delete(self._ks.assignment(host, model))))
         for model, report in sorted(plan.reports.items()):
@@ -286,14 +298,16 @@ class ControllerReconciler:
         for model in sorted(plan.report_deletes):
             ops.append(("modelstatus", Delete(self._ks.modelstatus(model))))
         ops += [("routes", op) for op in self._route_ops(snap)]
-        self._cache.expect({op.key: op.value if isinstance(op, Put) else None for kind, op in ops if kind in QUIET_ECHOES})
+        quiet = {op.key: op.value if isinstance(op, Put) else None for kind, op in ops if kind in QUIET_ECHOES}
+        self._ledger.announce(quiet)
+        self._cache.expect(quiet)
         for start in range(0, len(ops), WRITE_BATCH):
             batch = ops[start : start + WRITE_BATCH]
             # Raises NotLeader when the fence fails; False would mean an extra compare failed,
             # and these writes carry none.
             self._election.fenced_txn([op for _, op in batch])
             for kind, op in batch:
-                self._metrics.writes.labels(kind, "put" if isinstance(op, Put) else "delete").inc()
+                self._metrics.writes.labels("assignment" if kind == "new replica" else kind, "put" if isinstance(op, Put) else "delete").inc()
         return len(ops)
 
     def _clear_gauges(self) -> None:
