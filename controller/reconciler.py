@@ -101,6 +101,7 @@ class ControllerReconciler:
         self._was_leader = False
         self._echoed: set[str] = set()  # models whose new replicas' assignments came back this pass
         self._ledger = EchoLedger(keyspace)
+        self._resynced_hosts: frozenset[str] = frozenset()  # hosts this pass plans for the resync only
         self.last_snapshot: FleetSnapshot | None = None
 
     @property
@@ -187,6 +188,7 @@ class ControllerReconciler:
         """Add the models and hosts the rolling resync owes by now to the pass's changes (they
         are planned as if they had changed: the incremental planner then re-derives them from
         the snapshot). Nothing on a pass that plans everything anyway."""
+        self._resynced_hosts = frozenset()
         if self._planner.plans_all(snap):
             return 0
         assert snap.changed_models is not None and snap.changed_hosts is not None
@@ -195,6 +197,9 @@ class ControllerReconciler:
         hosts = self._resync_hosts.take(now, lambda: snap.hosts.keys())
         if models:
             snap.changed_models = snap.changed_models | frozenset(models)
+        # (their models' route tables are not rebuilt for it: each model's comes with its own
+        # turn in the resync; a host's would cost every model it holds)
+        self._resynced_hosts = frozenset(hosts) - snap.changed_hosts
         if hosts:
             snap.changed_hosts = snap.changed_hosts | frozenset(hosts)
         return len(models) + len(hosts)
@@ -281,7 +286,7 @@ class ControllerReconciler:
         models: set[str] | None = None
         if snap.changed_models is not None and snap.changed_hosts is not None:
             models = set(snap.changed_models)
-            for host in snap.changed_hosts:
+            for host in snap.changed_hosts - self._resynced_hosts:
                 models |= snap.held_by.get(host, set())
         return list(routing.plan_routes(snap, snap.routes, self._now(), models).operations(self._ks))
 
