@@ -23,7 +23,7 @@ results equal the full planner's.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE, IncrementalPlacer, Placement, PlacementInput
@@ -40,7 +40,8 @@ from tfleet.controller.planner import (
     ModelCase,
     plan_model_safely,
 )
-from tfleet.controller.snapshot import FleetSnapshot
+from tfleet.controller.snapshot import FleetSnapshot, note_change
+from tfleet.keyspace import Keyspace
 from tfleet.schema import ModelIntent, ModelStatusReport
 
 _NOTHING = ControllerPlan({}, frozenset(), {}, frozenset())
@@ -76,17 +77,27 @@ class IncrementalPlanner:
         """The latest report of every managed model (for gauges and the dashboard)."""
         return {m: r.report for m, r in self._results.items() if r.report is not None}
 
+    @property
+    def known_models(self) -> Iterable[str]:
+        """The models the planner keeps a result of (a view, not a copy)."""
+        return self._results.keys()
+
     def plans_all(self, snap: FleetSnapshot) -> bool:
         """Whether the next plan() of snap plans every model."""
         return self._placer is None or snap.changed_models is None or snap.changed_hosts is None
 
-    def plan(self, snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.datetime) -> ControllerPlan:
+    def plan(self, snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.datetime, echoed: Collection[str] = ()) -> ControllerPlan:
+        """echoed: models whose new replicas' assignments (this planner's own writes, see
+        ``quiet_assignment``) came back: their placement input takes the new holders, but
+        they are planned again only if their placement moved."""
         if self.plans_all(snap):
             return self._full(snap, last_valid, now)
+        assert self._placer is not None and snap.changed_models is not None and snap.changed_hosts is not None  # (plans_all)
         models = set(snap.changed_models) | {m for m, at in self._wakes.items() if at <= now}
         hosts = set(snap.changed_hosts) | self._grace_expired(snap, now)
         self.full = False
-        if not models and not hosts:
+        inputs = models | set(echoed)
+        if not inputs and not hosts:
             self.planned = frozenset()
             return _NOTHING
         for model in models:
@@ -95,18 +106,10 @@ class IncrementalPlanner:
         changed_view.intents = {m: snap.intents[m] for m in models if m in snap.intents}
         self._intents.update(effective_intents(changed_view, last_valid))
         managed = _Managed(self._intents, snap.modelstatus)  # (not a union: that would cost the fleet)
-        previous = self._placement
-        assert previous is not None
-        self._input = self._next_input(snap, models, hosts, managed, now)
-        self._placement = self._placer.update(self._input, models, hosts)
-        candidates = set(models) | previous.reasons.keys() | self._placement.reasons.keys()
-        for host in hosts:
-            candidates |= snap.held_by.get(host, set())
-        replan = {
-            m
-            for m in candidates
-            if m in models or self._placement.hosts.get(m) != previous.hosts.get(m) or self._placement.reasons.get(m) != previous.reasons.get(m)
-        }
+        self._input = self._next_input(snap, inputs, hosts, managed, now)
+        self._placement = self._placer.update(self._input, inputs, hosts)
+        # the changed models, and those whose placement (hosts or reasons) moved with them
+        replan = models | self._placer.changed
         results = {model: self._plan_one(snap, model, now) for model in sorted(m for m in replan if m in managed)}
         for model in replan:
             if model not in managed:
@@ -147,7 +150,7 @@ class IncrementalPlanner:
                 flipped.add(name)
         return flipped
 
-    def _next_input(self, snap: FleetSnapshot, models: set[str], hosts: set[str], managed, now: dt.datetime) -> PlacementInput:
+    def _next_input(self, snap: FleetSnapshot, models: set[str], hosts: set[str], managed: _Managed, now: dt.datetime) -> PlacementInput:
         """The previous placement input with the changed models and hosts replaced.
 
         The placer compares the previous input with the new one, so the new one must be other
@@ -193,6 +196,91 @@ class IncrementalPlanner:
     def _plan_one(self, snap: FleetSnapshot, model: str, now: dt.datetime) -> ModelPlan:
         assert self._placement is not None
         return plan_model_safely(snap, ModelCase.of(model, self._intents.get(model), snap.holders.get(model, set()), self._placement), now)
+
+
+def quiet_assignment(snap: FleetSnapshot, host: str, model: str) -> bool:
+    """Whether the echo of a put of this assignment changes no decision: a new replica (the
+    snapshot holds no assignment of the model on that host). It was not ready before the
+    put and cannot be after it (no agent has acted on the new revision yet), the rollout
+    step of a model whose other replicas did not change is the same with it, and placement
+    keeps it (rule 1) where it had just placed it. Not so for a changed assignment: its new
+    revision makes a ready replica not ready, which moves the rollout (and the report); nor
+    for a delete, whose echo can end an unmanaged model's report. Property tests:
+    tests/unit/test_fleetcache.py."""
+    return (host, model) not in snap.assignments
+
+
+class EchoLedger:
+    """Which of the controller's own writes may come back quiet.
+
+    A quiet echo (fleetcache.py) is not planned again because the plan that wrote it
+    already decided with it in mind. That holds only while that plan is the model's latest:
+    when the model was planned again before the echo arrived (another change of it came
+    first), the newer plan did not see the write, so the echo is a change after all. The
+    ledger remembers which plan wrote each announced key and which plan last planned its
+    model (only for models with writes in flight: it holds the writes in flight, not the
+    fleet)."""
+
+    def __init__(self, keyspace: Keyspace) -> None:
+        self._ks = keyspace
+        self.reset()
+
+    def reset(self) -> None:
+        """Nothing is in flight any more (the cache forgot its echoes: everything is planned)."""
+        self._plan = 0
+        self._written: dict[str, tuple[str, int]] = {}  # key -> (its model, the plan that wrote it)
+        self._in_flight: dict[str, int] = {}  # model -> how many of its writes are in flight
+        self._planned: dict[str, int] = {}  # model with writes in flight -> the last plan of it
+
+    def planned(self, models: Iterable[str]) -> None:
+        """A plan ran (call once per plan, before ``announce`` of its writes)."""
+        self._plan += 1
+        for model in models:
+            if model in self._in_flight:
+                self._planned[model] = self._plan
+
+    def announce(self, keys: Iterable[str]) -> None:
+        """The latest plan writes these keys (announced to the cache as echoes)."""
+        for key in keys:
+            model = _model_of(self._ks, key)
+            if model is None:
+                continue
+            if key not in self._written:
+                self._in_flight[model] = self._in_flight.get(model, 0) + 1
+            self._written[key] = (model, self._plan)
+
+    def arrived(self, keys: Iterable[str], quiet: Collection[str]) -> tuple[set[str], set[str]]:
+        """The keys a take brought, and which of them came back quiet. Returns the models to
+        plan again after all (quiet echoes of writes their model was planned again after),
+        and the models of the other quiet echoes of assignments (``plan(echoed=...)``)."""
+        stale: set[str] = set()
+        echoed: set[str] = set()
+        prefix = self._ks.assignments_prefix()
+        for key in keys:
+            written = self._written.pop(key, None)
+            if written is not None:
+                model, plan = written
+                if key in quiet and self._planned.get(model, plan) > plan:
+                    stale.add(model)
+                elif key in quiet and key.startswith(prefix):
+                    echoed.add(model)
+                left = self._in_flight[model] - 1
+                if left:
+                    self._in_flight[model] = left
+                else:
+                    del self._in_flight[model]
+                    self._planned.pop(model, None)
+            elif key in quiet:  # (announced before a reset: plan it again)
+                announced = _model_of(self._ks, key)
+                if announced is not None:
+                    stale.add(announced)
+        return stale, echoed - stale
+
+
+def _model_of(keyspace: Keyspace, key: str) -> str | None:
+    models: set[str] = set()
+    note_change(keyspace, key, models, set())
+    return next(iter(models), None)
 
 
 class _Managed:

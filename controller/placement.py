@@ -66,8 +66,10 @@ one model and the hosts it holds) and the memory they use per host. A plan then 
 the models with a shortfall, over lazy max-heaps of free memory (one per selector, one per
 selector and spread value) whose members come from an index of hosts by label. A full plan
 costs O(replicas + new replicas * spread values * log hosts); an update after one model
-changes costs O(that model + models with a shortfall + one copy of the output mappings), so
-a fleet where many models cannot be placed re-plans slower than a healthy one. ``update``
+changes costs O(that model + models with a shortfall), so a fleet where many models cannot
+be placed re-plans slower than a healthy one: the output mappings are views of the kept
+results with the short models' results over them, not copies (a copy of 100,000 models cost
+3.5 ms per update); they hold until the next update, and ``changed`` names what moved. ``update``
 returns exactly what ``place`` returns for the same input.
 """
 
@@ -75,7 +77,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from tfleet.controller.placement_hold import Held, hold, move_notes
@@ -188,13 +190,22 @@ class IncrementalPlacer:
         for model in data.demands:
             self._account(model)
         self.placement = self._plan()
+        self.changed: frozenset[str] = frozenset(self.placement.hosts)  # (everything is new)
 
     def update(self, data: PlacementInput, changed_models: Collection[str], changed_hosts: Collection[str]) -> Placement:
-        """Re-plan for ``data``; equal to ``place(data)`` when the changed sets are complete."""
+        """Re-plan for ``data``; equal to ``place(data)`` when the changed sets are complete.
+
+        The returned placement's ``hosts`` and ``notes`` are views of the placer (copying
+        them would cost the fleet on every update): valid until the next update. ``changed``
+        then names the models whose hosts or reasons differ from the previous placement."""
         old, self._data = self._data, data
         affected = set(changed_models)
         for host in changed_hosts:
             affected.update(self._holders.get(host, ()))
+        # Only these can change: the models re-accounted and those placed in rounds (a model
+        # becomes short only by being re-accounted).
+        previous = self.placement
+        before = {model: (previous.hosts.get(model), previous.reasons.get(model)) for model in affected | self._short}
         for model in affected:
             self._forget(model)
         for host in changed_hosts:
@@ -204,6 +215,8 @@ class IncrementalPlacer:
         for model in sorted(affected):
             self._account(model)
         self.placement = self._plan()
+        now = self.placement
+        self.changed = frozenset(m for m, entry in before.items() if (now.hosts.get(m), now.reasons.get(m)) != entry)
         return self.placement
 
     # -- bookkeeping of what stays ---------------------------------------------------------------
@@ -368,8 +381,8 @@ class IncrementalPlacer:
             run.free[host] -= demand.memory_mb
             if held_count + 1 < demand.replicas:
                 heapq.heappush(rounds, (held_count + 1, model))
-        hosts = dict(self._base_out)
-        notes = dict(self._base_notes)
+        hosts: dict[str, tuple[str, ...]] = {}  # the short models' results, over _base_out
+        notes: dict[str, tuple[str, ...]] = {}  # the same over _base_notes
         reasons: dict[str, tuple[str, ...]] = {}
         for model in self._short:
             held, demand = self._held[model], demands[model]
@@ -381,4 +394,33 @@ class IncrementalPlacer:
             model_notes = move_notes(held, placed, demand)
             if model_notes:
                 notes[model] = model_notes
-        return Placement(hosts, reasons, run.free, notes)
+        return Placement(_Overlay(self._base_out, hosts), reasons, run.free, _Overlay(self._base_notes, notes))
+
+
+class _Overlay(Mapping[str, tuple[str, ...]]):
+    """A read-only mapping: ``top`` over ``base``.
+
+    The placer's output without a copy of its per-model maps: an update costs the change,
+    not the fleet. It reads the placer's live ``base``, so it holds until the next update."""
+
+    __slots__ = ("_base", "_top")
+
+    def __init__(self, base: Mapping[str, tuple[str, ...]], top: Mapping[str, tuple[str, ...]]) -> None:
+        self._base, self._top = base, top
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        value = self._top.get(key)
+        return value if value is not None else self._base[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._top or key in self._base
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._base
+        yield from (key for key in self._top if key not in self._base)
+
+    def __len__(self) -> int:
+        return len(self._base) + sum(1 for key in self._top if key not in self._base)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))

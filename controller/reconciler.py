@@ -13,9 +13,10 @@ controller/history.py on its own thread, not by the pass.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from collections.abc import Iterator
 from typing import Any
@@ -23,27 +24,34 @@ from typing import Any
 from tfleet import routing, schema
 from tfleet.controller import planner
 from tfleet.controller.election import NotLeader
-from tfleet.controller.metrics import ControllerMetrics
-from tfleet.controller.incremental import IncrementalPlanner
+from tfleet.controller.metrics import ControllerMetrics, ModelGauge
+from tfleet.controller.planner import ControllerPlan
+from tfleet.controller.incremental import EchoLedger, IncrementalPlanner, quiet_assignment
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE
+from tfleet.controller.resync import SLICE_MAX, RollingResync
 from tfleet.controller.schedules import ScheduleRunner, next_due
 from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.snapshot import FleetBuilder, FleetSnapshot
 from tfleet.keyspace import Keyspace
 from tfleet.ports import Fence, IntentRegistry, Store
-from tfleet.schema import ModelIntent
+from tfleet.logs import Logger
+from tfleet.schema import ModelIntent, ModelStatusReport
 from tfleet.store import Delete, Put, StoreError
 
 WRITE_BATCH = 100  # etcd allows 128 operations per transaction by default
-# The incremental planner is checked by a full plan this often (seconds, by default: the
-# controller's --full-plan-interval, controller/settings.py): a safety net for any change it
-# might have missed. It plans from the cache too (no etcd read), but costs the whole fleet.
+# Every model (and host) is planned again this often (seconds, by default: the controller's
+# --full-plan-interval, controller/settings.py): the net under the incremental planner, for
+# any change it might have missed. A rolling resync (controller/resync.py): each pass plans a
+# bounded slice besides what changed, so no pass costs the whole fleet. A new term, failed
+# writes and re-lists still plan everything at once.
 FULL_PLAN_EVERY = 60.0
 # Writes whose echo is not a change worth planning: the planner's reports and the route
-# tables are functions of the snapshot, so writing them back changes no decision. (An
-# assignment's echo is not quiet: its new mod_revision means the agent has not acted on it
-# yet, which changes readiness and the rollout step: tests/unit/test_fleetcache.py.)
-QUIET_ECHOES = ("modelstatus", "routes")
+# tables are functions of the snapshot, so writing them back changes no decision; so are
+# the assignments of new replicas (incremental.quiet_assignment; their models' placement
+# input still takes them). A changed assignment's echo is not quiet: its new mod_revision
+# means the agent has not acted on it yet, which changes readiness and the rollout step
+# (tests/unit/test_fleetcache.py).
+QUIET_ECHOES = ("modelstatus", "routes", "new replica")
 HISTORY_RECHECK = 30.0
 
 
@@ -70,15 +78,17 @@ class ControllerReconciler:
         election: Fence,
         registry: IntentRegistry,
         metrics: ControllerMetrics,
-        log,
-        now: Callable = schema.utc_now,
+        log: Logger,
+        now: Callable[[], dt.datetime] = schema.utc_now,
         clock: Callable[[], float] = time.monotonic,
         cache: FleetCache | None = None,
         tfs_unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE,
         full_plan_interval: float = FULL_PLAN_EVERY,
+        resync_slice: int = SLICE_MAX,
     ) -> None:
         """cache: the process's fleet cache (app.py shares one with the dashboard); without
-        one the reconciler keeps its own."""
+        one the reconciler keeps its own. full_plan_interval: every model and host is planned
+        again this often, at most resync_slice of each per pass (controller/resync.py)."""
         self._store = store
         self._ks = keyspace
         self._election = election
@@ -98,13 +108,17 @@ class ControllerReconciler:
         self._planner = IncrementalPlanner(tfs_unresponsive_grace)
         self._phases: dict[str, str] = {}  # model -> rollout phase last set in the gauge
         self._unplaced: set[str] = set()
-        self._full_plan_interval = full_plan_interval
-        self._last_full_plan = float("-inf")
+        # the net under the incremental planner: every model and host planned again per interval
+        self._resync_models = RollingResync(full_plan_interval, resync_slice)
+        self._resync_hosts = RollingResync(full_plan_interval, resync_slice)
         self._was_leader = False
+        self._echoed: set[str] = set()  # models whose new replicas' assignments came back this pass
+        self._ledger = EchoLedger(keyspace)
+        self._resynced_hosts: frozenset[str] = frozenset()  # hosts this pass plans for the resync only
         self.last_snapshot: FleetSnapshot | None = None
 
     @property
-    def reports(self):
+    def reports(self) -> Mapping[str, ModelStatusReport]:
         """Latest report of every managed model, as last planned (for the dashboard)."""
         return self._planner.reports
 
@@ -116,6 +130,7 @@ class ControllerReconciler:
         """Plan everything next time (after failed writes, or a new term), from the cache: it
         is what etcd holds, kept by the watch."""
         self._cache.forget_echoes()
+        self._ledger.reset()
         self._planner.reset()
 
     def reconcile(self) -> Outcome:
@@ -133,8 +148,10 @@ class ControllerReconciler:
         if snap is None or outcome.result in ("standby", "lost_leadership"):
             return outcome
         when = next_due(snap)
-        requeue = None if when is None else max(0.0, (when - self._now()).total_seconds())
-        return replace(outcome, requeue_after=requeue, snapshot=snap)
+        action = None if when is None else max(0.0, (when - self._now()).total_seconds())
+        # the sooner of: the next scheduled action, the next rolling-resync slice (controller/resync.py)
+        owed = [t for t in (action, outcome.requeue_after) if t is not None]
+        return replace(outcome, requeue_after=min(owed) if owed else None, snapshot=snap)
 
     def _reconcile(self) -> Outcome:
         if not self._election.is_leader:
@@ -145,9 +162,8 @@ class ControllerReconciler:
                 self.last_snapshot = None
             self._was_leader = False
             return Outcome("standby")
-        if not self._was_leader or self._clock() - self._last_full_plan >= self._full_plan_interval:
+        if not self._was_leader:
             self._start_over()  # a new term starts from what etcd holds, not from memory
-            self._last_full_plan = self._clock()
             self._was_leader = True
         snap = self._take()
         if snap is None:
@@ -160,10 +176,12 @@ class ControllerReconciler:
             return Outcome("cache_behind")
         self.last_snapshot = snap
         try:
+            resynced = self._add_resync_slice(snap)
             self._remember_valid_intents(snap)
             plan_started = self._clock()
-            plan = self._planner.plan(snap, self._last_valid, self._now())
+            plan = self._planner.plan(snap, self._last_valid, self._now(), self._echoed)
             self._metrics.plan_seconds.observe(self._clock() - plan_started)
+            self._ledger.planned(self._planner.planned)
             self._metrics.models_planned.inc(len(self._planner.planned))
             writes = self._write(snap, plan)
             writes += self._schedules.run_due(snap)
@@ -181,10 +199,40 @@ class ControllerReconciler:
             # the cache were not planned, so the next pass plans everything.
             self._start_over()
             raise
+        if self._planner.full:  # everything was just planned: the next resync cycle starts now
+            self._resync_models.restart(self._clock())
+            self._resync_hosts.restart(self._clock())
         self._update_gauges(snap)
         log = self._log.info if writes else self._log.debug
-        log("reconcile", result="ok", revision=snap.revision, models=len(snap.intents), hosts=len(snap.hosts), writes=writes)
-        return Outcome("ok", writes)
+        log("reconcile", result="ok", revision=snap.revision, models=len(snap.intents), hosts=len(snap.hosts), writes=writes, resynced=resynced)
+        return Outcome("ok", writes, self.resync_due_in())
+
+    # -- the rolling resync ---------------------------------------------------------------------
+    def _add_resync_slice(self, snap: FleetSnapshot) -> int:
+        """Add the models and hosts the rolling resync owes by now to the pass's changes (they
+        are planned as if they had changed: the incremental planner then re-derives them from
+        the snapshot). Nothing on a pass that plans everything anyway."""
+        self._resynced_hosts = frozenset()
+        if self._planner.plans_all(snap):
+            return 0
+        assert snap.changed_models is not None and snap.changed_hosts is not None
+        now = self._clock()
+        models = self._resync_models.take(now, lambda: _managed_names(snap, self._planner))
+        hosts = self._resync_hosts.take(now, lambda: snap.hosts.keys())
+        if models:
+            snap.changed_models = snap.changed_models | frozenset(models)
+        # (their models' route tables are not rebuilt for it: each model's comes with its own
+        # turn in the resync; a host's would cost every model it holds)
+        self._resynced_hosts = frozenset(hosts) - snap.changed_hosts
+        if hosts:
+            snap.changed_hosts = snap.changed_hosts | frozenset(hosts)
+        return len(models) + len(hosts)
+
+    def resync_due_in(self) -> float | None:
+        """Seconds until the rolling resync owes the next slice (None: nothing owed this cycle)."""
+        now = self._clock()
+        due = [d for d in (self._resync_models.due_in(now), self._resync_hosts.due_in(now)) if d is not None]
+        return min(due) if due else None
 
     # -- the snapshot -------------------------------------------------------------------------
     def _take(self) -> FleetSnapshot | None:
@@ -196,8 +244,13 @@ class ControllerReconciler:
             return None
         if changes.everything or self._builder.fleet is None:
             snap = self._builder.rebuild(changes.revision, (f for f in changes.files.values() if f is not None))
+            self._echoed = set()
+            self._ledger.reset()
         else:
             snap = self._builder.apply(changes.revision, changes.files, changes.quiet)
+            stale, self._echoed = self._ledger.arrived(changes.files.keys(), changes.quiet)
+            if stale:  # echoes of writes whose model was planned again before they came back
+                snap.changed_models = (snap.changed_models or frozenset()) | stale
         self._metrics.pass_keys.inc(self._builder.applied)
         return snap
 
@@ -257,16 +310,17 @@ class ControllerReconciler:
         models: set[str] | None = None
         if snap.changed_models is not None and snap.changed_hosts is not None:
             models = set(snap.changed_models)
-            for host in snap.changed_hosts:
+            for host in snap.changed_hosts - self._resynced_hosts:
                 models |= snap.held_by.get(host, set())
         return list(routing.plan_routes(snap, snap.routes, self._now(), models).operations(self._ks))
 
-    def _operations(self, snap: FleetSnapshot, plan: planner.ControllerPlan) -> Iterator[tuple[str, Put | Delete, Any]]:
+    def _operations(self, snap: FleetSnapshot, plan: ControllerPlan) -> Iterator[tuple[str, Put | Delete, Any]]:
         """(kind, operation, the report or assignment a Put encodes) in write order, encoded one
         at a time: a first pass at 100,000 models writes ~300,000 keys, which must not all be
         held encoded at once (it was the peak of the controller's memory)."""
         for (host, model), assignment in sorted(plan.puts.items()):
-            yield "assignment", Put(self._ks.assignment(host, model), schema.encode(assignment)), assignment
+            kind = "new replica" if quiet_assignment(snap, host, model) else "assignment"
+            yield kind, Put(self._ks.assignment(host, model), schema.encode(assignment)), assignment
         for host, model in sorted(plan.deletes):
             yield "assignment", Delete(self._ks.assignment(host, model)), None
         for model, report in sorted(plan.reports.items()):
@@ -277,21 +331,20 @@ class ControllerReconciler:
         for op in self._route_ops(snap):
             yield "routes", op, None
 
-    def _write(self, snap: FleetSnapshot, plan: planner.ControllerPlan) -> int:
+    def _write(self, snap: FleetSnapshot, plan: ControllerPlan) -> int:
         operations = self._operations(snap, plan)
         written = 0
         while batch := list(itertools.islice(operations, WRITE_BATCH)):
             # Announced to the cache before they are written: the report and route echoes are
             # quiet, and reports and assignments come back filed as these objects.
-            self._cache.expect(
-                {op.key: op.value if isinstance(op, Put) else None for kind, op, _ in batch if kind in QUIET_ECHOES},
-                {op.key: (op.value, value) for _, op, value in batch if isinstance(op, Put) and value is not None},
-            )
+            quiet = {op.key: op.value if isinstance(op, Put) else None for kind, op, _ in batch if kind in QUIET_ECHOES}
+            self._ledger.announce(quiet)
+            self._cache.expect(quiet, {op.key: (op.value, value) for _, op, value in batch if isinstance(op, Put) and value is not None})
             # Raises NotLeader when the fence fails; False would mean an extra compare failed,
             # and these writes carry none.
             self._election.fenced_txn([op for _, op, _ in batch])
             for kind, op, _ in batch:
-                self._metrics.writes.labels(kind, "put" if isinstance(op, Put) else "delete").inc()
+                self._metrics.writes.labels("assignment" if kind == "new replica" else kind, "put" if isinstance(op, Put) else "delete").inc()
             written += len(batch)
         return written
 
@@ -300,8 +353,8 @@ class ControllerReconciler:
         self._unplaced.clear()
         for gauge in (self._metrics.rollout_phase, self._metrics.replicas_wanted, self._metrics.replicas_ready):
             gauge.clear()
-        for gauge in (self._metrics.live_hosts, self._metrics.invalid_intents, self._metrics.unplaced_models):
-            gauge.set(0)
+        for total in (self._metrics.live_hosts, self._metrics.invalid_intents, self._metrics.unplaced_models):
+            total.set(0)
 
     def _update_gauges(self, snap: FleetSnapshot) -> None:
         """Per-model gauges of the models this pass planned (all of them on a full plan)."""
@@ -333,7 +386,13 @@ class ControllerReconciler:
         self._metrics.unplaced_models.set(len(self._unplaced))
 
 
-def _remove(gauge, *labels: str) -> None:
+def _managed_names(snap: FleetSnapshot, planner: IncrementalPlanner) -> list[str]:
+    """Every model a resync cycle covers: with an intent, a report, or a result kept by the
+    planner (one list of names per cycle)."""
+    return list(dict.fromkeys([*snap.intents.keys(), *snap.modelstatus.keys(), *planner.known_models]))
+
+
+def _remove(gauge: ModelGauge, *labels: str) -> None:
     try:
         gauge.remove(*labels)
     except KeyError:

@@ -28,11 +28,10 @@ class ControllerSettings(BaseModel):
     # Seconds a host's TF Serving may not answer (its agent's tfs_unresponsive_since) before
     # its replicas are placed elsewhere, make-before-break (controller/placement.py, rule 3).
     tfs_unresponsive_grace: float = Field(default=60.0, ge=0.0)
-    # Seconds between the leader's periodic full plans, the safety net under the incremental
-    # planner (controller/reconciler.py). A full plan holds every change-driven pass behind it
-    # (about 1.4 s of CPU at 10,000 models, 14 s at 100,000): a large fleet may run it less
-    # often (docs/architecture.md, "The full plan is a costly net"). The default keeps the
-    # minute it always had.
+    # Seconds in which the leader plans every model and host again, the safety net under the
+    # incremental planner: a rolling resync (controller/resync.py), a bounded slice per pass,
+    # so no pass costs the whole fleet (docs/architecture.md, "The resync rolls; it never
+    # holds a pass"). The default keeps the minute the periodic full plan had.
     full_plan_interval: float = Field(default=60.0, ge=10.0, le=3600.0)
     # History retention: the newest N entries of each model are kept (controller/history.py).
     history_keep: int = Field(default=100, ge=1, le=1_000_000)

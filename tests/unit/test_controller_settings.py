@@ -41,18 +41,15 @@ def test_full_plan_interval_is_bounded() -> None:
         assert message in explain(info.value)
 
 
-def test_the_periodic_full_plan_runs_at_the_configured_interval() -> None:
-    """Between full plans the passes are incremental; once the interval has passed, the next
-    pass plans every model again (the safety net under the incremental planner)."""
+def _reconciler(models: int, now: list[float], interval: float, resync_slice: int):
     from bench import cache_pass
     from bench.controller_plan import KS, NOW, build
     from tfleet.controller.fleetcache import FleetCache
     from tfleet.controller.metrics import ControllerMetrics
     from tfleet.controller.reconciler import ControllerReconciler
 
-    store = cache_pass.MemoryStore(build(20, 4))
+    store = cache_pass.MemoryStore(build(models, 4))
     metrics = ControllerMetrics()
-    now = [0.0]
     reconciler = ControllerReconciler(
         store=store,
         keyspace=KS,
@@ -63,11 +60,57 @@ def test_the_periodic_full_plan_runs_at_the_configured_interval() -> None:
         now=lambda: NOW,
         clock=lambda: now[0],
         cache=FleetCache(store, KS, log=cache_pass._Log(), metrics=metrics),
-        full_plan_interval=120.0,
+        full_plan_interval=interval,
+        resync_slice=resync_slice,
     )
-    assert reconciler.reconcile().result == "ok" and reconciler.planner.full
+    return store, reconciler
+
+
+def test_the_rolling_resync_plans_every_model_once_per_interval_in_bounded_passes() -> None:
+    """The net under the incremental planner (--full-plan-interval) is a rolling resync: no
+    pass after the first plans the whole fleet; each plans at most a slice besides what
+    changed, paced so that every model is planned again within the interval."""
+    now = [0.0]
+    store, reconciler = _reconciler(20, now, interval=120.0, resync_slice=4)
+    first = reconciler.reconcile()
+    assert first.result == "ok" and reconciler.planner.full and len(reconciler.planner.planned) == 20
+    store.deliver()  # the first pass's echoes
+    now[0] = 1.0
+    reconciler.reconcile()
     store.deliver()
-    now[0] = 119.0
+    seen: set[str] = set(reconciler.planner.planned)
+    now[0] = 30.0  # a quarter of the interval: a quarter of the models is owed
+    outcome = reconciler.reconcile()
+    assert not reconciler.planner.full and len(reconciler.planner.planned) == 4 and outcome.writes == 0
+    seen |= reconciler.planner.planned
+    assert outcome.requeue_after is not None and outcome.requeue_after > 1.0  # the next slice is owed later
+    now[0] = 120.0  # the whole cycle is owed: still no more than a slice per pass, and come back soon
+    passes = 0
+    while True:
+        outcome = reconciler.reconcile()
+        if not reconciler.planner.planned:
+            break
+        passes += 1
+        assert not reconciler.planner.full and len(reconciler.planner.planned) <= 4 and outcome.writes == 0
+        seen |= reconciler.planner.planned
+        assert passes < 10
+    assert seen == {f"m{i:05d}" for i in range(20)} and passes == 4
+    # the cycle is done and, its interval over, the next one began: its first slice is owed
+    # a slice's share of the interval later (4 of 20 models: 24 s)
+    assert outcome.requeue_after == pytest.approx(24.0)
+
+
+def test_the_rolling_resync_repairs_a_planner_that_missed_a_change() -> None:
+    """What the net is for: a model whose planned state went wrong (a dependency the
+    incremental planner missed, simulated by losing its result) is planned again within the
+    interval, without a full plan."""
+    now = [0.0]
+    store, reconciler = _reconciler(8, now, interval=60.0, resync_slice=100)
+    reconciler.reconcile()
+    store.deliver()
+    model = sorted(reconciler.reports)[3]
+    del reconciler.planner._results[model]  # noqa: SLF001 (the drift the net must repair)
+    assert model not in reconciler.reports
+    now[0] = 60.0
     assert reconciler.reconcile().result == "ok" and not reconciler.planner.full
-    now[0] = 120.0
-    assert reconciler.reconcile().result == "ok" and reconciler.planner.full
+    assert model in reconciler.reports

@@ -127,8 +127,11 @@ def _needed(result, fleet) -> tuple[dict, frozenset, dict, frozenset]:
     return dict(result.puts), result.deletes, reports, result.report_deletes
 
 
+@pytest.mark.parametrize("resync", [False, True])
 @pytest.mark.parametrize("seed", range(12))
-def test_incremental_wants_what_full_wants(seed: int) -> None:
+def test_incremental_wants_what_full_wants(seed: int, resync: bool) -> None:
+    """resync: each pass also plans a slice of unchanged models and hosts, as the rolling
+    resync adds them (controller/resync.py): planning them again changes nothing."""
     rng = random.Random(seed)
     world = World(rng)
     for h in range(4):
@@ -139,6 +142,9 @@ def test_incremental_wants_what_full_wants(seed: int) -> None:
     for step in range(40):
         snapshot = world.snapshot()
         fleet = reader.read(snapshot)
+        if resync and fleet.changed_models is not None and fleet.changed_hosts is not None:
+            fleet.changed_models |= frozenset(rng.sample([f"m{m}" for m in range(10)], rng.randint(0, 3)))
+            fleet.changed_hosts |= frozenset(rng.sample([f"h{h}" for h in range(6)], rng.randint(0, 2)))
         incremental = planner.plan(fleet, {}, NOW)
         full = plan(fleet, {}, NOW)
         assert _needed(incremental, fleet) == _needed(full, fleet), f"seed {seed} step {step}"

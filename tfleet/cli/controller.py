@@ -53,7 +53,7 @@ from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, setti
     envvar="TFLEET_FULL_PLAN_INTERVAL",
     show_envvar=True,
     show_default=True,
-    help="Seconds between the leader's periodic full plans (the net under incremental planning; 10-3600).",
+    help="Seconds in which the leader plans every model and host again, a bounded slice per pass (the net under incremental planning; 10-3600).",
 )
 @click.option(
     "--history-keep",

@@ -29,7 +29,9 @@ API (EtcdStore)
 * list_range(start, end, limit=N, descending=False, revision=None) -> Page: one bounded
   window of [start, end) in key order or reversed (e.g. the newest history entries).
 * last_key(prefix) -> KeyValue | None: the greatest key of a prefix (one key in the
-  response; etcd itself still scans the prefix in memory, so use it on pruned prefixes).
+  response, but etcd reads and sorts the whole prefix for it, as for any descending range:
+  12 ms at 10,000 keys, 950 ms at 100,000; use it, and list_range(descending=True), on
+  pruned prefixes only).
 * count_prefix(prefix, revision=None) -> int: how many keys, without reading them.
 * put / delete / delete_prefix / txn; grant_lease / refresh_lease / revoke_lease;
   compact; watch_prefix -> PrefixWatch.

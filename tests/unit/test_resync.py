@@ -1,0 +1,61 @@
+"""The rolling resync's pacing (controller/resync.py): every name once per interval, never
+more than a slice per pass, and when the next slice is owed."""
+
+from __future__ import annotations
+
+import pytest
+
+from tfleet.controller.resync import MIN_DUE_IN, RollingResync
+
+NAMES = [f"m{i}" for i in range(100)]
+
+
+def test_names_are_owed_in_proportion_to_the_time_passed() -> None:
+    resync = RollingResync(60.0, slice_max=1000)
+    resync.restart(0.0)
+    assert resync.take(0.0, lambda: NAMES) == []  # nothing owed at the start of a cycle
+    assert resync.take(6.0, lambda: NAMES) == NAMES[:10]
+    assert resync.take(6.0, lambda: NAMES) == []
+    assert resync.take(30.0, lambda: NAMES) == NAMES[10:50]
+    assert resync.take(61.0, lambda: NAMES) == NAMES[50:]
+    assert resync.due_in(61.0) is None  # the cycle is done
+
+
+def test_a_pass_takes_at_most_a_slice_and_is_asked_back_at_once_when_behind() -> None:
+    resync = RollingResync(60.0, slice_max=30)
+    resync.restart(0.0)
+    taken = []
+    for _ in range(4):
+        taken += resync.take(600.0, lambda: NAMES)  # long idle: the whole cycle is owed
+        assert len(taken) <= 30 * (_ + 1)
+        if len(taken) < len(NAMES):
+            assert resync.due_in(600.0) == MIN_DUE_IN
+    assert taken == NAMES and resync.take(600.0, lambda: NAMES) == []
+
+
+def test_due_in_says_when_the_next_slice_is_owed() -> None:
+    resync = RollingResync(100.0, slice_max=10)
+    resync.restart(0.0)
+    assert resync.due_in(0.0) is None  # the cycle's names are taken by the next pass
+    assert resync.take(1.0, lambda: NAMES) == ["m0"]
+    # the next 10 names (up to m10) are all owed at t = 11 s
+    assert resync.due_in(1.0) == pytest.approx(10.0)
+    assert resync.take(11.0, lambda: NAMES) == NAMES[1:11]
+
+
+def test_a_new_cycle_takes_the_names_present_when_it_starts() -> None:
+    resync = RollingResync(10.0, slice_max=1000)
+    resync.restart(0.0)
+    assert resync.take(5.0, lambda: ["a", "b"]) == ["a"]
+    assert resync.take(9.0, lambda: ["a", "b", "c"]) == ["b"]  # this cycle's names: taken at its first pass
+    assert resync.take(9.5, lambda: ["a", "b", "c"]) == []  # done until the interval has passed
+    assert resync.take(15.0, lambda: ["a", "b", "c"]) == []  # a new cycle begins: nothing owed yet
+    assert resync.take(20.0, lambda: ["a", "b", "c"]) == ["a", "b"]
+    assert resync.take(25.0, lambda: []) == ["c"]
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError):
+        RollingResync(0.0)
+    with pytest.raises(ValueError):
+        RollingResync(10.0, slice_max=0)
