@@ -289,6 +289,27 @@ def change_latencies(store: EtcdStore, registry: Registry, tracker: ReadyTracker
     return latencies
 
 
+def wait_quiet(metrics: EtcdMetrics, timeout: float, window: float = 2.0, most: int = 5) -> float:
+    """Seconds until etcd takes at most `most` writes (puts + txns) in `window` seconds: the
+    controller's backlog after a mass write (history entries, route tables, reports) is
+    drained, so that what follows measures the steady state, not the backlog. At most
+    `timeout` seconds (then it returns what it waited)."""
+    started = time.perf_counter()
+
+    def writes() -> float:
+        values = metrics.read()
+        return values.get("etcd_mvcc_put_total", 0.0) + values.get("etcd_mvcc_txn_total", 0.0)
+
+    before = writes()
+    while time.perf_counter() - started < timeout:
+        time.sleep(window)
+        now = writes()
+        if now - before <= most:
+            break
+        before = now
+    return time.perf_counter() - started
+
+
 def writes_per_change(store: EtcdStore, registry: Registry, tracker: ReadyTracker, metrics: EtcdMetrics, model: str, settle: float, timeout: float) -> dict:
     """etcd's counters over one change (replicas 2 -> 3) and a quiet `settle` after it is ready."""
     if tracker.wanted.get(model) != 2:
