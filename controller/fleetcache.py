@@ -43,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tfleet.controller.snapshot import SECTIONS, KeyFile, known_route, known_value, parse_key
@@ -166,6 +166,10 @@ class Changes:
     files: dict[str, KeyFile | None]  # None: deleted
     quiet: frozenset[str]  # keys whose change is the taker's own write coming back
     everything: bool  # files holds every key (first take, or after forget)
+    # each changed key's file at the taker's previous take (None: it had none), what the
+    # taker's FleetBuilder unfiles: the builder keeps no key -> file map of its own (at
+    # 100,000 models a second map of ~710,000 keys); empty when everything is set
+    previous: dict[str, KeyFile | None] = field(default_factory=dict)
 
 
 class Cursor:
@@ -176,17 +180,25 @@ class Cursor:
         self.name = name
         self.echoes = echoes  # True: this consumer's own writes come back as quiet keys
         self._changed: dict[str, bool] = {}  # key -> quiet
+        self._previous: dict[str, KeyFile | None] = {}  # key -> its file at the last take
         self._everything = True
 
-    def _note(self, key: str, quiet: bool) -> None:
+    def _note(self, key: str, quiet: bool, previous: KeyFile | None) -> None:
+        """key changed; previous: its file until now (the one the last take saw, if this is
+        its first change since)."""
         if not self._everything:  # (its next take returns every key anyway)
             self._changed[key] = quiet and self._changed.get(key, True) and self.echoes
+            self._previous.setdefault(key, previous)
+
+    def _start_over(self) -> None:
+        self._everything = True
+        self._changed.clear()
+        self._previous.clear()
 
     def forget(self) -> None:
         """The next take returns every key (the consumer starts over)."""
         with self._cache._lock:
-            self._everything = True
-            self._changed.clear()
+            self._start_over()
 
     def take(self) -> Changes | None:
         """The changes since the last take; None while the cache has not been loaded."""
@@ -407,12 +419,11 @@ class FleetCache:
                 expected = self._echoes.pop(event.key, None)
                 self._echo_values.pop(event.key, None)
                 quiet = echoed and expected == (None if event.kind == "delete" else _digest(event.value))
-                if keyfile is None:
-                    self._files.pop(event.key, None)
-                else:
+                previous = self._files.pop(event.key, None) if keyfile is None else self._files.get(event.key)
+                if keyfile is not None:
                     self._files[event.key] = keyfile
                 for cursor in self._cursors:
-                    cursor._note(event.key, quiet)
+                    cursor._note(event.key, quiet, previous)
                 applied += 1
             if events:
                 self.revision = max(self.revision, events[-1].mod_revision)
@@ -454,8 +465,7 @@ class FleetCache:
         # deleted) unseen, so "what differs" is not "what changed". Consumers start over
         # (the controller plans everything once); re-lists are rare.
         for cursor in self._cursors:
-            cursor._everything = True
-            cursor._changed.clear()
+            cursor._start_over()
         self.revision = max(floors.values())
         first = not self.loaded
         self.loaded = True
@@ -490,8 +500,8 @@ class FleetCache:
             else:
                 files = {key: self._files.get(key) for key in cursor._changed}
                 quiet = frozenset(key for key, q in cursor._changed.items() if q)
-            changes = Changes(self.revision, files, quiet, cursor._everything)
-            cursor._changed = {}
+            changes = Changes(self.revision, files, quiet, cursor._everything, cursor._previous)
+            cursor._changed, cursor._previous = {}, {}
             cursor._everything = False
             return changes
 

@@ -197,7 +197,7 @@ class ControllerReconciler:
         if changes.everything or self._builder.fleet is None:
             snap = self._builder.rebuild(changes.revision, (f for f in changes.files.values() if f is not None))
         else:
-            snap = self._builder.apply(changes.revision, changes.files, changes.quiet)
+            snap = self._builder.apply(changes.revision, changes.files, changes.quiet, previous=changes.previous)
         self._metrics.pass_keys.inc(self._builder.applied)
         return snap
 

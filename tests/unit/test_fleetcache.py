@@ -175,7 +175,7 @@ def run(ops, *, pinned: bool) -> None:
             fleet = (
                 builder.rebuild(changes.revision, [f for f in changes.files.values() if f])
                 if changes.everything
-                else builder.apply(changes.revision, changes.files, changes.quiet)
+                else builder.apply(changes.revision, changes.files, changes.quiet, previous=changes.previous)
             )
             caught_up = watch.revision == etcd.revision
             if pinned or caught_up:
@@ -288,7 +288,7 @@ def _placed_fleet(models: int):
         fleet = (
             builder.rebuild(changes.revision, [f for f in changes.files.values() if f])
             if changes.everything
-            else builder.apply(changes.revision, changes.files, changes.quiet)
+            else builder.apply(changes.revision, changes.files, changes.quiet, previous=changes.previous)
         )
         result = planner.plan(fleet, {}, NOW)
         if announce:
@@ -360,7 +360,7 @@ def test_an_invalid_host_record_keeps_the_last_valid_one_while_the_key_exists() 
         return (
             builder.rebuild(changes.revision, [f for f in changes.files.values() if f])
             if changes.everything
-            else builder.apply(changes.revision, changes.files, changes.quiet)
+            else builder.apply(changes.revision, changes.files, changes.quiet, previous=changes.previous)
         )
 
     assert take().hosts["h0"].memory_mb == 700
