@@ -111,7 +111,7 @@ class ModelPlan:
     wake_at: dt.datetime | None = None
 
 
-def holders_by_model(snap: FleetSnapshot, managed: Container[str]) -> dict[str, set[str]]:
+def holders_by_model(snap: FleetSnapshot, managed: Container[str]) -> dict[str, frozenset[str]]:
     return {model: hosts for model, hosts in snap.holders.items() if model in managed and hosts}
 
 
@@ -129,7 +129,7 @@ def demand_of(snap: FleetSnapshot, model: str, intent: ModelIntent) -> ModelDema
 def placement_input(
     snap: FleetSnapshot,
     intents: Mapping[str, EffectiveIntent],
-    current: dict[str, set[str]],
+    current: Mapping[str, AbstractSet[str]],
     now: dt.datetime | None = None,
     unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE,
 ) -> PlacementInput:

@@ -64,14 +64,17 @@ class FleetSnapshot:
     hosts: dict[str, HostRecord] = field(default_factory=dict)
     hostctl: dict[str, HostControl] = field(default_factory=dict)
     assignments: dict[tuple[str, str], Parsed[Assignment]] = field(default_factory=dict)
-    # indexes of the assignments above: model -> hosts holding it, host -> models it holds
-    holders: dict[str, set[str]] = field(default_factory=dict)
+    # indexes of the assignments above: model -> hosts holding it, host -> models it holds.
+    # A model's holders are a frozenset, replaced when they change (a model has a few): the
+    # planner's placement input takes them as they are (frozenset(x) is x), not a copy each
+    # (at 100,000 models ~200 bytes a model). A host's models (hundreds) are a set.
+    holders: dict[str, frozenset[str]] = field(default_factory=dict)
     held_by: dict[str, set[str]] = field(default_factory=dict)
     statuses: dict[tuple[str, str], ModelStatus] = field(default_factory=dict)
     # mod_revision of each status key, so that a change can be found without comparing values
     status_revisions: dict[tuple[str, str], int] = field(default_factory=dict)
-    # model -> hosts that have a status key for it
-    status_hosts: dict[str, set[str]] = field(default_factory=dict)
+    # model -> hosts that have a status key for it (a frozenset, as holders)
+    status_hosts: dict[str, frozenset[str]] = field(default_factory=dict)
     # stored route tables, as their routing.content_digest (None: unreadable, rewritten by
     # the controller)
     routes: dict[str, bytes | None] = field(default_factory=dict)
@@ -100,12 +103,12 @@ class FleetSnapshot:
     def add_assignment(self, place: tuple[str, str], parsed: Parsed[Assignment]) -> None:
         """File an assignment and keep the holder indexes in step."""
         self.assignments[place] = parsed
-        self.holders.setdefault(place[1], set()).add(place[0])
+        _add_frozen(self.holders, place[1], place[0])
         self.held_by.setdefault(place[0], set()).add(place[1])
 
     def remove_assignment(self, place: tuple[str, str]) -> None:
         self.assignments.pop(place, None)
-        _discard(self.holders, place[1], place[0])
+        _discard_frozen(self.holders, place[1], place[0])
         _discard(self.held_by, place[0], place[1])
 
     def content(self) -> dict[str, Any]:
@@ -130,6 +133,23 @@ class FleetSnapshot:
             "bad_values": self.bad_values,
             "invalid_intents": self.invalid_intents,
         }
+
+
+def _add_frozen(index: dict[str, frozenset[str]], name: str, member: str) -> None:
+    members = index.get(name)
+    if members is None:
+        index[name] = frozenset((member,))
+    elif member not in members:
+        index[name] = members | {member}
+
+
+def _discard_frozen(index: dict[str, frozenset[str]], name: str, member: str) -> None:
+    members = index.get(name)
+    if members is not None and member in members:
+        if len(members) == 1:
+            del index[name]
+        else:
+            index[name] = members - {member}
 
 
 def _discard(index: dict[str, set[str]], name: str, member: str) -> None:
@@ -204,13 +224,13 @@ def _unfile_intent(fleet: FleetSnapshot, f: KeyFile) -> None:
 def _file_status(fleet: FleetSnapshot, f: KeyFile) -> None:
     fleet.statuses[f.slot] = f.value
     fleet.status_revisions[f.slot] = f.mod_revision
-    fleet.status_hosts.setdefault(f.slot[1], set()).add(f.slot[0])
+    _add_frozen(fleet.status_hosts, f.slot[1], f.slot[0])
 
 
 def _unfile_status(fleet: FleetSnapshot, f: KeyFile) -> None:
     fleet.statuses.pop(f.slot, None)
     fleet.status_revisions.pop(f.slot, None)
-    _discard(fleet.status_hosts, f.slot[1], f.slot[0])
+    _discard_frozen(fleet.status_hosts, f.slot[1], f.slot[0])
 
 
 def _file_version(fleet: FleetSnapshot, f: KeyFile) -> None:
