@@ -178,17 +178,40 @@ class KeyFile:
 
     Every key files into slots no other key uses, so unfiling one key never disturbs another.
     Plain data (what, where, the value): at 100,000 models a pair of closures per key cost
-    about as much as the parsed values themselves (bench/cache_memory.py).
+    about as much as the parsed values themselves (bench/cache_memory.py). The key itself is
+    not kept (the cache and the builder's callers file by it): four fields, 64 bytes a key;
+    the rare extras (an error, a host's last valid record) are a ``NotedKeyFile``.
     """
 
-    key: str
     mod_revision: int
     # (no raw value bytes: nothing reads them once parsed, and at 100,000 models they were
     # about 6% of the controller's memory; echoes are compared against FleetCache._echoes)
     kind: str = "none"  # where the value goes: a key of _FILE ("none": nowhere)
     slot: Any = None  # under which name: a model or host, (host, model), (model, version), ...
     value: Any = None
-    error: str | None = None  # filed in bad_values: a value nobody can use (never dropped silently)
+
+    @property
+    def error(self) -> str | None:
+        """Filed in bad_values: a value nobody can use (never dropped silently); None here."""
+        return None
+
+    @property
+    def host_record(self) -> HostRecord | None:
+        return None
+
+    def file(self, fleet: FleetSnapshot) -> None:
+        _FILE[self.kind](fleet, self)
+
+    def unfile(self, fleet: FleetSnapshot) -> None:
+        _UNFILE[self.kind](fleet, self)
+
+
+@dataclass(frozen=True, slots=True)
+class NotedKeyFile(KeyFile):
+    """A KeyFile with an error to report, or of a hosts/<h> key (its last valid record)."""
+
+    key: str = ""
+    error: str | None = None  # (a field over the base's property)
     # True: the error is also listed in ``problems`` (the value is filed nowhere else); False:
     # the value is filed where it belongs, with its error (an intent, assignment or schedule
     # reported on its model), so it is not repeated there.
@@ -276,7 +299,8 @@ _UNFILE: dict[str, Filer] = {
 
 
 class _Filing(NamedTuple):
-    """What parse_key files for one key (KeyFile's fields after key and revision)."""
+    """What parse_key files for one key (a KeyFile's fields after its revision, and a
+    NotedKeyFile's error and unread)."""
 
     kind: str = "none"
     slot: Any = None
@@ -388,7 +412,9 @@ def parse_key(ks: Keyspace, key: str, value: bytes, revision: int, previous: Key
         filing = _bad(schema.safe_text(f"{key}: {exc}"))
     except Exception as exc:  # noqa: BLE001 - one key must never fail the whole snapshot
         filing = _bad(schema.safe_text(f"{key}: could not be read ({type(exc).__name__}: {exc})")[:2000])
-    return KeyFile(key, revision, *filing, host_record=record)
+    if filing.error is None and record is None:
+        return KeyFile(revision, filing.kind, filing.slot, filing.value)
+    return NotedKeyFile(revision, filing.kind, filing.slot, filing.value, key, filing.error, filing.unread, record)
 
 
 def known_value(ks: Keyspace, key: str, section: str, value: ModelStatusReport | Assignment, revision: int) -> KeyFile:
@@ -397,14 +423,14 @@ def known_value(ks: Keyspace, key: str, section: str, value: ModelStatusReport |
     of a parsed copy (parse_key of those bytes gives an equal KeyFile: tests/unit/test_fleetcache.py)."""
     if section == "assignments":
         host, model = ks.parse_host_model(key, section)
-        return KeyFile(key, revision, "assignment", (_name(host), _name(model)), Parsed(value, None, revision))
-    return KeyFile(key, revision, "modelstatus", _name(ks.name_after(key, ks.modelstatus_prefix())), value)
+        return KeyFile(revision, "assignment", (_name(host), _name(model)), Parsed(value, None, revision))
+    return KeyFile(revision, "modelstatus", _name(ks.name_after(key, ks.modelstatus_prefix())), value)
 
 
 def known_route(ks: Keyspace, key: str, value: bytes, revision: int) -> KeyFile:
     """routes/<m> holding the bytes the controller encoded from a table it built (its echo):
     the digest of its JSON, not validated again (= parse_key's: tests/unit/test_fleetcache.py)."""
-    return KeyFile(key, revision, "routes", _name(ks.name_after(key, ks.routes_prefix())), routing.document_digest(json.loads(value)))
+    return KeyFile(revision, "routes", _name(ks.name_after(key, ks.routes_prefix())), routing.document_digest(json.loads(value)))
 
 
 def read(snapshot: Snapshot, ks: Keyspace) -> FleetSnapshot:
