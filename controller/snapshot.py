@@ -71,8 +71,6 @@ class FleetSnapshot:
     holders: dict[str, frozenset[str]] = field(default_factory=dict)
     held_by: dict[str, set[str]] = field(default_factory=dict)
     statuses: dict[tuple[str, str], ModelStatus] = field(default_factory=dict)
-    # mod_revision of each status key, so that a change can be found without comparing values
-    status_revisions: dict[tuple[str, str], int] = field(default_factory=dict)
     # model -> hosts that have a status key for it (a frozenset, as holders)
     status_hosts: dict[str, frozenset[str]] = field(default_factory=dict)
     # stored route tables, as their routing.content_digest (None: unreadable, rewritten by
@@ -122,7 +120,6 @@ class FleetSnapshot:
             "holders": self.holders,
             "held_by": self.held_by,
             "statuses": self.statuses,
-            "status_revisions": self.status_revisions,
             "status_hosts": self.status_hosts,
             "routes": self.routes,
             "modelstatus": self.modelstatus,
@@ -246,13 +243,11 @@ def _unfile_intent(fleet: FleetSnapshot, f: KeyFile) -> None:
 
 def _file_status(fleet: FleetSnapshot, f: KeyFile) -> None:
     fleet.statuses[f.slot] = f.value
-    fleet.status_revisions[f.slot] = f.mod_revision
     _add_frozen(fleet.status_hosts, f.slot[1], f.slot[0])
 
 
 def _unfile_status(fleet: FleetSnapshot, f: KeyFile) -> None:
     fleet.statuses.pop(f.slot, None)
-    fleet.status_revisions.pop(f.slot, None)
     _discard_frozen(fleet.status_hosts, f.slot[1], f.slot[0])
 
 
