@@ -27,6 +27,7 @@ from tfleet.controller.discovery import discovery_routes
 from tfleet.controller.election import Election
 from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.history import HistoryRecorder
+from tfleet.controller.heap import Trimmer
 from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.problems import ProblemsPublisher
 from tfleet.controller.reconciler import ControllerReconciler, Outcome
@@ -129,6 +130,7 @@ class Controller:
         self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
         self.problems = ProblemsPublisher(store=self.store, keyspace=self.keyspace, election=self.election, metrics=self.metrics, log=self.log)
         self._snapshot: FleetSnapshot | None = None  # the snapshot of the last pass that had one (leading)
+        self._trimmer = Trimmer()
         self.loop = Loop(
             "controller-loop",
             self._pass,
@@ -190,6 +192,7 @@ class Controller:
         # A standby's pass returns at once; the first one after losing leadership also
         # drops the fleet gauges this controller reported while it led.
         outcome = self.reconciler.reconcile()
+        self._trimmer.maybe_trim()  # (a burst's freed C heap back to the system: controller/heap.py)
         if outcome.result == "standby":
             self._snapshot = None
         elif outcome.snapshot is not None:

@@ -92,7 +92,10 @@ class Interner:
                 keys.append(item_key)
             key = (list, tuple(keys))
         elif kind is dt.datetime:
-            key = (kind, value.isoformat())  # (not the value itself: the key must not hold it)
+            # (not the value itself: the key must not hold it. A naive copy and the offset, not
+            # its isoformat: 48 bytes less for each distinct time, and an agent's status each
+            # holds its own; equal instants at different offsets stay apart)
+            key = (kind, value.replace(tzinfo=None), value.utcoffset())
         elif isinstance(value, BaseModel) and value.__pydantic_extra__ is None and value.__pydantic_private__ is None:
             fields = value.__dict__
             parts = []

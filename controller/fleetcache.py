@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tfleet.controller.snapshot import SECTIONS, KeyFile, known_route, known_value, parse_key
@@ -128,16 +128,33 @@ class SectionRead:
         return min(self.revisions.values())
 
 
-def read_sections(reader: PrefixReader, ks: Keyspace, sections: Iterable[str] = SECTIONS) -> SectionRead:
-    """Read the sections, at one revision when the reader can pin one (the first read's)."""
-    revisions: dict[str, int] = {}
-    items: list[KeyValue] = []
+# One section's keys, with the revision its read is as of: what a load parses.
+Chunk = tuple[Mapping[str, int], list[KeyValue]]
+
+
+def iter_sections(reader: PrefixReader, ks: Keyspace, sections: Iterable[str] = SECTIONS) -> Iterator[Chunk]:
+    """Read the sections one by one, at one revision when the reader can pin one (the first
+    read's): ({section: revision}, its keys) each.
+
+    One section at a time so that a load can parse each before the next is read: at 100,000
+    models the stored bytes of every section at once (~710,000 keys) were a few hundred MB,
+    freed after the load but left scattered in the process's heap (docs/operations.md)."""
     pinned: int | None = None
     for section, prefix in section_prefixes(ks, sections).items():
         snapshot = reader.read(prefix, pinned)
         pinned = pinned or snapshot.revision
-        revisions[section] = snapshot.revision
-        items.extend(kv for kv in snapshot.items if section_of(ks, kv.key) == section)
+        revision, items = snapshot.revision, [kv for kv in snapshot.items if section_of(ks, kv.key) == section]
+        del snapshot  # (not held while the caller parses, nor while the next section is read)
+        yield {section: revision}, items
+
+
+def read_sections(reader: PrefixReader, ks: Keyspace, sections: Iterable[str] = SECTIONS) -> SectionRead:
+    """Read the sections, at one revision when the reader can pin one (the first read's)."""
+    revisions: dict[str, int] = {}
+    items: list[KeyValue] = []
+    for section_revisions, section_items in iter_sections(reader, ks, sections):
+        revisions.update(section_revisions)
+        items.extend(section_items)
     return SectionRead(revisions, tuple(items))
 
 
@@ -149,6 +166,10 @@ class Changes:
     files: dict[str, KeyFile | None]  # None: deleted
     quiet: frozenset[str]  # keys whose change is the taker's own write coming back
     everything: bool  # files holds every key (first take, or after forget)
+    # each changed key's file at the taker's previous take (None: it had none), what the
+    # taker's FleetBuilder unfiles: the builder keeps no key -> file map of its own (at
+    # 100,000 models a second map of ~710,000 keys); empty when everything is set
+    previous: dict[str, KeyFile | None] = field(default_factory=dict)
 
 
 class Cursor:
@@ -159,17 +180,25 @@ class Cursor:
         self.name = name
         self.echoes = echoes  # True: this consumer's own writes come back as quiet keys
         self._changed: dict[str, bool] = {}  # key -> quiet
+        self._previous: dict[str, KeyFile | None] = {}  # key -> its file at the last take
         self._everything = True
 
-    def _note(self, key: str, quiet: bool) -> None:
+    def _note(self, key: str, quiet: bool, previous: KeyFile | None) -> None:
+        """key changed; previous: its file until now (the one the last take saw, if this is
+        its first change since)."""
         if not self._everything:  # (its next take returns every key anyway)
             self._changed[key] = quiet and self._changed.get(key, True) and self.echoes
+            self._previous.setdefault(key, previous)
+
+    def _start_over(self) -> None:
+        self._everything = True
+        self._changed.clear()
+        self._previous.clear()
 
     def forget(self) -> None:
         """The next take returns every key (the consumer starts over)."""
         with self._cache._lock:
-            self._everything = True
-            self._changed.clear()
+            self._start_over()
 
     def take(self) -> Changes | None:
         """The changes since the last take; None while the cache has not been loaded."""
@@ -257,17 +286,21 @@ class FleetCache:
             if self._watch is not None:
                 return True
             try:
-                read = read_sections(self._reader, self._ks)
+                # parsed section by section as read, outside the lock (no watch runs yet: the
+                # cache is ours alone, and a dashboard's take is not kept waiting)
+                loaded = self._parse(iter_sections(self._reader, self._ks))
             except StoreError as exc:
                 if str(exc) != self.error:
                     self._log.warning("fleet_cache_load_failed", error=str(exc))
                 self.error = str(exc)
                 return False
-            self._replace(read, reason="start")
+            with self._lock:
+                first, changed = self._install_locked(*loaded)
+            self._after_replace(first, changed, "start")
             try:
                 self._watch = self._store.watch_prefix(
                     self._ks.prefix + "/",
-                    read.revision + 1,
+                    min(loaded[1].values()) + 1,
                     on_events=self._on_events,
                     on_reset=self._on_reset,
                     on_error=self._on_error,
@@ -325,7 +358,7 @@ class FleetCache:
         The lock is held across the read: the watch thread waits, so no event it applies can
         be older than the read (those it delivers afterwards are filtered by revision)."""
         with self._lock:
-            first, changed = self._replace_locked(read_sections(self._reader, self._ks))
+            first, changed = self._install_locked(*self._parse(iter_sections(self._reader, self._ks)))
         self._after_replace(first, changed, reason)
 
     # -- the watch thread ---------------------------------------------------------------
@@ -386,12 +419,11 @@ class FleetCache:
                 expected = self._echoes.pop(event.key, None)
                 self._echo_values.pop(event.key, None)
                 quiet = echoed and expected == (None if event.kind == "delete" else _digest(event.value))
-                if keyfile is None:
-                    self._files.pop(event.key, None)
-                else:
+                previous = self._files.pop(event.key, None) if keyfile is None else self._files.get(event.key)
+                if keyfile is not None:
                     self._files[event.key] = keyfile
                 for cursor in self._cursors:
-                    cursor._note(event.key, quiet)
+                    cursor._note(event.key, quiet, previous)
                 applied += 1
             if events:
                 self.revision = max(self.revision, events[-1].mod_revision)
@@ -402,30 +434,39 @@ class FleetCache:
     def _replace(self, read: SectionRead, *, reason: str) -> None:
         """Make the cache exactly ``read``; consumers take everything next time."""
         with self._lock:
-            first, changed = self._replace_locked(read)
+            first, changed = self._install_locked(*self._parse([(read.revisions, list(read.items))]))
         self._after_replace(first, changed, reason)
 
-    def _replace_locked(self, read: SectionRead) -> tuple[bool, int]:
-        fresh = {kv.key: kv for kv in read.items}
-        changed = len(self._files.keys() - fresh.keys())
+    def _parse(self, chunks: Iterable[Chunk]) -> tuple[dict[str, KeyFile], dict[str, int], int]:
+        """The files of a read (keys whose revision did not move keep their parsed value), the
+        revision each section is as of, and how many keys changed. Changes nothing: a read
+        that fails half-way leaves the cache as it was."""
+        held = self._files
         files: dict[str, KeyFile] = {}
-        for key, kv in fresh.items():
-            old = self._files.get(key)
-            if old is None or old.mod_revision != kv.mod_revision:
-                old = parse_key(self._ks, key, kv.value, kv.mod_revision, old)
-                changed += 1
-            files[key] = old  # unchanged keys keep their parsed value
+        floors: dict[str, int] = {}
+        changed = 0
+        for revisions, items in chunks:
+            floors.update(revisions)
+            for kv in items:
+                old = held.get(kv.key)
+                if old is None or old.mod_revision != kv.mod_revision:
+                    old = parse_key(self._ks, kv.key, kv.value, kv.mod_revision, old)
+                    changed += 1
+                files[kv.key] = old  # (a key read twice: the later value, as a dict of the read would)
+            del revisions, items  # (this section's bytes go before the next one is read)
+        return files, floors, changed + len(held.keys() - files.keys())
+
+    def _install_locked(self, files: dict[str, KeyFile], floors: dict[str, int], changed: int) -> tuple[bool, int]:
         self._files = files
-        self._floors = dict(read.revisions)
+        self._floors = floors
         self._echoes.clear()
         self._echo_values.clear()
         # Events were lost: a key can have changed and changed back (or been written and
         # deleted) unseen, so "what differs" is not "what changed". Consumers start over
         # (the controller plans everything once); re-lists are rare.
         for cursor in self._cursors:
-            cursor._everything = True
-            cursor._changed.clear()
-        self.revision = max(read.revisions.values())
+            cursor._start_over()
+        self.revision = max(floors.values())
         first = not self.loaded
         self.loaded = True
         if not first:
@@ -459,8 +500,8 @@ class FleetCache:
             else:
                 files = {key: self._files.get(key) for key in cursor._changed}
                 quiet = frozenset(key for key, q in cursor._changed.items() if q)
-            changes = Changes(self.revision, files, quiet, cursor._everything)
-            cursor._changed = {}
+            changes = Changes(self.revision, files, quiet, cursor._everything, cursor._previous)
+            cursor._changed, cursor._previous = {}, {}
             cursor._everything = False
             return changes
 
@@ -474,6 +515,7 @@ __all__ = [
     "RangeReader",
     "SectionRead",
     "default_reader",
+    "iter_sections",
     "read_sections",
     "section_of",
     "section_prefixes",

@@ -30,7 +30,7 @@ from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE, IncrementalP
 from tfleet.controller.planner import (
     ControllerPlan,
     ModelPlan,
-    replica_ready,
+    ready_holders,
     combine,
     demand_of,
     EffectiveIntent,
@@ -176,7 +176,7 @@ class IncrementalPlanner:
             demand_changes[model] = demand_of(snap, model, entry.intent) if entry is not None and entry.intent is not None else None
             holders = snap.holders.get(model) if model in managed else None
             current_changes[model] = frozenset(holders) if holders else None
-            ready_changes[model] = frozenset(h for h in holders if replica_ready(snap, h, model)) if holders else None
+            ready_changes[model] = ready_holders(snap, model, holders) if holders else None
         spare, pending = self._spare, self._pending
         if spare is None:  # the first incremental pass after a full one: make the second buffer
             spare = PlacementInput(dict(self._input.hosts), dict(self._input.demands), dict(self._input.current), dict(self._input.ready))

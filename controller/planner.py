@@ -99,6 +99,13 @@ def replica_ready(snap: FleetSnapshot, host: str, model: str) -> bool:
     return health.replica_ready(snap.statuses.get((host, model)), parsed.revision)
 
 
+def ready_holders(snap: FleetSnapshot, model: str, holders: AbstractSet[str]) -> frozenset[str]:
+    """The holders whose replica is ready: the holders' own frozenset when all are (the usual
+    case: one object per model in the placement input, not two; at 100,000 models ~20 MB)."""
+    ready = frozenset(h for h in holders if replica_ready(snap, h, model))
+    return holders if isinstance(holders, frozenset) and len(ready) == len(holders) else ready
+
+
 @dataclass(frozen=True)
 class ModelPlan:
     """The decision for one model: its writes and its report (None: no report to write)."""
@@ -111,7 +118,7 @@ class ModelPlan:
     wake_at: dt.datetime | None = None
 
 
-def holders_by_model(snap: FleetSnapshot, managed: Container[str]) -> dict[str, set[str]]:
+def holders_by_model(snap: FleetSnapshot, managed: Container[str]) -> dict[str, frozenset[str]]:
     return {model: hosts for model, hosts in snap.holders.items() if model in managed and hosts}
 
 
@@ -129,13 +136,13 @@ def demand_of(snap: FleetSnapshot, model: str, intent: ModelIntent) -> ModelDema
 def placement_input(
     snap: FleetSnapshot,
     intents: Mapping[str, EffectiveIntent],
-    current: dict[str, set[str]],
+    current: Mapping[str, AbstractSet[str]],
     now: dt.datetime | None = None,
     unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE,
 ) -> PlacementInput:
     hosts = {name: host_info(snap, name, now, unresponsive_grace) for name in snap.hosts}
     demands = {model: demand_of(snap, model, entry.intent) for model, entry in intents.items() if entry.intent is not None}
-    ready = {model: frozenset(h for h in holders if replica_ready(snap, h, model)) for model, holders in current.items()}
+    ready = {model: ready_holders(snap, model, holders) for model, holders in current.items()}
     return PlacementInput(hosts, demands, {m: frozenset(h) for m, h in current.items()}, ready)
 
 

@@ -247,7 +247,7 @@ class ControllerReconciler:
             self._echoed = set()
             self._ledger.reset()
         else:
-            snap = self._builder.apply(changes.revision, changes.files, changes.quiet)
+            snap = self._builder.apply(changes.revision, changes.files, changes.quiet, previous=changes.previous)
             stale, self._echoed = self._ledger.arrived(changes.files.keys(), changes.quiet)
             if stale:  # echoes of writes whose model was planned again before they came back
                 snap.changed_models = (snap.changed_models or frozenset()) | stale

@@ -64,14 +64,15 @@ class FleetSnapshot:
     hosts: dict[str, HostRecord] = field(default_factory=dict)
     hostctl: dict[str, HostControl] = field(default_factory=dict)
     assignments: dict[tuple[str, str], Parsed[Assignment]] = field(default_factory=dict)
-    # indexes of the assignments above: model -> hosts holding it, host -> models it holds
-    holders: dict[str, set[str]] = field(default_factory=dict)
+    # indexes of the assignments above: model -> hosts holding it, host -> models it holds.
+    # A model's holders are a frozenset, replaced when they change (a model has a few): the
+    # planner's placement input takes them as they are (frozenset(x) is x), not a copy each
+    # (at 100,000 models ~200 bytes a model). A host's models (hundreds) are a set.
+    holders: dict[str, frozenset[str]] = field(default_factory=dict)
     held_by: dict[str, set[str]] = field(default_factory=dict)
     statuses: dict[tuple[str, str], ModelStatus] = field(default_factory=dict)
-    # mod_revision of each status key, so that a change can be found without comparing values
-    status_revisions: dict[tuple[str, str], int] = field(default_factory=dict)
-    # model -> hosts that have a status key for it
-    status_hosts: dict[str, set[str]] = field(default_factory=dict)
+    # model -> hosts that have a status key for it (a frozenset, as holders)
+    status_hosts: dict[str, frozenset[str]] = field(default_factory=dict)
     # stored route tables, as their routing.content_digest (None: unreadable, rewritten by
     # the controller)
     routes: dict[str, bytes | None] = field(default_factory=dict)
@@ -100,12 +101,12 @@ class FleetSnapshot:
     def add_assignment(self, place: tuple[str, str], parsed: Parsed[Assignment]) -> None:
         """File an assignment and keep the holder indexes in step."""
         self.assignments[place] = parsed
-        self.holders.setdefault(place[1], set()).add(place[0])
+        _add_frozen(self.holders, place[1], place[0])
         self.held_by.setdefault(place[0], set()).add(place[1])
 
     def remove_assignment(self, place: tuple[str, str]) -> None:
         self.assignments.pop(place, None)
-        _discard(self.holders, place[1], place[0])
+        _discard_frozen(self.holders, place[1], place[0])
         _discard(self.held_by, place[0], place[1])
 
     def content(self) -> dict[str, Any]:
@@ -119,7 +120,6 @@ class FleetSnapshot:
             "holders": self.holders,
             "held_by": self.held_by,
             "statuses": self.statuses,
-            "status_revisions": self.status_revisions,
             "status_hosts": self.status_hosts,
             "routes": self.routes,
             "modelstatus": self.modelstatus,
@@ -130,6 +130,23 @@ class FleetSnapshot:
             "bad_values": self.bad_values,
             "invalid_intents": self.invalid_intents,
         }
+
+
+def _add_frozen(index: dict[str, frozenset[str]], name: str, member: str) -> None:
+    members = index.get(name)
+    if members is None:
+        index[name] = frozenset((member,))
+    elif member not in members:
+        index[name] = members | {member}
+
+
+def _discard_frozen(index: dict[str, frozenset[str]], name: str, member: str) -> None:
+    members = index.get(name)
+    if members is not None and member in members:
+        if len(members) == 1:
+            del index[name]
+        else:
+            index[name] = members - {member}
 
 
 def _discard(index: dict[str, set[str]], name: str, member: str) -> None:
@@ -158,17 +175,40 @@ class KeyFile:
 
     Every key files into slots no other key uses, so unfiling one key never disturbs another.
     Plain data (what, where, the value): at 100,000 models a pair of closures per key cost
-    about as much as the parsed values themselves (bench/cache_memory.py).
+    about as much as the parsed values themselves (bench/cache_memory.py). The key itself is
+    not kept (the cache and the builder's callers file by it): four fields, 64 bytes a key;
+    the rare extras (an error, a host's last valid record) are a ``NotedKeyFile``.
     """
 
-    key: str
     mod_revision: int
     # (no raw value bytes: nothing reads them once parsed, and at 100,000 models they were
     # about 6% of the controller's memory; echoes are compared against FleetCache._echoes)
     kind: str = "none"  # where the value goes: a key of _FILE ("none": nowhere)
     slot: Any = None  # under which name: a model or host, (host, model), (model, version), ...
     value: Any = None
-    error: str | None = None  # filed in bad_values: a value nobody can use (never dropped silently)
+
+    @property
+    def error(self) -> str | None:
+        """Filed in bad_values: a value nobody can use (never dropped silently); None here."""
+        return None
+
+    @property
+    def host_record(self) -> HostRecord | None:
+        return None
+
+    def file(self, fleet: FleetSnapshot) -> None:
+        _FILE[self.kind](fleet, self)
+
+    def unfile(self, fleet: FleetSnapshot) -> None:
+        _UNFILE[self.kind](fleet, self)
+
+
+@dataclass(frozen=True, slots=True)
+class NotedKeyFile(KeyFile):
+    """A KeyFile with an error to report, or of a hosts/<h> key (its last valid record)."""
+
+    key: str = ""
+    error: str | None = None  # (a field over the base's property)
     # True: the error is also listed in ``problems`` (the value is filed nowhere else); False:
     # the value is filed where it belongs, with its error (an intent, assignment or schedule
     # reported on its model), so it is not repeated there.
@@ -203,14 +243,12 @@ def _unfile_intent(fleet: FleetSnapshot, f: KeyFile) -> None:
 
 def _file_status(fleet: FleetSnapshot, f: KeyFile) -> None:
     fleet.statuses[f.slot] = f.value
-    fleet.status_revisions[f.slot] = f.mod_revision
-    fleet.status_hosts.setdefault(f.slot[1], set()).add(f.slot[0])
+    _add_frozen(fleet.status_hosts, f.slot[1], f.slot[0])
 
 
 def _unfile_status(fleet: FleetSnapshot, f: KeyFile) -> None:
     fleet.statuses.pop(f.slot, None)
-    fleet.status_revisions.pop(f.slot, None)
-    _discard(fleet.status_hosts, f.slot[1], f.slot[0])
+    _discard_frozen(fleet.status_hosts, f.slot[1], f.slot[0])
 
 
 def _file_version(fleet: FleetSnapshot, f: KeyFile) -> None:
@@ -256,7 +294,8 @@ _UNFILE: dict[str, Filer] = {
 
 
 class _Filing(NamedTuple):
-    """What parse_key files for one key (KeyFile's fields after key and revision)."""
+    """What parse_key files for one key (a KeyFile's fields after its revision, and a
+    NotedKeyFile's error and unread)."""
 
     kind: str = "none"
     slot: Any = None
@@ -368,7 +407,9 @@ def parse_key(ks: Keyspace, key: str, value: bytes, revision: int, previous: Key
         filing = _bad(schema.safe_text(f"{key}: {exc}"))
     except Exception as exc:  # noqa: BLE001 - one key must never fail the whole snapshot
         filing = _bad(schema.safe_text(f"{key}: could not be read ({type(exc).__name__}: {exc})")[:2000])
-    return KeyFile(key, revision, *filing, host_record=record)
+    if filing.error is None and record is None:
+        return KeyFile(revision, filing.kind, filing.slot, filing.value)
+    return NotedKeyFile(revision, filing.kind, filing.slot, filing.value, key, filing.error, filing.unread, record)
 
 
 def known_value(ks: Keyspace, key: str, section: str, value: ModelStatusReport | Assignment, revision: int) -> KeyFile:
@@ -377,14 +418,14 @@ def known_value(ks: Keyspace, key: str, section: str, value: ModelStatusReport |
     of a parsed copy (parse_key of those bytes gives an equal KeyFile: tests/unit/test_fleetcache.py)."""
     if section == "assignments":
         host, model = ks.parse_host_model(key, section)
-        return KeyFile(key, revision, "assignment", (_name(host), _name(model)), Parsed(value, None, revision))
-    return KeyFile(key, revision, "modelstatus", _name(ks.name_after(key, ks.modelstatus_prefix())), value)
+        return KeyFile(revision, "assignment", (_name(host), _name(model)), Parsed(value, None, revision))
+    return KeyFile(revision, "modelstatus", _name(ks.name_after(key, ks.modelstatus_prefix())), value)
 
 
 def known_route(ks: Keyspace, key: str, value: bytes, revision: int) -> KeyFile:
     """routes/<m> holding the bytes the controller encoded from a table it built (its echo):
     the digest of its JSON, not validated again (= parse_key's: tests/unit/test_fleetcache.py)."""
-    return KeyFile(key, revision, "routes", _name(ks.name_after(key, ks.routes_prefix())), routing.document_digest(json.loads(value)))
+    return KeyFile(revision, "routes", _name(ks.name_after(key, ks.routes_prefix())), routing.document_digest(json.loads(value)))
 
 
 def read(snapshot: Snapshot, ks: Keyspace) -> FleetSnapshot:
@@ -406,40 +447,44 @@ class FleetBuilder:
 
     def __init__(self, keyspace: Keyspace) -> None:
         self._ks = keyspace
-        self._filed: dict[str, KeyFile] = {}
         self.fleet: FleetSnapshot | None = None
         self.applied = 0  # keys applied by the last call (for the metric)
 
     def forget(self) -> None:
         """The next apply must be given every key (it rebuilds and reports no change sets)."""
-        self._filed.clear()
         self.fleet = None
 
     def rebuild(self, revision: int, files: Iterable[KeyFile]) -> FleetSnapshot:
         """A new snapshot of exactly ``files`` (change sets None: everything is new)."""
         fleet = FleetSnapshot(revision, bad_values_revision=revision)
-        self._filed = {}
+        applied = 0
         for keyfile in files:
             keyfile.file(fleet)
-            self._filed[keyfile.key] = keyfile
+            applied += 1
         self.fleet = fleet
-        self.applied = len(self._filed)
+        self.applied = applied
         return fleet
 
-    def apply(self, revision: int, changes: Mapping[str, KeyFile | None], quiet: Iterable[str] = ()) -> FleetSnapshot:
-        """Bring the snapshot to ``revision``: each changed key's new file (None: deleted)."""
+    def apply(
+        self, revision: int, changes: Mapping[str, KeyFile | None], quiet: Iterable[str] = (), *, previous: Mapping[str, KeyFile | None]
+    ) -> FleetSnapshot:
+        """Bring the snapshot to ``revision``: each changed key's new file (None: deleted).
+
+        previous: each changed key's file as last applied here (None or absent: it had none),
+        what is unfiled. The caller keeps it (the fleet cache's cursor, SnapshotReader): the
+        builder holds no key -> file map of its own, which at 100,000 models was a second
+        ~710,000-entry map next to the cache's."""
         fleet = self.fleet
         if fleet is None:
             return self.rebuild(revision, (f for f in changes.values() if f is not None))
         bad = fleet.bad_values
         for key, keyfile in changes.items():
             was_bad = bad.get(key)
-            old = self._filed.pop(key, None)
+            old = previous.get(key)
             if old is not None:
                 old.unfile(fleet)
             if keyfile is not None:
                 keyfile.file(fleet)
-                self._filed[key] = keyfile
             if bad.get(key) != was_bad:
                 fleet.bad_values_revision = revision
         quiet = set(quiet)
@@ -472,16 +517,18 @@ class SnapshotReader:
 
     def read(self, snapshot: Snapshot) -> FleetSnapshot:
         changes: dict[str, KeyFile | None] = {}
+        previous: dict[str, KeyFile | None] = {}
         seen = set()
         for kv in snapshot.items:
             seen.add(kv.key)
             old = self._files.get(kv.key)
             if old is None or old.mod_revision != kv.mod_revision:
+                previous[kv.key] = old
                 changes[kv.key] = self._files[kv.key] = parse_key(self._ks, kv.key, kv.value, kv.mod_revision, old)
         for key in self._files.keys() - seen:
-            del self._files[key]
+            previous[key] = self._files.pop(key)
             changes[key] = None
-        return self._builder.apply(snapshot.revision, changes)
+        return self._builder.apply(snapshot.revision, changes, previous=previous)
 
 
 def note_change(ks: Keyspace, key: str, models: set[str], hosts: set[str]) -> None:

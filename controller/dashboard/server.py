@@ -279,7 +279,7 @@ class Dashboard:
             if changes.everything or self._fleet.fleet is None:
                 fleet = self._fleet.rebuild(changes.revision, (f for f in changes.files.values() if f is not None))
             else:
-                fleet = self._fleet.apply(changes.revision, changes.files)
+                fleet = self._fleet.apply(changes.revision, changes.files, previous=changes.previous)
             state = self._builder.build_fleet(fleet)
         document = self._document(state)
         parts = self._builder.parts if state is not None else {}

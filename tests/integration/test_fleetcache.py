@@ -193,7 +193,7 @@ def test_a_pass_from_the_cache_equals_a_pass_from_a_fresh_read(private_etcd, ops
                 fleet = (
                     builder.rebuild(changes.revision, [f for f in changes.files.values() if f])
                     if changes.everything
-                    else builder.apply(changes.revision, changes.files, changes.quiet)
+                    else builder.apply(changes.revision, changes.files, changes.quiet, previous=changes.previous)
                 )
                 expected = with_kept_hosts(fresh(store, ks), fleet, ks)
                 assert fleet.content() == expected.content()

@@ -67,3 +67,16 @@ def test_sharing_never_conflates_values_that_differ(trees: list[object]) -> None
     before = [json.dumps(tree) for tree in trees]
     shared = [interner.compact(json.loads(text)) for text in before]
     assert [json.dumps(tree) for tree in shared] == before
+
+
+def test_times_are_shared_when_equal_and_kept_apart_at_another_offset() -> None:
+    import datetime as dt
+
+    interner = Interner()
+    utc = dt.datetime(2026, 11, 27, 12, 0, 0, 5, tzinfo=dt.timezone.utc)
+    same = [interner.compact([dt.datetime(2026, 11, 27, 12, 0, 0, 5, tzinfo=dt.timezone.utc)]) for _ in range(2)]
+    assert same[0][0] is same[1][0] and same[0][0] == utc
+    shifted = utc.astimezone(dt.timezone(dt.timedelta(hours=1)))  # the same instant, written apart
+    naive = utc.replace(tzinfo=None)
+    other, bare = interner.compact([shifted]), interner.compact([naive])
+    assert other[0] is shifted and other[0].isoformat() != utc.isoformat() and bare[0] is naive

@@ -141,3 +141,18 @@ def test_canary_reason_names_the_model_in_its_commands() -> None:
     snap = fleet(intents={"mnist": canary}, assignments={("h1", "mnist"): stable, ("h2", "mnist"): stable}, statuses=statuses)
     reason = plan(snap, {}, NOW).reports["mnist"].rollout.reason
     assert "`tfleet rollout promote mnist`" in reason and "`tfleet rollout abort mnist`" in reason
+
+
+def test_the_placement_input_holds_a_model_s_holders_once_when_every_replica_is_ready() -> None:
+    """Memory at 100,000 models: the input's ready set is the snapshot's holders object when
+    all are ready (not an equal copy), and only the ready ones otherwise."""
+    from tfleet.controller.planner import placement_input, ready_holders
+
+    a = Assignment.model_validate({"base_path": "/m", "model_version_policy": {"specific": {"versions": [1]}}})
+    snap = fleet(intents={"m": intent(replicas=2)}, assignments={("h1", "m"): a, ("h2", "m"): a}, statuses=dict([served("h1", "m"), served("h2", "m")]))
+    holders = snap.holders["m"]
+    data = placement_input(snap, {}, snap.holders)
+    assert data.ready["m"] is holders and data.current["m"] is holders
+    del snap.statuses[("h2", "m")]
+    assert ready_holders(snap, "m", holders) == {"h1"}
+    assert ready_holders(snap, "m", {"h1"}) == {"h1"}  # (a plain set: a frozenset comes back)
