@@ -31,131 +31,43 @@ tfleet::
   again, and held once (the planner keeps it too); a route table coming back is kept as the
   digest of its JSON, without a second validation.
 
-How a section is read is a seam (``PrefixReader``): ``PagedReader`` (the default) uses the
-store's paginated read, every section at one revision; ``RangeReader`` models a store that
-cannot pin a revision (each section at its own revision; the cache then drops, per section,
-the watch events that section's read already holds, and ``verify`` gives no verdict): the
-tests keep that path honest.
+How a section is read is a seam (``PrefixReader``, controller/sections.py): ``PagedReader``
+(the default) uses the store's paginated read, every section at one revision; ``RangeReader``
+models a store that cannot pin a revision (each section at its own revision; the cache then
+drops, per section, the watch events that section's read already holds, and ``verify`` gives
+no verdict): the tests keep that path honest.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from tfleet.controller.sections import (
+    Chunk,
+    PagedReader,
+    PinnedReader,
+    PrefixReader,
+    RangeReader,
+    SectionRead,
+    default_reader,
+    iter_sections,
+    read_sections,
+    section_of,
+    section_prefixes,
+)
 from tfleet.controller.snapshot import SECTIONS, KeyFile, known_route, known_value, parse_key
 from tfleet.keyspace import Keyspace
-from tfleet.ports import KeyReader, Store
-from tfleet.store import KeyValue, Snapshot, StoreError, WatchEvent
-
-
-class PrefixReader(Protocol):
-    def read(self, prefix: str, revision: int | None) -> Snapshot:
-        """Every key under prefix as of revision (None: now), however many pages that takes.
-
-        The returned snapshot's revision is the revision the keys are as of (an implementation
-        that cannot pin a revision returns the one it read at)."""
-        ...
-
-
-class RangeReader:
-    """A read of each section at whatever revision etcd is at (a store that cannot pin one)."""
-
-    pins = False  # cannot read at a given revision
-
-    def __init__(self, store: KeyReader) -> None:
-        self._store = store
-
-    def read(self, prefix: str, revision: int | None) -> Snapshot:
-        return self._store.list_prefix(prefix)  # (no revision: read at the current one)
-
-
-class PagedReader:
-    """The store's paginated read at one revision (EtcdStore.list_prefix(prefix, revision=R))."""
-
-    pins = True
-
-    def __init__(self, store: KeyReader) -> None:
-        self._store = store
-
-    def read(self, prefix: str, revision: int | None) -> Snapshot:
-        return self._store.list_prefix(prefix, revision=revision)
+from tfleet.ports import Store
+from tfleet.store import Snapshot, StoreError, WatchEvent
 
 
 def _digest(value: bytes) -> bytes:
     """What an echo is compared by: equal values, equal digests (and 16 bytes, not ~500)."""
     return hashlib.blake2b(value, digest_size=16).digest()
-
-
-def default_reader(store: KeyReader) -> PrefixReader:
-    return PagedReader(store)
-
-
-def section_prefixes(ks: Keyspace, sections: Iterable[str] = SECTIONS) -> dict[str, str]:
-    fixed = {"leader": ks.leader()}
-    return {s: fixed.get(s, f"{ks.prefix}/{s}/") for s in sections}
-
-
-def section_of(ks: Keyspace, key: str) -> str | None:
-    """The cached section a key belongs to; None for history/ and anything unknown."""
-    section = ks.section(key)
-    return section if section in SECTIONS else None
-
-
-class _Pinned:
-    """A pinning reader with its first read pinned too (read_sections pins the later ones)."""
-
-    def __init__(self, reader: PrefixReader, revision: int) -> None:
-        self._reader, self._revision = reader, revision
-
-    def read(self, prefix: str, revision: int | None) -> Snapshot:
-        return self._reader.read(prefix, revision or self._revision)
-
-
-@dataclass(frozen=True)
-class SectionRead:
-    """A read of some sections: the keys, and the revision each section is as of."""
-
-    revisions: Mapping[str, int]
-    items: tuple[KeyValue, ...]
-
-    @property
-    def revision(self) -> int:
-        """The revision every section has reached (the watch resumes after it)."""
-        return min(self.revisions.values())
-
-
-# One section's keys, with the revision its read is as of: what a load parses.
-Chunk = tuple[Mapping[str, int], list[KeyValue]]
-
-
-def iter_sections(reader: PrefixReader, ks: Keyspace, sections: Iterable[str] = SECTIONS) -> Iterator[Chunk]:
-    """Read the sections one by one, at one revision when the reader can pin one (the first
-    read's): ({section: revision}, its keys) each.
-
-    One section at a time so that a load can parse each before the next is read: at 100,000
-    models the stored bytes of every section at once (~710,000 keys) were a few hundred MB,
-    freed after the load but left scattered in the process's heap (docs/operations.md)."""
-    pinned: int | None = None
-    for section, prefix in section_prefixes(ks, sections).items():
-        snapshot = reader.read(prefix, pinned)
-        pinned = pinned or snapshot.revision
-        revision, items = snapshot.revision, [kv for kv in snapshot.items if section_of(ks, kv.key) == section]
-        del snapshot  # (not held while the caller parses, nor while the next section is read)
-        yield {section: revision}, items
-
-
-def read_sections(reader: PrefixReader, ks: Keyspace, sections: Iterable[str] = SECTIONS) -> SectionRead:
-    """Read the sections, at one revision when the reader can pin one (the first read's)."""
-    revisions: dict[str, int] = {}
-    items: list[KeyValue] = []
-    for section_revisions, section_items in iter_sections(reader, ks, sections):
-        revisions.update(section_revisions)
-        items.extend(section_items)
-    return SectionRead(revisions, tuple(items))
 
 
 @dataclass(frozen=True)
@@ -336,7 +248,7 @@ class FleetCache:
             revision = self.revision
             held = {key: f.mod_revision for key, f in self._files.items()}
         try:
-            read = read_sections(_Pinned(self._reader, revision), self._ks)
+            read = read_sections(PinnedReader(self._reader, revision), self._ks)
         except StoreError:
             return None
         fresh = {kv.key: kv.mod_revision for kv in read.items}
@@ -508,6 +420,24 @@ class FleetCache:
 
 __all__ = [
     "Changes",
+    "Cursor",
+    "FleetCache",
+    "PagedReader",
+    "PrefixReader",
+    "RangeReader",
+    "SectionRead",
+    "default_reader",
+    "iter_sections",
+    "read_sections",
+    "section_of",
+    "section_prefixes",
+]
+
+
+# The section reads live in controller/sections.py; these names are imported from here too.
+__all__ = [
+    "Changes",
+    "Chunk",
     "Cursor",
     "FleetCache",
     "PagedReader",

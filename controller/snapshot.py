@@ -4,8 +4,8 @@ Every value is validated here, once per revision of its key. A bad value never r
 is kept with its error so that the planner can report it where the operator looks
 (modelstatus) and keep serving the last valid state.
 
-A key is parsed into a ``KeyFile``: how to file it into a FleetSnapshot, and how to take it
-out again. That makes a snapshot cheap to keep current: ``FleetBuilder`` applies only the
+A key is parsed into a ``KeyFile`` (controller/keyfile.py): how to file it into a
+FleetSnapshot, and how to take it out again. That makes a snapshot cheap to keep current: ``FleetBuilder`` applies only the
 keys that changed (from the fleet cache, controller/fleetcache.py, or from a diff of two
 reads in ``SnapshotReader``), in time proportional to the change, and records which models
 and hosts the changed keys belong to, for the incremental planner. ``read`` is the one-shot
@@ -14,18 +14,12 @@ form (the CLI, tests); both file through the same KeyFiles, so they cannot disag
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any
 
-from pydantic import BaseModel
 
-from tfleet import schema
-from tfleet.keyspace import InvalidName, Keyspace, Section
-from tfleet import routing
-from tfleet.controller.compact import compact
+from tfleet.keyspace import Keyspace, Section
 from tfleet.schema import (
     Assignment,
     HostControl,
@@ -34,27 +28,26 @@ from tfleet.schema import (
     ModelIntent,
     ModelStatus,
     ModelStatusReport,
-    RouteTable,
     ScheduledAction,
-    SchemaError,
     VersionRecord,
+)
+from tfleet.controller.keyfile import (
+    SECTIONS,
+    KeyFile,
+    NotedKeyFile,
+    Parsed,
+    _add_frozen,
+    _discard,
+    _discard_frozen,
+    is_host_key,
+    known_route,
+    known_value,
+    parse_key,
 )
 from tfleet.store.types import Snapshot
 
-T = TypeVar("T")
-_Doc = TypeVar("_Doc", bound=BaseModel)
+
 _MODEL_SECTIONS = (Section.MODELS, Section.MODELSTATUS, Section.VERSIONS, Section.ASSIGNMENTS, Section.STATUS, Section.ROUTES)
-
-# The sections of the keyspace a FleetSnapshot is made of (history/ is not: no pass reads it).
-SECTIONS = ("models", "hosts", "hostctl", "assignments", "status", "modelstatus", "versions", "schedules", "routes", "leader")
-
-
-@dataclass(frozen=True, slots=True)
-class Parsed(Generic[T]):
-    value: T | None
-    error: str | None
-    revision: int
-    raw: bytes = b""  # the stored bytes when they did not parse (b"" when value is set)
 
 
 @dataclass
@@ -130,302 +123,6 @@ class FleetSnapshot:
             "bad_values": self.bad_values,
             "invalid_intents": self.invalid_intents,
         }
-
-
-def _add_frozen(index: dict[str, frozenset[str]], name: str, member: str) -> None:
-    members = index.get(name)
-    if members is None:
-        index[name] = frozenset((member,))
-    elif member not in members:
-        index[name] = members | {member}
-
-
-def _discard_frozen(index: dict[str, frozenset[str]], name: str, member: str) -> None:
-    members = index.get(name)
-    if members is not None and member in members:
-        if len(members) == 1:
-            del index[name]
-        else:
-            index[name] = members - {member}
-
-
-def _discard(index: dict[str, set[str]], name: str, member: str) -> None:
-    members = index.get(name)
-    if members is not None:
-        members.discard(member)
-        if not members:
-            del index[name]
-
-
-def _parse(model: type[_Doc], key: str, value: bytes, revision: int) -> Parsed[_Doc]:
-    try:
-        # The raw bytes are kept only when they do not parse (the CLI's dry run shows them):
-        # a parsed value needs none, and at 100,000 models they were ~6% of the memory.
-        # Equal parts of documents share one object (controller/compact.py: at 100,000 models
-        # the parsed documents were most of the controller's memory). Only assignments are
-        # often equal as a whole (a model's replicas): the others share their parts.
-        return Parsed(compact(schema.parse(model, value, key), whole=model is Assignment), None, revision)
-    except SchemaError as exc:
-        return Parsed(None, str(exc), revision, value)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyFile:
-    """One key parsed once: where it files into a snapshot (``file``), and out again (``unfile``).
-
-    Every key files into slots no other key uses, so unfiling one key never disturbs another.
-    Plain data (what, where, the value): at 100,000 models a pair of closures per key cost
-    about as much as the parsed values themselves (bench/cache_memory.py). The key itself is
-    not kept (the cache and the builder's callers file by it): four fields, 64 bytes a key;
-    the rare extras (an error, a host's last valid record) are a ``NotedKeyFile``.
-    """
-
-    mod_revision: int
-    # (no raw value bytes: nothing reads them once parsed, and at 100,000 models they were
-    # about 6% of the controller's memory; echoes are compared against FleetCache._echoes)
-    kind: str = "none"  # where the value goes: a key of _FILE ("none": nowhere)
-    slot: Any = None  # under which name: a model or host, (host, model), (model, version), ...
-    value: Any = None
-
-    @property
-    def error(self) -> str | None:
-        """Filed in bad_values: a value nobody can use (never dropped silently); None here."""
-        return None
-
-    @property
-    def host_record(self) -> HostRecord | None:
-        return None
-
-    def file(self, fleet: FleetSnapshot) -> None:
-        _FILE[self.kind](fleet, self)
-
-    def unfile(self, fleet: FleetSnapshot) -> None:
-        _UNFILE[self.kind](fleet, self)
-
-
-@dataclass(frozen=True, slots=True)
-class NotedKeyFile(KeyFile):
-    """A KeyFile with an error to report, or of a hosts/<h> key (its last valid record)."""
-
-    key: str = ""
-    error: str | None = None  # (a field over the base's property)
-    # True: the error is also listed in ``problems`` (the value is filed nowhere else); False:
-    # the value is filed where it belongs, with its error (an intent, assignment or schedule
-    # reported on its model), so it is not repeated there.
-    unread: bool = False
-    # hosts/<h> only: the last valid host record this key held (kept across invalid values)
-    host_record: HostRecord | None = None
-
-    def file(self, fleet: FleetSnapshot) -> None:
-        if self.error is not None:
-            if self.unread:
-                fleet.problem_keys[self.key] = self.error
-            fleet.bad_values[self.key] = self.error
-        _FILE[self.kind](fleet, self)
-
-    def unfile(self, fleet: FleetSnapshot) -> None:
-        _UNFILE[self.kind](fleet, self)
-        if self.error is not None:
-            fleet.problem_keys.pop(self.key, None)
-            fleet.bad_values.pop(self.key, None)
-
-
-def _file_intent(fleet: FleetSnapshot, f: KeyFile) -> None:
-    fleet.intents[f.slot] = f.value
-    if f.value.value is None:
-        fleet.invalid_intents.add(f.slot)
-
-
-def _unfile_intent(fleet: FleetSnapshot, f: KeyFile) -> None:
-    fleet.intents.pop(f.slot, None)
-    fleet.invalid_intents.discard(f.slot)
-
-
-def _file_status(fleet: FleetSnapshot, f: KeyFile) -> None:
-    fleet.statuses[f.slot] = f.value
-    _add_frozen(fleet.status_hosts, f.slot[1], f.slot[0])
-
-
-def _unfile_status(fleet: FleetSnapshot, f: KeyFile) -> None:
-    fleet.statuses.pop(f.slot, None)
-    _discard_frozen(fleet.status_hosts, f.slot[1], f.slot[0])
-
-
-def _file_version(fleet: FleetSnapshot, f: KeyFile) -> None:
-    model, number = f.slot
-    fleet.versions.setdefault(model, {})[number] = f.value
-
-
-def _unfile_version(fleet: FleetSnapshot, f: KeyFile) -> None:
-    model, number = f.slot
-    known = fleet.versions.get(model)
-    if known is not None:
-        known.pop(number, None)
-        if not known:
-            del fleet.versions[model]
-
-
-Filer = Callable[[FleetSnapshot, KeyFile], None]
-
-
-def _in_dict(attr: str) -> tuple[Filer, Filer]:
-    return (lambda fleet, f: getattr(fleet, attr).__setitem__(f.slot, f.value), lambda fleet, f: getattr(fleet, attr).pop(f.slot, None))
-
-
-_DICTS = {attr: _in_dict(attr) for attr in ("hosts", "hostctl", "modelstatus", "routes", "schedules")}
-_FILE: dict[str, Filer] = {
-    "none": lambda fleet, f: None,
-    "intent": _file_intent,
-    "assignment": lambda fleet, f: fleet.add_assignment(f.slot, f.value),
-    "status": _file_status,
-    "version": _file_version,
-    "leader": lambda fleet, f: setattr(fleet, "leader", f.value),
-    **{attr: filers[0] for attr, filers in _DICTS.items()},
-}
-_UNFILE: dict[str, Filer] = {
-    "none": lambda fleet, f: None,
-    "intent": _unfile_intent,
-    "assignment": lambda fleet, f: fleet.remove_assignment(f.slot),
-    "status": _unfile_status,
-    "version": _unfile_version,
-    "leader": lambda fleet, f: setattr(fleet, "leader", None),
-    **{attr: filers[1] for attr, filers in _DICTS.items()},
-}
-
-
-class _Filing(NamedTuple):
-    """What parse_key files for one key (a KeyFile's fields after its revision, and a
-    NotedKeyFile's error and unread)."""
-
-    kind: str = "none"
-    slot: Any = None
-    value: Any = None
-    error: str | None = None
-    unread: bool = False
-
-
-def _bad(error: str) -> _Filing:
-    """A value nobody can use, filed nowhere but where operators look (never dropped silently)."""
-    return _Filing(error=error, unread=True)
-
-
-def _with_error(kind: str, slot: Any, parsed: Parsed[Any]) -> _Filing:
-    """A value filed where it belongs, with its error (if any) reported on it."""
-    return _Filing(kind, slot, parsed, parsed.error)
-
-
-def _name(text: str) -> str:
-    """Host and model names recur in many keys: one string each (sys.intern)."""
-    return sys.intern(text)
-
-
-def _filing(ks: Keyspace, key: str, value: bytes, revision: int) -> _Filing:
-    parsed_key = ks.classify(key)
-    section = parsed_key.section
-    if parsed_key.error is not None and section in SECTIONS:
-        raise InvalidName(parsed_key.error)  # (parse_key reports it)
-    if section == "models":
-        assert parsed_key.model is not None
-        return _with_error("intent", _name(parsed_key.model), _parse(ModelIntent, key, value, revision))
-    if section in ("hostctl", "modelstatus"):  # (hosts/: _host_filing)
-        name = parsed_key.host if section == "hostctl" else parsed_key.model
-        assert name is not None
-        kind: type[Any] = {"hostctl": HostControl, "modelstatus": ModelStatusReport}[section]
-        parsed_doc = _parse(kind, key, value, revision)
-        if parsed_doc.value is None:
-            return _bad(parsed_doc.error or key)
-        return _Filing(section, _name(name), parsed_doc.value)
-    if section in ("assignments", "status"):
-        assert parsed_key.host is not None and parsed_key.model is not None
-        place = (_name(parsed_key.host), _name(parsed_key.model))
-        if section == "assignments":
-            return _with_error("assignment", place, _parse(Assignment, key, value, revision))
-        status = _parse(ModelStatus, key, value, revision)
-        if status.value is None:
-            return _bad(status.error or key)
-        return _Filing("status", place, status.value)
-    if section == "versions":
-        model, number = parsed_key.model, parsed_key.version  # (classify: ASCII digits, no leading zeros)
-        assert model is not None and number is not None
-        record = _parse(VersionRecord, key, value, revision)
-        if record.value is None:
-            return _bad(record.error or key)
-        return _Filing("version", (_name(model), number), record.value)
-    if section == "schedules":
-        assert parsed_key.model is not None and parsed_key.schedule is not None
-        return _with_error("schedules", (_name(parsed_key.model), parsed_key.schedule), _parse(ScheduledAction, key, value, revision))
-    if section == "routes":
-        assert parsed_key.model is not None
-        name = _name(parsed_key.model)
-        table = _parse(RouteTable, key, value, revision).value
-        # Only the digest of a valid table is kept: the controller writes the tables and only
-        # asks whether one it computes differs (routing.routes_changed).
-        return _Filing("routes", name, routing.content_digest(table) if table is not None and table.model == name else None)
-    if section == "leader":
-        return _with_error("leader", None, _parse(LeaderRecord, key, value, revision))
-    return _Filing()  # history, problems, and keys of later versions: not planning input
-
-
-def _host_filing(ks: Keyspace, key: str, value: bytes, revision: int, previous: KeyFile | None) -> tuple[_Filing, HostRecord | None]:
-    """hosts/<h>: a valid record is filed; an invalid one keeps the key's last valid record.
-
-    The agent writes its record bound to its lease, so the key exists exactly while the host
-    lives (etcd deletes it when the lease expires: then the host is gone). A bad value written
-    over it by hand (etcdctl put, with or without --lease) does not end the host: counting it
-    gone would delete its assignments at once, with no make-before-break, and TF Serving would
-    unload good models. So the host keeps its last valid record while the key exists, the bad
-    value is reported (<prefix>/problems), and the agent writes its key back within a probe
-    interval. A host whose key never held a valid value in this process is not filed.
-    """
-    name = _name(ks.name_after(key, ks.hosts_prefix()))
-    parsed = _parse(HostRecord, key, value, revision)
-    if parsed.value is not None:
-        return _Filing("hosts", name, parsed.value), parsed.value
-    kept = previous.host_record if previous is not None else None
-    error = parsed.error or key
-    if kept is None:
-        return _bad(error), None
-    error = schema.safe_text(f"{error} (the controller keeps host {name}'s last valid record while the key exists)")
-    return _Filing("hosts", name, kept, error, unread=True), kept
-
-
-def is_host_key(ks: Keyspace, key: str) -> bool:
-    return ks.in_section(key, Section.HOSTS)
-
-
-def parse_key(ks: Keyspace, key: str, value: bytes, revision: int, previous: KeyFile | None = None) -> KeyFile:
-    """Parse one key (never raises: a bad name or value becomes a problem or an error).
-
-    previous: the key's KeyFile before this value (for hosts/<h>: its last valid record)."""
-    record: HostRecord | None = None
-    try:
-        if is_host_key(ks, key):
-            filing, record = _host_filing(ks, key, value, revision, previous)
-        else:
-            filing = _filing(ks, key, value, revision)
-    except InvalidName as exc:
-        filing = _bad(schema.safe_text(f"{key}: {exc}"))
-    except Exception as exc:  # noqa: BLE001 - one key must never fail the whole snapshot
-        filing = _bad(schema.safe_text(f"{key}: could not be read ({type(exc).__name__}: {exc})")[:2000])
-    if filing.error is None and record is None:
-        return KeyFile(revision, filing.kind, filing.slot, filing.value)
-    return NotedKeyFile(revision, filing.kind, filing.slot, filing.value, key, filing.error, filing.unread, record)
-
-
-def known_value(ks: Keyspace, key: str, section: str, value: ModelStatusReport | Assignment, revision: int) -> KeyFile:
-    """modelstatus/<m> or assignments/<h>/<m> holding exactly ``schema.encode(value)``: the
-    controller's own write coming back (fleetcache.py), filed as the planner's object instead
-    of a parsed copy (parse_key of those bytes gives an equal KeyFile: tests/unit/test_fleetcache.py)."""
-    if section == "assignments":
-        host, model = ks.parse_host_model(key, section)
-        return KeyFile(revision, "assignment", (_name(host), _name(model)), Parsed(value, None, revision))
-    return KeyFile(revision, "modelstatus", _name(ks.name_after(key, ks.modelstatus_prefix())), value)
-
-
-def known_route(ks: Keyspace, key: str, value: bytes, revision: int) -> KeyFile:
-    """routes/<m> holding the bytes the controller encoded from a table it built (its echo):
-    the digest of its JSON, not validated again (= parse_key's: tests/unit/test_fleetcache.py)."""
-    return KeyFile(revision, "routes", _name(ks.name_after(key, ks.routes_prefix())), routing.document_digest(json.loads(value)))
 
 
 def read(snapshot: Snapshot, ks: Keyspace) -> FleetSnapshot:
@@ -539,3 +236,22 @@ def note_change(ks: Keyspace, key: str, models: set[str], hosts: set[str]) -> No
             hosts.add(parsed.host)
     elif parsed.section in _MODEL_SECTIONS and parsed.model is not None:
         models.add(parsed.model)
+
+
+# Parsing and filing one key live in controller/keyfile.py; these names are imported from
+# here too (the snapshot is what its callers think in).
+__all__ = [
+    "SECTIONS",
+    "FleetBuilder",
+    "FleetSnapshot",
+    "KeyFile",
+    "NotedKeyFile",
+    "Parsed",
+    "SnapshotReader",
+    "is_host_key",
+    "known_route",
+    "known_value",
+    "note_change",
+    "parse_key",
+    "read",
+]

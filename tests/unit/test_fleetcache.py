@@ -434,7 +434,7 @@ def test_an_echoed_report_or_assignment_is_filed_as_the_object_written_and_equal
 
 def test_an_echoed_route_table_is_kept_as_the_digest_a_parse_gives(monkeypatch) -> None:
     """...without parsing it again (its bytes are the controller's own encoding of a table)."""
-    from tfleet.controller import snapshot
+    from tfleet.controller import keyfile
     from tfleet.routing import build_table
 
     etcd = FakeEtcd()
@@ -447,7 +447,7 @@ def test_an_echoed_route_table_is_kept_as_the_digest_a_parse_gives(monkeypatch) 
     expected = parse_key(KS, key, value, etcd.revision + 1)
     cache.expect({key: value})
     etcd.txn([(key, value)])
-    monkeypatch.setattr(snapshot, "_parse", lambda *args: pytest.fail("an echoed route table was parsed again"))
+    monkeypatch.setattr(keyfile, "_parse", lambda *args: pytest.fail("an echoed route table was parsed again"))
     etcd.watches[-1].drain()
     assert cache.get(key) == expected
 
