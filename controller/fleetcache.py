@@ -418,22 +418,6 @@ class FleetCache:
             return changes
 
 
-__all__ = [
-    "Changes",
-    "Cursor",
-    "FleetCache",
-    "PagedReader",
-    "PrefixReader",
-    "RangeReader",
-    "SectionRead",
-    "default_reader",
-    "iter_sections",
-    "read_sections",
-    "section_of",
-    "section_prefixes",
-]
-
-
 # The section reads live in controller/sections.py; these names are imported from here too.
 __all__ = [
     "Changes",
