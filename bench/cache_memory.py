@@ -21,12 +21,10 @@ import sys
 import tracemalloc
 from typing import Any
 
-from bench.cache_pass import LeaderElection, MemoryStore, NoHistory, _Log
+from bench.cache_pass import MemoryStore, in_memory_controller
 from bench.controller_plan import KS, NOW, build, kv
 from tfleet import routing
-from tfleet.controller.fleetcache import FleetCache, section_of
-from tfleet.controller.metrics import ControllerMetrics
-from tfleet.controller.reconciler import ControllerReconciler
+from tfleet.controller.fleetcache import section_of
 from tfleet.controller.snapshot import SnapshotReader, parse_key
 from tfleet.store import Snapshot
 
@@ -73,19 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     store = MemoryStore(items)
     del items
     store_bytes = _traced() - base
-    metrics = ControllerMetrics()
-    cache = FleetCache(store, KS, log=_Log(), metrics=metrics)
-    reconciler = ControllerReconciler(
-        store=store,
-        keyspace=KS,
-        election=LeaderElection(store),
-        registry=NoHistory(),
-        metrics=metrics,
-        log=_Log(),
-        now=lambda: NOW,
-        cache=cache,
-        clock=lambda: 0.0,
-    )
+    controller = in_memory_controller(store)
+    cache, reconciler = controller.cache, controller.reconciler
     before = _traced()
     cache.ensure_started()
     cache_bytes = _traced() - before

@@ -26,6 +26,8 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from bench.controller_plan import KS, NOW, build, floor_pass
@@ -116,6 +118,36 @@ class NoHistory:
         return []
 
 
+@dataclass(frozen=True)
+class InMemoryController:
+    """The real reconciler and fleet cache over an in-memory store, leading, with no history
+    to read: what the in-process benches (cache_pass, cache_memory, resync_pass) and the
+    resync tests drive."""
+
+    reconciler: ControllerReconciler
+    cache: FleetCache
+    metrics: ControllerMetrics
+
+
+def in_memory_controller(store: MemoryStore, clock: Callable[[], float] = lambda: 0.0, **settings: Any) -> InMemoryController:
+    """settings: more ControllerReconciler keywords (full_plan_interval, resync_slice, ...)."""
+    metrics = ControllerMetrics()
+    cache = FleetCache(store, KS, log=_Log(), metrics=metrics)
+    reconciler = ControllerReconciler(
+        store=store,
+        keyspace=KS,
+        election=LeaderElection(store),
+        registry=NoHistory(),  # type: ignore[arg-type]
+        metrics=metrics,
+        log=_Log(),
+        now=lambda: NOW,
+        clock=clock,
+        cache=cache,
+        **settings,
+    )
+    return InMemoryController(reconciler, cache, metrics)
+
+
 def timed_pass(reconciler: ControllerReconciler, metrics: ControllerMetrics) -> tuple[float, int, int]:
     keys = metrics.registry.get_sample_value("tfleet_controller_pass_keys_applied_total") or 0
     planned = metrics.registry.get_sample_value("tfleet_controller_models_planned_total") or 0
@@ -155,19 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     del snapshot
 
     store = MemoryStore(items)
-    metrics = ControllerMetrics()
-    cache = FleetCache(store, KS, log=_Log(), metrics=metrics)
-    reconciler = ControllerReconciler(
-        store=store,
-        keyspace=KS,
-        election=LeaderElection(store),
-        registry=NoHistory(),
-        metrics=metrics,
-        log=_Log(),
-        now=lambda: NOW,
-        cache=cache,
-        clock=lambda: 0.0,
-    )  # no periodic full plan mid-measurement (FULL_PLAN_EVERY)
+    controller = in_memory_controller(store)  # clock 0: no resync slice mid-measurement
+    reconciler, cache, metrics = controller.reconciler, controller.cache, controller.metrics
     # History recording moves out of the pass into a watch-driven recorder (controller/history.py,
     # another branch); until then the pass still scans every intent for it: not measured here.
     reconciler._record_history = lambda snap: None  # type: ignore[method-assign]

@@ -19,10 +19,8 @@ import statistics
 import time
 
 from bench import cache_pass
-from bench.controller_plan import KS, NOW, build
+from bench.controller_plan import build
 from tfleet.controller.app import tune_gc
-from tfleet.controller.fleetcache import FleetCache
-from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.reconciler import ControllerReconciler
 
 
@@ -36,24 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tune_gc()
     store = cache_pass.MemoryStore(build(args.models, args.hosts))
-    metrics = ControllerMetrics()
     now = [0.0]
     options = {}
     if "resync_slice" in inspect.signature(ControllerReconciler).parameters:
         options["resync_slice"] = 500
-    reconciler = ControllerReconciler(
-        store=store,
-        keyspace=KS,
-        election=cache_pass.LeaderElection(store),
-        registry=cache_pass.NoHistory(),  # type: ignore[arg-type]
-        metrics=metrics,
-        log=cache_pass._Log(),
-        now=lambda: NOW,
-        clock=lambda: now[0],
-        cache=FleetCache(store, KS, log=cache_pass._Log(), metrics=metrics),
-        full_plan_interval=args.interval,
-        **options,
-    )
+    reconciler = cache_pass.in_memory_controller(store, lambda: now[0], full_plan_interval=args.interval, **options).reconciler
     started = time.process_time()
     reconciler.reconcile()
     first = time.process_time() - started

@@ -43,27 +43,11 @@ def test_full_plan_interval_is_bounded() -> None:
 
 def _reconciler(models: int, now: list[float], interval: float, resync_slice: int):
     from bench import cache_pass
-    from bench.controller_plan import KS, NOW, build
-    from tfleet.controller.fleetcache import FleetCache
-    from tfleet.controller.metrics import ControllerMetrics
-    from tfleet.controller.reconciler import ControllerReconciler
+    from bench.controller_plan import build
 
     store = cache_pass.MemoryStore(build(models, 4))
-    metrics = ControllerMetrics()
-    reconciler = ControllerReconciler(
-        store=store,
-        keyspace=KS,
-        election=cache_pass.LeaderElection(store),
-        registry=cache_pass.NoHistory(),  # type: ignore[arg-type]
-        metrics=metrics,
-        log=cache_pass._Log(),
-        now=lambda: NOW,
-        clock=lambda: now[0],
-        cache=FleetCache(store, KS, log=cache_pass._Log(), metrics=metrics),
-        full_plan_interval=interval,
-        resync_slice=resync_slice,
-    )
-    return store, reconciler
+    controller = cache_pass.in_memory_controller(store, lambda: now[0], full_plan_interval=interval, resync_slice=resync_slice)
+    return store, controller.reconciler
 
 
 def test_the_rolling_resync_plans_every_model_once_per_interval_in_bounded_passes() -> None:
