@@ -165,8 +165,10 @@ class FleetCache:
 
         values: modelstatus or assignment key -> (the bytes written, the report or assignment
         they encode: schema.encode of it): filed as it is when the echo comes back, instead
-        of a parsed copy (an assignment's echo is not quiet: it is planned again)."""
-        prefixes = (self._ks.modelstatus_prefix(), self._ks.assignments_prefix())
+        of a parsed copy (an assignment's echo is not quiet: it is planned again); routes key
+        -> (the bytes written, the table's routing.content_digest): kept as that digest,
+        without decoding the echo again."""
+        prefixes = (self._ks.modelstatus_prefix(), self._ks.assignments_prefix(), self._ks.routes_prefix())
         digests = {key: None if value is None else _digest(value) for key, value in writes.items()}
         known = {key: (_digest(written), value) for key, (written, value) in (values or {}).items() if key.startswith(prefixes)}
         with self._lock:

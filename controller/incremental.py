@@ -210,6 +210,18 @@ def quiet_assignment(snap: FleetSnapshot, host: str, model: str) -> bool:
     return (host, model) not in snap.assignments
 
 
+def quiet_delete(snap: FleetSnapshot, host: str, model: str) -> bool:
+    """Whether the echo of a delete of this assignment changes no decision: its host is gone
+    and the model has an intent key. Placement already ignores a gone host's replica (rule
+    2), it was not ready (its status went with the host's lease, and a gone host serves no
+    route), and the rollout and report look only at placed hosts; the intent key means the
+    echo cannot end the model's report either (an unmanaged model's last delete does). This
+    is what makes re-placing the replicas of lost hosts one pass, not two: at 100,000
+    models the 20,000 deletes' echoes re-planned every affected model for nothing
+    (bench/loss_pass.py). Property tests: tests/unit/test_fleetcache.py."""
+    return host not in snap.hosts and model in snap.intents
+
+
 class EchoLedger:
     """Which of the controller's own writes may come back quiet.
 

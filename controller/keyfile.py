@@ -333,13 +333,16 @@ def parse_key(ks: Keyspace, key: str, value: bytes, revision: int, previous: Key
     return NotedKeyFile(revision, filing.kind, filing.slot, filing.value, key, filing.error, filing.unread, record)
 
 
-def known_value(ks: Keyspace, key: str, section: str, value: ModelStatusReport | Assignment, revision: int) -> KeyFile:
+def known_value(ks: Keyspace, key: str, section: str, value: ModelStatusReport | Assignment | bytes, revision: int) -> KeyFile:
     """modelstatus/<m> or assignments/<h>/<m> holding exactly ``schema.encode(value)``: the
     controller's own write coming back (fleetcache.py), filed as the planner's object instead
-    of a parsed copy (parse_key of those bytes gives an equal KeyFile: tests/unit/test_fleetcache.py)."""
+    of a parsed copy (parse_key of those bytes gives an equal KeyFile: tests/unit/test_fleetcache.py).
+    routes/<m>: value is the content digest of the table the controller encoded there."""
     if section == "assignments":
         host, model = ks.parse_host_model(key, section)
         return KeyFile(revision, "assignment", (_name(host), _name(model)), Parsed(value, None, revision))
+    if section == "routes":
+        return KeyFile(revision, "routes", _name(ks.name_after(key, ks.routes_prefix())), value)
     return KeyFile(revision, "modelstatus", _name(ks.name_after(key, ks.modelstatus_prefix())), value)
 
 

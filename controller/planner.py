@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Container, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tfleet import health
 from tfleet.controller.compact import compact
@@ -166,20 +166,32 @@ def plan_model(snap: FleetSnapshot, case: ModelCase, now: dt.datetime) -> ModelP
         if parsed is None or parsed.value != wanted:
             puts[(host, model)] = compact(wanted)  # (kept until replanned: a model's replicas share one)
     deletes = frozenset((h, model) for h in holders if h not in step.assignments)
-    report = _report(snap, case, step, now)
-    # Unchanged but for updated_at: the stored report itself (nothing to write; one object
-    # held, not two). Otherwise its parts share the equal parts of the reports held
-    # (controller/compact.py); the fleet cache files this object when its write comes back.
-    report = previous if previous is not None and same_report(report, previous) else compact(report, whole=False)
     wake_at = min((f.retry_after for f in step.failures), default=None)
-    return ModelPlan(puts, deletes, report, wake_at=wake_at)
+    return ModelPlan(puts, deletes, _report(snap, case, step, now), wake_at=wake_at)
 
 
 def same_report(new: ModelStatusReport, old: ModelStatusReport | None) -> bool:
-    """Whether old says what new says (updated_at aside): then it is not written again."""
+    """Whether old says what new says (updated_at aside): then it is not written again.
+
+    (Field by field, as pydantic's own equality does; two model_dump calls cost 3 times as
+    much, and every planned model is compared.)"""
     if old is None:
         return False
-    return new is old or new.model_dump(exclude={"updated_at"}) == old.model_dump(exclude={"updated_at"})
+    return new is old or (type(new) is type(old) and {**new.__dict__, "updated_at": None} == {**old.__dict__, "updated_at": None})
+
+
+def settled(result: ModelPlan, previous: ModelStatusReport | None) -> ModelPlan:
+    """The plan with the report to keep: the stored report itself when it says the same
+    (nothing to write, and one object held, not two: the reconciler writes a report only
+    when it is not the stored one); otherwise the new one, sharing its parts with the
+    reports held (controller/compact.py). The fleet cache files this object when its write
+    comes back."""
+    report = result.report
+    if report is None or report is previous:
+        return result
+    if same_report(report, previous):
+        return replace(result, report=previous)
+    return replace(result, report=compact(report, whole=False))
 
 
 def plan_model_safely(snap: FleetSnapshot, case: ModelCase, now: dt.datetime) -> ModelPlan:
@@ -190,11 +202,12 @@ def plan_model_safely(snap: FleetSnapshot, case: ModelCase, now: dt.datetime) ->
     unloaded or moved because of it) and its modelstatus says what went wrong.
     """
     try:
-        return plan_model(snap, case, now)
+        result = plan_model(snap, case, now)
     except Exception as exc:  # noqa: BLE001 - isolate one model; the others go on
         revision = case.entry.revision if case.entry is not None else 0
         error = f"internal error while planning this model ({type(exc).__name__}: {exc}); nothing is changed for it until it is fixed"
-        return ModelPlan({}, frozenset(), ModelStatusReport(intent_revision=revision, error=error[:2000], updated_at=now))
+        result = ModelPlan({}, frozenset(), ModelStatusReport(intent_revision=revision, error=error[:2000], updated_at=now))
+    return settled(result, snap.modelstatus.get(case.model))
 
 
 def combine(results: Mapping[str, ModelPlan]) -> ControllerPlan:

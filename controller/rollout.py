@@ -189,13 +189,12 @@ def _current_labels(replicas: Sequence[Replica], keep: Set[int]) -> dict[str, in
 
 def plan_rollout(intent: ModelIntent, replicas: Sequence[Replica], failures: Sequence[Failure], now: dt.datetime, memory: Memory | None = None) -> Step:
     hosts = sorted(r.host for r in replicas)
-    target = _versions_of(intent.assignment())
+    final = intent.assignment()
+    target = _versions_of(final)
     if target is None:
         # latest/all: TF Serving picks versions from disk; nothing to orchestrate.
-        config = intent.assignment()
-        return Step({h: config for h in hosts}, "stable")
+        return Step({h: final for h in hosts}, "stable")
 
-    final = intent.assignment()
     aborting = intent.rollout.abort and memory is not None and memory.phase != "stable"
     if not failures and not aborting and replicas and all(r.assignment == final for r in replicas) and not _any_failed(replicas, target):
         # Converged (the common case in a large fleet): nothing to decide, unless the old

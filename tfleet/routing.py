@@ -32,10 +32,11 @@ Rules:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from tfleet import schema
@@ -70,7 +71,14 @@ class ServedFleet(Protocol):
 
 
 def _endpoint(record: HostRecord) -> RouteEndpoint:
-    return RouteEndpoint(host=record.host, grpc_address=record.grpc_address, rest_address=record.rest_address)
+    return _shared_endpoint(record.host, record.grpc_address, record.rest_address)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_endpoint(host: str, grpc_address: str, rest_address: str) -> RouteEndpoint:
+    """One endpoint object per host address (frozen): a host's endpoint is in every table of
+    the models it serves, and validating it again for each cost more than the table."""
+    return RouteEndpoint(host=host, grpc_address=grpc_address, rest_address=rest_address)
 
 
 def version_order(text: str) -> tuple[int, int | str]:
@@ -167,6 +175,8 @@ class RoutePlan:
 
     puts: Mapping[str, RouteTable]
     deletes: frozenset[str]
+    # model -> content_digest of its table in puts (when plan_routes computed it to compare)
+    digests: Mapping[str, bytes] = field(default_factory=dict)
 
     def operations(self, keyspace: Keyspace) -> list[Put | Delete]:
         """The etcd operations of this plan, in a stable order (puts by model, then deletes)."""
@@ -188,10 +198,19 @@ def plan_routes(snap: ServedFleet, current: Mapping[str, RouteTable | bytes | No
     controller passes the ones whose keys changed); None plans every model.
     """
     wanted = route_tables(snap, now, models)
-    puts = {model: table for model, table in wanted.items() if routes_changed(current.get(model), table)}
+    puts: dict[str, RouteTable] = {}
+    digests: dict[str, bytes] = {}
+    for model, table in wanted.items():
+        old = current.get(model)
+        if old is None or isinstance(old, bytes):  # (routes_changed, with the digest kept for the caller)
+            digest = content_digest(table)
+            if digest != old:
+                puts[model], digests[model] = table, digest
+        elif routes_changed(old, table):
+            puts[model] = table
     considered = current.keys() if models is None else set(models) & current.keys()
     deletes = frozenset(model for model in considered if model not in wanted)
-    return RoutePlan(puts=puts, deletes=deletes)
+    return RoutePlan(puts=puts, deletes=deletes, digests=digests)
 
 
 def parse_route_table(key: str, value: bytes, keyspace: Keyspace) -> RouteTable:

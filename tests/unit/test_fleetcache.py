@@ -17,7 +17,7 @@ from tests.helpers import with_kept_hosts
 from tests.unit.fakeetcd import FakeEtcd
 from tfleet import schema
 from tfleet.controller.fleetcache import FleetCache, PagedReader, RangeReader, section_of
-from tfleet.controller.incremental import EchoLedger, IncrementalPlanner, quiet_assignment
+from tfleet.controller.incremental import EchoLedger, IncrementalPlanner, quiet_assignment, quiet_delete
 from tfleet.controller.planner import plan
 from tfleet.controller.snapshot import FleetBuilder, parse_key, read
 from tfleet.keyspace import Keyspace
@@ -210,11 +210,13 @@ def _apply(builder: FleetBuilder, ledger: EchoLedger, changes):
 
 
 def _write(etcd: FakeEtcd, cache: FleetCache, result, fleet, ledger: EchoLedger) -> None:
-    """What the reconciler writes: assignments, and reports that differ; the reports and
-    the new replicas' assignments are announced as echoes (controller/reconciler.py)."""
+    """What the reconciler writes: assignments, and reports that differ; the reports, the
+    new replicas' assignments and the deletes of gone hosts' assignments are announced as
+    echoes (controller/reconciler.py)."""
     ops: list[tuple[str, bytes | None]] = [(KS.assignment(h, m), schema.encode(a)) for (h, m), a in sorted(result.puts.items())]
     new_replicas = [(KS.assignment(h, m), schema.encode(a)) for (h, m), a in sorted(result.puts.items()) if quiet_assignment(fleet, h, m)]
     ops += [(KS.assignment(h, m), None) for h, m in sorted(result.deletes)]
+    new_replicas += [(KS.assignment(h, m), None) for h, m in sorted(result.deletes) if quiet_delete(fleet, h, m)]
     written = sorted(_needed(result, fleet)[2])
     reports = [(KS.modelstatus(m), schema.encode(result.reports[m])) for m in written]
     reports += [(KS.modelstatus(m), None) for m in sorted(result.report_deletes)]
@@ -432,8 +434,12 @@ def test_an_echoed_report_or_assignment_is_filed_as_the_object_written_and_equal
     assert again is not None and again.value is not report and again.value.wanted_replicas == 7
 
 
-def test_an_echoed_route_table_is_kept_as_the_digest_a_parse_gives(monkeypatch) -> None:
-    """...without parsing it again (its bytes are the controller's own encoding of a table)."""
+@pytest.mark.parametrize("with_digest", [False, True])
+def test_an_echoed_route_table_is_kept_as_the_digest_a_parse_gives(monkeypatch, with_digest: bool) -> None:
+    """...without parsing it again (its bytes are the controller's own encoding of a table);
+    with_digest: announced with the content digest the route plan computed (the reconciler's
+    way), which is then kept without decoding the echo at all."""
+    from tfleet import routing
     from tfleet.controller import keyfile
     from tfleet.routing import build_table
 
@@ -443,11 +449,14 @@ def test_an_echoed_route_table_is_kept_as_the_digest_a_parse_gives(monkeypatch) 
     key = KS.routes("m0")
     hosts = {"h0": schema.parse(schema.HostRecord, host("h0"), "h"), "h1": schema.parse(schema.HostRecord, host("h1"), "h")}
     served = {h: schema.parse(schema.ModelStatus, status(5, [1, 2]), "s") for h in hosts}
-    value = schema.encode(build_table("m0", served, hosts, NOW))
+    table = build_table("m0", served, hosts, NOW)
+    value = schema.encode(table)
     expected = parse_key(KS, key, value, etcd.revision + 1)
-    cache.expect({key: value})
+    cache.expect({key: value}, {key: (value, routing.content_digest(table))} if with_digest else None)
     etcd.txn([(key, value)])
     monkeypatch.setattr(keyfile, "_parse", lambda *args: pytest.fail("an echoed route table was parsed again"))
+    if with_digest:
+        monkeypatch.setattr(keyfile.json, "loads", lambda *args: pytest.fail("an echoed route table was decoded again"))
     etcd.watches[-1].drain()
     assert cache.get(key) == expected
 

@@ -1,0 +1,131 @@
+"""The controller's own CPU cost of re-placing the replicas of lost hosts, in memory.
+
+    python -m bench.loss_pass [--models 100000] [--hosts 1000] [--loss 0.1] [--profile 30]
+
+The real fleet cache and reconciler over the in-memory store of bench/cache_pass.py: a
+converged fleet loses a share of its hosts (their host records and status keys deleted, as
+etcd does when their leases expire); the passes that follow run until one writes nothing
+(each pass's writes come back as watch events before the next, as they would from etcd).
+Then every moved replica's new host reports it AVAILABLE (a status at its assignment's
+revision, as an agent writes it) and the passes run again until quiet.
+
+Printed: per phase, the passes, their writes and the controller CPU seconds they took (the
+part of bench/scale's "10 % of hosts die silently" figure that is the controller's CPU; the
+rest is etcd and the agents). --profile N prints cProfile's N most expensive functions of
+both phases, by own time and by cumulative time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import sys
+import time
+
+from bench.cache_pass import MemoryStore, in_memory_controller
+from bench.controller_plan import KS, NOW, build
+from tfleet import schema
+from tfleet.controller.app import tune_gc
+from tfleet.keyspace import Section
+from tfleet.schema import ModelStatus
+from tfleet.store import Delete
+
+
+def run_until_quiet(store: MemoryStore, reconcile, limit: int = 50) -> dict[str, float]:
+    """Passes until one writes nothing and nothing is pending: passes, writes, seconds."""
+    passes = writes = 0
+    seconds = 0.0
+    each: list[tuple[int, float, float]] = []
+    while passes < limit:
+        # (this thread's CPU time: what the controller spends, whatever else the machine runs)
+        started = time.thread_time()
+        store.deliver()
+        delivered = time.thread_time()
+        outcome = reconcile()
+        ended = time.thread_time()
+        seconds += ended - started
+        each.append((outcome.writes, round(delivered - started, 3), round(ended - delivered, 3)))
+        assert outcome.result == "ok", outcome
+        passes += 1
+        writes += outcome.writes
+        if not outcome.writes and not store.pending:
+            break
+    return {"passes": passes, "writes": writes, "seconds": round(seconds, 3), "each (writes, deliver s, pass s)": each}
+
+
+def lose_hosts(store: MemoryStore, hosts: list[str]) -> int:
+    """What etcd does when the hosts' leases expire: their records and statuses go."""
+    lost = set(hosts)
+    doomed = [KS.host(h) for h in hosts]
+    doomed += [k for k in store.items if KS.in_section(k, Section.STATUS) and KS.classify(k).host in lost]
+    for start in range(0, len(doomed), 1000):
+        store.txn([], [Delete(k) for k in doomed[start : start + 1000]])
+    return len(doomed)
+
+
+def report_moved(store: MemoryStore) -> int:
+    """Each assignment without a status at its revision gets one: the new host serves it."""
+    written = 0
+    for key, kv in list(store.items.items()):
+        if not KS.in_section(key, Section.ASSIGNMENTS):
+            continue
+        place = KS.classify(key)
+        status_key = KS.status(place.host, place.model)
+        current = store.items.get(status_key)
+        if current is not None and schema.parse(ModelStatus, current.value, status_key).assignment_revision == kv.mod_revision:
+            continue
+        status = ModelStatus(assignment_revision=kv.mod_revision, versions={"1": {"state": "AVAILABLE"}}, version_labels={"stable": 1}, updated_at=NOW)
+        store.write(status_key, schema.encode(status))
+        written += 1
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=int, default=100_000)
+    parser.add_argument("--hosts", type=int, default=1_000)
+    parser.add_argument("--loss", type=float, default=0.1)
+    parser.add_argument("--profile", type=int, default=0, help="print the N most expensive functions")
+    parser.add_argument("--profile-out", help="also save the profile to this file (pstats)")
+    options = parser.parse_args(argv)
+    tune_gc()
+
+    store = MemoryStore(build(options.models, options.hosts))
+    controller = in_memory_controller(store)  # clock 0: no resync slice mid-measurement
+    reconciler = controller.reconciler
+    converge = run_until_quiet(store, reconciler.reconcile)
+    hosts = sorted(KS.classify(k).host for k in store.items if KS.in_section(k, Section.HOSTS))
+    lost = hosts[:: max(1, round(1 / options.loss))][: max(1, round(len(hosts) * options.loss))]
+
+    profiler = cProfile.Profile() if options.profile else None
+    deleted = lose_hosts(store, lost)
+    if profiler:
+        profiler.enable()
+    loss = run_until_quiet(store, reconciler.reconcile)
+    if profiler:
+        profiler.disable()
+    statuses = report_moved(store)
+    if profiler:
+        profiler.enable()
+    ready = run_until_quiet(store, reconciler.reconcile)
+    if profiler:
+        profiler.disable()
+
+    print(f"{options.models} models, {options.hosts} hosts: {len(lost)} lost ({deleted} keys deleted), {statuses} moved replicas then reported")
+    print(f"  converge (first passes): {converge}")
+    print(f"  host loss -> replicas re-placed: {loss}")
+    print(f"  moved replicas ready -> reports and routes: {ready}")
+    print(json.dumps({"models": options.models, "hosts": options.hosts, "lost": len(lost), "moved": statuses, "loss": loss, "ready": ready}))
+    if profiler and options.profile_out:
+        profiler.dump_stats(options.profile_out)
+    if profiler:
+        stats = pstats.Stats(profiler, stream=sys.stdout)
+        stats.sort_stats("tottime").print_stats(options.profile)
+        stats.sort_stats("cumulative").print_stats(options.profile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
