@@ -16,6 +16,7 @@ It combines two smaller pure planners: placement (which hosts hold a replica) an
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, replace
@@ -27,7 +28,7 @@ from collections.abc import Set as AbstractSet
 from tfleet.controller.placement import Placement
 from tfleet.controller.rollout import MODEL_NAME, Failure, Memory, Replica, Step, plan_rollout
 from tfleet.controller.snapshot import FleetSnapshot
-from tfleet.schema import Assignment, ModelIntent, ModelStatusReport
+from tfleet.schema import Assignment, ModelIntent, ModelStatusReport, ReplicaReport, RolloutReport
 
 # Memory a replica is assumed to need when the intent gives no memory_mb: the size on disk
 # of its largest registered version times this factor (TF graphs and buffers take more room
@@ -245,6 +246,26 @@ def _revision(snap: FleetSnapshot, host: str, model: str) -> int | None:
     return parsed.revision if parsed is not None else None
 
 
+@functools.lru_cache(maxsize=8192)
+def _replica_report(
+    host: str, versions: tuple[tuple[str, str], ...], labels: tuple[tuple[str, int], ...], ready: bool, canary: bool, errors: tuple[str, ...]
+) -> ReplicaReport:
+    """One shared object per distinct replica entry (a host serving the same versions is the
+    same entry in every report that lists it): built and validated once, and already the
+    interner's, so compacting a report does not walk it again. (A few thousand distinct
+    entries in a fleet; 8,192 kept.)"""
+    document = {"host": host, "versions": dict(versions), "labels": dict(labels), "ready": ready, "canary": canary, "errors": list(errors)}
+    return compact(ReplicaReport.model_validate(document))
+
+
+@functools.lru_cache(maxsize=4096)
+def _rollout_report(phase: str, from_versions: tuple[int, ...], to_versions: tuple[int, ...], reason: str, from_labels: tuple[tuple[str, int], ...]) -> RolloutReport:
+    """One shared object per distinct rollout state (most models are stable on the same
+    versions), as _replica_report."""
+    document = {"phase": phase, "from_versions": list(from_versions), "to_versions": list(to_versions), "reason": reason, "from_labels": dict(from_labels)}
+    return compact(RolloutReport.model_validate(document))
+
+
 def _report(snap: FleetSnapshot, case: ModelCase, step: Step, now: dt.datetime) -> ModelStatusReport:
     model, entry = case.model, case.entry
     assert entry is not None and entry.intent is not None  # (plan_model: a model with an intent to serve)
@@ -256,15 +277,9 @@ def _report(snap: FleetSnapshot, case: ModelCase, step: Step, now: dt.datetime) 
         for version, state in versions.items():
             if state == "AVAILABLE":
                 ready_counts[version] = ready_counts.get(version, 0) + 1
+        labels = tuple(status.version_labels.items()) if status else ()
         replicas.append(
-            {
-                "host": host,
-                "versions": versions,
-                "labels": dict(status.version_labels) if status else {},
-                "ready": replica_ready(snap, host, model),
-                "canary": host in step.canary_hosts,
-                "errors": list(health.replica_errors(status)),
-            }
+            _replica_report(host, tuple(versions.items()), labels, replica_ready(snap, host, model), host in step.canary_hosts, health.replica_errors(status))
         )
     # One validation of a plain document: measured 100x cheaper than model_construct of
     # the nested models (bench/controller_plan.py).
@@ -273,13 +288,7 @@ def _report(snap: FleetSnapshot, case: ModelCase, step: Step, now: dt.datetime) 
         "wanted_replicas": entry.intent.replicas,
         "ready_replicas": dict(sorted(ready_counts.items())),
         "replicas": replicas,
-        "rollout": {
-            "phase": step.phase,
-            "from_versions": list(step.from_versions),
-            "to_versions": list(step.to_versions),
-            "reason": step.reason.replace(MODEL_NAME, model),
-            "from_labels": dict(step.from_labels),
-        },
+        "rollout": _rollout_report(step.phase, tuple(step.from_versions), tuple(step.to_versions), step.reason.replace(MODEL_NAME, model), tuple(step.from_labels.items())),
         "reasons": list(case.reasons),
         "error": entry.error,
         "failures": [{"version": f.version, "host": f.host, "error": f.error, "at": f.at, "retry_after": f.retry_after} for f in step.failures],

@@ -4,6 +4,7 @@ its alert thresholds, and the actions scheduled on it (``schedules/<model>/<id>`
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
@@ -69,13 +70,20 @@ class ModelIntent(OperatorDocument):
     def assignment(self, versions: tuple[int, ...] | None = None, labels: dict[str, int] | None = None) -> Assignment:
         """The assignment of one replica: this intent's config, with the versions and labels of
         the rollout step the replica is at (None: the intent's own)."""
-        policy = self.model_version_policy if versions is None else ModelVersionPolicy(specific=SpecificPolicy(versions=list(versions)))
+        policy = self.model_version_policy if versions is None else _specific_policy(tuple(versions))
         return Assignment(
             base_path=self.base_path,
             model_platform=self.model_platform,
             model_version_policy=policy,
             version_labels=self.version_labels if labels is None else labels,
         )
+
+
+@functools.lru_cache(maxsize=1024)
+def _specific_policy(versions: tuple[int, ...]) -> ModelVersionPolicy:
+    """One (frozen) policy object per version list: a rollout step builds one per replica,
+    and validating it again each time was a tenth of planning a moved replica."""
+    return ModelVersionPolicy(specific=SpecificPolicy(versions=list(versions)))
 
 
 class ScheduledAction(OperatorDocument):
