@@ -259,7 +259,9 @@ def _replica_report(
 
 
 @functools.lru_cache(maxsize=4096)
-def _rollout_report(phase: str, from_versions: tuple[int, ...], to_versions: tuple[int, ...], reason: str, from_labels: tuple[tuple[str, int], ...]) -> RolloutReport:
+def _rollout_report(
+    phase: str, from_versions: tuple[int, ...], to_versions: tuple[int, ...], reason: str, from_labels: tuple[tuple[str, int], ...]
+) -> RolloutReport:
     """One shared object per distinct rollout state (most models are stable on the same
     versions), as _replica_report."""
     document = {"phase": phase, "from_versions": list(from_versions), "to_versions": list(to_versions), "reason": reason, "from_labels": dict(from_labels)}
@@ -288,7 +290,9 @@ def _report(snap: FleetSnapshot, case: ModelCase, step: Step, now: dt.datetime) 
         "wanted_replicas": entry.intent.replicas,
         "ready_replicas": dict(sorted(ready_counts.items())),
         "replicas": replicas,
-        "rollout": _rollout_report(step.phase, tuple(step.from_versions), tuple(step.to_versions), step.reason.replace(MODEL_NAME, model), tuple(step.from_labels.items())),
+        "rollout": _rollout_report(
+            step.phase, tuple(step.from_versions), tuple(step.to_versions), step.reason.replace(MODEL_NAME, model), tuple(step.from_labels.items())
+        ),
         "reasons": list(case.reasons),
         "error": entry.error,
         "failures": [{"version": f.version, "host": f.host, "error": f.error, "at": f.at, "retry_after": f.retry_after} for f in step.failures],
