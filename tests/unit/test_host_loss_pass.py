@@ -1,0 +1,91 @@
+"""Re-placing the replicas of lost hosts: one pass, and its echoes plan nothing again.
+
+The real fleet cache and reconciler over bench/cache_pass.py's in-memory store (what
+bench/loss_pass.py measures at 100,000 models), small enough for the unit suite.
+"""
+
+from __future__ import annotations
+
+from bench import cache_pass
+from bench.controller_plan import KS, NOW, build
+from bench.loss_pass import lose_hosts, report_moved
+from tfleet import schema
+from tfleet.controller.planner import plan
+from tfleet.controller.snapshot import read
+from tfleet.keyspace import Section
+from tfleet.schema import ModelStatusReport
+from tfleet.store import Delete, Snapshot
+
+
+def _converged(models: int = 40, hosts: int = 8):
+    store = cache_pass.MemoryStore(build(models, hosts))
+    reconciler = cache_pass.in_memory_controller(store).reconciler
+    _until_quiet(store, reconciler)
+    return store, reconciler
+
+
+def _until_quiet(store, reconciler) -> list[tuple[int, int]]:
+    """(writes, models planned) of each pass until one writes nothing with nothing pending."""
+    passes = []
+    for _ in range(20):
+        store.deliver()
+        outcome = reconciler.reconcile()
+        assert outcome.result == "ok", outcome
+        passes.append((outcome.writes, len(reconciler.planner.planned)))
+        if not outcome.writes and not store.pending:
+            return passes
+    raise AssertionError(f"no quiet pass: {passes}")
+
+
+def _fresh_plan_needs_nothing(store) -> None:
+    """What a new leader would plan from a full read of the store: no assignment to write."""
+    snapshot = Snapshot(store.revision, tuple(store.items.values()))
+    result = plan(read(snapshot, KS), {}, NOW)
+    assert not result.puts and not result.deletes
+
+
+def _lost_and_holding(store) -> tuple[list[str], list[str]]:
+    """Two hosts to lose, and the model of each replica they hold."""
+    hosts = sorted(KS.classify(k).host for k in store.items if KS.in_section(k, Section.HOSTS))
+    lost = hosts[:2]
+    held = [KS.classify(k).model for k in store.items if KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).host in lost]
+    return lost, held
+
+
+def test_lost_hosts_replicas_are_re_placed_in_one_pass_whose_echoes_plan_nothing() -> None:
+    store, reconciler = _converged()
+    lost, held = _lost_and_holding(store)
+    assert held
+    lose_hosts(store, lost)
+    passes = _until_quiet(store, reconciler)
+    # the pass that saw the loss planned the models the lost hosts held; the echoes of its
+    # writes (new replicas, deletes of the lost hosts' assignments, reports, routes) none
+    (writes, planned), *echoes = passes
+    assert writes > 0 and planned == len(set(held))
+    assert all(p == (0, 0) for p in echoes), passes
+    assert not any(KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).host in lost for k in store.items)
+    _fresh_plan_needs_nothing(store)
+    # the new hosts report their replicas ready: every model is whole again (or says why not)
+    assert report_moved(store) > 0
+    _until_quiet(store, reconciler)
+    for model in set(held):
+        report = schema.parse(ModelStatusReport, store.items[KS.modelstatus(model)].value, model)
+        ready = [r.host for r in report.replicas if r.ready]
+        assert sorted(ready) == sorted(KS.classify(k).host for k in store.items if KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).model == model)
+        assert len(ready) == report.wanted_replicas or report.reasons, report
+    _fresh_plan_needs_nothing(store)
+
+
+def test_the_deletes_of_a_model_whose_intent_went_with_its_hosts_still_end_its_report() -> None:
+    """The deletes whose echo is a change: the last assignments of a model without an
+    intent (its report goes once they are gone), here all on hosts that died."""
+    store, reconciler = _converged()
+    model = "m00001"
+    holders = sorted(KS.classify(k).host for k in store.items if KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).model == model)
+    assert holders and KS.modelstatus(model) in store.items
+    store.txn([], [Delete(KS.model(model))])
+    lose_hosts(store, holders)
+    _until_quiet(store, reconciler)
+    assert not any(KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).model == model for k in store.items)
+    assert KS.modelstatus(model) not in store.items
+    _fresh_plan_needs_nothing(store)
