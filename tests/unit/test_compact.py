@@ -101,7 +101,8 @@ def test_a_value_already_shared_is_taken_as_it_is_and_forgotten_with_its_entry()
     assert not any(value is part["versions"] for value in walked), "a shared part was walked again"
     assert interner._shared_ids == {id(value) for value in interner._table.values()}
     interner._node = node  # type: ignore[method-assign]
-    del part, document, walked
+    walked.clear()
+    del part, document
     gc.collect()
     interner._prune()
     assert len(interner) == 0 and not interner._shared_ids
