@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss", type=float, default=0.1)
     parser.add_argument("--profile", type=int, default=0, help="print the N most expensive functions")
     parser.add_argument("--profile-out", help="also save the profile to this file (pstats)")
+    parser.add_argument("--profile-phase", choices=("loss", "ready", "both"), default="both", help="the phase(s) profiled")
     options = parser.parse_args(argv)
     tune_gc()
 
@@ -101,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
 
     profiler = cProfile.Profile() if options.profile else None
     deleted = lose_hosts(store, lost)
-    if profiler:
+    if profiler and options.profile_phase != "ready":
         profiler.enable()
     loss = run_until_quiet(store, reconciler.reconcile)
     if profiler:
         profiler.disable()
     statuses = report_moved(store)
-    if profiler:
+    if profiler and options.profile_phase != "loss":
         profiler.enable()
     ready = run_until_quiet(store, reconciler.reconcile)
     if profiler:
