@@ -251,10 +251,11 @@ class EchoLedger:
             if model in self._in_flight:
                 self._planned[model] = self._plan
 
-    def announce(self, keys: Iterable[str]) -> None:
-        """The latest plan writes these keys (announced to the cache as echoes)."""
+    def announce(self, keys: Iterable[str], models: Mapping[str, str] | None = None) -> None:
+        """The latest plan writes these keys (announced to the cache as echoes); models: each
+        key's model when the writer knows it (else it is parsed from the key)."""
         for key in keys:
-            model = _model_of(self._ks, key)
+            model = models[key] if models is not None and key in models else _model_of(self._ks, key)
             if model is None:
                 continue
             if key not in self._written:

@@ -162,10 +162,15 @@ def plan_model(snap: FleetSnapshot, case: ModelCase, now: dt.datetime) -> ModelP
     replicas = [Replica(host, _assignment(snap, host, model), snap.statuses.get((host, model)), _revision(snap, host, model)) for host in placed]
     step = plan_rollout(intent, replicas, failures, now, memory)
     puts = {}
+    held = [r.assignment for r in replicas if r.assignment is not None]
     for host, wanted in step.assignments.items():
         parsed = snap.assignments.get((host, model))
         if parsed is None or parsed.value != wanted:
-            puts[(host, model)] = compact(wanted)  # (kept until replanned: a model's replicas share one)
+            # A model's replicas mostly hold the same assignment: a new replica's is the one
+            # another replica holds (one object, nothing to compact), else a shared copy.
+            same = next((a for a in held if a == wanted), None)
+            puts[(host, model)] = same if same is not None else compact(wanted)
+            held.append(puts[(host, model)])
     deletes = frozenset((h, model) for h in holders if h not in step.assignments)
     wake_at = min((f.retry_after for f in step.failures), default=None)
     return ModelPlan(puts, deletes, _report(snap, case, step, now), wake_at=wake_at)

@@ -306,36 +306,34 @@ class ControllerReconciler:
         return found
 
     # -- writes ------------------------------------------------------------------------------------
-    def _route_ops(self, snap: FleetSnapshot) -> Iterator[tuple[Put | Delete, bytes | None]]:
+    def _route_ops(self, snap: FleetSnapshot) -> Iterator[tuple[str, Put | Delete, bytes | None]]:
         """Route tables of the models whose statuses or hosts changed (all on a full pass),
-        each put with its table's content digest (what the cache keeps of its echo)."""
+        each (model, operation, the put table's content digest: what the cache keeps of its echo)."""
         models: set[str] | None = None
         if snap.changed_models is not None and snap.changed_hosts is not None:
             models = set(snap.changed_models)
             for host in snap.changed_hosts - self._resynced_hosts:
                 models |= snap.held_by.get(host, set())
-        routes = routing.plan_routes(snap, snap.routes, self._now(), models)
-        digests = [routes.digests.get(model) for model in sorted(routes.puts)]
-        return zip(routes.operations(self._ks), digests + [None] * len(routes.deletes), strict=True)
+        return routing.plan_routes(snap, snap.routes, self._now(), models).writes(self._ks)
 
-    def _operations(self, snap: FleetSnapshot, plan: ControllerPlan) -> Iterator[tuple[str, Put | Delete, Any]]:
-        """(kind, operation, the report or assignment a Put encodes) in write order, encoded one
+    def _operations(self, snap: FleetSnapshot, plan: ControllerPlan) -> Iterator[tuple[str, Put | Delete, Any, str]]:
+        """(kind, operation, the report or assignment a Put encodes, its model) in write order, encoded one
         at a time: a first pass at 100,000 models writes ~300,000 keys, which must not all be
         held encoded at once (it was the peak of the controller's memory)."""
         for (host, model), assignment in sorted(plan.puts.items()):
             kind = "new replica" if quiet_assignment(snap, host, model) else "assignment"
-            yield kind, Put(self._ks.assignment(host, model), schema.encode(assignment)), assignment
+            yield kind, Put(self._ks.assignment(host, model), schema.encode(assignment)), assignment, model
         for host, model in sorted(plan.deletes):
             kind = "gone host's replica" if quiet_delete(snap, host, model) else "assignment"
-            yield kind, Delete(self._ks.assignment(host, model)), None
+            yield kind, Delete(self._ks.assignment(host, model)), None, model
         for model, report in sorted(plan.reports.items()):
             # (plan_model gives the stored report itself when only updated_at would change)
             if report is not snap.modelstatus.get(model):
-                yield "modelstatus", Put(self._ks.modelstatus(model), schema.encode(report)), report
+                yield "modelstatus", Put(self._ks.modelstatus(model), schema.encode(report)), report, model
         for model in sorted(plan.report_deletes):
-            yield "modelstatus", Delete(self._ks.modelstatus(model)), None
-        for op, digest in self._route_ops(snap):
-            yield "routes", op, digest
+            yield "modelstatus", Delete(self._ks.modelstatus(model)), None, model
+        for model, op, digest in self._route_ops(snap):
+            yield "routes", op, digest, model
 
     def _write(self, snap: FleetSnapshot, plan: ControllerPlan) -> int:
         operations = self._operations(snap, plan)
@@ -343,14 +341,14 @@ class ControllerReconciler:
         while batch := list(itertools.islice(operations, WRITE_BATCH)):
             # Announced to the cache before they are written: the report and route echoes are
             # quiet, and reports and assignments come back filed as these objects.
-            quiet = {op.key: op.value if isinstance(op, Put) else None for kind, op, _ in batch if kind in QUIET_ECHOES}
-            self._ledger.announce(quiet)
-            self._cache.expect(quiet, {op.key: (op.value, value) for _, op, value in batch if isinstance(op, Put) and value is not None})
+            quiet = {op.key: op.value if isinstance(op, Put) else None for kind, op, _, _ in batch if kind in QUIET_ECHOES}
+            self._ledger.announce(quiet, {op.key: model for kind, op, _, model in batch if kind in QUIET_ECHOES})
+            self._cache.expect(quiet, {op.key: (op.value, value) for _, op, value, _ in batch if isinstance(op, Put) and value is not None})
             # Raises NotLeader when the fence fails; False would mean an extra compare failed,
             # and these writes carry none.
-            self._election.fenced_txn([op for _, op, _ in batch])
+            self._election.fenced_txn([op for _, op, _, _ in batch])
             # (counted per batch: a labels() lookup per key cost ~7 us, a fifth of a moved replica's writes)
-            counts = Counter(("assignment" if kind in _ASSIGNMENT_KINDS else kind, "put" if isinstance(op, Put) else "delete") for kind, op, _ in batch)
+            counts = Counter(("assignment" if kind in _ASSIGNMENT_KINDS else kind, "put" if isinstance(op, Put) else "delete") for kind, op, _, _ in batch)
             for labels, count in counts.items():
                 self._metrics.writes.labels(*labels).inc(count)
             written += len(batch)

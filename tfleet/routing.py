@@ -35,7 +35,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -180,11 +180,17 @@ class RoutePlan:
 
     def operations(self, keyspace: Keyspace) -> list[Put | Delete]:
         """The etcd operations of this plan, in a stable order (puts by model, then deletes)."""
+        return [op for _, op, _ in self.writes(keyspace)]
+
+    def writes(self, keyspace: Keyspace) -> Iterator[tuple[str, Put | Delete, bytes | None]]:
+        """(model, operation, the content digest of the table put, if computed) in the order
+        of ``operations``, encoded one at a time."""
         from tfleet.store.types import Delete, Put  # the values only: no etcd client here
 
-        ops: list[Put | Delete] = [Put(keyspace.routes(model), schema.encode(table)) for model, table in sorted(self.puts.items())]
-        ops += [Delete(keyspace.routes(model)) for model in sorted(self.deletes)]
-        return ops
+        for model, table in sorted(self.puts.items()):
+            yield model, Put(keyspace.routes(model), schema.encode(table)), self.digests.get(model)
+        for model in sorted(self.deletes):
+            yield model, Delete(keyspace.routes(model)), None
 
 
 def plan_routes(snap: ServedFleet, current: Mapping[str, RouteTable | bytes | None], now: dt.datetime, models: Collection[str] | None = None) -> RoutePlan:
