@@ -41,9 +41,6 @@ class Interner:
 
     def __init__(self) -> None:
         self._table: dict[Any, Any] = {}
-        # ids of the values in the table: a value already shared is taken as it is, without
-        # walking it again (a planner builds reports from parts it shares on purpose)
-        self._shared_ids: set[int] = set()
         self._prune_at = _MIN_PRUNE
         self.pruned = 0
 
@@ -64,10 +61,7 @@ class Interner:
 
     # -- internals ---------------------------------------------------------------------------
     def _share(self, key: Any, value: Any) -> Any:
-        shared = self._table.setdefault(key, value)
-        if shared is value:
-            self._shared_ids.add(id(value))
-        return shared
+        return self._table.setdefault(key, value)
 
     def _node(self, value: Any, whole: bool = True) -> tuple[Any, Any]:
         """(the shared form of value, its key: equal keys mean equal values)."""
@@ -75,10 +69,6 @@ class Interner:
         if kind is str:
             shared = sys.intern(value)
             return shared, shared
-        if id(value) in self._shared_ids:
-            # Already the table's (its id stays in the set only while the table holds it, so
-            # no other object can have it). Its key is its id, as for any shared node below.
-            return value, id(value)
         if kind is float:
             return value, (kind, repr(value))  # (-0.0 == 0.0, yet they are written apart)
         if kind in _SCALARS:
@@ -139,10 +129,7 @@ class Interner:
             # (keys only, a list of pointers: a copy of the items would cost the table again)
             dead = [key for key in list(table) if _refcount(table, key) <= _DEAD]
             for key in dead:
-                value = table.pop(key, None)  # (another thread may be pruning too)
-                if value is not None:
-                    self._shared_ids.discard(id(value))
-                del value
+                table.pop(key, None)  # (another thread may be pruning too)
             self.pruned += len(dead)
             if not dead:
                 break

@@ -256,9 +256,9 @@ def _replica_report(
     host: str, versions: tuple[tuple[str, str], ...], labels: tuple[tuple[str, int], ...], ready: bool, canary: bool, errors: tuple[str, ...]
 ) -> ReplicaReport:
     """One shared object per distinct replica entry (a host serving the same versions is the
-    same entry in every report that lists it): built and validated once, and already the
-    interner's, so compacting a report does not walk it again. (A few thousand distinct
-    entries in a fleet; 8,192 kept.)"""
+    same entry in every report that lists it): built and validated once, not for every
+    report (a few thousand distinct entries in a fleet; 8,192 kept). It is the interner's
+    own, so compacting a report finds it already shared."""
     document = {"host": host, "versions": dict(versions), "labels": dict(labels), "ready": ready, "canary": canary, "errors": list(errors)}
     return compact(ReplicaReport.model_validate(document))
 

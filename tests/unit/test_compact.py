@@ -82,32 +82,6 @@ def test_times_are_shared_when_equal_and_kept_apart_at_another_offset() -> None:
     assert other[0] is shifted and other[0].isoformat() != utc.isoformat() and bare[0] is naive
 
 
-def test_a_value_already_shared_is_taken_as_it_is_and_forgotten_with_its_entry() -> None:
-    """A planner builds documents from parts it shared on purpose (planner._replica_report):
-    compacting the document takes those parts as they are. The interner knows them by id
-    only while its table holds them (an id is reused once its object is gone)."""
-    interner = Interner()
-    part = interner.compact({"host": "h0", "versions": {"1": "AVAILABLE"}})
-    walked: list[object] = []
-    node = interner._node
-
-    def spying(value, whole=True):
-        walked.append(value)
-        return node(value, whole)
-
-    interner._node = spying  # type: ignore[method-assign]
-    document = interner.compact({"replicas": [part], "n": 2}, whole=False)
-    assert document["replicas"][0] is part
-    assert not any(value is part["versions"] for value in walked), "a shared part was walked again"
-    assert interner._shared_ids == {id(value) for value in interner._table.values()}
-    interner._node = node  # type: ignore[method-assign]
-    walked.clear()
-    del part, document
-    gc.collect()
-    interner._prune()
-    assert len(interner) == 0 and not interner._shared_ids
-
-
 def test_planned_reports_share_their_replica_entries_and_equal_a_validated_document() -> None:
     """planner._report builds each replica entry once (planner._replica_report); the report is
     the one a plain document would validate to."""
