@@ -130,7 +130,10 @@ class InMemoryController:
 
 
 def in_memory_controller(store: MemoryStore, clock: Callable[[], float] = lambda: 0.0, **settings: Any) -> InMemoryController:
-    """settings: more ControllerReconciler keywords (full_plan_interval, resync_slice, ...)."""
+    """settings: more ControllerReconciler keywords (full_plan_interval, resync_slice, ...).
+    Its transactions are sent one at a time, in the pass's thread (txns_in_flight=1): the
+    store has no commit to wait for, and the benches count the pass's own CPU time."""
+    settings.setdefault("txns_in_flight", 1)
     metrics = ControllerMetrics()
     cache = FleetCache(store, KS, log=_Log(), metrics=metrics)
     reconciler = ControllerReconciler(

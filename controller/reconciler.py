@@ -32,6 +32,7 @@ from tfleet.controller.resync import SLICE_MAX, RollingResync
 from tfleet.controller.schedules import ScheduleRunner, next_due
 from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.snapshot import FleetBuilder, FleetSnapshot
+from tfleet.controller.txn_pipeline import DEFAULT_DEPTH, TxnPipeline
 from tfleet.keyspace import Keyspace
 from tfleet.ports import Fence, IntentRegistry, Store
 from tfleet.logs import Logger
@@ -86,10 +87,12 @@ class ControllerReconciler:
         tfs_unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE,
         full_plan_interval: float = FULL_PLAN_EVERY,
         resync_slice: int = SLICE_MAX,
+        txns_in_flight: int = DEFAULT_DEPTH,
     ) -> None:
         """cache: the process's fleet cache (app.py shares one with the dashboard); without
         one the reconciler keeps its own. full_plan_interval: every model and host is planned
-        again this often, at most resync_slice of each per pass (controller/resync.py)."""
+        again this often, at most resync_slice of each per pass (controller/resync.py).
+        txns_in_flight: a pass's write transactions sent at once (controller/txn_pipeline.py)."""
         self._store = store
         self._ks = keyspace
         self._election = election
@@ -116,6 +119,7 @@ class ControllerReconciler:
         self._echoed: set[str] = set()  # models whose new replicas' assignments came back this pass
         self._ledger = EchoLedger(keyspace)
         self._resynced_hosts: frozenset[str] = frozenset()  # hosts this pass plans for the resync only
+        self._txns: TxnPipeline[Put | Delete] = TxnPipeline(self._election.fenced_txn, txns_in_flight)
         self.last_snapshot: FleetSnapshot | None = None
 
     @property
@@ -338,15 +342,23 @@ class ControllerReconciler:
     def _write(self, snap: FleetSnapshot, plan: ControllerPlan) -> int:
         operations = self._operations(snap, plan)
         written = 0
+        try:
+            written = self._send(operations)
+        finally:
+            self._txns.drain()  # (raises the first failure of those still in flight)
+        return written
+
+    def _send(self, operations: Iterator[tuple[str, Put | Delete, Any, str]]) -> int:
+        written = 0
         while batch := list(itertools.islice(operations, WRITE_BATCH)):
             # Announced to the cache before they are written: the report and route echoes are
             # quiet, and reports and assignments come back filed as these objects.
             quiet = {op.key: op.value if isinstance(op, Put) else None for kind, op, _, _ in batch if kind in QUIET_ECHOES}
             self._ledger.announce(quiet, {op.key: model for kind, op, _, model in batch if kind in QUIET_ECHOES})
             self._cache.expect(quiet, {op.key: (op.value, value) for _, op, value, _ in batch if isinstance(op, Put) and value is not None})
-            # Raises NotLeader when the fence fails; False would mean an extra compare failed,
-            # and these writes carry none.
-            self._election.fenced_txn([op for _, op, _, _ in batch])
+            # A failure raises NotLeader when the fence fails (False would mean an extra compare
+            # failed, and these writes carry none), here or in drain().
+            self._txns.submit([op for _, op, _, _ in batch])
             # (counted per batch: a labels() lookup per key cost ~7 us, a fifth of a moved replica's writes)
             counts = Counter(("assignment" if kind in _ASSIGNMENT_KINDS else kind, "put" if isinstance(op, Put) else "delete") for kind, op, _, _ in batch)
             for labels, count in counts.items():

@@ -1,0 +1,71 @@
+"""A pass's write transactions, a few in flight at once.
+
+A pass that re-places 20,000 replicas writes ~77,500 keys in ~775 transactions of 100, and
+each waits for etcd to commit it (~2.5 ms on this machine's disk, measured with 100 puts of
+400 bytes); the pass used to wait for each in turn while etcd's core had nothing else to do
+and the controller's had the next batch to encode. With two in flight, etcd commits one
+while the pass encodes and announces the next (and etcd batches concurrent proposals into
+one fsync).
+
+Why the order of one pass's transactions does not matter: every key is written at most once
+per pass, and every write was decided from the same snapshot; the writes' echoes are
+announced before they are sent, whatever order they land in. Passes never overlap: ``drain``
+waits for every transaction of the pass before the pass ends (the reconciler calls it in a
+``finally``). A failure is raised once the others have finished: their outcome is unknown
+either way (a transaction refused for the fence fails them all), and the reconciler then
+plans everything again from what etcd holds.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+DEFAULT_DEPTH = 2
+
+
+class TxnPipeline(Generic[T]):
+    """Runs ``send(batch)`` for each submitted batch, at most ``depth`` at once; depth 1 sends
+    in the caller's thread (no pool)."""
+
+    def __init__(self, send: Callable[[Sequence[T]], object], depth: int = DEFAULT_DEPTH) -> None:
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth}")
+        self._send = send
+        self._depth = depth
+        self._pool = ThreadPoolExecutor(depth, thread_name_prefix="controller-txn") if depth > 1 else None
+        self._in_flight: deque[Future[object]] = deque()
+
+    def submit(self, batch: Sequence[T]) -> None:
+        """Send batch; first wait until fewer than depth are in flight. Raises the failure of a
+        transaction that finished (after waiting for the others: see ``drain``)."""
+        if self._pool is None:
+            self._send(batch)
+            return
+        while len(self._in_flight) >= self._depth:
+            self._landed(self._in_flight.popleft())
+        self._in_flight.append(self._pool.submit(self._send, batch))
+
+    def drain(self) -> None:
+        """Wait for every transaction in flight; raise the first failure among them."""
+        first: BaseException | None = None
+        while self._in_flight:
+            error = self._in_flight.popleft().exception()
+            first = first or error
+        if first is not None:
+            raise first
+
+    def _landed(self, future: Future[object]) -> None:
+        error = future.exception()
+        if error is not None:
+            try:
+                self.drain()
+            except BaseException:  # noqa: BLE001, S110 - the first failure is the one raised
+                pass
+            raise error
+
+
+__all__ = ["DEFAULT_DEPTH", "TxnPipeline"]

@@ -1,0 +1,88 @@
+"""controller/txn_pipeline.py: a pass's transactions, a few in flight, all landed before it ends."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tfleet.controller.txn_pipeline import TxnPipeline
+
+
+class Etcd:
+    """Transactions that wait until the test lets them commit (as etcd's fsync makes them wait)."""
+
+    def __init__(self, fail: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+        self.lock = threading.Lock()
+        self.sent: list[int] = []
+        self.landed: list[int] = []
+        self.gate = threading.Event()
+        self.fail = fail
+
+    def send(self, batch):
+        with self.lock:
+            self.sent.append(batch[0])
+        assert self.gate.wait(30)
+        with self.lock:
+            self.landed.append(batch[0])
+        if batch[0] in self.fail:
+            raise RuntimeError(f"txn {batch[0]} failed")
+        return True
+
+
+def _wait(predicate) -> None:
+    done = threading.Event()
+    for _ in range(3000):
+        if predicate():
+            return
+        done.wait(0.01)
+    raise AssertionError("condition not reached in 30 s")
+
+
+def test_two_transactions_are_in_flight_and_the_third_waits_for_the_first() -> None:
+    etcd = Etcd()
+    pipeline = TxnPipeline(etcd.send, depth=2)
+    pipeline.submit([1])
+    pipeline.submit([2])  # returns at once: two in flight
+    _wait(lambda: etcd.sent == [1, 2] or etcd.sent == [2, 1])
+    third = threading.Thread(target=pipeline.submit, args=([3],))
+    third.start()
+    third.join(0.2)
+    assert third.is_alive(), "a third transaction must wait while two are in flight"
+    etcd.gate.set()
+    third.join(30)
+    pipeline.drain()
+    assert sorted(etcd.landed) == [1, 2, 3]
+
+
+def test_drain_waits_for_all_and_raises_the_first_failure_after_the_others_landed() -> None:
+    etcd = Etcd(fail={1})
+    pipeline = TxnPipeline(etcd.send, depth=2)
+    pipeline.submit([1])
+    pipeline.submit([2])
+    etcd.gate.set()
+    with pytest.raises(RuntimeError, match="txn 1 failed"):
+        pipeline.drain()
+    assert sorted(etcd.landed) == [1, 2]
+    pipeline.drain()  # nothing left in flight: a failure is raised once
+
+
+def test_a_failure_met_by_submit_is_raised_there_once_the_others_landed() -> None:
+    etcd = Etcd(fail={1})
+    pipeline = TxnPipeline(etcd.send, depth=2)
+    pipeline.submit([1])
+    pipeline.submit([2])
+    etcd.gate.set()
+    with pytest.raises(RuntimeError, match="txn 1 failed"):
+        pipeline.submit([3])
+    assert sorted(etcd.landed) == [1, 2], "the batch after a failure is not sent"
+
+
+def test_depth_one_sends_in_the_callers_thread() -> None:
+    seen: list[str] = []
+    pipeline = TxnPipeline(lambda batch: seen.append(threading.current_thread().name), depth=1)
+    pipeline.submit([1])
+    pipeline.drain()
+    assert seen == [threading.current_thread().name]
+    with pytest.raises(ValueError):
+        TxnPipeline(lambda batch: None, depth=0)
