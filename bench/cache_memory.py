@@ -1,7 +1,7 @@
 """Controller memory, in process and section by section: what the fleet cache, the pass's
 snapshot and the planner hold for a converged fleet of M models (2 replicas each) on H hosts.
 
-    python -m bench.cache_memory [--models 10000] [--hosts 1000] [--top 0]
+    python -m bench.cache_memory [--models 10000] [--hosts 1000] [--top 0] [--own-times]
 
 The keys are those of a converged fleet (bench/controller_plan.build, plus one route table
 per model); the cache loads them from an in-memory store (bench/cache_pass.MemoryStore) and
@@ -10,11 +10,17 @@ Printed (tracemalloc, so Python objects only; the process's RSS is bench/scale's
 the bytes each section's parsed keys hold in the cache, then what the pass adds (snapshot
 indexes, the planner's state and reports), and the total. --top N lists the N source lines
 that allocated most of what stays.
+
+By default every agent status is the same value (one time, one assignment revision), which
+the shared-value table (controller/compact.py) stores once. --own-times gives each
+assignment its own revision and each status its own time and that revision, as agents
+write them (bench/standin.py does too): what a real fleet's statuses cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import gc
 import json
 import sys
@@ -23,17 +29,34 @@ from typing import Any
 
 from bench.cache_pass import MemoryStore, in_memory_controller
 from bench.controller_plan import KS, NOW, build, kv
-from tfleet import routing
+from tfleet import routing, schema
 from tfleet.controller.fleetcache import section_of
 from tfleet.controller.snapshot import SnapshotReader, parse_key
+from tfleet.keyspace import Section
+from tfleet.schema import ModelStatus
 from tfleet.store import Snapshot
 
 MB = 1024 * 1024
 
 
-def fleet_items(models: int, hosts: int) -> dict[str, Any]:
+def own_times(items: dict[str, Any]) -> None:
+    """Each assignment its own revision, each status its own time and that revision (in place)."""
+    statuses = sorted(key for key in items if KS.in_section(key, Section.STATUS))
+    revision = max(kv.mod_revision for kv in items.values())
+    for i, key in enumerate(statuses):
+        host, model = KS.parse_host_model(key, "status")
+        assignment_key = KS.assignment(host, model)
+        items[assignment_key] = kv(assignment_key, items[assignment_key].value, revision + 1 + i)
+        status = schema.parse(ModelStatus, items[key].value, key)
+        status = status.model_copy(update={"assignment_revision": revision + 1 + i, "updated_at": NOW + dt.timedelta(seconds=i * 0.0137)})
+        items[key] = kv(key, status, revision + 1 + len(statuses) + i)
+
+
+def fleet_items(models: int, hosts: int, *, distinct: bool = False) -> dict[str, Any]:
     """A converged fleet's keys, route tables included (build() has none)."""
     items = build(models, hosts)
+    if distinct:
+        own_times(items)
     fleet = SnapshotReader(KS).read(Snapshot(30, tuple(items.values())))
     for model, table in routing.route_tables(fleet, NOW).items():
         items[KS.routes(model)] = kv(KS.routes(model), table, 23)
@@ -50,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=int, default=10_000)
     parser.add_argument("--hosts", type=int, default=1_000)
     parser.add_argument("--top", type=int, default=0, help="list the N source lines that allocated most of what the controller holds")
+    parser.add_argument("--own-times", action="store_true", help="each status its own time and assignment revision (as agents write them)")
     options = parser.parse_args(argv)
-    items = fleet_items(options.models, options.hosts)
+    items = fleet_items(options.models, options.hosts, distinct=options.own_times)
 
     tracemalloc.start(1)
     sections: dict[str, int] = {}
@@ -86,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "models": options.models,
         "hosts": options.hosts,
+        "own_times": options.own_times,
         "keys": len(cache),
         "cache_mb_by_section": {s: round(b / MB, 1) for s, b in sections.items()},
         "cache_mb": round(cache_bytes / MB, 1),

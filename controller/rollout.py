@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from collections.abc import Set
 from dataclasses import replace
 
-from tfleet.schema import Assignment, ModelIntent, ModelStatus, RolloutReport
+from tfleet.schema import Assignment, ModelIntent, ReplicaStatus, RolloutReport
 
 CANARY_LABEL = "canary"
 # Reasons that name a command to run say MODEL_NAME where the model goes: a rollout step
@@ -62,7 +62,7 @@ class Replica:
 
     host: str
     assignment: Assignment | None  # None: a new replica placement just added
-    status: ModelStatus | None  # the agent's report (None: nothing reported yet)
+    status: ReplicaStatus | None  # the agent's report (None: nothing reported yet)
     assignment_revision: int | None = None  # mod_revision of the assignment key
 
     def reported(self) -> bool:

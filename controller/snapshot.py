@@ -26,9 +26,9 @@ from tfleet.schema import (
     HostRecord,
     LeaderRecord,
     ModelIntent,
-    ModelStatus,
     ModelStatusReport,
     ScheduledAction,
+    StatusFacts,
     VersionRecord,
 )
 from tfleet.controller.keyfile import (
@@ -63,9 +63,11 @@ class FleetSnapshot:
     # (at 100,000 models ~200 bytes a model). A host's models (hundreds) are a set.
     holders: dict[str, frozenset[str]] = field(default_factory=dict)
     held_by: dict[str, set[str]] = field(default_factory=dict)
-    statuses: dict[tuple[str, str], ModelStatus] = field(default_factory=dict)
-    # model -> hosts that have a status key for it (a frozenset, as holders)
-    status_hosts: dict[str, frozenset[str]] = field(default_factory=dict)
+    # (host, model) -> its agent's status, as a small slotted value (controller/keyfile.py)
+    statuses: dict[tuple[str, str], StatusFacts] = field(default_factory=dict)
+    # model -> hosts that have a status key for it: a sorted tuple, replaced when it changes
+    # (routing iterates it; a model has a few: 56 bytes for two, a frozenset 216)
+    status_hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # stored route tables, as their routing.content_digest (None: unreadable, rewritten by
     # the controller)
     routes: dict[str, bytes | None] = field(default_factory=dict)

@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tfleet.schema import ModelIntent, ModelStatus, ModelStatusReport, ReplicaReport, VersionReport
+from tfleet.schema import ModelIntent, ModelStatusReport, ReplicaReport, ReplicaStatus, VersionReport
 
 OK = "ok"
 DEGRADED = "degraded"
@@ -51,12 +51,12 @@ AVAILABLE = "AVAILABLE"
 # -- one replica --------------------------------------------------------------------------------
 
 
-def replica_serving(status: ModelStatus | None) -> bool:
+def replica_serving(status: ReplicaStatus | None) -> bool:
     """At least one version AVAILABLE: the replica answers requests."""
     return status is not None and any(report.state == AVAILABLE for report in status.versions.values())
 
 
-def replica_ready(status: ModelStatus | None, assignment_revision: int | None) -> bool:
+def replica_ready(status: ReplicaStatus | None, assignment_revision: int | None) -> bool:
     """The agent acted on this assignment revision, reports no error, and serves every version
     it reports."""
     if status is None or assignment_revision is None or status.assignment_revision != assignment_revision:
@@ -85,7 +85,7 @@ def version_problem(version: str, report: VersionReport) -> str | None:
     return text
 
 
-def replica_errors(status: ModelStatus | None) -> tuple[str, ...]:
+def replica_errors(status: ReplicaStatus | None) -> tuple[str, ...]:
     """Everything the agent reports wrong with the replica: its error first, then each failing
     version whose message the error does not already quote."""
     if status is None:

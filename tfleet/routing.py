@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from tfleet import schema
 from tfleet.keyspace import InvalidName, Keyspace, Section
-from tfleet.schema import HostRecord, ModelStatus, RouteEndpoint, RouteTable, SchemaError
+from tfleet.schema import HostRecord, ReplicaStatus, RouteEndpoint, RouteTable, SchemaError
 
 if TYPE_CHECKING:
     from tfleet.store.types import Delete, Put, Snapshot
@@ -62,7 +62,7 @@ class ServedFleet(Protocol):
         """host -> its record, for live hosts only (the key is on the host's lease)."""
 
     @property
-    def statuses(self) -> Mapping[tuple[str, str], ModelStatus]:
+    def statuses(self) -> Mapping[tuple[str, str], ReplicaStatus]:
         """(host, model) -> the status the host's agent reports."""
 
     @property
@@ -88,7 +88,7 @@ def version_order(text: str) -> tuple[int, int | str]:
 
 def build_table(
     model: str,
-    served: Mapping[str, ModelStatus],
+    served: Mapping[str, ReplicaStatus],
     hosts: Mapping[str, HostRecord],
     now: dt.datetime = EPOCH,
 ) -> RouteTable:
@@ -126,7 +126,7 @@ def route_tables(snap: ServedFleet, now: dt.datetime = EPOCH, models: Collection
     ``now`` becomes every table's updated_at; compare tables with ``routes_changed``.
     ``models`` limits the work to those models (through the snapshot's status index).
     """
-    by_model: dict[str, dict[str, ModelStatus]] = {}
+    by_model: dict[str, dict[str, ReplicaStatus]] = {}
     if models is None:
         for (host, model), status in snap.statuses.items():
             if host in snap.hosts:

@@ -11,7 +11,7 @@ from tfleet.controller.snapshot import FleetSnapshot, SnapshotReader
 
 from tfleet import health, schema
 from tfleet.keyspace import Keyspace
-from tfleet.schema import ModelIntent, ModelStatus, ModelStatusReport
+from tfleet.schema import ModelIntent, ModelStatusReport, ReplicaStatus
 from tfleet.store import Snapshot
 
 
@@ -58,7 +58,7 @@ def _leader(fleet: FleetSnapshot) -> tuple[dict[str, Any] | None, list[str]]:
 
 def _cell(fleet: FleetSnapshot, host: str, model: str, report: ModelStatusReport | None) -> dict[str, Any]:
     parsed = fleet.assignments.get((host, model))
-    status: ModelStatus | None = fleet.statuses.get((host, model))
+    status: ReplicaStatus | None = fleet.statuses.get((host, model))
     assigned = None
     if parsed is not None and parsed.value is not None:
         assigned = {"policy": _policy_text(parsed.value), "labels": dict(sorted(parsed.value.version_labels.items()))}

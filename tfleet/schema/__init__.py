@@ -53,7 +53,7 @@ from tfleet.schema.fields import (
     VersionKey,
 )
 from tfleet.schema.history import HistoryAction, HistoryCursor, HistoryEntry, HistoryGap, HistorySource, RevisionSpan
-from tfleet.schema.hosts import HostControl, HostRecord, ModelStatus, VersionReport
+from tfleet.schema.hosts import HostControl, HostRecord, ModelStatus, ReplicaStatus, StatusFacts, VersionReport
 from tfleet.schema.intent import AlertThresholds, ModelIntent, RolloutSpec, ScheduledAction
 from tfleet.schema.reports import (
     FleetProblem,
@@ -107,6 +107,7 @@ __all__ = [
     "PathText",
     "PositiveInt",
     "ReplicaReport",
+    "ReplicaStatus",
     "RevisionSpan",
     "RolloutReport",
     "RolloutSpec",
@@ -116,6 +117,7 @@ __all__ = [
     "SchemaError",
     "ShortText",
     "SpecificPolicy",
+    "StatusFacts",
     "UInt32Positive",
     "VersionFailure",
     "VersionKey",
