@@ -22,7 +22,7 @@ from collections.abc import Container, Mapping
 from dataclasses import dataclass, replace
 
 from tfleet import health
-from tfleet.controller.compact import compact
+from tfleet.controller.compact import compact, compact_fields
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE, HostInfo, ModelDemand, PlacementInput, place, unresponsive_past_grace
 from collections.abc import Set as AbstractSet
 from tfleet.controller.placement import Placement
@@ -197,7 +197,8 @@ def settled(result: ModelPlan, previous: ModelStatusReport | None) -> ModelPlan:
         return result
     if same_report(report, previous):
         return replace(result, report=previous)
-    return replace(result, report=compact(report, whole=False))
+    compact_fields(report, _SHARED_REPORT_PARTS if report.replicas else ())
+    return result
 
 
 def plan_model_safely(snap: FleetSnapshot, case: ModelCase, now: dt.datetime) -> ModelPlan:
@@ -249,6 +250,11 @@ def _assignment(snap: FleetSnapshot, host: str, model: str) -> Assignment | None
 def _revision(snap: FleetSnapshot, host: str, model: str) -> int | None:
     parsed = snap.assignments.get((host, model))
     return parsed.revision if parsed is not None else None
+
+
+# a report's fields built from shared values already (_replica_report, _rollout_report): not
+# walked again when the report is compacted (its list of replicas is its own)
+_SHARED_REPORT_PARTS = frozenset({"replicas", "rollout"})
 
 
 @functools.lru_cache(maxsize=8192)

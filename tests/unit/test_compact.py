@@ -98,3 +98,17 @@ def test_planned_reports_share_their_replica_entries_and_equal_a_validated_docum
         assert by_content.setdefault(entry.model_dump_json(), entry) is entry, "equal replica entries are one object"
     for report in reports:
         assert ModelStatusReport.model_validate(report.model_dump()) == report
+
+
+def test_compact_fields_shares_a_documents_parts_but_the_fields_named() -> None:
+    """planner.settled compacts a report but for its replica entries and rollout state, which
+    it built from shared values already: those are kept as they are, not walked again."""
+    interner = Interner()
+    first = schema.parse(ModelStatusReport, REPORT % 1, "k")
+    interner.compact(first, whole=False)
+    second = schema.parse(ModelStatusReport, REPORT % 1, "k")
+    kept = second.replicas
+    interner.compact_fields(second, skip={"replicas"})
+    assert second.replicas is kept and second.replicas is not first.replicas, "a skipped field is left alone"
+    assert second.rollout is first.rollout and second.ready_replicas is first.ready_replicas
+    assert second == first
