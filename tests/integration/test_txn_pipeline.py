@@ -55,12 +55,18 @@ def test_two_transactions_are_in_flight_and_the_third_waits_for_the_first() -> N
     assert sorted(etcd.landed) == [1, 2, 3]
 
 
-def test_drain_waits_for_all_and_raises_the_first_failure_after_the_others_landed() -> None:
+def _first_of_two_fails() -> tuple[Etcd, TxnPipeline[int]]:
+    """Two transactions sent, the first of which fails once both may commit."""
     etcd = Etcd(fail={1})
     pipeline = TxnPipeline(etcd.send, depth=2)
     pipeline.submit([1])
     pipeline.submit([2])
     etcd.gate.set()
+    return etcd, pipeline
+
+
+def test_drain_waits_for_all_and_raises_the_first_failure_after_the_others_landed() -> None:
+    etcd, pipeline = _first_of_two_fails()
     with pytest.raises(RuntimeError, match="txn 1 failed"):
         pipeline.drain()
     assert sorted(etcd.landed) == [1, 2]
@@ -68,11 +74,7 @@ def test_drain_waits_for_all_and_raises_the_first_failure_after_the_others_lande
 
 
 def test_a_failure_met_by_submit_is_raised_there_once_the_others_landed() -> None:
-    etcd = Etcd(fail={1})
-    pipeline = TxnPipeline(etcd.send, depth=2)
-    pipeline.submit([1])
-    pipeline.submit([2])
-    etcd.gate.set()
+    etcd, pipeline = _first_of_two_fails()
     with pytest.raises(RuntimeError, match="txn 1 failed"):
         pipeline.submit([3])
     assert sorted(etcd.landed) == [1, 2], "the batch after a failure is not sent"
