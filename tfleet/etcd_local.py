@@ -24,9 +24,11 @@ import importlib.resources
 import json
 import os
 import pathlib
+import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -92,11 +94,53 @@ def _wait_stopped(pid: int, timeout: float = 5.0) -> None:
     raise TimeoutError(f"etcd (pid {pid}) did not stop within {timeout:.0f}s of SIGSTOP")
 
 
+# Ports handed out by free_port: below the kernel's ephemeral range, above tfleet dev's
+# default etcd port (23790), so that no outgoing connection can take one of them.
+_FREE_PORTS_FROM = 24000
+
+
+_HANDED_OUT: set[int] = set()  # this process's recent answers: never the same port twice in a row
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago (the OS picks it)."""
+    """A TCP port on loopback that was free a moment ago, for a daemon about to bind it.
+
+    Not one the OS picks (bind to port 0): those come from the ephemeral range, which the
+    local end of every outgoing connection also comes from, so between this call and the
+    daemon's bind a gRPC or HTTP client could take the port (seen: `tfleet dev`'s agent
+    exiting with "Address already in use"). A random port below that range, checked free, is
+    never taken that way; the OS's pick is the fallback."""
+    low, _ = _ephemeral_range()
+    if low - _FREE_PORTS_FROM >= 1000:
+        for _ in range(50):
+            port = random.randrange(_FREE_PORTS_FROM, low)
+            with _HANDED_OUT_LOCK:
+                if port in _HANDED_OUT:  # (not yet bound by whoever asked for it)
+                    continue
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    try:
+                        sock.bind((_LOOPBACK, port))
+                    except OSError:
+                        continue
+                _HANDED_OUT.add(port)
+                if len(_HANDED_OUT) > 2000:  # (the oldest are long bound: forget them in a batch)
+                    _HANDED_OUT.clear()
+                    _HANDED_OUT.add(port)
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_LOOPBACK, 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux; IANA's
+    49152-65535 elsewhere)."""
+    try:
+        low, high = pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535
 
 
 @dataclass(frozen=True)
