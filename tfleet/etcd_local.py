@@ -99,7 +99,7 @@ def _wait_stopped(pid: int, timeout: float = 5.0) -> None:
 _FREE_PORTS_FROM = 24000
 
 
-_HANDED_OUT: set[int] = set()  # this process's recent answers: never the same port twice in a row
+_HANDED_OUT: dict[int, None] = {}  # this process's last 2,000 answers, oldest first: none is given twice
 _HANDED_OUT_LOCK = threading.Lock()
 
 
@@ -123,10 +123,9 @@ def free_port() -> int:
                         sock.bind((_LOOPBACK, port))
                     except OSError:
                         continue
-                _HANDED_OUT.add(port)
-                if len(_HANDED_OUT) > 2000:  # (the oldest are long bound: forget them in a batch)
-                    _HANDED_OUT.clear()
-                    _HANDED_OUT.add(port)
+                _HANDED_OUT[port] = None
+                if len(_HANDED_OUT) > 2000:  # (the oldest answer is long bound: forget it)
+                    del _HANDED_OUT[next(iter(_HANDED_OUT))]
                 return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_LOOPBACK, 0))

@@ -12,7 +12,9 @@ def test_ports_are_below_the_ephemeral_range_distinct_and_bindable() -> None:
     from there could be taken between free_port() and the daemon's bind (tfleet dev's agent
     once exited with "Address already in use")."""
     low, _ = _ephemeral_range()
-    ports = [free_port() for _ in range(200)]
+    ports = [free_port() for _ in range(2500)]  # (more than the 2,000 answers it remembers)
+    assert len(set(ports[-2000:])) == 2000, "the same port handed out twice within 2,000 answers"
+    ports = ports[-200:]
     assert len(set(ports)) == len(ports), "the same port handed out twice"
     assert all(24000 <= port < low for port in ports), ports
     for port in ports[:20]:
@@ -33,6 +35,9 @@ def test_a_port_in_use_is_not_handed_out(monkeypatch) -> None:
                 continue
         held.listen()
         taken = held.getsockname()[1]
-        picks = iter([taken, taken, 31999 if taken != 31999 else 31998])
-        monkeypatch.setattr(etcd_local.random, "randrange", lambda low, high: next(picks))
+        # the held port is picked first, twice; then random picks as usual
+        picks = iter([taken, taken])
+        real = etcd_local.random.randrange
+        monkeypatch.setattr(etcd_local.random, "randrange", lambda low, high: next(picks, None) or real(low, high))
         assert free_port() != taken
+        assert next(picks, None) is None, "the held port was picked (and refused)"
