@@ -340,21 +340,19 @@ class ControllerReconciler:
             yield "routes", op, digest, model
 
     def _write(self, snap: FleetSnapshot, plan: ControllerPlan) -> int:
-        operations = self._operations(snap, plan)
-        written = 0
         try:
-            written = self._send(operations)
+            return self._send(self._operations(snap, plan))
         finally:
             self._txns.drain()  # (raises the first failure of those still in flight)
-        return written
 
     def _send(self, operations: Iterator[tuple[str, Put | Delete, Any, str]]) -> int:
         written = 0
         while batch := list(itertools.islice(operations, WRITE_BATCH)):
             # Announced to the cache before they are written: the report and route echoes are
             # quiet, and reports and assignments come back filed as these objects.
-            quiet = {op.key: op.value if isinstance(op, Put) else None for kind, op, _, _ in batch if kind in QUIET_ECHOES}
-            self._ledger.announce(quiet, {op.key: model for kind, op, _, model in batch if kind in QUIET_ECHOES})
+            echoes = [(op, model) for kind, op, _, model in batch if kind in QUIET_ECHOES]
+            quiet = {op.key: op.value if isinstance(op, Put) else None for op, _ in echoes}
+            self._ledger.announce(quiet, {op.key: model for op, model in echoes})
             self._cache.expect(quiet, {op.key: (op.value, value) for _, op, value, _ in batch if isinstance(op, Put) and value is not None})
             # A failure raises NotLeader when the fence fails (False would mean an extra compare
             # failed, and these writes carry none), here or in drain().

@@ -159,11 +159,16 @@ def routes_changed(old: RouteTable | bytes | None, new: RouteTable) -> bool:
     """True when ``new`` must be written over ``old`` (anything but updated_at differs).
 
     old: the stored table, its ``content_digest``, or None (none, or unreadable)."""
-    if old is None:
-        return True
-    if isinstance(old, bytes):
-        return old != content_digest(new)
-    return old.model_dump(exclude={"updated_at"}) != new.model_dump(exclude={"updated_at"})
+    return _compare(old, new)[0]
+
+
+def _compare(old: RouteTable | bytes | None, new: RouteTable) -> tuple[bool, bytes | None]:
+    """(routes_changed, new's content_digest when the comparison computed it: compared with a
+    digest or with nothing, a table's digest is what the controller keeps of its echo)."""
+    if isinstance(old, RouteTable):
+        return old.model_dump(exclude={"updated_at"}) != new.model_dump(exclude={"updated_at"}), None
+    digest = content_digest(new)
+    return digest != old, digest
 
 
 # -- what the controller writes ------------------------------------------------------------------
@@ -207,13 +212,11 @@ def plan_routes(snap: ServedFleet, current: Mapping[str, RouteTable | bytes | No
     puts: dict[str, RouteTable] = {}
     digests: dict[str, bytes] = {}
     for model, table in wanted.items():
-        old = current.get(model)
-        if old is None or isinstance(old, bytes):  # (routes_changed, with the digest kept for the caller)
-            digest = content_digest(table)
-            if digest != old:
-                puts[model], digests[model] = table, digest
-        elif routes_changed(old, table):
+        changed, digest = _compare(current.get(model), table)
+        if changed:
             puts[model] = table
+            if digest is not None:
+                digests[model] = digest
     considered = current.keys() if models is None else set(models) & current.keys()
     deletes = frozenset(model for model in considered if model not in wanted)
     return RoutePlan(puts=puts, deletes=deletes, digests=digests)
