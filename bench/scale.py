@@ -163,13 +163,14 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
             write_intents(store, floor_models, options.intent_writer)
             tracker.want({m: 2 for m in floor_models})
             tracker.wait_all_ready(timeout, "10 floor models")
-            lat = change_latencies(store, registry, tracker, floor_models, options.changes, timeout)
-            phases["change_to_ready_10_models_ms"] = ms(lat)
-            say(
-                f"  floor    change -> ready, 10 models        p50 {phases['change_to_ready_10_models_ms']['p50']:8.1f} ms  p99 {phases['change_to_ready_10_models_ms']['p99']:8.1f} ms"
-            )
-            phases["writes_per_change_10_models"] = writes_per_change(store, registry, tracker, metrics, floor_models[0], options.settle, timeout)
-            say(f"  floor    one change at 10 models: {phases['writes_per_change_10_models']}")
+            if "changes" not in options.skip:
+                lat = change_latencies(store, registry, tracker, floor_models, options.changes, timeout)
+                phases["change_to_ready_10_models_ms"] = ms(lat)
+                say(
+                    f"  floor    change -> ready, 10 models        p50 {phases['change_to_ready_10_models_ms']['p50']:8.1f} ms  p99 {phases['change_to_ready_10_models_ms']['p99']:8.1f} ms"
+                )
+                phases["writes_per_change_10_models"] = writes_per_change(store, registry, tracker, metrics, floor_models[0], options.settle, timeout)
+                say(f"  floor    one change at 10 models: {phases['writes_per_change_10_models']}")
 
             # -- convergence ---------------------------------------------------------------------
             names = [model_name(i) for i in range(models)]
@@ -198,41 +199,43 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
             if options.drain:
                 phases["backlog_drained_s"] = round(wait_quiet(metrics, timeout), 1)
                 say(f"  backlog  the mass write's backlog (history, routes) drained in {phases['backlog_drained_s']} s")
-            sample = rng.sample(names, options.changes)
-            lat = change_latencies(store, registry, tracker, sample, options.changes, timeout)
-            phases["change_to_ready_ms"] = ms(lat)
-            ratio = phases["change_to_ready_ms"]["p99"] / max(phases["change_to_ready_10_models_ms"]["p99"], 0.001)
-            say(
-                f"  scale    change -> ready, {models} models  p50 {phases['change_to_ready_ms']['p50']:8.1f} ms  p99 {phases['change_to_ready_ms']['p99']:8.1f} ms"
-                f"  ({ratio:.1f} x the 10-model p99)"
-            )
-            phases["writes_per_change"] = writes_per_change(store, registry, tracker, metrics, names[1], options.settle, timeout)
-            say(f"  scale    one change at {models} models: {phases['writes_per_change']}")
+            if "changes" not in options.skip:
+                sample = rng.sample(names, options.changes)
+                lat = change_latencies(store, registry, tracker, sample, options.changes, timeout)
+                phases["change_to_ready_ms"] = ms(lat)
+                ratio = phases["change_to_ready_ms"]["p99"] / max(phases["change_to_ready_10_models_ms"]["p99"], 0.001)
+                say(
+                    f"  scale    change -> ready, {models} models  p50 {phases['change_to_ready_ms']['p50']:8.1f} ms  p99 {phases['change_to_ready_ms']['p99']:8.1f} ms"
+                    f"  ({ratio:.1f} x the 10-model p99)"
+                )
+                phases["writes_per_change"] = writes_per_change(store, registry, tracker, metrics, names[1], options.settle, timeout)
+                say(f"  scale    one change at {models} models: {phases['writes_per_change']}")
 
             # -- history grows, then a new model -------------------------------------------------
-            history_models = names[-options.history_models :]
-            sent = time.perf_counter()
-            for i in range(options.history_edits):
-                model = history_models[i % len(history_models)]
-                registry.apply_intent(model, intent(model, 2, description=f"edit {i}"), author="bench")
-                tracker.want({model: 2})
-            phases["history_edits"] = {"edits": options.history_edits, "models": len(history_models), "seconds": round(time.perf_counter() - sent, 1)}
-            tracker.wait_all_ready(timeout, "after the history edits")
-            new = "new-after-history"
-            tracker.watch_model(new, 2)
-            sent = time.perf_counter()
-            revision = registry.apply_intent(new, intent(new, 2), author="bench")
-            tracker.want({new: 2})
-            tracker.wait_ready(new, 2, timeout, revision)
-            placed_at, ready_at = tracker.timings(new)
-            phases["new_model_after_history_s"] = {
-                "placed": round(placed_at - sent, 3) if placed_at else None,
-                "ready": round(ready_at - sent, 3) if ready_at else None,
-            }
-            say(
-                f"  history  {options.history_edits} edits in {phases['history_edits']['seconds']} s; then a new model placed in "
-                f"{phases['new_model_after_history_s']['placed']} s, ready in {phases['new_model_after_history_s']['ready']} s"
-            )
+            if "history" not in options.skip:
+                history_models = names[-options.history_models :]
+                sent = time.perf_counter()
+                for i in range(options.history_edits):
+                    model = history_models[i % len(history_models)]
+                    registry.apply_intent(model, intent(model, 2, description=f"edit {i}"), author="bench")
+                    tracker.want({model: 2})
+                phases["history_edits"] = {"edits": options.history_edits, "models": len(history_models), "seconds": round(time.perf_counter() - sent, 1)}
+                tracker.wait_all_ready(timeout, "after the history edits")
+                new = "new-after-history"
+                tracker.watch_model(new, 2)
+                sent = time.perf_counter()
+                revision = registry.apply_intent(new, intent(new, 2), author="bench")
+                tracker.want({new: 2})
+                tracker.wait_ready(new, 2, timeout, revision)
+                placed_at, ready_at = tracker.timings(new)
+                phases["new_model_after_history_s"] = {
+                    "placed": round(placed_at - sent, 3) if placed_at else None,
+                    "ready": round(ready_at - sent, 3) if ready_at else None,
+                }
+                say(
+                    f"  history  {options.history_edits} edits in {phases['history_edits']['seconds']} s; then a new model placed in "
+                    f"{phases['new_model_after_history_s']['placed']} s, ready in {phases['new_model_after_history_s']['ready']} s"
+                )
 
             # -- silent loss of hosts ------------------------------------------------------------
             victims = sorted(rng.sample(host_names(hosts), max(1, round(hosts * options.loss))))
@@ -256,18 +259,22 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                 tracker.set_dead(frozenset(victims))
                 wait_for(lambda: len(gone) == len(victims), options.ttl * 3 + timeout, f"{len(victims)} leases to expire", interval=0.1)
                 expired_at = max(gone.values())
+                placed = tracker.wait_all_placed(timeout, f"{len(victims)} hosts lost")
                 done = tracker.wait_all_ready(timeout, f"{len(victims)} hosts lost")
             finally:
                 hosts_watch.cancel()
             phases["host_loss"] = {
                 "hosts_lost": len(victims),
                 "leases_expired_after_s": round(expired_at - killed_at, 1),
+                "replaced_after_expiry_s": round(placed - expired_at, 1),
+                "replaced_after_kill_s": round(placed - killed_at, 1),
                 "ready_after_expiry_s": round(done - expired_at, 1),
                 "ready_after_kill_s": round(done - killed_at, 1),
                 "target_s": options.ttl + 5,
             }
             say(
                 f"  loss     {len(victims)} hosts silent: leases expired after {phases['host_loss']['leases_expired_after_s']} s, "
+                f"every lost replica re-placed {phases['host_loss']['replaced_after_expiry_s']} s later ({phases['host_loss']['replaced_after_kill_s']} s after the kill), "
                 f"every model ready again {phases['host_loss']['ready_after_expiry_s']} s later ({phases['host_loss']['ready_after_kill_s']} s after the kill)"
             )
         except (PhaseTimeout, TimeoutError, StoreError) as exc:
@@ -296,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=50, help="intent changes measured (at 10 models and at scale)")
     parser.add_argument("--history-edits", type=int, default=4000)
     parser.add_argument("--history-models", type=int, default=40, help="models the history edits are spread over")
+    parser.add_argument(
+        "--skip",
+        type=lambda text: frozenset(part for part in text.split(",") if part),
+        default=frozenset(),
+        help="phases left out, comma-separated: changes (change -> ready, writes per change), history (the edits, then a new model); for a quicker look at the others",
+    )
     parser.add_argument("--loss", type=float, default=0.1, help="share of hosts that die silently")
     parser.add_argument("--ttl", type=int, default=10, help="the stand-in hosts' lease TTL, seconds")
     parser.add_argument("--controller-ttl", type=int, default=10)

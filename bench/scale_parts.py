@@ -82,6 +82,7 @@ class ReadyTracker:
         self._first_seen: dict[str, tuple[float, float | None]] = {}  # model -> (placed at, ready at) for watched models
         self._watched: dict[str, int] = {}
         self._pending: set[str] = set()
+        self._unplaced: set[str] = set()  # wanted models short of replicas placed on live hosts
         prefix = KS.modelstatus_prefix()
         start = store.list_prefix(prefix).revision + 1  # empty at start
         self._watch = store.watch_prefix(prefix, start, on_events=self._on_events, on_reset=lambda s: None)
@@ -112,11 +113,12 @@ class ReadyTracker:
             return self._first_seen.get(model, (None, None))
 
     def _check(self, model: str) -> None:
-        ready = self._ready.get(model, frozenset())
-        if len(ready - self.dead) >= self.wanted.get(model, 0):
-            self._pending.discard(model)
-        else:
-            self._pending.add(model)
+        wanted = self.wanted.get(model, 0)
+        for held, short in ((self._ready, self._pending), (self._placed, self._unplaced)):
+            if len(held.get(model, frozenset()) - self.dead) >= wanted:
+                short.discard(model)
+            else:
+                short.add(model)
 
     def _on_events(self, events: list[WatchEvent]) -> None:
         now = time.perf_counter()
@@ -161,12 +163,20 @@ class ReadyTracker:
 
     def wait_all_ready(self, timeout: float, what: str) -> float:
         """perf_counter() when no wanted model is short of ready replicas; PhaseTimeout otherwise."""
+        return self._wait_none_short(self._pending, "ready", timeout, what)
+
+    def wait_all_placed(self, timeout: float, what: str) -> float:
+        """perf_counter() when no wanted model is short of replicas placed on live hosts (ready
+        or not: the controller reports them in modelstatus in the pass that assigns them)."""
+        return self._wait_none_short(self._unplaced, "placed", timeout, what)
+
+    def _wait_none_short(self, short: set[str], state: str, timeout: float, what: str) -> float:
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._pending:
+            while short:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise PhaseTimeout(f"{what}: {len(self._pending)} of {len(self.wanted)} models not ready after {timeout:g} s")
+                    raise PhaseTimeout(f"{what}: {len(short)} of {len(self.wanted)} models not {state} after {timeout:g} s")
                 self._cond.wait(min(left, 1.0))
             return time.perf_counter()
 
