@@ -170,7 +170,9 @@ class ControllerReconciler:
         if not self._was_leader:
             self._start_over()  # a new term starts from what etcd holds, not from memory
             self._was_leader = True
+        take_started = self._clock()
         snap = self._take()
+        took = self._clock() - take_started
         if snap is None:
             return Outcome("etcd_unavailable")
         fence = self._election.fence_revision
@@ -185,11 +187,13 @@ class ControllerReconciler:
             self._remember_valid_intents(snap)
             plan_started = self._clock()
             plan = self._planner.plan(snap, self._last_valid, self._now(), self._echoed)
-            self._metrics.plan_seconds.observe(self._clock() - plan_started)
+            write_started = self._clock()
+            self._metrics.plan_seconds.observe(write_started - plan_started)
             self._ledger.planned(self._planner.planned)
             self._metrics.models_planned.inc(len(self._planner.planned))
             writes = self._write(snap, plan)
             writes += self._schedules.run_due(snap)
+            wrote = self._clock() - write_started
         except NotLeader as exc:
             self._start_over()
             self._metrics.fenced_rejections.inc()
@@ -209,7 +213,20 @@ class ControllerReconciler:
             self._resync_hosts.restart(self._clock())
         self._update_gauges(snap)
         log = self._log.info if writes else self._log.debug
-        log("reconcile", result="ok", revision=snap.revision, models=len(snap.intents), hosts=len(snap.hosts), writes=writes, resynced=resynced)
+        # (where a slow pass spent its time: taking the cache's changes, planning, writing)
+        log(
+            "reconcile",
+            result="ok",
+            revision=snap.revision,
+            models=len(snap.intents),
+            hosts=len(snap.hosts),
+            planned=len(self._planner.planned),
+            writes=writes,
+            resynced=resynced,
+            take_s=round(took, 3),
+            plan_s=round(write_started - plan_started, 3),
+            write_s=round(wrote, 3),
+        )
         return Outcome("ok", writes, self.resync_due_in())
 
     # -- the rolling resync ---------------------------------------------------------------------
