@@ -129,8 +129,9 @@ class InMemoryController:
     metrics: ControllerMetrics
 
 
-def in_memory_controller(store: MemoryStore, clock: Callable[[], float] = lambda: 0.0, **settings: Any) -> InMemoryController:
-    """settings: more ControllerReconciler keywords (full_plan_interval, resync_slice, ...).
+def in_memory_controller(store: MemoryStore, clock: Callable[[], float] = lambda: 0.0, log: Any = None, **settings: Any) -> InMemoryController:
+    """log: the reconciler's logger (default: none). settings: more ControllerReconciler
+    keywords (full_plan_interval, resync_slice, ...).
     Its transactions are sent one at a time, in the pass's thread (txns_in_flight=1): the
     store has no commit to wait for, and the benches count the pass's own CPU time."""
     settings.setdefault("txns_in_flight", 1)
@@ -142,7 +143,7 @@ def in_memory_controller(store: MemoryStore, clock: Callable[[], float] = lambda
         election=LeaderElection(store),
         registry=NoHistory(),  # type: ignore[arg-type]
         metrics=metrics,
-        log=_Log(),
+        log=log if log is not None else _Log(),
         now=lambda: NOW,
         clock=clock,
         cache=cache,

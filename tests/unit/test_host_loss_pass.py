@@ -6,6 +6,8 @@ bench/loss_pass.py measures at 100,000 models), small enough for the unit suite.
 
 from __future__ import annotations
 
+import itertools
+
 from bench import cache_pass
 from bench.controller_plan import KS, NOW, build
 from bench.loss_pass import lose_hosts, report_moved
@@ -17,9 +19,22 @@ from tfleet.schema import ModelStatusReport
 from tfleet.store import Delete, Snapshot
 
 
-def _converged(models: int = 40, hosts: int = 8):
+class _Lines:
+    """The reconciler's log lines at info, as (event, fields)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict]] = []
+
+    def info(self, event: str, **fields) -> None:
+        self.lines.append((event, fields))
+
+    def __getattr__(self, level: str):
+        return lambda *args, **kwargs: None
+
+
+def _converged(models: int = 40, hosts: int = 8, log=None, clock=lambda: 0.0):
     store = cache_pass.MemoryStore(build(models, hosts))
-    reconciler = cache_pass.in_memory_controller(store).reconciler
+    reconciler = cache_pass.in_memory_controller(store, clock, log=log).reconciler
     _until_quiet(store, reconciler)
     return store, reconciler
 
@@ -89,3 +104,21 @@ def test_the_deletes_of_a_model_whose_intent_went_with_its_hosts_still_end_its_r
     assert not any(KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).model == model for k in store.items)
     assert KS.modelstatus(model) not in store.items
     _fresh_plan_needs_nothing(store)
+
+
+def test_the_pass_that_re_places_logs_what_it_planned_and_where_its_time_went() -> None:
+    """An operator reading a slow pass in the log sees how many models it planned and how its
+    time split between taking the cache's changes, planning and writing."""
+    log = _Lines()
+    ticks = itertools.count()
+    store, reconciler = _converged(log=log, clock=lambda: next(ticks) / 1000)  # a millisecond per look
+    lost, held = _lost_and_holding(store)
+    lose_hosts(store, lost)
+    log.lines.clear()
+    (writes, planned), *_ = _until_quiet(store, reconciler)
+    event, fields = log.lines[0]
+    assert event == "reconcile" and fields["result"] == "ok"
+    assert fields["planned"] == planned == len(set(held)) and fields["writes"] == writes
+    assert fields["hosts"] == 8 - len(lost)
+    for phase in ("take_s", "plan_s", "write_s"):
+        assert isinstance(fields[phase], float) and fields[phase] > 0, fields
