@@ -85,8 +85,9 @@ _ALONE: dict[type[BaseModel], tuple[str, ...]] = {ModelStatusReport: ("replicas"
 
 def _parse(model: type[_Doc], key: str, value: bytes, revision: int, *, kept: bool = True) -> Parsed[_Doc]:
     """kept=False: the value is read and dropped (a route table: only its digest is kept), so
-    sharing its parts would only leave dead entries in the table until its next prune (at
-    100,000 models ~90,000 of them, ~15 MB: bench/cache_memory.py)."""
+    sharing its parts would only leave entries nothing else holds, which keep those parts
+    alive until the table's next prune (at 100,000 models ~90,000 entries, ~15 MB of keys and
+    slots, plus the parsed parts they held: controller/compact.py's docstring)."""
     try:
         if not kept:
             return Parsed(schema.parse(model, value, key), None, revision)
