@@ -19,6 +19,20 @@ list inside a document is as read-only as the document.
 
 The table forgets what nothing else holds any more (a count of references, checked when the
 table has doubled since the last check), so it grows with what is held, never with history.
+
+What is not put in the table: an entry and its key cost ~150-250 bytes, so a value that no
+other document holds costs more shared than not. A census of the table by holders (a
+converged fleet of 20,000 models, bench/cache_memory.py's --own-times fleet) found 13.1 MB of
+keys and slots, more than half of them such entries: the parts of every route table, which
+the fleet cache reads only for a digest and drops (entries nothing held but which kept their
+values alive until the next prune: keyfile.py parses them with kept=False), and each report's
+replica list, 98 % held by that report alone (its hosts are the model's own: ``alone``; its
+entries are still shared). Each container's key is one flat tuple, its kind first (not
+(kind, tuple(parts)): 48 bytes less an entry). With the three, 5.4 MB; at 100,000 models the
+controller's objects went from 623 to 516 MB (``python -m bench.cache_memory --models 100000
+--hosts 1000 --own-times``; 34 MB of it parsed objects the table kept alive: pydantic's
+validate_json line in tracemalloc's --top, 161 -> 127 MB). Agent
+statuses' times are not put in the table either (keyfile._parse_status: each has its own).
 """
 
 from __future__ import annotations
@@ -48,14 +62,20 @@ class Interner:
     def __len__(self) -> int:
         return len(self._table)
 
-    def compact(self, value: T, *, whole: bool = True) -> T:
+    def compact(self, value: T, *, whole: bool = True, alone: Collection[str] = ()) -> T:
         """value, or an equal value that shares its parts with the values held already.
 
         ``value`` must be freshly parsed (nobody else holds it yet): its own sub-documents
         may be replaced by equal shared ones in place. whole=False: share only its parts (a
         document that is rarely equal to another as a whole, e.g. a model's report, would
-        only cost its table entry)."""
-        shared, _ = self._node(value, whole)
+        only cost its table entry). alone (a document's fields, whole=False): those fields'
+        lists and dicts share their items but are kept as they are, for values no other
+        document holds (a report's replica list: its hosts are the model's own)."""
+        if alone and isinstance(value, BaseModel):
+            self._fields(value, (), alone)
+            shared: Any = value
+        else:
+            shared, _ = self._node(value, whole)
         if len(self._table) >= self._prune_at:
             self._prune()
         return shared  # type: ignore[no-any-return]
@@ -65,17 +85,21 @@ class Interner:
         which the caller built from values already shared (planner._report: a report's replica
         entries and rollout state come from lru caches of shared values): walking them again
         would only find them shared, at a third of the cost of compacting the report."""
-        fields = value.__dict__
-        for name, item in fields.items():
-            if name not in skip:
-                shared, _ = self._node(item)
-                if shared is not item:
-                    fields[name] = shared
-        self._share_fields_set(value)
+        self._fields(value, skip, ())
         if len(self._table) >= self._prune_at:
             self._prune()
 
     # -- internals ---------------------------------------------------------------------------
+    def _fields(self, value: BaseModel, skip: Collection[str], alone: Collection[str]) -> None:
+        """A document's fields shared (but those in skip; those in alone only in their parts)."""
+        fields = value.__dict__
+        for name, item in fields.items():
+            if name not in skip:
+                shared, _ = self._node(item, name not in alone)
+                if shared is not item:
+                    fields[name] = shared
+        self._share_fields_set(value)
+
     def _share_fields_set(self, value: BaseModel) -> set[str]:
         """A document's set of the fields it was given, shared with equal sets."""
         fields_set = value.__pydantic_fields_set__
@@ -98,23 +122,26 @@ class Interner:
         if kind in _SCALARS:
             scalar = (kind, value)
             return value, _SCALAR_KEYS.get(scalar, scalar)
+        # A container's key is one flat tuple, its kind first and then its parts' keys: 48
+        # bytes less than (kind, tuple(parts)) for each of the ~400,000 entries at 100,000
+        # models (the kind tells the layouts apart: dict, list or a model class)
         if kind is dict:
-            parts: list[Any] = []
+            parts: list[Any] = [dict]
             for k, v in value.items():
                 k2, kk = self._node(k)
                 v2, vk = self._node(v)
                 if k2 is not k or v2 is not v:
                     value[k2] = v2
                 parts += (kk, vk)
-            key: Any = (dict, tuple(parts))
+            key: Any = tuple(parts)
         elif kind is list:
-            keys: list[Any] = []
+            keys: list[Any] = [list]
             for i, item in enumerate(value):
                 shared_item, item_key = self._node(item)
                 if shared_item is not item:
                     value[i] = shared_item
                 keys.append(item_key)
-            key = (list, tuple(keys))
+            key = tuple(keys)
         elif kind is dt.datetime:
             # (not the value itself: the key must not hold it. A naive copy and the offset, not
             # its isoformat: 48 bytes less for each distinct time, and an agent's status each
@@ -122,13 +149,13 @@ class Interner:
             key = (kind, value.replace(tzinfo=None), value.utcoffset())
         elif isinstance(value, BaseModel) and value.__pydantic_extra__ is None and value.__pydantic_private__ is None:
             fields = value.__dict__
-            parts = []
+            parts = [kind, id(self._share_fields_set(value))]
             for name, item in fields.items():
                 shared_item, item_key = self._node(item)
                 if shared_item is not item:
                     fields[name] = shared_item
                 parts.append(item_key)
-            key = (kind, id(self._share_fields_set(value)), tuple(parts))
+            key = tuple(parts)
         else:  # anything else is kept as it is, unshared
             return value, id(value)
         # A shared node's key is its id (an int: other keys are strings and tuples), valid as
@@ -172,8 +199,8 @@ _DEAD = _dead_refcount()
 INTERNER = Interner()
 
 
-def compact(value: T, *, whole: bool = True) -> T:
-    return INTERNER.compact(value, whole=whole)
+def compact(value: T, *, whole: bool = True, alone: Collection[str] = ()) -> T:
+    return INTERNER.compact(value, whole=whole, alone=alone)
 
 
 def compact_fields(value: BaseModel, skip: Collection[str]) -> None:

@@ -79,14 +79,26 @@ def _discard(index: dict[str, set[str]], name: str, member: str) -> None:
             del index[name]
 
 
-def _parse(model: type[_Doc], key: str, value: bytes, revision: int) -> Parsed[_Doc]:
+# The fields whose lists are kept apart (controller/compact.py's ``alone``), by document.
+_ALONE: dict[type[BaseModel], tuple[str, ...]] = {ModelStatusReport: ("replicas",)}
+
+
+def _parse(model: type[_Doc], key: str, value: bytes, revision: int, *, kept: bool = True) -> Parsed[_Doc]:
+    """kept=False: the value is read and dropped (a route table: only its digest is kept), so
+    sharing its parts would only leave entries nothing else holds, which keep those parts
+    alive until the table's next prune (at 100,000 models ~90,000 entries, ~15 MB of keys and
+    slots, plus the parsed parts they held: controller/compact.py's docstring)."""
     try:
+        if not kept:
+            return Parsed(schema.parse(model, value, key), None, revision)
         # The raw bytes are kept only when they do not parse (the CLI's dry run shows them):
         # a parsed value needs none, and at 100,000 models they were ~6% of the memory.
         # Equal parts of documents share one object (controller/compact.py: at 100,000 models
         # the parsed documents were most of the controller's memory). Only assignments are
-        # often equal as a whole (a model's replicas): the others share their parts.
-        return Parsed(compact(schema.parse(model, value, key), whole=model is Assignment), None, revision)
+        # often equal as a whole (a model's replicas): the others share their parts. A
+        # report's replica list names the model's own hosts: nearly never another report's
+        # (98 % held by one report: bench/cache_memory.py), its entries are shared, the list not.
+        return Parsed(compact(schema.parse(model, value, key), whole=model is Assignment, alone=_ALONE.get(model, ())), None, revision)
     except SchemaError as exc:
         return Parsed(None, str(exc), revision, value)
 
@@ -311,7 +323,7 @@ def _filing(ks: Keyspace, key: str, value: bytes, revision: int) -> _Filing:
     if section == "routes":
         assert parsed_key.model is not None
         name = _name(parsed_key.model)
-        table = _parse(RouteTable, key, value, revision).value
+        table = _parse(RouteTable, key, value, revision, kept=False).value
         # Only the digest of a valid table is kept: the controller writes the tables and only
         # asks whether one it computes differs (routing.routes_changed).
         return _Filing("routes", name, routing.content_digest(table) if table is not None and table.model == name else None)

@@ -112,3 +112,44 @@ def test_compact_fields_shares_a_documents_parts_but_the_fields_named() -> None:
     assert second.replicas is kept and second.replicas is not first.replicas, "a skipped field is left alone"
     assert second.rollout is first.rollout and second.ready_replicas is first.ready_replicas
     assert second == first
+
+
+def test_a_containers_key_is_one_flat_tuple() -> None:
+    """(list, "a", "b"), not (list, ("a", "b")): one tuple less for each entry (48 bytes)."""
+    interner = Interner()
+    interner.compact([["a", "b"], {"k": "v"}])
+    assert (list, "a", "b") in interner._table and (dict, "k", "v") in interner._table
+
+
+def test_a_parsed_reports_replica_list_shares_its_entries_but_is_kept_apart() -> None:
+    """A report's replica list names the model's own hosts (nearly never another report's):
+    its table entry would cost more than it saves; its entries are shared."""
+    from tfleet.controller.compact import INTERNER
+    from tfleet.controller.keyfile import parse_key
+    from tfleet.keyspace import Keyspace
+
+    ks = Keyspace()
+    first, second = (parse_key(ks, ks.modelstatus(f"alone-{n}"), REPORT % n, 7).value for n in (1, 2))
+    assert isinstance(first, ModelStatusReport) and isinstance(second, ModelStatusReport)
+    assert first.replicas[0] is second.replicas[0] and first.rollout is second.rollout
+    assert not any(value is first.replicas or value is second.replicas for value in list(INTERNER._table.values()))
+    assert schema.encode(first) == REPORT % 1
+
+
+def test_a_route_table_only_its_digest_is_kept_adds_nothing_to_the_table() -> None:
+    """keyfile keeps a route table's digest, not the table: sharing its parts would only
+    leave entries nothing holds until the next prune."""
+    import datetime as dt
+
+    from tfleet.controller.compact import INTERNER
+    from tfleet.controller.keyfile import parse_key
+    from tfleet.keyspace import Keyspace
+    from tfleet.schema import RouteEndpoint, RouteTable
+
+    ks = Keyspace()
+    endpoints = [RouteEndpoint(host=f"digest-only-{n}", grpc_address=f"127.0.0.{n}:1", rest_address=f"127.0.0.{n}:2") for n in (1, 2)]
+    table = RouteTable(model="m", versions={"1": endpoints}, endpoints=endpoints, updated_at=dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc))
+    before = len(INTERNER)
+    filed = parse_key(ks, ks.routes("m"), schema.encode(table), 9)
+    assert filed.kind == "routes" and filed.value is not None
+    assert len(INTERNER) == before
