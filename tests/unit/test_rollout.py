@@ -405,3 +405,115 @@ def test_removing_lasts_until_every_replica_has_unloaded_the_old_version() -> No
     assert plan_rollout(model, done, [], NOW, memory).phase == "stable"
     aborted = plan_rollout(intent([2], {"stable": 2}, rollout={"abort": True}), unloading, [], NOW, memory)
     assert aborted.phase == "aborting" and versions_of(aborted, "h1") == (1, 2), "version 1 comes back before 2 goes"
+
+
+# -- the shortcuts of plan_rollout (_intent_assignment, _only_new_replicas) ------------------------
+
+
+def test_a_new_replica_next_to_converged_ones_gets_the_intents_assignment() -> None:
+    model = intent([1, 2], {"stable": 2})
+    held = replica("h1", [1, 2], {"stable": 2}, {1: "AVAILABLE", 2: "AVAILABLE"})
+    step = plan_rollout(model, [held, Replica("h2", None, None)], [], NOW)
+    assert step.phase == "stable" and step.to_versions == (1, 2) and not step.failures
+    assert step.assignments == {"h1": model.assignment(), "h2": model.assignment()}
+
+
+def test_a_new_replica_with_unsorted_intent_versions_rewrites_every_replica_sorted() -> None:
+    """The long way's answer (a finished rolling step writes the versions sorted): the shortcut
+    for new replicas must not take an intent whose version list is not sorted and distinct."""
+    model = intent([2, 1], {"stable": 2})
+    step = plan_rollout(model, [Replica("h1", model.assignment(), None, 10), Replica("h2", None, None)], [], NOW)
+    assert step.phase == "stable" and versions_of(step, "h1") == versions_of(step, "h2") == (1, 2)
+
+
+def test_a_new_replica_of_an_intent_with_a_label_named_canary_is_not_taken_as_converged() -> None:
+    model = intent([1], {CANARY_LABEL: 1})
+    step = plan_rollout(model, [Replica("h1", model.assignment(), None, 10), Replica("h2", None, None)], [], NOW)
+    assert step.phase == "adding" and labels_of(step, "h1") == labels_of(step, "h2") == {}
+
+
+def test_a_new_replica_during_a_remembered_canary_goes_on_with_the_canary() -> None:
+    """A rollout the report remembers is not what the replicas hold: the shortcut for new
+    replicas must not take it."""
+    model = intent([2], {"stable": 2}, rollout={"strategy": "canary", "canary_replicas": 1})
+    held = replica("h2", [2], {"stable": 2}, {1: "AVAILABLE", 2: "LOADING"})
+    step = plan_rollout(model, [held, Replica("h1", None, None)], [], NOW, Memory("canary", (1,), (2,), {}))
+    assert step.phase == "canary" and step.canary_hosts == ("h1",) and versions_of(step, "h2") == (1,)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("base_path", "/other"), ("model_platform", "tf2"), ("version_labels", {}), ("model_version_policy", {"specific": {"versions": [1]}})],
+)
+def test_a_replica_differing_from_the_intent_in_any_field_gets_the_intents_assignment(field, value) -> None:
+    model = intent([1, 2], {"stable": 2})
+    other = Assignment.model_validate({**model.assignment().model_dump(), field: value})
+    serving = replica("h1", [1, 2], {"stable": 2}, {1: "AVAILABLE", 2: "AVAILABLE"})
+    step = plan_rollout(model, [Replica("h1", other, serving.status, 10)], [], NOW)
+    assert step.assignments["h1"] == model.assignment() != other
+
+
+def _random_case(rng):
+    model = ModelIntent.model_validate(
+        {
+            "base_path": rng.choice(["/m", "/n"]),
+            "model_version_policy": rng.choice([{"specific": {"versions": rng.choice([[1], [2], [1, 2], [2, 1], [1, 1]])}}, {"latest": {}}]),
+            "replicas": 3,
+            "rollout": rng.choice([{}, {"abort": True}, {"strategy": "canary"}]),
+        }
+    )
+    versions = model.model_version_policy.specific.versions if model.model_version_policy.specific else None
+    if versions:
+        model = model.model_copy(update={"version_labels": rng.choice([{}, {"stable": versions[0]}, {CANARY_LABEL: versions[-1]}])})
+    replicas = []
+    for host in rng.sample(["a", "b", "c", "d"], rng.randint(1, 3)):
+        if rng.random() < 0.7:
+            assignment: Assignment | None = model.assignment() if rng.random() < 0.75 else None
+        else:
+            held = rng.choice([[1], [2], [1, 2]])
+            document = {
+                "base_path": rng.choice(["/m", "/n"]),
+                "model_platform": rng.choice(["tensorflow", "tf2"]),
+                "model_version_policy": {"specific": {"versions": held}},
+            }
+            assignment = Assignment.model_validate({**document, "version_labels": rng.choice([{}, {"stable": held[0]}])})
+        status = None
+        if rng.random() < 0.7:
+            states = {
+                str(v): rng.choice([{"state": "AVAILABLE"}, {"state": "LOADING"}, {"state": "END", "error_code": 3, "error_message": "x"}])
+                for v in rng.choice([[1], [2], [1, 2]])
+            }
+            document = {
+                "assignment_revision": rng.choice([9, 10]),
+                "versions": states,
+                "error": rng.choice([None, None, "boom"]),
+                "updated_at": NOW.isoformat(),
+            }
+            status = ModelStatus.model_validate({**document, "version_labels": rng.choice([{}, {"stable": 1}])})
+        replicas.append(Replica(host, assignment, status, 10 if assignment is not None else None))
+    failures = [] if rng.random() < 0.8 else [Failure(2, "a", "e", NOW, NOW + dt.timedelta(seconds=rng.choice([-5, 5])))]
+    memories = [None, Memory("stable", (), (1,)), Memory("removing", (1,), (2,), {"stable": 1}), Memory("adding", (1,), (1, 2)), Memory("canary", (1,), (2,))]
+    return model, replicas, failures, rng.choice(memories)
+
+
+def _outcome(model, replicas, failures, memory):
+    try:
+        return plan_rollout(model, replicas, failures, NOW, memory)
+    except Exception as exc:  # (the long way has answers that raise: they must raise alike)
+        return repr(exc)
+
+
+def test_the_shortcuts_give_the_long_ways_answer(monkeypatch) -> None:
+    """plan_rollout's shortcuts against the long way (the converged check aside), over random
+    replicas, statuses, failures and remembered rollouts (seeded: the same cases every run)."""
+    import random
+
+    from tfleet.controller import rollout
+
+    rng = random.Random(20261207)
+    cases = [_random_case(rng) for _ in range(4000)]
+    quick = [_outcome(*case) for case in cases]
+    monkeypatch.setattr(rollout, "_only_new_replicas", lambda *args: False)
+    monkeypatch.setattr(rollout, "_intent_assignment", lambda model, replicas: model.assignment())
+    for case, answer in zip(cases, quick, strict=True):
+        assert answer == _outcome(*case), case
