@@ -517,3 +517,9 @@ def test_the_shortcuts_give_the_long_ways_answer(monkeypatch) -> None:
     monkeypatch.setattr(rollout, "_intent_assignment", lambda model, replicas: model.assignment())
     for case, answer in zip(cases, quick, strict=True):
         assert answer == _outcome(*case), case
+
+
+def test_the_assignment_reuse_compares_every_field_of_an_assignment() -> None:
+    """rollout._intent_assignment takes a replica's assignment for the intent's when four
+    fields match: a field added to Assignment must be added to that comparison too."""
+    assert set(Assignment.model_fields) == {"base_path", "model_platform", "model_version_policy", "version_labels"}
