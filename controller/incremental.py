@@ -16,7 +16,7 @@ route writes coming back are not changes); only these are planned again:
 The returned plan holds the writes and reports of the models planned again; the others'
 were returned by an earlier pass and are in etcd. A snapshot without change sets (the first,
 or after ``FleetBuilder.forget``) plans everything, and so does the pass after ``reset()``,
-which the reconciler calls when writes failed. tests/unit/test_incremental.py checks the
+which the reconciler calls on a new term or an unexpected error. tests/unit/test_incremental.py checks the
 results equal the full planner's.
 """
 

@@ -43,8 +43,8 @@ WRITE_BATCH = 100  # etcd allows 128 operations per transaction by default
 # Every model (and host) is planned again this often (seconds, by default: the controller's
 # --full-plan-interval, controller/settings.py): the net under the incremental planner, for
 # any change it might have missed. A rolling resync (controller/resync.py): each pass plans a
-# bounded slice besides what changed, so no pass costs the whole fleet. A new term, failed
-# writes and re-lists still plan everything at once.
+# bounded slice besides what changed, so no pass costs the whole fleet. A new term and
+# re-lists still plan everything at once; failed writes, the models of their pass.
 FULL_PLAN_EVERY = 60.0
 # Writes whose echo is not a change worth planning: the planner's reports and the route
 # tables are functions of the snapshot, so writing them back changes no decision; so are
@@ -120,6 +120,8 @@ class ControllerReconciler:
         self._ledger = EchoLedger(keyspace)
         self._resynced_hosts: frozenset[str] = frozenset()  # hosts this pass plans for the resync only
         self._txns: TxnPipeline[Put | Delete] = TxnPipeline(self._election.fenced_txn, txns_in_flight)
+        # models whose writes may not have landed (a failed pass): planned again by the next one
+        self._owed: frozenset[str] = frozenset()
         self.last_snapshot: FleetSnapshot | None = None
 
     @property
@@ -132,11 +134,25 @@ class ControllerReconciler:
         return self._planner
 
     def _start_over(self) -> None:
-        """Plan everything next time (after failed writes, or a new term), from the cache: it
+        """Plan everything next time (a new term, or an unexpected error), from the cache: it
         is what etcd holds, kept by the watch."""
         self._cache.forget_echoes()
         self._ledger.reset()
         self._planner.reset()
+        self._owed = frozenset()
+
+    def _after_failed_writes(self, models: Iterable[str]) -> None:
+        """Some of this pass's writes may not have landed (etcd timed out or failed): plan the
+        models they were for again next time, not the fleet. The cache still holds what etcd
+        holds (its watch is not the write path), and every write is a difference from it, so
+        planning those models again from the next snapshot writes whatever did not land. The
+        writes that did land come back as changes, not as echoes (none is expected any more).
+        At 100,000 models, planning everything after one timed-out transaction took ~21 s of
+        planning and ~10 s of writes (bench/scale on a loaded machine), with every other change
+        waiting. (A pass that planned everything starts over instead.)"""
+        self._cache.forget_echoes()
+        self._ledger.reset()
+        self._owed = self._owed | frozenset(models)
 
     def reconcile(self) -> Outcome:
         started = self._clock()
@@ -182,11 +198,17 @@ class ControllerReconciler:
             self._log.info("reconcile", result="cache_behind", revision=snap.revision, fence=fence)
             return Outcome("cache_behind")
         self.last_snapshot = snap
+        if self._owed and not self._planner.plans_all(snap):
+            assert snap.changed_models is not None  # (plans_all)
+            snap.changed_models = snap.changed_models | self._owed
+        self._owed = frozenset()
+        planned = False
         try:
             resynced = self._add_resync_slice(snap)
             self._remember_valid_intents(snap)
             plan_started = self._clock()
             plan = self._planner.plan(snap, self._last_valid, self._now(), self._echoed)
+            planned = True
             write_started = self._clock()
             self._metrics.plan_seconds.observe(write_started - plan_started)
             self._ledger.planned(self._planner.planned)
@@ -200,8 +222,12 @@ class ControllerReconciler:
             self._log.warning("reconcile", result="lost_leadership", reason=exc.reason, action="stopped acting")
             return Outcome("lost_leadership")
         except StoreError as exc:
-            self._start_over()  # some writes may not have landed: plan everything again
-            self._log.warning("reconcile", result="etcd_unavailable", error=str(exc))
+            # some writes may not have landed: their models are planned again next time
+            if planned and not self._planner.full:
+                self._after_failed_writes(self._planner.planned | self._route_models(snap))
+            else:
+                self._start_over()
+            self._log.warning("reconcile", result="etcd_unavailable", error=str(exc), replan=len(self._owed) if self._owed else "all")
             return Outcome("etcd_unavailable")
         except Exception:
             # The pass guard (app.py) logs it and backs off; the changes this pass took from
@@ -327,14 +353,19 @@ class ControllerReconciler:
         return found
 
     # -- writes ------------------------------------------------------------------------------------
+    def _route_models(self, snap: FleetSnapshot) -> set[str]:
+        """The models whose route tables a pass that does not plan everything looks at: those
+        whose keys changed, and those on changed hosts."""
+        assert snap.changed_models is not None and snap.changed_hosts is not None
+        models = set(snap.changed_models)
+        for host in snap.changed_hosts - self._resynced_hosts:
+            models |= snap.held_by.get(host, set())
+        return models
+
     def _route_ops(self, snap: FleetSnapshot) -> Iterator[tuple[str, Put | Delete, bytes | None]]:
         """Route tables of the models whose statuses or hosts changed (all on a full pass),
         each (model, operation, the put table's content digest: what the cache keeps of its echo)."""
-        models: set[str] | None = None
-        if snap.changed_models is not None and snap.changed_hosts is not None:
-            models = set(snap.changed_models)
-            for host in snap.changed_hosts - self._resynced_hosts:
-                models |= snap.held_by.get(host, set())
+        models = None if snap.changed_models is None or snap.changed_hosts is None else self._route_models(snap)
         return routing.plan_routes(snap, snap.routes, self._now(), models).writes(self._ks)
 
     def _operations(self, snap: FleetSnapshot, plan: ControllerPlan) -> Iterator[tuple[str, Put | Delete, Any, str]]:

@@ -13,7 +13,8 @@ announced before they are sent, whatever order they land in. Passes never overla
 waits for every transaction of the pass before the pass ends (the reconciler calls it in a
 ``finally``). A failure is raised once the others have finished: their outcome is unknown
 either way (a transaction refused for the fence fails them all), and the reconciler then
-plans everything again from what etcd holds.
+plans the pass's models again from what etcd holds (everything after a refused fence: a new
+term).
 """
 
 from __future__ import annotations

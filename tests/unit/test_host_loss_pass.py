@@ -15,8 +15,8 @@ from tfleet import schema
 from tfleet.controller.planner import plan
 from tfleet.controller.snapshot import read
 from tfleet.keyspace import Section
-from tfleet.schema import ModelStatusReport
-from tfleet.store import Delete, Snapshot
+from tfleet.schema import HostRecord, ModelStatusReport, RouteTable
+from tfleet.store import Delete, Snapshot, StoreUnavailable
 
 
 class _Lines:
@@ -122,3 +122,63 @@ def test_the_pass_that_re_places_logs_what_it_planned_and_where_its_time_went() 
     assert fields["hosts"] == 8 - len(lost)
     for phase in ("take_s", "plan_s", "write_s"):
         assert isinstance(fields[phase], float) and fields[phase] > 0, fields
+
+
+class _FailingStore(cache_pass.MemoryStore):
+    """The in-memory store, whose ``fail_after``-th next transaction fails (etcd timed out)."""
+
+    fail_after: int | None = None
+
+    def txn(self, compares, success, failure=()):
+        if self.fail_after is not None:
+            if self.fail_after == 0:
+                self.fail_after = None
+                raise StoreUnavailable("etcd txn failed on the only member: deadline_exceeded (test)")
+            self.fail_after -= 1
+        return super().txn(compares, success, failure)
+
+
+def test_a_failed_write_plans_again_the_models_of_that_pass_not_the_fleet() -> None:
+    """One transaction of the re-placing pass times out: the next pass plans the models that
+    pass was for (their writes may or may not have landed), not all of them (at 100,000
+    models planning everything took ~30 s), and the fleet still ends whole."""
+    models = 300
+    store = _FailingStore(build(models, 8))
+    reconciler = cache_pass.in_memory_controller(store).reconciler
+    _until_quiet(store, reconciler)
+    lost, held = _lost_and_holding(store)
+    lose_hosts(store, lost)
+    store.fail_after = 1  # the pass's first transaction lands, its second fails
+    store.deliver()
+    assert reconciler.reconcile().result == "etcd_unavailable"
+    passes = _until_quiet(store, reconciler)
+    assert passes[0][1] == len(set(held)) < models, passes  # (all of them: 300)
+    assert not any(KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).host in lost for k in store.items)
+    for model in set(held):
+        report = schema.parse(ModelStatusReport, store.items[KS.modelstatus(model)].value, model)
+        assert len(report.replicas) == report.wanted_replicas or report.reasons, report
+        assert not {r.host for r in report.replicas} & set(lost), report
+    _fresh_plan_needs_nothing(store)
+
+
+def test_a_failed_write_of_route_tables_alone_is_written_again() -> None:
+    """A host's address changes: no model is planned again (placement is the same), but the
+    route tables of its models are rewritten. When that write fails, the next pass still
+    writes them (the models of a failed pass's route tables are owed too, not only the
+    models it planned)."""
+    store = _FailingStore(build(300, 8))
+    reconciler = cache_pass.in_memory_controller(store).reconciler
+    _until_quiet(store, reconciler)
+    host = "h0001"
+    record = schema.parse(HostRecord, store.items[KS.host(host)].value, host)
+    store.write(KS.host(host), schema.encode(record.model_copy(update={"grpc_address": "moved:1"})))
+    store.fail_after = 0
+    store.deliver()
+    assert reconciler.reconcile().result == "etcd_unavailable"
+    _until_quiet(store, reconciler)
+    held = {KS.classify(k).model for k in store.items if KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).host == host}
+    assert held
+    for model in held:
+        table = schema.parse(RouteTable, store.items[KS.routes(model)].value, model)
+        assert {e.grpc_address for e in table.endpoints if e.host == host} == {"moved:1"}, table
+    _fresh_plan_needs_nothing(store)
