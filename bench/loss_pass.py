@@ -9,6 +9,11 @@ etcd does when their leases expire); the passes that follow run until one writes
 Then every moved replica's new host reports it AVAILABLE (a status at its assignment's
 revision, as an agent writes it) and the passes run again until quiet.
 
+--second-wave F: that share of the lost hosts dies only once the others' replicas are
+re-placed and have reported ready (statuses not yet taken), as when leases expire across a
+long pass: the pass that re-places the second wave meets the first wave's readiness, which
+waits a pass unless --no-defer (controller/reconciler.py, DEFER_READINESS_AT).
+
 Printed: per phase, the passes, their writes and the controller CPU seconds they took (the
 part of bench/scale's "10 % of hosts die silently" figure that is the controller's CPU; the
 rest is etcd and the agents). --profile N prints cProfile's N most expensive functions of
@@ -23,17 +28,19 @@ import json
 import pstats
 import sys
 import time
+from typing import Any
 
 from bench.cache_pass import MemoryStore, in_memory_controller
 from bench.controller_plan import KS, NOW, build
 from tfleet import schema
 from tfleet.controller.app import tune_gc
+from tfleet.controller.reconciler import ControllerReconciler
 from tfleet.keyspace import Section
 from tfleet.schema import ModelStatus
 from tfleet.store import Delete
 
 
-def run_until_quiet(store: MemoryStore, reconcile, limit: int = 50) -> dict[str, float]:
+def run_until_quiet(store: MemoryStore, reconciler: ControllerReconciler, limit: int = 50) -> dict[str, Any]:
     """Passes until one writes nothing and nothing is pending: passes, writes, seconds."""
     passes = writes = 0
     seconds = 0.0
@@ -43,16 +50,16 @@ def run_until_quiet(store: MemoryStore, reconcile, limit: int = 50) -> dict[str,
         started = time.thread_time()
         store.deliver()
         delivered = time.thread_time()
-        outcome = reconcile()
+        outcome = reconciler.reconcile()
         ended = time.thread_time()
         seconds += ended - started
-        each.append((outcome.writes, round(delivered - started, 3), round(ended - delivered, 3)))
+        each.append((outcome.writes, len(reconciler.planner.planned), round(delivered - started, 3), round(ended - delivered, 3)))
         assert outcome.result == "ok", outcome
         passes += 1
         writes += outcome.writes
         if not outcome.writes and not store.pending:
             break
-    return {"passes": passes, "writes": writes, "seconds": round(seconds, 3), "each (writes, deliver s, pass s)": each}
+    return {"passes": passes, "writes": writes, "seconds": round(seconds, 3), "each (writes, planned, deliver s, pass s)": each}
 
 
 def lose_hosts(store: MemoryStore, hosts: list[str]) -> int:
@@ -87,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=int, default=100_000)
     parser.add_argument("--hosts", type=int, default=1_000)
     parser.add_argument("--loss", type=float, default=0.1)
+    parser.add_argument(
+        "--second-wave",
+        type=float,
+        default=0.0,
+        help="this share of the lost hosts dies once the others' replicas are re-placed and report ready (their statuses not yet taken): the pass that re-places the second wave meets the first wave's readiness",
+    )
+    parser.add_argument("--no-defer", action="store_true", help="readiness never waits behind placement (reconciler.DEFER_READINESS_AT off)")
     parser.add_argument("--profile", type=int, default=0, help="print the N most expensive functions")
     parser.add_argument("--profile-out", help="also save the profile to this file (pstats)")
     parser.add_argument("--profile-phase", choices=("loss", "ready", "both"), default="both", help="the phase(s) profiled")
@@ -94,23 +108,33 @@ def main(argv: list[str] | None = None) -> int:
     tune_gc()
 
     store = MemoryStore(build(options.models, options.hosts))
-    controller = in_memory_controller(store)  # clock 0: no resync slice mid-measurement
+    settings = {"defer_readiness_at": 10**9} if options.no_defer else {}
+    controller = in_memory_controller(store, **settings)  # clock 0: no resync slice mid-measurement
     reconciler = controller.reconciler
-    converge = run_until_quiet(store, reconciler.reconcile)
+    converge = run_until_quiet(store, reconciler)
     hosts = sorted(KS.classify(k).host for k in store.items if KS.in_section(k, Section.HOSTS))
     lost = hosts[:: max(1, round(1 / options.loss))][: max(1, round(len(hosts) * options.loss))]
 
     profiler = cProfile.Profile() if options.profile else None
+    first_wave = None
+    if options.second_wave:
+        split = len(lost) - max(1, round(len(lost) * options.second_wave))
+        first_deleted = lose_hosts(store, lost[:split])
+        first_wave = run_until_quiet(store, reconciler)
+        first_wave["statuses"] = report_moved(store)  # ready; taken with the second wave's loss
+        first_wave["keys deleted"] = first_deleted
+        lost = lost[split:]
+        print(f"  first wave, {split} hosts lost, re-placed: {first_wave}")
     deleted = lose_hosts(store, lost)
     if profiler and options.profile_phase != "ready":
         profiler.enable()
-    loss = run_until_quiet(store, reconciler.reconcile)
+    loss = run_until_quiet(store, reconciler)
     if profiler:
         profiler.disable()
     statuses = report_moved(store)
     if profiler and options.profile_phase != "loss":
         profiler.enable()
-    ready = run_until_quiet(store, reconciler.reconcile)
+    ready = run_until_quiet(store, reconciler)
     if profiler:
         profiler.disable()
 
@@ -118,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  converge (first passes): {converge}")
     print(f"  host loss -> replicas re-placed: {loss}")
     print(f"  moved replicas ready -> reports and routes: {ready}")
-    print(json.dumps({"models": options.models, "hosts": options.hosts, "lost": len(lost), "moved": statuses, "loss": loss, "ready": ready}))
+    print(
+        json.dumps(
+            {"models": options.models, "hosts": options.hosts, "lost": len(lost), "moved": statuses, "first_wave": first_wave, "loss": loss, "ready": ready}
+        )
+    )
     if profiler and options.profile_out:
         profiler.dump_stats(options.profile_out)
     if profiler:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-from tfleet.keyspace import Keyspace, Section
+from tfleet.keyspace import Keyspace, ParsedKey, Section
 from tfleet.schema import (
     Assignment,
     HostControl,
@@ -88,6 +88,9 @@ class FleetSnapshot:
     # the models and hosts whose keys were added, changed or removed.
     changed_models: frozenset[str] | None = None
     changed_hosts: frozenset[str] | None = None
+    # Of changed_models, those whose only changed keys are agents' statuses (what the
+    # reconciler may let wait a pass behind placement work: reconciler._defer_readiness).
+    changed_by_status: frozenset[str] = frozenset()
 
     @property
     def problems(self) -> list[str]:
@@ -189,12 +192,16 @@ class FleetBuilder:
         quiet = set(quiet)
         models: set[str] = set()
         hosts: set[str] = set()
+        other: set[str] = set()  # models with a changed key other than an agent's status
         for key in changes:
             if key not in quiet:
-                note_change(self._ks, key, models, hosts)
+                parsed = note_change(self._ks, key, models, hosts)
+                if parsed.section is not Section.STATUS and parsed.model is not None:
+                    other.add(parsed.model)
         fleet.revision = revision
         fleet.changed_models = frozenset(models)
         fleet.changed_hosts = frozenset(hosts)
+        fleet.changed_by_status = frozenset(models - other)
         self.applied = len(changes)
         return fleet
 
@@ -230,14 +237,16 @@ class SnapshotReader:
         return self._builder.apply(snapshot.revision, changes, previous=previous)
 
 
-def note_change(ks: Keyspace, key: str, models: set[str], hosts: set[str]) -> None:
-    """Which model or host a key is about (keys that are not planning input are skipped)."""
+def note_change(ks: Keyspace, key: str, models: set[str], hosts: set[str]) -> ParsedKey:
+    """Which model or host a key is about (keys that are not planning input are skipped);
+    returns the key as parsed."""
     parsed = ks.classify(key)
     if parsed.section in (Section.HOSTS, Section.HOSTCTL):
         if parsed.host is not None:
             hosts.add(parsed.host)
     elif parsed.section in _MODEL_SECTIONS and parsed.model is not None:
         models.add(parsed.model)
+    return parsed
 
 
 # Parsing and filing one key live in controller/keyfile.py; these names are imported from

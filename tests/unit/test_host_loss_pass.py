@@ -182,3 +182,41 @@ def test_a_failed_write_of_route_tables_alone_is_written_again() -> None:
         table = schema.parse(RouteTable, store.items[KS.routes(model)].value, model)
         assert {e.grpc_address for e in table.endpoints if e.host == host} == {"moved:1"}, table
     _fresh_plan_needs_nothing(store)
+
+
+def _models_on(store, host: str) -> set[str]:
+    return {KS.classify(k).model for k in store.items if KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).host == host}
+
+
+def test_readiness_waits_a_pass_behind_the_replacement_of_lost_hosts() -> None:
+    """Hosts die in two waves: the pass that re-places the second wave's replicas does not
+    also report the first wave's new replicas ready (their statuses came in meanwhile); the
+    next pass, at once, does."""
+    store = cache_pass.MemoryStore(build(300, 8))
+    reconciler = cache_pass.in_memory_controller(store, defer_readiness_at=1).reconciler
+    _until_quiet(store, reconciler)
+    hosts = sorted(KS.classify(k).host for k in store.items if KS.in_section(k, Section.HOSTS))
+    lose_hosts(store, [hosts[0]])
+    _until_quiet(store, reconciler)
+    second = hosts[1]
+    on_second = _models_on(store, second)
+    assert report_moved(store) > 0  # the first wave's new replicas are ready; not yet taken
+    lose_hosts(store, [second])
+    store.deliver()
+    outcome = reconciler.reconcile()
+    assert outcome.result == "ok" and outcome.requeue_after == 0.0
+    assert reconciler.planner.planned == on_second  # placement only: the statuses wait
+    for model in on_second:  # every replica of the lost host has its replacement
+        placed = [k for k in store.items if KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).model == model]
+        report = schema.parse(ModelStatusReport, store.items[KS.modelstatus(model)].value, model)
+        assert len(placed) == report.wanted_replicas or report.reasons, report
+        assert second not in {KS.classify(k).host for k in placed}
+    waited, *_ = _until_quiet(store, reconciler)
+    assert waited[1] > 0  # the next pass planned the models whose statuses waited
+    assert report_moved(store) > 0  # (the second wave's new replicas)
+    _until_quiet(store, reconciler)
+    for key, kv in store.items.items():  # every replica's report says it is ready
+        if KS.in_section(key, Section.MODELSTATUS):
+            report = schema.parse(ModelStatusReport, kv.value, key)
+            assert all(r.ready for r in report.replicas), report
+    _fresh_plan_needs_nothing(store)
