@@ -231,11 +231,13 @@ class ControllerReconciler:
             return Outcome("lost_leadership")
         except StoreError as exc:
             # some writes may not have landed: their models are planned again next time
+            replan: int | str = "all"
             if planned and not self._planner.full:
                 self._after_failed_writes(self._planner.planned | self._route_models(snap))
+                replan = len(self._owed)
             else:
                 self._start_over()
-            self._log.warning("reconcile", result="etcd_unavailable", error=str(exc), replan=len(self._owed) if self._owed else "all")
+            self._log.warning("reconcile", result="etcd_unavailable", error=str(exc), replan=replan)
             return Outcome("etcd_unavailable")
         except Exception:
             # The pass guard (app.py) logs it and backs off; the changes this pass took from
@@ -281,15 +283,12 @@ class ControllerReconciler:
         lost = [host for host in snap.changed_hosts if host not in snap.hosts]
         if not lost:
             return frozenset()
-        on_changed_hosts: set[str] = set()
-        for host in snap.changed_hosts:
-            on_changed_hosts |= snap.held_by.get(host, set())
-        waiting = snap.changed_by_status - owed - on_changed_hosts
+        waiting = snap.changed_by_status - owed - _held_by_any(snap, snap.changed_hosts)
         if len(waiting) < self._defer_readiness_at:
             return frozenset()
         snap.changed_models = snap.changed_models - waiting
         self._owed = self._owed | waiting
-        return frozenset(waiting)
+        return waiting
 
     # -- the rolling resync ---------------------------------------------------------------------
     def _add_resync_slice(self, snap: FleetSnapshot) -> int:
@@ -393,10 +392,7 @@ class ControllerReconciler:
         """The models whose route tables a pass that does not plan everything looks at: those
         whose keys changed, and those on changed hosts."""
         assert snap.changed_models is not None and snap.changed_hosts is not None
-        models = set(snap.changed_models)
-        for host in snap.changed_hosts - self._resynced_hosts:
-            models |= snap.held_by.get(host, set())
-        return models
+        return set(snap.changed_models) | _held_by_any(snap, snap.changed_hosts - self._resynced_hosts)
 
     def _route_ops(self, snap: FleetSnapshot) -> Iterator[tuple[str, Put | Delete, bytes | None]]:
         """Route tables of the models whose statuses or hosts changed (all on a full pass),
@@ -484,6 +480,14 @@ class ControllerReconciler:
             else:
                 self._unplaced.discard(model)
         self._metrics.unplaced_models.set(len(self._unplaced))
+
+
+def _held_by_any(snap: FleetSnapshot, hosts: Iterable[str]) -> set[str]:
+    """The models with an assignment on any of these hosts."""
+    models: set[str] = set()
+    for host in hosts:
+        models |= snap.held_by.get(host, set())
+    return models
 
 
 def _managed_names(snap: FleetSnapshot, planner: IncrementalPlanner) -> list[str]:

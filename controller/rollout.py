@@ -258,8 +258,9 @@ def _intent_assignment(intent: ModelIntent, replicas: Sequence[Replica]) -> Assi
 
 def _only_new_replicas(replicas: Sequence[Replica], final: Assignment, target: tuple[int, ...], memory: Memory | None) -> bool:
     """Whether the rollout below would come to the converged answer anyway (the model is not
-    converged: plan_rollout asked that first): every replica holds the intent's assignment or is new (placement just added it: no assignment yet),
-    no rollout is remembered (a stable report, or none), and the intent's assignment is
+    converged: plan_rollout asked that first): every replica holds the intent's assignment or
+    is new (placement just added it: no assignment yet), no rollout is remembered (a stable
+    report, or none), and the intent's assignment is
     what a finished rolling step writes (its versions sorted and distinct, no label named
     canary; its labels point at its versions, as ModelIntent validates). Then the origin is
     what the replicas hold, nothing is introduced or failing, and the long way ends stable
