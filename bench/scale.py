@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import random
 import shutil
@@ -61,6 +62,7 @@ from bench.agent_latency import measure_floor, proc_cpu_seconds
 from bench.scale_parts import (
     KS,
     EtcdMetrics,
+    etcd_work,
     PhaseTimeout,
     ReadyTracker,
     Standins,
@@ -259,8 +261,15 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
             victim_set = set(victims)
             hosts_watch = store.watch_prefix(KS.hosts_prefix(), store.list_prefix(KS.leader()).revision + 1, on_events=on_hosts, on_reset=lambda s: None)
             try:
-                processes = {"controller": controller.process.pid if controller.process else None, "etcd": etcd.pid, "standins": standins.process.pid}
+                # (bench: this process, whose watches tell when models are placed and ready)
+                processes = {
+                    "controller": controller.process.pid if controller.process else None,
+                    "etcd": etcd.pid,
+                    "standins": standins.process.pid,
+                    "bench": os.getpid(),
+                }
                 cpu_before = {name: proc_cpu_seconds(pid) for name, pid in processes.items() if pid is not None}
+                etcd_before = metrics.read()
                 killed_at = time.perf_counter()
                 for start in range(0, len(victims), 200):
                     standins.command("kill " + " ".join(victims[start : start + 200]))
@@ -272,10 +281,12 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                 # (what each process spent from the kill until every model was ready again: on this
                 # 2-core machine the stand-ins, etcd and the controller share the cores)
                 cpu_used = {name: round(proc_cpu_seconds(processes[name]) - before, 1) for name, before in cpu_before.items()}
+                etcd_did = etcd_work(etcd_before, metrics.read())
             finally:
                 hosts_watch.cancel()
             phases["host_loss"] = {
                 "hosts_lost": len(victims),
+                "first_lease_expired_after_s": round(min(gone.values()) - killed_at, 1),
                 "leases_expired_after_s": round(expired_at - killed_at, 1),
                 "replaced_after_expiry_s": round(placed - expired_at, 1),
                 "replaced_after_kill_s": round(placed - killed_at, 1),
@@ -283,13 +294,15 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                 "ready_after_kill_s": round(done - killed_at, 1),
                 "target_s": options.ttl + 5,
                 "cpu_s_kill_to_ready": cpu_used,
+                "etcd_kill_to_ready": etcd_did,
             }
             say(
-                f"  loss     {len(victims)} hosts silent: leases expired after {phases['host_loss']['leases_expired_after_s']} s, "
+                f"  loss     {len(victims)} hosts silent: leases expired {phases['host_loss']['first_lease_expired_after_s']}-{phases['host_loss']['leases_expired_after_s']} s after the kill, "
                 f"every lost replica re-placed {phases['host_loss']['replaced_after_expiry_s']} s later ({phases['host_loss']['replaced_after_kill_s']} s after the kill), "
                 f"every model ready again {phases['host_loss']['ready_after_expiry_s']} s later ({phases['host_loss']['ready_after_kill_s']} s after the kill)"
             )
             say(f"  loss     CPU seconds from the kill until every model was ready: {cpu_used}")
+            say(f"  loss     etcd from the kill until every model was ready: {etcd_did}")
         except (PhaseTimeout, TimeoutError, StoreError) as exc:
             phases["failed"] = f"{type(exc).__name__}: {exc}"
             say(f"  FAILED   {phases['failed']}")

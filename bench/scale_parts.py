@@ -40,6 +40,13 @@ ETCD_COUNTERS = (
     "etcd_mvcc_db_total_size_in_bytes",
     "etcd_mvcc_db_total_size_in_use_in_bytes",
     "etcd_debugging_mvcc_keys_total",
+    # where etcd's time goes while the fleet re-places lost hosts (etcd_work)
+    "etcd_disk_wal_fsync_duration_seconds_sum",
+    "etcd_disk_wal_fsync_duration_seconds_count",
+    "etcd_disk_backend_commit_duration_seconds_sum",
+    "etcd_disk_backend_commit_duration_seconds_count",
+    "etcd_debugging_mvcc_slow_watcher_total",
+    "etcd_debugging_mvcc_pending_events_total",
 )
 
 
@@ -365,6 +372,31 @@ def controller_usage(controller: Daemon) -> dict:
         return {"rss_mb": round(proc_rss_mb(pid), 1), "cpu_s": round(proc_cpu_seconds(pid), 2)}
     except OSError:
         return {"rss_mb": None, "cpu_s": None, "note": "controller not running"}
+
+
+def etcd_work(before: dict[str, float], after: dict[str, float]) -> dict:
+    """What etcd did between two reads of its metrics: writes, WAL fsyncs and backend commits
+    (count and mean ms), bytes sent to clients (watch events, mostly), and its watchers too
+    slow to keep up at the end (etcd then replays their events from its database)."""
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    def mean_ms(name: str) -> float | None:
+        count = delta(f"{name}_count")
+        return round(1000 * delta(f"{name}_sum") / count, 2) if count else None
+
+    return {
+        "puts": int(delta("etcd_mvcc_put_total")),
+        "deletes": int(delta("etcd_mvcc_delete_total")),
+        "txns": int(delta("etcd_mvcc_txn_total")),
+        "wal_fsyncs": int(delta("etcd_disk_wal_fsync_duration_seconds_count")),
+        "wal_fsync_mean_ms": mean_ms("etcd_disk_wal_fsync_duration_seconds"),
+        "backend_commits": int(delta("etcd_disk_backend_commit_duration_seconds_count")),
+        "backend_commit_mean_ms": mean_ms("etcd_disk_backend_commit_duration_seconds"),
+        "sent_mb": round(delta("etcd_network_client_grpc_sent_bytes_total") / 1024**2, 1),
+        "slow_watchers_at_end": int(after.get("etcd_debugging_mvcc_slow_watcher_total", 0)),
+    }
 
 
 def etcd_size(metrics: EtcdMetrics) -> dict:

@@ -9,6 +9,7 @@ the rest share the session etcd and keep apart through the `prefix` fixture.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -50,6 +51,24 @@ def test_revoke_deletes_keys_at_once_and_is_idempotent(store: EtcdStore, prefix:
     with pytest.raises(LeaseLost):
         store.refresh_lease(lease)
     store.revoke_lease(lease)
+
+
+def test_refresh_leases_renews_many_on_one_stream_and_reports_gone_ones(store: EtcdStore, prefix: str) -> None:
+    kept = [store.grant_lease(2) for _ in range(3)]
+    gone = store.grant_lease(60)
+    for lease in kept:
+        store.put(f"{prefix}k{lease:x}", b"1", lease=lease)
+    store.revoke_lease(gone)
+    # renewed every 0.5 s for longer than the 2 s TTL: the keys outlive it
+    until = time.monotonic() + 3.5
+    while time.monotonic() < until:
+        ttls = store.refresh_leases([*kept, gone, kept[0]])  # (a repeated ID is renewed once)
+        assert ttls.keys() == {*kept, gone}
+        assert ttls[gone] == 0
+        assert all(ttls[lease] >= 1 for lease in kept), ttls
+        threading.Event().wait(0.5)
+    assert all(store.get(f"{prefix}k{lease:x}") is not None for lease in kept)
+    assert store.refresh_leases([]) == {}
 
 
 # -- watches --------------------------------------------------------------------------

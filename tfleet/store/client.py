@@ -353,6 +353,35 @@ class EtcdStore(_MemberClients):
             raise LeaseLost(f"etcd {what} failed ({self._endpoints}): the lease expired or was revoked")
         return ttl
 
+    def refresh_leases(self, lease_ids: Sequence[int]) -> dict[int, int]:
+        """Renew many leases on one keepalive stream (as etcd's clientv3 renews all of a
+        client's leases); returns each lease's remaining TTL, 0 for one that is gone. One
+        process holding many leases (bench/standin.py: 1,000 hosts) would otherwise open a
+        stream per lease per renewal: ~1 ms of its CPU and ~0.4 ms of etcd's each, a third
+        of a core at 1,000 leases renewed every TTL/3 (measured with 900 leases)."""
+        ids = list(dict.fromkeys(int(lease) for lease in lease_ids))
+        if not ids:
+            return {}
+        what = f"refresh {len(ids)} leases"
+
+        def keepalive(client: Any, timeout: float) -> dict[int, int]:
+            requests = (etcdrpc.LeaseKeepAliveRequest(ID=lease) for lease in ids)
+            call = client.leasestub.LeaseKeepAlive(requests, timeout, credentials=client.call_credentials, metadata=client.metadata)
+            ttls: dict[int, int] = {}
+            try:
+                for response in call:
+                    ttls[int(response.ID)] = max(0, int(response.TTL))
+                    if len(ttls) == len(ids):
+                        break
+            finally:
+                call.cancel()
+            return ttls
+
+        ttls = self._call(what, keepalive, idempotent=True)
+        if len(ttls) < len(ids):
+            raise StoreUnavailable(f"etcd {what} failed ({self._endpoints}): {len(ids) - len(ttls)} keepalive responses missing")
+        return ttls
+
     def revoke_lease(self, lease_id: int) -> None:
         """Revoke the lease and delete its keys. Idempotent: an unknown lease is not an error."""
         request = etcdrpc.LeaseRevokeRequest(ID=lease_id)
