@@ -1,6 +1,6 @@
 """The controller's own CPU cost of re-placing the replicas of lost hosts, in memory.
 
-    python -m bench.loss_pass [--models 100000] [--hosts 1000] [--loss 0.1] [--profile 30]
+    python -m bench.loss_pass [--models 100000] [--hosts 1000] [--loss 0.1] [--commit-ms 5] [--profile 30]
 
 The real fleet cache and reconciler over the in-memory store of bench/cache_pass.py: a
 converged fleet loses a share of its hosts (their host records and status keys deleted, as
@@ -13,6 +13,10 @@ revision, as an agent writes it) and the passes run again until quiet.
 re-placed and have reported ready (statuses not yet taken), as when leases expire across a
 long pass: the pass that re-places the second wave meets the first wave's readiness, which
 waits a pass unless --no-defer (controller/reconciler.py, DEFER_READINESS_AT).
+
+--commit-ms T: every transaction takes T ms to commit (etcd on other machines: a round trip,
+replication, an fsync), sent as the controller sends them (a few in flight); each phase's
+"wall" then includes the waiting for etcd that planning does not overlap.
 
 Printed: per phase, the passes, their writes and the controller CPU seconds they took (the
 part of bench/scale's "10 % of hosts die silently" figure that is the controller's CPU; the
@@ -27,6 +31,7 @@ import cProfile
 import json
 import pstats
 import sys
+import threading
 import time
 from typing import Any
 
@@ -35,6 +40,7 @@ from bench.controller_plan import KS, NOW, build
 from tfleet import schema
 from tfleet.controller.app import tune_gc
 from tfleet.controller.reconciler import ControllerReconciler
+from tfleet.controller.txn_pipeline import DEFAULT_DEPTH
 from tfleet.keyspace import Section
 from tfleet.schema import ModelStatus
 from tfleet.store import Delete
@@ -43,23 +49,40 @@ from tfleet.store import Delete
 def run_until_quiet(store: MemoryStore, reconciler: ControllerReconciler, limit: int = 50) -> dict[str, Any]:
     """Passes until one writes nothing and nothing is pending: passes, writes, seconds."""
     passes = writes = 0
-    seconds = 0.0
+    seconds = wall = 0.0
     each: list[tuple[int, float, float]] = []
     while passes < limit:
         # (this thread's CPU time: what the controller spends, whatever else the machine runs)
-        started = time.thread_time()
+        started, wall_started = time.thread_time(), time.perf_counter()
         store.deliver()
         delivered = time.thread_time()
         outcome = reconciler.reconcile()
         ended = time.thread_time()
         seconds += ended - started
+        wall += time.perf_counter() - wall_started
         each.append((outcome.writes, len(reconciler.planner.planned), round(delivered - started, 3), round(ended - delivered, 3)))
         assert outcome.result == "ok", outcome
         passes += 1
         writes += outcome.writes
         if not outcome.writes and not store.pending:
             break
-    return {"passes": passes, "writes": writes, "seconds": round(seconds, 3), "each (writes, planned, deliver s, pass s)": each}
+    return {"passes": passes, "writes": writes, "seconds": round(seconds, 3), "wall": round(wall, 3), "each (writes, planned, deliver s, pass s)": each}
+
+
+class SlowStore(MemoryStore):
+    """The in-memory store whose every transaction takes commit_s to commit (as etcd on
+    other machines does: a network round trip, replication and an fsync), waiting outside
+    any lock like a gRPC call, so that a pass's transactions in flight overlap."""
+
+    def __init__(self, items, commit_s: float) -> None:
+        super().__init__(items)
+        self._commit_s = commit_s
+        self._lock = threading.Lock()
+
+    def txn(self, compares, success, failure=()):
+        time.sleep(self._commit_s)
+        with self._lock:
+            return super().txn(compares, success, failure)
 
 
 def lose_hosts(store: MemoryStore, hosts: list[str]) -> int:
@@ -101,14 +124,24 @@ def main(argv: list[str] | None = None) -> int:
         help="this share of the lost hosts dies once the others' replicas are re-placed and report ready (their statuses not yet taken): the pass that re-places the second wave meets the first wave's readiness",
     )
     parser.add_argument("--no-defer", action="store_true", help="readiness never waits behind placement (reconciler.DEFER_READINESS_AT off)")
+    parser.add_argument(
+        "--commit-ms",
+        type=float,
+        default=0.0,
+        help="each transaction takes this long to commit (etcd elsewhere), the pass's transactions in flight as in the controller: 'wall' then shows what waiting for etcd adds to a pass",
+    )
     parser.add_argument("--profile", type=int, default=0, help="print the N most expensive functions")
     parser.add_argument("--profile-out", help="also save the profile to this file (pstats)")
     parser.add_argument("--profile-phase", choices=("loss", "ready", "both"), default="both", help="the phase(s) profiled")
     options = parser.parse_args(argv)
     tune_gc()
 
-    store = MemoryStore(build(options.models, options.hosts))
-    settings = {"defer_readiness_at": 10**9} if options.no_defer else {}
+    store = (
+        SlowStore(build(options.models, options.hosts), options.commit_ms / 1000) if options.commit_ms else MemoryStore(build(options.models, options.hosts))
+    )
+    settings: dict[str, Any] = {"defer_readiness_at": 10**9} if options.no_defer else {}
+    if options.commit_ms:
+        settings["txns_in_flight"] = DEFAULT_DEPTH  # (as the controller sends them)
     controller = in_memory_controller(store, **settings)  # clock 0: no resync slice mid-measurement
     reconciler = controller.reconciler
     converge = run_until_quiet(store, reconciler)

@@ -23,7 +23,8 @@ results equal the full planner's.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable, Mapping
+import itertools
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE, IncrementalPlacer, Placement, PlacementInput
@@ -32,6 +33,7 @@ from tfleet.controller.planner import (
     ModelPlan,
     ready_holders,
     combine,
+    combine_plans,
     demand_of,
     EffectiveIntent,
     effective_intents,
@@ -44,7 +46,9 @@ from tfleet.controller.snapshot import FleetSnapshot, note_change
 from tfleet.keyspace import Keyspace
 from tfleet.schema import ModelIntent, ModelStatusReport
 
-_NOTHING = ControllerPlan({}, frozenset(), {}, frozenset())
+# Models planned at a time in a pass (IncrementalPlanner.plan_chunks): ~400 writes, a few
+# transactions, so that the next chunk is planned while those are in flight.
+PLAN_CHUNK = 100
 # What changed in a placement input: hosts, demands, current, ready (None: removed).
 _InputChanges = tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]
 
@@ -87,7 +91,20 @@ class IncrementalPlanner:
         return self._placer is None or snap.changed_models is None or snap.changed_hosts is None
 
     def plan(self, snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.datetime, echoed: Collection[str] = ()) -> ControllerPlan:
-        """echoed: models whose new replicas' assignments (this planner's own writes, see
+        """The whole plan of the pass at once (see ``plan_chunks``)."""
+        return combine_plans(self.plan_chunks(snap, last_valid, now, echoed))
+
+    def plan_chunks(
+        self, snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.datetime, echoed: Collection[str] = ()
+    ) -> Iterator[ControllerPlan]:
+        """The pass's plan in chunks of at most PLAN_CHUNK models, each planned only when the
+        caller asks for it, so that a pass writes the first chunks' keys while it plans the
+        next ones (the reconciler's transactions are in flight meanwhile). Placement, which
+        is global, is decided now, and ``planned`` and ``full`` are set now; the planner's
+        results are updated once the last chunk has been planned (an abandoned iteration,
+        a failed write, leaves them as they were: the reconciler plans those models again).
+
+        echoed: models whose new replicas' assignments (this planner's own writes, see
         ``quiet_assignment``) came back: their placement input takes the new holders, but
         they are planned again only if their placement moved."""
         if self.plans_all(snap):
@@ -99,7 +116,7 @@ class IncrementalPlanner:
         inputs = models | set(echoed)
         if not inputs and not hosts:
             self.planned = frozenset()
-            return _NOTHING
+            return iter(())
         for model in models:
             self._intents.pop(model, None)
         changed_view = FleetSnapshot(snap.revision)
@@ -110,18 +127,30 @@ class IncrementalPlanner:
         self._placement = self._placer.update(self._input, inputs, hosts)
         # the changed models, and those whose placement (hosts or reasons) moved with them
         replan = models | self._placer.changed
-        results = {model: self._plan_one(snap, model, now) for model in sorted(m for m in replan if m in managed)}
-        for model in replan:
-            if model not in managed:
-                self._results.pop(model, None)
+        self.planned = frozenset(replan)
+        return self._chunks(snap, sorted(m for m in replan if m in managed), now, {m for m in replan if m not in managed})
+
+    def _chunks(self, snap: FleetSnapshot, models: list[str], now: dt.datetime, gone: set[str], full: bool = False) -> Iterator[ControllerPlan]:
+        """Plan models PLAN_CHUNK at a time; then keep the results (all of them on a full
+        pass; else those of models, and forget those of gone)."""
+        results: dict[str, ModelPlan] = {}
+        for start in range(0, len(models), PLAN_CHUNK):
+            chunk = {model: self._plan_one(snap, model, now) for model in models[start : start + PLAN_CHUNK]}
+            results.update(chunk)
+            yield combine(chunk)
+        wakes = {m: r.wake_at for m, r in results.items() if r.wake_at is not None}
+        if full:
+            self._results, self._wakes = results, wakes
+            return
+        for model in gone:
+            self._results.pop(model, None)
+        for model in itertools.chain(models, gone):
             self._wakes.pop(model, None)
         self._results.update(results)
-        self._wakes.update((m, r.wake_at) for m, r in results.items() if r.wake_at is not None)
-        self.planned = frozenset(replan)
-        return combine(results)
+        self._wakes.update(wakes)
 
     # -- internals ---------------------------------------------------------------------------------
-    def _full(self, snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.datetime) -> ControllerPlan:
+    def _full(self, snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.datetime) -> Iterator[ControllerPlan]:
         self._intents = effective_intents(snap, last_valid)
         managed = self._intents.keys() | snap.modelstatus.keys()
         current = {model: hosts for model, hosts in snap.holders.items() if model in managed}
@@ -130,10 +159,8 @@ class IncrementalPlanner:
         self._spare, self._pending = None, None
         self._placer = IncrementalPlacer(self._input)
         self._placement = self._placer.placement
-        self._results = {model: self._plan_one(snap, model, now) for model in sorted(managed)}
-        self._wakes = {m: r.wake_at for m, r in self._results.items() if r.wake_at is not None}
         self.planned, self.full = frozenset(managed), True
-        return combine(self._results)
+        return self._chunks(snap, sorted(managed), now, set(), full=True)
 
     def report(self, model: str) -> ModelStatusReport | None:
         result = self._results.get(model)
