@@ -21,8 +21,11 @@ other process. Printed, each next to a floor measured in the same run:
   every lost replica is re-placed (modelstatus names the wanted replicas on live hosts: the
   controller writes it right after the new assignments, in the same pass) and until every
   model is back at its wanted ready replicas, counted from the moment etcd expired the last
-  of those leases and from the kill; and the CPU seconds the controller, etcd and the
-  stand-ins spent meanwhile (they share this machine's cores);
+  of those leases and from the kill (the stand-ins renew in slots spread over TTL/3, as
+  independent agents do, so the leases expire over ~TTL/3: the first and last expiry are
+  printed); the CPU seconds the controller, etcd, the stand-ins and this process (its
+  watches) spent meanwhile (they share this machine's cores); and what etcd did meanwhile
+  (writes, WAL fsyncs and backend commits with their mean time, bytes sent, slow watchers);
 * the controller's RSS and CPU seconds (/proc), etcd's db size, and the warnings and errors
   in the controller's log (size errors counted apart).
 

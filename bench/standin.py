@@ -2,7 +2,8 @@
 
 A stand-in host does, against a real etcd, what the controller can see of an agent:
 
-* a lease of its own (one per host, renewed every TTL/3) and its host record
+* a lease of its own (one per host, renewed every TTL/3 in one of RENEW_SLICES slots, all
+  the slot's leases on one keepalive stream) and its host record
   (``<prefix>/hosts/<host>``, the same HostRecord JSON the agent writes) bound to it;
 * for every assignment of the host, the status key the agent writes once TF Serving serves it
   (``<prefix>/status/<host>/<model>``: ModelStatus with every version of the assignment
