@@ -21,13 +21,15 @@ from tfleet.store import Delete, Snapshot, StoreUnavailable
 
 
 class _Lines:
-    """The reconciler's log lines at info, as (event, fields)."""
+    """The reconciler's log lines at info and warning, as (event, fields)."""
 
     def __init__(self) -> None:
         self.lines: list[tuple[str, dict]] = []
 
     def info(self, event: str, **fields) -> None:
         self.lines.append((event, fields))
+
+    warning = info
 
     def __getattr__(self, level: str):
         return lambda *args, **kwargs: None
@@ -145,7 +147,8 @@ def test_a_failed_write_plans_again_the_models_of_that_pass_not_the_fleet() -> N
     models planning everything took ~30 s), and the fleet still ends whole."""
     models = 300
     store = _FailingStore(build(models, 8))
-    reconciler = cache_pass.in_memory_controller(store).reconciler
+    lines = _Lines()
+    reconciler = cache_pass.in_memory_controller(store, log=lines).reconciler
     _until_quiet(store, reconciler)
     lost, held = _lost_and_holding(store)
     lose_hosts(store, lost)
@@ -154,6 +157,9 @@ def test_a_failed_write_plans_again_the_models_of_that_pass_not_the_fleet() -> N
     assert reconciler.reconcile().result == "etcd_unavailable"
     passes = _until_quiet(store, reconciler)
     assert passes[0][1] == len(set(held)) < models, passes  # (all of them: 300)
+    # the warning says how many models the next pass owes (what it then planned)
+    failed = [fields for event, fields in lines.lines if event == "reconcile" and fields.get("result") == "etcd_unavailable"]
+    assert [f["replan"] for f in failed] == [passes[0][1]], failed
     assert not any(KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).host in lost for k in store.items)
     for model in set(held):
         report = schema.parse(ModelStatusReport, store.items[KS.modelstatus(model)].value, model)
