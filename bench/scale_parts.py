@@ -215,6 +215,9 @@ class EtcdMetrics:
             base = name.split("{", 1)[0]
             if base in ETCD_COUNTERS:
                 values[base] = values.get(base, 0.0) + float(rest.split()[0])
+            elif base == "grpc_server_msg_sent_total" and 'grpc_method="' in name:
+                method = name.split('grpc_method="', 1)[1].split('"', 1)[0]  # messages sent per method
+                values[f"sent:{method}"] = values.get(f"sent:{method}", 0.0) + float(rest.split()[0])
         return values
 
 
@@ -395,6 +398,9 @@ def etcd_work(before: dict[str, float], after: dict[str, float]) -> dict:
         "backend_commits": int(delta("etcd_disk_backend_commit_duration_seconds_count")),
         "backend_commit_mean_ms": mean_ms("etcd_disk_backend_commit_duration_seconds"),
         "sent_mb": round(delta("etcd_network_client_grpc_sent_bytes_total") / 1024**2, 1),
+        "ranges": int(delta("etcd_mvcc_range_total")),
+        # messages etcd sent per gRPC method (Watch: watch responses; Range: reads, one per page)
+        "messages_sent": {key.split(":", 1)[1]: int(delta(key)) for key in sorted(after) if key.startswith("sent:") and delta(key)},
         "slow_watchers_at_end": int(after.get("etcd_debugging_mvcc_slow_watcher_total", 0)),
     }
 
