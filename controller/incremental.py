@@ -33,7 +33,6 @@ from tfleet.controller.planner import (
     ModelPlan,
     ready_holders,
     combine,
-    combine_plans,
     demand_of,
     EffectiveIntent,
     effective_intents,
@@ -91,8 +90,11 @@ class IncrementalPlanner:
         return self._placer is None or snap.changed_models is None or snap.changed_hosts is None
 
     def plan(self, snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.datetime, echoed: Collection[str] = ()) -> ControllerPlan:
-        """The whole plan of the pass at once (see ``plan_chunks``)."""
-        return combine_plans(self.plan_chunks(snap, last_valid, now, echoed))
+        """The whole plan of the pass at once (see ``plan_chunks``): the results of the models
+        it planned, kept once the last chunk is planned."""
+        for _ in self.plan_chunks(snap, last_valid, now, echoed):
+            pass
+        return combine({model: self._results[model] for model in self.planned if model in self._results})
 
     def plan_chunks(
         self, snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.datetime, echoed: Collection[str] = ()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, replace
 
 from tfleet import health
@@ -229,20 +229,6 @@ def combine(results: Mapping[str, ModelPlan]) -> ControllerPlan:
             reports[model] = result.report
         if result.delete_report:
             report_deletes.add(model)
-    return ControllerPlan(puts, frozenset(deletes), reports, frozenset(report_deletes))
-
-
-def combine_plans(plans: Iterable[ControllerPlan]) -> ControllerPlan:
-    """One plan of several models' plans (each model in one of them)."""
-    puts: dict[tuple[str, str], Assignment] = {}
-    deletes: set[tuple[str, str]] = set()
-    reports: dict[str, ModelStatusReport] = {}
-    report_deletes: set[str] = set()
-    for part in plans:
-        puts.update(part.puts)
-        deletes |= part.deletes
-        reports.update(part.reports)
-        report_deletes |= part.report_deletes
     return ControllerPlan(puts, frozenset(deletes), reports, frozenset(report_deletes))
 
 

@@ -129,7 +129,6 @@ class ControllerReconciler:
         # models whose writes may not have landed (a failed pass): planned again by the next one
         self._owed: frozenset[str] = frozenset()
         self._defer_readiness_at = defer_readiness_at
-        self._plan_took = 0.0  # this pass's planning time so far (placement and the chunks planned)
         self.last_snapshot: FleetSnapshot | None = None
 
     @property
@@ -216,14 +215,14 @@ class ControllerReconciler:
             resynced = self._add_resync_slice(snap)
             self._remember_valid_intents(snap)
             plan_started = self._clock()
-            chunks = self._timed(self._planner.plan_chunks(snap, self._last_valid, self._now(), self._echoed))
+            chunks = _Timed(self._planner.plan_chunks(snap, self._last_valid, self._now(), self._echoed), self._clock)
             planned = True
-            self._plan_took = self._clock() - plan_started  # (placement; each chunk adds its own)
+            placed = self._clock() - plan_started
             self._ledger.planned(self._planner.planned)
             self._metrics.models_planned.inc(len(self._planner.planned))
             writes = self._write(snap, chunks)
             writes += self._schedules.run_due(snap)
-            plan_took = self._plan_took
+            plan_took = placed + chunks.seconds  # (placement, then the chunks as the writes drew them)
             wrote = self._clock() - plan_started - plan_took
             self._metrics.plan_seconds.observe(plan_took)
         except NotLeader as exc:
@@ -282,8 +281,7 @@ class ControllerReconciler:
         if self._planner.plans_all(snap) or len(snap.changed_by_status) < self._defer_readiness_at:
             return frozenset()
         assert snap.changed_models is not None and snap.changed_hosts is not None  # (plans_all)
-        lost = [host for host in snap.changed_hosts if host not in snap.hosts]
-        if not lost:
+        if all(host in snap.hosts for host in snap.changed_hosts):  # (no host was lost)
             return frozenset()
         waiting = snap.changed_by_status - owed - _held_by_any(snap, snap.changed_hosts)
         if len(waiting) < self._defer_readiness_at:
@@ -402,16 +400,6 @@ class ControllerReconciler:
         models = None if snap.changed_models is None or snap.changed_hosts is None else self._route_models(snap)
         return routing.plan_routes(snap, snap.routes, self._now(), models).writes(self._ks)
 
-    def _timed(self, chunks: Iterator[ControllerPlan]) -> Iterator[ControllerPlan]:
-        """The chunks, adding the time each took to plan to the pass's planning time."""
-        while True:
-            started = self._clock()
-            chunk = next(chunks, None)
-            self._plan_took += self._clock() - started
-            if chunk is None:
-                return
-            yield chunk
-
     def _operations(self, snap: FleetSnapshot, chunks: Iterable[ControllerPlan]) -> Iterator[tuple[str, Put | Delete, Any, str]]:
         """(kind, operation, the report or assignment a Put encodes, its model) in write order,
         encoded one at a time: a first pass at 100,000 models writes ~300,000 keys, which must
@@ -498,6 +486,24 @@ class ControllerReconciler:
             else:
                 self._unplaced.discard(model)
         self._metrics.unplaced_models.set(len(self._unplaced))
+
+
+class _Timed:
+    """An iterator's items, counting the seconds spent producing them: a pass's chunks are
+    planned as its writes draw them, and ``seconds`` is then that planning time."""
+
+    def __init__(self, items: Iterator[ControllerPlan], clock: Callable[[], float]) -> None:
+        self._items, self._clock = items, clock
+        self.seconds = 0.0
+
+    def __iter__(self) -> Iterator[ControllerPlan]:
+        while True:
+            started = self._clock()
+            item = next(self._items, None)
+            self.seconds += self._clock() - started
+            if item is None:
+                return
+            yield item
 
 
 def _held_by_any(snap: FleetSnapshot, hosts: Iterable[str]) -> set[str]:

@@ -334,22 +334,10 @@ class EtcdStore(_MemberClients):
     def refresh_lease(self, lease_id: int) -> int:
         """Renew the lease once; returns its remaining TTL. Raises LeaseLost when it is gone."""
         what = f"refresh lease {lease_id:x}"
-        request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
-
-        def keepalive(client: Any, timeout: float) -> Any:
-            call = client.leasestub.LeaseKeepAlive(iter([request]), timeout, credentials=client.call_credentials, metadata=client.metadata)
-            try:
-                for response in call:
-                    return response
-                return None
-            finally:
-                call.cancel()
-
-        response = self._call(what, keepalive, idempotent=True)
-        if response is None:
+        ttl = self._keepalive([lease_id], what).get(lease_id)
+        if ttl is None:
             raise StoreUnavailable(f"etcd {what} failed ({self._endpoints}): no keepalive response")
-        ttl = int(response.TTL)
-        if ttl <= 0:
+        if ttl == 0:
             raise LeaseLost(f"etcd {what} failed ({self._endpoints}): the lease expired or was revoked")
         return ttl
 
@@ -363,6 +351,14 @@ class EtcdStore(_MemberClients):
         if not ids:
             return {}
         what = f"refresh {len(ids)} leases"
+        ttls = self._keepalive(ids, what)
+        if len(ttls) < len(ids):
+            raise StoreUnavailable(f"etcd {what} failed ({self._endpoints}): {len(ids) - len(ttls)} keepalive responses missing")
+        return ttls
+
+    def _keepalive(self, ids: Sequence[int], what: str) -> dict[int, int]:
+        """One keepalive stream that renews each of ids (distinct) once: lease -> remaining
+        TTL (0: gone), for the responses that came before the stream ended."""
 
         def keepalive(client: Any, timeout: float) -> dict[int, int]:
             requests = (etcdrpc.LeaseKeepAliveRequest(ID=lease) for lease in ids)
@@ -377,10 +373,8 @@ class EtcdStore(_MemberClients):
                 call.cancel()
             return ttls
 
-        ttls = self._call(what, keepalive, idempotent=True)
-        if len(ttls) < len(ids):
-            raise StoreUnavailable(f"etcd {what} failed ({self._endpoints}): {len(ids) - len(ttls)} keepalive responses missing")
-        return ttls
+        result: dict[int, int] = self._call(what, keepalive, idempotent=True)
+        return result
 
     def revoke_lease(self, lease_id: int) -> None:
         """Revoke the lease and delete its keys. Idempotent: an unknown lease is not an error."""
