@@ -1,4 +1,5 @@
-"""Regenerate the committed Python modules in tfleet/tfs/pb/ from proto/tfleet/tfs/pb/*.proto.
+"""Regenerate the committed Python modules in tfleet/tfs/pb/ and tfleet/store/pb/ from
+proto/tfleet/tfs/pb/*.proto and proto/tfleet/store/pb/*.proto.
 
 Usage:
     python proto/generate.py           # rewrite the committed modules
@@ -19,7 +20,11 @@ import tempfile
 
 PROTO_ROOT = pathlib.Path(__file__).resolve().parent
 REPO_ROOT = PROTO_ROOT.parent
-PACKAGE_DIR = pathlib.PurePosixPath("tfleet/tfs/pb")
+# each generated package, with its __init__ docstring
+PACKAGES = {
+    pathlib.PurePosixPath("tfleet/tfs/pb"): "Generated protobuf modules (wire-compatible TF Serving subset); see proto/generate.py.",
+    pathlib.PurePosixPath("tfleet/store/pb"): "Generated protobuf modules (wire-compatible subset of etcd's Watch API); see proto/generate.py.",
+}
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 
 
@@ -28,7 +33,7 @@ def generate(out_dir: pathlib.Path) -> list[pathlib.Path]:
     from grpc_tools import protoc
 
     well_known = importlib.resources.files("grpc_tools") / "_proto"
-    sources = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
+    sources = sorted(str(p.relative_to(PROTO_ROOT)) for package in PACKAGES for p in (PROTO_ROOT / package).glob("*.proto"))
     args = [
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
@@ -40,12 +45,11 @@ def generate(out_dir: pathlib.Path) -> list[pathlib.Path]:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed; see the messages above")
-    return sorted(p.relative_to(out_dir) for p in (out_dir / PACKAGE_DIR).glob("*") if p.name.endswith(GENERATED_SUFFIXES))
+    return sorted(p.relative_to(out_dir) for package in PACKAGES for p in (out_dir / package).glob("*") if p.name.endswith(GENERATED_SUFFIXES))
 
 
 def committed_files() -> list[pathlib.Path]:
-    target = REPO_ROOT / PACKAGE_DIR
-    return sorted(p.relative_to(REPO_ROOT) for p in target.glob("*") if p.name.endswith(GENERATED_SUFFIXES))
+    return sorted(p.relative_to(REPO_ROOT) for package in PACKAGES for p in (REPO_ROOT / package).glob("*") if p.name.endswith(GENERATED_SUFFIXES))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,13 +70,14 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(f"{len(fresh)} generated modules are up to date")
             return 0
-        target = REPO_ROOT / PACKAGE_DIR
         for old in committed_files():
             (REPO_ROOT / old).unlink()
         for rel in fresh:
-            (target / rel.name).write_bytes((out / rel).read_bytes())
-        (target / "__init__.py").write_text('"""Generated protobuf modules (wire-compatible TF Serving subset); see proto/generate.py."""\n')
-        print(f"wrote {len(fresh)} modules to {target}")
+            (REPO_ROOT / rel).parent.mkdir(parents=True, exist_ok=True)
+            (REPO_ROOT / rel).write_bytes((out / rel).read_bytes())
+        for package, docstring in PACKAGES.items():
+            (REPO_ROOT / package / "__init__.py").write_text(f'"""{docstring}"""\n')
+        print(f"wrote {len(fresh)} modules to {', '.join(str(p) for p in PACKAGES)}")
         return 0
 
 

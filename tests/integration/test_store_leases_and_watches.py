@@ -101,6 +101,32 @@ def test_watch_delivers_puts_and_deletes_in_order_one_batch_per_response(store: 
     assert not watch.alive and recorder.errors == []
 
 
+def test_a_watch_far_behind_catches_up_in_fragments_each_revision_whole(etcd_factory: Callable[..., LocalEtcd], prefix: str) -> None:
+    """etcd catches a watcher that starts (or resumes) far behind up with up to 1,000
+    revisions in ONE response. The store asks for fragments, which etcd cuts at its
+    --max-request-bytes + 512 KiB (576 KiB here), and puts each revision back together.
+    Without them this catch-up (~2.5 MB) exceeds the watching store's receive limit (1 MiB
+    here; 16 MiB by default, against tens of MiB of a controller's transactions): the stream
+    fails, the watch resumes at the same revision, fails again, and never delivers anything."""
+    server = etcd_factory(extra_args=["--max-request-bytes=65536"])
+    value = b"x" * 1000
+    with store_on(server) as writer, EtcdStore(EtcdSettings((server.client_url,), call_timeout=FAST_TIMEOUT), max_receive_bytes=1024 * 1024) as watcher:
+        start = writer.list_prefix(prefix).revision + 1
+        # 60 transactions of 40 puts (~41 KB each): a fragment mostly ends inside a revision
+        revisions = [writer.txn([], [Put(f"{prefix}{r:02d}/{i:02d}", value) for i in range(40)]).revision for r in range(60)]
+        recorder = Recorder()
+        watch = recorder.watch(watcher, prefix, start)
+        try:
+            wait_until(lambda: watch.revision == revisions[-1], WAIT, message=f"caught up to {revisions[-1]}; got {watch!r}, errors {recorder.errors}")
+        finally:
+            watch.cancel()
+
+    assert recorder.keys() == [f"{prefix}{r:02d}/{i:02d}" for r in range(60) for i in range(40)]
+    batch_of = {e.mod_revision: n for n, batch in enumerate(recorder.batches) for e in batch}
+    assert all(batch_of[e.mod_revision] == n for n, batch in enumerate(recorder.batches) for e in batch)  # never split
+    assert recorder.errors == [] and watch.restarts == 0
+
+
 def test_watch_resumes_after_etcd_restart_without_loss_or_duplicates(private_etcd: LocalEtcd, private_store: EtcdStore, prefix: str) -> None:
     store = private_store
     recorder = Recorder(gate=threading.Event())

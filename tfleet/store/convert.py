@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import pyetcd.utils
 from pyetcd import etcdrpc
-from pyetcd import events as etcd_events
 
-from tfleet.store.types import Compare, Delete, KeyValue, Put, WatchEvent
+from tfleet.store.types import Compare, Delete, KeyValue, Put
 
 
 def _key_bytes(key: str) -> bytes:
@@ -28,16 +27,6 @@ def _key_value(kv: Any) -> KeyValue:
         mod_revision=int(kv.mod_revision),
         version=int(kv.version),
         lease=int(kv.lease),
-    )
-
-
-def _watch_event(event: Any) -> WatchEvent:
-    kind: Literal["put", "delete"] = "delete" if isinstance(event, etcd_events.DeleteEvent) else "put"
-    return WatchEvent(
-        kind=kind,
-        key=_key_text(event.key),
-        value=b"" if kind == "delete" else bytes(event.value),
-        mod_revision=int(event.mod_revision),
     )
 
 

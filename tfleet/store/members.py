@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import grpc
 import pyetcd
 import pyetcd.exceptions as etcd_exc
+import pyetcd.utils
 
 from tfleet.store.convert import _key_bytes
 from tfleet.store.errors import (
@@ -40,6 +41,7 @@ from tfleet.store.settings import (
 )
 from tfleet.store.types import StoreError, StoreUnavailable
 from tfleet.store.watch import _Compacted
+from tfleet.store.watch_stream import WatchCanceled, WatchStream
 
 _log = logging.getLogger("tfleet.store")
 
@@ -332,10 +334,14 @@ class _MemberClients:
             raise _translate(exc, f"{what} (login)", url) from exc
         closed = threading.Event()
 
+        stream: WatchStream | None = None
+
         def close() -> None:
             closed.set()
             with self._lock:
                 self._streams.get(index, set()).discard(close)
+            if stream is not None:
+                stream.close()
             _close_quietly(client)
 
         def relay(item: object) -> None:
@@ -343,12 +349,21 @@ class _MemberClients:
                 self._picker.failed(index)
             deliver(item)
 
+        key = _key_bytes(prefix)
         try:
-            client.add_watch_prefix_callback(_key_bytes(prefix), relay, start_revision=start_revision)
+            stream = WatchStream(
+                client.channel,
+                key=key,
+                range_end=pyetcd.utils.prefix_range_end(key),
+                start_revision=start_revision,
+                deliver=relay,
+                metadata=client.metadata,
+                credentials=client.call_credentials,
+            ).open(self._attempt_timeout)
         except etcd_exc.RevisionCompactedError as exc:
             _close_quietly(client)
             raise _Compacted(exc.compacted_revision) from exc
-        except _CLIENT_ERRORS as exc:
+        except (*_CLIENT_ERRORS, WatchCanceled) as exc:
             _close_quietly(client)
             if _is_member_fault(exc):
                 self._picker.failed(index)

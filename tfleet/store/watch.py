@@ -12,9 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from tfleet.store.convert import _watch_event
 from tfleet.store.settings import Backoff
 from tfleet.store.types import RevisionCompacted, Snapshot, StoreError, WatchEvent
 
@@ -179,11 +177,11 @@ class PrefixWatch:
                 raise self._translate_error(self.prefix, self.revision, payload)
             self._deliver(payload)
 
-    def _deliver(self, response: Any) -> None:
-        events = [_watch_event(e) for e in response.events]
+    def _deliver(self, events: list[WatchEvent]) -> None:
+        """Events of whole revisions (the stream reassembles etcd's fragments)."""
         events = [e for e in events if e.mod_revision > self.revision]
         if not events:
-            return  # progress notification, or nothing new
+            return  # nothing new
         try:
             self._on_events(events)
         except Exception:
