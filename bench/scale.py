@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the controller alone on CPU 0, etcd, the stand-ins and this process on the others (as in production, where etcd and the agents run elsewhere)",
     )
-    parser.add_argument("--keep", type=pathlib.Path, help="keep etcd's data and the logs under this directory")
+    parser.add_argument("--keep", type=pathlib.Path, help="keep etcd's data and the logs under this directory (a new or empty one: every run starts on a fresh etcd)")
     parser.add_argument("--json", action="store_true", help="print only the JSON results")
     options = parser.parse_args(argv)
     logs.configure("warning")  # the Registry logs every change it writes
@@ -394,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{hosts} hosts x {count} models (2 replicas each), intents written {options.intent_writer}-style")
         if options.keep:
             root = options.keep / f"{hosts}x{count}"
+            if root.exists() and any(root.iterdir()):  # (a kept etcd would be started again: not a fresh run)
+                parser.error(f"--keep: {root} is not empty; give a new directory")
             root.mkdir(parents=True, exist_ok=True)
             results.append(run(hosts, count, options, root, say))
         else:
