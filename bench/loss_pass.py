@@ -16,7 +16,8 @@ waits a pass unless --no-defer (controller/reconciler.py, DEFER_READINESS_AT).
 
 --commit-ms T: every transaction takes T ms to commit (etcd on other machines: a round trip,
 replication, an fsync), sent as the controller sends them (a few in flight); each phase's
-"wall" then includes the waiting for etcd that planning does not overlap.
+"wall" then includes the waiting for etcd that planning does not overlap, and "last report"
+is when the phase's last modelstatus write committed (bench/scale's "re-placed" moment).
 
 Printed: per phase, the passes, their writes and the controller CPU seconds they took (the
 part of bench/scale's "10 % of hosts die silently" figure that is the controller's CPU; the
@@ -43,13 +44,14 @@ from tfleet.controller.reconciler import ControllerReconciler
 from tfleet.controller.txn_pipeline import DEFAULT_DEPTH
 from tfleet.keyspace import Section
 from tfleet.schema import ModelStatus
-from tfleet.store import Delete
+from tfleet.store import Delete, Put
 
 
 def run_until_quiet(store: MemoryStore, reconciler: ControllerReconciler, limit: int = 50) -> dict[str, Any]:
     """Passes until one writes nothing and nothing is pending: passes, writes, seconds."""
     passes = writes = 0
     seconds = wall = 0.0
+    phase_started = time.perf_counter()
     each: list[tuple[int, float, float]] = []
     while passes < limit:
         # (this thread's CPU time: what the controller spends, whatever else the machine runs)
@@ -66,7 +68,10 @@ def run_until_quiet(store: MemoryStore, reconciler: ControllerReconciler, limit:
         writes += outcome.writes
         if not outcome.writes and not store.pending:
             break
-    return {"passes": passes, "writes": writes, "seconds": round(seconds, 3), "wall": round(wall, 3), "each (writes, planned, deliver s, pass s)": each}
+    result = {"passes": passes, "writes": writes, "seconds": round(seconds, 3), "wall": round(wall, 3), "each (writes, planned, deliver s, pass s)": each}
+    if isinstance(store, SlowStore) and store.last_report >= phase_started:
+        result["last report"] = round(store.last_report - phase_started, 3)  # (wall seconds into the phase)
+    return result
 
 
 class SlowStore(MemoryStore):
@@ -78,11 +83,15 @@ class SlowStore(MemoryStore):
         super().__init__(items)
         self._commit_s = commit_s
         self._lock = threading.Lock()
+        self.last_report = 0.0  # perf_counter() when the last transaction with a report committed
 
     def txn(self, compares, success, failure=()):
         time.sleep(self._commit_s)
         with self._lock:
-            return super().txn(compares, success, failure)
+            result = super().txn(compares, success, failure)
+            if any(isinstance(op, Put) and KS.in_section(op.key, Section.MODELSTATUS) for op in success):
+                self.last_report = time.perf_counter()
+            return result
 
 
 def lose_hosts(store: MemoryStore, hosts: list[str]) -> int:

@@ -381,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the controller alone on CPU 0, etcd, the stand-ins and this process on the others (as in production, where etcd and the agents run elsewhere)",
     )
-    parser.add_argument("--keep", type=pathlib.Path, help="keep etcd's data and the logs under this directory (a new or empty one: every run starts on a fresh etcd)")
+    parser.add_argument(
+        "--keep", type=pathlib.Path, help="keep etcd's data and the logs under this directory (a new or empty one: every run starts on a fresh etcd)"
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON results")
     options = parser.parse_args(argv)
     logs.configure("warning")  # the Registry logs every change it writes

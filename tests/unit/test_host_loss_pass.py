@@ -268,3 +268,40 @@ def test_a_pass_writes_its_first_models_before_it_plans_the_last(monkeypatch) ->
     assert store.planned_at_txn[-1] == moved
     _until_quiet(store, reconciler)
     _fresh_plan_needs_nothing(store)
+
+
+class _OrderStore(cache_pass.MemoryStore):
+    """The in-memory store, noting every operation of every transaction in order."""
+
+    ops: list
+
+    def txn(self, compares, success, failure=()):
+        self.ops.extend(success)
+        return super().txn(compares, success, failure)
+
+
+def test_a_pass_deletes_lost_hosts_assignments_after_everything_else_it_writes() -> None:
+    """What agents, routers and operators wait for (new assignments, reports, route tables)
+    is written before the deletes of the lost hosts' assignments, which nothing waits for;
+    those are written in the same pass all the same."""
+    store = _OrderStore(build(3 * incremental.PLAN_CHUNK, 8))
+    store.ops = []
+    reconciler = cache_pass.in_memory_controller(store).reconciler
+    _until_quiet(store, reconciler)
+    hosts = sorted(KS.classify(k).host for k in store.items if KS.in_section(k, Section.HOSTS))
+    lost = set(hosts[:4])
+    lose_hosts(store, sorted(lost))
+    store.deliver()
+    store.ops = []
+    assert reconciler.reconcile().result == "ok"
+
+    def lost_host_delete(op) -> bool:
+        return isinstance(op, Delete) and KS.in_section(op.key, Section.ASSIGNMENTS) and KS.classify(op.key).host in lost
+
+    kinds = [lost_host_delete(op) for op in store.ops]
+    first = kinds.index(True)
+    assert first > 0 and all(kinds[first:]), "a write came after a lost host's assignment was deleted"
+    assert {KS.classify(op.key).section for op in store.ops[:first]} >= {Section.ASSIGNMENTS, Section.MODELSTATUS, Section.ROUTES}
+    assert not any(KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).host in lost for k in store.items)
+    _until_quiet(store, reconciler)
+    _fresh_plan_needs_nothing(store)
