@@ -98,6 +98,14 @@ def test_password_auth_over_tls_logs_in_again_after_tokens_are_lost(
 
     with store_on(server, ca_cert=str(tls.ca_cert), user="root", password="s3cret") as store:
         store.put(prefix + "k", b"1")
+        # a watch stream carries the same token (tfleet/store/watch_stream.py opens it itself)
+        seen: list[bytes] = []
+        watch = store.watch_prefix(prefix, store.list_prefix(prefix).revision + 1, lambda events: seen.extend(e.value for e in events), lambda snapshot: None)
+        try:
+            store.put(prefix + "w", b"watched")
+            wait_until(lambda: seen == [b"watched"], WAIT, message=f"the watch saw the put; saw {seen}")
+        finally:
+            watch.cancel()
         server.restart()  # etcd forgets its simple tokens: the client's token is now invalid
         with caplog.at_level(logging.INFO, logger="tfleet.store"):
             kv = wait_until(lambda: store.get(prefix + "k"), WAIT, ignore=(StoreUnavailable,), message="store logs in again")
