@@ -33,15 +33,19 @@ from tfleet.schema import (
 )
 from tfleet.controller.keyfile import (
     SECTIONS,
+    Announced,
     KeyFile,
     NotedKeyFile,
     Parsed,
     _add_frozen,
     _discard,
     _discard_frozen,
+    announced,
+    announced_assignment,
+    announced_report,
+    announced_route,
     is_host_key,
     known_route,
-    known_value,
     parse_key,
 )
 from tfleet.store.types import Snapshot
@@ -253,15 +257,19 @@ def note_change(ks: Keyspace, key: str, models: set[str], hosts: set[str]) -> Pa
 # here too (the snapshot is what its callers think in).
 __all__ = [
     "SECTIONS",
+    "Announced",
     "FleetBuilder",
     "FleetSnapshot",
     "KeyFile",
     "NotedKeyFile",
     "Parsed",
     "SnapshotReader",
+    "announced",
+    "announced_assignment",
+    "announced_report",
+    "announced_route",
     "is_host_key",
     "known_route",
-    "known_value",
     "note_change",
     "parse_key",
     "read",
