@@ -125,7 +125,7 @@ class IncrementalPlanner:
         changed_view.intents = {m: snap.intents[m] for m in models if m in snap.intents}
         self._intents.update(effective_intents(changed_view, last_valid))
         managed = _Managed(self._intents, snap.modelstatus)  # (not a union: that would cost the fleet)
-        self._input = self._next_input(snap, inputs, hosts, managed, now)
+        self._input = self._next_input(snap, models, inputs - models, hosts, managed, now)
         self._placement = self._placer.update(self._input, inputs, hosts)
         # the changed models, and those whose placement (hosts or reasons) moved with them
         replan = models | self._placer.changed
@@ -179,8 +179,10 @@ class IncrementalPlanner:
                 flipped.add(name)
         return flipped
 
-    def _next_input(self, snap: FleetSnapshot, models: set[str], hosts: set[str], managed: _Managed, now: dt.datetime) -> PlacementInput:
-        """The previous placement input with the changed models and hosts replaced.
+    def _next_input(self, snap: FleetSnapshot, models: set[str], echoed: set[str], hosts: set[str], managed: _Managed, now: dt.datetime) -> PlacementInput:
+        """The previous placement input with the changed models and hosts replaced; echoed:
+        models whose only change is their new holders (their demand is as it was: an intent
+        or versions change would have made them changed models).
 
         The placer compares the previous input with the new one, so the new one must be other
         mappings. Copying four fleet-sized maps every pass would cost the fleet, so two inputs
@@ -203,6 +205,7 @@ class IncrementalPlanner:
         for model in models:
             entry = self._intents.get(model)
             demand_changes[model] = demand_of(snap, model, entry.intent) if entry is not None and entry.intent is not None else None
+        for model in itertools.chain(models, echoed):
             holders = snap.holders.get(model) if model in managed else None
             current_changes[model] = frozenset(holders) if holders else None
             ready_changes[model] = ready_holders(snap, model, holders) if holders else None

@@ -80,7 +80,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from tfleet.controller.placement_hold import Held, hold, move_notes
+from tfleet.controller.placement_hold import Held, held_as_placed, hold, move_notes
 from tfleet.controller.placement_input import (
     DEFAULT_UNRESPONSIVE_GRACE,
     HostInfo,
@@ -199,12 +199,24 @@ class IncrementalPlacer:
         them would cost the fleet on every update): valid until the next update. ``changed``
         then names the models whose hosts or reasons differ from the previous placement."""
         old, self._data = self._data, data
+        previous = self.placement
+        # Models that now hold exactly what the previous plan placed (its own new replicas
+        # came back): their rule 1-3 result is known without hold(), and their hosts and
+        # reasons stay as they were, so they are neither re-accounted nor compared below.
+        settled = {}
+        for model in changed_models:
+            held = self._as_placed(model, old, data, previous, changed_hosts)
+            if held is not None:
+                settled[model] = held
         affected = set(changed_models)
         for host in changed_hosts:
             affected.update(self._holders.get(host, ()))
+        affected.difference_update(settled)
+        for model, held in settled.items():
+            self._forget(model)
+            self._keep(model, held)
         # Only these can change: the models re-accounted and those placed in rounds (a model
         # becomes short only by being re-accounted).
-        previous = self.placement
         before = {model: (previous.hosts.get(model), previous.reasons.get(model)) for model in affected | self._short}
         for model in affected:
             self._forget(model)
@@ -218,6 +230,26 @@ class IncrementalPlacer:
         now = self.placement
         self.changed = frozenset(m for m, entry in before.items() if (now.hosts.get(m), now.reasons.get(m)) != entry)
         return self.placement
+
+    def _as_placed(self, model: str, old: PlacementInput, data: PlacementInput, previous: Placement, changed_hosts: Collection[str]) -> Held | None:
+        """The model's Held when its current hosts are now exactly the ones the previous
+        plan placed it on (placement_hold.held_as_placed: same demand, as many hosts as it
+        wants, none leaving, none of them changed); None otherwise (it is re-accounted)."""
+        held = self._held.get(model)
+        if held is None or held.leaving or model in previous.reasons:
+            return None
+        demand = data.demands.get(model)
+        was = old.demands.get(model)
+        if demand is None or was is None or (demand is not was and demand != was):
+            return None
+        placed = previous.hosts.get(model)
+        current = data.current.get(model)
+        if placed is None or current is None or len(placed) != demand.replicas or len(current) != len(placed):
+            return None
+        for name in placed:
+            if name not in current or name in changed_hosts:
+                return None
+        return held_as_placed(placed, data.ready.get(model, ()), demand.memory_mb)
 
     # -- bookkeeping of what stays ---------------------------------------------------------------
 
@@ -273,12 +305,18 @@ class IncrementalPlacer:
         demand = data.demands.get(model)
         if demand is None:
             return
-        held = hold(demand, data.current.get(model, ()), data.ready.get(model, ()), data.hosts)
+        self._keep(model, hold(demand, data.current.get(model, ()), data.ready.get(model, ()), data.hosts), demand)
+
+    def _keep(self, model: str, held: Held, demand: ModelDemand | None = None) -> None:
+        """Record what the model keeps (after ``_forget``); demand: given when it may be short
+        or have notes (held_as_placed's models have neither)."""
         self._held[model] = held
         self._base_out[model] = held.out
         for host in held.out:
             self._used[host] = self._used.get(host, 0) + held.memory_mb
             self._base_free[host] -= held.memory_mb
+        if demand is None:
+            return
         if len(held.stay) < demand.replicas:
             self._short.add(model)
         else:
