@@ -41,6 +41,7 @@ no verdict): the tests keep that path honest.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -97,13 +98,6 @@ class Cursor:
         self._changed: dict[str, bool] = {}  # key -> quiet
         self._previous: dict[str, KeyFile | None] = {}  # key -> its file at the last take
         self._everything = True
-
-    def _note(self, key: str, quiet: bool, previous: KeyFile | None) -> None:
-        """key changed; previous: its file until now (the one the last take saw, if this is
-        its first change since)."""
-        if not self._everything:  # (its next take returns every key anyway)
-            self._changed[key] = quiet and self._changed.get(key, True) and self.echoes
-            self._previous.setdefault(key, previous)
 
     def _start_over(self) -> None:
         self._everything = True
@@ -365,8 +359,14 @@ class FleetCache:
                 previous = files.pop(key, None) if keyfile is None else files.get(key)
                 if keyfile is not None:
                     files[key] = keyfile
+                # each cursor notes the key, and its file until now (the one its last take
+                # saw, if this is its first change since); quiet only while every change of
+                # it since was (inline: once per event and cursor)
                 for cursor in cursors:
-                    cursor._note(key, quiet, previous)
+                    if not cursor._everything:  # (its next take returns every key anyway)
+                        changed = cursor._changed
+                        changed[key] = quiet and changed.get(key, True) and cursor.echoes
+                        cursor._previous.setdefault(key, previous)
                 applied += 1
             if events:
                 self.revision = max(self.revision, events[-1].mod_revision)
@@ -441,8 +441,9 @@ class FleetCache:
                 files: dict[str, KeyFile | None] = dict(self._files)
                 quiet: frozenset[str] = frozenset()
             else:
-                files = {key: self._files.get(key) for key in cursor._changed}
-                quiet = frozenset(key for key, q in cursor._changed.items() if q)
+                held = self._files
+                files = {key: held.get(key) for key in cursor._changed}
+                quiet = frozenset(itertools.compress(cursor._changed, cursor._changed.values()))
             changes = Changes(self.revision, files, quiet, cursor._everything, cursor._previous)
             cursor._changed, cursor._previous = {}, {}
             cursor._everything = False

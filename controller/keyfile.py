@@ -258,6 +258,17 @@ _UNFILE: dict[str, Filer] = {
     **{attr: filers[1] for attr, filers in _DICTS.items()},
 }
 
+# Filing a key's new file over its old one in the same slot, for the kinds where that is
+# unfile + file in one step: the value is replaced and the indexes already name the slot (an
+# assignment's holders), and nothing reads the order of the mapping (unfile + file moves the
+# key to its end: the order of hosts and modelstatus is read, by the rolling resync, so
+# those are not here). A pass's echoes of changed assignments and route tables skip a pop
+# and a re-add (an assignment's holder frozenset rebuilt twice).
+_REPLACE: dict[str, Filer] = {
+    "assignment": lambda fleet, f: fleet.assignments.__setitem__(f.slot, f.value),
+    "routes": lambda fleet, f: fleet.routes.__setitem__(f.slot, f.value),
+}
+
 
 class _Filing(NamedTuple):
     """What parse_key files for one key (a KeyFile's fields after its revision, and a
