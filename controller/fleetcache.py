@@ -317,13 +317,14 @@ class FleetCache:
         KeyFile: no parse of its key or value. The digest of an event whose key was announced
         is taken once (outside the lock) and compared both with the announced value's and
         with the announced write's (quiet)."""
-        ks, echoes, known_values = self._ks, self._echoes, self._echo_values
+        ks, echoes, known_values, blake2b = self._ks, self._echoes, self._echo_values, hashlib.blake2b
         parsed: list[tuple[WatchEvent, str, KeyFile | None, bytes | None]] = []
         for event in events:
             # (each a single read, no lock needed: a digest, or a (digest, filing) pair)
             key, put = event.key, event.kind != "delete"
             known = known_values.get(key)
-            digest = _digest(event.value) if put and (known is not None or echoes.get(key) is not None) else None
+            # (_digest, inline)
+            digest = blake2b(event.value, digest_size=16).digest() if put and (known is not None or echoes.get(key) is not None) else None
             if known is not None and digest == known[0]:
                 filing = known[1]
                 parsed.append((event, filing.section, filing.file(event.mod_revision), digest))
@@ -441,8 +442,7 @@ class FleetCache:
                 files: dict[str, KeyFile | None] = dict(self._files)
                 quiet: frozenset[str] = frozenset()
             else:
-                held = self._files
-                files = {key: held.get(key) for key in cursor._changed}
+                files = dict(zip(cursor._changed, map(self._files.get, cursor._changed), strict=True))
                 quiet = frozenset(itertools.compress(cursor._changed, cursor._changed.values()))
             changes = Changes(self.revision, files, quiet, cursor._everything, cursor._previous)
             cursor._changed, cursor._previous = {}, {}
