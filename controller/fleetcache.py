@@ -41,6 +41,7 @@ no verdict): the tests keep that path honest.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ from tfleet.controller.sections import (
     section_of,
     section_prefixes,
 )
-from tfleet.controller.snapshot import SECTIONS, KeyFile, known_route, known_value, parse_key
+from tfleet.controller.snapshot import SECTIONS, Announced, KeyFile, announced, known_route, parse_key
 from tfleet.keyspace import Keyspace
 from tfleet.ports import Store
 from tfleet.store import Snapshot, StoreError, WatchEvent
@@ -68,6 +69,9 @@ from tfleet.store import Snapshot, StoreError, WatchEvent
 def _digest(value: bytes) -> bytes:
     """What an echo is compared by: equal values, equal digests (and 16 bytes, not ~500)."""
     return hashlib.blake2b(value, digest_size=16).digest()
+
+
+_UNANNOUNCED: Any = object()  # what _echoes.pop gives for a key nobody announced
 
 
 @dataclass(frozen=True)
@@ -94,13 +98,6 @@ class Cursor:
         self._changed: dict[str, bool] = {}  # key -> quiet
         self._previous: dict[str, KeyFile | None] = {}  # key -> its file at the last take
         self._everything = True
-
-    def _note(self, key: str, quiet: bool, previous: KeyFile | None) -> None:
-        """key changed; previous: its file until now (the one the last take saw, if this is
-        its first change since)."""
-        if not self._everything:  # (its next take returns every key anyway)
-            self._changed[key] = quiet and self._changed.get(key, True) and self.echoes
-            self._previous.setdefault(key, previous)
 
     def _start_over(self) -> None:
         self._everything = True
@@ -132,7 +129,8 @@ class FleetCache:
         # key -> digest of the value announced (None: a delete); digests, not the values: a first
         # pass at 100,000 models announces ~300,000 writes before their echoes come back
         self._echoes: dict[str, bytes | None] = {}
-        self._echo_values: dict[str, tuple[bytes, Any]] = {}  # modelstatus/assignment key -> (digest, the value its bytes encode)
+        # modelstatus/assignment/routes key -> (digest of the bytes announced, how their echo files)
+        self._echo_values: dict[str, tuple[bytes, Announced]] = {}
         self._cursors: list[Cursor] = []
         self._listeners: list[Callable[[], None]] = []
         self._error_listeners: list[Callable[[Exception], None]] = []
@@ -163,14 +161,21 @@ class FleetCache:
     def expect(self, writes: Mapping[str, bytes | None], values: Mapping[str, tuple[bytes, Any]] | None = None) -> None:
         """The controller is about to write these (None: delete): their echoes are quiet.
 
-        values: modelstatus or assignment key -> (the bytes written, the report or assignment
-        they encode: schema.encode of it): filed as it is when the echo comes back, instead
-        of a parsed copy (an assignment's echo is not quiet: it is planned again); routes key
-        -> (the bytes written, the table's routing.content_digest): kept as that digest,
-        without decoding the echo again."""
+        values: modelstatus or assignment key -> (the bytes written, how their echo files: an
+        ``Announced``, or the report or assignment they encode, schema.encode of it, whose
+        key is then parsed here); routes key -> (the bytes written, an ``Announced`` or the
+        table's routing.content_digest). The echo of those bytes is filed as announced, not
+        parsed again (an assignment's echo is not quiet: it is planned again), and a route
+        table's is kept as its digest without decoding it."""
         prefixes = (self._ks.modelstatus_prefix(), self._ks.assignments_prefix(), self._ks.routes_prefix())
         digests = {key: None if value is None else _digest(value) for key, value in writes.items()}
-        known = {key: (_digest(written), value) for key, (written, value) in (values or {}).items() if key.startswith(prefixes)}
+        known: dict[str, tuple[bytes, Announced]] = {}
+        for key, (written, value) in (values or {}).items():
+            filing = value if isinstance(value, Announced) else announced(self._ks, key, value) if key.startswith(prefixes) else None
+            if filing is not None:
+                # (the digest of the same bytes, when they are announced as a write too)
+                digest = digests.get(key) if writes.get(key) is written else None
+                known[key] = (digest or _digest(written), filing)
         with self._lock:
             self._echoes.update(digests)
             self._echo_values.update(known)
@@ -306,38 +311,63 @@ class FleetCache:
                 self._log.error("fleet_cache_relist_failed", error=str(relist_error))
 
     def _apply_events(self, events: list[WatchEvent]) -> None:
-        parsed: list[tuple[WatchEvent, str, KeyFile | None]] = []
+        """Apply one watch response under one lock hold, each event parsed before it.
+
+        An echo of a value announced with how it files (``expect``) costs one digest and a
+        KeyFile: no parse of its key or value. The digest of an event whose key was announced
+        is taken once (outside the lock) and compared both with the announced value's and
+        with the announced write's (quiet)."""
+        ks, echoes, known_values, blake2b = self._ks, self._echoes, self._echo_values, hashlib.blake2b
+        parsed: list[tuple[WatchEvent, str, KeyFile | None, bytes | None]] = []
         for event in events:
-            section = section_of(self._ks, event.key)
+            # (each a single read, no lock needed: a digest, or a (digest, filing) pair)
+            key, put = event.key, event.kind != "delete"
+            known = known_values.get(key)
+            # (_digest, inline)
+            digest = blake2b(event.value, digest_size=16).digest() if put and (known is not None or echoes.get(key) is not None) else None
+            if known is not None and digest == known[0]:
+                filing = known[1]
+                parsed.append((event, filing.section, filing.file(event.mod_revision), digest))
+                continue
+            section = section_of(ks, key)
             if section is None:
                 continue  # history/, unknown sections: never cached
             keyfile = None
-            # (each a single read, no lock needed: a digest, or a (digest, value) pair)
-            expected, known = self._echoes.get(event.key), self._echo_values.get(event.key)
-            digest = _digest(event.value) if (expected is not None or known is not None) and event.kind != "delete" else None
-            if known is not None and digest == known[0]:
-                keyfile = known_value(self._ks, event.key, section, known[1], event.mod_revision)
-            elif section == "routes" and digest is not None and digest == expected:
-                keyfile = known_route(self._ks, event.key, event.value, event.mod_revision)  # (our own table: valid)
-            elif event.kind != "delete" and section != "hosts":  # (a host key is parsed with its previous value, below)
-                keyfile = parse_key(self._ks, event.key, event.value, event.mod_revision)
-            parsed.append((event, section, keyfile))
+            if section == "routes" and digest is not None and digest == echoes.get(key):
+                keyfile = known_route(ks, key, event.value, event.mod_revision)  # (our own table: valid)
+            elif put and section != "hosts":  # (a host key is parsed with its previous value, below)
+                keyfile = parse_key(ks, key, event.value, event.mod_revision)
+            parsed.append((event, section, keyfile, digest))
         with self._lock:
             applied = 0
-            for event, section, keyfile in parsed:
-                if event.mod_revision <= self._floors.get(section, 0):
+            floors, files, cursors = self._floors, self._files, self._cursors
+            for event, section, keyfile, digest in parsed:
+                if event.mod_revision <= floors.get(section, 0):
                     continue  # that section's read already holds it
-                if section == "hosts" and event.kind != "delete":  # rare: keeps its last valid record
-                    keyfile = parse_key(self._ks, event.key, event.value, event.mod_revision, self._files.get(event.key))
-                echoed = event.key in self._echoes
-                expected = self._echoes.pop(event.key, None)
-                self._echo_values.pop(event.key, None)
-                quiet = echoed and expected == (None if event.kind == "delete" else _digest(event.value))
-                previous = self._files.pop(event.key, None) if keyfile is None else self._files.get(event.key)
+                key, put = event.key, event.kind != "delete"
+                if section == "hosts" and put:  # rare: keeps its last valid record
+                    keyfile = parse_key(ks, key, event.value, event.mod_revision, files.get(key))
+                expected = echoes.pop(key, _UNANNOUNCED)
+                known_values.pop(key, None)
+                if expected is _UNANNOUNCED:
+                    quiet = False
+                elif not put:
+                    quiet = expected is None
+                elif expected is None:
+                    quiet = False  # (a delete was announced)
+                else:  # (announced since the digest was skipped above: rare)
+                    quiet = expected == (digest if digest is not None else _digest(event.value))
+                previous = files.pop(key, None) if keyfile is None else files.get(key)
                 if keyfile is not None:
-                    self._files[event.key] = keyfile
-                for cursor in self._cursors:
-                    cursor._note(event.key, quiet, previous)
+                    files[key] = keyfile
+                # each cursor notes the key, and its file until now (the one its last take
+                # saw, if this is its first change since); quiet only while every change of
+                # it since was (inline: once per event and cursor)
+                for cursor in cursors:
+                    if not cursor._everything:  # (its next take returns every key anyway)
+                        changed = cursor._changed
+                        changed[key] = quiet and changed.get(key, True) and cursor.echoes
+                        cursor._previous.setdefault(key, previous)
                 applied += 1
             if events:
                 self.revision = max(self.revision, events[-1].mod_revision)
@@ -412,8 +442,8 @@ class FleetCache:
                 files: dict[str, KeyFile | None] = dict(self._files)
                 quiet: frozenset[str] = frozenset()
             else:
-                files = {key: self._files.get(key) for key in cursor._changed}
-                quiet = frozenset(key for key, q in cursor._changed.items() if q)
+                files = dict(zip(cursor._changed, map(self._files.get, cursor._changed), strict=True))
+                quiet = frozenset(itertools.compress(cursor._changed, cursor._changed.values()))
             changes = Changes(self.revision, files, quiet, cursor._everything, cursor._previous)
             cursor._changed, cursor._previous = {}, {}
             cursor._everything = False

@@ -3,7 +3,7 @@
 A key is parsed once per revision into a ``KeyFile``: where its value goes in a snapshot
 (its kind and slot), the value or its error, and how to take it out again. Parsing is total
 and strict: a bad name or value never raises, it becomes a problem or an error the planner
-reports. ``parse_key`` is the one entry point; ``known_value`` and ``known_route`` file the
+reports. ``parse_key`` is the one entry point; ``Announced`` and ``known_route`` file the
 controller's own writes when they come back (controller/fleetcache.py), without parsing them
 again. The snapshot and its builder are in controller/snapshot.py.
 """
@@ -258,6 +258,17 @@ _UNFILE: dict[str, Filer] = {
     **{attr: filers[1] for attr, filers in _DICTS.items()},
 }
 
+# Filing a key's new file over its old one in the same slot, for the kinds where that is
+# unfile + file in one step: the value is replaced and the indexes already name the slot (an
+# assignment's holders), and nothing reads the order of the mapping (unfile + file moves the
+# key to its end: the order of hosts and modelstatus is read, by the rolling resync, so
+# those are not here). A pass's echoes of changed assignments and route tables skip a pop
+# and a re-add (an assignment's holder frozenset rebuilt twice).
+_REPLACE: dict[str, Filer] = {
+    "assignment": lambda fleet, f: fleet.assignments.__setitem__(f.slot, f.value),
+    "routes": lambda fleet, f: fleet.routes.__setitem__(f.slot, f.value),
+}
+
 
 class _Filing(NamedTuple):
     """What parse_key files for one key (a KeyFile's fields after its revision, and a
@@ -378,17 +389,50 @@ def parse_key(ks: Keyspace, key: str, value: bytes, revision: int, previous: Key
     return NotedKeyFile(revision, filing.kind, filing.slot, filing.value, key, filing.error, filing.unread, record)
 
 
-def known_value(ks: Keyspace, key: str, section: str, value: ModelStatusReport | Assignment | bytes, revision: int) -> KeyFile:
-    """modelstatus/<m> or assignments/<h>/<m> holding exactly ``schema.encode(value)``: the
-    controller's own write coming back (fleetcache.py), filed as the planner's object instead
-    of a parsed copy (parse_key of those bytes gives an equal KeyFile: tests/unit/test_fleetcache.py).
-    routes/<m>: value is the content digest of the table the controller encoded there."""
+class Announced(NamedTuple):
+    """A put of the controller's as its echo files into a snapshot: what ``parse_key`` of the
+    bytes written gives (tests/unit/test_fleetcache.py), known to the writer already. The
+    writer announces it with the write (FleetCache.expect), so the echo costs a digest and a
+    KeyFile, not a parse of its key (Keyspace.classify, name checks, sys.intern: at 30,000
+    models ~40% of applying a pass's echoes, bench/loss_pass.py). Its names are the
+    snapshot's own (the planner's hosts and models come from it), interned there already."""
+
+    section: str  # the key's section (the cache drops events its section's read holds)
+    kind: str  # a key of _FILE
+    slot: Any
+    value: Any  # the report, the assignment, or a route table's content digest
+
+    def file(self, revision: int) -> KeyFile:
+        value = Parsed(self.value, None, revision) if self.kind == "assignment" else self.value
+        return KeyFile(revision, self.kind, self.slot, value)
+
+
+def announced_assignment(host: str, model: str, assignment: Assignment) -> Announced:
+    return Announced("assignments", "assignment", (host, model), assignment)
+
+
+def announced_report(model: str, report: ModelStatusReport) -> Announced:
+    return Announced("modelstatus", "modelstatus", model, report)
+
+
+def announced_route(model: str, digest: bytes) -> Announced:
+    """routes/<m> holding a table whose routing.content_digest is ``digest``."""
+    return Announced("routes", "routes", model, digest)
+
+
+def announced(ks: Keyspace, key: str, value: ModelStatusReport | Assignment | bytes) -> Announced | None:
+    """modelstatus/<m> or assignments/<h>/<m> holding exactly ``schema.encode(value)``, or
+    routes/<m> holding a table whose content digest is ``value``, for a writer that knows
+    only the key (its names parsed here); None for a key of another section."""
+    section = ks.section(key)
     if section == "assignments":
         host, model = ks.parse_host_model(key, section)
-        return KeyFile(revision, "assignment", (_name(host), _name(model)), Parsed(value, None, revision))
+        return announced_assignment(_name(host), _name(model), value)  # type: ignore[arg-type]
     if section == "routes":
-        return KeyFile(revision, "routes", _name(ks.name_after(key, ks.routes_prefix())), value)
-    return KeyFile(revision, "modelstatus", _name(ks.name_after(key, ks.modelstatus_prefix())), value)
+        return announced_route(_name(ks.name_after(key, ks.routes_prefix())), value)  # type: ignore[arg-type]
+    if section == "modelstatus":
+        return announced_report(_name(ks.name_after(key, ks.modelstatus_prefix())), value)  # type: ignore[arg-type]
+    return None
 
 
 def known_route(ks: Keyspace, key: str, value: bytes, revision: int) -> KeyFile:

@@ -82,6 +82,17 @@ def hold(demand: ModelDemand, current: Collection[str], ready: Collection[str], 
     return Held(tuple(stay), tuple(leaving), ready_staying, out, demand.memory_mb)
 
 
+def held_as_placed(placed: tuple[str, ...], ready: Collection[str], memory_mb: int) -> Held:
+    """hold() of a model whose current hosts are now exactly ``placed`` (sorted, as many as
+    it wants), the hosts the previous plan gave it with none of them leaving, when neither
+    its demand nor any of those hosts changed since: each of them stays (it stayed, or was
+    chosen as a host that takes new replicas and matches the selector), none is scaled down
+    and none leaves, so only readiness is read again. What makes the echo of a plan's own
+    new replicas cost O(replicas) and not the whole of rules 1-3 (IncrementalPlacer.update;
+    tests/unit/test_placement_properties.py checks it equals place)."""
+    return Held(placed, (), frozenset(name for name in placed if name in ready), placed, memory_mb)
+
+
 def move_notes(held: Held, placed: Collection[str], demand: ModelDemand) -> tuple[str, ...]:
     """Rule 8: one note per leaving replica kept by rule 3, saying what it waits for."""
     if not held.leaving:

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from collections.abc import Iterator
-from typing import Any
 
 from tfleet import routing, schema
 from tfleet.controller.election import NotLeader
@@ -31,7 +30,7 @@ from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE
 from tfleet.controller.resync import SLICE_MAX, RollingResync
 from tfleet.controller.schedules import ScheduleRunner, next_due
 from tfleet.controller.fleetcache import FleetCache
-from tfleet.controller.snapshot import FleetBuilder, FleetSnapshot
+from tfleet.controller.snapshot import Announced, FleetBuilder, FleetSnapshot, announced_assignment, announced_report, announced_route
 from tfleet.controller.txn_pipeline import DEFAULT_DEPTH, TxnPipeline
 from tfleet.keyspace import Keyspace
 from tfleet.ports import Fence, IntentRegistry, Store
@@ -400,8 +399,9 @@ class ControllerReconciler:
         models = None if snap.changed_models is None or snap.changed_hosts is None else self._route_models(snap)
         return routing.plan_routes(snap, snap.routes, self._now(), models).writes(self._ks)
 
-    def _operations(self, snap: FleetSnapshot, chunks: Iterable[ControllerPlan]) -> Iterator[tuple[str, Put | Delete, Any, str]]:
-        """(kind, operation, the report or assignment a Put encodes, its model) in write order,
+    def _operations(self, snap: FleetSnapshot, chunks: Iterable[ControllerPlan]) -> Iterator[tuple[str, Put | Delete, Announced | None, str]]:
+        """(kind, operation, how a Put's echo files (the report, assignment or route table
+        digest it encodes, in its slot), its model) in write order,
         encoded one at a time: a first pass at 100,000 models writes ~300,000 keys, which must
         not all be held encoded at once (it was the peak of the controller's memory). Each
         chunk of the plan is planned only once the previous one's writes are on their way
@@ -421,7 +421,7 @@ class ControllerReconciler:
         for plan in chunks:
             for (host, model), assignment in sorted(plan.puts.items()):
                 kind = "new replica" if quiet_assignment(snap, host, model) else "assignment"
-                yield kind, Put(self._ks.assignment(host, model), schema.encode(assignment)), assignment, model
+                yield kind, Put(self._ks.assignment(host, model), schema.encode(assignment)), announced_assignment(host, model, assignment), model
             for host, model in sorted(plan.deletes):
                 if quiet_delete(snap, host, model):
                     gone.append(("gone host's replica", Delete(self._ks.assignment(host, model)), None, model))
@@ -430,11 +430,11 @@ class ControllerReconciler:
             for model, report in sorted(plan.reports.items()):
                 # (plan_model gives the stored report itself when only updated_at would change)
                 if report is not snap.modelstatus.get(model):
-                    yield "modelstatus", Put(self._ks.modelstatus(model), schema.encode(report)), report, model
+                    yield "modelstatus", Put(self._ks.modelstatus(model), schema.encode(report)), announced_report(model, report), model
             for model in sorted(plan.report_deletes):
                 yield "modelstatus", Delete(self._ks.modelstatus(model)), None, model
         for model, op, digest in self._route_ops(snap):
-            yield "routes", op, digest, model
+            yield "routes", op, None if digest is None else announced_route(model, digest), model
         yield from gone
 
     def _write(self, snap: FleetSnapshot, chunks: Iterable[ControllerPlan]) -> int:
@@ -443,11 +443,12 @@ class ControllerReconciler:
         finally:
             self._txns.drain()  # (raises the first failure of those still in flight)
 
-    def _send(self, operations: Iterator[tuple[str, Put | Delete, Any, str]]) -> int:
+    def _send(self, operations: Iterator[tuple[str, Put | Delete, Announced | None, str]]) -> int:
         written = 0
         while batch := list(itertools.islice(operations, WRITE_BATCH)):
             # Announced to the cache before they are written: the report and route echoes are
-            # quiet, and reports and assignments come back filed as these objects.
+            # quiet, and reports and assignments come back filed as these objects (in the
+            # slots the writer knows: their keys are not parsed again).
             echoes = [(op, model) for kind, op, _, model in batch if kind in QUIET_ECHOES]
             quiet = {op.key: op.value if isinstance(op, Put) else None for op, _ in echoes}
             self._ledger.announce(quiet, {op.key: model for op, model in echoes})

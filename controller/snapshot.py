@@ -33,15 +33,22 @@ from tfleet.schema import (
 )
 from tfleet.controller.keyfile import (
     SECTIONS,
+    Announced,
     KeyFile,
     NotedKeyFile,
     Parsed,
+    _FILE,
+    _REPLACE,
+    _UNFILE,
     _add_frozen,
     _discard,
     _discard_frozen,
+    announced,
+    announced_assignment,
+    announced_report,
+    announced_route,
     is_host_key,
     known_route,
-    known_value,
     parse_key,
 )
 from tfleet.store.types import Snapshot
@@ -180,24 +187,36 @@ class FleetBuilder:
         if fleet is None:
             return self.rebuild(revision, (f for f in changes.values() if f is not None))
         bad = fleet.bad_values
+        unfile, file = _UNFILE, _FILE
         for key, keyfile in changes.items():
-            was_bad = bad.get(key)
             old = previous.get(key)
+            if isinstance(old, NotedKeyFile) or isinstance(keyfile, NotedKeyFile):
+                was_bad = bad.get(key)
+                if old is not None:
+                    old.unfile(fleet)
+                if keyfile is not None:
+                    keyfile.file(fleet)
+                if bad.get(key) != was_bad:
+                    fleet.bad_values_revision = revision
+                continue
+            # (plain KeyFiles, filed directly: only a NotedKeyFile touches bad_values)
             if old is not None:
-                old.unfile(fleet)
+                if keyfile is not None and old.kind == keyfile.kind and old.slot == keyfile.slot:
+                    replace = _REPLACE.get(old.kind)
+                    if replace is not None:
+                        replace(fleet, keyfile)
+                        continue
+                unfile[old.kind](fleet, old)
             if keyfile is not None:
-                keyfile.file(fleet)
-            if bad.get(key) != was_bad:
-                fleet.bad_values_revision = revision
-        quiet = set(quiet)
+                file[keyfile.kind](fleet, keyfile)
+        unplanned = changes.keys() - (quiet if isinstance(quiet, (set, frozenset)) else set(quiet))
         models: set[str] = set()
         hosts: set[str] = set()
         other: set[str] = set()  # models with a changed key other than an agent's status
-        for key in changes:
-            if key not in quiet:
-                parsed = note_change(self._ks, key, models, hosts)
-                if parsed.section is not Section.STATUS and parsed.model is not None:
-                    other.add(parsed.model)
+        for key in unplanned:
+            parsed = note_change(self._ks, key, models, hosts)
+            if parsed.section is not Section.STATUS and parsed.model is not None:
+                other.add(parsed.model)
         fleet.revision = revision
         fleet.changed_models = frozenset(models)
         fleet.changed_hosts = frozenset(hosts)
@@ -253,15 +272,19 @@ def note_change(ks: Keyspace, key: str, models: set[str], hosts: set[str]) -> Pa
 # here too (the snapshot is what its callers think in).
 __all__ = [
     "SECTIONS",
+    "Announced",
     "FleetBuilder",
     "FleetSnapshot",
     "KeyFile",
     "NotedKeyFile",
     "Parsed",
     "SnapshotReader",
+    "announced",
+    "announced_assignment",
+    "announced_report",
+    "announced_route",
     "is_host_key",
     "known_route",
-    "known_value",
     "note_change",
     "parse_key",
     "read",

@@ -406,7 +406,12 @@ def test_an_invalid_host_record_keeps_the_last_valid_one_while_the_key_exists() 
     assert "h0" not in read(Snapshot(etcd.revision, tuple(etcd.items.values())), KS).hosts  # a one-shot read has no memory
 
 
-def test_an_echoed_report_or_assignment_is_filed_as_the_object_written_and_equals_a_parsed_one() -> None:
+@pytest.mark.parametrize("with_slots", [False, True])
+def test_an_echoed_report_or_assignment_is_filed_as_the_object_written_and_equals_a_parsed_one(with_slots: bool) -> None:
+    """with_slots: announced with the slots the writer knows (the reconciler's way:
+    keyfile.Announced), else with the object alone (the key is parsed when announced)."""
+    from tfleet.controller.keyfile import announced_assignment, announced_report
+
     etcd = FakeEtcd()
     cache = FleetCache(etcd, KS, log=LOG)
     cursor = cache.cursor("c", echoes=True)
@@ -416,7 +421,12 @@ def test_an_echoed_report_or_assignment_is_filed_as_the_object_written_and_equal
     report = schema.parse(schema.ModelStatusReport, VALUES["modelstatus"][0], key)
     wanted = schema.parse(schema.Assignment, assignment([1, 2]), place)
     written = {key: schema.encode(report), place: schema.encode(wanted)}
-    cache.expect({key: written[key]}, {key: (written[key], report), place: (written[place], wanted)})
+    if with_slots:
+        cache.expect(
+            {key: written[key]}, {key: (written[key], announced_report("m0", report)), place: (written[place], announced_assignment("h0", "m0", wanted))}
+        )
+    else:
+        cache.expect({key: written[key]}, {key: (written[key], report), place: (written[place], wanted)})
     etcd.txn(list(written.items()))
     etcd.watches[-1].drain()
     for name, value in ((key, report), (place, wanted)):
