@@ -5,14 +5,7 @@ each waits for etcd to commit it (~2.5 ms on this machine's disk, measured with 
 400 bytes); the pass used to wait for each in turn while etcd's core had nothing else to do
 and the controller's had the next batch to encode. With two in flight, etcd commits one
 while the pass encodes and announces the next (and etcd batches concurrent proposals into
-one fsync). Four in flight, not two: under load a commit takes ~13 ms here, and the
-pass's planning then waits on etcd, not the other way round. With every commit delayed
-13 ms (``python -m bench.loss_pass --models 30000 --commit-ms 13``) re-placing 100 lost
-hosts' replicas took 2.85 s of wall time at 2 in flight, 2.02 s at 4 and 1.64 s at 8, for
-the same ~1.5 CPU-s; on the real etcd at 100,000 models (bench/scale, one run each) every
-lost replica was re-placed 15.9 s after the kill at 4 against 20.5 s at 2. Each transaction
-in flight holds its 100 writes (~60 KB) and an agent's write may queue behind them (~5 ms
-each), so the depth stays small.
+one fsync).
 
 Why the order of one pass's transactions does not matter: every key is written at most once
 per pass, and every write was decided from the same snapshot; the writes' echoes are
@@ -32,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
-DEFAULT_DEPTH = 4
+DEFAULT_DEPTH = 2
 
 
 class TxnPipeline(Generic[T]):
