@@ -143,6 +143,9 @@ class WatchStream:
         except grpc.RpcError as exc:
             self._end(exc)
             return
+        except Exception as exc:  # (anything else too: a watch that stops silently would never resume)
+            self._end(exc)
+            return
         self._end(None)
 
     def _end(self, outcome: BaseException | None) -> None:
