@@ -58,6 +58,9 @@ HISTORY_RECHECK = 30.0
 # change is an agent's status wait for the next pass (readiness behind placement: see
 # ControllerReconciler._defer_readiness).
 DEFER_READINESS_AT = 1000
+# The deletes of lost hosts' assignments wait for a pass in which no host was lost, at most
+# this long (seconds): see ControllerReconciler._gone_deletes_wait.
+GONE_DELETES_WAIT_AT_MOST = 30.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,11 @@ class ControllerReconciler:
         self._txns: TxnPipeline[Put | Delete] = TxnPipeline(self._election.fenced_txn, txns_in_flight)
         # models whose writes may not have landed (a failed pass): planned again by the next one
         self._owed: frozenset[str] = frozenset()
+        # models whose lost hosts' assignments are still to be deleted, since when, and
+        # whether this pass leaves such deletes for a later one (_gone_deletes_wait)
+        self._gone_models: set[str] = set()
+        self._gone_since: float | None = None
+        self._defer_gone, self._flush_gone = False, frozenset[str]()
         self._defer_readiness_at = defer_readiness_at
         self.last_snapshot: FleetSnapshot | None = None
 
@@ -146,6 +154,7 @@ class ControllerReconciler:
         self._ledger.reset()
         self._planner.reset()
         self._owed = frozenset()
+        self._gone_models, self._gone_since = set(), None  # (a full plan deletes them)
 
     def _after_failed_writes(self, models: Iterable[str]) -> None:
         """Some of this pass's writes may not have landed (etcd timed out or failed): plan the
@@ -210,6 +219,7 @@ class ControllerReconciler:
             snap.changed_models = snap.changed_models | owed
         planned = False
         try:
+            self._defer_gone, self._flush_gone = self._gone_deletes_wait(snap)
             deferred = self._defer_readiness(snap, owed)
             resynced = self._add_resync_slice(snap)
             self._remember_valid_intents(snap)
@@ -234,6 +244,8 @@ class ControllerReconciler:
             replan: int | str = "all"
             if planned and not self._planner.full:
                 self._after_failed_writes(self._planner.planned | self._route_models(snap))
+                self._gone_models |= self._flush_gone  # (a later pass deletes what is still there)
+                self._gone_since = self._gone_since if self._gone_since is not None or not self._gone_models else self._clock()
                 replan = len(self._owed)
             else:
                 self._start_over()
@@ -264,8 +276,34 @@ class ControllerReconciler:
             plan_s=round(plan_took, 3),
             write_s=round(wrote, 3),
         )
-        # (deferred models are owed: the next pass comes at once)
-        return Outcome("ok", writes, 0.0 if deferred else self.resync_due_in())
+        # (deferred models are owed, and waiting deletes want a pass without lost hosts: the
+        # next pass comes at once)
+        return Outcome("ok", writes, 0.0 if deferred or self._gone_models else self.resync_due_in())
+
+    def _gone_deletes_wait(self, snap: FleetSnapshot) -> tuple[bool, frozenset[str]]:
+        """Whether this pass leaves the deletes of lost hosts' assignments to a later pass,
+        and the models whose waiting deletes it writes.
+
+        They wait while hosts are being lost, at most GONE_DELETES_WAIT_AT_MOST seconds.
+        Nothing waits for them (the host is gone, its replica is neither served nor routed,
+        and placement ignores it), while the next pass, which re-places the replicas of the
+        hosts lost meanwhile, waits for every write of this one: in a pass that re-places
+        lost hosts' replicas they are a quarter of the writes. The first pass in which no
+        host was lost (the one that reports the new replicas ready, usually) writes them,
+        last: for each waiting model, the delete of every assignment the snapshot still holds
+        on a host that is still gone (a host that came back keeps what the plan gives it; a
+        new term's full plan deletes whatever is left)."""
+        if self._planner.plans_all(snap):
+            self._gone_models, self._gone_since = set(), None
+            return False, frozenset()
+        assert snap.changed_hosts is not None  # (plans_all)
+        lost = any(host not in snap.hosts for host in snap.changed_hosts)
+        overdue = self._gone_since is not None and self._clock() - self._gone_since >= GONE_DELETES_WAIT_AT_MOST
+        if self._gone_models and (not lost or overdue):
+            flush = frozenset(self._gone_models)
+            self._gone_models, self._gone_since = set(), None
+            return False, flush
+        return lost, frozenset()
 
     def _defer_readiness(self, snap: FleetSnapshot, owed: frozenset[str]) -> frozenset[str]:
         """Placement before readiness: when hosts were lost, the models whose only change is an
@@ -410,13 +448,13 @@ class ControllerReconciler:
         3.4 s writing, most of it waiting for etcd (bench/scale, py-spy). Route tables come
         after the plan's writes: they are built from the snapshot, not from the plan.
 
-        The deletes of lost hosts' assignments come last of all. Nothing waits for them (the
-        host is gone, its replica is neither served nor routed, and placement already ignores
-        it), while everything before them is what an agent, a router or an operator waits
-        for; in a pass that re-places lost hosts' replicas they are a quarter of the writes
-        (a new assignment, the old one's delete, the report, the route table per model), so
-        the last report of the pass lands that much sooner. (Deleted in the same pass all
-        the same: a host that comes back under its name must not find them.)"""
+        The deletes of lost hosts' assignments come last of all, in a pass in which no host
+        was lost (while hosts are being lost they wait: _gone_deletes_wait). Nothing waits for
+        them (the host is gone, its replica is neither served nor routed, and placement
+        already ignores it), while everything before them is what an agent, a router or an
+        operator waits for; in a pass that re-places lost hosts' replicas they are a quarter
+        of the writes (a new assignment, the old one's delete, the report, the route table
+        per model)."""
         gone: list[tuple[str, Delete, None, str]] = []
         for plan in chunks:
             for (host, model), assignment in sorted(plan.puts.items()):
@@ -424,7 +462,11 @@ class ControllerReconciler:
                 yield kind, Put(self._ks.assignment(host, model), schema.encode(assignment)), announced_assignment(host, model, assignment), model
             for host, model in sorted(plan.deletes):
                 if quiet_delete(snap, host, model):
-                    gone.append(("gone host's replica", Delete(self._ks.assignment(host, model)), None, model))
+                    if self._defer_gone:  # (a later pass deletes it: _gone_deletes_wait)
+                        self._gone_models.add(model)
+                        self._gone_since = self._gone_since if self._gone_since is not None else self._clock()
+                    else:
+                        gone.append(("gone host's replica", Delete(self._ks.assignment(host, model)), None, model))
                 else:
                     yield "assignment", Delete(self._ks.assignment(host, model)), None, model
             for model, report in sorted(plan.reports.items()):
@@ -436,6 +478,12 @@ class ControllerReconciler:
         for model, op, digest in self._route_ops(snap):
             yield "routes", op, None if digest is None else announced_route(model, digest), model
         yield from gone
+        deleted = {op.key for _, op, _, _ in gone}
+        for model in sorted(self._flush_gone):
+            for host in sorted(snap.holders.get(model, ())):
+                key = self._ks.assignment(host, model)
+                if quiet_delete(snap, host, model) and key not in deleted:
+                    yield "gone host's replica", Delete(key), None, model
 
     def _write(self, snap: FleetSnapshot, chunks: Iterable[ControllerPlan]) -> int:
         try:

@@ -13,6 +13,7 @@ from bench.controller_plan import KS, NOW, build
 from bench.loss_pass import lose_hosts, report_moved
 from tfleet import schema
 from tfleet.controller import incremental
+from tfleet.controller import reconciler as reconciler_module
 from tfleet.controller.planner import plan
 from tfleet.controller.snapshot import read
 from tfleet.keyspace import Section
@@ -77,9 +78,11 @@ def test_lost_hosts_replicas_are_re_placed_in_one_pass_whose_echoes_plan_nothing
     lose_hosts(store, lost)
     passes = _until_quiet(store, reconciler)
     # the pass that saw the loss planned the models the lost hosts held; the echoes of its
-    # writes (new replicas, deletes of the lost hosts' assignments, reports, routes) none
-    (writes, planned), *echoes = passes
+    # writes (new replicas, reports, routes) none; the next pass, in which no host was lost,
+    # deleted the lost hosts' assignments, planning nothing again
+    (writes, planned), (deleted, replanned), *echoes = passes
     assert writes > 0 and planned == len(set(held))
+    assert deleted == len(held) and replanned == 0, passes
     assert all(p == (0, 0) for p in echoes), passes
     assert not any(KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).host in lost for k in store.items)
     _fresh_plan_needs_nothing(store)
@@ -216,10 +219,11 @@ def test_readiness_waits_a_pass_behind_the_replacement_of_lost_hosts() -> None:
     for model in on_second:  # every replica of the lost host has its replacement
         placed = [k for k in store.items if KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).model == model]
         report = schema.parse(ModelStatusReport, store.items[KS.modelstatus(model)].value, model)
-        assert len(placed) == report.wanted_replicas or report.reasons, report
-        assert second not in {KS.classify(k).host for k in placed}
+        assert len([k for k in placed if KS.classify(k).host != second]) == report.wanted_replicas or report.reasons, report
+        assert second not in {r.host for r in report.replicas}
     waited, *_ = _until_quiet(store, reconciler)
     assert waited[1] > 0  # the next pass planned the models whose statuses waited
+    assert not _models_on(store, second)  # (and deleted the lost host's assignments)
     assert report_moved(store) > 0  # (the second wave's new replicas)
     _until_quiet(store, reconciler)
     for key, kv in store.items.items():  # every replica's report says it is ready
@@ -280,10 +284,11 @@ class _OrderStore(cache_pass.MemoryStore):
         return super().txn(compares, success, failure)
 
 
-def test_a_pass_deletes_lost_hosts_assignments_after_everything_else_it_writes() -> None:
-    """What agents, routers and operators wait for (new assignments, reports, route tables)
-    is written before the deletes of the lost hosts' assignments, which nothing waits for;
-    those are written in the same pass all the same."""
+def test_lost_hosts_assignments_are_deleted_last_by_the_first_pass_without_a_lost_host() -> None:
+    """The pass that re-places lost hosts' replicas leaves the deletes of their assignments
+    (nothing waits for them; the next pass, which re-places the hosts lost meanwhile, would
+    wait for them); the first pass in which no host was lost writes them, after everything
+    else it writes, without planning those models again."""
     store = _OrderStore(build(3 * incremental.PLAN_CHUNK, 8))
     store.ops = []
     reconciler = cache_pass.in_memory_controller(store).reconciler
@@ -293,15 +298,65 @@ def test_a_pass_deletes_lost_hosts_assignments_after_everything_else_it_writes()
     lose_hosts(store, sorted(lost))
     store.deliver()
     store.ops = []
-    assert reconciler.reconcile().result == "ok"
 
     def lost_host_delete(op) -> bool:
         return isinstance(op, Delete) and KS.in_section(op.key, Section.ASSIGNMENTS) and KS.classify(op.key).host in lost
 
+    outcome = reconciler.reconcile()
+    assert outcome.result == "ok" and outcome.requeue_after == 0.0  # (the deletes want the next pass)
+    assert store.ops and not any(lost_host_delete(op) for op in store.ops)
+    assert report_moved(store) > 0  # the new replicas are ready: the next pass reports it
+    store.deliver()
+    store.ops = []
+    assert reconciler.reconcile().result == "ok"
     kinds = [lost_host_delete(op) for op in store.ops]
     first = kinds.index(True)
     assert first > 0 and all(kinds[first:]), "a write came after a lost host's assignment was deleted"
-    assert {KS.classify(op.key).section for op in store.ops[:first]} >= {Section.ASSIGNMENTS, Section.MODELSTATUS, Section.ROUTES}
+    assert {KS.classify(op.key).section for op in store.ops[:first]} >= {Section.MODELSTATUS, Section.ROUTES}
     assert not any(KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).host in lost for k in store.items)
+    _until_quiet(store, reconciler)
+    _fresh_plan_needs_nothing(store)
+
+
+def test_a_lost_host_back_before_its_waiting_deletes_were_written_ends_consistent() -> None:
+    """A host lost and back under its name before the deletes were written keeps what the
+    plan gives it; the assignments on hosts still gone are deleted."""
+    store, reconciler = _converged()
+    lost, held = _lost_and_holding(store)
+    records = {KS.host(h): store.items[KS.host(h)] for h in lost}
+    lose_hosts(store, lost)
+    store.deliver()
+    assert reconciler.reconcile().result == "ok"
+    back = lost[0]
+    store.write(KS.host(back), records[KS.host(back)].value)  # (its agent registers again)
+    _until_quiet(store, reconciler)
+    left = {KS.classify(k).host for k in store.items if KS.in_section(k, Section.ASSIGNMENTS)}
+    assert not (set(lost) - {back}) & left
+    _fresh_plan_needs_nothing(store)
+
+
+def test_deletes_wait_at_most_a_while_when_hosts_keep_being_lost() -> None:
+    """A fleet that loses a host in every pass still gets the deletes written, once they
+    have waited GONE_DELETES_WAIT_AT_MOST."""
+    now = [0.0]
+    store = cache_pass.MemoryStore(build(200, 8))
+    reconciler = cache_pass.in_memory_controller(store, clock=lambda: now[0]).reconciler
+    _until_quiet(store, reconciler)
+    hosts = sorted(KS.classify(k).host for k in store.items if KS.in_section(k, Section.HOSTS))
+
+    def assignments_on(host: str) -> int:
+        return sum(1 for k in store.items if KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).host == host)
+
+    for step, host in enumerate(hosts[:3]):
+        now[0] = step * (reconciler_module.GONE_DELETES_WAIT_AT_MOST / 2 + 1)
+        held = assignments_on(host)
+        lose_hosts(store, [host])
+        store.deliver()
+        assert reconciler.reconcile().result == "ok"
+        if step < 2:
+            assert assignments_on(host) == held > 0  # (a pass that lost a host leaves its deletes)
+    # the third pass came after the first deletes had waited longer than allowed: it wrote
+    # every waiting delete, and its own
+    assert [assignments_on(host) for host in hosts[:3]] == [0, 0, 0]
     _until_quiet(store, reconciler)
     _fresh_plan_needs_nothing(store)
