@@ -272,6 +272,7 @@ class ControllerReconciler:
             writes=writes,
             resynced=resynced,
             deferred=len(deferred),
+            gone_waiting=len(self._gone_models),
             take_s=round(took, 3),
             plan_s=round(plan_took, 3),
             write_s=round(wrote, 3),
