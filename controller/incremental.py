@@ -205,7 +205,6 @@ class IncrementalPlanner:
         for model in models:
             entry = self._intents.get(model)
             demand_changes[model] = demand_of(snap, model, entry.intent) if entry is not None and entry.intent is not None else None
-        for model in models:
             holders = snap.holders.get(model) if model in managed else None
             current_changes[model] = frozenset(holders) if holders else None
             ready_changes[model] = ready_holders(snap, model, holders) if holders else None

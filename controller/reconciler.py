@@ -130,11 +130,10 @@ class ControllerReconciler:
         self._txns: TxnPipeline[Put | Delete] = TxnPipeline(self._election.fenced_txn, txns_in_flight)
         # models whose writes may not have landed (a failed pass): planned again by the next one
         self._owed: frozenset[str] = frozenset()
-        # models whose lost hosts' assignments are still to be deleted, since when, and
-        # whether this pass leaves such deletes for a later one (_gone_deletes_wait)
+        # models whose lost hosts' assignments are still to be deleted, and since when
+        # (_gone_deletes_wait)
         self._gone_models: set[str] = set()
         self._gone_since: float | None = None
-        self._defer_gone, self._flush_gone = False, frozenset[str]()
         self._defer_readiness_at = defer_readiness_at
         self.last_snapshot: FleetSnapshot | None = None
 
@@ -219,7 +218,7 @@ class ControllerReconciler:
             snap.changed_models = snap.changed_models | owed
         planned = False
         try:
-            self._defer_gone, self._flush_gone = self._gone_deletes_wait(snap)
+            defer_gone, flush_gone = self._gone_deletes_wait(snap)
             deferred = self._defer_readiness(snap, owed)
             resynced = self._add_resync_slice(snap)
             self._remember_valid_intents(snap)
@@ -229,7 +228,7 @@ class ControllerReconciler:
             placed = self._clock() - plan_started
             self._ledger.planned(self._planner.planned)
             self._metrics.models_planned.inc(len(self._planner.planned))
-            writes = self._write(snap, chunks)
+            writes = self._write(snap, chunks, defer_gone, flush_gone)
             writes += self._schedules.run_due(snap)
             plan_took = placed + chunks.seconds  # (placement, then the chunks as the writes drew them)
             wrote = self._clock() - plan_started - plan_took
@@ -244,8 +243,7 @@ class ControllerReconciler:
             replan: int | str = "all"
             if planned and not self._planner.full:
                 self._after_failed_writes(self._planner.planned | self._route_models(snap))
-                self._gone_models |= self._flush_gone  # (a later pass deletes what is still there)
-                self._gone_since = self._gone_since if self._gone_since is not None or not self._gone_models else self._clock()
+                self._leave_gone(flush_gone)  # (a later pass deletes what is still there)
                 replan = len(self._owed)
             else:
                 self._start_over()
@@ -297,14 +295,19 @@ class ControllerReconciler:
         if self._planner.plans_all(snap):
             self._gone_models, self._gone_since = set(), None
             return False, frozenset()
-        assert snap.changed_hosts is not None  # (plans_all)
-        lost = any(host not in snap.hosts for host in snap.changed_hosts)
+        lost = _hosts_lost(snap)
         overdue = self._gone_since is not None and self._clock() - self._gone_since >= GONE_DELETES_WAIT_AT_MOST
         if self._gone_models and (not lost or overdue):
             flush = frozenset(self._gone_models)
             self._gone_models, self._gone_since = set(), None
             return False, flush
         return lost, frozenset()
+
+    def _leave_gone(self, models: Iterable[str]) -> None:
+        """These models' lost hosts' assignments wait for a later pass (_gone_deletes_wait)."""
+        self._gone_models.update(models)
+        if self._gone_models and self._gone_since is None:
+            self._gone_since = self._clock()
 
     def _defer_readiness(self, snap: FleetSnapshot, owed: frozenset[str]) -> frozenset[str]:
         """Placement before readiness: when hosts were lost, the models whose only change is an
@@ -319,7 +322,7 @@ class ControllerReconciler:
         if self._planner.plans_all(snap) or len(snap.changed_by_status) < self._defer_readiness_at:
             return frozenset()
         assert snap.changed_models is not None and snap.changed_hosts is not None  # (plans_all)
-        if all(host in snap.hosts for host in snap.changed_hosts):  # (no host was lost)
+        if not _hosts_lost(snap):
             return frozenset()
         waiting = snap.changed_by_status - owed - _held_by_any(snap, snap.changed_hosts)
         if len(waiting) < self._defer_readiness_at:
@@ -438,7 +441,9 @@ class ControllerReconciler:
         models = None if snap.changed_models is None or snap.changed_hosts is None else self._route_models(snap)
         return routing.plan_routes(snap, snap.routes, self._now(), models).writes(self._ks)
 
-    def _operations(self, snap: FleetSnapshot, chunks: Iterable[ControllerPlan]) -> Iterator[tuple[str, Put | Delete, Announced | None, str]]:
+    def _operations(
+        self, snap: FleetSnapshot, chunks: Iterable[ControllerPlan], defer_gone: bool, flush_gone: frozenset[str]
+    ) -> Iterator[tuple[str, Put | Delete, Announced | None, str]]:
         """(kind, operation, how a Put's echo files (the report, assignment or route table
         digest it encodes, in its slot), its model) in write order,
         encoded one at a time: a first pass at 100,000 models writes ~300,000 keys, which must
@@ -450,7 +455,8 @@ class ControllerReconciler:
         after the plan's writes: they are built from the snapshot, not from the plan.
 
         The deletes of lost hosts' assignments come last of all, in a pass in which no host
-        was lost (while hosts are being lost they wait: _gone_deletes_wait). Nothing waits for
+        was lost (while hosts are being lost they wait: _gone_deletes_wait gives defer_gone,
+        and flush_gone, the models whose waiting deletes this pass writes). Nothing waits for
         them (the host is gone, its replica is neither served nor routed, and placement
         already ignores it), while everything before them is what an agent, a router or an
         operator waits for; in a pass that re-places lost hosts' replicas they are a quarter
@@ -463,9 +469,8 @@ class ControllerReconciler:
                 yield kind, Put(self._ks.assignment(host, model), schema.encode(assignment)), announced_assignment(host, model, assignment), model
             for host, model in sorted(plan.deletes):
                 if quiet_delete(snap, host, model):
-                    if self._defer_gone:  # (a later pass deletes it: _gone_deletes_wait)
-                        self._gone_models.add(model)
-                        self._gone_since = self._gone_since if self._gone_since is not None else self._clock()
+                    if defer_gone:
+                        self._leave_gone((model,))
                     else:
                         gone.append(("gone host's replica", Delete(self._ks.assignment(host, model)), None, model))
                 else:
@@ -480,15 +485,15 @@ class ControllerReconciler:
             yield "routes", op, None if digest is None else announced_route(model, digest), model
         yield from gone
         deleted = {op.key for _, op, _, _ in gone}
-        for model in sorted(self._flush_gone):
+        for model in sorted(flush_gone):
             for host in sorted(snap.holders.get(model, ())):
                 key = self._ks.assignment(host, model)
                 if quiet_delete(snap, host, model) and key not in deleted:
                     yield "gone host's replica", Delete(key), None, model
 
-    def _write(self, snap: FleetSnapshot, chunks: Iterable[ControllerPlan]) -> int:
+    def _write(self, snap: FleetSnapshot, chunks: Iterable[ControllerPlan], defer_gone: bool, flush_gone: frozenset[str]) -> int:
         try:
-            return self._send(self._operations(snap, chunks))
+            return self._send(self._operations(snap, chunks, defer_gone, flush_gone))
         finally:
             self._txns.drain()  # (raises the first failure of those still in flight)
 
@@ -566,6 +571,12 @@ class _Timed:
             if item is None:
                 return
             yield item
+
+
+def _hosts_lost(snap: FleetSnapshot) -> bool:
+    """Whether a host changed by going away (an incremental snapshot: changed_hosts is set)."""
+    assert snap.changed_hosts is not None
+    return any(host not in snap.hosts for host in snap.changed_hosts)
 
 
 def _held_by_any(snap: FleetSnapshot, hosts: Iterable[str]) -> set[str]:

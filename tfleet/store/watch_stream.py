@@ -33,6 +33,7 @@ from typing import Any
 import grpc
 from pyetcd import exceptions as etcd_exc
 
+from tfleet.store.convert import _key_text
 from tfleet.store.pb import etcd_watch_pb2 as pb
 from tfleet.store.types import WatchEvent
 
@@ -46,14 +47,14 @@ class WatchCanceled(Exception):
 
 
 def to_events(events: Sequence[Any]) -> list[WatchEvent]:
-    """WatchEvents of a response's events (keys decoded as the store decodes them)."""
+    """WatchEvents of a response's events (keys decoded as every read of the store decodes them)."""
     converted = []
     for event in events:
         kv = event.kv
         if event.type == _DELETE:
-            converted.append(WatchEvent("delete", kv.key.decode("utf-8", "surrogateescape"), b"", kv.mod_revision))
+            converted.append(WatchEvent("delete", _key_text(kv.key), b"", kv.mod_revision))
         else:
-            converted.append(WatchEvent("put", kv.key.decode("utf-8", "surrogateescape"), kv.value, kv.mod_revision))
+            converted.append(WatchEvent("put", _key_text(kv.key), kv.value, kv.mod_revision))
     return converted
 
 
@@ -100,7 +101,7 @@ class WatchStream:
         self._refusal: BaseException | None = None  # why the watch was not created
         call = channel.stream_stream(WATCH_METHOD, request_serializer=pb.WatchRequest.SerializeToString, response_deserializer=pb.WatchResponse.FromString)
         self._call = call(self._requests(), metadata=metadata, credentials=credentials)
-        self._thread = threading.Thread(target=self._read, name=f"etcd-watch:{key.decode('utf-8', 'surrogateescape')}", daemon=True)
+        self._thread = threading.Thread(target=self._read, name=f"etcd-watch:{_key_text(key)}", daemon=True)
 
     def open(self, timeout: float) -> WatchStream:
         """Start reading; wait up to timeout for etcd to create the watch. Raises
