@@ -128,6 +128,9 @@ def test_the_pass_that_re_places_logs_what_it_planned_and_where_its_time_went() 
     assert fields["hosts"] == 8 - len(lost)
     for phase in ("take_s", "plan_s", "write_s"):
         assert isinstance(fields[phase], float) and fields[phase] > 0, fields
+    # the lost hosts' assignments wait for the next pass, which says none waits any more
+    assert fields["gone_waiting"] == len(set(held))
+    assert log.lines[1][0] == "reconcile" and log.lines[1][1]["gone_waiting"] == 0
 
 
 class _FailingStore(cache_pass.MemoryStore):
