@@ -27,6 +27,7 @@ from tfleet.controller.discovery import discovery_routes
 from tfleet.controller.election import Election
 from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.history import HistoryRecorder
+from tfleet.controller.collector import Collector
 from tfleet.controller.heap import Trimmer
 from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.problems import ProblemsPublisher
@@ -131,6 +132,7 @@ class Controller:
         self.problems = ProblemsPublisher(store=self.store, keyspace=self.keyspace, election=self.election, metrics=self.metrics, log=self.log)
         self._snapshot: FleetSnapshot | None = None  # the snapshot of the last pass that had one (leading)
         self._trimmer = Trimmer()
+        self._collector = Collector(log=self.log, pauses=self.metrics.gc_seconds, clock=clock)
         self.loop = Loop(
             "controller-loop",
             self._pass,
@@ -158,6 +160,7 @@ class Controller:
     def run(self) -> None:
         s = self.settings
         tune_gc()
+        self._collector.start()
         self.ops.start()
         if self.dashboard is not None:
             self.dashboard.start()
@@ -191,7 +194,9 @@ class Controller:
         self.cache.ensure_started()  # a standby's too: its dashboard reads it
         # A standby's pass returns at once; the first one after losing leadership also
         # drops the fleet gauges this controller reported while it led.
-        outcome = self.reconciler.reconcile()
+        # (no collection during the pass; what survives it is not scanned again: controller/collector.py)
+        with self._collector.during_pass():
+            outcome = self.reconciler.reconcile()
         self._trimmer.maybe_trim()  # (a burst's freed C heap back to the system: controller/heap.py)
         if outcome.result == "standby":
             self._snapshot = None
@@ -238,6 +243,7 @@ class Controller:
             self.dashboard.stop()
         self.ops.stop()
         self.store.close()
+        self._collector.stop()
         self._stopped.set()
 
     def _healthy(self) -> tuple[bool, str]:

@@ -92,6 +92,12 @@ class ControllerMetrics:
         self.cache_events = Counter("tfleet_controller_cache_events_total", "Watch events applied to the fleet cache.", registry=r)
         self.pass_keys = Counter("tfleet_controller_pass_keys_applied_total", "Changed keys the passes applied to their snapshot.", registry=r)
         self.models_planned = Counter("tfleet_controller_models_planned_total", "Models the passes planned (all of them on a full plan).", registry=r)
+        self.gc_seconds = Counter(
+            "tfleet_controller_gc_seconds_total",
+            "Seconds the cycle collector paused the process, by generation (controller/collector.py).",
+            ["generation"],
+            registry=r,
+        )
         self.pass_errors = Counter("tfleet_controller_pass_errors_total", "Passes ended by an unexpected error (the loop backs off and goes on).", registry=r)
         self.pass_failing = Gauge("tfleet_controller_pass_failing", "1 while the controller's passes keep failing with an unexpected error.", registry=r)
         self.problems = Gauge(
