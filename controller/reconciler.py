@@ -56,8 +56,10 @@ _ASSIGNMENT_KINDS = ("assignment", "new replica", "gone host's replica")
 HISTORY_RECHECK = 30.0
 # A pass that re-places the replicas of lost hosts lets this many or more models whose only
 # change is an agent's status wait for the next pass (readiness behind placement: see
-# ControllerReconciler._defer_readiness).
+# ControllerReconciler._defer_readiness), pass after pass while hosts keep being lost, for
+# at most this long (seconds) from the first pass that let them wait.
 DEFER_READINESS_AT = 1000
+DEFER_READINESS_AT_MOST = 10.0
 # The deletes of lost hosts' assignments wait for a pass in which no host was lost, at most
 # this long (seconds): see ControllerReconciler._gone_deletes_wait.
 GONE_DELETES_WAIT_AT_MOST = 30.0
@@ -130,6 +132,9 @@ class ControllerReconciler:
         self._txns: TxnPipeline[Put | Delete] = TxnPipeline(self._election.fenced_txn, txns_in_flight)
         # models whose writes may not have landed (a failed pass): planned again by the next one
         self._owed: frozenset[str] = frozenset()
+        # models whose readiness waits behind placement, and since when (_defer_readiness)
+        self._waiting: frozenset[str] = frozenset()
+        self._waiting_since: float | None = None
         # models whose lost hosts' assignments are still to be deleted, and since when
         # (_gone_deletes_wait)
         self._gone_models: set[str] = set()
@@ -153,6 +158,7 @@ class ControllerReconciler:
         self._ledger.reset()
         self._planner.reset()
         self._owed = frozenset()
+        self._waiting, self._waiting_since = frozenset(), None
         self._gone_models, self._gone_since = set(), None  # (a full plan deletes them)
 
     def _after_failed_writes(self, models: Iterable[str]) -> None:
@@ -166,7 +172,8 @@ class ControllerReconciler:
         waiting. (A pass that planned everything starts over instead.)"""
         self._cache.forget_echoes()
         self._ledger.reset()
-        self._owed = self._owed | frozenset(models)
+        self._owed = self._owed | frozenset(models) | self._waiting
+        self._waiting, self._waiting_since = frozenset(), None
 
     def reconcile(self) -> Outcome:
         started = self._clock()
@@ -213,13 +220,15 @@ class ControllerReconciler:
             return Outcome("cache_behind")
         self.last_snapshot = snap
         owed, self._owed = self._owed, frozenset()
-        if owed and not self._planner.plans_all(snap):
+        waited, self._waiting = self._waiting, frozenset()
+        fresh = snap.changed_models
+        if (owed or waited) and not self._planner.plans_all(snap):
             assert snap.changed_models is not None  # (plans_all)
-            snap.changed_models = snap.changed_models | owed
+            snap.changed_models = snap.changed_models | owed | waited
         planned = False
         try:
             defer_gone, flush_gone = self._gone_deletes_wait(snap)
-            deferred = self._defer_readiness(snap, owed)
+            deferred = self._defer_readiness(snap, owed, waited, fresh)
             resynced = self._add_resync_slice(snap)
             self._remember_valid_intents(snap)
             plan_started = self._clock()
@@ -275,7 +284,7 @@ class ControllerReconciler:
             plan_s=round(plan_took, 3),
             write_s=round(wrote, 3),
         )
-        # (deferred models are owed, and waiting deletes want a pass without lost hosts: the
+        # (deferred models wait for the next pass, and so do the waiting deletes: the
         # next pass comes at once)
         return Outcome("ok", writes, 0.0 if deferred or self._gone_models else self.resync_due_in())
 
@@ -309,37 +318,57 @@ class ControllerReconciler:
         if self._gone_models and self._gone_since is None:
             self._gone_since = self._clock()
 
-    def _defer_readiness(self, snap: FleetSnapshot, owed: frozenset[str]) -> frozenset[str]:
+    def _defer_readiness(self, snap: FleetSnapshot, owed: frozenset[str], waited: frozenset[str], fresh: frozenset[str] | None) -> frozenset[str]:
         """Placement before readiness: when hosts were lost, the models whose only change is an
         agent's status (DEFER_READINESS_AT or more of them) wait for the next pass, which comes
-        at once (they are owed). Their replicas are placed already; planning them reports
-        readiness and routes new replicas, while the lost hosts' replicas have no replacement
-        until this pass writes one. At 100,000 models a pass that re-placed 40 lost hosts'
-        replicas also reported the previous pass's ~12,000 new replicas ready, and took 14.6 s
-        instead of ~6 s (bench/scale, docs/operations.md). Not deferred: models on a changed
-        host (placement looks at them anyway), models owed by a previous pass (nothing waits
-        twice), and anything on a pass that plans everything."""
-        if self._planner.plans_all(snap) or len(snap.changed_by_status) < self._defer_readiness_at:
+        at once. Their replicas are placed already; planning them reports readiness and routes
+        new replicas, while the lost hosts' replicas have no replacement until this pass
+        writes one. At 100,000 models a pass that re-placed 40 lost hosts' replicas also
+        reported the previous pass's ~12,000 new replicas ready, and took 14.6 s instead of
+        ~6 s (bench/scale, docs/operations.md).
+
+        They wait again while hosts keep being lost (the next wave's replicas come first:
+        at 100,000 models the pass that re-placed the last 53 hosts' replicas also planned
+        the ~2,400 models that had waited once, ~18% of it), but never longer than
+        DEFER_READINESS_AT_MOST seconds from the first pass that let them wait; the first
+        pass in which no host was lost plans them all. Not deferred: models on a changed host
+        (placement looks at them anyway), models whose writes may not have landed (owed),
+        models with another change this pass (waited: those that waited before; fresh: this
+        pass's changed models), and anything on a pass that plans everything."""
+        since, self._waiting_since = self._waiting_since, None
+        if self._planner.plans_all(snap) or fresh is None:
             return frozenset()
         assert snap.changed_models is not None and snap.changed_hosts is not None  # (plans_all)
-        if not _hosts_lost(snap):
+        now = self._clock()
+        if not _hosts_lost(snap) or (since is not None and now - since >= DEFER_READINESS_AT_MOST):
+            return frozenset()
+        # What moved for a model that waited is its statuses (a model with another change of
+        # its own this pass is planned); the placement input reads their readiness again
+        # (IncrementalPlanner._next_input).
+        snap.changed_by_status = snap.changed_by_status | (waited - (fresh - snap.changed_by_status))
+        if len(snap.changed_by_status) < self._defer_readiness_at:
             return frozenset()
         waiting = snap.changed_by_status - owed - _held_by_any(snap, snap.changed_hosts)
         if len(waiting) < self._defer_readiness_at:
             return frozenset()
         snap.changed_models = snap.changed_models - waiting
-        self._owed = self._owed | waiting
+        self._waiting, self._waiting_since = waiting, since if since is not None else now
         return waiting
 
     # -- the rolling resync ---------------------------------------------------------------------
     def _add_resync_slice(self, snap: FleetSnapshot) -> int:
         """Add the models and hosts the rolling resync owes by now to the pass's changes (they
         are planned as if they had changed: the incremental planner then re-derives them from
-        the snapshot). Nothing on a pass that plans everything anyway."""
+        the snapshot). Nothing on a pass that plans everything anyway, nor on one in which
+        hosts were lost: the slice stays owed to the next pass (the net can wait seconds; the
+        lost hosts' replicas cannot: a slice of 500 models was ~5% of such a pass at 100,000
+        models, bench/scale)."""
         self._resynced_hosts = frozenset()
         if self._planner.plans_all(snap):
             return 0
         assert snap.changed_models is not None and snap.changed_hosts is not None
+        if _hosts_lost(snap):
+            return 0
         now = self._clock()
         models = self._resync_models.take(now, lambda: _managed_names(snap, self._planner))
         hosts = self._resync_hosts.take(now, lambda: snap.hosts.keys())

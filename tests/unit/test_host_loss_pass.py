@@ -363,3 +363,84 @@ def test_deletes_wait_at_most_a_while_when_hosts_keep_being_lost() -> None:
     assert [assignments_on(host) for host in hosts[:3]] == [0, 0, 0]
     _until_quiet(store, reconciler)
     _fresh_plan_needs_nothing(store)
+
+
+def test_the_rolling_resync_waits_for_the_pass_after_hosts_were_lost() -> None:
+    """A pass that re-places lost hosts' replicas plans no resync slice (the net can wait a
+    pass; the replicas cannot); the next pass takes the slice that was owed."""
+    log = _Lines()
+    now = [0.0]
+    store = cache_pass.MemoryStore(build(40, 8))
+    reconciler = cache_pass.in_memory_controller(store, lambda: now[0], log=log, full_plan_interval=60.0, resync_slice=10).reconciler
+    _until_quiet(store, reconciler)
+    lost, held = _lost_and_holding(store)
+    now[0] = 30.0  # half the interval: half the fleet's resync is owed
+    lose_hosts(store, lost)
+    log.lines.clear()
+    store.deliver()
+    reconciler.reconcile()
+    ((event, loss),) = log.lines
+    assert event == "reconcile" and loss["resynced"] == 0 and loss["planned"] == len(set(held))
+    store.deliver()
+    reconciler.reconcile()
+    assert log.lines[1][1]["resynced"] > 0
+
+
+def _three_hosts_lost_one_by_one(now: list[float]):
+    """A converged fleet whose first lost host's replicas were re-placed and reported ready
+    (statuses not taken yet), and a function that loses the next host and runs one pass."""
+    store = cache_pass.MemoryStore(build(300, 8))
+    reconciler = cache_pass.in_memory_controller(store, lambda: now[0], defer_readiness_at=1).reconciler
+    _until_quiet(store, reconciler)
+    hosts = sorted(KS.classify(k).host for k in store.items if KS.in_section(k, Section.HOSTS))
+    lose_hosts(store, [hosts[0]])
+    _until_quiet(store, reconciler)
+    assert report_moved(store) > 0  # the first wave's new replicas are ready; not yet taken
+    first = {KS.classify(e.key).model for e in store.pending}
+
+    def lose(host: str) -> set[str]:
+        lose_hosts(store, [host])
+        store.deliver()
+        outcome = reconciler.reconcile()
+        assert outcome.result == "ok" and outcome.requeue_after == 0.0
+        return set(reconciler.planner.planned)
+
+    return store, reconciler, hosts, first, lose
+
+
+def test_readiness_waits_again_while_hosts_keep_being_lost() -> None:
+    """The statuses that came in while hosts were being lost wait pass after pass while more
+    hosts are lost (each pass places a wave's replicas, nothing else); the first pass in
+    which no host was lost plans them, and every model ends ready."""
+    now = [0.0]
+    store, reconciler, hosts, first, lose = _three_hosts_lost_one_by_one(now)
+    assert first
+    waited = set(first)
+    for host in hosts[1:3]:
+        on_host = _models_on(store, host)
+        now[0] += 2.0
+        assert lose(host) == on_host  # placement only: the first wave's statuses wait
+        waited -= on_host  # (those on the lost host were planned with it)
+    assert waited
+    store.deliver()
+    reconciler.reconcile()  # no host lost: the statuses that waited are planned now
+    assert waited <= reconciler.planner.planned
+    report_moved(store)
+    _until_quiet(store, reconciler)
+    for key, kv in store.items.items():
+        if KS.in_section(key, Section.MODELSTATUS):
+            report = schema.parse(ModelStatusReport, kv.value, key)
+            assert all(r.ready for r in report.replicas), report
+    _fresh_plan_needs_nothing(store)
+
+
+def test_readiness_waits_at_most_a_while_when_hosts_keep_being_lost() -> None:
+    now = [0.0]
+    store, reconciler, hosts, first, lose = _three_hosts_lost_one_by_one(now)
+    waited = first - lose(hosts[1])  # the statuses start waiting
+    assert waited
+    now[0] += reconciler_module.DEFER_READINESS_AT_MOST
+    on_host = _models_on(store, hosts[2])
+    planned = lose(hosts[2])
+    assert waited <= planned  # they waited long enough: planned with the last wave's models
+    assert on_host <= planned
