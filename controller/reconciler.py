@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 from tfleet import routing, schema
 from tfleet.controller.election import NotLeader
-from tfleet.controller.metrics import ControllerMetrics, ModelGauge
+from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.planner import ControllerPlan
 from tfleet.controller.incremental import EchoLedger, IncrementalPlanner, quiet_assignment, quiet_delete
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE
@@ -555,33 +555,45 @@ class ControllerReconciler:
             total.set(0)
 
     def _update_gauges(self, snap: FleetSnapshot) -> None:
-        """Per-model gauges of the models this pass planned (all of them on a full plan)."""
-        self._metrics.live_hosts.set(len(snap.hosts))
-        self._metrics.invalid_intents.set(len(snap.invalid_intents))
+        """Per-model gauges of the models this pass planned (all of them on a full plan),
+        each gauge updated once (ModelGauge.update)."""
+        metrics = self._metrics
+        metrics.live_hosts.set(len(snap.hosts))
+        metrics.invalid_intents.set(len(snap.invalid_intents))
+        phases, unplaced = self._phases, self._unplaced
         if self._planner.full:
-            for gauge in (self._metrics.rollout_phase, self._metrics.replicas_wanted, self._metrics.replicas_ready):
+            for gauge in (metrics.rollout_phase, metrics.replicas_wanted, metrics.replicas_ready):
                 gauge.clear()
-            self._phases.clear()
-            self._unplaced.clear()
+            phases.clear()
+            unplaced.clear()
+        wanted: dict[tuple[str, ...], float] = {}
+        ready: dict[tuple[str, ...], float] = {}
+        in_phase: dict[tuple[str, ...], float] = {}
+        gone: list[tuple[str, ...]] = []
+        left_phase: list[tuple[str, ...]] = []
+        report_of = self._planner.report
         for model in self._planner.planned:
-            report = self._planner.report(model)
-            phase = self._phases.pop(model, None)
+            report = report_of(model)
+            phase = phases.pop(model, None)
             if phase is not None and (report is None or report.rollout.phase != phase):
-                _remove(self._metrics.rollout_phase, model, phase)
+                left_phase.append((model, phase))
             if report is None:
-                self._unplaced.discard(model)
-                _remove(self._metrics.replicas_wanted, model)
-                _remove(self._metrics.replicas_ready, model)
+                unplaced.discard(model)
+                gone.append((model,))
                 continue
-            self._metrics.replicas_wanted.labels(model).set(report.wanted_replicas)
-            self._metrics.replicas_ready.labels(model).set(sum(1 for r in report.replicas if r.ready))
-            self._metrics.rollout_phase.labels(model, report.rollout.phase).set(1)
-            self._phases[model] = report.rollout.phase
+            wanted[(model,)] = report.wanted_replicas
+            ready[(model,)] = sum(1 for r in report.replicas if r.ready)
+            phase = report.rollout.phase
+            in_phase[(model, phase)] = 1
+            phases[model] = phase
             if report.reasons:
-                self._unplaced.add(model)
+                unplaced.add(model)
             else:
-                self._unplaced.discard(model)
-        self._metrics.unplaced_models.set(len(self._unplaced))
+                unplaced.discard(model)
+        metrics.rollout_phase.update(in_phase, left_phase)
+        metrics.replicas_wanted.update(wanted, gone)
+        metrics.replicas_ready.update(ready, gone)
+        metrics.unplaced_models.set(len(unplaced))
 
 
 class _Timed:
@@ -620,13 +632,6 @@ def _managed_names(snap: FleetSnapshot, planner: IncrementalPlanner) -> list[str
     """Every model a resync cycle covers: with an intent, a report, or a result kept by the
     planner (one list of names per cycle)."""
     return list(dict.fromkeys([*snap.intents.keys(), *snap.modelstatus.keys(), *planner.known_models]))
-
-
-def _remove(gauge: ModelGauge, *labels: str) -> None:
-    try:
-        gauge.remove(*labels)
-    except KeyError:
-        pass
 
 
 __all__ = ["ControllerReconciler", "Outcome"]
