@@ -444,3 +444,27 @@ def test_readiness_waits_at_most_a_while_when_hosts_keep_being_lost() -> None:
     planned = lose(hosts[2])
     assert waited <= planned  # they waited long enough: planned with the last wave's models
     assert on_host <= planned
+
+
+def test_a_failed_pass_that_deleted_some_waiting_assignments_leaves_the_rest_to_the_next() -> None:
+    """The pass that writes the waiting deletes of lost hosts' assignments fails part-way
+    (its transactions of deletes come last: some land, the rest do not): the next pass
+    deletes what is left, and the fleet ends as a fresh plan would leave it."""
+    models = 300
+    store = _FailingStore(build(models, 8))
+    reconciler = cache_pass.in_memory_controller(store).reconciler
+    _until_quiet(store, reconciler)
+    lost, held = _lost_and_holding(store)
+    lose_hosts(store, lost)
+    store.deliver()
+    assert reconciler.reconcile().result == "ok"  # re-placed; the deletes wait
+    left = [k for k in store.items if KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).host in lost]
+    assert len(left) == len(held) > reconciler_module.WRITE_BATCH  # (more than one transaction of deletes)
+    store.deliver()
+    store.fail_after = 1  # (that pass writes only the deletes) its first transaction lands, the next fails
+    assert reconciler.reconcile().result == "etcd_unavailable"
+    still = [k for k in store.items if KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).host in lost]
+    assert 0 < len(still) < len(left)  # some deletes landed, some did not
+    _until_quiet(store, reconciler)
+    assert not any(KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).host in lost for k in store.items)
+    _fresh_plan_needs_nothing(store)
