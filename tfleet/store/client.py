@@ -18,11 +18,10 @@ import pyetcd.utils
 from pyetcd import etcdrpc
 
 from tfleet.store.convert import (
-    _compare_message,
     _key_bytes,
     _key_text,
     _key_value,
-    _op_message,
+    _txn_request,
     _txn_subject,
 )
 from tfleet.store.errors import _is_response_too_large, _translate
@@ -304,11 +303,7 @@ class EtcdStore(_MemberClients):
 
         Not retried after a timeout (it may have applied): re-read and decide again.
         """
-        request = etcdrpc.TxnRequest(
-            compare=[_compare_message(c) for c in compares],
-            success=[_op_message(op) for op in success],
-            failure=[_op_message(op) for op in failure],
-        )
+        request = _txn_request(compares, success, failure)
         what = _txn_subject(compares, [*success, *failure])
         big_first = sorted((op for op in [*success, *failure] if isinstance(op, Put)), key=lambda op: -len(op.value))
         self._check_request_size(request, [op.key for op in big_first] or [c.key for c in compares], what)

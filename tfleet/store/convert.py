@@ -49,18 +49,35 @@ def _compare_message(compare: Compare) -> Any:
     )
 
 
-def _op_message(op: Put | Delete) -> Any:
+def _txn_request(compares: Sequence[Compare], success: Sequence[Put | Delete], failure: Sequence[Put | Delete]) -> Any:
+    """The TxnRequest, each operation written into the request's own repeated field: building
+    a RequestOp per operation and copying it in cost 4x as much (162 against 39 us for 100
+    puts; a pass that re-places 10,000 models' replicas sends ~350 such transactions)."""
+    request = etcdrpc.TxnRequest(compare=[_compare_message(c) for c in compares])
+    for ops, repeated in ((success, request.success), (failure, request.failure)):
+        add = repeated.add
+        for op in ops:
+            _fill_op(add(), op)
+    return request
+
+
+def _fill_op(message: Any, op: Put | Delete) -> None:
     if isinstance(op, Put):
-        put = etcdrpc.PutRequest(key=_key_bytes(op.key), value=op.value, lease=op.lease or 0)
-        return etcdrpc.RequestOp(request_put=put)
+        put = message.request_put
+        put.key = _key_bytes(op.key)
+        put.value = op.value
+        if op.lease:
+            put.lease = op.lease
+        return
     if isinstance(op, Delete):
+        delete = message.request_delete_range
         key = _key_bytes(op.key)
-        delete = etcdrpc.DeleteRangeRequest(key=key)
+        delete.key = key
         if op.prefix:
             delete.range_end = pyetcd.utils.prefix_range_end(key)
         elif op.end is not None:
             delete.range_end = _key_bytes(op.end)
-        return etcdrpc.RequestOp(request_delete_range=delete)
+        return
     raise TypeError(f"transaction operations must be Put or Delete, not {op!r}")
 
 
