@@ -181,3 +181,18 @@ def test_encode_replaces_surrogates_nested_in_free_form_documents() -> None:
         sequence=1, model="m", action="create", revision=None, at=schema.utc_now(), new={"base_path": "\ud800", "\udcff": [1, "x\ud800"]}
     )
     assert parse(schema.HistoryEntry, encode(entry), "k").new == {"base_path": "\ufffd", "\ufffd": [1, "x\ufffd"]}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["[", "]", "{", "}", '"[{"', "1", ","]), max_size=150))
+def test_the_depth_check_counts_brackets_as_the_full_scan_does(tokens: list[str]) -> None:
+    """codec._too_deep answers at once for a text with few opening brackets: the same
+    answer as the full scan, which skips strings (texts need not be JSON here)."""
+    from tfleet.schema import codec
+
+    text = "".join(tokens)
+    depth, deepest = 0, 0
+    for match in codec._BRACKETS_RE.finditer(codec._STRING_RE.sub("", text) if '"' in text else text):
+        depth += 1 if match.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    assert codec._too_deep(text) == (deepest > codec.MAX_DEPTH)

@@ -73,6 +73,10 @@ def safe_text(text: str) -> str:
 def _too_deep(text: str) -> bool:
     """Whether arrays and objects nest more than MAX_DEPTH levels (strings skipped), without
     recursing; stops at the first bracket too deep."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        # (fewer opening brackets in all, strings included, than the limit: no nesting can
+        # pass it; every document tfleet writes, read in ~0.2 us instead of ~6)
+        return False
     depth = 0
     for match in _BRACKETS_RE.finditer(_STRING_RE.sub("", text) if '"' in text else text):
         if match.group() in "[{":
