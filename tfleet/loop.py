@@ -3,7 +3,9 @@
 controller-runtime's reconcile handler in a few lines. A watch (or a timer) calls ``wake()``;
 the loop waits for that, or for the requeue time the last pass asked for, or for ``idle``
 seconds (the periodic resync, the net under every watch). After a wake it waits a
-``coalesce`` window so that a burst of changes costs one pass, then calls the pass with
+``coalesce`` window so that a burst of changes costs one pass (not when the wake came
+during the last pass and that pass took at least the window: those changes have gathered
+that long already), then calls the pass with
 ``woke`` (True: somebody called wake(); False: a requeue or the resync came due). The pass
 returns its outcome, which says what the loop does next:
 
@@ -113,6 +115,7 @@ class Loop:
         self._requeue: float | None = 0.0  # the first pass runs at once
         self._retries = 0
         self.beat = clock()  # when the last pass started (for /healthz)
+        self._took = 0.0  # how long the last pass ran
 
     # -- from any thread ------------------------------------------------------------------
     def wake(self) -> None:
@@ -143,6 +146,12 @@ class Loop:
         return self._requeue
 
     # -- the loop -------------------------------------------------------------------------
+    def _run_step(self, woke: bool) -> Result | None:
+        try:
+            return self._step(woke)
+        finally:
+            self._took = self._clock() - self.beat
+
     def run(self) -> None:
         while self.turn():
             pass
@@ -156,17 +165,21 @@ class Loop:
 
     def turn(self) -> bool:
         """Wait, then run one pass; False once stopped."""
+        # Changes that came in while a pass of at least the coalesce window ran have had that
+        # window: the next pass takes them at once. (At 100,000 models a host loss runs
+        # passes of 1-4 s back to back; the window added 0.1 s of nothing to each.)
+        gathered = self._wake.is_set() and self._took >= self._coalesce
         woke = self._wake.wait(self.timeout())
         if self._stop.is_set():
             return False
-        if woke and self._coalesce:
+        if woke and self._coalesce and not gathered:
             # let a burst of changes land: one pass for all of them
             if self._stop.wait(self._coalesce):
                 return False
         self._wake.clear()
         self.beat = self._clock()
         try:
-            outcome = self._step(woke)
+            outcome = self._run_step(woke)
         except Exception as exc:  # noqa: BLE001 - a pass never stops the loop (tfleet/passguard.py)
             # Back off even if watch events keep waking the loop; then run again at once (the
             # owner's on_failure makes that a full pass: the failed one may have left caches

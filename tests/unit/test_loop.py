@@ -113,6 +113,49 @@ def test_a_wake_is_coalesced_and_a_requeue_is_not() -> None:
     assert not wake.is_set()  # cleared before the pass: a wake during it runs another
 
 
+class WakeWhileWaiting(FakeSignal):
+    """A wake signal that a watch sets while the loop waits for it (``arrive``)."""
+
+    arrive = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self.arrive:
+            self.arrive, self._set = False, True
+        return super().wait(timeout)
+
+
+def test_changes_that_came_during_a_long_pass_are_not_coalesced_again() -> None:
+    """A pass that ran at least the coalesce window and was woken meanwhile: the next pass
+    runs at once. A short pass woken meanwhile, or a wake while the loop waited, waits the
+    window (one pass for a burst)."""
+    passes = [(0.5, True), (0.5, False), (0.05, True), (0.05, False), (0.5, False), (0.5, False)]
+
+    def step(woke: bool) -> Outcome:
+        seconds, wakes = passes.pop(0)
+        clock.now += seconds
+        if wakes:
+            loop.wake()  # a watch event during the pass
+        return Outcome()
+
+    clock = Clock()
+    wake, stop = WakeWhileWaiting(clock), FakeSignal(clock)
+    loop = Loop("test-loop", step, log=Log(), coalesce=0.2, clock=clock, rng=random.Random(1), wake_signal=wake, stop_signal=stop)
+    loop.turn()  # the first pass (no wait): woken during its 0.5 s
+    loop.turn()  # woken during a pass longer than the window: at once
+    assert stop.waits == []
+    wake.arrive = True
+    loop.turn()  # woken while waiting: coalesced; this pass is short and woken meanwhile
+    assert stop.waits == [0.2]
+    loop.turn()  # woken during a pass shorter than the window: coalesced
+    assert stop.waits == [0.2, 0.2]
+    wake.arrive = True
+    loop.turn()  # woken while waiting: coalesced (a long pass, nobody woke it)
+    assert stop.waits == [0.2, 0.2, 0.2]
+    wake.arrive = True
+    loop.turn()  # woken while waiting after a long pass: coalesced (nothing gathered during it)
+    assert stop.waits == [0.2, 0.2, 0.2, 0.2]
+
+
 def test_an_empty_outcome_keeps_the_last_requeue() -> None:
     step = Script(Outcome(requeue_after=3.0), None)
     loop, _, _, _, _ = make(step)
