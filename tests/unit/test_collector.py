@@ -116,3 +116,18 @@ def test_a_frozen_object_is_still_freed_when_dropped() -> None:
         assert ref() is None
     finally:
         gc.unfreeze()
+
+
+def test_the_interpreter_is_tuned_for_the_controller_and_put_back() -> None:
+    import sys
+
+    from tfleet.controller import app
+
+    thresholds, interval = gc.get_threshold(), sys.getswitchinterval()
+    restore = app.tune_interpreter()
+    try:
+        assert gc.get_threshold() == app.GC_THRESHOLDS
+        assert sys.getswitchinterval() == app.GIL_SWITCH_INTERVAL
+    finally:
+        restore()
+    assert gc.get_threshold() == thresholds and sys.getswitchinterval() == interval

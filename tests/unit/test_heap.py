@@ -41,6 +41,12 @@ def test_the_arenas_are_capped_through_mallopt() -> None:
     assert libc.calls == [("mallopt", (heap.M_ARENA_MAX, 2))]
 
 
+def test_the_mmap_threshold_is_fixed_through_mallopt() -> None:
+    libc = _Libc()
+    assert heap.fix_mmap_threshold(libc=libc)
+    assert libc.calls == [("mallopt", (heap.M_MMAP_THRESHOLD, 128 * 1024))]
+
+
 def test_without_glibc_nothing_is_tuned() -> None:
     class Musl:
         def malloc_trim(self, pad: int) -> int:  # (musl has the symbol, as a stub)

@@ -67,7 +67,7 @@ from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, setti
 def controller(**options: Any) -> None:
     """Turn model intents into per-host assignments; one controller leads, the others stand by."""
     from tfleet.controller.app import Controller
-    from tfleet.controller.heap import limit_arenas
+    from tfleet.controller.heap import fix_mmap_threshold, limit_arenas
     from tfleet.controller.settings import ControllerSettings
 
     log_level = options.pop("log_level")
@@ -78,6 +78,7 @@ def controller(**options: Any) -> None:
         raise settings_error(exc) from None
     logs.configure(log_level)
     limit_arenas()  # before the first thread (gRPC's, the watch's): controller/heap.py
+    fix_mmap_threshold()
     app = Controller(settings)
     signal.signal(signal.SIGTERM, lambda *_: app.stop())
     signal.signal(signal.SIGINT, lambda *_: app.stop())
