@@ -58,9 +58,10 @@ CACHE_VERIFY_EVERY = 900.0
 # (sys.setswitchinterval; CPython's default is 0.005). A pass computes for seconds while the
 # watch, transaction and gRPC threads wake many times a second, and each hand-over costs the
 # pass the time it takes to get the lock back, more on a machine whose cores are busy with
-# etcd and the agents. At 100,000 models, bench/scale's 10 % host loss was re-placed 13.5
-# and 14.1 s after the kill with 0.02, against 14.9 and 15.0 s with 0.005, the controller
-# spending ~1 s less CPU (docs/operations.md). The other threads wait at most this long for
+# etcd and the agents. At 100,000 models, bench/scale's 10 % host loss was re-placed 13.5,
+# 14.1, 14.6, 15.8 and 14.9 s after the kill with 0.02 (mean 14.6 s), against 14.9 and
+# 15.0 s with 0.005 (docs/operations.md; runs on this shared machine vary by more than
+# that, the mechanism is what it is kept for). The other threads wait at most this long for
 # the lock: nothing they do (a watch event, /metrics, a lease keepalive every few seconds)
 # notices 20 ms.
 GIL_SWITCH_INTERVAL = 0.02

@@ -15,9 +15,9 @@ heaps ("arenas") as threads have run into contention (up to 8 per core). Two thi
   same). Left to itself glibc raises that threshold to the size of each such block freed,
   up to 32 MiB: after the first watch responses (fragments of up to ~2 MiB) and encoded
   batches, buffers that size came from the arenas and their pages stayed resident. Setting
-  it keeps it where it is. At 100,000 models (bench/scale, one run each) the controller's
-  RSS was 908 MB converged and 930 MB at the end with it, against 924-1,074 and 955-1,038
-  MB in this round's runs without it;
+  it keeps it where it is. At 100,000 models (bench/scale, three runs) the controller's
+  RSS was 908-948 MB converged and 930-955 MB at the end with it, against 924-1,074 and
+  955-1,038 MB in this round's runs without it;
 * ``Trimmer``: ``malloc_trim(0)`` (glibc >= 2.8 returns every whole free page of every arena,
   not only the top of the main heap) after a pass, at most once per ``every`` seconds, so a
   burst's garbage does not stay resident for the process's life.
