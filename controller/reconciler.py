@@ -227,9 +227,11 @@ class ControllerReconciler:
             snap.changed_models = snap.changed_models | owed | waited
         planned = False
         try:
-            defer_gone, flush_gone = self._gone_deletes_wait(snap)
-            deferred = self._defer_readiness(snap, owed, waited, fresh)
-            resynced = self._add_resync_slice(snap)
+            # (hosts lost in this pass's changes: their replicas come first, see the three below)
+            lost = not self._planner.plans_all(snap) and _hosts_lost(snap)
+            defer_gone, flush_gone = self._gone_deletes_wait(snap, lost)
+            deferred = self._defer_readiness(snap, lost, owed, waited, fresh)
+            resynced = self._add_resync_slice(snap, lost)
             self._remember_valid_intents(snap)
             plan_started = self._clock()
             chunks = _Timed(self._planner.plan_chunks(snap, self._last_valid, self._now(), self._echoed), self._clock)
@@ -288,7 +290,7 @@ class ControllerReconciler:
         # next pass comes at once)
         return Outcome("ok", writes, 0.0 if deferred or self._gone_models else self.resync_due_in())
 
-    def _gone_deletes_wait(self, snap: FleetSnapshot) -> tuple[bool, frozenset[str]]:
+    def _gone_deletes_wait(self, snap: FleetSnapshot, lost: bool) -> tuple[bool, frozenset[str]]:
         """Whether this pass leaves the deletes of lost hosts' assignments to a later pass,
         and the models whose waiting deletes it writes.
 
@@ -304,7 +306,6 @@ class ControllerReconciler:
         if self._planner.plans_all(snap):
             self._gone_models, self._gone_since = set(), None
             return False, frozenset()
-        lost = _hosts_lost(snap)
         overdue = self._gone_since is not None and self._clock() - self._gone_since >= GONE_DELETES_WAIT_AT_MOST
         if self._gone_models and (not lost or overdue):
             flush = frozenset(self._gone_models)
@@ -318,7 +319,7 @@ class ControllerReconciler:
         if self._gone_models and self._gone_since is None:
             self._gone_since = self._clock()
 
-    def _defer_readiness(self, snap: FleetSnapshot, owed: frozenset[str], waited: frozenset[str], fresh: frozenset[str] | None) -> frozenset[str]:
+    def _defer_readiness(self, snap: FleetSnapshot, lost: bool, owed: frozenset[str], waited: frozenset[str], fresh: frozenset[str] | None) -> frozenset[str]:
         """Placement before readiness: when hosts were lost, the models whose only change is an
         agent's status (DEFER_READINESS_AT or more of them) wait for the next pass, which comes
         at once. Their replicas are placed already; planning them reports readiness and routes
@@ -340,7 +341,7 @@ class ControllerReconciler:
             return frozenset()
         assert snap.changed_models is not None and snap.changed_hosts is not None  # (plans_all)
         now = self._clock()
-        if not _hosts_lost(snap) or (since is not None and now - since >= DEFER_READINESS_AT_MOST):
+        if not lost or (since is not None and now - since >= DEFER_READINESS_AT_MOST):
             return frozenset()
         # What moved for a model that waited is its statuses (a model with another change of
         # its own this pass is planned); the placement input reads their readiness again
@@ -356,7 +357,7 @@ class ControllerReconciler:
         return waiting
 
     # -- the rolling resync ---------------------------------------------------------------------
-    def _add_resync_slice(self, snap: FleetSnapshot) -> int:
+    def _add_resync_slice(self, snap: FleetSnapshot, lost: bool) -> int:
         """Add the models and hosts the rolling resync owes by now to the pass's changes (they
         are planned as if they had changed: the incremental planner then re-derives them from
         the snapshot). Nothing on a pass that plans everything anyway, nor on one in which
@@ -367,7 +368,7 @@ class ControllerReconciler:
         if self._planner.plans_all(snap):
             return 0
         assert snap.changed_models is not None and snap.changed_hosts is not None
-        if _hosts_lost(snap):
+        if lost:
             return 0
         now = self._clock()
         models = self._resync_models.take(now, lambda: _managed_names(snap, self._planner))
