@@ -151,9 +151,9 @@ def content_digest(table: RouteTable) -> bytes:
     (tests/unit/test_route_digest.py pins the two equal)."""
     text = "".join(
         (
-            '{"endpoints":[',
-            ",".join([_endpoint_text(e.host, e.grpc_address, e.rest_address) for e in table.endpoints]),
-            '],"labels":',
+            '{"endpoints":',
+            _endpoints_text(table.endpoints),
+            ',"labels":',
             _groups_text(table.labels),
             ',"model":',
             json.dumps(table.model),
@@ -170,17 +170,12 @@ def _endpoint_text(host: str, grpc_address: str, rest_address: str) -> str:
     return json.dumps({"grpc_address": grpc_address, "host": host, "rest_address": rest_address}, sort_keys=True, separators=(",", ":"))
 
 
+def _endpoints_text(endpoints: list[RouteEndpoint]) -> str:
+    return "[" + ",".join([_endpoint_text(e.host, e.grpc_address, e.rest_address) for e in endpoints]) + "]"
+
+
 def _groups_text(groups: Mapping[str, list[RouteEndpoint]]) -> str:
-    return (
-        "{"
-        + ",".join(
-            [
-                json.dumps(name) + ":[" + ",".join([_endpoint_text(e.host, e.grpc_address, e.rest_address) for e in groups[name]]) + "]"
-                for name in sorted(groups)
-            ]
-        )
-        + "}"
-    )
+    return "{" + ",".join([json.dumps(name) + ":" + _endpoints_text(groups[name]) for name in sorted(groups)]) + "}"
 
 
 def document_digest(document: Mapping[str, object]) -> bytes:
