@@ -33,6 +33,7 @@ from tfleet.controller.planner import (
     ModelPlan,
     ready_holders,
     combine,
+    merge,
     demand_of,
     EffectiveIntent,
     effective_intents,
@@ -63,7 +64,10 @@ class IncrementalPlanner:
         self._input: PlacementInput | None = None
         self._placement: Placement | None = None
         self._intents: dict[str, EffectiveIntent] = {}
-        self._results: dict[str, ModelPlan] = {}
+        # model -> its report as last planned (None: none, e.g. an unmanaged model's): only the
+        # report is kept of a model's plan, not its writes (at 100,000 models the plans' write
+        # maps and sets were ~40 MB that nothing read after the pass)
+        self._results: dict[str, ModelStatusReport | None] = {}
         self._wakes: dict[str, dt.datetime] = {}  # model -> when its failure backoff ends
         # the placement input before the current one, and the changes that lead from it to the
         # current one (double buffering: see _next_input)
@@ -78,7 +82,7 @@ class IncrementalPlanner:
     @property
     def reports(self) -> Mapping[str, ModelStatusReport]:
         """The latest report of every managed model (for gauges and the dashboard)."""
-        return {m: r.report for m, r in self._results.items() if r.report is not None}
+        return {m: r for m, r in self._results.items() if r is not None}
 
     @property
     def known_models(self) -> Iterable[str]:
@@ -92,9 +96,7 @@ class IncrementalPlanner:
     def plan(self, snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.datetime, echoed: Collection[str] = ()) -> ControllerPlan:
         """The whole plan of the pass at once (see ``plan_chunks``): the results of the models
         it planned, kept once the last chunk is planned."""
-        for _ in self.plan_chunks(snap, last_valid, now, echoed):
-            pass
-        return combine({model: self._results[model] for model in self.planned if model in self._results})
+        return merge(list(self.plan_chunks(snap, last_valid, now, echoed)))
 
     def plan_chunks(
         self, snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.datetime, echoed: Collection[str] = ()
@@ -142,13 +144,13 @@ class IncrementalPlanner:
             yield combine(chunk)
         wakes = {m: r.wake_at for m, r in results.items() if r.wake_at is not None}
         if full:
-            self._results, self._wakes = results, wakes
+            self._results, self._wakes = {m: r.report for m, r in results.items()}, wakes
             return
         for model in gone:
             self._results.pop(model, None)
         for model in itertools.chain(models, gone):
             self._wakes.pop(model, None)
-        self._results.update(results)
+        self._results.update((m, r.report) for m, r in results.items())
         self._wakes.update(wakes)
 
     # -- internals ---------------------------------------------------------------------------------
@@ -165,8 +167,7 @@ class IncrementalPlanner:
         return self._chunks(snap, sorted(managed), now, set(), full=True)
 
     def report(self, model: str) -> ModelStatusReport | None:
-        result = self._results.get(model)
-        return result.report if result is not None else None
+        return self._results.get(model)
 
     def _grace_expired(self, snap: FleetSnapshot, now: dt.datetime) -> set[str]:
         """Hosts whose unresponsive flag flips with time alone (the grace ran out): O(hosts

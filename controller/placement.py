@@ -226,9 +226,10 @@ class IncrementalPlacer:
         return self.placement
 
     def _settle(self, models: Collection[str], old: PlacementInput, data: PlacementInput, previous: Placement, changed_hosts: Collection[str]) -> set[str]:
-        """Of ``models``, those whose current hosts are now exactly the ones the previous plan
-        placed them on, with the same demand, as many hosts as they want, none leaving and
-        none of those hosts changed: their Held is placement_hold.held_as_placed, recorded
+        """Of ``models``, those whose current hosts are now the ones the previous plan placed
+        them on (and perhaps gone hosts, which rule 2 ignores: the deletes of lost hosts'
+        assignments wait for a later pass), with the same demand, as many hosts as they want,
+        none leaving and none of those hosts changed: their Held is placement_hold.held_as_placed, recorded
         here (what ``_forget`` then ``_keep`` would do, as the difference of two Helds).
         The others are re-accounted by the caller. One loop over locals: at 30,000 models the
         echo of re-placing lost hosts' replicas settles ~5,600 models, and the calls and
@@ -236,7 +237,7 @@ class IncrementalPlacer:
         settled: set[str] = set()
         held_of, base_out, used, base_free = self._held, self._base_out, self._used, self._base_free
         reasons, placed_of = previous.reasons, previous.hosts
-        demands, was_demands, currents, readies = data.demands, old.demands, data.current, data.ready
+        demands, was_demands, currents, readies, live = data.demands, old.demands, data.current, data.ready, data.hosts
         for model in models:
             held = held_of.get(model)
             if held is None or held.leaving or model in reasons:
@@ -245,7 +246,11 @@ class IncrementalPlacer:
             if demand is None or was is None or (demand is not was and demand != was) or held.memory_mb != demand.memory_mb:
                 continue
             placed, current = placed_of.get(model), currents.get(model)
-            if placed is None or current is None or len(placed) != demand.replicas or len(current) != len(placed):
+            if placed is None or current is None or len(placed) != demand.replicas or len(current) < len(placed):
+                continue
+            # (the other current hosts must be gone: rule 2 skips them; while hosts are being
+            # lost, their assignments' deletes wait for a later pass, reconciler._gone_deletes_wait)
+            if len(current) > len(placed) and any(name in live for name in current if name not in placed):
                 continue
             for name in placed:
                 if name not in current or name in changed_hosts:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from tfleet import health
@@ -215,6 +215,20 @@ def plan_model_safely(snap: FleetSnapshot, case: ModelCase, now: dt.datetime) ->
         error = f"internal error while planning this model ({type(exc).__name__}: {exc}); nothing is changed for it until it is fixed"
         result = ModelPlan({}, frozenset(), ModelStatusReport(intent_revision=revision, error=error[:2000], updated_at=now))
     return settled(result, snap.modelstatus.get(case.model))
+
+
+def merge(parts: Iterable[ControllerPlan]) -> ControllerPlan:
+    """One plan of several plans of distinct models (a pass's chunks)."""
+    puts: dict[tuple[str, str], Assignment] = {}
+    deletes: set[tuple[str, str]] = set()
+    reports: dict[str, ModelStatusReport] = {}
+    report_deletes: set[str] = set()
+    for part in parts:
+        puts.update(part.puts)
+        deletes |= part.deletes
+        reports.update(part.reports)
+        report_deletes |= part.report_deletes
+    return ControllerPlan(puts, frozenset(deletes), reports, frozenset(report_deletes))
 
 
 def combine(results: Mapping[str, ModelPlan]) -> ControllerPlan:

@@ -578,12 +578,13 @@ class ControllerReconciler:
             phase = phases.pop(model, None)
             if phase is not None and (report is None or report.rollout.phase != phase):
                 left_phase.append((model, phase))
+            labels = (model,)  # (one tuple for both gauges: it is the key each keeps)
             if report is None:
                 unplaced.discard(model)
-                gone.append((model,))
+                gone.append(labels)
                 continue
-            wanted[(model,)] = report.wanted_replicas
-            ready[(model,)] = sum(1 for r in report.replicas if r.ready)
+            wanted[labels] = report.wanted_replicas
+            ready[labels] = sum(1 for r in report.replicas if r.ready)
             phase = report.rollout.phase
             in_phase[(model, phase)] = 1
             phases[model] = phase
