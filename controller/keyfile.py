@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from tfleet import routing, schema
 from tfleet.controller.compact import compact
+from tfleet.controller.status_shapes import STATUS_SHAPES
 from tfleet.keyspace import InvalidName, Keyspace, Section
 from tfleet.schema import (
     Assignment,
@@ -112,11 +113,15 @@ def _parse_status(key: str, value: bytes, revision: int) -> Parsed[StatusFacts]:
     (controller/compact.py). Their time is not shared: each status has its own (the agent
     stamps each write), and a table entry for a time nobody else holds costs more than the
     time (~150 bytes against 48)."""
+    known = STATUS_SHAPES.parse(value)  # (most statuses: their repeating part was read before)
+    if known is not None:
+        return Parsed(known, None, revision)
     try:
         status = schema.parse(ModelStatus, value, key)
     except SchemaError as exc:
         return Parsed(None, str(exc), revision, value)
     facts = StatusFacts(status.assignment_revision, compact(status.versions), compact(status.version_labels), compact(status.error), status.updated_at)
+    STATUS_SHAPES.learn(value, facts)
     return Parsed(facts, None, revision)
 
 

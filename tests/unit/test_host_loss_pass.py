@@ -13,6 +13,7 @@ from bench.controller_plan import KS, NOW, build
 from bench.loss_pass import lose_hosts, report_moved
 from tfleet import schema
 from tfleet.controller import incremental
+from tfleet.controller import placement as placement_module
 from tfleet.controller import reconciler as reconciler_module
 from tfleet.controller.planner import plan
 from tfleet.controller.snapshot import read
@@ -467,4 +468,34 @@ def test_a_failed_pass_that_deleted_some_waiting_assignments_leaves_the_rest_to_
     assert 0 < len(still) < len(left)  # some deletes landed, some did not
     _until_quiet(store, reconciler)
     assert not any(KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).host in lost for k in store.items)
+    _fresh_plan_needs_nothing(store)
+
+
+def test_the_next_waves_pass_takes_the_last_waves_new_replicas_without_rules_1_to_3(monkeypatch) -> None:
+    """While hosts keep being lost, the pass that re-places the next wave also takes the
+    echoes of the last wave's new replicas, with the last wave's lost assignments still there
+    (their deletes wait): those models are settled as placed (placement_hold.held_as_placed),
+    not run through rules 1-3 again; only the models of the newly lost host are."""
+    now = [0.0]
+    store = cache_pass.MemoryStore(build(300, 8))
+    reconciler = cache_pass.in_memory_controller(store, lambda: now[0]).reconciler
+    _until_quiet(store, reconciler)
+    hosts = sorted(KS.classify(k).host for k in store.items if KS.in_section(k, Section.HOSTS))
+    first_wave = _models_on(store, hosts[0])
+    lose_hosts(store, [hosts[0]])
+    store.deliver()
+    assert reconciler.reconcile().result == "ok"  # the first wave's replicas, placed
+    assert any(KS.in_section(k, Section.ASSIGNMENTS) and KS.classify(k).host == hosts[0] for k in store.items)  # (deletes wait)
+    second_wave = _models_on(store, hosts[1])
+    held: list[str] = []
+    real_hold = placement_module.hold
+    monkeypatch.setattr(placement_module, "hold", lambda demand, *rest: held.append(demand.name) or real_hold(demand, *rest))
+    lose_hosts(store, [hosts[1]])
+    store.deliver()  # the second wave's loss, and the first wave's echoes
+    assert reconciler.reconcile().result == "ok"
+    assert set(held) <= second_wave, sorted(set(held) - second_wave)
+    assert first_wave - second_wave and not (first_wave - second_wave) & set(held)
+    monkeypatch.undo()
+    report_moved(store)
+    _until_quiet(store, reconciler)
     _fresh_plan_needs_nothing(store)
