@@ -45,7 +45,6 @@ class StatusShapes:
 
     def __init__(self) -> None:
         self._bodies: dict[bytes, tuple[object, object, str | None]] = {}
-        self.hits = 0
 
     def __len__(self) -> int:
         return len(self._bodies)
@@ -63,7 +62,6 @@ class StatusShapes:
         except ValidationError:
             return None
         versions, labels, error = known
-        self.hits += 1
         return StatusFacts(int(match.group(1)), versions, labels, error, time)  # type: ignore[arg-type]
 
     def learn(self, value: bytes, facts: StatusFacts) -> None:
