@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from tfleet.controller.placement_input import HostInfo, ModelDemand, matches, selector_text, spread_value
@@ -85,7 +85,7 @@ def hold(demand: ModelDemand, current: Collection[str], ready: Collection[str], 
     return Held(staying, tuple(leaving), ready_staying, out, demand.memory_mb)
 
 
-def _ready_staying(stay: list[str], ready: Collection[str]) -> frozenset[str]:
+def _ready_staying(stay: Sequence[str], ready: Collection[str]) -> frozenset[str]:
     """The staying hosts that are ready: the ready set itself when it is exactly those (one
     set per model, shared with the placement input: at 100,000 models ~20 MB of sets)."""
     found = [name for name in stay if name in ready]
@@ -102,7 +102,7 @@ def held_as_placed(placed: tuple[str, ...], ready: Collection[str], memory_mb: i
     and none leaves, so only readiness is read again. What makes the echo of a plan's own
     new replicas cost O(replicas) and not the whole of rules 1-3 (IncrementalPlacer.update;
     tests/unit/test_placement_properties.py checks it equals place)."""
-    return Held(placed, (), _ready_staying(list(placed), ready), placed, memory_mb)
+    return Held(placed, (), _ready_staying(placed, ready), placed, memory_mb)
 
 
 def move_notes(held: Held, placed: Collection[str], demand: ModelDemand) -> tuple[str, ...]:

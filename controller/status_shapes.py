@@ -33,7 +33,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from tfleet.schema import StatusFacts
 
-# (printable ASCII but '"' and '\\' in the time; a body of at most BODY_AT_MOST bytes)
+# (printable ASCII but '"' and '\\' in the time; a body of any length here: learn remembers
+# only bodies of at most BODY_AT_MOST bytes)
 _SHAPE = re.compile(rb'\{"assignment_revision":(0|[1-9][0-9]{0,17}),(.+),"updated_at":"([\x20\x21\x23-\x5b\x5d-\x7e]{1,64})"\}', re.DOTALL)
 _TIME = TypeAdapter(dt.datetime)
 BODIES_AT_MOST = 4096  # distinct bodies remembered (then forgotten all at once, and learnt again)
