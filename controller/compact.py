@@ -58,6 +58,12 @@ class Interner:
         self._table: dict[Any, Any] = {}
         self._prune_at = _MIN_PRUNE
         self.pruned = 0
+        # The last field set and time shared (a pass's reports have the same fields and the
+        # same updated_at object): compared first, before a key is made for the table. Each
+        # memo holds its value, so _prune clears them first (the table forgets what nothing
+        # else holds). Planning a report: compacting its fields ~6 -> ~3 us.
+        self._last_fields: set[str] = set()
+        self._last_time: tuple[Any, Any] = (None, None)
 
     def __len__(self) -> int:
         return len(self._table)
@@ -94,16 +100,27 @@ class Interner:
         """A document's fields shared (but those in skip; those in alone only in their parts)."""
         fields = value.__dict__
         for name, item in fields.items():
-            if name not in skip:
+            kind = type(item)
+            if kind in _SCALARS or name in skip:
+                continue  # (a scalar is its own shared form: _node gives it back)
+            if kind is str:
+                shared = sys.intern(item)
+            elif item is self._last_time[0]:
+                shared = self._last_time[1]
+            else:
                 shared, _ = self._node(item, name not in alone)
-                if shared is not item:
-                    fields[name] = shared
+                if kind is dt.datetime:
+                    self._last_time = (item, shared)
+            if shared is not item:
+                fields[name] = shared
         self._share_fields_set(value)
 
     def _share_fields_set(self, value: BaseModel) -> set[str]:
         """A document's set of the fields it was given, shared with equal sets."""
         fields_set = value.__pydantic_fields_set__
-        shared_set: set[str] = self._share((set, frozenset(fields_set)), fields_set)
+        shared_set = self._last_fields
+        if fields_set is not shared_set and fields_set != shared_set:
+            shared_set = self._last_fields = self._share((set, frozenset(fields_set)), fields_set)
         if shared_set is not fields_set:
             object.__setattr__(value, "__pydantic_fields_set__", shared_set)
         return shared_set
@@ -172,6 +189,7 @@ class Interner:
         makes each table operation atomic, and a value shared by another thread just while
         its entry goes stays correct (it is only no longer shared with later equal ones)."""
         table = self._table
+        self._last_fields, self._last_time = set(), (None, None)  # (the memos hold entries too)
         while True:
             # (keys only, a list of pointers: a copy of the items would cost the table again)
             dead = [key for key in list(table) if _refcount(table, key) <= _DEAD]

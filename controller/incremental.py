@@ -203,9 +203,10 @@ class IncrementalPlanner:
             else:
                 host_changes[host] = None
                 self._unanswering.discard(host)
+        was_demands = self._input.demands
         for model in models:
             entry = self._intents.get(model)
-            demand_changes[model] = demand_of(snap, model, entry.intent) if entry is not None and entry.intent is not None else None
+            demand_changes[model] = demand_of(snap, model, entry.intent, was_demands.get(model)) if entry is not None and entry.intent is not None else None
             holders = snap.holders.get(model) if model in managed else None
             current_changes[model] = frozenset(holders) if holders else None
             ready_changes[model] = ready_holders(snap, model, holders) if holders else None

@@ -130,8 +130,21 @@ def host_info(snap: FleetSnapshot, name: str, now: dt.datetime | None = None, un
     return HostInfo(name, record.labels, record.memory_mb, control.cordoned if control else False, control.draining if control else False, unresponsive)
 
 
-def demand_of(snap: FleetSnapshot, model: str, intent: ModelIntent) -> ModelDemand:
-    return ModelDemand(model, intent.replicas, estimate_memory_mb(intent, snap.versions.get(model, {})), intent.host_selector, intent.spread_by)
+def demand_of(snap: FleetSnapshot, model: str, intent: ModelIntent, previous: ModelDemand | None = None) -> ModelDemand:
+    """The model's demand; previous itself when it is equal (most changes of a model are not of
+    its intent: a status, an assignment), so that placement finds its demand unchanged at once
+    (IncrementalPlacer._settle) and keeps the selector it sorted already."""
+    memory = estimate_memory_mb(intent, snap.versions.get(model, {}))
+    if (
+        previous is not None
+        and previous.replicas == intent.replicas
+        and previous.memory_mb == memory
+        and previous.spread_by == intent.spread_by
+        and previous.host_selector == intent.host_selector
+        and previous.name == model
+    ):
+        return previous
+    return ModelDemand(model, intent.replicas, memory, intent.host_selector, intent.spread_by)
 
 
 def placement_input(
@@ -158,22 +171,47 @@ def plan_model(snap: FleetSnapshot, case: ModelCase, now: dt.datetime) -> ModelP
         return ModelPlan({}, deletes, None, delete_report=not holders and model in snap.modelstatus)
     previous = snap.modelstatus.get(model)
     failures = [Failure(f.version, f.host, f.error, f.at, f.retry_after) for f in (previous.failures if previous else [])]
-    memory = Memory.of(previous.rollout) if previous is not None else None
-    replicas = [Replica(host, _assignment(snap, host, model), snap.statuses.get((host, model)), _revision(snap, host, model)) for host in placed]
+    memory = _memory_of(previous.rollout) if previous is not None else None
+    assignments, statuses = snap.assignments, snap.statuses
+    replicas = []
+    for host in placed:
+        parsed = assignments.get((host, model))
+        if parsed is None:
+            replicas.append(Replica(host, None, statuses.get((host, model))))
+        else:
+            replicas.append(Replica(host, parsed.value, statuses.get((host, model)), parsed.revision))
     step = plan_rollout(intent, replicas, failures, now, memory)
     puts = {}
     held = [r.assignment for r in replicas if r.assignment is not None]
     for host, wanted in step.assignments.items():
         parsed = snap.assignments.get((host, model))
-        if parsed is None or parsed.value != wanted:
+        # (identity first: pydantic's equality has no shortcut for the same object, and a
+        # converged replica holds the very assignment the rollout returns)
+        if parsed is None or (parsed.value is not wanted and parsed.value != wanted):
             # A model's replicas mostly hold the same assignment: a new replica's is the one
             # another replica holds (one object, nothing to compact), else a shared copy.
-            same = next((a for a in held if a == wanted), None)
+            same = next((a for a in held if a is wanted or a == wanted), None)
             puts[(host, model)] = same if same is not None else compact(wanted)
             held.append(puts[(host, model)])
     deletes = frozenset((h, model) for h in holders if h not in step.assignments)
     wake_at = min((f.retry_after for f in step.failures), default=None)
-    return ModelPlan(puts, deletes, _report(snap, case, step, now), wake_at=wake_at)
+    return ModelPlan(puts, deletes, _report(case, replicas, step, now), wake_at=wake_at)
+
+
+# The last report's rollout read as rollout.Memory: most models' reports share one rollout
+# object (a stable one: _rollout_report and the fleet cache's interner share them), so
+# consecutive plans mostly read the same. One tuple, replaced whole (a read never pairs one
+# rollout with another's Memory).
+_LAST_MEMORY: tuple[RolloutReport | None, Memory | None] = (None, None)
+
+
+def _memory_of(rollout: RolloutReport) -> Memory:
+    global _LAST_MEMORY
+    last, memory = _LAST_MEMORY
+    if rollout is not last or memory is None:
+        memory = Memory.of(rollout)
+        _LAST_MEMORY = (rollout, memory)
+    return memory
 
 
 def same_report(new: ModelStatusReport, old: ModelStatusReport | None) -> bool:
@@ -256,16 +294,6 @@ def plan(snap: FleetSnapshot, last_valid: Mapping[str, ModelIntent], now: dt.dat
     return combine(results)
 
 
-def _assignment(snap: FleetSnapshot, host: str, model: str) -> Assignment | None:
-    parsed = snap.assignments.get((host, model))
-    return parsed.value if parsed is not None else None
-
-
-def _revision(snap: FleetSnapshot, host: str, model: str) -> int | None:
-    parsed = snap.assignments.get((host, model))
-    return parsed.revision if parsed is not None else None
-
-
 # a report's fields built from shared values already (_replica_report, _rollout_report): not
 # walked again when the report is compacted (its list of replicas is its own)
 _SHARED_REPORT_PARTS = frozenset({"replicas", "rollout"})
@@ -293,21 +321,27 @@ def _rollout_report(
     return compact(RolloutReport.model_validate(document))
 
 
-def _report(snap: FleetSnapshot, case: ModelCase, step: Step, now: dt.datetime) -> ModelStatusReport:
+def _report(case: ModelCase, placed: list[Replica], step: Step, now: dt.datetime) -> ModelStatusReport:
+    """placed: the replicas on case.placed's hosts, in its order, as plan_model read them
+    (assignment and status from the snapshot)."""
     model, entry = case.model, case.entry
     assert entry is not None and entry.intent is not None  # (plan_model: a model with an intent to serve)
     replicas = []
     ready_counts: dict[str, int] = {}
-    for host in case.placed:
-        status = snap.statuses.get((host, model))
+    for replica in placed:
+        host, status = replica.host, replica.status
         versions = {v: r.state for v, r in status.versions.items()} if status else {}
         for version, state in versions.items():
             if state == "AVAILABLE":
                 ready_counts[version] = ready_counts.get(version, 0) + 1
         labels = tuple(status.version_labels.items()) if status else ()
-        replicas.append(
-            _replica_report(host, tuple(versions.items()), labels, replica_ready(snap, host, model), host in step.canary_hosts, health.replica_errors(status))
-        )
+        # (replica_ready: an invalid assignment, read as None, is never ready)
+        ready = replica.assignment is not None and health.replica_ready(status, replica.assignment_revision)
+        replicas.append(_replica_report(host, tuple(versions.items()), labels, ready, host in step.canary_hosts, health.replica_errors(status)))
+    # Health is judged by tfleet/health.py's rules, the ones the CLI and the dashboard apply
+    # to the report, from the very fields the report gets (health_of: model_health of a
+    # report with these fields), so the report is validated once, with its health in it.
+    judged = health.health_of(entry.intent.replicas, replicas, step.failures, entry.error, case.reasons)
     # One validation of a plain document: measured 100x cheaper than model_construct of
     # the nested models (bench/controller_plan.py).
     document = {
@@ -322,8 +356,6 @@ def _report(snap: FleetSnapshot, case: ModelCase, step: Step, now: dt.datetime) 
         "error": entry.error,
         "failures": [{"version": f.version, "host": f.host, "error": f.error, "at": f.at, "retry_after": f.retry_after} for f in step.failures],
         "updated_at": now,
+        **health.health_fields(judged),
     }
-    # Health is judged on the report itself, exactly as the CLI and the dashboard judge it.
-    # (model_copy: no second validation, the fields are plain values.)
-    report = ModelStatusReport.model_validate(document)
-    return report.model_copy(update=dict(health.health_fields(health.model_health(report))))
+    return ModelStatusReport.model_validate(document)

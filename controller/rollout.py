@@ -197,7 +197,7 @@ def plan_rollout(intent: ModelIntent, replicas: Sequence[Replica], failures: Seq
 
     aborting = intent.rollout.abort and memory is not None and memory.phase != "stable"
     if not failures and not aborting and replicas and not _any_failed(replicas, target):
-        if all(r.assignment == final for r in replicas):
+        if all(r.assignment is final or r.assignment == final for r in replicas):
             # Converged (the common case in a large fleet): nothing to decide, unless the old
             # versions are still going away (then the rollout is not over, and can be aborted).
             if memory is not None and memory.phase == "removing" and _still_removing(replicas, target):
@@ -249,7 +249,7 @@ def _intent_assignment(intent: ModelIntent, replicas: Sequence[Replica]) -> Assi
             held is not None
             and held.base_path == intent.base_path
             and held.model_platform == intent.model_platform
-            and held.model_version_policy == intent.model_version_policy
+            and (held.model_version_policy is intent.model_version_policy or held.model_version_policy == intent.model_version_policy)
             and held.version_labels == intent.version_labels
         ):
             return held
@@ -274,7 +274,7 @@ def _only_new_replicas(replicas: Sequence[Replica], final: Assignment, target: t
     specific = final.model_version_policy.specific
     if specific is None or specific.versions != list(target) or CANARY_LABEL in final.version_labels:
         return False
-    return all(replica.assignment is None or replica.assignment == final for replica in replicas)
+    return all(replica.assignment is None or replica.assignment is final or replica.assignment == final for replica in replicas)
 
 
 def _origin(memory: Memory | None, held: set[int], target: tuple[int, ...], replicas: Sequence[Replica]) -> tuple[set[int], dict[str, int]]:

@@ -33,8 +33,9 @@ counted whatever the phase.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from tfleet.schema import ModelIntent, ModelStatusReport, ReplicaReport, ReplicaStatus, VersionReport
 
@@ -88,8 +89,8 @@ def version_problem(version: str, report: VersionReport) -> str | None:
 def replica_errors(status: ReplicaStatus | None) -> tuple[str, ...]:
     """Everything the agent reports wrong with the replica: its error first, then each failing
     version whose message the error does not already quote."""
-    if status is None:
-        return ()
+    if status is None or (not status.error and all(report.state == AVAILABLE for report in status.versions.values())):
+        return ()  # (nearly every status: no error, every version AVAILABLE, so no problem)
     errors: list[str] = [status.error] if status.error else []
     for version in sorted(status.versions, key=_version_order):
         report = status.versions[version]
@@ -143,29 +144,54 @@ def model_health(report: ModelStatusReport | None, *, intent_exists: bool = True
         if intent_error:
             return ModelHealth(FAILING, f"invalid intent: {intent_error}")
         return ModelHealth(UNKNOWN, "no report from the controller yet")
-    wanted = report.wanted_replicas
-    serving = sum(1 for r in report.replicas if report_serving(r))
-    ready = sum(1 for r in report.replicas if r.ready)
-    errors = tuple(AgentError(r.host, message) for r in sorted(report.replicas, key=lambda r: r.host) for message in r.errors)
-    failures = tuple(failure_text(f.version, f.host, f.error) for f in report.failures)
+    return health_of(
+        report.wanted_replicas, report.replicas, report.failures, report.error, report.reasons, intent_exists=intent_exists, intent_error=intent_error
+    )
+
+
+class _Failed(Protocol):
+    @property
+    def version(self) -> int: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def error(self) -> str: ...
+
+
+def health_of(
+    wanted: int,
+    replicas: Sequence[ReplicaReport],
+    failures: Sequence[_Failed],
+    error: str | None,
+    reasons: Sequence[str],
+    *,
+    intent_exists: bool = True,
+    intent_error: str | None = None,
+) -> ModelHealth:
+    """model_health of a report with these fields: what the controller writes into the report
+    it is building (controller/planner.py), judged by the same rules before the report exists."""
+    serving = sum(1 for r in replicas if report_serving(r))
+    ready = sum(1 for r in replicas if r.ready)
+    errors = tuple(AgentError(r.host, message) for r in sorted(replicas, key=_host) for message in r.errors) if any(r.errors for r in replicas) else ()
+    failed = tuple(failure_text(f.version, f.host, f.error) for f in failures)
 
     def health(state: str, reason: str) -> ModelHealth:
-        return ModelHealth(state, reason, wanted=wanted, serving=serving, ready=ready, errors=errors, failures=failures)
+        return ModelHealth(state, reason, wanted=wanted, serving=serving, ready=ready, errors=errors, failures=failed)
 
     if not intent_exists:
         return health(DELETING, "the intent was deleted; its replicas are being removed")
-    if report.error:
-        return health(FAILING, report.error)
+    if error:
+        return health(FAILING, error)
     if intent_error:
         return health(FAILING, f"invalid intent: {intent_error}")
-    problems = [*failures, *(e.text() for e in errors)]
+    problems = [*failed, *(e.text() for e in errors)]
     first = _first(problems)
     if wanted > 0 and serving == 0:
         if first:
             reason = first
-        elif report.reasons:
-            reason = report.reasons[0]
-        elif not report.replicas:
+        elif reasons:
+            reason = reasons[0]
+        elif not replicas:
             reason = "no replica is placed"
         else:
             reason = "no replica serves any version yet"
@@ -173,9 +199,13 @@ def model_health(report: ModelStatusReport | None, *, intent_exists: bool = True
     if problems:
         return health(FAILING, first)
     if serving < wanted:
-        reason = report.reasons[0] if report.reasons else f"{serving} of {wanted} replicas serve"
+        reason = reasons[0] if reasons else f"{serving} of {wanted} replicas serve"
         return health(DEGRADED, reason)
     return health(OK, "")
+
+
+def _host(replica: ReplicaReport) -> str:
+    return replica.host
 
 
 def _first(problems: list[str]) -> str:

@@ -156,3 +156,22 @@ def test_the_placement_input_holds_a_model_s_holders_once_when_every_replica_is_
     del snap.statuses[("h2", "m")]
     assert ready_holders(snap, "m", holders) == {"h1"}
     assert ready_holders(snap, "m", {"h1"}) == {"h1"}  # (a plain set: a frozenset comes back)
+
+
+def test_a_demand_equal_to_the_previous_one_is_the_previous_one() -> None:
+    """demand_of gives back the model's previous demand when nothing placement reads changed
+    (placement then finds it unchanged by identity), and a new one when anything did."""
+    from tfleet.controller.planner import demand_of
+
+    def intent(**changes) -> ModelIntent:
+        document = {"base_path": "/m/a", "model_version_policy": {"specific": {"versions": [1]}}, "replicas": 2, "memory_mb": 300}
+        return ModelIntent.model_validate({**document, **changes})
+
+    snap = FleetSnapshot(1)
+    previous = demand_of(snap, "a", intent())
+    assert demand_of(snap, "a", intent(), previous) is previous
+    assert demand_of(snap, "a", intent(version_labels={"stable": 1}), previous) is previous  # (not placement's)
+    for changes in ({"replicas": 3}, {"memory_mb": 400}, {"host_selector": {"zone": "a"}}, {"spread_by": "zone"}):
+        fresh = demand_of(snap, "a", intent(**changes), previous)
+        assert fresh is not previous and fresh == demand_of(snap, "a", intent(**changes))
+    assert demand_of(snap, "b", intent(), previous).name == "b"

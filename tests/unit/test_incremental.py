@@ -8,11 +8,11 @@ import random
 
 import pytest
 
-from tfleet import schema
+from tfleet import health, schema
 from tfleet.controller.incremental import IncrementalPlanner
 from tfleet.controller.planner import plan
-from tfleet.controller.snapshot import SnapshotReader
-from tfleet.keyspace import Keyspace
+from tfleet.controller.snapshot import SnapshotReader, note_change
+from tfleet.keyspace import Keyspace, Section
 from tfleet.schema import HostControl, HostRecord, ModelIntent, ModelStatus
 from tfleet.store import KeyValue, Snapshot
 
@@ -127,6 +127,26 @@ def _needed(result, fleet) -> tuple[dict, frozenset, dict, frozenset]:
     return dict(result.puts), result.deletes, reports, result.report_deletes
 
 
+def _changed_sets(fleet) -> tuple[frozenset, frozenset, frozenset]:
+    return fleet.changed_models, fleet.changed_hosts, fleet.changed_by_status
+
+
+def _classified(before: Snapshot, after: Snapshot) -> tuple[frozenset, frozenset, frozenset]:
+    """The change sets of the keys that changed between two snapshots, each key parsed by
+    note_change (the builder reads them from where the keys file instead)."""
+    old = {kv.key: kv.mod_revision for kv in before.items}
+    new = {kv.key: kv.mod_revision for kv in after.items}
+    changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+    models: set[str] = set()
+    hosts: set[str] = set()
+    other: set[str] = set()
+    for key in changed:
+        parsed = note_change(KS, key, models, hosts)
+        if parsed.section is not Section.STATUS and parsed.model is not None:
+            other.add(parsed.model)
+    return frozenset(models), frozenset(hosts), frozenset(models - other)
+
+
 @pytest.mark.parametrize("resync", [False, True])
 @pytest.mark.parametrize("seed", range(12))
 def test_incremental_wants_what_full_wants(seed: int, resync: bool) -> None:
@@ -139,16 +159,26 @@ def test_incremental_wants_what_full_wants(seed: int, resync: bool) -> None:
     for m in range(6):
         world.intent(f"m{m}")
     reader, planner = SnapshotReader(KS), IncrementalPlanner()
+    previous: Snapshot | None = None
     for step in range(40):
         snapshot = world.snapshot()
         fleet = reader.read(snapshot)
+        if previous is not None:  # (the builder's change sets, from where the changed keys file)
+            assert _changed_sets(fleet) == _classified(previous, snapshot), f"seed {seed} step {step}"
         if resync and fleet.changed_models is not None and fleet.changed_hosts is not None:
             fleet.changed_models |= frozenset(rng.sample([f"m{m}" for m in range(10)], rng.randint(0, 3)))
             fleet.changed_hosts |= frozenset(rng.sample([f"h{h}" for h in range(6)], rng.randint(0, 2)))
         incremental = planner.plan(fleet, {}, NOW)
         full = plan(fleet, {}, NOW)
         assert _needed(incremental, fleet) == _needed(full, fleet), f"seed {seed} step {step}"
+        for report in [*incremental.reports.values(), *full.reports.values()]:
+            assert dict(health.health_fields(health.model_health(report))) == {
+                "serving_replicas": report.serving_replicas,
+                "health": report.health,
+                "health_reason": report.health_reason,
+            }, "a report's health is what the CLI and the dashboard judge from it"
         world.apply(full)
+        previous = snapshot
         for _ in range(rng.randint(0, 2)):
             world.random_change()
 
