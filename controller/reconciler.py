@@ -38,10 +38,7 @@ from tfleet.logs import Logger
 from tfleet.schema import ModelIntent, ModelStatusReport
 from tfleet.store import Delete, Put, StoreError
 
-# Writes per transaction: etcd refuses more than --max-txn-ops (128 by default) in one; the
-# leadership fence is a compare, which counts apart. 120 as the history recorder's
-# (history_plan.MAX_OPS_PER_TXN): a sixth fewer transactions than 100 for the same writes.
-WRITE_BATCH = 120
+WRITE_BATCH = 100  # etcd allows 128 operations per transaction by default
 # Every model (and host) is planned again this often (seconds, by default: the controller's
 # --full-plan-interval, controller/settings.py): the net under the incremental planner, for
 # any change it might have missed. A rolling resync (controller/resync.py): each pass plans a
@@ -94,6 +91,7 @@ class ControllerReconciler:
         log: Logger,
         now: Callable[[], dt.datetime] = schema.utc_now,
         clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.thread_time,
         cache: FleetCache | None = None,
         tfs_unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE,
         full_plan_interval: float = FULL_PLAN_EVERY,
@@ -114,6 +112,7 @@ class ControllerReconciler:
         self._log = log
         self._now = now
         self._clock = clock
+        self._cpu_clock = cpu_clock  # (the pass's own CPU seconds, for its log line)
         self._last_valid: dict[str, ModelIntent] = {}
         # model -> (intent revision, when): its history held no valid intent; looked at again
         # after HISTORY_RECHECK seconds (the recorder may still be catching up after a restart)
@@ -210,7 +209,8 @@ class ControllerReconciler:
         if not self._was_leader:
             self._start_over()  # a new term starts from what etcd holds, not from memory
             self._was_leader = True
-        take_started = self._clock()
+        take_started, cpu_started = self._clock(), self._cpu_clock()
+        self._txns.waited = 0.0
         snap = self._take()
         took = self._clock() - take_started
         if snap is None:
@@ -288,6 +288,10 @@ class ControllerReconciler:
             take_s=round(took, 3),
             plan_s=round(plan_took, 3),
             write_s=round(wrote, 3),
+            # (of the pass's time: its thread's CPU, and waiting for etcd's commits; the rest
+            # is waiting for a core or the interpreter lock, which other threads held)
+            cpu_s=round(self._cpu_clock() - cpu_started, 3),
+            etcd_wait_s=round(self._txns.waited, 3),
         )
         # (deferred models wait for the next pass, and so do the waiting deletes: the
         # next pass comes at once)

@@ -22,6 +22,7 @@ term).
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,30 +36,45 @@ class TxnPipeline(Generic[T]):
     """Runs ``send(batch)`` for each submitted batch, at most ``depth`` at once; depth 1 sends
     in the caller's thread (no pool)."""
 
-    def __init__(self, send: Callable[[Sequence[T]], object], depth: int = DEFAULT_DEPTH) -> None:
+    def __init__(self, send: Callable[[Sequence[T]], object], depth: int = DEFAULT_DEPTH, clock: Callable[[], float] = time.perf_counter) -> None:
         if depth < 1:
             raise ValueError(f"depth must be at least 1, not {depth}")
         self._send = send
         self._depth = depth
         self._pool = ThreadPoolExecutor(depth, thread_name_prefix="controller-txn") if depth > 1 else None
         self._in_flight: deque[Future[object]] = deque()
+        self._clock = clock
+        # seconds the caller waited for transactions (a free slot, or drain), since it was
+        # last reset: what a pass's log line says of etcd's share of its time
+        self.waited = 0.0
 
     def submit(self, batch: Sequence[T]) -> None:
         """Send batch; first wait until fewer than depth are in flight. Raises the failure of a
         transaction that finished (after waiting for the others: see ``drain``)."""
         if self._pool is None:
-            self._send(batch)
+            started = self._clock()
+            try:
+                self._send(batch)
+            finally:
+                self.waited += self._clock() - started
             return
-        while len(self._in_flight) >= self._depth:
-            self._landed(self._in_flight.popleft())
+        if len(self._in_flight) >= self._depth:
+            started = self._clock()
+            try:
+                while len(self._in_flight) >= self._depth:
+                    self._landed(self._in_flight.popleft())
+            finally:
+                self.waited += self._clock() - started
         self._in_flight.append(self._pool.submit(self._send, batch))
 
     def drain(self) -> None:
         """Wait for every transaction in flight; raise the first failure among them."""
         first: BaseException | None = None
+        started = self._clock()
         while self._in_flight:
             error = self._in_flight.popleft().exception()
             first = first or error
+        self.waited += self._clock() - started
         if first is not None:
             raise first
 

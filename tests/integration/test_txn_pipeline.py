@@ -88,3 +88,22 @@ def test_depth_one_sends_in_the_callers_thread() -> None:
     assert seen == [threading.current_thread().name]
     with pytest.raises(ValueError):
         TxnPipeline(lambda batch: None, depth=0)
+
+
+def test_waited_counts_the_time_the_caller_waited_for_transactions() -> None:
+    """What a pass's log line reports as etcd_wait_s: time blocked for a free slot or in
+    drain, not the time transactions spent in flight while the caller went on."""
+    etcd = Etcd()
+    ticks = iter(range(1000))
+    pipeline = TxnPipeline(etcd.send, depth=2, clock=lambda: float(next(ticks)))
+    pipeline.submit([1])
+    pipeline.submit([2])  # (no wait: no clock read)
+    assert pipeline.waited == 0.0
+    etcd.gate.set()
+    pipeline.submit([3])  # waits for the first: one reading before, one after
+    assert pipeline.waited == 1.0
+    pipeline.drain()
+    assert pipeline.waited == 2.0
+    serial = TxnPipeline(lambda batch: None, depth=1, clock=lambda: float(next(ticks)))
+    serial.submit([1])
+    assert serial.waited == 1.0
