@@ -150,6 +150,9 @@ def model_health(report: ModelStatusReport | None, *, intent_exists: bool = True
 
 
 class _Failed(Protocol):
+    """A version in its failure backoff, as a report (VersionFailure) or the rollout
+    (rollout.Failure) holds it: what health_of reads of it."""
+
     @property
     def version(self) -> int: ...
     @property
