@@ -183,11 +183,13 @@ def plan_model(snap: FleetSnapshot, case: ModelCase, now: dt.datetime) -> ModelP
     step = plan_rollout(intent, replicas, failures, now, memory)
     puts = {}
     held = [r.assignment for r in replicas if r.assignment is not None]
+    # (what each placed host holds now, as read above: None for none or an invalid one)
+    holding = {r.host: r.assignment for r in replicas}
     for host, wanted in step.assignments.items():
-        parsed = snap.assignments.get((host, model))
+        now_held = holding.get(host)
         # (identity first: pydantic's equality has no shortcut for the same object, and a
         # converged replica holds the very assignment the rollout returns)
-        if parsed is None or (parsed.value is not wanted and parsed.value != wanted):
+        if now_held is None or (now_held is not wanted and now_held != wanted):
             # A model's replicas mostly hold the same assignment: a new replica's is the one
             # another replica holds (one object, nothing to compact), else a shared copy.
             same = next((a for a in held if a is wanted or a == wanted), None)

@@ -218,9 +218,7 @@ class FleetBuilder:
             known = changes[key] or previous.get(key)
             noted = None if known is None else _ABOUT.get(known.kind)
             if known is None or noted is None:
-                parsed = note_change(self._ks, key, models, hosts)
-                if parsed.section is not Section.STATUS and parsed.model is not None:
-                    other.add(parsed.model)
+                _note_parsed(self._ks, key, models, hosts, other)
                 continue
             kind, name = noted(known.slot)
             if kind == "host":
@@ -288,6 +286,24 @@ _ABOUT: dict[str, Callable[[Any], tuple[str, str]]] = {
 }
 
 
+def change_sets(ks: Keyspace, keys: Iterable[str]) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """(changed_models, changed_hosts, changed_by_status) of these changed keys, each key
+    parsed: what FleetBuilder.apply reads from where the keys file (tests compare the two)."""
+    models: set[str] = set()
+    hosts: set[str] = set()
+    other: set[str] = set()
+    for key in keys:
+        _note_parsed(ks, key, models, hosts, other)
+    return frozenset(models), frozenset(hosts), frozenset(models - other)
+
+
+def _note_parsed(ks: Keyspace, key: str, models: set[str], hosts: set[str], other: set[str]) -> None:
+    """note_change, and other: the models with a changed key other than an agent's status."""
+    parsed = note_change(ks, key, models, hosts)
+    if parsed.section is not Section.STATUS and parsed.model is not None:
+        other.add(parsed.model)
+
+
 def note_change(ks: Keyspace, key: str, models: set[str], hosts: set[str]) -> ParsedKey:
     """Which model or host a key is about (keys that are not planning input are skipped);
     returns the key as parsed."""
@@ -315,6 +331,7 @@ __all__ = [
     "announced_assignment",
     "announced_report",
     "announced_route",
+    "change_sets",
     "is_host_key",
     "known_route",
     "note_change",

@@ -11,8 +11,8 @@ import pytest
 from tfleet import health, schema
 from tfleet.controller.incremental import IncrementalPlanner
 from tfleet.controller.planner import plan
-from tfleet.controller.snapshot import SnapshotReader, note_change
-from tfleet.keyspace import Keyspace, Section
+from tfleet.controller.snapshot import SnapshotReader, change_sets
+from tfleet.keyspace import Keyspace
 from tfleet.schema import HostControl, HostRecord, ModelIntent, ModelStatus
 from tfleet.store import KeyValue, Snapshot
 
@@ -132,19 +132,11 @@ def _changed_sets(fleet) -> tuple[frozenset, frozenset, frozenset]:
 
 
 def _classified(before: Snapshot, after: Snapshot) -> tuple[frozenset, frozenset, frozenset]:
-    """The change sets of the keys that changed between two snapshots, each key parsed by
-    note_change (the builder reads them from where the keys file instead)."""
+    """The change sets of the keys that changed between two snapshots, each key parsed
+    (change_sets; the builder reads them from where the keys file instead)."""
     old = {kv.key: kv.mod_revision for kv in before.items}
     new = {kv.key: kv.mod_revision for kv in after.items}
-    changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
-    models: set[str] = set()
-    hosts: set[str] = set()
-    other: set[str] = set()
-    for key in changed:
-        parsed = note_change(KS, key, models, hosts)
-        if parsed.section is not Section.STATUS and parsed.model is not None:
-            other.add(parsed.model)
-    return frozenset(models), frozenset(hosts), frozenset(models - other)
+    return change_sets(KS, {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)})
 
 
 @pytest.mark.parametrize("resync", [False, True])

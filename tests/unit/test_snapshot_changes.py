@@ -1,6 +1,6 @@
 """A snapshot's change sets (which models and hosts a pass plans again) come from where the
 changed keys file, not from parsing the keys again (controller/snapshot.py, _ABOUT): they
-must be what parsing each changed key says (note_change), for a key of every section put,
+must be what parsing each changed key says (change_sets), for a key of every section put,
 changed, deleted, or holding a value nobody can use."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from tfleet.controller.snapshot import SnapshotReader, note_change
-from tfleet.keyspace import Keyspace, Section
+from tfleet.controller.snapshot import SnapshotReader, change_sets
+from tfleet.keyspace import Keyspace
 from tfleet.store import KeyValue, Snapshot
 
 KS = Keyspace("/f")
@@ -44,17 +44,6 @@ OTHER_KEYS = [KS.history("m1", 1), f"{KS.prefix}/problems"]
 
 def _kv(key: str, value: bytes, revision: int) -> KeyValue:
     return KeyValue(key, value, revision, revision, 1, 0)
-
-
-def _expected(keys: set[str]) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    models: set[str] = set()
-    hosts: set[str] = set()
-    other: set[str] = set()
-    for key in keys:
-        parsed = note_change(KS, key, models, hosts)
-        if parsed.section is not Section.STATUS and parsed.model is not None:
-            other.add(parsed.model)
-    return frozenset(models), frozenset(hosts), frozenset(models - other)
 
 
 def _base(revision: int = 10) -> dict[str, bytes]:
@@ -90,7 +79,7 @@ def test_change_sets_are_what_parsing_the_keys_says(key: str, change: str) -> No
     else:
         before[key] = b"not json"
         del after[key]
-    assert _changes(before, after) == _expected({key})
+    assert _changes(before, after) == change_sets(KS, {key})
 
 
 def test_a_status_alone_is_a_change_by_status_and_with_its_assignment_is_not() -> None:
