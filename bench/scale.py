@@ -27,7 +27,10 @@ other process. Printed, each next to a floor measured in the same run:
   watches) spent meanwhile (they share this machine's cores); and what etcd did meanwhile
   (writes, WAL fsyncs and backend commits with their mean time, bytes sent, slow watchers);
 * the controller's RSS and CPU seconds (/proc), etcd's db size, and the warnings and errors
-  in the controller's log (size errors counted apart).
+  in the controller's log (size errors counted apart);
+* the controller's /metrics scraped throughout as Prometheus scrapes it (--scrape-every,
+  15 s as deploy/prometheus/prometheus.yml; 0: none): the controller pays for its
+  exposition during every phase, as in a fleet; each scrape's seconds are printed.
 
 Intents of the M models are written as plain puts in transactions of 100 (what
 ``etcdctl txn`` would do; the controller records their history entries itself), or with
@@ -74,6 +77,8 @@ from bench.scale_parts import (
     ReadyTracker,
     Standins,
     change_latencies,
+    Scraper,
+    controller_txns,
     controller_usage,
     etcd_size,
     intent,
@@ -102,6 +107,7 @@ ETCD_SETTINGS = {
     "--max-request-bytes": str(int(1.5 * 1024**2)),  # etcd's default, stated
     "--max-txn-ops": "128",  # etcd's default, stated
     "--snapshot-count": "100000",  # etcd 3.5's default, stated
+    "--metrics": "extensive",  # (gRPC handling-time histograms: a Txn's time in etcd)
 }
 PRESETS = {"small": (50, [500]), "full": (1000, [10_000, 100_000])}
 
@@ -145,6 +151,7 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
         say(f"  {hosts} stand-in hosts registered in {time.perf_counter() - started:.1f} s")
 
         controller_log = root / "controller.log"
+        controller_port = free_port()
         controller = Daemon(
             "controller",
             [
@@ -156,7 +163,7 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                 "--http-host",
                 "127.0.0.1",
                 "--http-port",
-                str(free_port()),
+                str(controller_port),
                 "--lease-ttl",
                 str(options.controller_ttl),
                 "--etcd-timeout",
@@ -173,6 +180,8 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
             result["pinned"] = pin_apart(controller.process.pid, [etcd.pid, standins.process.pid, os.getpid()])
         result["controller_command"] = "tfleet " + " ".join(controller.args)
         wait_for(lambda: store.get(KS.leader()) is not None, timeout, "the controller to lead")
+        scraper = Scraper(f"http://127.0.0.1:{controller_port}/metrics", options.scrape_every)
+        stack.callback(lambda: result.__setitem__("scrapes", scraper.stop()))
 
         phases = result["phases"]
         try:
@@ -280,6 +289,8 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                 }
                 cpu_before = {name: proc_cpu_seconds(pid) for name, pid in processes.items() if pid is not None}
                 etcd_before = metrics.read()
+                txns_url = f"http://127.0.0.1:{controller_port}/metrics"
+                txns_before = controller_txns(txns_url)
                 killed_at = time.perf_counter()
                 for start in range(0, len(victims), 200):
                     standins.command("kill " + " ".join(victims[start : start + 200]))
@@ -292,6 +303,14 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                 # 2-core machine the stand-ins, etcd and the controller share the cores)
                 cpu_used = {name: round(proc_cpu_seconds(processes[name]) - before, 1) for name, before in cpu_before.items()}
                 etcd_did = etcd_work(etcd_before, metrics.read())
+                txns_after = controller_txns(txns_url)
+                sent = txns_after["count"] - txns_before["count"]
+                # (the controller's write transactions meanwhile, from its send to etcd's answer:
+                # against etcd's txn_handling_mean_ms, what of it was etcd's)
+                etcd_did["controller_txns"] = {
+                    "count": int(sent),
+                    "mean_ms": round(1000 * (txns_after["sum"] - txns_before["sum"]) / sent, 2) if sent else None,
+                }
             finally:
                 hosts_watch.cancel()
             phases["host_loss"] = {
@@ -317,6 +336,8 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
             phases["failed"] = f"{type(exc).__name__}: {exc}"
             say(f"  FAILED   {phases['failed']}")
         result["final"] = {"controller": controller_usage(controller), "etcd": etcd_size(metrics), "controller_running": controller.running}
+        result["scrapes"] = scraper.stop()
+        say(f"  scrapes  the controller's /metrics, as Prometheus: {result['scrapes']}")
         standins.command("stats")
         try:
             result["standins"] = standins.expect("stats", 30)
@@ -374,6 +395,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--settle", type=float, default=1.5, help="quiet seconds after a change when counting its writes")
     parser.add_argument("--timeout", type=float, default=900, help="deadline of each phase, seconds")
+    parser.add_argument(
+        "--scrape-every",
+        type=float,
+        default=15.0,
+        help="seconds between GETs of the controller's /metrics, as Prometheus scrapes it (deploy/prometheus: 15 s); 0: none",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--unsafe-no-fsync", action="store_true", help="run etcd without fsync (faster disks than this machine's)")
     parser.add_argument(

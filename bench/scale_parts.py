@@ -47,6 +47,9 @@ ETCD_COUNTERS = (
     "etcd_disk_backend_commit_duration_seconds_count",
     "etcd_debugging_mvcc_slow_watcher_total",
     "etcd_debugging_mvcc_pending_events_total",
+    # applying each committed entry (one per transaction, mostly), in etcd's apply loop
+    "etcd_server_apply_duration_seconds_sum",
+    "etcd_server_apply_duration_seconds_count",
 )
 
 
@@ -215,6 +218,10 @@ class EtcdMetrics:
             base = name.split("{", 1)[0]
             if base in ETCD_COUNTERS:
                 values[base] = values.get(base, 0.0) + float(rest.split()[0])
+            elif base in ("grpc_server_handling_seconds_sum", "grpc_server_handling_seconds_count") and 'grpc_method="Txn"' in name:
+                # (--metrics=extensive) a Txn from its arrival at etcd to its answer
+                part = "grpc_txn_handling_seconds_" + base.rsplit("_", 1)[1]
+                values[part] = values.get(part, 0.0) + float(rest.split()[0])
             elif base == "grpc_server_msg_sent_total" and 'grpc_method="' in name:
                 method = name.split('grpc_method="', 1)[1].split('"', 1)[0]  # messages sent per method
                 values[f"sent:{method}"] = values.get(f"sent:{method}", 0.0) + float(rest.split()[0])
@@ -377,6 +384,61 @@ def controller_usage(controller: Daemon) -> dict:
         return {"rss_mb": None, "cpu_s": None, "note": "controller not running"}
 
 
+class Scraper:
+    """Prometheus, as deploy/prometheus/prometheus.yml scrapes the controller: a GET of its
+    /metrics every ``every`` seconds (in this process, like Prometheus in its own), so that
+    the controller pays for its exposition as it would in a fleet: at 100,000 models its
+    three per-model gauges are 300,000 series. Records each scrape's seconds and size."""
+
+    def __init__(self, url: str, every: float) -> None:
+        self.url, self.every = url, every
+        self.seconds: list[float] = []
+        self.bytes = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+        if every > 0:
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(self.url, timeout=60) as response:
+                    self.bytes = len(response.read())
+            except OSError:
+                self.errors += 1
+                continue
+            self.seconds.append(time.perf_counter() - started)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(70)
+        done = sorted(self.seconds)
+        return {
+            "every_s": self.every,
+            "scrapes": len(done),
+            "errors": self.errors,
+            "mean_s": round(sum(done) / len(done), 3) if done else None,
+            "max_s": round(done[-1], 3) if done else None,
+            "last_mb": round(self.bytes / 1024**2, 1),
+        }
+
+
+def controller_txns(url: str) -> dict[str, float]:
+    """The controller's write transactions so far, as it saw them (its
+    tfleet_controller_write_txn_duration_seconds): count and seconds."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    values = {"count": 0.0, "sum": 0.0}
+    for line in text.splitlines():
+        for part in values:
+            if line.startswith(f"tfleet_controller_write_txn_duration_seconds_{part} "):
+                values[part] = float(line.split()[1])
+    return values
+
+
 def etcd_work(before: dict[str, float], after: dict[str, float]) -> dict:
     """What etcd did between two reads of its metrics: writes, WAL fsyncs and backend commits
     (count and mean ms), bytes sent to clients (watch events, mostly), and its watchers too
@@ -397,6 +459,11 @@ def etcd_work(before: dict[str, float], after: dict[str, float]) -> dict:
         "wal_fsync_mean_ms": mean_ms("etcd_disk_wal_fsync_duration_seconds"),
         "backend_commits": int(delta("etcd_disk_backend_commit_duration_seconds_count")),
         "backend_commit_mean_ms": mean_ms("etcd_disk_backend_commit_duration_seconds"),
+        # a Txn in etcd (arrival to answer) and the apply of one committed entry, mean ms:
+        # against the controller's own view of its transactions (controller_txns), what of a
+        # transaction's time is etcd's
+        "txn_handling_mean_ms": mean_ms("grpc_txn_handling_seconds"),
+        "apply_mean_ms": mean_ms("etcd_server_apply_duration_seconds"),
         "sent_mb": round(delta("etcd_network_client_grpc_sent_bytes_total") / 1024**2, 1),
         "ranges": int(delta("etcd_mvcc_range_total")),
         # messages etcd sent per gRPC method (Watch: watch responses; Range: reads, one per page)

@@ -8,7 +8,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
+from tfleet.exposition import RenderedGaugeFamily
+
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# a transaction of a pass's writes: a few ms on an idle etcd, up to the call's deadline
+_TXN_BUCKETS = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 
 class ModelGauge:
@@ -60,12 +64,10 @@ class ModelGauge:
         return [GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)]
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        # (a family that writes its own /metrics lines: tfleet/exposition.py)
         with self._lock:
             values = list(self._values.items())
-        for labels, value in values:
-            family.add_metric(labels, float(value))
-        yield family
+        yield RenderedGaugeFamily(self._name, self._documentation, self._labelnames, values)
 
 
 def _number(value: float) -> float:
@@ -96,6 +98,12 @@ class ControllerMetrics:
         self.reconcile_seconds = Histogram("tfleet_controller_reconcile_duration_seconds", "Duration of one pass.", buckets=_BUCKETS, registry=r)
         self.plan_seconds = Histogram("tfleet_controller_plan_duration_seconds", "Duration of the pure planning step.", buckets=_BUCKETS, registry=r)
         self.writes = Counter("tfleet_controller_writes_total", "Keys written or deleted by the controller.", ["kind", "op"], registry=r)
+        self.write_txn_seconds = Histogram(
+            "tfleet_controller_write_txn_duration_seconds",
+            "A pass's write transaction, from its send to etcd's answer, as the controller sees it (compare etcd's grpc_server_handling_seconds for Txn).",
+            buckets=_TXN_BUCKETS,
+            registry=r,
+        )
         self.fenced_rejections = Counter("tfleet_controller_fenced_rejections_total", "Writes refused because leadership was lost.", registry=r)
         self.replicas_wanted = ModelGauge("tfleet_controller_replicas_wanted", "Replicas the intent asks for.", ["model"], r)
         self.replicas_ready = ModelGauge("tfleet_controller_replicas_ready", "Replicas with their wanted versions AVAILABLE.", ["model"], r)

@@ -131,7 +131,7 @@ class ControllerReconciler:
         self._echoed: set[str] = set()  # models whose new replicas' assignments came back this pass
         self._ledger = EchoLedger(keyspace)
         self._resynced_hosts: frozenset[str] = frozenset()  # hosts this pass plans for the resync only
-        self._txns: TxnPipeline[Put | Delete] = TxnPipeline(self._election.fenced_txn, txns_in_flight)
+        self._txns: TxnPipeline[Put | Delete] = TxnPipeline(self._election.fenced_txn, txns_in_flight, observe=self._metrics.write_txn_seconds.observe)
         # models whose writes may not have landed (a failed pass): planned again by the next one
         self._owed: frozenset[str] = frozenset()
         # models whose readiness waits behind placement, and since when (_defer_readiness)

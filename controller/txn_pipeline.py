@@ -36,7 +36,13 @@ class TxnPipeline(Generic[T]):
     """Runs ``send(batch)`` for each submitted batch, at most ``depth`` at once; depth 1 sends
     in the caller's thread (no pool)."""
 
-    def __init__(self, send: Callable[[Sequence[T]], object], depth: int = DEFAULT_DEPTH, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        send: Callable[[Sequence[T]], object],
+        depth: int = DEFAULT_DEPTH,
+        clock: Callable[[], float] = time.perf_counter,
+        observe: Callable[[float], None] | None = None,
+    ) -> None:
         if depth < 1:
             raise ValueError(f"depth must be at least 1, not {depth}")
         self._send = send
@@ -44,6 +50,10 @@ class TxnPipeline(Generic[T]):
         self._pool = ThreadPoolExecutor(depth, thread_name_prefix="controller-txn") if depth > 1 else None
         self._in_flight: deque[Future[object]] = deque()
         self._clock = clock
+        # told each transaction's seconds, from its send to its answer (in the sending
+        # thread): etcd's commit as the controller sees it, which an operator compares with
+        # etcd's own handling time to tell a slow etcd from a busy controller process
+        self._observe = observe
         # seconds the caller waited for transactions (a free slot, or drain), since it was
         # last reset: what a pass's log line says of etcd's share of its time
         self.waited = 0.0
@@ -54,7 +64,7 @@ class TxnPipeline(Generic[T]):
         if self._pool is None:
             started = self._clock()
             try:
-                self._send(batch)
+                self._timed_send(batch)
             finally:
                 self.waited += self._clock() - started
             return
@@ -65,7 +75,16 @@ class TxnPipeline(Generic[T]):
                     self._landed(self._in_flight.popleft())
             finally:
                 self.waited += self._clock() - started
-        self._in_flight.append(self._pool.submit(self._send, batch))
+        self._in_flight.append(self._pool.submit(self._timed_send, batch))
+
+    def _timed_send(self, batch: Sequence[T]) -> object:
+        if self._observe is None:
+            return self._send(batch)
+        started = self._clock()
+        try:
+            return self._send(batch)
+        finally:
+            self._observe(self._clock() - started)
 
     def drain(self) -> None:
         """Wait for every transaction in flight; raise the first failure among them."""

@@ -1,7 +1,8 @@
 """The operations endpoint every daemon serves: /metrics, /healthz and /readyz.
 
 A standard-library threading HTTP server is enough for three small read-only endpoints and
-keeps the agent lean; metrics come from the daemon's own prometheus-client registry.
+keeps the agent lean; metrics come from the daemon's own prometheus-client registry, as
+tfleet/exposition.py writes them (the controller's per-model gauges on a fast path).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+
+from tfleet.exposition import generate
 
 # A probe answers (ok, reason); the reason is shown in the body for people and scripts.
 Probe = Callable[[], tuple[bool, str]]
@@ -52,7 +55,7 @@ class OpsServer:
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._reply(200, generate_latest(ops._registry), CONTENT_TYPE_LATEST)
+                    self._reply(200, generate(ops._registry), CONTENT_TYPE_LATEST)
                 elif path in ops._routes:
                     self._reply(*ops._routes[path]())
                 elif path in ops._probes:

@@ -107,3 +107,35 @@ def test_waited_counts_the_time_the_caller_waited_for_transactions() -> None:
     serial = TxnPipeline(lambda batch: None, depth=1, clock=lambda: float(next(ticks)))
     serial.submit([1])
     assert serial.waited == 1.0
+
+
+def test_each_transaction_is_observed_with_its_own_time_failed_ones_too() -> None:
+    """tfleet_controller_write_txn_duration_seconds: one observation per transaction, from
+    its send to its answer, in whichever thread sent it; a failed transaction is observed
+    too (an operator comparing with etcd's handling time needs the slow failures most)."""
+    seen: list[float] = []
+    now = [0.0]
+
+    def send(batch):  # each transaction takes batch[0] seconds of the fake clock
+        now[0] += batch[0]
+        if batch[0] == 2:
+            raise RuntimeError("txn 2 failed")
+
+    serial = TxnPipeline(send, depth=1, clock=lambda: now[0], observe=seen.append)
+    serial.submit([1])
+    serial.submit([3])
+    with pytest.raises(RuntimeError, match="txn 2 failed"):
+        serial.submit([2])
+    assert seen == [1.0, 3.0, 2.0]
+    assert serial.waited == 6.0  # (the caller waited for all three: depth 1)
+    seen.clear()
+    pooled = TxnPipeline(lambda batch: None, depth=2, observe=seen.append)
+    for n in range(5):
+        pooled.submit([n])
+    pooled.drain()
+    assert len(seen) == 5
+    failing = TxnPipeline(send, depth=2, clock=lambda: now[0], observe=seen.append)
+    failing.submit([2])
+    with pytest.raises(RuntimeError, match="txn 2 failed"):
+        failing.drain()
+    assert len(seen) == 6
