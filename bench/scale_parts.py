@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 
 from bench.agent_latency import percentile, proc_cpu_seconds, proc_rss_mb
 from tfleet import schema
@@ -316,11 +317,14 @@ def change_latencies(store: EtcdStore, registry: Registry, tracker: ReadyTracker
     return latencies
 
 
-def wait_quiet(metrics: EtcdMetrics, timeout: float, window: float = 2.0, most: int = 5) -> float:
-    """Seconds until etcd takes at most `most` writes (puts + txns) in `window` seconds: the
+def wait_quiet(metrics: EtcdMetrics, timeout: float, window: float = 2.0, most: int = 5, behind: Callable[[], float] | None = None) -> float:
+    """Seconds until etcd takes at most `most` writes (puts + txns) in `window` seconds and
+    ``behind()`` (when given: the history recorder's lag, in revisions) is 0: the
     controller's backlog after a mass write (history entries, route tables, reports) is
-    drained, so that what follows measures the steady state, not the backlog. At most
-    `timeout` seconds (then it returns what it waited)."""
+    drained, so that what follows measures the steady state, not the backlog. (A quiet
+    window alone is not enough: a controller that stalls for seconds, e.g. writing a
+    /metrics answer, writes nothing meanwhile.) At most `timeout` seconds (then it returns
+    what it waited)."""
     started = time.perf_counter()
 
     def writes() -> float:
@@ -331,10 +335,23 @@ def wait_quiet(metrics: EtcdMetrics, timeout: float, window: float = 2.0, most: 
     while time.perf_counter() - started < timeout:
         time.sleep(window)
         now = writes()
-        if now - before <= most:
+        if now - before <= most and (behind is None or behind() == 0):
             break
         before = now
     return time.perf_counter() - started
+
+
+def controller_sample(url: str, name: str) -> float | None:
+    """One unlabelled sample of the controller's /metrics (None: not there, or no answer)."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    return None
 
 
 def writes_per_change(store: EtcdStore, registry: Registry, tracker: ReadyTracker, metrics: EtcdMetrics, model: str, settle: float, timeout: float) -> dict:
@@ -429,14 +446,7 @@ class Scraper:
 def controller_txns(url: str) -> dict[str, float]:
     """The controller's write transactions so far, as it saw them (its
     tfleet_controller_write_txn_duration_seconds): count and seconds."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    values = {"count": 0.0, "sum": 0.0}
-    for line in text.splitlines():
-        for part in values:
-            if line.startswith(f"tfleet_controller_write_txn_duration_seconds_{part} "):
-                values[part] = float(line.split()[1])
-    return values
+    return {part: controller_sample(url, f"tfleet_controller_write_txn_duration_seconds_{part}") or 0.0 for part in ("count", "sum")}
 
 
 def etcd_work(before: dict[str, float], after: dict[str, float]) -> dict:

@@ -75,3 +75,12 @@ def test_the_controllers_metrics_at_a_thousand_models() -> None:
     text = generate(metrics.registry)
     assert text == generate_latest(metrics.registry)
     assert text.count(b"tfleet_controller_rollout_phase{") == 1000
+
+
+def test_the_scrape_bench_at_a_small_size(capsys) -> None:
+    """bench/metrics_scrape.py, small: both writers, the same bytes."""
+    from bench import metrics_scrape
+
+    metrics_scrape.main(["--models", "300", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert '"same_bytes": true' in out and '"series": 900' in out
