@@ -153,6 +153,7 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
 
         controller_log = root / "controller.log"
         controller_port = free_port()
+        metrics_url = f"http://127.0.0.1:{controller_port}/metrics"
         controller = Daemon(
             "controller",
             [
@@ -181,7 +182,7 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
             result["pinned"] = pin_apart(controller.process.pid, [etcd.pid, standins.process.pid, os.getpid()])
         result["controller_command"] = "tfleet " + " ".join(controller.args)
         wait_for(lambda: store.get(KS.leader()) is not None, timeout, "the controller to lead")
-        scraper = Scraper(f"http://127.0.0.1:{controller_port}/metrics", options.scrape_every)
+        scraper = Scraper(metrics_url, options.scrape_every)
         stack.callback(lambda: result.__setitem__("scrapes", scraper.stop()))
 
         phases = result["phases"]
@@ -227,7 +228,7 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
             if options.drain:
 
                 def history_behind() -> float:  # (no answer: not known to be caught up)
-                    lag = controller_sample(f"http://127.0.0.1:{controller_port}/metrics", "tfleet_controller_history_lag_revisions")
+                    lag = controller_sample(metrics_url, "tfleet_controller_history_lag_revisions")
                     return 1.0 if lag is None else lag
 
                 phases["backlog_drained_s"] = round(wait_quiet(metrics, timeout, behind=history_behind), 1)
@@ -295,8 +296,7 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                 }
                 cpu_before = {name: proc_cpu_seconds(pid) for name, pid in processes.items() if pid is not None}
                 etcd_before = metrics.read()
-                txns_url = f"http://127.0.0.1:{controller_port}/metrics"
-                txns_before = controller_txns(txns_url)
+                txns_before = controller_txns(metrics_url)
                 killed_at = time.perf_counter()
                 for start in range(0, len(victims), 200):
                     standins.command("kill " + " ".join(victims[start : start + 200]))
@@ -309,7 +309,7 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                 # 2-core machine the stand-ins, etcd and the controller share the cores)
                 cpu_used = {name: round(proc_cpu_seconds(processes[name]) - before, 1) for name, before in cpu_before.items()}
                 etcd_did = etcd_work(etcd_before, metrics.read())
-                txns_after = controller_txns(txns_url)
+                txns_after = controller_txns(metrics_url)
                 sent = txns_after["count"] - txns_before["count"]
                 # (the controller's write transactions meanwhile, from its send to etcd's answer:
                 # against etcd's txn_handling_mean_ms, what of it was etcd's)

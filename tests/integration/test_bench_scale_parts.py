@@ -9,9 +9,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bench.scale_parts import Scraper, controller_sample, wait_quiet
+from bench.scale_parts import Scraper, controller_sample, controller_txns, wait_quiet
 
-BODY = b'# HELP tfleet_controller_history_lag_revisions lag\ntfleet_controller_history_lag_revisions 7.0\nother_metric{a="b"} 1.0\n'
+BODY = (
+    b'# HELP tfleet_controller_history_lag_revisions lag\ntfleet_controller_history_lag_revisions 7.0\nother_metric{a="b"} 1.0\n'
+    b"tfleet_controller_write_txn_duration_seconds_count 12.0\ntfleet_controller_write_txn_duration_seconds_sum 0.5\n"
+)
 
 
 @pytest.fixture
@@ -58,6 +61,15 @@ def test_one_sample_is_read_by_its_exact_name(metrics_url) -> None:
     assert controller_sample(url, "tfleet_controller_history_lag_revisions") == 7.0
     assert controller_sample(url, "tfleet_controller_history_lag") is None  # (a prefix is not the name)
     assert controller_sample("http://127.0.0.1:9/metrics", "x") is None  # (no answer)
+
+
+def test_the_transaction_histogram_is_read_in_one_scrape(metrics_url) -> None:
+    """Each read is a whole /metrics answer (~17 MB at 100,000 models): count and sum from one."""
+    url, hits = metrics_url
+    before = len(hits)
+    assert controller_txns(url) == {"count": 12.0, "sum": 0.5}
+    assert len(hits) == before + 1
+    assert controller_txns("http://127.0.0.1:9/metrics") == {"count": 0.0, "sum": 0.0}
 
 
 class _Counters:
