@@ -145,6 +145,7 @@ class Controller:
             cache=self.cache,
             tfs_unresponsive_grace=settings.tfs_unresponsive_grace,
             full_plan_interval=settings.full_plan_interval,
+            resync_rate=settings.full_plan_rate,
         )
         # Records every change of models/ in the history while leading (its own thread).
         self.history = HistoryRecorder(

@@ -27,7 +27,7 @@ from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.planner import ControllerPlan
 from tfleet.controller.incremental import EchoLedger, IncrementalPlanner, quiet_assignment, quiet_delete
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE
-from tfleet.controller.resync import SLICE_MAX, RollingResync
+from tfleet.controller.resync import RATE_MAX, SLICE_MAX, RollingResync
 from tfleet.controller.schedules import ScheduleRunner, next_due
 from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.snapshot import Announced, FleetBuilder, FleetSnapshot, announced_assignment, announced_report, announced_route
@@ -96,12 +96,14 @@ class ControllerReconciler:
         tfs_unresponsive_grace: float = DEFAULT_UNRESPONSIVE_GRACE,
         full_plan_interval: float = FULL_PLAN_EVERY,
         resync_slice: int = SLICE_MAX,
+        resync_rate: float | None = RATE_MAX,
         txns_in_flight: int = DEFAULT_DEPTH,
         defer_readiness_at: int = DEFER_READINESS_AT,
     ) -> None:
         """cache: the process's fleet cache (app.py shares one with the dashboard); without
         one the reconciler keeps its own. full_plan_interval: every model and host is planned
-        again this often, at most resync_slice of each per pass (controller/resync.py).
+        again this often, at most resync_slice of each per pass and resync_rate a second
+        (None: no ceiling; controller/resync.py).
         txns_in_flight: a pass's write transactions sent at once (controller/txn_pipeline.py).
         defer_readiness_at: see DEFER_READINESS_AT."""
         self._store = store
@@ -125,8 +127,8 @@ class ControllerReconciler:
         self._phases: dict[str, str] = {}  # model -> rollout phase last set in the gauge
         self._unplaced: set[str] = set()
         # the net under the incremental planner: every model and host planned again per interval
-        self._resync_models = RollingResync(full_plan_interval, resync_slice)
-        self._resync_hosts = RollingResync(full_plan_interval, resync_slice)
+        self._resync_models = RollingResync(full_plan_interval, resync_slice, resync_rate)
+        self._resync_hosts = RollingResync(full_plan_interval, resync_slice, resync_rate)
         self._was_leader = False
         self._echoed: set[str] = set()  # models whose new replicas' assignments came back this pass
         self._ledger = EchoLedger(keyspace)

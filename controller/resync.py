@@ -13,6 +13,15 @@ keys, not a plan); a name added during the cycle is planned by its own change, a
 cycle takes it. When passes are too rare to keep the pace with ``slice_max`` names each,
 ``due_in`` says when the next slice is owed, for the loop to run a pass then.
 
+The net's pace has a ceiling too (``rate``: names per second, the controller's
+--full-plan-rate): a cycle lasts the interval or ``names / rate`` seconds, whichever is
+longer. Planning a model costs ~0.2 ms of the controller's one interpreter, so a minute's
+cycle of 100,000 models held a third of a core (~1,700 models a second) all the time, on an
+idle fleet too (bench/scale, /proc of the controller's pass thread between passes with
+changes); at 250 a second it is ~5 % of a core at any fleet size, and the cycle of 100,000
+models is 400 s. A fleet of up to rate x interval names (15,000 at the defaults) keeps the
+interval.
+
 Pure: the clock is passed in. tests/unit/test_resync.py pins the pacing and the bound.
 """
 
@@ -24,16 +33,21 @@ from collections.abc import Callable, Iterable
 # At most this many names per pass: about 70 ms of planning at 0.14 ms a model (a full plan
 # measured 1.4 s at 10,000 models, bench/controller_plan.py).
 SLICE_MAX = 500
+# At most this many names a second, by default (see the module's docstring).
+RATE_MAX = 250.0
 # The loop is not asked to come back sooner than this for a slice.
 MIN_DUE_IN = 0.05
 
 
 class RollingResync:
-    def __init__(self, interval: float, slice_max: int = SLICE_MAX) -> None:
-        if interval <= 0 or slice_max < 1:
-            raise ValueError("the resync interval must be positive and a slice at least one name")
+    def __init__(self, interval: float, slice_max: int = SLICE_MAX, rate: float | None = None) -> None:
+        """rate: at most this many names a second (None: the interval alone sets the pace)."""
+        if interval <= 0 or slice_max < 1 or (rate is not None and rate <= 0):
+            raise ValueError("the resync interval and rate must be positive and a slice at least one name")
         self.interval = interval
         self.slice_max = slice_max
+        self.rate = rate
+        self.span = interval  # this cycle's length: the interval, or longer for the rate
         self._start = 0.0
         self._names: list[str] | None = None  # this cycle's names (None: taken at the next take)
         self._done = 0  # how many of them were handed out
@@ -45,11 +59,12 @@ class RollingResync:
     def take(self, now: float, names: Callable[[], Iterable[str]]) -> list[str]:
         """The names owed by now (at most ``slice_max``); ``names`` is called once per cycle."""
         if self._names is not None and self._done >= len(self._names):
-            if now - self._start < self.interval:
-                return []  # this cycle is done; the next starts when the interval has passed
+            if now - self._start < self.span:
+                return []  # this cycle is done; the next starts when its span has passed
             self._start, self._names = now, None
         if self._names is None:
             self._names, self._done = list(names()), 0
+            self.span = self.interval if self.rate is None else max(self.interval, len(self._names) / self.rate)
         owed = self._owed(now)
         due = self._names[self._done : self._done + min(owed, self.slice_max)]
         self._done += len(due)
@@ -67,12 +82,12 @@ class RollingResync:
             return MIN_DUE_IN
         # the moment the next slice_max names (or the rest) are owed
         target = self._done + min(left, self.slice_max)
-        return max(MIN_DUE_IN, self._start + target * self.interval / len(self._names) - now)
+        return max(MIN_DUE_IN, self._start + target * self.span / len(self._names) - now)
 
     def _owed(self, now: float) -> int:
         assert self._names is not None
-        elapsed = min(1.0, max(0.0, (now - self._start) / self.interval))
+        elapsed = min(1.0, max(0.0, (now - self._start) / self.span))
         return max(0, math.ceil(len(self._names) * elapsed) - self._done)
 
 
-__all__ = ["RollingResync", "SLICE_MAX"]
+__all__ = ["RATE_MAX", "RollingResync", "SLICE_MAX"]

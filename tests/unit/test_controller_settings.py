@@ -41,13 +41,41 @@ def test_full_plan_interval_is_bounded() -> None:
         assert message in explain(info.value)
 
 
-def _reconciler(models: int, now: list[float], interval: float, resync_slice: int):
+def test_full_plan_rate_is_bounded() -> None:
+    assert settings().full_plan_rate == 250.0  # docs/operations.md, controller settings
+    for bad, message in ((0.0, "greater than or equal to 1"), (1e6, "less than or equal to 100000")):
+        with pytest.raises(ValidationError) as info:
+            settings(full_plan_rate=bad)
+        assert message in explain(info.value)
+
+
+def _reconciler(models: int, now: list[float], interval: float, resync_slice: int, **options):
     from bench import cache_pass
     from bench.controller_plan import build
 
     store = cache_pass.MemoryStore(build(models, 4))
-    controller = cache_pass.in_memory_controller(store, lambda: now[0], full_plan_interval=interval, resync_slice=resync_slice)
+    controller = cache_pass.in_memory_controller(store, lambda: now[0], full_plan_interval=interval, resync_slice=resync_slice, **options)
     return store, controller.reconciler
+
+
+def test_the_rolling_resync_plans_at_most_the_rate_of_models_a_second() -> None:
+    """--full-plan-rate: a fleet larger than rate x interval is planned again over a longer
+    cycle (40 models at 2 a second: 20 s, not the 10 s interval), so the net's share of the
+    controller stays bounded at any fleet size."""
+    now = [0.0]
+    store, reconciler = _reconciler(40, now, interval=10.0, resync_slice=100, resync_rate=2.0)
+    assert reconciler.reconcile().result == "ok" and reconciler.planner.full
+    store.deliver()
+    seen: set[str] = set()
+    for second in range(1, 21):
+        now[0] = float(second)
+        reconciler.reconcile()
+        store.deliver()
+        assert len(reconciler.planner.planned) <= 2 + 1  # (2 a second; a rounding may add one)
+        seen |= reconciler.planner.planned
+        if second == 10:
+            assert 18 <= len(seen) <= 22  # half the fleet after the interval, not all of it
+    assert seen == {f"m{i:05d}" for i in range(40)}
 
 
 def test_the_rolling_resync_plans_every_model_once_per_interval_in_bounded_passes() -> None:

@@ -59,3 +59,29 @@ def test_settings_are_checked() -> None:
         RollingResync(0.0)
     with pytest.raises(ValueError):
         RollingResync(10.0, slice_max=0)
+
+
+def test_a_rate_stretches_the_cycle_of_a_large_fleet_and_keeps_a_small_ones_interval() -> None:
+    """--full-plan-rate: at most `rate` names a second. 100 names at 2 a second take 50 s, not
+    the 10 s interval; the pace is then 2 a second whatever the passes' timing."""
+    resync = RollingResync(10.0, slice_max=1000, rate=2.0)
+    resync.restart(0.0)
+    assert resync.take(0.0, lambda: NAMES) == []
+    assert resync.span == 50.0
+    assert resync.take(5.0, lambda: NAMES) == NAMES[:10]  # 2 a second, not 10
+    assert resync.due_in(5.0) == pytest.approx(45.0)  # the rest (a slice) is all owed at the span's end
+    assert resync.take(25.0, lambda: NAMES) == NAMES[10:50]
+    assert resync.take(49.0, lambda: NAMES) == NAMES[50:98]
+    assert resync.take(50.0, lambda: NAMES) == NAMES[98:]
+    assert resync.take(60.0, lambda: NAMES) == []  # a span after the last one began: the next begins
+    assert resync.take(65.0, lambda: NAMES) == NAMES[:10]  # at the same pace
+    small = RollingResync(10.0, slice_max=1000, rate=2.0)
+    small.restart(0.0)
+    assert small.take(0.0, lambda: NAMES[:5]) == [] and small.span == 10.0  # 5 names: 2.5 s at the rate
+    assert small.take(10.0, lambda: NAMES[:5]) == NAMES[:5]
+
+
+def test_a_rate_must_be_positive() -> None:
+    for rate in (0.0, -1.0):
+        with pytest.raises(ValueError):
+            RollingResync(10.0, rate=rate)

@@ -56,6 +56,15 @@ from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, setti
     help="Seconds in which the leader plans every model and host again, a bounded slice per pass (the net under incremental planning; 10-3600).",
 )
 @click.option(
+    "--full-plan-rate",
+    default=250.0,
+    type=float,
+    envvar="TFLEET_FULL_PLAN_RATE",
+    show_envvar=True,
+    show_default=True,
+    help="At most this many models (and hosts) a second for that net: a larger fleet's cycle takes longer than --full-plan-interval (1-100000).",
+)
+@click.option(
     "--history-keep",
     default=100,
     type=int,
