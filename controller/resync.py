@@ -18,8 +18,8 @@ The net's pace has a ceiling too (``rate``: names per second, the controller's
 longer. Planning a model costs ~0.2 ms of the controller's one interpreter, so a minute's
 cycle of 100,000 models held a third of a core (~1,700 models a second) all the time, on an
 idle fleet too (bench/scale, /proc of the controller's pass thread between passes with
-changes); at 250 a second it is ~5 % of a core at any fleet size, and the cycle of 100,000
-models is 400 s. A fleet of up to rate x interval names (15,000 at the defaults) keeps the
+changes); at 250 a second it is bounded whatever the fleet's size (0.19 s a second in the
+same run, 0.077 in memory: docs/operations.md), and the cycle of 100,000 models is 400 s. A fleet of up to rate x interval names (15,000 at the defaults) keeps the
 interval.
 
 Pure: the clock is passed in. tests/unit/test_resync.py pins the pacing and the bound.
