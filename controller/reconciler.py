@@ -381,7 +381,8 @@ class ControllerReconciler:
             return 0
         now = self._clock()
         models = self._resync_models.take(now, lambda: _managed_names(snap, self._planner))
-        hosts = self._resync_hosts.take(now, lambda: snap.hosts.keys())
+        # (a host's turn re-accounts every replica it holds: its cycle is the models' or longer)
+        hosts = self._resync_hosts.take(now, lambda: snap.hosts.keys(), at_least=self._resync_models.span)
         if models:
             snap.changed_models = snap.changed_models | frozenset(models)
         # (their models' route tables are not rebuilt for it: each model's comes with its own

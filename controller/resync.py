@@ -20,7 +20,10 @@ cycle of 100,000 models held a third of a core (~1,700 models a second) all the 
 idle fleet too (bench/scale, /proc of the controller's pass thread between passes with
 changes); at 250 a second it is bounded whatever the fleet's size (0.19 s a second in the
 same run, 0.077 in memory: docs/operations.md), and the cycle of 100,000 models is 400 s. A fleet of up to rate x interval names (15,000 at the defaults) keeps the
-interval.
+interval. The hosts' cycle lasts at least as long as the models' (``take``'s ``at_least``):
+a host's turn re-accounts every replica it holds in placement (200 at 100,000 models on
+1,000 hosts), so a minute's cycle of 1,000 hosts was ~3,400 re-accounted replicas a second,
+more than the models' own turns at the rate.
 
 Pure: the clock is passed in. tests/unit/test_resync.py pins the pacing and the bound.
 """
@@ -56,15 +59,17 @@ class RollingResync:
         """Everything was just planned (a full plan): the next cycle starts now."""
         self._start, self._names, self._done = now, None, 0
 
-    def take(self, now: float, names: Callable[[], Iterable[str]]) -> list[str]:
-        """The names owed by now (at most ``slice_max``); ``names`` is called once per cycle."""
+    def take(self, now: float, names: Callable[[], Iterable[str]], at_least: float = 0.0) -> list[str]:
+        """The names owed by now (at most ``slice_max``); ``names`` is called once per cycle.
+        at_least: a cycle that begins now lasts at least this long (the hosts' cycle follows
+        the models': a host's turn re-reads every replica it holds)."""
         if self._names is not None and self._done >= len(self._names):
             if now - self._start < self.span:
                 return []  # this cycle is done; the next starts when its span has passed
             self._start, self._names = now, None
         if self._names is None:
             self._names, self._done = list(names()), 0
-            self.span = self.interval if self.rate is None else max(self.interval, len(self._names) / self.rate)
+            self.span = max(at_least, self.interval if self.rate is None else max(self.interval, len(self._names) / self.rate))
         owed = self._owed(now)
         due = self._names[self._done : self._done + min(owed, self.slice_max)]
         self._done += len(due)

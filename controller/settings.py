@@ -33,9 +33,10 @@ class ControllerSettings(BaseModel):
     # so no pass costs the whole fleet (docs/architecture.md, "The resync rolls; it never
     # holds a pass"). The default keeps the minute the periodic full plan had.
     full_plan_interval: float = Field(default=60.0, ge=10.0, le=3600.0)
-    # At most this many models (and hosts) a second for that net: a larger fleet's cycle is
-    # longer than the interval, so the net's CPU stays bounded whatever the fleet's size (a
-    # minute's cycle of 100,000 models held a third of a core). controller/resync.py.
+    # At most this many models a second for that net: a larger fleet's cycle (and the hosts',
+    # which follows it) is longer than the interval, so the net's CPU stays bounded whatever
+    # the fleet's size (a minute's cycle of 100,000 models held a third of a core).
+    # controller/resync.py.
     full_plan_rate: float = Field(default=250.0, ge=1.0, le=100_000.0)
     # History retention: the newest N entries of each model are kept (controller/history.py).
     history_keep: int = Field(default=100, ge=1, le=1_000_000)

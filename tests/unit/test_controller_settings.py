@@ -76,6 +76,8 @@ def test_the_rolling_resync_plans_at_most_the_rate_of_models_a_second() -> None:
         if second == 10:
             assert 18 <= len(seen) <= 22  # half the fleet after the interval, not all of it
     assert seen == {f"m{i:05d}" for i in range(40)}
+    # the hosts' turns follow the models' cycle, not the interval (each re-reads its replicas)
+    assert reconciler._resync_models.span == 20.0 and reconciler._resync_hosts.span == 20.0
 
 
 def test_the_rolling_resync_plans_every_model_once_per_interval_in_bounded_passes() -> None:

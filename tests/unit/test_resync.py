@@ -85,3 +85,15 @@ def test_a_rate_must_be_positive() -> None:
     for rate in (0.0, -1.0):
         with pytest.raises(ValueError):
             RollingResync(10.0, rate=rate)
+
+
+def test_a_cycle_lasts_at_least_what_it_is_told() -> None:
+    """The hosts' cycle follows the models' (a host's turn re-accounts every replica it holds):
+    at_least stretches a cycle that begins now, not one under way."""
+    hosts = RollingResync(10.0, slice_max=1000)
+    hosts.restart(0.0)
+    assert hosts.take(0.0, lambda: NAMES[:20], at_least=40.0) == [] and hosts.span == 40.0
+    assert hosts.take(10.0, lambda: NAMES[:20], at_least=80.0) == NAMES[:5]  # 20 names over 40 s
+    assert hosts.span == 40.0
+    assert hosts.take(5.0 + 40.0, lambda: NAMES[:20], at_least=0.0) == NAMES[5:20]
+    assert hosts.take(50.0, lambda: NAMES[:20], at_least=0.0) == [] and hosts.span == 10.0  # the next cycle: the interval

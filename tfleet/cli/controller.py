@@ -62,7 +62,7 @@ from tfleet.cli.options import DaemonCommand, etcd_options, etcd_settings, setti
     envvar="TFLEET_FULL_PLAN_RATE",
     show_envvar=True,
     show_default=True,
-    help="At most this many models (and hosts) a second for that net: a larger fleet's cycle takes longer than --full-plan-interval (1-100000).",
+    help="At most this many models a second for that net: a larger fleet's cycle (the hosts' too) takes longer than --full-plan-interval (1-100000).",
 )
 @click.option(
     "--history-keep",
