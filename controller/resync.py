@@ -15,15 +15,16 @@ cycle takes it. When passes are too rare to keep the pace with ``slice_max`` nam
 
 The net's pace has a ceiling too (``rate``: names per second, the controller's
 --full-plan-rate): a cycle lasts the interval or ``names / rate`` seconds, whichever is
-longer. Planning a model costs ~0.2 ms of the controller's one interpreter, so a minute's
-cycle of 100,000 models held a third of a core (~1,700 models a second) all the time, on an
-idle fleet too (bench/scale, /proc of the controller's pass thread between passes with
-changes); at 250 a second it is bounded whatever the fleet's size (0.19 s a second in the
-same run, 0.077 in memory: docs/operations.md), and the cycle of 100,000 models is 400 s. A fleet of up to rate x interval names (15,000 at the defaults) keeps the
-interval. The hosts' cycle lasts at least as long as the models' (``take``'s ``at_least``):
-a host's turn re-accounts every replica it holds in placement (200 at 100,000 models on
-1,000 hosts), so a minute's cycle of 1,000 hosts was ~3,400 re-accounted replicas a second,
-more than the models' own turns at the rate.
+longer; a fleet of up to rate x interval names (15,000 at the defaults) keeps the interval.
+Planning a model costs ~0.2 ms of the controller's one interpreter, so a minute's cycle of
+100,000 models held a third of a core (~1,700 models a second) all the time, on an idle
+fleet too. The hosts' cycle lasts at least as long as the models' (``take``'s
+``at_least``): a host's turn re-accounts every replica it holds in placement (200 at
+100,000 models on 1,000 hosts), so a minute's cycle of 1,000 hosts was ~3,400 re-accounted
+replicas a second, more than the models' own turns at the rate. With both, the cycle of
+100,000 models is 400 s and the net's CPU is bounded whatever the fleet's size: the idle
+pass thread of bench/scale's controller 0.35 -> 0.11-0.13 s a second, 0.294 -> 0.057 in
+memory (bench/resync_pass.py; docs/operations.md, "The net's cost at 100,000 models").
 
 Pure: the clock is passed in. tests/unit/test_resync.py pins the pacing and the bound.
 """
