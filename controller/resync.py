@@ -70,7 +70,7 @@ class RollingResync:
             self._start, self._names = now, None
         if self._names is None:
             self._names, self._done = list(names()), 0
-            self.span = max(at_least, self.interval if self.rate is None else max(self.interval, len(self._names) / self.rate))
+            self.span = max(self.interval, at_least, 0.0 if self.rate is None else len(self._names) / self.rate)
         owed = self._owed(now)
         due = self._names[self._done : self._done + min(owed, self.slice_max)]
         self._done += len(due)

@@ -3,6 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
+from tests.deployfiles import Invocation, start_with_stub
 from tfleet.controller.settings import ControllerSettings
 from tfleet.schema import explain
 from tfleet.store import EtcdSettings
@@ -15,6 +16,8 @@ def settings(**overrides) -> ControllerSettings:
 def test_defaults_are_valid() -> None:
     assert settings().renew_interval == pytest.approx(10 / 3)
     assert settings().history_keep == 100  # docs/operations.md, "The intent history"
+    # docs/operations.md, controller settings
+    assert settings().full_plan_interval == 60.0 and settings().full_plan_rate == 250.0
 
 
 @pytest.mark.parametrize(
@@ -25,6 +28,10 @@ def test_defaults_are_valid() -> None:
         ({"id": "a/b"}, "controller id name 'a/b' is not allowed"),
         ({"prefix": "x"}, "key prefix 'x' is not allowed"),
         ({"history_keep": 0}, "history_keep: Input should be greater than or equal to 1"),
+        ({"full_plan_interval": 5.0}, "greater than or equal to 10"),
+        ({"full_plan_interval": 7200.0}, "less than or equal to 3600"),
+        ({"full_plan_rate": 0.0}, "greater than or equal to 1"),
+        ({"full_plan_rate": 1e6}, "less than or equal to 100000"),
     ],
 )
 def test_invalid_settings_are_explained(overrides, message) -> None:
@@ -33,20 +40,19 @@ def test_invalid_settings_are_explained(overrides, message) -> None:
     assert message in explain(info.value)
 
 
-def test_full_plan_interval_is_bounded() -> None:
-    assert settings().full_plan_interval == 60.0  # docs/operations.md, controller settings
-    for bad, message in ((5.0, "greater than or equal to 10"), (7200.0, "less than or equal to 3600")):
-        with pytest.raises(ValidationError) as info:
-            settings(full_plan_interval=bad)
-        assert message in explain(info.value)
-
-
-def test_full_plan_rate_is_bounded() -> None:
-    assert settings().full_plan_rate == 250.0  # docs/operations.md, controller settings
-    for bad, message in ((0.0, "greater than or equal to 1"), (1e6, "less than or equal to 100000")):
-        with pytest.raises(ValidationError) as info:
-            settings(full_plan_rate=bad)
-        assert message in explain(info.value)
+@pytest.mark.parametrize(
+    "args, env, rate",
+    [
+        ([], {}, 250.0),
+        (["--full-plan-rate", "500"], {}, 500.0),
+        ([], {"TFLEET_FULL_PLAN_RATE": "40"}, 40.0),
+    ],
+)
+def test_the_full_plan_rate_reaches_the_settings_by_flag_or_variable(args, env, rate, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real `tfleet controller` command (the daemon a stub, tests/deployfiles.py)."""
+    base = ["--id", "c1", "--etcd", "http://127.0.0.1:2379", "--http-port", "0"]
+    started = start_with_stub(Invocation("test", "cli", "controller", base + args, env), monkeypatch)
+    assert started.full_plan_rate == rate
 
 
 def _reconciler(models: int, now: list[float], interval: float, resync_slice: int, **options):
