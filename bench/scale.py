@@ -24,7 +24,10 @@ other process. Printed, each next to a floor measured in the same run:
   of those leases and from the kill (the stand-ins renew in slots spread over TTL/3, as
   independent agents do, so the leases expire over ~TTL/3: the first and last expiry are
   printed); the CPU seconds the controller, etcd, the stand-ins and this process (its
-  watches) spent meanwhile (they share this machine's cores); and what etcd did meanwhile
+  watches) spent meanwhile (they share this machine's cores); from the first expiry until
+  every lost replica is re-placed (the window the target judges), how many of the machine's
+  cores were busy on average, each process's CPU seconds, and the controller's pass thread's
+  seconds on a core and waiting in the run queue for one (/proc); and what etcd did meanwhile
   (writes, WAL fsyncs and backend commits with their mean time, bytes sent, slow watchers);
 * the controller's RSS and CPU seconds (/proc), etcd's db size, and the warnings and errors
   in the controller's log (size errors counted apart);
@@ -77,10 +80,13 @@ from bench.scale_parts import (
     ReadyTracker,
     Standins,
     change_latencies,
+    CpuSample,
     Scraper,
     controller_sample,
     controller_txns,
     controller_usage,
+    cpu_between,
+    cpu_sample,
     etcd_size,
     intent,
     model_name,
@@ -276,6 +282,10 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
             gone: dict[str, float] = {}
             gone_lock = threading.Lock()
 
+            # (the machine's and the processes' CPU when the first lease expired: the window
+            # from there until every lost replica is re-placed is the one the target judges)
+            first_expiry: list[CpuSample] = []
+
             def on_hosts(events: list[WatchEvent]) -> None:
                 now = time.perf_counter()
                 with gone_lock:
@@ -283,6 +293,8 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                         name = KS.classify(e.key).leaf
                         if e.kind == "delete" and name in victim_set:
                             gone.setdefault(name, now)
+                    if gone and not first_expiry:
+                        first_expiry.append(cpu_sample(live_pids, processes["controller"]))
 
             victim_set = set(victims)
             hosts_watch = store.watch_prefix(KS.hosts_prefix(), store.list_prefix(KS.leader()).revision + 1, on_events=on_hosts, on_reset=lambda s: None)
@@ -294,7 +306,8 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                     "standins": standins.process.pid,
                     "bench": os.getpid(),
                 }
-                cpu_before = {name: proc_cpu_seconds(pid) for name, pid in processes.items() if pid is not None}
+                live_pids = {name: pid for name, pid in processes.items() if pid is not None}
+                cpu_before = {name: proc_cpu_seconds(pid) for name, pid in live_pids.items()}
                 etcd_before = metrics.read()
                 txns_before = controller_txns(metrics_url)
                 killed_at = time.perf_counter()
@@ -304,6 +317,7 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                 wait_for(lambda: len(gone) == len(victims), options.ttl * 3 + timeout, f"{len(victims)} leases to expire", interval=0.1)
                 expired_at = max(gone.values())
                 placed = tracker.wait_all_placed(timeout, f"{len(victims)} hosts lost")
+                at_placed = cpu_sample(live_pids, processes["controller"])
                 done = tracker.wait_all_ready(timeout, f"{len(victims)} hosts lost")
                 # (what each process spent from the kill until every model was ready again: on this
                 # 2-core machine the stand-ins, etcd and the controller share the cores)
@@ -329,6 +343,7 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                 "ready_after_kill_s": round(done - killed_at, 1),
                 "target_s": options.ttl + 5,
                 "cpu_s_kill_to_ready": cpu_used,
+                "first_expiry_to_replaced": cpu_between(first_expiry[0], at_placed, placed - min(gone.values())) if first_expiry else None,
                 "etcd_kill_to_ready": etcd_did,
             }
             say(
@@ -337,6 +352,13 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                 f"every model ready again {phases['host_loss']['ready_after_expiry_s']} s later ({phases['host_loss']['ready_after_kill_s']} s after the kill)"
             )
             say(f"  loss     CPU seconds from the kill until every model was ready: {cpu_used}")
+            window = phases["host_loss"]["first_expiry_to_replaced"]
+            if window is not None:
+                say(
+                    f"  loss     from the first expiry until re-placed ({window['seconds']} s): the machine kept {window['machine_busy_cores']} of {window['cores']} cores busy; "
+                    f"CPU seconds {window['cpu_s']}; the controller's pass thread {window['pass_thread']['on_core_s']} s on a core, "
+                    f"{window['pass_thread']['waiting_for_core_s']} s waiting for one"
+                )
             say(f"  loss     etcd from the kill until every model was ready: {etcd_did}")
         except (PhaseTimeout, TimeoutError, StoreError) as exc:
             phases["failed"] = f"{type(exc).__name__}: {exc}"

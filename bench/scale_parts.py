@@ -9,6 +9,7 @@ Also used by tests/integration/test_scale_small.py (the same scenario, small eno
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import queue
 import re
@@ -18,7 +19,8 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from bench.agent_latency import percentile, proc_cpu_seconds, proc_rss_mb
 from tfleet import schema
@@ -517,3 +519,73 @@ def section_sizes(store: EtcdStore, sample: int = 200) -> dict:
 
 def ms(samples: list[float]) -> dict:
     return {"p50": round(percentile(samples, 50) * 1000, 1), "p99": round(percentile(samples, 99) * 1000, 1), "n": len(samples)}
+
+
+# -- who had the machine's cores during a phase ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """The CPU seconds of the machine and of the benchmark's processes at one moment, and of
+    the controller's main thread (its passes run there: tfleet/loop.py)."""
+
+    busy: float  # the machine's CPU seconds not idle, all cores, since boot
+    idle: float  # idle and waiting for I/O
+    processes: Mapping[str, float]  # name -> the process's CPU seconds
+    pass_thread: tuple[float, float]  # (seconds on a core, seconds waiting in the run queue for one)
+
+
+def machine_seconds(proc_stat: str) -> tuple[float, float]:
+    """(busy, idle) CPU seconds of all cores from /proc/stat's first line (idle counts
+    iowait: a core waiting for the disk is free for any other process; guest time is inside
+    user time already)."""
+    fields = proc_stat.split("\n", 1)[0].split()
+    if not fields or fields[0] != "cpu" or len(fields) < 8:
+        raise ValueError(f"not /proc/stat: {proc_stat[:60]!r}")
+    user, nice, system, idle, iowait, irq, softirq = (int(v) for v in fields[1:8])
+    steal = int(fields[8]) if len(fields) > 8 else 0
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / tick, (idle + iowait) / tick
+
+
+def thread_schedstat(text: str) -> tuple[float, float]:
+    """(seconds on a core, seconds waiting for one) from /proc/<pid>/task/<tid>/schedstat."""
+    on_core, waiting = text.split()[:2]
+    return int(on_core) / 1e9, int(waiting) / 1e9
+
+
+def cpu_sample(processes: Mapping[str, int], controller: int | None) -> CpuSample:
+    """One CpuSample now (Linux /proc); the controller's main thread is its process id."""
+    busy, idle = machine_seconds(pathlib.Path("/proc/stat").read_text())
+    seconds = {}
+    for name, pid in processes.items():
+        try:
+            seconds[name] = proc_cpu_seconds(pid)
+        except OSError:
+            continue
+    thread = (0.0, 0.0)
+    if controller is not None:
+        try:
+            thread = thread_schedstat(pathlib.Path(f"/proc/{controller}/task/{controller}/schedstat").read_text())
+        except OSError:
+            pass
+    return CpuSample(busy, idle, seconds, thread)
+
+
+def cpu_between(before: CpuSample, after: CpuSample, seconds: float) -> dict:
+    """What a window of ``seconds`` cost: the cores the machine kept busy on average (of how
+    many), each process's CPU seconds, and the controller's pass thread's seconds on a core
+    and waiting for one. A busy controller process stays under one core (one interpreter
+    lock); the machine's idle share says whether the others left it cores to run on."""
+    total = (after.busy - before.busy) + (after.idle - before.idle)
+    cores = os.cpu_count() or 1
+    return {
+        "seconds": round(seconds, 1),
+        "machine_busy_cores": round(cores * (after.busy - before.busy) / total, 2) if total > 0 else None,
+        "cores": cores,
+        "cpu_s": {name: round(after.processes[name] - used, 1) for name, used in before.processes.items() if name in after.processes},
+        "pass_thread": {
+            "on_core_s": round(after.pass_thread[0] - before.pass_thread[0], 2),
+            "waiting_for_core_s": round(after.pass_thread[1] - before.pass_thread[1], 2),
+        },
+    }
