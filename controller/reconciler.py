@@ -27,7 +27,7 @@ from tfleet.controller.metrics import ControllerMetrics
 from tfleet.controller.planner import ControllerPlan
 from tfleet.controller.incremental import EchoLedger, IncrementalPlanner, quiet_assignment, quiet_delete
 from tfleet.controller.placement import DEFAULT_UNRESPONSIVE_GRACE
-from tfleet.controller.resync import RATE_MAX, SLICE_MAX, RollingResync
+from tfleet.controller.resync import FULL_PLAN_EVERY, RATE_MAX, SLICE_MAX, RollingResync
 from tfleet.controller.schedules import ScheduleRunner, next_due
 from tfleet.controller.fleetcache import FleetCache
 from tfleet.controller.snapshot import Announced, FleetBuilder, FleetSnapshot, announced_assignment, announced_report, announced_route
@@ -39,12 +39,11 @@ from tfleet.schema import ModelIntent, ModelStatusReport
 from tfleet.store import Delete, Put, StoreError
 
 WRITE_BATCH = 100  # etcd allows 128 operations per transaction by default
-# Every model (and host) is planned again this often (seconds, by default: the controller's
-# --full-plan-interval, controller/settings.py): the net under the incremental planner, for
-# any change it might have missed. A rolling resync (controller/resync.py): each pass plans a
-# bounded slice besides what changed, so no pass costs the whole fleet. A new term and
-# re-lists still plan everything at once; failed writes, the models of their pass.
-FULL_PLAN_EVERY = 60.0
+# Every model (and host) is planned again every FULL_PLAN_EVERY seconds by default (the
+# controller's --full-plan-interval): the net under the incremental planner, for any change
+# it might have missed. A rolling resync (controller/resync.py): each pass plans a bounded
+# slice besides what changed, so no pass costs the whole fleet. A new term and re-lists
+# still plan everything at once; failed writes, the models of their pass.
 # Writes whose echo is not a change worth planning: the planner's reports and the route
 # tables are functions of the snapshot, so writing them back changes no decision; so are
 # the assignments of new replicas (incremental.quiet_assignment; their models' placement

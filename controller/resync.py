@@ -37,7 +37,10 @@ from collections.abc import Callable, Iterable
 # At most this many names per pass: about 70 ms of planning at 0.14 ms a model (a full plan
 # measured 1.4 s at 10,000 models, bench/controller_plan.py).
 SLICE_MAX = 500
-# At most this many names a second, by default (see the module's docstring).
+# Every model and host planned again this often (seconds), by default: the controller's
+# --full-plan-interval (controller/settings.py), the minute the periodic full plan had.
+FULL_PLAN_EVERY = 60.0
+# At most this many names a second, by default (see the module's docstring): --full-plan-rate.
 RATE_MAX = 250.0
 # The loop is not asked to come back sooner than this for a slice.
 MIN_DUE_IN = 0.05
@@ -96,4 +99,4 @@ class RollingResync:
         return max(0, math.ceil(len(self._names) * elapsed) - self._done)
 
 
-__all__ = ["RATE_MAX", "RollingResync", "SLICE_MAX"]
+__all__ = ["FULL_PLAN_EVERY", "RATE_MAX", "RollingResync", "SLICE_MAX"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tfleet.controller.resync import FULL_PLAN_EVERY, RATE_MAX
 from tfleet.keyspace import DEFAULT_PREFIX, validate_name, validate_prefix
 from tfleet.store import EtcdSettings
 from tfleet.timing import check_lease_timing
@@ -32,12 +33,12 @@ class ControllerSettings(BaseModel):
     # incremental planner: a rolling resync (controller/resync.py), a bounded slice per pass,
     # so no pass costs the whole fleet (docs/architecture.md, "The resync rolls; it never
     # holds a pass"). The default keeps the minute the periodic full plan had.
-    full_plan_interval: float = Field(default=60.0, ge=10.0, le=3600.0)
+    full_plan_interval: float = Field(default=FULL_PLAN_EVERY, ge=10.0, le=3600.0)
     # At most this many models a second for that net: a larger fleet's cycle (and the hosts',
     # which follows it) is longer than the interval, so the net's CPU stays bounded whatever
     # the fleet's size (a minute's cycle of 100,000 models held a third of a core).
     # controller/resync.py.
-    full_plan_rate: float = Field(default=250.0, ge=1.0, le=100_000.0)
+    full_plan_rate: float = Field(default=RATE_MAX, ge=1.0, le=100_000.0)
     # History retention: the newest N entries of each model are kept (controller/history.py).
     history_keep: int = Field(default=100, ge=1, le=1_000_000)
 
