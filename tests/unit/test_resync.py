@@ -43,6 +43,22 @@ def test_due_in_says_when_the_next_slice_is_owed() -> None:
     assert resync.take(11.0, lambda: NAMES) == NAMES[1:11]
 
 
+def test_names_owed_since_the_take_do_not_call_the_loop_back_before_a_slice_is_owed() -> None:
+    """A pass asks when the net is due next after its own work, when a few names are owed
+    again already: the answer is still the next whole slice, not at once (which made the
+    net a pass every ~60 ms of a few names each, each pass with its fixed cost)."""
+    resync = RollingResync(400.0, slice_max=500, rate=250.0)
+    names = [f"m{i}" for i in range(100_000)]
+    resync.restart(0.0)
+    assert resync.take(0.0, lambda: names) == []
+    assert len(resync.take(2.0, lambda: names)) == 500
+    # 20 ms later (the pass's own time) 5 more are owed: come back when 500 are
+    assert resync.due_in(2.02) == pytest.approx(1.98)
+    assert len(resync.take(4.0, lambda: names)) == 500
+    # a loop that came back late finds a whole slice waiting: at once
+    assert resync.due_in(7.0) == MIN_DUE_IN
+
+
 def test_a_new_cycle_takes_the_names_present_when_it_starts() -> None:
     resync = RollingResync(10.0, slice_max=1000)
     resync.restart(0.0)
