@@ -71,7 +71,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from bench.agent_latency import measure_floor, proc_cpu_seconds
+from bench.agent_latency import measure_floor
 from bench.scale_parts import (
     KS,
     EtcdMetrics,
@@ -307,7 +307,7 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                     "bench": os.getpid(),
                 }
                 live_pids = {name: pid for name, pid in processes.items() if pid is not None}
-                cpu_before = {name: proc_cpu_seconds(pid) for name, pid in live_pids.items()}
+                at_kill = cpu_sample(live_pids, processes["controller"])
                 etcd_before = metrics.read()
                 txns_before = controller_txns(metrics_url)
                 killed_at = time.perf_counter()
@@ -321,7 +321,7 @@ def run(hosts: int, models: int, options: argparse.Namespace, root: pathlib.Path
                 done = tracker.wait_all_ready(timeout, f"{len(victims)} hosts lost")
                 # (what each process spent from the kill until every model was ready again: on this
                 # 2-core machine the stand-ins, etcd and the controller share the cores)
-                cpu_used = {name: round(proc_cpu_seconds(processes[name]) - before, 1) for name, before in cpu_before.items()}
+                cpu_used = cpu_between(at_kill, cpu_sample(live_pids, processes["controller"]), done - killed_at)["cpu_s"]
                 etcd_did = etcd_work(etcd_before, metrics.read())
                 txns_after = controller_txns(metrics_url)
                 sent = txns_after["count"] - txns_before["count"]

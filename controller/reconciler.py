@@ -39,11 +39,6 @@ from tfleet.schema import ModelIntent, ModelStatusReport
 from tfleet.store import Delete, Put, StoreError
 
 WRITE_BATCH = 100  # etcd allows 128 operations per transaction by default
-# Every model (and host) is planned again every FULL_PLAN_EVERY seconds by default (the
-# controller's --full-plan-interval): the net under the incremental planner, for any change
-# it might have missed. A rolling resync (controller/resync.py): each pass plans a bounded
-# slice besides what changed, so no pass costs the whole fleet. A new term and re-lists
-# still plan everything at once; failed writes, the models of their pass.
 # Writes whose echo is not a change worth planning: the planner's reports and the route
 # tables are functions of the snapshot, so writing them back changes no decision; so are
 # the assignments of new replicas (incremental.quiet_assignment; their models' placement
